@@ -1,0 +1,29 @@
+"""fastbp: fast backpropagation for dense networks on the CPU.
+
+Compiled (Cython) kernels with a NumPy twin of each; ``backend()`` tells which runs and
+``use_backend('compiled' | 'numpy')`` switches (also as a context manager).
+
+Names load on first use, so that tools such as ``fastbp size`` never import a compiled module.
+"""
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "backend": "fastbp._backend",
+    "use_backend": "fastbp._backend",
+}
+__all__ = ["kernels", "__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name == "kernels":
+        return importlib.import_module("fastbp.kernels")
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

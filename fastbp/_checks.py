@@ -1,0 +1,110 @@
+"""Input checks shared by both backends: run before any kernel, so no unchecked C loop sees bad input.
+
+Exception types: TypeError for a dtype that is not float32/float64 or that disagrees with the
+others; ValueError for everything else (dimensions, shapes -- both named in the message --, out
+buffers that are read-only or not C-contiguous, unknown names, labels out of range).
+"""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Activation name -> default of its one parameter ``alpha`` (None: takes no parameter).
+ACTIVATIONS = {
+    "identity": None, "sigmoid": None, "tanh": None, "relu": None, "leaky_relu": 0.01,
+    "softplus": None, "elu": 1.0, "gelu": None, "softmax": None,
+}
+LOSSES = ("squared_error", "softmax_cross_entropy", "sigmoid_cross_entropy")
+
+
+def float_array(x, name, ndim):
+    """``x`` as a C-contiguous float32/float64 array of ``ndim`` dimensions (copied only if needed)."""
+    if type(x) is not np.ndarray:
+        x = np.asarray(x)
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    if not x.flags.c_contiguous:
+        x = np.ascontiguousarray(x)
+    return x
+
+
+def same_dtype(first, first_name, *others):
+    """TypeError unless every array in ``others`` (array, name pairs) has ``first``'s dtype."""
+    for i in range(0, len(others), 2):
+        if others[i].dtype != first.dtype:
+            raise TypeError(
+                f"{others[i + 1]} has dtype {others[i].dtype} but {first_name} has {first.dtype}")
+
+
+def shapes_match(a, a_name, b, b_name, a_axis, b_axis):
+    if a.shape[a_axis] != b.shape[b_axis]:
+        raise ValueError(
+            f"shapes do not match: {a_name} {a.shape} (axis {a_axis}) vs {b_name} {b.shape} (axis {b_axis})")
+
+
+def out_array(out, name, shape, dtype):
+    """A writeable C-contiguous result buffer: ``out`` checked, or a new one when it is None."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if type(out) is not np.ndarray:
+        raise ValueError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    return out
+
+
+def out_tuple(out, count, name="out"):
+    """``out`` as a tuple of ``count`` buffers (entries may be None)."""
+    if out is None:
+        return (None,) * count
+    if not isinstance(out, (tuple, list)) or len(out) != count:
+        raise ValueError(f"{name} must be a tuple of {count} arrays (or None entries)")
+    return tuple(out)
+
+
+def activation_alpha(name, params):
+    """The activation's ``alpha`` from ``params`` (or its default); ValueError for unknown names."""
+    try:
+        default = ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}") from None
+    if not params:
+        return 0.0 if default is None else default
+    unexpected = set(params) - ({"alpha"} if default is not None else set())
+    if unexpected:
+        raise ValueError(f"activation {name!r} takes no parameter(s) {sorted(unexpected)}")
+    alpha = float(params["alpha"])
+    if not np.isfinite(alpha):
+        raise ValueError(f"alpha must be finite, got {alpha}")
+    return alpha
+
+
+def loss_name(name):
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; expected one of {list(LOSSES)}")
+    return name
+
+
+def class_labels(target, n, k):
+    """1-D integer labels as a C-contiguous intp array, each in [0, k)."""
+    if target.ndim != 1 or target.shape[0] != n:
+        raise ValueError(f"labels must have shape ({n},), got {target.shape}")
+    labels = np.ascontiguousarray(target, dtype=np.intp)
+    if n and (labels.min() < 0 or labels.max() >= k):
+        raise ValueError(f"labels must lie in [0, {k}), got range [{labels.min()}, {labels.max()}]")
+    return labels
+
+
+def finite_scalar(value, name, low=None):
+    value = float(value)
+    if not np.isfinite(value) or (low is not None and value < low):
+        raise ValueError(f"{name} must be a finite number" + (f" >= {low}" if low is not None else "")
+                         + f", got {value}")
+    return value

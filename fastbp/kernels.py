@@ -1,0 +1,213 @@
+"""The public kernels: check the input once, then run the active backend (compiled or NumPy).
+
+Every function accepts float32 or float64 arrays in any layout (non-contiguous, Fortran-ordered
+and read-only inputs are copied to C order only where needed); the result has the input's dtype.
+``out`` buffers, when given, must have the exact shape and dtype, be writeable and C-contiguous,
+and are returned.  Bad input raises TypeError (dtype) or ValueError (anything else) before any
+compiled loop runs; see ``fastbp._checks``.
+
+Shapes: X is n x d (one example per row), W is d x k, b has k entries; Z = X W + b and A = f(Z).
+"""
+import numpy as np
+
+from . import _backend
+from ._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activation_alpha, class_labels, finite_scalar,
+                      float_array, loss_name, out_array, out_tuple, same_dtype, shapes_match)
+
+__all__ = ["ACTIVATIONS", "LOSSES", "linear_forward", "linear_backward", "activation",
+           "activation_grad", "dense_forward", "dense_backward", "loss", "sgd_update",
+           "adam_update"]
+
+
+def _layer_inputs(X, W, b):
+    X = float_array(X, "X", 2)
+    W = float_array(W, "W", 2)
+    same_dtype(X, "X", W, "W")
+    shapes_match(X, "X", W, "W", 1, 0)
+    if b is not None:
+        b = float_array(b, "b", 1)
+        same_dtype(X, "X", b, "b")
+        shapes_match(W, "W", b, "b", 1, 0)
+    return X, W, b
+
+
+def linear_forward(X, W, b, out=None):
+    """Z = X @ W + b (n x k)."""
+    X, W, b = _layer_inputs(X, W, b)
+    out = out_array(out, "out", (X.shape[0], W.shape[1]), X.dtype)
+    return _backend.current.linear_forward(X, W, b, out)
+
+
+def _backward_buffers(X, W, need_dX, out):
+    dX, dW, db = out
+    dX = out_array(dX, "dX", X.shape, X.dtype) if need_dX else None
+    dW = out_array(dW, "dW", W.shape, X.dtype)
+    db = out_array(db, "db", (W.shape[1],), X.dtype)
+    return dX, dW, db
+
+
+def _upstream(G, name, X, W):
+    G = float_array(G, name, 2)
+    same_dtype(X, "X", G, name)
+    shapes_match(X, "X", G, name, 0, 0)
+    shapes_match(W, "W", G, name, 1, 1)
+    return G
+
+
+def linear_backward(X, W, dY, need_dX=True, out=None):
+    """Gradients of Y = X @ W + b given dY = dL/dY: returns (dX, dW, db).
+
+    dX is None when ``need_dX`` is False (the first layer needs no gradient for its input).
+    ``out`` = (dX, dW, db) buffers, any of them None.
+    """
+    X, W, _ = _layer_inputs(X, W, None)
+    dY = _upstream(dY, "dY", X, W)
+    dX, dW, db = _backward_buffers(X, W, need_dX, out_tuple(out, 3))
+    return _backend.current.linear_backward(X, W, dY, dX, dW, db)
+
+
+def activation(name, Z, out=None, **params):
+    """A = f(Z), elementwise (softmax: row-wise).  ``out`` may be Z itself (in place).
+
+    Parameters: ``alpha`` for leaky_relu (slope for z < 0, default 0.01) and elu (default 1.0).
+    """
+    alpha = activation_alpha(name, params)
+    Z = float_array(Z, "Z", 2)
+    out = out_array(out, "out", Z.shape, Z.dtype)
+    return _backend.current.activation(name, Z, out, alpha)
+
+
+def _same_shape(first, first_name, other, other_name):
+    other = float_array(other, other_name, 2)
+    same_dtype(first, first_name, other, other_name)
+    if other.shape != first.shape:
+        raise ValueError(f"shapes do not match: {first_name} {first.shape} vs {other_name} {other.shape}")
+    return other
+
+
+def activation_grad(name, Z, A, dA, out=None, **params):
+    """dL/dZ = f'(Z) * dL/dA, given Z, A = f(Z) and dA.  For softmax this is the Jacobian-vector
+    product A * (dA - <dA, A>) row by row, not a diagonal.  ``out`` may be dA itself."""
+    alpha = activation_alpha(name, params)
+    Z = float_array(Z, "Z", 2)
+    A = _same_shape(Z, "Z", A, "A")
+    dA = _same_shape(Z, "Z", dA, "dA")
+    out = out_array(out, "out", Z.shape, Z.dtype)
+    return _backend.current.activation_grad(name, Z, A, dA, out, alpha)
+
+
+def dense_forward(X, W, b, activation="identity", out=None, **params):
+    """Fused dense layer: Z = X @ W + b and A = f(Z) in one pass over the output; returns (Z, A).
+
+    ``out`` = (Z, A) buffers, any of them None.
+    """
+    alpha = activation_alpha(activation, params)
+    X, W, b = _layer_inputs(X, W, b)
+    Z, A = out_tuple(out, 2)
+    shape = (X.shape[0], W.shape[1])
+    Z = out_array(Z, "Z", shape, X.dtype)
+    A = out_array(A, "A", shape, X.dtype)
+    return _backend.current.dense_forward(activation, X, W, b, Z, A, alpha)
+
+
+def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None, **params):
+    """Fused backward of a dense layer: the activation's derivative folded into the linear
+    backward.  Returns (dX, dW, db); ``out`` = (dX, dW, db, dZ) buffers (dZ is a workspace and
+    may be dA itself), any of them None."""
+    alpha = activation_alpha(activation, params)
+    X, W, _ = _layer_inputs(X, W, None)
+    dA = _upstream(dA, "dA", X, W)
+    Z = _same_shape(dA, "dA", Z, "Z")
+    A = _same_shape(dA, "dA", A, "A")
+    buffers = out_tuple(out, 4)
+    dX, dW, db = _backward_buffers(X, W, need_dX, buffers[:3])
+    dZ = out_array(buffers[3], "dZ", dA.shape, X.dtype)
+    return _backend.current.dense_backward(activation, X, W, Z, A, dA, dZ, dX, dW, db, alpha)
+
+
+def loss(name, output, target, out=None):
+    """Return (value, dL/d(output)) for a batch of n rows; the value is a mean over rows.
+
+    - squared_error: 1/(2n) sum_i ||o_i - t_i||^2 (summed over the k outputs).
+    - softmax_cross_entropy: from logits; target is a 1-D array of integer class labels in
+      [0, k), or an n x k matrix of probabilities (one-hot).
+    - sigmoid_cross_entropy: from logits, multilabel; target is an n x k 0/1 (or [0, 1]) matrix.
+
+    Stable for logits of any finite size.  ``out`` is the gradient buffer (it may be ``output``).
+    """
+    loss_name(name)
+    output = float_array(output, "output", 2)
+    n, k = output.shape
+    if type(target) is not np.ndarray:
+        target = np.asarray(target)
+    if name == "softmax_cross_entropy" and target.dtype.kind in "iub":
+        target = class_labels(target, n, k)
+    else:
+        target = _same_shape(output, "output", target, "target")
+    grad = out_array(out, "out", output.shape, output.dtype)
+    return _backend.current.loss(name, output, target, grad)
+
+
+def _param_set(param, others):
+    """The parameter (updated in place, so it must be a writeable float array) and its companions
+    (gradient and optimizer state, same shape and dtype; state buffers must be writeable too)."""
+    if type(param) is not np.ndarray or param.dtype not in FLOAT_DTYPES:
+        raise TypeError("param must be a float32 or float64 NumPy array")
+    if not param.flags.writeable:
+        raise ValueError("param is read-only")
+    work = param if param.flags.c_contiguous else np.ascontiguousarray(param)
+    checked = []
+    for array, name, writeable in others:
+        if array is None:
+            checked.append(None)
+            continue
+        if writeable:
+            array = out_array(array, name, param.shape, param.dtype)
+        else:
+            array = _same_nd(work, array, name)
+        checked.append(array)
+    return work, checked
+
+
+def _same_nd(param, array, name):
+    array = float_array(array, name, param.ndim)
+    same_dtype(param, "param", array, name)
+    if array.shape != param.shape:
+        raise ValueError(f"shapes do not match: param {param.shape} vs {name} {array.shape}")
+    return array
+
+
+def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """In-place SGD step with optional (Nesterov) momentum and L2 decay (see the NumPy twin's
+    docstring for the formula).  ``velocity`` (same shape as param) is required when momentum > 0."""
+    lr = finite_scalar(lr, "lr", 0.0)
+    momentum = finite_scalar(momentum, "momentum", 0.0)
+    weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
+    if momentum > 0 and velocity is None:
+        raise ValueError("momentum > 0 needs a velocity buffer")
+    work, (grad, velocity) = _param_set(
+        param, [(grad, "grad", False), (velocity if momentum > 0 else None, "velocity", True)])
+    _backend.current.sgd_update(work, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
+    if work is not param:
+        param[...] = work
+
+
+def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                weight_decay=0.0):
+    """In-place Adam step with bias correction; ``step`` = t >= 1 counts this update; m and v are
+    the first and second moment buffers (same shape as param, start at zero)."""
+    step = int(step)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    lr = finite_scalar(lr, "lr", 0.0)
+    eps = finite_scalar(eps, "eps", 0.0)
+    weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
+    for value, name in ((beta1, "beta1"), (beta2, "beta2")):
+        if not 0.0 <= float(value) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    work, (grad, m, v) = _param_set(param, [(grad, "grad", False), (m, "m", True), (v, "v", True)])
+    _backend.current.adam_update(work, grad, m, v, step, lr, float(beta1), float(beta2), eps,
+                                 weight_decay)
+    if work is not param:
+        param[...] = work
+
