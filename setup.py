@@ -42,6 +42,9 @@ extensions = [
         extra_link_args=link_args,
     )
     for path in sorted(glob.glob(os.path.join("fastbp", "_c_*.pyx")))
+    # developers may rebuild a subset: FASTBP_BUILD_ONLY=_c_linear,_c_loss
+    if not os.environ.get("FASTBP_BUILD_ONLY")
+    or os.path.basename(path)[:-4] in os.environ["FASTBP_BUILD_ONLY"].split(",")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, quiet=True))
