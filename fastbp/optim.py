@@ -1,0 +1,64 @@
+"""Optimizers: update a list of parameter arrays in place from their gradients.
+
+They own their state (velocities; Adam's moments and step count) as arrays made once, beside the
+parameters, so a step allocates nothing.  ``lr`` is a plain attribute: learning-rate schedules
+change it between steps.  ``weight_decay`` is one L2 coefficient per parameter (0 for biases):
+the step uses ``grad + weight_decay * param``.  The arrays are trusted (made by the network), so
+the steps call the active backend directly, skipping the public kernels' checks.
+"""
+import numpy as np
+
+from . import _backend
+
+
+def _decays(params, weight_decay):
+    if np.ndim(weight_decay) == 0:
+        return [float(weight_decay)] * len(params)
+    if len(weight_decay) != len(params):
+        raise ValueError(f"{len(weight_decay)} weight decays for {len(params)} parameters")
+    return [float(w) for w in weight_decay]
+
+
+class SGD:
+    """Stochastic gradient descent with optional momentum (classical or Nesterov)."""
+
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        if lr < 0 or not 0 <= momentum < 1:
+            raise ValueError(f"need lr >= 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
+        self.params = list(params)
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _decays(self.params, weight_decay)
+        self.velocities = [np.zeros_like(p) for p in self.params] if momentum > 0 else None
+        self.t = 0
+
+    def step(self, grads):
+        update = _backend.current.sgd_update
+        for i, (param, grad) in enumerate(zip(self.params, grads)):
+            velocity = self.velocities[i] if self.velocities is not None else None
+            update(param, grad, velocity, self.lr, self.momentum, self.nesterov,
+                   self.weight_decay[i])
+        self.t += 1
+
+
+class Adam:
+    """Adam with bias correction (Kingma & Ba, 2015)."""
+
+    def __init__(self, params, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        if lr < 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1) or eps <= 0:
+            raise ValueError("need lr >= 0, 0 <= beta1, beta2 < 1 and eps > 0")
+        self.params = list(params)
+        self.lr = float(lr)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.weight_decay = _decays(self.params, weight_decay)
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def step(self, grads):
+        self.t += 1
+        update = _backend.current.adam_update
+        for i, (param, grad) in enumerate(zip(self.params, grads)):
+            update(param, grad, self.m[i], self.v[i], self.t, self.lr, self.beta1, self.beta2,
+                   self.eps, self.weight_decay[i])
