@@ -21,11 +21,14 @@ def float_array(x, name, ndim):
     if type(x) is not np.ndarray:
         x = np.asarray(x)
     if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+        if x.dtype.kind != "f" or x.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
+        x = x.astype(x.dtype.newbyteorder("="))  # a byte-swapped float: native copy
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
-    if not x.flags.c_contiguous:
-        x = np.ascontiguousarray(x)
+    flags = x.flags
+    if not (flags.c_contiguous and flags.aligned):
+        x = np.array(x, order="C")  # a fresh copy is aligned; ascontiguousarray may not be
     return x
 
 
@@ -55,8 +58,8 @@ def out_array(out, name, shape, dtype):
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous and aligned")
     return out
 
 
@@ -96,7 +99,7 @@ def class_labels(target, n, k):
     """1-D integer labels as a C-contiguous intp array, each in [0, k)."""
     if target.ndim != 1 or target.shape[0] != n:
         raise ValueError(f"labels must have shape ({n},), got {target.shape}")
-    labels = np.ascontiguousarray(target, dtype=np.intp)
+    labels = np.require(target, np.intp, "CA")
     if n and (labels.min() < 0 or labels.max() >= k):
         raise ValueError(f"labels must lie in [0, {k}), got range [{labels.min()}, {labels.max()}]")
     return labels

@@ -19,9 +19,10 @@ INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
 # ----------------------------------------------------------------------------------- dense layers
 def linear_forward(X, W, b, out):
-    """out = X @ W + b."""
+    """out = X @ W + b (b None: no bias)."""
     np.matmul(X, W, out=out)
-    out += b
+    if b is not None:
+        out += b
     return out
 
 

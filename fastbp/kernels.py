@@ -6,8 +6,11 @@ and read-only inputs are copied to C order only where needed); the result has th
 and are returned.  Bad input raises TypeError (dtype) or ValueError (anything else) before any
 compiled loop runs; see ``fastbp._checks``.
 
-Shapes: X is n x d (one example per row), W is d x k, b has k entries; Z = X W + b and A = f(Z).
+Shapes: X is n x d (one example per row), W is d x k, b has k entries (or is None: no bias);
+Z = X W + b and A = f(Z).
 """
+import operator
+
 import numpy as np
 
 from . import _backend
@@ -140,6 +143,9 @@ def loss(name, output, target, out=None):
     n, k = output.shape
     if type(target) is not np.ndarray:
         target = np.asarray(target)
+    if name == "softmax_cross_entropy" and k == 0 and n > 0:
+        raise ValueError("softmax_cross_entropy needs at least one output (class), got shape "
+                         f"{output.shape}")
     if name == "softmax_cross_entropy" and target.dtype.kind in "iub":
         target = class_labels(target, n, k)
     else:
@@ -155,7 +161,7 @@ def _param_set(param, others):
         raise TypeError("param must be a float32 or float64 NumPy array")
     if not param.flags.writeable:
         raise ValueError("param is read-only")
-    work = param if param.flags.c_contiguous else np.ascontiguousarray(param)
+    work = param if param.flags.c_contiguous and param.flags.aligned else np.array(param, order="C")
     checked = []
     for array, name, writeable in others:
         if array is None:
@@ -196,11 +202,13 @@ def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
                 weight_decay=0.0):
     """In-place Adam step with bias correction; ``step`` = t >= 1 counts this update; m and v are
     the first and second moment buffers (same shape as param, start at zero)."""
-    step = int(step)
+    step = operator.index(step)
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
     lr = finite_scalar(lr, "lr", 0.0)
     eps = finite_scalar(eps, "eps", 0.0)
+    if eps == 0:
+        raise ValueError("eps must be > 0 (Adam divides by sqrt(v) + eps)")
     weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
     for value, name in ((beta1, "beta1"), (beta2, "beta2")):
         if not 0.0 <= float(value) < 1.0:
