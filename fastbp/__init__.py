@@ -13,6 +13,22 @@ __version__ = "0.1.0"
 _LAZY = {
     "backend": "fastbp._backend",
     "use_backend": "fastbp._backend",
+    "MLPClassifier": "fastbp.mlp",
+    "MLPRegressor": "fastbp.mlp",
+    "NotFittedError": "fastbp._validation",
+    "ConvergenceWarning": "fastbp._training",
+    "gradcheck": "fastbp.gradcheck",
+    "load": "fastbp.persist",
+    "load_digits": "fastbp.datasets",
+    "Sequential": "fastbp.nn",
+    "Dense": "fastbp.nn",
+    "Dropout": "fastbp.nn",
+    "make_mlp": "fastbp.nn",
+    "fit_network": "fastbp._training",
+    "TrainConfig": "fastbp._training",
+    "Autoencoder": "fastbp.autoencoder",
+    "VAE": "fastbp.vae",
+    "GAN": "fastbp.gan",
 }
 __all__ = ["kernels", "__version__", *_LAZY]
 

@@ -1,0 +1,147 @@
+"""Input validation for the estimators, with scikit-learn's messages where it has one.
+
+Everything here raises before an estimator changes any of its state: bad input leaves a fitted
+model as it was.  Non-numeric data fails in NumPy's own conversion (ValueError "could not convert
+string to float", TypeError for objects that are not numbers).
+"""
+import sys
+
+import numpy as np
+
+__all__ = ["NotFittedError", "check_X", "check_targets", "check_n_features", "check_is_fitted",
+           "label_kind"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``.
+
+    When scikit-learn is loaded, the error raised also derives from scikit-learn's
+    NotFittedError, so that its tools recognise it (scikit-learn is never imported for this).
+    """
+
+
+_combined_not_fitted = None
+
+
+def _not_fitted_class():
+    global _combined_not_fitted
+    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
+    if sklearn_exceptions is None:
+        return NotFittedError
+    if _combined_not_fitted is None:
+        _combined_not_fitted = type("NotFittedError", (NotFittedError, sklearn_exceptions.NotFittedError),
+                                    {"__module__": __name__})
+    return _combined_not_fitted
+
+
+def _is_sparse(X):
+    try:
+        from scipy import sparse
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    return sparse.issparse(X)
+
+
+def _as_numeric(X, name):
+    if _is_sparse(X):
+        raise TypeError(f"Sparse data was passed for {name}, but dense data is required. "
+                        "Use '.toarray()' to convert to a dense numpy array.")
+    if X is None:
+        raise ValueError(f"requires {name} to be passed, but the target {name} is None"
+                         if name == "y" else f"Expected array-like (array or non-string sequence), got None")
+    array = np.asarray(X)
+    if array.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported\n{array}\n")
+    return array
+
+
+def _check_finite(array, name):
+    """ValueError naming NaN or infinity (scikit-learn's messages); cheap when all is finite."""
+    if array.dtype.kind != "f" or array.size == 0:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(array.sum()):
+            return
+    if np.isnan(array).any():
+        raise ValueError(f"Input {name} contains NaN.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"Input {name} contains infinity or a value too large for {array.dtype!r}.")
+
+
+def check_X(X, dtype, min_samples=1, name="X"):
+    """X as a C-contiguous 2-D finite array of ``dtype`` with >= ``min_samples`` rows and >= 1 column."""
+    array = _as_numeric(X, name)
+    if array.ndim == 0:
+        raise ValueError(f"Expected 2D array, got scalar array instead:\narray={array}.\n"
+                         "Reshape your data either using array.reshape(-1, 1) if your data has a "
+                         "single feature or array.reshape(1, -1) if it contains a single sample.")
+    if array.ndim == 1:
+        raise ValueError(f"Expected 2D array, got 1D array instead:\narray={array}.\n"
+                         "Reshape your data either using array.reshape(-1, 1) if your data has a "
+                         "single feature or array.reshape(1, -1) if it contains a single sample.")
+    if array.ndim > 2:
+        raise ValueError(f"Found array with dim {array.ndim}. Estimator expected <= 2.")
+    if array.dtype.kind not in "fiub":
+        array = array.astype(np.float64)  # object / strings: NumPy's own error if not numeric
+    n, d = array.shape
+    if n < min_samples:
+        raise ValueError(f"Found array with {n} sample(s) (shape={array.shape}) while a minimum of "
+                         f"{min_samples} is required.")
+    if d < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 "
+                         "is required.")
+    with np.errstate(over="ignore"):  # too large for dtype: reported as infinity just below
+        array = np.ascontiguousarray(array, dtype=dtype)
+    _check_finite(array, name)
+    return array
+
+
+def check_n_features(estimator, X):
+    expected = estimator.n_features_in_
+    if X.shape[1] != expected:
+        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+                         f"{expected} features as input.")
+
+
+def check_is_fitted(estimator):
+    if not hasattr(estimator, "coefs_"):
+        raise _not_fitted_class()(f"This {type(estimator).__name__} instance is not fitted yet. Call "
+                             "'fit' with appropriate arguments before using this estimator.")
+
+
+def check_targets(y, n_samples, dtype=None):
+    """y as a 1-D or 2-D array with ``n_samples`` rows (float ``dtype`` and finite when given)."""
+    array = _as_numeric(y, "y")
+    if array.ndim == 0 or array.ndim > 2:
+        raise ValueError(f"y must be 1-D or 2-D, got shape {array.shape}")
+    if array.shape[0] != n_samples:
+        raise ValueError("Found input variables with inconsistent numbers of samples: "
+                         f"[{n_samples}, {array.shape[0]}]")
+    if array.ndim == 2 and array.shape[1] < 1:
+        raise ValueError(f"y has 0 columns (shape={array.shape})")
+    if dtype is not None:
+        if array.dtype.kind not in "fiub":
+            array = array.astype(np.float64)
+        with np.errstate(over="ignore"):
+            array = np.ascontiguousarray(array, dtype=dtype)
+        _check_finite(array, "y")
+    elif array.dtype.kind == "f":
+        _check_finite(array, "y")
+    return array
+
+
+def label_kind(y):
+    """'multilabel' for a 2-D 0/1 indicator matrix, else 'labels' (1-D class labels).
+
+    ValueError for continuous targets (scikit-learn's "Unknown label type") and for 2-D targets
+    that are not indicator matrices.
+    """
+    if y.ndim == 2:
+        if y.dtype.kind not in "fiub" or not np.isin(y, (0, 1)).all():
+            raise ValueError("Unknown label type: multiclass-multioutput. A 2-D y must be a 0/1 "
+                             "indicator matrix (multilabel classification).")
+        return "multilabel"
+    if y.dtype.kind == "f" and np.any(y != np.round(y)):
+        raise ValueError("Unknown label type: continuous. Maybe you are trying to fit a classifier, "
+                         "which expects discrete classes on a regression target with continuous values.")
+    return "labels"

@@ -1,0 +1,623 @@
+"""Multi-output networks trained by backprop, as scikit-learn estimators.
+
+- :class:`MLPRegressor`: vector regression, identity output g(t) = t, squared error
+  L = 1/(2n) sum_i ||y_hat_i - y_i||^2; y of shape (n,) or (n, k).
+- :class:`MLPClassifier`: multiclass with softmax output and cross-entropy; binary with one
+  sigmoid output; multilabel (y an n x k 0/1 indicator matrix) with k sigmoid outputs and sigmoid
+  cross-entropy, predicting label j where the logit t_j > 0 (the lecture's sign(t)).
+
+The network is the lecture's g(V^T f((W^L)^T ... f((W^1)^T x))): ``hidden_layer_sizes`` Dense
+layers with ``activation`` f, then an output Dense layer (``coefs_[-1]`` is V) whose g is applied
+by the loss from the logits.  Training minimises, per minibatch of ``batch_size`` rows,
+
+    mean data loss over the batch + alpha / (2 * batch_size) * sum_l ||W^l||_F^2
+
+(biases not penalised) with 'sgd' (momentum, Nesterov), 'adam' or 'gd' (full batch), by the loop
+of :mod:`fastbp._training` (see there for the learning-rate schedules, the Armijo line search,
+convergence and early stopping).
+
+The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``
+(without 'lbfgs' and ``max_fun``); fastbp adds ``dropout``, ``activation_alpha``, ``dtype`` and
+``n_threads``.  Fitted attributes: ``coefs_``, ``intercepts_`` (the network's own arrays),
+``loss_curve_``, ``validation_scores_``, ``best_validation_score_`` (with early stopping or
+``fit(..., validation_data=(X_val, y_val))``, else None),
+``best_loss_``, ``n_iter_``, ``t_``, ``grad_norms_`` (epochs x layers: the mean ||dW||_F of each
+layer in each epoch, which shows vanishing gradients), ``learning_rates_``, ``n_features_in_``,
+``n_outputs_``, ``n_layers_``, ``out_activation_``, ``loss_`` and, for the classifier, ``classes_``.
+``network_`` is the fitted :class:`fastbp.nn.Sequential`.
+
+``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
+identically (:mod:`fastbp.persist`); models pickle too.  Bad input (NaN or infinity, a wrong
+number of features, fewer than 2 samples for ``fit`` -- ``partial_fit`` takes single samples --,
+one class, labels outside ``classes``, non-numeric or empty arrays) raises ValueError with
+scikit-learn's messages (TypeError for sparse matrices) before the model changes.
+"""
+import inspect
+import math
+import warnings
+from contextlib import nullcontext
+
+import numpy as np
+
+from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
+from ._validation import NotFittedError, check_is_fitted, check_n_features, check_targets, check_X, label_kind
+from .nn import activation_name, make_mlp
+from .persist import register
+
+__all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
+
+
+class BaseEstimator:
+    """scikit-learn's estimator protocol without scikit-learn: ``get_params``/``set_params`` from
+    the ``__init__`` signature (every argument is stored unchanged under its own name), a repr
+    naming the changed parameters, tags for scikit-learn's tools when it is installed, and
+    ``save`` (see :mod:`fastbp.persist`)."""
+
+    @classmethod
+    def _get_param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return sorted(p.name for p in signature.parameters.values()
+                      if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+    def get_params(self, deep=True):
+        """The constructor parameters as a dict (``deep`` is accepted for scikit-learn's API)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set constructor parameters; returns self."""
+        valid = self._get_param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}. "
+                                 f"Valid parameters are: {valid!r}.")
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self):
+        changed = []
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                continue
+            value = getattr(self, name, parameter.default)
+            try:
+                same = type(value) is type(parameter.default) and bool(value == parameter.default)
+            except Exception:  # arrays and other values without a plain ==
+                same = False
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import Tags, TargetTags  # only scikit-learn's tools ask for tags
+        return Tags(estimator_type=None, target_tags=TargetTags(required=True))
+
+    def save(self, path):
+        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
+        from .persist import save
+        save(self, path)
+
+
+def _make_rng(random_state):
+    """A numpy Generator from scikit-learn-style ``random_state`` (None, int, RandomState, Generator)."""
+    if random_state is None or (isinstance(random_state, (int, np.integer))
+                                and not isinstance(random_state, bool)):
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    raise ValueError(f"random_state must be None, an int, a RandomState or a Generator, got {random_state!r}")
+
+
+def _r2_score(y_true, y_pred):
+    """Coefficient of determination averaged over the outputs (scikit-learn's r2_score)."""
+    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
+    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_true), -1)
+    residual = ((y_true - y_pred) ** 2).sum(axis=0)
+    total = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
+    scores = np.ones(y_true.shape[1])
+    nonzero = total != 0
+    scores[nonzero] = 1.0 - residual[nonzero] / total[nonzero]
+    scores[~nonzero & (residual != 0)] = 0.0
+    return float(scores.mean())
+
+
+class _BaseMLP(BaseEstimator):
+    """What the regressor and the classifier share: parameters, fitting, the network.
+
+    Parameters (scikit-learn's names and defaults unless marked *fastbp*):
+
+    - ``hidden_layer_sizes`` (100,): widths of the hidden layers; () for none.
+    - ``activation`` 'relu': hidden f, any of ``fastbp.kernels.ACTIVATIONS`` ('identity',
+      'sigmoid' = 'logistic', 'tanh', 'relu', 'leaky_relu', 'softplus', 'elu', 'gelu', 'softmax').
+    - ``activation_alpha`` None (*fastbp*): the parameter of leaky_relu (slope, default 0.01) or
+      elu (scale, default 1.0).
+    - ``solver`` 'adam': 'sgd' (minibatch, with ``momentum``/``nesterovs_momentum``), 'adam'
+      (``beta_1``, ``beta_2``, ``epsilon``) or 'gd' (full-batch gradient descent, one step per epoch).
+    - ``learning_rate_init`` 0.001; ``learning_rate`` 'constant' | 'invscaling' (``power_t``) |
+      'adaptive' | 'backtracking' (Armijo line search, 'gd' only): see ``fastbp._training``.
+    - ``batch_size`` 'auto' = min(200, n); ``max_iter`` 200 epochs; ``shuffle`` True.
+    - ``alpha`` 0.0001: L2 penalty alpha / (2 batch_size) sum ||W||^2 per minibatch.
+    - ``dropout`` 0.0 (*fastbp*): inverted dropout rate after every hidden layer in training.
+    - ``tol`` 1e-4, ``n_iter_no_change`` 10: stop after that many epochs without the loss
+      falling (or, with ``early_stopping``, the validation score rising) by ``tol``;
+      ``ConvergenceWarning`` when ``max_iter`` comes first.
+    - ``early_stopping`` False, ``validation_fraction`` 0.1: hold out that fraction (or use
+      ``fit``'s ``validation_data``), stop on its score, restore the best weights.
+    - ``warm_start`` False: ``fit`` continues from the current weights.
+    - ``random_state`` None: int, RandomState or Generator: weights, split, shuffling, dropout.
+    - ``dtype`` 'float32' (*fastbp*): or 'float64' (weights, activations and training).
+    - ``n_threads`` None (*fastbp*): cap on BLAS threads during fit/predict (threadpoolctl);
+      None leaves the libraries' defaults.
+    - ``verbose`` False: one progress line per epoch.
+    """
+
+    _loss_name = None  # set per fit by the subclass
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, dropout=0.0, activation_alpha=None, dtype="float32",
+                 n_threads=None):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.dropout = dropout
+        self.activation_alpha = activation_alpha
+        self.dtype = dtype
+        self.n_threads = n_threads
+
+    # ------------------------------------------------------------------------------- parameters
+    def _hidden_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if not hasattr(sizes, "__iter__"):
+            sizes = [sizes]
+        sizes = list(sizes)
+        if any(isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 1 for h in sizes):
+            raise ValueError(f"hidden_layer_sizes must be positive ints, got {self.hidden_layer_sizes!r}")
+        return [int(h) for h in sizes]
+
+    def _dtype(self):
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            dtype = None
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        return dtype
+
+    def _config(self):
+        """Check every parameter (ValueError) and return the training settings."""
+        self._hidden_sizes()
+        self._dtype()
+        activation_name(self.activation)
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not 0.0 < float(self.validation_fraction) < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        if self.n_threads is not None and (not isinstance(self.n_threads, (int, np.integer))
+                                           or self.n_threads < 1):
+            raise ValueError(f"n_threads must be None or an int >= 1, got {self.n_threads!r}")
+        for name in ("max_iter", "n_iter_no_change"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise ValueError(f"{name} must be an int, got {value!r}")
+        return TrainConfig(
+            solver=self.solver, learning_rate=self.learning_rate,
+            learning_rate_init=float(self.learning_rate_init), power_t=float(self.power_t),
+            momentum=float(self.momentum), nesterovs_momentum=bool(self.nesterovs_momentum),
+            beta_1=float(self.beta_1), beta_2=float(self.beta_2), epsilon=float(self.epsilon),
+            alpha=float(self.alpha), batch_size=self.batch_size, max_iter=int(self.max_iter),
+            shuffle=bool(self.shuffle), tol=float(self.tol),
+            n_iter_no_change=int(self.n_iter_no_change), verbose=bool(self.verbose)).validate()
+
+    def _threads(self):
+        """Cap the BLAS threads to ``n_threads`` for the duration of a call (None: no cap)."""
+        if self.n_threads is None:
+            return nullcontext()
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=int(self.n_threads), user_api="blas")
+
+    # ----------------------------------------------------------------------------------- fitting
+    def fit(self, X, y, validation_data=None):
+        """Train on (X, y) for up to ``max_iter`` epochs (continuing from the current weights when
+        ``warm_start``); returns self.
+
+        ``validation_data``: optional (X_val, y_val), scored after every epoch (accuracy or R^2,
+        in ``validation_scores_`` and the verbose lines).  Without ``early_stopping`` it only
+        watches; with it, it replaces the random ``validation_fraction`` split.
+        """
+        return self._fit(X, y, incremental=False, validation_data=validation_data)
+
+    def _fit(self, X, y, incremental, classes=None, validation_data=None):
+        config = self._config()
+        dtype = self._dtype()
+        fresh = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X = check_X(X, dtype, min_samples=1 if incremental else 2)
+        if not fresh:
+            check_n_features(self, X)
+        Y, target = self._encode_targets(y, X.shape[0], dtype, fresh, incremental, classes)
+        validation = None
+        if validation_data is not None and not incremental:
+            try:
+                X_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+            X_val = check_X(X_val, dtype)
+            if X_val.shape[1] != X.shape[1]:
+                raise ValueError(f"validation_data has {X_val.shape[1]} features, X has {X.shape[1]}")
+            Y_val = self._encode_like(y_val, X_val.shape[0], dtype, target)
+            validation = self._scorer(X_val, Y_val)
+        with self._threads():
+            if fresh:
+                self._rng = _make_rng(self.random_state)
+                self._set_target(target)
+                self.n_features_in_ = X.shape[1]
+                self._network = make_mlp(
+                    X.shape[1], self._hidden_sizes(), self.n_outputs_, activation=self.activation,
+                    dropout=float(self.dropout), dtype=dtype, rng=self._rng,
+                    activation_alpha=self.activation_alpha)
+                self._state = TrainState()
+            if self.early_stopping and not incremental and validation is None:
+                X, Y, validation = self._split_validation(X, Y)
+            fit_network(self._network, self.loss_, X, Y, config, self._state, rng=self._rng,
+                        validation_score=validation, early_stopping=bool(self.early_stopping),
+                        incremental=incremental, name=type(self).__name__, stacklevel=4)
+        self._publish()
+        return self
+
+    def _split_validation(self, X, Y):
+        """Hold out ``validation_fraction`` of the rows at random for the early-stopping score."""
+        n = X.shape[0]
+        n_val = math.ceil(self.validation_fraction * n)
+        if n_val < 1 or n - n_val < 1:
+            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training or no "
+                             f"validation sample out of {n}")
+        order = self._rng.permutation(n)
+        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
+        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]),
+                self._scorer(X[val], Y[val]))
+
+    def _scorer(self, X_val, Y_val):
+        """The per-epoch validation score on encoded targets (accuracy, or R^2)."""
+        def score(network):
+            return self._score_output(network.predict(X_val), Y_val)
+        return score
+
+    def _publish(self):
+        """Expose the training state as scikit-learn's fitted attributes."""
+        network, state = self._network, self._state
+        dense = network.dense_layers
+        self.coefs_ = [layer.W for layer in dense]
+        self.intercepts_ = [layer.b for layer in dense]
+        self.n_layers_ = len(dense) + 1
+        self.loss_curve_ = list(state.loss_curve)
+        self.n_iter_ = state.n_iter
+        self.t_ = state.t
+        self.best_loss_ = state.best_loss
+        self.grad_norms_ = (np.array(state.grad_norms) if state.grad_norms
+                            else np.zeros((0, len(dense))))
+        self.learning_rates_ = list(state.learning_rates)
+        if state.validation_scores:
+            self.validation_scores_ = list(state.validation_scores)
+            self.best_validation_score_ = state.best_validation_score
+        else:
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    # -------------------------------------------------------------------------------- prediction
+    def _forward(self, X):
+        """The network output (logits for the classifier) for validated X."""
+        check_is_fitted(self)
+        X = check_X(X, self._network.dtype)
+        check_n_features(self, X)
+        with self._threads():
+            return self._network.predict(X)
+
+    @property
+    def network_(self):
+        """The fitted :class:`fastbp.nn.Sequential` (its arrays are ``coefs_``/``intercepts_``)."""
+        check_is_fitted(self)
+        return self._network
+
+    # ------------------------------------------------------------------------------ persistence
+    def _fitted_arrays(self):
+        check_is_fitted(self)
+        arrays = {}
+        for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
+            arrays[f"coef_{i}"] = W
+            arrays[f"intercept_{i}"] = b
+        arrays["loss_curve_"] = np.asarray(self.loss_curve_, dtype=np.float64)
+        arrays["grad_norms_"] = self.grad_norms_
+        arrays["learning_rates_"] = np.asarray(self.learning_rates_, dtype=np.float64)
+        if self.validation_scores_ is not None:
+            arrays["validation_scores_"] = np.asarray(self.validation_scores_, dtype=np.float64)
+        return arrays
+
+    def _fitted_meta(self):
+        return {"n_features_in_": int(self.n_features_in_), "n_outputs_": int(self.n_outputs_),
+                "n_iter_": int(self.n_iter_), "t_": int(self.t_), "best_loss_": float(self.best_loss_),
+                "best_validation_score_": self.best_validation_score_, "target": self._target_meta()}
+
+    def _restore(self, arrays, meta):
+        """Rebuild the fitted model from ``_fitted_arrays`` and ``_fitted_meta`` (fastbp.load)."""
+        self._config()
+        self._rng = _make_rng(self.random_state)
+        self.n_features_in_ = int(meta["n_features_in_"])
+        self._set_target(self._target_from_meta(meta["target"], arrays))
+        if int(meta["n_outputs_"]) != self.n_outputs_:
+            raise ValueError("inconsistent model file: n_outputs_ does not match the target")
+        self._network = make_mlp(self.n_features_in_, self._hidden_sizes(), self.n_outputs_,
+                                 activation=self.activation, dropout=float(self.dropout),
+                                 dtype=self._dtype(), rng=self._rng,
+                                 activation_alpha=self.activation_alpha)
+        weights = []
+        for i in range(len(self._network.dense_layers)):
+            weights += [arrays[f"coef_{i}"], arrays[f"intercept_{i}"]]
+        self._network.set_weights(weights)
+        state = self._state = TrainState()
+        state.loss_curve = [float(v) for v in arrays["loss_curve_"]]
+        state.grad_norms = list(np.asarray(arrays["grad_norms_"], dtype=np.float64))
+        state.learning_rates = [float(v) for v in arrays["learning_rates_"]]
+        if "validation_scores_" in arrays:
+            state.validation_scores = [float(v) for v in arrays["validation_scores_"]]
+        state.n_iter, state.t = int(meta["n_iter_"]), int(meta["t_"])
+        state.best_loss = float(meta["best_loss_"])
+        if meta.get("best_validation_score_") is not None:
+            state.best_validation_score = float(meta["best_validation_score_"])
+        self._publish()
+
+
+@register("MLPRegressor")
+class MLPRegressor(_BaseMLP):
+    """Multi-output regression by a deep network: identity output, squared error.
+
+    ``fit(X, y)`` with y of shape (n,) or (n, k); ``predict`` returns the same shape (a single
+    output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``; ``score`` is the
+    coefficient of determination R^2 averaged over the outputs.  Parameters: see the module
+    docstring and scikit-learn's ``MLPRegressor``.
+    """
+
+    def partial_fit(self, X, y):
+        """One epoch over (X, y) continuing from the current state (the first call initialises)."""
+        return self._fit(X, y, incremental=True)
+
+    def _encode_targets(self, y, n, dtype, fresh, incremental, classes):
+        Y = check_targets(y, n, dtype)
+        target = {"y_ndim": Y.ndim, "n_outputs": 1 if Y.ndim == 1 else Y.shape[1]}
+        if not fresh and target["n_outputs"] != self.n_outputs_:
+            raise ValueError(f"y has {target['n_outputs']} outputs, but the model was fitted with "
+                             f"{self.n_outputs_}")
+        return np.ascontiguousarray(Y.reshape(n, -1)), target
+
+    def _encode_like(self, y, n, dtype, target):
+        Y = check_targets(y, n, dtype).reshape(n, -1)
+        if Y.shape[1] != target["n_outputs"]:
+            raise ValueError(f"y has {Y.shape[1]} outputs, but the model has {target['n_outputs']}")
+        return np.ascontiguousarray(Y)
+
+    def _set_target(self, target):
+        self._y_ndim = target["y_ndim"]
+        self.n_outputs_ = target["n_outputs"]
+        self.out_activation_ = "identity"
+        self.loss_ = "squared_error"
+
+    def _target_meta(self):
+        return {"y_ndim": self._y_ndim, "n_outputs": self.n_outputs_}
+
+    def _fitted_target(self):
+        return self._target_meta()
+
+    def _target_from_meta(self, meta, arrays):
+        return {"y_ndim": int(meta["y_ndim"]), "n_outputs": int(meta["n_outputs"])}
+
+    def _score_output(self, output, Y):
+        return _r2_score(Y, output)
+
+    def predict(self, X):
+        """Predicted targets (float64): shape (n,) for one output, else (n, k)."""
+        output = self._forward(X).astype(np.float64, copy=False)
+        return output.ravel() if output.shape[1] == 1 else output
+
+    def score(self, X, y):
+        """R^2 of ``predict(X)`` against y (averaged over the outputs)."""
+        predicted = self.predict(X)
+        return _r2_score(check_targets(y, predicted.shape[0], np.float64), predicted)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        from sklearn.utils import RegressorTags
+        tags.estimator_type = "regressor"
+        tags.regressor_tags = RegressorTags()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+
+@register("MLPClassifier")
+class MLPClassifier(_BaseMLP):
+    """Classification by a deep network trained with cross-entropy.
+
+    - multiclass (y 1-D with > 2 classes): softmax output, softmax cross-entropy;
+    - binary (2 classes): one sigmoid output, sigmoid cross-entropy;
+    - multilabel (y an n x k 0/1 indicator matrix): k sigmoid outputs, sigmoid cross-entropy;
+      ``predict`` gives the labels whose logit is > 0 (probability > 1/2) as an int matrix.
+
+    ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
+    returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
+    accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.
+    """
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y) continuing from the current state.
+
+        ``classes`` (all the labels that will ever appear) is required on the first call for
+        1-D labels; later calls must only use labels from it.
+        """
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _encode_targets(self, y, n, dtype, fresh, incremental, classes):
+        y = check_targets(y, n)
+        if y.ndim == 2 and y.shape[1] == 1:
+            warnings.warn("A column-vector y was passed when a 1d array was expected. Please change "
+                          "the shape of y to (n_samples, ), for example using ravel().",
+                          UserWarning, stacklevel=4)
+            y = y.ravel()
+        kind = label_kind(y)
+        first_partial = incremental and not hasattr(self, "classes_")
+        if not fresh and kind == "labels" and self._kind != "labels":
+            raise ValueError("y holds class labels, but the model was fitted on a multilabel "
+                             "indicator matrix")
+        if kind == "multilabel":
+            k = y.shape[1]
+            target = {"kind": "multilabel", "classes": np.arange(k)}
+            if not fresh and (self._kind != "multilabel" or self.n_outputs_ != k):
+                raise ValueError(f"y is a multilabel indicator matrix with {k} labels, unlike the "
+                                 "targets the model was fitted with")
+            return np.ascontiguousarray(y, dtype=dtype), target
+        if incremental:
+            if first_partial and classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            if classes is not None and hasattr(self, "classes_") and not first_partial:
+                if not np.array_equal(np.unique(classes), self.classes_):
+                    raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                                     f"partial_fit, was: {self.classes_!r}")
+            all_classes = np.unique(classes) if first_partial else self.classes_
+        elif fresh:
+            all_classes = np.unique(y)
+        else:  # warm start
+            all_classes = np.unique(y)
+            if not np.array_equal(all_classes, self.classes_):
+                raise ValueError("warm_start can only be used where `y` has the same classes as in the "
+                                 f"previous call to fit. Previously got {self.classes_}, `y` has "
+                                 f"{all_classes}")
+            all_classes = self.classes_
+        if len(all_classes) < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in the data, "
+                             f"but the data contains only one class: {all_classes[0]!r}")
+        target = {"kind": "labels", "classes": all_classes}
+        return self._encode_like(y, n, dtype, target), target
+
+    def _encode_like(self, y, n, dtype, target):
+        """y encoded for the network of a model with this ``target`` (no fitting of classes)."""
+        y = check_targets(y, n)
+        if target["kind"] == "multilabel":
+            k = len(target["classes"])
+            if label_kind(y) != "multilabel" or y.shape[1] != k:
+                raise ValueError(f"y must be a 0/1 indicator matrix with {k} columns, got shape {y.shape}")
+            return np.ascontiguousarray(y, dtype=dtype)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if label_kind(y) != "labels":
+            raise ValueError(f"y must hold class labels, got shape {y.shape}")
+        classes = target["classes"]
+        present = np.unique(y)
+        unknown = np.setdiff1d(present, classes)
+        if unknown.size:
+            raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {classes}. "
+                             f"'y' has {present}.")
+        index = np.searchsorted(classes, y)
+        if len(classes) == 2:
+            return (index == 1).astype(dtype).reshape(n, 1)
+        return np.ascontiguousarray(index, dtype=np.intp)
+
+    def _set_target(self, target):
+        self._kind = target["kind"]
+        self.classes_ = target["classes"]
+        if self._kind == "multilabel":
+            self.n_outputs_ = len(self.classes_)
+            self.out_activation_, self.loss_ = "logistic", "sigmoid_cross_entropy"
+        elif len(self.classes_) == 2:
+            self.n_outputs_ = 1
+            self.out_activation_, self.loss_ = "logistic", "sigmoid_cross_entropy"
+        else:
+            self.n_outputs_ = len(self.classes_)
+            self.out_activation_, self.loss_ = "softmax", "softmax_cross_entropy"
+
+    def _target_meta(self):
+        return {"kind": self._kind}
+
+    def _fitted_target(self):
+        return {"kind": self._kind, "classes": self.classes_}
+
+    def _target_from_meta(self, meta, arrays):
+        return {"kind": meta["kind"], "classes": arrays["classes_"]}
+
+    def _fitted_arrays(self):
+        arrays = super()._fitted_arrays()
+        arrays["classes_"] = self.classes_
+        return arrays
+
+    def _score_output(self, output, Y):
+        """Accuracy of network outputs against encoded targets (early-stopping score)."""
+        if Y.ndim == 1:
+            return float(np.mean(output.argmax(axis=1) == Y))
+        return float(np.mean(np.all((output > 0) == (Y > 0.5), axis=1)))
+
+    def _predict_indices(self, logits):
+        if self._kind == "multilabel":
+            return (logits > 0).astype(np.intp)
+        if logits.shape[1] == 1:
+            return (logits[:, 0] > 0).astype(np.intp)
+        return logits.argmax(axis=1)
+
+    def predict(self, X):
+        """Class labels (an n x k 0/1 int matrix for multilabel)."""
+        indices = self._predict_indices(self._forward(X))
+        return indices if self._kind == "multilabel" else self.classes_[indices]
+
+    def predict_log_proba(self, X):
+        """log of ``predict_proba``, computed stably from the logits."""
+        logits = self._forward(X).astype(np.float64)
+        if self.loss_ == "softmax_cross_entropy":
+            logits -= logits.max(axis=1, keepdims=True)
+            return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        log_p = -np.logaddexp(0.0, -logits)
+        if self._kind == "multilabel":
+            return log_p
+        return np.hstack([-np.logaddexp(0.0, logits), log_p])
+
+    def predict_proba(self, X):
+        """Class probabilities (float64): softmax rows, or sigmoid per label for binary/multilabel."""
+        return np.exp(self.predict_log_proba(X))
+
+    def score(self, X, y):
+        """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel)."""
+        predicted = self.predict(X)
+        y = check_targets(y, predicted.shape[0])
+        if self._kind != "multilabel" and y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        if predicted.ndim == 2:
+            return float(np.mean(np.all(predicted == y, axis=1)))
+        return float(np.mean(predicted == y))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        from sklearn.utils import ClassifierTags
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags(multi_label=True)
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+

@@ -1,0 +1,470 @@
+"""The network layer: dense layers, dropout and ``Sequential``, trained by backprop over the kernels.
+
+In the lecture's notation a deep net computes h^l = f((W^l)^T h^(l-1)) for l = 1..L (h^0 = x)
+and outputs g(V^T h^L).  Here a batch of n examples is a matrix with one example per row, so a
+:class:`Dense` layer computes, for the whole batch at once,
+
+    Z = X W + b        (X = h^(l-1) is n x d, W = W^l is d x k: column j of W is the weight
+                        vector w_j of unit j; b is the bias the lecture folds into W)
+    A = f(Z)           (A = h^l, n x k)
+
+The output layer is a Dense layer too (W = V); estimators give it the identity activation and let
+the loss apply g (softmax or sigmoid) from the logits, which is both stabler and cheaper.
+
+Backprop is the chain rule plus bookkeeping: ``forward`` caches X, Z and A (the "bookkeeping" of
+the lecture), ``backward`` takes dA = dL/dA and, using the cached values, computes
+dZ = f'(Z) * dA, dW = X^T dZ, db = sum of the rows of dZ and, for every layer but the first,
+dX = dZ W^T, which is the dA of the layer below.
+
+Memory: every layer keeps its work buffers (Z, A, dZ, dX) per batch size, made the first time a
+batch of that size is seen and reused afterwards, and runs the active backend's kernels
+(``fastbp._backend.current``) directly into them: a training step allocates no array once warm.
+The arrays returned by ``forward``/``backward`` are those buffers: they are valid until the next
+call with the same batch size (copy them to keep them).  At most ``MAX_CACHED_SIZES`` batch sizes
+are kept per layer; ``Sequential.predict`` uses fresh arrays and caches nothing.
+
+A network built by hand::
+
+    from fastbp.nn import Dense, Dropout, Sequential
+    from fastbp.optim import Adam
+    rng = np.random.default_rng(0)
+    net = Sequential([Dense(64, 128, "relu", rng=rng), Dropout(0.2, rng=rng),
+                      Dense(128, 10, "identity", rng=rng)])
+    opt = Adam(net.params(), lr=1e-3)
+    for xb, yb in batches:                       # xb float32 (n, 64), yb intp labels (n,)
+        value = net.loss_and_grad("softmax_cross_entropy", xb, yb)   # forward + loss + backward
+        opt.step(net.grads())
+    proba = fastbp.kernels.activation("softmax", net.predict(X))
+
+``fastbp._training.fit_network`` is the generic training loop over such a network.
+"""
+import math
+
+import numpy as np
+
+from . import _backend
+from ._checks import ACTIVATIONS, LOSSES, activation_alpha
+
+__all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "MAX_CACHED_SIZES"]
+
+MAX_CACHED_SIZES = 4
+
+# Activations whose derivative needs only A (not Z): their A may share Z's memory.
+_GRAD_FROM_A = frozenset({"identity", "sigmoid", "tanh", "softmax"})
+
+ACTIVATION_ALIASES = {"logistic": "sigmoid"}  # scikit-learn's name
+
+
+def activation_name(name):
+    """The kernel name of an activation (scikit-learn's 'logistic' is 'sigmoid'); ValueError if unknown."""
+    name = ACTIVATION_ALIASES.get(name, name)
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of "
+                         f"{sorted(set(ACTIVATIONS) | set(ACTIVATION_ALIASES))}")
+    return name
+
+
+def _float_dtype(dtype):
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+    return dtype
+
+
+class _BufferCache:
+    """Work buffers per batch size (at most MAX_CACHED_SIZES sizes; the oldest is dropped)."""
+
+    __slots__ = ("_make", "_by_size")
+
+    def __init__(self, make):
+        self._make = make
+        self._by_size = {}
+
+    def get(self, n):
+        buffers = self._by_size.get(n)
+        if buffers is None:
+            if len(self._by_size) >= MAX_CACHED_SIZES:
+                del self._by_size[next(iter(self._by_size))]
+            buffers = self._by_size[n] = self._make(n)
+        return buffers
+
+    def clear(self):
+        self._by_size.clear()
+
+
+class Layer:
+    """Base class: ``forward(X, training)`` -> output, ``backward(dOut, need_dX)`` -> dX or None."""
+
+    param_names = ()  # names of the trainable arrays, e.g. ("W", "b")
+    grad_names = ()   # names of their gradients, same order, e.g. ("dW", "db")
+
+    def _reset_cache(self):
+        pass
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for key in getattr(self, "_transient", ()):
+            state[key] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset_cache()
+
+
+class Dense(Layer):
+    """Fully connected layer A = f(X W + b): the lecture's h^l = f((W^l)^T h^(l-1)), batched.
+
+    Parameters
+    ----------
+    n_in, n_out : sizes d and k.
+    activation : one of ``fastbp.kernels.ACTIVATIONS`` (``'logistic'`` is accepted for
+        ``'sigmoid'``); 'identity' for an output layer whose g is applied by the loss.
+    alpha : the activation's parameter (leaky_relu slope, elu scale); None = its default.
+    dtype : float32 (default) or float64.
+    rng : ``numpy.random.Generator`` (or seed) for the initial weights.
+    init_factor : Glorot-uniform factor: W and b drawn from U(-r, r), r = sqrt(factor / (d + k)),
+        as scikit-learn does; None = 2 for sigmoid, else 6.
+
+    Attributes: ``W`` (d x k, C-contiguous), ``b`` (k,), their gradients ``dW``, ``db`` (written by
+    ``backward``), ``activation``, ``alpha``, and after ``forward`` the cached ``X``, ``Z``, ``A``.
+    """
+
+    param_names = ("W", "b")
+    grad_names = ("dW", "db")
+    _transient = ("_cache", "X", "Z", "A")
+
+    def __init__(self, n_in, n_out, activation="relu", alpha=None, dtype=np.float32, rng=None,
+                 init_factor=None):
+        n_in, n_out = int(n_in), int(n_out)
+        if n_in < 1 or n_out < 1:
+            raise ValueError(f"a Dense layer needs n_in >= 1 and n_out >= 1, got {n_in}, {n_out}")
+        self.activation = activation_name(activation)
+        self.alpha = activation_alpha(self.activation, {} if alpha is None else {"alpha": alpha})
+        if ACTIVATIONS[self.activation] is None:
+            self.alpha = None
+        dtype = _float_dtype(dtype)
+        self.W = np.zeros((n_in, n_out), dtype)
+        self.b = np.zeros(n_out, dtype)
+        self.dW = np.zeros_like(self.W)
+        self.db = np.zeros_like(self.b)
+        self.reset_parameters(rng, init_factor)
+        self._reset_cache()
+
+    @property
+    def n_in(self):
+        return self.W.shape[0]
+
+    @property
+    def n_out(self):
+        return self.W.shape[1]
+
+    @property
+    def dtype(self):
+        return self.W.dtype
+
+    def reset_parameters(self, rng=None, init_factor=None):
+        """Glorot-uniform initialisation (scikit-learn's MLP): W, then b, from U(-r, r)."""
+        rng = np.random.default_rng(rng)
+        if init_factor is None:
+            init_factor = 2.0 if self.activation == "sigmoid" else 6.0
+        bound = math.sqrt(init_factor / (self.n_in + self.n_out))
+        self.W[...] = rng.uniform(-bound, bound, self.W.shape)
+        self.b[...] = rng.uniform(-bound, bound, self.b.shape)
+
+    def _reset_cache(self):
+        self._cache = _BufferCache(self._make_buffers)
+        self.X = self.Z = self.A = None
+
+    def _make_buffers(self, n):
+        shape, dtype = (n, self.n_out), self.dtype
+        Z = np.empty(shape, dtype)
+        A = Z if self.activation in _GRAD_FROM_A else np.empty(shape, dtype)
+        dZ = np.empty(shape, dtype)
+        dX = np.empty((n, self.n_in), dtype)
+        return Z, A, dZ, dX
+
+    def _alpha(self):
+        return 0.0 if self.alpha is None else self.alpha
+
+    def forward(self, X, training=False, keep=True):
+        """A = f(X W + b) for a C-contiguous X of the layer's dtype (n x d); caches X, Z, A.
+
+        ``training`` is accepted for a uniform layer interface (a Dense layer ignores it).
+        ``keep=False`` computes into fresh arrays and caches nothing (no backward possible).
+        """
+        X = _as_input(X, self.dtype, self.n_in)
+        return self._forward(X, training, keep)
+
+    def _forward(self, X, training=False, keep=True):
+        if keep:
+            Z, A, _, _ = self._cache.get(X.shape[0])
+        else:
+            Z = np.empty((X.shape[0], self.n_out), self.dtype)
+            A = Z if self.activation in _GRAD_FROM_A else np.empty_like(Z)
+        _backend.current.dense_forward(self.activation, X, self.W, self.b, Z, A, self._alpha())
+        if keep:
+            self.X, self.Z, self.A = X, Z, A
+        return A
+
+    def backward(self, dA, need_dX=True):
+        """Given dA = dL/dA for the last forward batch, set dW, db and return dX (None if not needed).
+
+        dA is not modified.  The returned dX is a buffer of this layer (valid until the next
+        backward with the same batch size).
+        """
+        if self.A is None:
+            raise RuntimeError("backward needs a forward pass first")
+        dA = _as_input(dA, self.dtype, self.n_out)
+        if dA.shape != self.A.shape:
+            raise ValueError(f"dA has shape {dA.shape}, the last forward output has {self.A.shape}")
+        return self._backward(dA, need_dX)
+
+    def _backward(self, dA, need_dX):
+        _, _, dZ, dX = self._cache.get(dA.shape[0])
+        if not need_dX:
+            dX = None
+        if self.activation == "identity":  # dZ = dA: skip the copy
+            _backend.current.linear_backward(self.X, self.W, dA, dX, self.dW, self.db)
+        else:
+            _backend.current.dense_backward(self.activation, self.X, self.W, self.Z, self.A, dA, dZ,
+                                            dX, self.dW, self.db, self._alpha())
+        return dX
+
+    def __repr__(self):
+        extra = "" if self.alpha is None else f", alpha={self.alpha}"
+        return f"Dense({self.n_in}, {self.n_out}, {self.activation!r}{extra}, dtype={self.dtype.name})"
+
+
+class Dropout(Layer):
+    """Inverted dropout with rate p: in training, each unit is kept with probability 1 - p and the
+    kept ones are scaled by 1/(1 - p), so that nothing changes at predict time (identity there).
+
+    The random draw of one training forward is exactly ``rng.random(dtype=dtype, out=u)`` with
+    ``u`` of the input's shape and dtype; a unit is kept where ``u >= dtype(rate)`` and its output
+    is ``x * dtype(1 / (1 - rate))``, the others are 0 (a compiled trainer reproduces the same
+    masks from the same generator).
+    """
+
+    _transient = ("_cache", "mask")
+
+    def __init__(self, rate, rng=None):
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = rate
+        self.rng = np.random.default_rng(rng)
+        self._reset_cache()
+
+    def _reset_cache(self):
+        self._cache = _BufferCache(self._make_buffers)
+        self.mask = None
+
+    def _make_buffers(self, key):
+        shape, dtype = key
+        return np.empty(shape, dtype), np.empty(shape, bool), np.empty(shape, dtype), np.empty(shape, dtype)
+
+    def forward(self, X, training=False, keep=True):
+        X = np.ascontiguousarray(X)
+        return self._forward(X, training, keep)
+
+    def _forward(self, X, training, keep=True):
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return X
+        u, mask, out, _ = self._cache.get((X.shape, X.dtype))
+        self.rng.random(dtype=X.dtype, out=u)
+        np.greater_equal(u, X.dtype.type(self.rate), out=mask)
+        out.fill(0)  # (multiplying by the bool mask would cast through a temporary buffer)
+        np.multiply(X, X.dtype.type(1.0 / (1.0 - self.rate)), out=out, where=mask)
+        self.mask = mask
+        return out
+
+    def backward(self, dA, need_dX=True):
+        return self._backward(np.ascontiguousarray(dA), need_dX)
+
+    def _backward(self, dA, need_dX):
+        if not need_dX:
+            return None
+        if self.mask is None:
+            return dA
+        _, _, _, dX = self._cache.get((dA.shape, dA.dtype))
+        dX.fill(0)
+        np.multiply(dA, dA.dtype.type(1.0 / (1.0 - self.rate)), out=dX, where=self.mask)
+        return dX
+
+    def __repr__(self):
+        return f"Dropout({self.rate})"
+
+
+def _as_input(X, dtype, n_features):
+    if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
+        X = np.ascontiguousarray(X, dtype=dtype)
+    if X.ndim != 2 or X.shape[1] != n_features:
+        raise ValueError(f"expected a 2-D array with {n_features} columns, got shape {X.shape}")
+    return X
+
+
+class Sequential:
+    """Layers applied in order: the lecture's g(V^T f(... f((W^1)^T x))) with g left to the loss.
+
+    ``forward(X, training)`` returns the last layer's output (a buffer, see the module docstring);
+    ``backward(dOut)`` runs the layers backwards from dOut = dL/d(output) and fills every
+    layer's gradients; ``params()`` = [W1, b1, W2, b2, ...] in layer order and ``grads()`` the
+    matching [dW1, db1, ...] (the same array objects every call, so optimizers hold on to them).
+    """
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+        if not self.dense_layers:
+            raise ValueError("a Sequential needs at least one Dense layer")
+        dtypes = {layer.dtype for layer in self.dense_layers}
+        if len(dtypes) != 1:
+            raise TypeError(f"all Dense layers must share one dtype, got {sorted(map(str, dtypes))}")
+        for lower, upper in zip(self.dense_layers, self.dense_layers[1:]):
+            if lower.n_out != upper.n_in:
+                raise ValueError(f"layer sizes do not chain: {lower!r} then {upper!r}")
+        self._loss_cache = _BufferCache(self._make_loss_buffer)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_loss_cache"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._loss_cache = _BufferCache(self._make_loss_buffer)
+
+    @property
+    def dense_layers(self):
+        return [layer for layer in self.layers if isinstance(layer, Dense)]
+
+    @property
+    def dtype(self):
+        return self.dense_layers[0].dtype
+
+    @property
+    def n_inputs(self):
+        return self.dense_layers[0].n_in
+
+    @property
+    def n_outputs(self):
+        return self.dense_layers[-1].n_out
+
+    def params(self):
+        return [getattr(layer, name) for layer in self.layers for name in layer.param_names]
+
+    def grads(self):
+        return [getattr(layer, name) for layer in self.layers for name in layer.grad_names]
+
+    def get_weights(self):
+        """Copies of ``params()``."""
+        return [p.copy() for p in self.params()]
+
+    def set_weights(self, weights):
+        """Copy ``weights`` (a list shaped like ``params()``) into the parameters, in place."""
+        params = self.params()
+        if len(weights) != len(params):
+            raise ValueError(f"{len(weights)} arrays for {len(params)} parameters")
+        for param, value in zip(params, weights):
+            value = np.asarray(value)
+            if value.shape != param.shape:
+                raise ValueError(f"shape {value.shape} for a parameter of shape {param.shape}")
+            np.copyto(param, value, casting="same_kind")
+
+    def forward(self, X, training=False):
+        """The network output for the rows of X (converted to the network's dtype if needed)."""
+        X = _as_input(X, self.dtype, self.n_inputs)
+        return self._forward(X, training)
+
+    def _forward(self, X, training, keep=True):
+        for layer in self.layers:
+            X = layer._forward(X, training, keep)
+        return X
+
+    def predict(self, X):
+        """The output for X in fresh arrays (inference mode: dropout off; nothing cached)."""
+        X = _as_input(X, self.dtype, self.n_inputs)
+        return self._forward(X, False, keep=False)
+
+    __call__ = predict
+
+    def backward(self, dOut, need_dX=False):
+        """Backprop dOut = dL/d(output) of the last forward; returns dL/dX if ``need_dX``."""
+        dOut = _as_input(dOut, self.dtype, self.n_outputs)
+        last = self.dense_layers[-1]
+        if last.A is None or dOut.shape != last.A.shape:
+            raise ValueError("backward needs dOut shaped like the output of the last forward")
+        return self._backward(dOut, need_dX)
+
+    def _backward(self, grad, need_dX):
+        layers = self.layers
+        for i in range(len(layers) - 1, -1, -1):
+            grad = layers[i]._backward(grad, need_dX or i > 0)
+        return grad
+
+    def _make_loss_buffer(self, n):
+        return np.empty((n, self.n_outputs), self.dtype)
+
+    def loss_and_grad(self, loss, X, Y, training=True):
+        """Forward, loss and backward on one batch; returns the loss value (a mean over the rows).
+
+        ``loss`` is one of ``fastbp.kernels.LOSSES``, computed from the network output (logits for
+        the cross-entropies); Y as for ``fastbp.kernels.loss``.  Gradients land in ``grads()``.
+        """
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
+        X = _as_input(X, self.dtype, self.n_inputs)
+        Y = _as_target(loss, Y, self.dtype, X.shape[0], self.n_outputs)
+        return self._loss_and_grad(loss, X, Y, training)
+
+    def _loss_and_grad(self, loss, X, Y, training):
+        output = self._forward(X, training)
+        grad = self._loss_cache.get(X.shape[0])
+        value, _ = _backend.current.loss(loss, output, Y, grad)
+        self._backward(grad, False)
+        return value
+
+    def __repr__(self):
+        inner = ",\n    ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n    {inner}])"
+
+
+def _as_target(loss, Y, dtype, n, k):
+    """Y as the kernels want it: intp labels (softmax CE with integer Y) or an n x k float matrix."""
+    Y = np.asarray(Y)
+    if loss == "softmax_cross_entropy" and Y.ndim == 1:
+        if Y.dtype.kind not in "iu" or Y.shape[0] != n:
+            raise ValueError(f"labels must be {n} integers, got dtype {Y.dtype} shape {Y.shape}")
+        Y = np.ascontiguousarray(Y, dtype=np.intp)
+        if n and (Y.min() < 0 or Y.max() >= k):
+            raise ValueError(f"labels must lie in [0, {k})")
+        return Y
+    Y = np.ascontiguousarray(Y, dtype=dtype)
+    if Y.shape != (n, k):
+        raise ValueError(f"target must have shape {(n, k)}, got {Y.shape}")
+    return Y
+
+
+def make_mlp(n_inputs, hidden_layer_sizes, n_outputs, activation="relu", output_activation="identity",
+             dropout=0.0, dtype=np.float32, rng=None, activation_alpha=None):
+    """A multilayer perceptron d -> hidden... -> k as a Sequential, initialised like scikit-learn.
+
+    Hidden Dense layers use ``activation``, the output layer ``output_activation``; when
+    ``dropout`` > 0 a Dropout layer follows every hidden Dense layer (each with its own generator
+    spawned from ``rng``).  The weights are drawn from ``rng`` layer by layer (W then b), with the
+    Glorot factor of the hidden activation for every layer (2 for sigmoid, else 6).
+    """
+    rng = np.random.default_rng(rng)
+    activation = activation_name(activation)
+    sizes = [int(n_inputs), *(int(h) for h in hidden_layer_sizes), int(n_outputs)]
+    factor = 2.0 if activation == "sigmoid" else 6.0
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        hidden = i < len(sizes) - 2
+        layers.append(Dense(n_in, n_out, activation if hidden else output_activation,
+                            alpha=activation_alpha if hidden else None, dtype=dtype, rng=rng,
+                            init_factor=factor))
+        if hidden and dropout > 0:
+            layers.append(Dropout(dropout, rng=rng.spawn(1)[0]))
+    return Sequential(layers)

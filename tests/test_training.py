@@ -1,0 +1,318 @@
+"""The generic training loop: the epoch definition, schedules, convergence, early stopping,
+the Armijo line search and the compiled-trainer hook."""
+import copy
+import math
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+from _helpers import blobs, one_blas_thread  # noqa: F401  (autouse fixture)
+
+import fastbp
+from fastbp import _training, kernels
+from fastbp._training import (ConvergenceWarning, LayerwiseTrainer, TrainConfig, armijo_step,
+                              fit_network, make_optimizer, train_epoch, weight_decays)
+from fastbp.nn import make_mlp
+
+
+def _data(dtype=np.float64, n=50, d=4, k=3, seed=0):
+    X, y = blobs(n, d, k, seed=seed)
+    return np.ascontiguousarray(X, dtype=dtype), y.astype(np.intp)
+
+
+def _reference_epoch(network, loss, X, Y, order, batch_size, lr, alpha, momentum):
+    """The documented epoch, written with the public kernels only (SGD with momentum)."""
+    dense = network.dense_layers
+    velocities = [np.zeros_like(p) for p in network.params()]
+    total, norms, batches = 0.0, np.zeros(len(dense)), 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        h, cache = X[rows], []
+        for layer in dense:
+            Z, A = kernels.dense_forward(h, layer.W, layer.b, layer.activation)
+            cache.append((h, Z, A))
+            h = A
+        value, grad = kernels.loss(loss, h, Y[rows])
+        penalty = sum(0.5 * alpha / batch_size * float(np.vdot(layer.W, layer.W)) for layer in dense)
+        total += (value + penalty) * len(rows)
+        grads = []
+        for i in range(len(dense) - 1, -1, -1):
+            layer, (h_in, Z, A) = dense[i], cache[i]
+            grad, dW, db = kernels.dense_backward(h_in, layer.W, Z, A, grad, layer.activation,
+                                                  need_dX=i > 0)
+            norms[i] += np.linalg.norm(dW)
+            grads[:0] = [dW, db]
+        for param, g, v, decay in zip(network.params(), grads, velocities,
+                                      weight_decays(network, alpha, batch_size)):
+            kernels.sgd_update(param, g, v, lr=lr, momentum=momentum, weight_decay=decay)
+        batches += 1
+    return total / len(order), norms / batches
+
+
+def test_epoch_matches_its_definition(backend):
+    X, y = _data()
+    net = make_mlp(4, (6, 5), 3, activation="tanh", dtype=np.float64, rng=0)
+    twin = copy.deepcopy(net)
+    config = TrainConfig(solver="sgd", learning_rate_init=0.1, momentum=0.5, nesterovs_momentum=False,
+                         alpha=0.01, batch_size=16)
+    optimizer = make_optimizer(net, config, 16)
+    order = np.random.default_rng(3).permutation(len(X))
+    norms = np.zeros(3)
+    value = train_epoch(net, "softmax_cross_entropy", optimizer, X, y, order, 16, norms)
+    expected_value, expected_norms = _reference_epoch(twin, "softmax_cross_entropy", X, y, order, 16,
+                                                      0.1, 0.01, 0.5)
+    assert value == pytest.approx(expected_value, rel=1e-12)
+    np.testing.assert_allclose(norms, expected_norms, rtol=1e-12)
+    for p, q in zip(net.params(), twin.params()):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+    assert optimizer.t == 4  # ceil(50 / 16) steps
+
+
+def test_fit_records_per_epoch():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    with pytest.warns(ConvergenceWarning):
+        state = fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=4, tol=0.0), rng=0)
+    assert state.n_iter == 4 and state.t == 4 * len(X)
+    assert len(state.loss_curve) == len(state.grad_norms) == len(state.learning_rates) == 4
+    assert all(norms.shape == (2,) and np.all(norms > 0) for norms in state.grad_norms)
+    assert state.best_loss == min(state.loss_curve)
+    assert state.optimizer.t == 4 * math.ceil(len(X) / 50)
+
+
+def test_same_generator_same_result_and_shuffle():
+    X, y = _data()
+    results = []
+    for shuffle in (True, True, False):
+        net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+        config = TrainConfig(max_iter=3, batch_size=10, shuffle=shuffle, tol=0.0)
+        with pytest.warns(ConvergenceWarning):
+            fit_network(net, "softmax_cross_entropy", X, y, config, rng=5)
+        results.append(net.params()[0].copy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], results[2])
+
+
+def test_invscaling_schedule():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    config = TrainConfig(solver="sgd", learning_rate="invscaling", learning_rate_init=0.5,
+                         power_t=0.25, max_iter=5, tol=0.0, batch_size=10)
+    with pytest.warns(ConvergenceWarning):
+        state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0)
+    expected = [0.5] + [0.5 / (e * len(X) + 1) ** 0.25 for e in range(1, 5)]
+    np.testing.assert_allclose(state.learning_rates, expected, rtol=1e-15)
+
+
+def test_adaptive_divides_by_five_after_n_iter_no_change_bad_epochs():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    # tol so large that no epoch ever counts as an improvement
+    config = TrainConfig(solver="sgd", learning_rate="adaptive", learning_rate_init=1e-4, tol=1e9,
+                         n_iter_no_change=3, max_iter=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0)
+    # the first epoch improves on nothing (best loss inf); then every 3 bad epochs divide the rate
+    # by 5 while it is > 1e-6: 1e-4, 2e-5, 4e-6, 8e-7, and the next such event stops
+    expected = [1e-4] * 4 + [2e-5] * 3 + [4e-6] * 3 + [8e-7] * 3
+    np.testing.assert_allclose(state.learning_rates, expected, rtol=1e-12)
+    assert state.converged and state.n_iter == 13
+
+
+def test_constant_rate_stops_after_n_iter_no_change_bad_epochs():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    config = TrainConfig(tol=1e9, n_iter_no_change=4, max_iter=50)
+    state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0)
+    assert state.n_iter == 1 + 4 and state.converged  # the first epoch is an improvement
+
+
+def test_convergence_warning_only_when_max_iter_runs_out():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, rng=0)
+    with pytest.warns(ConvergenceWarning, match="Maximum iterations \\(2\\)"):
+        fit_network(net, "softmax_cross_entropy", X.astype(np.float32), y, TrainConfig(max_iter=2), rng=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        fit_network(net, "softmax_cross_entropy", X.astype(np.float32), y, TrainConfig(max_iter=2),
+                    incremental=True, rng=0)
+    assert issubclass(fastbp.ConvergenceWarning, UserWarning)
+
+
+def test_early_stopping_restores_best_weights():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    scores = iter([0.2, 0.6, 0.5, 0.4, 0.3, 0.3, 0.1])
+    snapshots = []
+
+    def record(state):
+        snapshots.append(net.get_weights())
+
+    config = TrainConfig(max_iter=20, n_iter_no_change=4, tol=0.0)
+    state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0,
+                        validation_score=lambda network: next(scores), callback=record)
+    assert state.validation_scores == [0.2, 0.6, 0.5, 0.4, 0.3, 0.3]
+    assert state.n_iter == 6 and state.best_validation_score == 0.6
+    for p, best in zip(net.params(), snapshots[1]):  # the weights after epoch 2, the best score
+        np.testing.assert_array_equal(p, best)
+    assert not np.array_equal(snapshots[1][0], snapshots[-1][0])
+
+
+def test_callback_can_stop_and_verbose_lines():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, rng=0)
+    lines = []
+    config = TrainConfig(max_iter=10, verbose=True)
+    state = fit_network(net, "softmax_cross_entropy", X.astype(np.float32), y, config, rng=0,
+                        callback=lambda s: s.n_iter == 3, log=lines.append, name="net")
+    assert state.n_iter == 3
+    assert len(lines) == 3 and lines[0].startswith("net: epoch    1  loss ") and lines[0].endswith(" s")
+
+
+def test_diverging_loss_stops_with_a_warning():
+    X, y = _data()
+    X = X * 1e30
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    config = TrainConfig(solver="sgd", learning_rate_init=1e10, max_iter=50)
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        state = fit_network(net, "squared_error", X, np.ones((len(X), 3)) * 1e30, config, rng=0)
+    assert state.n_iter < 50
+
+
+def test_config_is_validated():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, rng=0)
+    for bad in (dict(solver="lbfgs"), dict(learning_rate="cosine"), dict(learning_rate_init=0),
+                dict(momentum=1.0), dict(batch_size=0), dict(batch_size="big"), dict(max_iter=0),
+                dict(learning_rate="backtracking", solver="sgd"), dict(tol=-1)):
+        with pytest.raises(ValueError):
+            fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(**bad))
+    dropout_net = make_mlp(4, (6,), 3, dropout=0.5, rng=0)
+    with pytest.raises(ValueError, match="dropout"):
+        fit_network(dropout_net, "softmax_cross_entropy", X.astype(np.float32), y,
+                    TrainConfig(solver="gd", learning_rate="backtracking"))
+
+
+def test_gd_is_one_full_batch_step_per_epoch():
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    config = TrainConfig(solver="gd", learning_rate_init=0.5, momentum=0.0, max_iter=3, tol=0.0)
+    with pytest.warns(ConvergenceWarning):
+        state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0)
+    assert state.optimizer.t == 3
+    assert state.loss_curve[0] > state.loss_curve[1] > state.loss_curve[2]
+
+
+def test_armijo_condition_holds_for_accepted_steps(backend):
+    X, y = _data(n=60)
+    net = make_mlp(4, (8,), 3, activation="tanh", dtype=np.float64, rng=0)
+    config = TrainConfig(solver="gd", learning_rate="backtracking", learning_rate_init=64.0,
+                         alpha=0.01, max_iter=15, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0)
+    assert len(state.line_search) == state.n_iter
+    for e, (f0, lr, sq_norm, f1) in enumerate(state.line_search):
+        assert lr > 0
+        assert f1 <= f0 - _training.ARMIJO_C * lr * sq_norm
+        assert state.loss_curve[e] == f0
+        if e + 1 < state.n_iter:
+            assert state.loss_curve[e + 1] == pytest.approx(f1, rel=1e-12)  # F at the new weights
+    assert state.learning_rates[0] < 64.0  # the first trial was too long and got halved
+    assert np.all(np.diff(state.loss_curve) < 0)
+
+
+def test_armijo_accepts_the_first_halving_that_decreases_enough():
+    X, y = _data(n=60)
+    net = make_mlp(4, (8,), 3, activation="tanh", dtype=np.float64, rng=0)
+    decays = weight_decays(net, 0.0, len(X))
+    start = net.get_weights()
+    f0, lr, sq_norm, f1 = armijo_step(net, "softmax_cross_entropy", X, y, decays, 256.0, np.zeros(2))
+    assert 0 < lr < 256.0 and math.log2(256.0 / lr).is_integer()
+    # the step twice as long (the previous trial) violates the condition
+    net.set_weights(start)
+    grads = [g.copy() for g in net.grads()]
+    net.loss_and_grad("softmax_cross_entropy", X, y)
+    grads = [g.copy() for g in net.grads()]
+    for p, g in zip(net.params(), grads):
+        p -= 2 * lr * g
+    longer = _training._objective(net, "softmax_cross_entropy", X, y, decays)
+    assert longer > f0 - _training.ARMIJO_C * 2 * lr * sq_norm
+
+
+class _CountingTrainer:
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def train_epoch(self, X, Y, order, grad_norms_out):
+        self.calls += 1
+        assert X.flags.c_contiguous and order.dtype == np.intp
+        return self.inner.train_epoch(X, Y, order, grad_norms_out)
+
+
+def test_compiled_trainer_hook(monkeypatch):
+    made = []
+
+    def make_trainer(network, loss, optimizer, batch_size):
+        trainer = _CountingTrainer(LayerwiseTrainer(network, loss, optimizer, batch_size))
+        made.append((loss, batch_size, trainer))
+        return trainer
+
+    monkeypatch.setitem(sys.modules, "fastbp.fused", types.SimpleNamespace(make_trainer=make_trainer))
+    monkeypatch.setattr(_training._backend, "backend", lambda: "compiled")
+    X, y = _data(dtype=np.float32)
+    net = make_mlp(4, (6,), 3, rng=0)
+    with pytest.warns(ConvergenceWarning):
+        fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=3, batch_size=20), rng=0)
+    assert [(loss, size) for loss, size, _ in made] == [("softmax_cross_entropy", 20)]
+    assert made[0][2].calls == 3
+    monkeypatch.setattr(_training, "USE_FUSED", False)
+    with pytest.warns(ConvergenceWarning):
+        fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=1), rng=0)
+    assert len(made) == 1
+    # a trainer factory that declines (returns None) means layer by layer
+    monkeypatch.setattr(_training, "USE_FUSED", True)
+    monkeypatch.setitem(sys.modules, "fastbp.fused", types.SimpleNamespace(make_trainer=lambda *a: None))
+    with pytest.warns(ConvergenceWarning):
+        fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=1), rng=0)
+
+
+FUSED_CASES = [
+    # (dtype, loss, solver, dropout, rtol, (n, d, hidden, batch_size))
+    (np.float64, "softmax_cross_entropy", "adam", 0.2, 1e-9, (70, 4, (7, 5), 16)),
+    (np.float32, "softmax_cross_entropy", "adam", 0.2, 2e-4, (70, 4, (7, 5), 16)),
+    (np.float32, "sigmoid_cross_entropy", "sgd", 0.0, 2e-4, (70, 4, (7, 5), 16)),
+    (np.float32, "squared_error", "sgd", 0.3, 2e-4, (70, 4, (7, 5), 16)),
+    # big enough per minibatch for a multi-threaded compiled engine
+    (np.float32, "softmax_cross_entropy", "adam", 0.1, 2e-4, (200, 32, (128, 128), 64)),
+]
+
+
+@pytest.mark.parametrize("dtype, loss, solver, dropout, rtol, size", FUSED_CASES)
+def test_fused_and_layerwise_paths_agree(compiled, monkeypatch, dtype, loss, solver, dropout, rtol,
+                                         size):
+    """Whatever ``fastbp.fused`` provides must train like the layer-by-layer epoch: same
+    objective, gradient norms, weights and optimizer steps (the same dropout masks)."""
+    n, d, hidden, batch_size = size
+    X, y = _data(dtype=dtype, n=n, d=d)
+    Y = y if loss == "softmax_cross_entropy" else np.eye(3, dtype=dtype)[y]
+    results = []
+    for use_fused in (True, False):
+        monkeypatch.setattr(_training, "USE_FUSED", use_fused)
+        with fastbp.use_backend("compiled"):
+            net = make_mlp(d, hidden, 3, activation="tanh", dropout=dropout, dtype=dtype, rng=0)
+            config = TrainConfig(solver=solver, max_iter=4, batch_size=batch_size, tol=0.0,
+                                 alpha=0.01, learning_rate_init=0.01)
+            with pytest.warns(ConvergenceWarning):
+                state = fit_network(net, loss, X, Y, config, rng=1)
+        results.append((net.get_weights(), state.loss_curve, np.array(state.grad_norms),
+                        state.optimizer.t))
+    (w1, l1, g1, t1), (w2, l2, g2, t2) = results
+    assert t1 == t2
+    np.testing.assert_allclose(l1, l2, rtol=rtol)
+    np.testing.assert_allclose(g1, g2, rtol=rtol)
+    for p, q in zip(w1, w2):
+        np.testing.assert_allclose(p, q, rtol=rtol, atol=rtol / 10)
