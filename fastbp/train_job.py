@@ -40,6 +40,11 @@ def add_arguments(parser):
                              "(default: the digits shipped with fastbp)")
     parser.add_argument("--task", choices=("classify", "regress"), default="classify",
                         help="classification (MLPClassifier, default) or regression (MLPRegressor)")
+    parser.add_argument("--model", choices=("mlp", "autoencoder", "vae", "gan"), default="mlp",
+                        help="mlp (default; --task picks classifier or regressor) or a generative "
+                             "model: autoencoder, vae, gan")
+    from .generative_job import add_generative_arguments
+    add_generative_arguments(parser)
     parser.add_argument("--hidden", default="100", metavar="SIZES",
                         help="hidden layer sizes, comma-separated, e.g. 256,128 (default 100)")
     parser.add_argument("--activation", default="relu", help="hidden activation (default relu)")
@@ -166,6 +171,9 @@ def _plot(model, path):
 
 
 def run(args):
+    if args.model != "mlp":
+        from .generative_job import run_generative
+        return run_generative(args.model, args)
     from . import _backend
     from ._training import ConvergenceWarning
     from .datasets import load_digits

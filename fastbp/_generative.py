@@ -1,0 +1,467 @@
+"""Pieces shared by the generative models (``Autoencoder``, ``VAE``, ``GAN``).
+
+Lecture notation: an encoder e maps x to a code h = e(x) (the bottleneck, or the latent z of a
+VAE); a decoder d maps the code back to a reconstruction r = d(h); training lowers
+l(d(e(x)), x) by backprop.
+
+The regularisers that act on the code -- the sparse autoencoder's penalty on e(x) and the VAE's
+reparameterisation with its KL term -- are written as :class:`fastbp.nn.Layer` s sitting between
+the encoder's and the decoder's Dense layers.  Their backward adds the penalty's gradient to the
+gradient that arrives from the decoder, so a whole model stays one network that
+``fastbp._training.fit_network`` trains like any other (:class:`PenalisedSequential` adds the
+penalty values to the loss).  The compiled fast path (``fastbp.fused``) takes plain stacks of
+Dense layers only; a network with one of these layers trains layer by layer.
+"""
+import math
+import sys
+
+import numpy as np
+from scipy import special
+
+from . import _backend
+from ._training import TrainState, fit_network
+from ._validation import check_is_fitted, check_n_features, check_X
+from .mlp import _BaseMLP, _make_rng
+from .nn import Layer, Sequential, _BufferCache, make_mlp
+
+__all__ = ["GenerativeBase", "Transformer", "SparsityPenalty", "Reparameterize",
+           "PenalisedSequential", "hourglass", "store_params", "check_fraction",
+           "check_nonnegative", "check_sizes", "check_n_components"]
+
+
+def store_params(estimator, arguments):
+    """scikit-learn style: every ``__init__`` argument stored unchanged under its own name."""
+    for name, value in arguments.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
+
+def user_stacklevel():
+    """The ``stacklevel`` (as ``fit_network`` counts it, from its caller) that points warnings at
+    the first frame outside fastbp: the user's call of fit / partial_fit."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastbp."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def check_nonnegative(value, name):
+    """A finite float >= 0 (noise levels, penalty weights); ValueError otherwise."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_fraction(value, name, closed_high=False):
+    """A float in (0, 1) (or (0, 1]); ValueError otherwise."""
+    value = check_nonnegative(value, name)
+    if not (0 < value < 1 or (closed_high and value == 1)):
+        raise ValueError(f"{name} must lie in (0, 1{']' if closed_high else ')'}, got {value!r}")
+    return value
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_sizes(sizes, name):
+    """A tuple of positive ints (layer widths); ValueError otherwise."""
+    sizes = (sizes,) if _is_int(sizes) else sizes
+    if not hasattr(sizes, "__iter__") or not all(_is_int(s) and s >= 1 for s in sizes):
+        raise ValueError(f"{name} must be a sequence of positive ints, got {sizes!r}")
+    return tuple(int(s) for s in sizes)
+
+
+def check_n_components(n_components):
+    """The code size: an int >= 1; ValueError otherwise."""
+    if not _is_int(n_components) or n_components < 1:
+        raise ValueError("n_components (the size of the code) must be an int >= 1, "
+                         f"got {n_components!r}")
+    return int(n_components)
+
+
+# The reconstruction losses: parameter value -> kernel loss (computed from the output logits).
+RECONSTRUCTION_LOSSES = {"squared_error": "squared_error", "cross_entropy": "sigmoid_cross_entropy"}
+
+
+def reconstruction_loss(name):
+    """The kernel loss of a ``loss`` parameter; ValueError if unknown."""
+    if name not in RECONSTRUCTION_LOSSES:
+        raise ValueError(f"loss must be one of {list(RECONSTRUCTION_LOSSES)}, got {name!r}")
+    return RECONSTRUCTION_LOSSES[name]
+
+
+def check_unit_interval(X, loss):
+    """The cross-entropy loss models inputs in [0, 1] (e.g. pixel intensities)."""
+    if loss == "sigmoid_cross_entropy" and X.size and (X.min() < 0 or X.max() > 1):
+        raise ValueError("loss='cross_entropy' needs X in [0, 1]; got values in "
+                         f"[{X.min()}, {X.max()}] (scale X, or use loss='squared_error')")
+
+
+def row_errors(loss, output, X):
+    """Per-row reconstruction error (float64): ||r - x||^2 for squared error, the binary
+    cross-entropy sum_j [softplus(o_j) - x_j o_j] from the logits o for cross-entropy."""
+    output, X = output.astype(np.float64), X.astype(np.float64)
+    if loss == "squared_error":
+        return np.sum((output - X) ** 2, axis=1)
+    return np.sum(np.logaddexp(0.0, output) - X * output, axis=1)
+
+
+def decoded(loss, output):
+    """The decoder's output as data: sigmoid of the logits for cross-entropy."""
+    return special.expit(output) if loss == "sigmoid_cross_entropy" else output
+
+
+def hourglass(n_features, encoder_sizes, n_components, decoder_sizes, activation, code_activation,
+              output_activation, dtype, rng, activation_alpha=None):
+    """Encoder d -> encoder_sizes -> k and decoder k -> decoder_sizes -> d as two Sequentials
+    (the layers are shared with any network built from their ``layers``)."""
+    encoder = make_mlp(n_features, encoder_sizes, n_components, activation, code_activation,
+                       dtype=dtype, rng=rng, activation_alpha=activation_alpha)
+    decoder = make_mlp(n_components, decoder_sizes, n_features, activation, output_activation,
+                       dtype=dtype, rng=rng, activation_alpha=activation_alpha)
+    return encoder, decoder
+
+
+class _Penalty(Layer):
+    """A layer with no parameters that adds a term to the objective: ``value`` is that term for
+    the last training forward (a mean over the rows), 0 otherwise."""
+
+    value = 0.0
+
+    def _reset_cache(self):
+        self._cache = _BufferCache(self._make_buffers)
+        self.value = 0.0
+
+    def forward(self, X, training=False, keep=True):
+        return self._forward(np.ascontiguousarray(X), training, keep)
+
+    def backward(self, dA, need_dX=True):
+        return self._backward(np.ascontiguousarray(dA), need_dX)
+
+
+class SparsityPenalty(_Penalty):
+    """Identity on the code h = e(x), with a sparsity penalty on it (the lecture's sparse AE).
+
+    - ``'l1'``: weight * mean_i ||h_i||_1, gradient weight * sign(h) / n;
+    - ``'kl'``: weight * sum_j KL(rho || rho_hat_j) with rho_hat_j = mean_i h_ij the mean
+      activation of unit j over the batch (h in (0, 1): a sigmoid code), gradient
+      weight * (-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j)) / n.
+    """
+
+    _transient = ("_cache", "H")
+
+    def __init__(self, kind, weight, rho=0.05):
+        if kind not in ("l1", "kl"):
+            raise ValueError(f"sparsity must be 'l1' or 'kl', got {kind!r}")
+        self.kind, self.weight, self.rho = kind, float(weight), float(rho)
+        self._reset_cache()
+
+    def _reset_cache(self):
+        super()._reset_cache()
+        self.H = None
+
+    def _make_buffers(self, key):
+        return np.empty(key[0], key[1])
+
+    def _forward(self, X, training, keep=True):
+        if not (training and keep):
+            return X
+        self.H = X
+        if self.kind == "l1":
+            scratch = self._cache.get((X.shape, X.dtype))  # backward's buffer, free until then
+            self.value = self.weight * float(np.abs(X, out=scratch).sum()) / max(X.shape[0], 1)
+        else:
+            rho, rho_hat = self.rho, self._rho_hat(X)
+            self.value = self.weight * float(np.sum(special.rel_entr(rho, rho_hat)
+                                                    + special.rel_entr(1 - rho, 1 - rho_hat)))
+        return X
+
+    @staticmethod
+    def _rho_hat(H):
+        eps = np.finfo(H.dtype).eps
+        return np.clip(H.mean(axis=0, dtype=np.float64), eps, 1 - eps)
+
+    def _backward(self, dA, need_dX):
+        H = self.H
+        n = max(H.shape[0], 1)
+        dX = self._cache.get((H.shape, H.dtype))
+        if self.kind == "l1":
+            np.sign(H, out=dX)
+            dX *= H.dtype.type(self.weight / n)
+        else:
+            rho, rho_hat = self.rho, self._rho_hat(H)
+            dX[...] = (self.weight / n * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)).astype(H.dtype)
+        dX += dA
+        return dX
+
+    def __repr__(self):
+        return f"SparsityPenalty({self.kind!r}, weight={self.weight}, rho={self.rho})"
+
+
+class Reparameterize(_Penalty):
+    """The VAE's sampling layer: input [mu, log sigma^2] (n x 2k), output z (n x k).
+
+    Training: z = mu + sigma * eps with eps ~ N(0, I) drawn from ``rng`` (or the fixed array
+    ``noise`` when set, for gradient checks), and ``value`` = mean_i KL(q(z | x_i) || p(z)).
+    Inference: z = mu.  Backward is the reparameterisation trick: dz flows to mu unchanged and to
+    log sigma^2 as dz * eps * sigma / 2, plus the KL term's own gradient.
+
+    Prior p(z): N(0, I) (``prior_means`` None; KL in closed form,
+    KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)), or the equal-weight mixture
+    sum_c 1/C N(m_c, s^2 I) with ``prior_means`` (C x k) and ``prior_std`` s, whose KL has no
+    closed form and is estimated by Monte Carlo with the same z: log q(z | x) - log p(z).
+    """
+
+    _transient = ("_cache", "saved")
+
+    def __init__(self, n_components, rng=None, prior_means=None, prior_std=1.0):
+        self.k = int(n_components)
+        self.rng = np.random.default_rng(rng)
+        self.prior_means = None if prior_means is None else np.asarray(prior_means, np.float64)
+        self.prior_std = float(prior_std)
+        self.noise = None
+        self._reset_cache()
+
+    def _reset_cache(self):
+        super()._reset_cache()
+        self.saved = None
+
+    def _make_buffers(self, key):
+        (n, _), dtype = key
+        z, eps, sigma, work = (np.empty((n, self.k), dtype) for _ in range(4))
+        return z, eps, sigma, work, np.empty((n, 2 * self.k), dtype)
+
+    def _split(self, X):
+        if X.ndim != 2 or X.shape[1] != 2 * self.k:
+            raise ValueError(f"expected {2 * self.k} columns (mean, log-variance), got {X.shape}")
+        return X[:, :self.k], X[:, self.k:]
+
+    def _forward(self, X, training, keep=True):
+        mu, logvar = self._split(X)
+        if not training:
+            return np.ascontiguousarray(mu)
+        z, eps, sigma, work, _ = self._cache.get((X.shape, X.dtype))
+        if self.noise is not None:
+            eps[...] = self.noise
+        else:
+            self.rng.standard_normal(dtype=X.dtype, out=eps)
+        np.multiply(logvar, X.dtype.type(0.5), out=sigma)
+        np.exp(sigma, out=sigma)
+        np.multiply(sigma, eps, out=z)
+        z += mu
+        self.saved = (mu, logvar, z, eps, sigma, work)
+        n = X.shape[0]
+        if self.prior_means is None:  # mean of the closed form, without temporaries
+            self.value = 0.5 * float(np.einsum("ij,ij->", mu, mu) + np.vdot(sigma, sigma)
+                                     - logvar.sum() - mu.size) / max(n, 1)
+        else:
+            self.value = float(np.mean(self.kl(mu, logvar, z, eps))) if n else 0.0
+        return z
+
+    def kl(self, mu, logvar, z=None, eps=None):
+        """Per-row KL(q || p) (float64): closed form for N(0, I), else the estimate at z."""
+        mu, logvar = mu.astype(np.float64), logvar.astype(np.float64)
+        if self.prior_means is None:
+            return 0.5 * np.sum(mu * mu + np.exp(logvar) - logvar - 1.0, axis=1)
+        log_q = -0.5 * np.sum(np.log(2 * np.pi) + logvar + eps.astype(np.float64) ** 2, axis=1)
+        return log_q - self.log_prior(z)
+
+    def _mixture(self, z):
+        """log N(z; m_c, s^2 I) for every row and component (n x C)."""
+        z = z.astype(np.float64)
+        s2 = self.prior_std ** 2
+        sq = ((z[:, None, :] - self.prior_means[None]) ** 2).sum(axis=2)
+        return -0.5 * sq / s2 - 0.5 * self.k * np.log(2 * np.pi * s2)
+
+    def log_prior(self, z):
+        """log p(z) per row."""
+        if self.prior_means is None:
+            z = z.astype(np.float64)
+            return -0.5 * np.sum(z * z + np.log(2 * np.pi), axis=1)
+        return special.logsumexp(self._mixture(z), axis=1) - np.log(len(self.prior_means))
+
+    def sample_prior(self, n, rng, dtype):
+        """n draws z ~ p(z)."""
+        z = rng.standard_normal((n, self.k))
+        if self.prior_means is not None:
+            z = self.prior_means[rng.integers(0, len(self.prior_means), n)] + self.prior_std * z
+        return z.astype(dtype)
+
+    def _backward(self, dA, need_dX):
+        mu, logvar, z, eps, sigma, work = self.saved
+        n, one = max(mu.shape[0], 1), mu.dtype.type(1)
+        dX = self._cache.get(((mu.shape[0], 2 * self.k), mu.dtype))[4]
+        dmu, dlogvar = dX[:, :self.k], dX[:, self.k:]
+        if self.prior_means is None:  # closed form: dKL/dmu = mu / n, dKL/dlogvar = (s^2 - 1) / 2n
+            np.multiply(mu, one / n, out=dmu)
+            dmu += dA
+            np.multiply(sigma, sigma, out=work)
+            work -= one
+            work *= one / n
+            np.multiply(dA, eps, out=dlogvar)
+            dlogvar *= sigma
+            dlogvar += work
+            dlogvar *= mu.dtype.type(0.5)
+        else:  # Monte Carlo: -log p(z) through z, and d log q / d logvar = -1/2
+            resp = special.softmax(self._mixture(z), axis=1)  # responsibilities r_c(z)
+            z64 = z.astype(np.float64)
+            grad_z = (z64 - resp @ self.prior_means) / (self.prior_std ** 2 * n)
+            np.add(dA, grad_z.astype(mu.dtype), out=dmu)
+            np.multiply(dmu, eps, out=dlogvar)
+            dlogvar *= sigma
+            dlogvar -= 1.0 / n
+            dlogvar *= mu.dtype.type(0.5)
+        return dX
+
+    def __repr__(self):
+        prior = "N(0, I)" if self.prior_means is None else f"{len(self.prior_means)}-mixture"
+        return f"Reparameterize({self.k}, prior={prior})"
+
+
+class PenalisedSequential(Sequential):
+    """A Sequential whose objective is ``loss_scale`` * the data loss + the ``value`` of every
+    penalty layer.  Its Dense layers need not chain directly (the VAE's sampling layer halves the
+    width)."""
+
+    def __init__(self, layers, loss_scale=1.0):
+        self.layers = list(layers)
+        dtypes = {layer.dtype for layer in self.dense_layers}
+        if len(dtypes) != 1:
+            raise TypeError(
+                f"all Dense layers must share one dtype, got {sorted(map(str, dtypes))}")
+        self.loss_scale = float(loss_scale)
+        self._loss_cache = _BufferCache(self._make_loss_buffer)
+
+    @property
+    def penalties(self):
+        return [layer for layer in self.layers if isinstance(layer, _Penalty)]
+
+    def _loss_and_grad(self, loss, X, Y, training):
+        output = self._forward(X, training)
+        grad = self._loss_cache.get(X.shape[0])
+        value, _ = _backend.current.loss(loss, output, Y, grad)
+        if self.loss_scale != 1.0:
+            grad *= grad.dtype.type(self.loss_scale)
+            value *= self.loss_scale
+        self._backward(grad, False)
+        return value + sum(layer.value for layer in self.penalties)
+
+
+
+class Transformer:
+    """Mixin of the models whose ``transform`` gives codes (scikit-learn's transformer API)."""
+
+    def fit_transform(self, X, y=None):
+        """``fit(X)``, then the codes of X."""
+        return self.fit(X).transform(X)
+
+
+class GenerativeBase(_BaseMLP):
+    """The MLP estimators' machinery for models of X alone: parameters and their checks
+    (``_config``), dtype, thread cap, validation split, fitted attributes, prediction checks.
+
+    A subclass builds its network in ``_build(n_features, dtype)`` (setting ``_network``, a
+    Sequential whose output reconstructs X, and any parts it needs), checks its own parameters in
+    ``_check_model_params`` and may train differently by overriding ``_train``.
+    """
+
+    dropout = 0.0  # the MLPs' dropout is not a parameter of the generative models
+
+    @property
+    def hidden_layer_sizes(self):
+        """Every hidden width of the network (for the MLPs' checks)."""
+        return self._layer_sizes()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False  # models of X alone
+        if isinstance(self, Transformer):
+            from sklearn.utils import TransformerTags
+            tags.transformer_tags = TransformerTags(preserves_dtype=[np.dtype(self.dtype).name])
+        return tags
+
+    def _check_model_params(self):
+        """Model parameters (ValueError); the training ones are checked by ``_config``."""
+
+    def _check_data(self, X):
+        """Extra checks on validated training data (e.g. [0, 1] for a cross-entropy loss)."""
+
+    def fit(self, X, y=None):
+        """Train on X for up to ``max_iter`` epochs (``y`` is ignored); returns self."""
+        return self._fit(X, None, incremental=False)
+
+    def partial_fit(self, X, y=None):
+        """One epoch over X, continuing from the current state (the first call initialises)."""
+        return self._fit(X, None, incremental=True)
+
+    def _fit(self, X, y, incremental, classes=None):
+        self._check_model_params()
+        config = self._config()
+        dtype = self._dtype()
+        fresh = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        X = check_X(X, dtype, min_samples=1 if incremental else 2)
+        if not fresh:
+            check_n_features(self, X)
+        self._check_data(X)
+        with self._threads():
+            if fresh:
+                self._rng = _make_rng(self.random_state)
+                self.n_features_in_ = self.n_outputs_ = X.shape[1]
+                self._build(X.shape[1], dtype)
+                self._state = TrainState()
+            validation = None
+            if self.early_stopping and not incremental:
+                X, _, validation = self._split_validation(X, X)
+            self._train(X, config, validation, incremental)
+        self._publish()
+        return self
+
+    def _train(self, X, config, validation, incremental, inputs=None, callback=None):
+        """Train ``_network`` to map ``inputs`` (default X) to X by the generic training loop."""
+        fit_network(self._network, self.loss_, X if inputs is None else inputs, X, config,
+                    self._state, rng=self._rng,
+                    validation_score=validation, incremental=incremental, callback=callback,
+                    name=type(self).__name__, stacklevel=user_stacklevel())
+
+    def _checked(self, X, n_columns=None):
+        """X validated for a fitted model (n_features_in_ columns, or ``n_columns``)."""
+        check_is_fitted(self)
+        X = check_X(X, self._network.dtype)
+        if n_columns is None:
+            check_n_features(self, X)
+        elif X.shape[1] != n_columns:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                             f"expecting {n_columns} features as input.")
+        return X
+
+    # ---------------------------------------------------------------------------- persistence
+    def _target_meta(self):
+        return None
+
+    def _restore(self, arrays, meta):
+        """Rebuild the fitted model from ``_fitted_arrays`` and ``_fitted_meta`` (fastbp.load)."""
+        self._check_model_params()
+        self._config()
+        self._rng = _make_rng(self.random_state)
+        self.n_features_in_ = self.n_outputs_ = int(meta["n_features_in_"])
+        self._build(self.n_features_in_, self._dtype())
+        weights = []
+        for i in range(len(self._network.dense_layers)):
+            weights += [arrays[f"coef_{i}"], arrays[f"intercept_{i}"]]
+        self._network.set_weights(weights)
+        state = self._state = TrainState()
+        state.loss_curve = [float(v) for v in arrays["loss_curve_"]]
+        state.grad_norms = list(np.asarray(arrays["grad_norms_"], dtype=np.float64))
+        state.learning_rates = [float(v) for v in arrays["learning_rates_"]]
+        if "validation_scores_" in arrays:
+            state.validation_scores = [float(v) for v in arrays["validation_scores_"]]
+        state.n_iter, state.t = int(meta["n_iter_"]), int(meta["t_"])
+        state.best_loss = float(meta["best_loss_"])
+        if meta.get("best_validation_score_") is not None:
+            state.best_validation_score = float(meta["best_validation_score_"])
+        self._publish()

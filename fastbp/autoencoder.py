@@ -1,0 +1,169 @@
+"""Autoencoders: hourglass, overcomplete, denoising and sparse, trained by backprop.
+
+In the lecture's notation an encoder e maps x to a code h = e(x) and a decoder d maps it back to
+a reconstruction r = d(h); training lowers l(d(e(x)), x), here ||d(e(x)) - x||^2 (``loss=
+'squared_error'``) or, for inputs in [0, 1], the sigmoid cross-entropy of the decoder's logits
+(``loss='cross_entropy'``).  PCA is the linear autoencoder: with identity activations the decoder
+spans the top-``n_components`` principal subspace.
+
+Both e and d are stacks of Dense layers: d -> ``encoder_layer_sizes`` -> ``n_components`` (the
+bottleneck, with ``code_activation``) -> ``decoder_layer_sizes`` (default: the encoder's mirror,
+the "hourglass") -> d.  E.g. Hinton & Salakhutdinov's 784-1000-500-250-30-250-500-1000-784 is
+``Autoencoder(encoder_layer_sizes=(1000, 500, 250), n_components=30)``; a code wider than the input
+(overcomplete) is allowed.
+
+Regularised variants (lecture: "Regularized Autoencoders"):
+
+- denoising, ``noise='gaussian'`` (x + eps, eps ~ N(0, ``noise_level``^2 I)) or ``noise='mask'``
+  (each input set to 0 with probability ``noise_level``): trained on l(d(e(x + eps)), x), with
+  fresh noise every epoch;
+- sparse, ``sparsity='l1'`` (adds ``sparsity_weight`` * mean_i ||e(x_i)||_1) or ``sparsity='kl'``
+  (adds ``sparsity_weight`` * sum_j KL(rho || rho_hat_j), rho = ``sparsity_target``, rho_hat_j the
+  mean activation of code unit j over the minibatch; the code is then a sigmoid).
+
+Training is the MLP estimators' (same parameters: solvers, schedules, early stopping on the
+validation reconstruction error, warm start, ``partial_fit``, ``save``): each minibatch minimises
+the mean reconstruction loss (1/2 ||r - x||^2 per row for squared error, as the kernel defines
+it) + the sparsity term + alpha / (2 batch_size) sum ||W||^2.  A plain or denoising autoencoder is
+a plain stack of Dense layers and runs on the compiled fast path when it is there.
+"""
+import numpy as np
+
+from ._generative import (GenerativeBase, PenalisedSequential, SparsityPenalty, Transformer,
+                          check_fraction,
+                          check_n_components, check_nonnegative, check_sizes, check_unit_interval,
+                          decoded, hourglass, reconstruction_loss, row_errors, store_params)
+from .nn import Sequential, activation_name
+from .persist import register
+
+__all__ = ["Autoencoder"]
+
+
+@register("Autoencoder")
+class Autoencoder(Transformer, GenerativeBase):
+    """Autoencoder x -> h = e(x) -> r = d(h), scikit-learn style (see the module docstring).
+
+    ``fit(X)``, ``transform(X)`` (codes h), ``inverse_transform(H)`` (decoded data),
+    ``reconstruct(X)`` = d(e(x)), ``score(X)`` = minus the mean reconstruction error per sample
+    (||r - x||^2, or the cross-entropy), ``score_samples(X)`` per sample.
+
+    Fitted attributes as for the MLPs: ``coefs_``, ``intercepts_`` (encoder then decoder),
+    ``loss_curve_``, ``validation_scores_``, ``n_iter_``, ``grad_norms_``, ..., and
+    ``encoder_`` / ``decoder_`` (Sequentials sharing those arrays).
+    """
+
+    def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,
+                 activation="relu", code_activation=None, loss="squared_error", noise=None,
+                 noise_level=0.1, sparsity=None, sparsity_weight=1e-3, sparsity_target=0.05, *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 activation_alpha=None, dtype="float32", n_threads=None):
+        store_params(self, locals())
+
+    # ------------------------------------------------------------------------------ parameters
+    def _sizes(self):
+        encoder = check_sizes(self.encoder_layer_sizes, "encoder_layer_sizes")
+        decoder = (encoder[::-1] if self.decoder_layer_sizes is None
+                   else check_sizes(self.decoder_layer_sizes, "decoder_layer_sizes"))
+        return encoder, check_n_components(self.n_components), decoder
+
+    def _layer_sizes(self):
+        encoder, k, decoder = self._sizes()
+        return [*encoder, k, *decoder]
+
+    def _code_activation(self):
+        """``code_activation``; by default identity (a linear code), sigmoid for sparsity='kl'."""
+        if self.code_activation is None:
+            return "sigmoid" if self.sparsity == "kl" else "identity"
+        return activation_name(self.code_activation)
+
+    def _check_model_params(self):
+        self._sizes()
+        reconstruction_loss(self.loss)
+        if self.noise not in (None, "gaussian", "mask"):
+            raise ValueError(f"noise must be None, 'gaussian' or 'mask', got {self.noise!r}")
+        if self.noise == "mask":
+            check_fraction(self.noise_level, "noise_level (the masked fraction)")
+        else:
+            check_nonnegative(self.noise_level, "noise_level")
+        if self.sparsity not in (None, "l1", "kl"):
+            raise ValueError(f"sparsity must be None, 'l1' or 'kl', got {self.sparsity!r}")
+        check_nonnegative(self.sparsity_weight, "sparsity_weight")
+        check_fraction(self.sparsity_target, "sparsity_target")
+        if self.sparsity == "kl" and self._code_activation() != "sigmoid":
+            raise ValueError("sparsity='kl' compares mean code activations with sparsity_target in "
+                             "(0, 1): it needs code_activation='sigmoid'")
+        if self.sparsity is not None and self.learning_rate == "backtracking":
+            raise ValueError("learning_rate='backtracking' does not see the sparsity penalty; use "
+                             "another schedule with sparsity")
+
+    def _check_data(self, X):
+        check_unit_interval(X, reconstruction_loss(self.loss))
+
+    # --------------------------------------------------------------------------------- training
+    def _build(self, n_features, dtype):
+        encoder_sizes, k, decoder_sizes = self._sizes()
+        self.loss_ = reconstruction_loss(self.loss)
+        self.out_activation_ = "logistic" if self.loss_ == "sigmoid_cross_entropy" else "identity"
+        self.encoder_, self.decoder_ = hourglass(
+            n_features, encoder_sizes, k, decoder_sizes, self.activation, self._code_activation(),
+            "identity", dtype, self._rng, self.activation_alpha)
+        if self.sparsity is None:
+            self._network = Sequential(self.encoder_.layers + self.decoder_.layers)
+        else:
+            penalty = SparsityPenalty(self.sparsity, self.sparsity_weight, self.sparsity_target)
+            self._network = PenalisedSequential(
+                self.encoder_.layers + [penalty] + self.decoder_.layers)
+
+    def _train(self, X, config, validation, incremental, inputs=None, callback=None):
+        if self.noise is None or self.noise_level == 0:
+            return super()._train(X, config, validation, incremental)
+        noisy = np.empty_like(X)  # one buffer, fresh noise each epoch, clean targets X
+
+        def corrupt(state=None):
+            if self.noise == "gaussian":
+                self._rng.standard_normal(dtype=X.dtype, out=noisy)
+                np.multiply(noisy, X.dtype.type(self.noise_level), out=noisy)
+                np.add(noisy, X, out=noisy)
+            else:  # keep each input with probability 1 - noise_level
+                self._rng.random(dtype=X.dtype, out=noisy)
+                np.greater_equal(noisy, X.dtype.type(self.noise_level), out=noisy)
+                np.multiply(noisy, X, out=noisy)
+            return False
+
+        corrupt()
+        super()._train(X, config, validation, incremental, inputs=noisy, callback=corrupt)
+
+    # ------------------------------------------------------------------------------- inference
+    def transform(self, X):
+        """The codes h = e(x), one row per sample (n x n_components)."""
+        X = self._checked(X)
+        with self._threads():
+            return self.encoder_.predict(X)
+
+    def inverse_transform(self, H):
+        """Decode codes: d(h) for every row of H (n x n_components)."""
+        H = self._checked(H, self.encoder_.n_outputs)
+        with self._threads():
+            return decoded(self.loss_, self.decoder_.predict(H))
+
+    def reconstruct(self, X):
+        """d(e(x)) for every row of X."""
+        return decoded(self.loss_, self._forward(X))
+
+    def score_samples(self, X):
+        """Minus the reconstruction error of each row: -||d(e(x)) - x||^2 (or -cross-entropy)."""
+        X = self._checked(X)
+        with self._threads():
+            return -row_errors(self.loss_, self._network.predict(X), X)
+
+    def score(self, X, y=None):
+        """Minus the mean reconstruction error per sample (higher is better)."""
+        return float(np.mean(self.score_samples(X)))
+
+    def _score_output(self, output, X):
+        """Early-stopping score: minus the mean reconstruction error on the validation rows."""
+        return -float(np.mean(row_errors(self.loss_, output, X)))

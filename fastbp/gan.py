@@ -1,0 +1,267 @@
+"""Generative adversarial network (Goodfellow et al. 2014) of dense networks.
+
+The lecture's game: a generator G maps noise z ~ N(0, I) (``n_components`` numbers) to a sample
+G(z); a discriminator D maps a point x to the probability D(x) that it is real training data.
+With the single loss function
+
+    L(D, G) = log D(x) + log(1 - D(G(z)))        (averaged over a minibatch of x and of z)
+
+D takes steps to maximise L and G steps to minimise it.  Minimising log(1 - D(G(z))) saturates
+early in training (when D rejects G's samples confidently its gradient vanishes), so by default
+(``generator_loss='non_saturating'``) G minimises -log D(G(z)) instead, which has the same fixed
+points and strong gradients where G is poor; ``generator_loss='minimax'`` is the game as written.
+"The discriminator supplies the generator with the gradients it needs": G's gradient is D's
+gradient with respect to its input, backpropagated through G (see :meth:`GAN.input_gradient`).
+
+Training (``fit``) alternates, walking the shuffled data in minibatches of ``batch_size``: each
+minibatch of real points with as many fresh G(z) makes one discriminator step; after every
+``n_discriminator_steps`` of those, ``n_generator_steps`` generator steps each on ``batch_size``
+fresh z.  Each player has its own optimizer (``solver``, same settings; D's learning rate is
+``discriminator_learning_rate`` when given).  An epoch is one pass over the data; there is no
+convergence test (a GAN's losses do not settle to a minimum): training runs ``max_iter`` epochs.
+
+Loss curves, one entry per epoch: ``discriminator_loss_curve_`` (mean -L over D's steps, i.e.
+-log D(x) - log(1 - D(G(z)))), ``generator_loss_curve_`` (= ``loss_curve_``: mean of G's
+objective, -log D(G(z)) or log(1 - D(G(z)))).  ``coefs_``/``intercepts_`` are G's
+(``generator_``), ``discriminator_coefs_``/``discriminator_intercepts_`` D's (``discriminator_``).
+"""
+import time
+import warnings
+
+import numpy as np
+from scipy import special
+
+from . import _backend
+from ._generative import GenerativeBase, check_n_components, check_sizes, store_params
+from ._training import ConvergenceWarning, make_optimizer, resolve_batch_size
+from ._validation import check_is_fitted
+from .mlp import _make_rng
+from .nn import activation_name, make_mlp
+from .persist import register
+
+__all__ = ["GAN"]
+
+GENERATOR_LOSSES = ("non_saturating", "minimax")
+
+
+class _Buffers:
+    """The arrays of one minibatch size m, made once: D's batch (m real rows, then m fake), its
+    targets (1 then 0) and loss gradient, the noise z and G's loss gradient."""
+
+    def __init__(self, m, n_features, k, dtype):
+        self.batch = np.empty((2 * m, n_features), dtype)
+        self.target = np.zeros((2 * m, 1), dtype)
+        self.target[:m] = 1
+        self.d_grad = np.empty((2 * m, 1), dtype)
+        self.noise = np.empty((m, k), dtype)
+        self.g_grad = np.empty((m, 1), dtype)
+
+
+@register("GAN")
+class GAN(GenerativeBase):
+    """Generative adversarial network, scikit-learn style (see the module docstring).
+
+    G's last layer has ``output_activation`` (e.g. 'sigmoid' for data in [0, 1]).
+
+    ``fit(X)``; ``sample(n)`` = G(z) for z ~ N(0, I); ``decision_function(X)`` = D's logit
+    log D(x) / (1 - D(x)); ``input_gradient(X)`` = the gradient of G's objective with respect to a
+    generated point x (what trains G).  Training parameters as for the MLP estimators except the
+    convergence and early-stopping ones; ``learning_rate`` is 'constant' or 'invscaling'.
+    """
+
+    # No convergence test or validation split: fixed for the shared parameter checks.
+    early_stopping = False
+    validation_fraction = 0.1
+    tol = 0.0
+    n_iter_no_change = 1
+
+    def __init__(self, n_components=2, generator_layer_sizes=(64, 64),
+                 discriminator_layer_sizes=(64, 64), activation="relu",
+                 discriminator_activation="leaky_relu", output_activation="identity",
+                 generator_loss="non_saturating",
+                 n_discriminator_steps=1, n_generator_steps=1, discriminator_learning_rate=None, *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, beta_1=0.5, beta_2=0.999, epsilon=1e-8,
+                 activation_alpha=None, dtype="float32", n_threads=None):
+        store_params(self, locals())
+
+    # ------------------------------------------------------------------------------ parameters
+    def _layer_sizes(self):
+        return [*check_sizes(self.generator_layer_sizes, "generator_layer_sizes"),
+                *check_sizes(self.discriminator_layer_sizes, "discriminator_layer_sizes")]
+
+    def _check_model_params(self):
+        check_n_components(self.n_components)
+        self._layer_sizes()
+        activation_name(self.discriminator_activation)
+        activation_name(self.output_activation)
+        if self.generator_loss not in GENERATOR_LOSSES:
+            raise ValueError(f"generator_loss must be one of {GENERATOR_LOSSES}, "
+                             f"got {self.generator_loss!r}")
+        for name in ("n_discriminator_steps", "n_generator_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        rate = self.discriminator_learning_rate
+        if rate is not None and not (isinstance(rate, (int, float)) and 0 < rate < np.inf):
+            raise ValueError(f"discriminator_learning_rate must be None or > 0, got {rate!r}")
+        if self.learning_rate not in ("constant", "invscaling"):
+            raise ValueError("a GAN has no objective to monitor: learning_rate must be "
+                             f"'constant' or 'invscaling', got {self.learning_rate!r}")
+
+    # --------------------------------------------------------------------------------- training
+    def _build(self, n_features, dtype):
+        k = check_n_components(self.n_components)
+        self.loss_ = self.generator_loss
+        self.generator_ = make_mlp(
+            k, check_sizes(self.generator_layer_sizes, "generator_layer_sizes"), n_features,
+            self.activation, activation_name(self.output_activation), dtype=dtype, rng=self._rng,
+            activation_alpha=self.activation_alpha)
+        self.discriminator_ = make_mlp(
+            n_features, check_sizes(self.discriminator_layer_sizes, "discriminator_layer_sizes"), 1,
+            self.discriminator_activation, dtype=dtype, rng=self._rng,
+            activation_alpha=self.activation_alpha)
+        self._network = self.generator_  # coefs_, loss_curve_ etc. are the generator's
+        self._d_optimizer = None
+        self._d_losses = []
+        self._buffers = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_buffers"] = {}  # work arrays, made again on use
+        return state
+
+    def _buffer(self, m):
+        buffers = self._buffers.get(m)
+        if buffers is None:
+            buffers = self._buffers[m] = _Buffers(m, self.n_features_in_, self.generator_.n_inputs,
+                                                  self.generator_.dtype)
+        return buffers
+
+    def _discriminator_step(self, X, rows):
+        """One step of D up L on the real rows X[rows] and as many fresh G(z); returns -L."""
+        m = rows.shape[0]
+        b = self._buffer(m)
+        np.take(X, rows, axis=0, out=b.batch[:m], mode="clip")
+        self._rng.standard_normal(dtype=b.noise.dtype, out=b.noise)
+        b.batch[m:] = self.generator_._forward(b.noise, False)
+        D = self.discriminator_
+        logits = D._forward(b.batch, True)
+        value, _ = _backend.current.loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
+        b.d_grad *= 2  # the kernel averages over 2m rows; -L = mean over real + mean over fake
+        D._backward(b.d_grad, False)
+        self._d_optimizer.step(D.grads())
+        return 2 * value
+
+    def _generator_step(self, m, norms):
+        """One step of G on m fresh z, through D's input gradient; returns G's objective."""
+        b = self._buffer(m)
+        G, D = self.generator_, self.discriminator_
+        self._rng.standard_normal(dtype=b.noise.dtype, out=b.noise)
+        logits = D._forward(G._forward(b.noise, True), True)
+        # -log D(G(z)) is the cross-entropy with target 1; log(1 - D(G(z))) minus that with 0
+        saturating = self.generator_loss == "minimax"
+        target = b.target[m:] if saturating else b.target[:m]
+        value, _ = _backend.current.loss("sigmoid_cross_entropy", logits, target, b.g_grad)
+        if saturating:
+            value = -value
+            np.negative(b.g_grad, out=b.g_grad)
+        G._backward(D._backward(b.g_grad, True), False)
+        for j, layer in enumerate(G.dense_layers):
+            norms[j] += float(np.linalg.norm(layer.dW))
+        self._state.optimizer.step(G.grads())
+        return value
+
+    def _train(self, X, config, validation, incremental, inputs=None, callback=None):
+        state, n = self._state, X.shape[0]
+        m = resolve_batch_size(config.batch_size, n, config.solver)
+        if state.optimizer is None or not incremental:
+            state.optimizer = make_optimizer(self.generator_, config, m)
+            self._d_optimizer = make_optimizer(self.discriminator_, config, m)
+            state.lr = config.learning_rate_init
+        d_ratio = (1.0 if self.discriminator_learning_rate is None
+                   else self.discriminator_learning_rate / config.learning_rate_init)
+        for _ in range(1 if incremental else config.max_iter):
+            started = time.perf_counter()
+            state.optimizer.lr, self._d_optimizer.lr = state.lr, state.lr * d_ratio
+            order = self._rng.permutation(n) if config.shuffle else np.arange(n)
+            norms = np.zeros(len(self.generator_.dense_layers))
+            d_losses, g_losses = [], []
+            for start in range(0, n, m):
+                d_losses.append(self._discriminator_step(X, order[start:start + m]))
+                if self._d_optimizer.t % self.n_discriminator_steps == 0:  # counts across epochs
+                    g_losses += [self._generator_step(m, norms)
+                                 for _ in range(self.n_generator_steps)]
+            state.n_iter += 1
+            state.t += n
+            state.loss_curve.append(float(np.mean(g_losses)) if g_losses else float("nan"))
+            self._d_losses.append(float(np.mean(d_losses)))
+            state.grad_norms.append(norms / max(len(g_losses), 1))
+            state.learning_rates.append(state.lr)
+            state.epoch_times.append(time.perf_counter() - started)
+            if config.verbose:
+                print(f"GAN: epoch {state.n_iter:4d}  discriminator loss {self._d_losses[-1]:.4f}  "
+                      f"generator loss {state.loss_curve[-1]:.4f}  {state.epoch_times[-1]:.3f} s")
+            if not np.isfinite(self._d_losses[-1]):
+                warnings.warn(f"the discriminator loss became {self._d_losses[-1]} at epoch "
+                              f"{state.n_iter}: training diverged (try a smaller "
+                              "learning_rate_init); stopped", ConvergenceWarning, stacklevel=4)
+                break
+            if config.learning_rate == "invscaling":
+                state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
+
+    def _publish(self):
+        super()._publish()
+        self.generator_loss_curve_ = self.loss_curve_
+        self.discriminator_loss_curve_ = list(self._d_losses)
+        self.discriminator_coefs_ = [layer.W for layer in self.discriminator_.dense_layers]
+        self.discriminator_intercepts_ = [layer.b for layer in self.discriminator_.dense_layers]
+
+    # ------------------------------------------------------------------------------- inference
+    def sample(self, n_samples=1, random_state=None):
+        """``n_samples`` points G(z), z ~ N(0, I) (the model's own generator by default)."""
+        check_is_fitted(self)
+        rng = self._rng if random_state is None else _make_rng(random_state)
+        z = rng.standard_normal((int(n_samples), self.generator_.n_inputs))
+        z = z.astype(self.generator_.dtype)
+        with self._threads():
+            return self.generator_.predict(z)
+
+    def decision_function(self, X):
+        """D's logit for every row: log(D(x) / (1 - D(x))); D(x) = sigmoid of it."""
+        X = self._checked(X)
+        with self._threads():
+            return self.discriminator_.predict(X)[:, 0]
+
+    def input_gradient(self, X):
+        """d/dx of G's objective at each row x taken as a generated point: of -log D(x)
+        (non-saturating) or log(1 - D(x)) (minimax).  Backpropagated through G, this trains G."""
+        X = self._checked(X)
+        D = self.discriminator_
+        with self._threads():
+            logits = D.forward(X)
+            upstream = special.expit(logits)  # d/dt log(1 - sigmoid t) = -sigmoid t
+            if self.generator_loss == "non_saturating":  # d/dt -log sigmoid t = sigmoid t - 1
+                upstream -= 1
+            else:
+                np.negative(upstream, out=upstream)
+            return D.backward(upstream, need_dX=True).copy()
+
+    # ---------------------------------------------------------------------------- persistence
+    def _fitted_arrays(self):
+        arrays = super()._fitted_arrays()
+        for i, (W, b) in enumerate(zip(self.discriminator_coefs_, self.discriminator_intercepts_)):
+            arrays[f"discriminator_coef_{i}"], arrays[f"discriminator_intercept_{i}"] = W, b
+        arrays["discriminator_loss_curve_"] = np.asarray(self._d_losses, dtype=np.float64)
+        return arrays
+
+    def _restore(self, arrays, meta):
+        super()._restore(arrays, meta)
+        weights = []
+        for i in range(len(self.discriminator_.dense_layers)):
+            weights += [arrays[f"discriminator_coef_{i}"], arrays[f"discriminator_intercept_{i}"]]
+        self.discriminator_.set_weights(weights)
+        self._d_losses = [float(v) for v in arrays["discriminator_loss_curve_"]]
+        self._publish()

@@ -1,0 +1,142 @@
+"""fastbp.GAN: a mixture of Gaussians learned with every mode covered, D's input gradient against
+finite differences, the alternating step counts, save/load, bad input."""
+import importlib.util
+import pickle
+
+import numpy as np
+import pytest
+
+import fastbp
+from _helpers import one_blas_thread  # noqa: F401  (autouse fixture)
+from conftest import numeric_gradient
+from fastbp.gan import GAN
+
+MODES, MODE_STD = (-2.0, 2.0), 0.3
+# Tolerances on 5000 samples of a GAN fitted to the 1-D mixture 1/2 N(-2, 0.3^2) + 1/2 N(2, 0.3^2):
+MEAN_TOLERANCE = 0.35       # |mean(samples) - mean(data)|
+STD_TOLERANCE = 0.15        # |std(samples) / std(data) - 1|
+MODE_SHARE = (0.35, 0.65)   # share of the samples nearer to each mode
+NEAR_A_MODE = 0.9           # share of the samples within 2 mode stds of a mode
+
+
+def mixture(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    return (np.array(MODES)[rng.integers(0, 2, n)] + MODE_STD * rng.standard_normal(n))[:, None]
+
+
+def small(**params):
+    defaults = dict(n_components=1, generator_layer_sizes=(32, 32), discriminator_layer_sizes=(32, 32),
+                    batch_size=100, learning_rate_init=2e-3, max_iter=60, random_state=0)
+    return GAN(**{**defaults, **params})
+
+
+def test_samples_match_the_moments_and_cover_every_mode():
+    X = mixture()
+    gan = small().fit(X)
+    samples = gan.sample(5000, random_state=1)[:, 0]
+    assert abs(samples.mean() - X.mean()) < MEAN_TOLERANCE
+    assert abs(samples.std() / X.std() - 1) < STD_TOLERANCE
+    for mode in MODES:
+        nearest = np.abs(samples - mode) < np.abs(samples + mode)
+        assert MODE_SHARE[0] < np.mean(nearest) < MODE_SHARE[1]
+    distance = np.min(np.abs(samples[:, None] - np.array(MODES)), axis=1)
+    assert np.mean(distance < 2 * MODE_STD) > NEAR_A_MODE
+    # near the game's equilibrium D cannot tell: -L = 2 log 2, G's loss log 2
+    assert gan.discriminator_loss_curve_[-1] == pytest.approx(2 * np.log(2), abs=0.1)
+    assert gan.generator_loss_curve_[-1] == pytest.approx(np.log(2), abs=0.15)
+
+
+@pytest.mark.parametrize("generator_loss", ["non_saturating", "minimax"])
+def test_discriminator_input_gradient_matches_finite_differences(generator_loss, rng):
+    """The gradient that trains G: d/dx of -log D(x) (or log(1 - D(x))), in float64."""
+    X = rng.standard_normal((30, 3))
+    gan = small(generator_loss=generator_loss, dtype="float64", discriminator_activation="tanh",
+                batch_size=10, max_iter=3).fit(X)
+    points = rng.standard_normal((6, 3))
+
+    def objective():
+        logits = gan.decision_function(points)
+        per_row = np.logaddexp(0, -logits) if generator_loss == "non_saturating" else -np.logaddexp(0, logits)
+        return per_row.sum()
+
+    numeric = numeric_gradient(objective, points)
+    analytic = gan.input_gradient(points)
+    assert np.linalg.norm(analytic - numeric) / np.linalg.norm(numeric) <= 1e-6
+
+
+@pytest.mark.parametrize("n_d, n_g", [(1, 1), (3, 2)])
+def test_alternating_step_counts_and_loss_curves(n_d, n_g):
+    X = mixture(n=600)  # 6 minibatches of 100 per epoch
+    gan = small(n_discriminator_steps=n_d, n_generator_steps=n_g, max_iter=4).fit(X)
+    assert gan._d_optimizer.t == 6 * 4
+    assert gan._state.optimizer.t == (6 // n_d) * n_g * 4
+    assert len(gan.discriminator_loss_curve_) == len(gan.generator_loss_curve_) == gan.n_iter_ == 4
+    assert gan.loss_curve_ == gan.generator_loss_curve_
+    assert np.all(np.isfinite(gan.grad_norms_)) and gan.grad_norms_.shape == (4, 3)
+
+
+def test_minimax_generator_loss_is_log_one_minus_d():
+    gan = small(generator_loss="minimax", max_iter=2).fit(mixture(n=400))
+    assert all(value < 0 for value in gan.generator_loss_curve_)  # log(1 - D) < 0
+
+
+def test_partial_fit_and_warm_start():
+    X = mixture(n=400)
+    gan = small(max_iter=2)
+    gan.partial_fit(X).partial_fit(X)
+    assert gan.n_iter_ == 2
+    gan.set_params(warm_start=True).fit(X)
+    assert gan.n_iter_ == 4 and len(gan.discriminator_loss_curve_) == 4
+
+
+def test_save_load_and_pickle_round_trip(tmp_path):
+    X = mixture(n=300)
+    gan = small(max_iter=2, output_activation="tanh").fit(X)
+    gan.save(tmp_path / "gan.npz")
+    for twin in (fastbp.load(tmp_path / "gan.npz"), pickle.loads(pickle.dumps(gan))):
+        assert type(twin) is GAN and twin.get_params() == gan.get_params()
+        np.testing.assert_array_equal(twin.sample(5, random_state=0), gan.sample(5, random_state=0))
+        np.testing.assert_array_equal(twin.decision_function(X), gan.decision_function(X))
+        assert twin.discriminator_loss_curve_ == gan.discriminator_loss_curve_
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(n_components=0), "n_components"),
+    (dict(generator_layer_sizes=(0,)), "generator_layer_sizes"),
+    (dict(n_discriminator_steps=0), "n_discriminator_steps"),
+    (dict(n_generator_steps=1.5), "n_generator_steps"),
+    (dict(generator_loss="wasserstein"), "generator_loss"),
+    (dict(discriminator_learning_rate=-1.0), "discriminator_learning_rate"),
+    (dict(learning_rate="adaptive"), "learning_rate"),
+    (dict(discriminator_activation="swish"), "activation"),
+    (dict(alpha=-1.0), "alpha"),
+])
+def test_bad_parameters_raise_and_leave_the_model_alone(params, match):
+    X = mixture(n=200)
+    gan = small(max_iter=1).fit(X)
+    weights = [W.copy() for W in gan.coefs_ + gan.discriminator_coefs_]
+    with pytest.raises(ValueError, match=match):
+        gan.set_params(**params).fit(X)
+    assert all(np.array_equal(a, b) for a, b in zip(weights, gan.coefs_ + gan.discriminator_coefs_))
+
+
+def test_bad_data_raise():
+    gan = small(max_iter=1).fit(mixture(n=200))
+    for X, match in [(np.array([[np.nan], [1.0]]), "NaN"), (np.array([[np.inf], [1.0]]), "infinity"),
+                     (np.zeros((0, 1)), "0 sample"), (np.zeros((3, 2)), "2 features")]:
+        for method in (gan.partial_fit, gan.decision_function, gan.input_gradient):
+            with pytest.raises(ValueError, match=match):
+                method(X)
+    with pytest.raises(fastbp.NotFittedError):
+        small().sample(2)
+
+
+# ----------------------------------------------------------------------- scikit-learn's checks
+if importlib.util.find_spec("sklearn"):  # a test-only dependency
+    from sklearn.utils.estimator_checks import parametrize_with_checks
+
+    @pytest.mark.filterwarnings("ignore::UserWarning")
+    @parametrize_with_checks([GAN(generator_layer_sizes=(8,), discriminator_layer_sizes=(8,),
+                                  max_iter=5, n_threads=1)])
+    def test_sklearn_estimator_checks(estimator, check):
+        check(estimator)
