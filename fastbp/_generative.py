@@ -13,18 +13,15 @@ penalty values to the loss).  The compiled fast path (``fastbp.fused``) takes pl
 Dense layers only; a network with one of these layers trains layer by layer.
 """
 import math
-import sys
 
 import numpy as np
 from scipy import special
 
-from . import _backend
-from ._training import TrainState, fit_network
 from ._validation import check_is_fitted, check_n_features, check_X
-from .mlp import _BaseMLP, _make_rng
+from .mlp import _BaseMLP
 from .nn import Layer, Sequential, _BufferCache, make_mlp
 
-__all__ = ["GenerativeBase", "Transformer", "SparsityPenalty", "Reparameterize",
+__all__ = ["GenerativeBase", "EncoderDecoder", "Transformer", "SparsityPenalty", "Reparameterize",
            "PenalisedSequential", "hourglass", "store_params", "check_fraction",
            "check_nonnegative", "check_sizes", "check_n_components"]
 
@@ -34,15 +31,6 @@ def store_params(estimator, arguments):
     for name, value in arguments.items():
         if name not in ("self", "__class__"):
             setattr(estimator, name, value)
-
-
-def user_stacklevel():
-    """The ``stacklevel`` (as ``fit_network`` counts it, from its caller) that points warnings at
-    the first frame outside fastbp: the user's call of fit / partial_fit."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastbp."):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def check_nonnegative(value, name):
@@ -335,22 +323,17 @@ class PenalisedSequential(Sequential):
             raise TypeError(
                 f"all Dense layers must share one dtype, got {sorted(map(str, dtypes))}")
         self.loss_scale = float(loss_scale)
+        self.penalties = [layer for layer in self.layers if isinstance(layer, _Penalty)]
         self._loss_cache = _BufferCache(self._make_loss_buffer)
 
-    @property
-    def penalties(self):
-        return [layer for layer in self.layers if isinstance(layer, _Penalty)]
-
-    def _loss_and_grad(self, loss, X, Y, training):
-        output = self._forward(X, training)
-        grad = self._loss_cache.get(X.shape[0])
-        value, _ = _backend.current.loss(loss, output, Y, grad)
+    def _objective(self, loss, X, Y, training):
+        value, grad = super()._objective(loss, X, Y, training)
         if self.loss_scale != 1.0:
             grad *= grad.dtype.type(self.loss_scale)
             value *= self.loss_scale
-        self._backward(grad, False)
-        return value + sum(layer.value for layer in self.penalties)
-
+        for layer in self.penalties:
+            value += layer.value
+        return value, grad
 
 
 class Transformer:
@@ -363,10 +346,11 @@ class Transformer:
 
 class GenerativeBase(_BaseMLP):
     """The MLP estimators' machinery for models of X alone: parameters and their checks
-    (``_config``), dtype, thread cap, validation split, fitted attributes, prediction checks.
+    (``_config``), dtype, thread cap, fitting, validation split, fitted attributes, prediction
+    checks, save/load.  The target is X itself (``n_outputs_ = n_features_in_``).
 
-    A subclass builds its network in ``_build(n_features, dtype)`` (setting ``_network``, a
-    Sequential whose output reconstructs X, and any parts it needs), checks its own parameters in
+    A subclass builds its network in ``_build_network(n_features, dtype)`` (returning a Sequential
+    whose output reconstructs X, and setting any parts it needs), checks its own parameters in
     ``_check_model_params`` and may train differently by overriding ``_train``.
     """
 
@@ -386,7 +370,11 @@ class GenerativeBase(_BaseMLP):
         return tags
 
     def _check_model_params(self):
-        """Model parameters (ValueError); the training ones are checked by ``_config``."""
+        """Model parameters (ValueError); the training ones are checked by ``_BaseMLP._config``."""
+
+    def _config(self):
+        self._check_model_params()
+        return super()._config()
 
     def _check_data(self, X):
         """Extra checks on validated training data (e.g. [0, 1] for a cross-entropy loss)."""
@@ -399,35 +387,32 @@ class GenerativeBase(_BaseMLP):
         """One epoch over X, continuing from the current state (the first call initialises)."""
         return self._fit(X, None, incremental=True)
 
-    def _fit(self, X, y, incremental, classes=None):
-        self._check_model_params()
-        config = self._config()
-        dtype = self._dtype()
-        fresh = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X = check_X(X, dtype, min_samples=1 if incremental else 2)
-        if not fresh:
-            check_n_features(self, X)
+    # -------------------------------------------------------------- the target: X itself
+    def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
         self._check_data(X)
-        with self._threads():
-            if fresh:
-                self._rng = _make_rng(self.random_state)
-                self.n_features_in_ = self.n_outputs_ = X.shape[1]
-                self._build(X.shape[1], dtype)
-                self._state = TrainState()
-            validation = None
-            if self.early_stopping and not incremental:
-                X, _, validation = self._split_validation(X, X)
-            self._train(X, config, validation, incremental)
-        self._publish()
-        return self
+        return X, None
 
-    def _train(self, X, config, validation, incremental, inputs=None, callback=None):
-        """Train ``_network`` to map ``inputs`` (default X) to X by the generic training loop."""
-        fit_network(self._network, self.loss_, X if inputs is None else inputs, X, config,
-                    self._state, rng=self._rng,
-                    validation_score=validation, incremental=incremental, callback=callback,
-                    name=type(self).__name__, stacklevel=user_stacklevel())
+    def _encode_like(self, y, n, dtype, target):
+        """The target of n rows given as ``y``: data rows like X (``fastbp.gradcheck``)."""
+        Y = check_X(y, dtype)
+        if Y.shape[0] != n:
+            raise ValueError(f"the target has {Y.shape[0]} rows, X has {n}")
+        check_n_features(self, Y)
+        return Y
 
+    def _set_target(self, target):
+        self.n_outputs_ = self.n_features_in_
+
+    def _target_meta(self):
+        return None
+
+    def _fitted_target(self):
+        return None
+
+    def _target_from_meta(self, meta, arrays):
+        return None
+
+    # -------------------------------------------------------------------------------- inference
     def _checked(self, X, n_columns=None):
         """X validated for a fitted model (n_features_in_ columns, or ``n_columns``)."""
         check_is_fitted(self)
@@ -439,29 +424,41 @@ class GenerativeBase(_BaseMLP):
                              f"expecting {n_columns} features as input.")
         return X
 
-    # ---------------------------------------------------------------------------- persistence
-    def _target_meta(self):
-        return None
 
-    def _restore(self, arrays, meta):
-        """Rebuild the fitted model from ``_fitted_arrays`` and ``_fitted_meta`` (fastbp.load)."""
-        self._check_model_params()
-        self._config()
-        self._rng = _make_rng(self.random_state)
-        self.n_features_in_ = self.n_outputs_ = int(meta["n_features_in_"])
-        self._build(self.n_features_in_, self._dtype())
-        weights = []
-        for i in range(len(self._network.dense_layers)):
-            weights += [arrays[f"coef_{i}"], arrays[f"intercept_{i}"]]
-        self._network.set_weights(weights)
-        state = self._state = TrainState()
-        state.loss_curve = [float(v) for v in arrays["loss_curve_"]]
-        state.grad_norms = list(np.asarray(arrays["grad_norms_"], dtype=np.float64))
-        state.learning_rates = [float(v) for v in arrays["learning_rates_"]]
-        if "validation_scores_" in arrays:
-            state.validation_scores = [float(v) for v in arrays["validation_scores_"]]
-        state.n_iter, state.t = int(meta["n_iter_"]), int(meta["t_"])
-        state.best_loss = float(meta["best_loss_"])
-        if meta.get("best_validation_score_") is not None:
-            state.best_validation_score = float(meta["best_validation_score_"])
-        self._publish()
+class EncoderDecoder(Transformer, GenerativeBase):
+    """What the autoencoder and the VAE share: the encoder's and decoder's widths (the decoder's
+    default: the encoder's mirror), the reconstruction ``loss`` (cross-entropy needs X in [0, 1]),
+    decoding, reconstruction and the mean score.  A subclass sets ``encoder_``/``decoder_``."""
+
+    def _sizes(self):
+        encoder = check_sizes(self.encoder_layer_sizes, "encoder_layer_sizes")
+        decoder = (encoder[::-1] if self.decoder_layer_sizes is None
+                   else check_sizes(self.decoder_layer_sizes, "decoder_layer_sizes"))
+        return encoder, check_n_components(self.n_components), decoder
+
+    def _check_model_params(self):
+        self._sizes()
+        reconstruction_loss(self.loss)
+
+    def _check_data(self, X):
+        check_unit_interval(X, reconstruction_loss(self.loss))
+
+    def _set_loss(self):
+        """``loss_`` (the kernel loss) and ``out_activation_`` of a fresh network."""
+        self.loss_ = reconstruction_loss(self.loss)
+        self.out_activation_ = "logistic" if self.loss_ == "sigmoid_cross_entropy" else "identity"
+
+    def inverse_transform(self, H):
+        """Decode codes: d(h) for every row of H (n x n_components; probabilities for
+        cross-entropy)."""
+        H = self._checked(H, self.decoder_.n_inputs)
+        with self._threads():
+            return decoded(self.loss_, self.decoder_.predict(H))
+
+    def reconstruct(self, X):
+        """d(code of x) for every row of X: d(e(x)) (the VAE: d(mu(x)))."""
+        return decoded(self.loss_, self._forward(X))
+
+    def score(self, X, y=None):
+        """The mean of ``score_samples(X)`` (higher is better)."""
+        return float(np.mean(self.score_samples(X)))

@@ -297,15 +297,10 @@ def make_trainer(network, loss, optimizer, batch_size):
     if USE_FUSED and _backend.backend() == "compiled":
         try:
             fused = importlib.import_module("fastbp.fused")
-        except ModuleNotFoundError as error:
+        except ImportError as error:  # absent is fine; present but broken is worth one warning
             fused = None
-            if error.name != "fastbp.fused" and not _fused_warned:
-                _fused_warned = True
-                warnings.warn(f"fastbp.fused cannot be imported ({error}); training layer by layer",
-                              RuntimeWarning, stacklevel=3)
-        except ImportError as error:
-            fused = None
-            if not _fused_warned:
+            absent = isinstance(error, ModuleNotFoundError) and error.name == "fastbp.fused"
+            if not absent and not _fused_warned:
                 _fused_warned = True
                 warnings.warn(f"fastbp.fused cannot be imported ({error}); training layer by layer",
                               RuntimeWarning, stacklevel=3)
@@ -327,8 +322,7 @@ class _LineSearch:
 
 def _objective(network, loss, X, Y, decays):
     """F(w) on (X, Y) without a backward pass (no dropout: the objective must be deterministic)."""
-    output = network._forward(X, False)
-    value, _ = _backend.current.loss(loss, output, Y, network._loss_cache.get(X.shape[0]))
+    value, _ = network._objective(loss, X, Y, False)
     return value + _penalty(network.params(), decays)
 
 

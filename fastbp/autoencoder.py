@@ -29,10 +29,8 @@ a plain stack of Dense layers and runs on the compiled fast path when it is ther
 """
 import numpy as np
 
-from ._generative import (GenerativeBase, PenalisedSequential, SparsityPenalty, Transformer,
-                          check_fraction,
-                          check_n_components, check_nonnegative, check_sizes, check_unit_interval,
-                          decoded, hourglass, reconstruction_loss, row_errors, store_params)
+from ._generative import (EncoderDecoder, PenalisedSequential, SparsityPenalty, check_fraction,
+                          check_nonnegative, hourglass, row_errors, store_params)
 from .nn import Sequential, activation_name
 from .persist import register
 
@@ -40,7 +38,7 @@ __all__ = ["Autoencoder"]
 
 
 @register("Autoencoder")
-class Autoencoder(Transformer, GenerativeBase):
+class Autoencoder(EncoderDecoder):
     """Autoencoder x -> h = e(x) -> r = d(h), scikit-learn style (see the module docstring).
 
     ``fit(X)``, ``transform(X)`` (codes h), ``inverse_transform(H)`` (decoded data),
@@ -64,12 +62,6 @@ class Autoencoder(Transformer, GenerativeBase):
         store_params(self, locals())
 
     # ------------------------------------------------------------------------------ parameters
-    def _sizes(self):
-        encoder = check_sizes(self.encoder_layer_sizes, "encoder_layer_sizes")
-        decoder = (encoder[::-1] if self.decoder_layer_sizes is None
-                   else check_sizes(self.decoder_layer_sizes, "decoder_layer_sizes"))
-        return encoder, check_n_components(self.n_components), decoder
-
     def _layer_sizes(self):
         encoder, k, decoder = self._sizes()
         return [*encoder, k, *decoder]
@@ -81,8 +73,7 @@ class Autoencoder(Transformer, GenerativeBase):
         return activation_name(self.code_activation)
 
     def _check_model_params(self):
-        self._sizes()
-        reconstruction_loss(self.loss)
+        super()._check_model_params()
         if self.noise not in (None, "gaussian", "mask"):
             raise ValueError(f"noise must be None, 'gaussian' or 'mask', got {self.noise!r}")
         if self.noise == "mask":
@@ -100,27 +91,21 @@ class Autoencoder(Transformer, GenerativeBase):
             raise ValueError("learning_rate='backtracking' does not see the sparsity penalty; use "
                              "another schedule with sparsity")
 
-    def _check_data(self, X):
-        check_unit_interval(X, reconstruction_loss(self.loss))
-
     # --------------------------------------------------------------------------------- training
-    def _build(self, n_features, dtype):
+    def _build_network(self, n_features, dtype):
         encoder_sizes, k, decoder_sizes = self._sizes()
-        self.loss_ = reconstruction_loss(self.loss)
-        self.out_activation_ = "logistic" if self.loss_ == "sigmoid_cross_entropy" else "identity"
+        self._set_loss()
         self.encoder_, self.decoder_ = hourglass(
             n_features, encoder_sizes, k, decoder_sizes, self.activation, self._code_activation(),
             "identity", dtype, self._rng, self.activation_alpha)
         if self.sparsity is None:
-            self._network = Sequential(self.encoder_.layers + self.decoder_.layers)
-        else:
-            penalty = SparsityPenalty(self.sparsity, self.sparsity_weight, self.sparsity_target)
-            self._network = PenalisedSequential(
-                self.encoder_.layers + [penalty] + self.decoder_.layers)
+            return Sequential(self.encoder_.layers + self.decoder_.layers)
+        penalty = SparsityPenalty(self.sparsity, self.sparsity_weight, self.sparsity_target)
+        return PenalisedSequential(self.encoder_.layers + [penalty] + self.decoder_.layers)
 
-    def _train(self, X, config, validation, incremental, inputs=None, callback=None):
+    def _train(self, X, Y, config, validation, incremental, callback=None):
         if self.noise is None or self.noise_level == 0:
-            return super()._train(X, config, validation, incremental)
+            return super()._train(X, Y, config, validation, incremental)
         noisy = np.empty_like(X)  # one buffer, fresh noise each epoch, clean targets X
 
         def corrupt(state=None):
@@ -135,7 +120,7 @@ class Autoencoder(Transformer, GenerativeBase):
             return False
 
         corrupt()
-        super()._train(X, config, validation, incremental, inputs=noisy, callback=corrupt)
+        super()._train(noisy, Y, config, validation, incremental, callback=corrupt)
 
     # ------------------------------------------------------------------------------- inference
     def transform(self, X):
@@ -144,25 +129,11 @@ class Autoencoder(Transformer, GenerativeBase):
         with self._threads():
             return self.encoder_.predict(X)
 
-    def inverse_transform(self, H):
-        """Decode codes: d(h) for every row of H (n x n_components)."""
-        H = self._checked(H, self.encoder_.n_outputs)
-        with self._threads():
-            return decoded(self.loss_, self.decoder_.predict(H))
-
-    def reconstruct(self, X):
-        """d(e(x)) for every row of X."""
-        return decoded(self.loss_, self._forward(X))
-
     def score_samples(self, X):
         """Minus the reconstruction error of each row: -||d(e(x)) - x||^2 (or -cross-entropy)."""
         X = self._checked(X)
         with self._threads():
             return -row_errors(self.loss_, self._network.predict(X), X)
-
-    def score(self, X, y=None):
-        """Minus the mean reconstruction error per sample (higher is better)."""
-        return float(np.mean(self.score_samples(X)))
 
     def _score_output(self, output, X):
         """Early-stopping score: minus the mean reconstruction error on the validation rows."""

@@ -35,7 +35,7 @@ from . import _backend
 from ._generative import GenerativeBase, check_n_components, check_sizes, store_params
 from ._training import ConvergenceWarning, make_optimizer, resolve_batch_size
 from ._validation import check_is_fitted
-from .mlp import _make_rng
+from .mlp import _make_rng, user_stacklevel
 from .nn import activation_name, make_mlp
 from .persist import register
 
@@ -112,7 +112,7 @@ class GAN(GenerativeBase):
                              f"'constant' or 'invscaling', got {self.learning_rate!r}")
 
     # --------------------------------------------------------------------------------- training
-    def _build(self, n_features, dtype):
+    def _build_network(self, n_features, dtype):
         k = check_n_components(self.n_components)
         self.loss_ = self.generator_loss
         self.generator_ = make_mlp(
@@ -123,10 +123,10 @@ class GAN(GenerativeBase):
             n_features, check_sizes(self.discriminator_layer_sizes, "discriminator_layer_sizes"), 1,
             self.discriminator_activation, dtype=dtype, rng=self._rng,
             activation_alpha=self.activation_alpha)
-        self._network = self.generator_  # coefs_, loss_curve_ etc. are the generator's
         self._d_optimizer = None
         self._d_losses = []
         self._buffers = {}
+        return self.generator_  # coefs_, loss_curve_ etc. are the generator's
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -174,7 +174,7 @@ class GAN(GenerativeBase):
         self._state.optimizer.step(G.grads())
         return value
 
-    def _train(self, X, config, validation, incremental, inputs=None, callback=None):
+    def _train(self, X, Y, config, validation, incremental, callback=None):
         state, n = self._state, X.shape[0]
         m = resolve_batch_size(config.batch_size, n, config.solver)
         if state.optimizer is None or not incremental:
@@ -207,7 +207,8 @@ class GAN(GenerativeBase):
             if not np.isfinite(self._d_losses[-1]):
                 warnings.warn(f"the discriminator loss became {self._d_losses[-1]} at epoch "
                               f"{state.n_iter}: training diverged (try a smaller "
-                              "learning_rate_init); stopped", ConvergenceWarning, stacklevel=4)
+                              "learning_rate_init); stopped", ConvergenceWarning,
+                              stacklevel=user_stacklevel())
                 break
             if config.learning_rate == "invscaling":
                 state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
@@ -257,11 +258,10 @@ class GAN(GenerativeBase):
         arrays["discriminator_loss_curve_"] = np.asarray(self._d_losses, dtype=np.float64)
         return arrays
 
-    def _restore(self, arrays, meta):
-        super()._restore(arrays, meta)
+    def _restore_state(self, arrays, meta):
+        super()._restore_state(arrays, meta)
         weights = []
         for i in range(len(self.discriminator_.dense_layers)):
             weights += [arrays[f"discriminator_coef_{i}"], arrays[f"discriminator_intercept_{i}"]]
         self.discriminator_.set_weights(weights)
         self._d_losses = [float(v) for v in arrays["discriminator_loss_curve_"]]
-        self._publish()

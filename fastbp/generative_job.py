@@ -21,6 +21,9 @@ import time
 
 import numpy as np
 
+from ._jobs import (choose_backends, load_table, parse_sizes, print_speedup, pyplot,
+                    require_matplotlib, save_model, split_rows)
+
 __all__ = ["add_generative_arguments", "run_generative", "MODELS"]
 
 MODELS = ("autoencoder", "vae", "gan")
@@ -44,8 +47,6 @@ def add_generative_arguments(parser):
 
 
 def _table(path):
-    from .train_job import load_table
-
     X, last = load_table(path)
     return np.column_stack([X, last])  # every column is a feature here
 
@@ -53,10 +54,9 @@ def _table(path):
 def _model(name, args, X, verbose):
     from .autoencoder import Autoencoder
     from .gan import GAN
-    from .train_job import _sizes
     from .vae import VAE
 
-    hidden = _sizes(getattr(args, "hidden", "100"))
+    hidden = parse_sizes(getattr(args, "hidden", "100"))
     k = DEFAULT_COMPONENTS[name] if args.components is None else args.components
     common = dict(activation=args.activation, solver=args.solver, learning_rate=args.learning_rate,
                   max_iter=args.epochs, alpha=args.alpha, dtype=args.dtype, n_threads=args.threads,
@@ -104,11 +104,7 @@ def _report(name, model, X_train, X_test):
 
 
 def _plot(name, model, X_test, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     d = X_test.shape[1]
     side = int(round(np.sqrt(d)))
     if name == "gan":
@@ -141,25 +137,20 @@ def run_generative(model_name, args):
     """Train and test the generative model ``model_name`` as ``args`` say; the exit status."""
     from . import _backend
     from .datasets import load_digits
-    from .train_job import _backends, _split
 
     try:
         if model_name not in MODELS:
             raise ValueError(f"--model must be one of {MODELS}, got {model_name!r}")
         if args.plot:
-            try:
-                import matplotlib  # noqa: F401
-            except ImportError:
-                raise ValueError("--plot needs matplotlib, which is not installed "
-                                 "(pip install matplotlib, or fastbp[plot])") from None
+            require_matplotlib()
         if args.data:
             X, source = _table(args.data), args.data
         else:
             X = load_digits()[0]
             source = "handwritten digits (1797 images of 8x8 pixels)"
         X = np.asarray(X, dtype=args.dtype)
-        train, test = _split(len(X), args.test_size, args.seed)
-        backends, note = _backends(args.backend)
+        train, test = split_rows(len(X), args.test_size, args.seed)
+        backends, note = choose_backends(args.backend)
         _model(model_name, args, X, False)._check_model_params()
     except ValueError as error:
         print(f"fastbp train: {error}", file=sys.stderr)
@@ -191,11 +182,9 @@ def run_generative(model_name, args):
     print()
     for backend, seconds, epochs, line in results:
         print(f"{backend:<9} {seconds:7.2f} s, {epochs} epochs: {line}")
-    if len(results) == 2:
-        print(f"compiled backend: {results[1][1] / results[0][1]:.1f}x the speed of NumPy")
+    print_speedup([seconds for _, seconds, _, _ in results])
     if args.save:
-        first.save(args.save)
-        print(f"model saved to {args.save} (fastbp.load({args.save!r}) restores it)")
+        save_model(first, args.save)
     if args.plot:
         _plot(model_name, first, X[test], args.plot)
         print(f"{'samples' if model_name == 'gan' else 'reconstructions'} plotted to {args.plot}")

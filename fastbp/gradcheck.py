@@ -5,24 +5,25 @@ For every weight matrix W^l and bias b^l of the network, the backprop gradient g
 
     n_j = (L(p_j + h) - L(p_j - h)) / (2 h)          for every entry p_j (h = ``eps``)
 
-where L is the mean data loss on (X, y) (the L2 term is left out: its gradient is analytic).
+where L is the network's training objective on (X, y): the mean data loss, plus any penalty
+layer's term (a sparse code, the VAE's KL); the L2 term is left out (its gradient is analytic).
 The error of one parameter array is the norm-wise relative error ||g - n|| / max(||g||, ||n||)
 (entry-wise ratios blow up on entries whose gradient is ~0, where finite differences are all
 round-off), and :func:`gradcheck` returns the worst over all arrays.  With double precision and
 the default ``eps`` a correct backprop gives ~1e-9 or less; a wrong one gives ~1e-2 or more.
 
 The check runs on a float64 deep copy of the network (the network itself is left alone), with any
-kind of layer.  Dropout layers are kept on, with the same masks for every evaluation (their
-generators are reset to one state before each forward), so the check covers them too.  Kinks
-(relu, leaky_relu) are harmless unless a pre-activation lies within ``eps`` of 0, which random
-data makes unlikely.
+kind of layer.  Random layers (dropout, the VAE's sampling) are kept on, with the same draws for
+every evaluation (each layer's ``rng`` is reset to one state before each forward), so the check
+covers them too.  Kinks (relu, leaky_relu) are harmless unless a pre-activation lies within
+``eps`` of 0, which random data makes unlikely.
 """
 import copy
 
 import numpy as np
 
-from . import _backend
-from .nn import Dropout, Sequential, _as_input, _as_target
+from ._checks import LOSSES
+from .nn import Sequential, _as_input, _as_target
 
 __all__ = ["gradcheck"]
 
@@ -39,31 +40,38 @@ def _float64_copy(network):
 
 
 def _model_network(model, X, y):
-    """(float64 network, loss name, X, target) for a fitted estimator or a Sequential."""
+    """(network, X, target) for a fitted estimator or a Sequential."""
     if isinstance(model, Sequential):
+        if y is None:
+            raise ValueError("gradcheck of a Sequential needs the target y")
         return model, X, y
     network = getattr(model, "_network", None)
     if network is None:
         from ._validation import check_is_fitted
         check_is_fitted(model)
         raise TypeError(f"gradcheck needs a fitted fastbp estimator or a Sequential, got {model!r}")
+    if getattr(model, "loss_", None) not in LOSSES:
+        raise TypeError(f"gradcheck needs a model trained on one loss; {type(model).__name__} "
+                        f"trains with {getattr(model, 'loss_', None)!r}")
     from ._validation import check_n_features, check_X
     X = check_X(X, np.float64)
     check_n_features(model, X)
-    Y = model._encode_like(y, X.shape[0], np.float64, model._fitted_target())
+    Y = model._encode_like(X if y is None else y, X.shape[0], np.float64, model._fitted_target())
     return network, X, Y
 
 
-def gradcheck(model, X, y, loss=None, eps=1e-6, max_entries=None, random_state=0,
+def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_state=0,
               return_details=False):
     """Worst norm-wise relative error between backprop and central-difference gradients.
 
-    ``model``: a fitted ``MLPClassifier``/``MLPRegressor`` (its loss and target encoding are used)
-    or a :class:`fastbp.nn.Sequential` (then ``loss`` names one of ``fastbp.kernels.LOSSES``,
-    default 'squared_error', and y is given as ``fastbp.kernels.loss`` takes it).  The check runs
-    on a float64 copy of the network; keep X to a few rows.  ``max_entries``: check at most that
-    many randomly chosen entries per parameter array (None: all).  With ``return_details`` the
-    result is (worst, {"W1": error, "b1": error, ...}).
+    ``model``: a fitted fastbp estimator -- ``MLPClassifier``/``MLPRegressor`` (its loss and target
+    encoding are used) or a model of X alone such as ``Autoencoder`` or ``VAE`` (y None: the
+    target is X) -- or a :class:`fastbp.nn.Sequential` (then ``loss`` names one of
+    ``fastbp.kernels.LOSSES``, default 'squared_error', and y is given as
+    ``fastbp.kernels.loss`` takes it).  The check runs on a float64 copy of the network; keep X to
+    a few rows.  ``max_entries``: check at most that many randomly chosen entries per parameter
+    array (None: all).  With ``return_details`` the result is (worst, {"W1": error, "b1": error,
+    ...}).
     """
     network, X, Y = _model_network(model, X, y)
     if loss is None:
@@ -73,22 +81,18 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, max_entries=None, random_state=0
     Y = _as_target(loss, Y, np.float64, X.shape[0], net.n_outputs)
     if X.shape[0] == 0:
         raise ValueError("gradcheck needs at least one row of X")
-    dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
-    states = [layer.rng.bit_generator.state for layer in dropouts]
+    random_layers = [layer for layer in net.layers if hasattr(layer, "rng")]
+    states = [layer.rng.bit_generator.state for layer in random_layers]
 
-    def reset_masks():
-        for layer, state in zip(dropouts, states):
+    def reset_draws():
+        for layer, state in zip(random_layers, states):
             layer.rng.bit_generator.state = state
 
-    grad_buffer = np.empty((X.shape[0], net.n_outputs))
-
     def value():
-        reset_masks()
-        output = net._forward(X, True)
-        result, _ = _backend.current.loss(loss, output, Y, grad_buffer)
-        return result
+        reset_draws()
+        return net._objective(loss, X, Y, True)[0]
 
-    reset_masks()
+    reset_draws()
     net._loss_and_grad(loss, X, Y, True)
     analytic = [g.copy() for g in net.grads()]
     names = [f"{name}{i + 1}" for i, layer in enumerate(net.dense_layers) for name in ("W", "b")]

@@ -34,6 +34,7 @@ scikit-learn's messages (TypeError for sparse matrices) before the model changes
 """
 import inspect
 import math
+import sys
 import warnings
 from contextlib import nullcontext
 
@@ -109,6 +110,15 @@ def _make_rng(random_state):
     raise ValueError(f"random_state must be None, an int, a RandomState or a Generator, got {random_state!r}")
 
 
+def user_stacklevel():
+    """The ``stacklevel`` (as ``fit_network`` counts it, from its caller) that points warnings at
+    the first frame outside fastbp: the user's call of fit / partial_fit."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("fastbp."):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _r2_score(y_true, y_pred):
     """Coefficient of determination averaged over the outputs (scikit-learn's r2_score)."""
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
@@ -151,8 +161,6 @@ class _BaseMLP(BaseEstimator):
       None leaves the libraries' defaults.
     - ``verbose`` False: one progress line per epoch.
     """
-
-    _loss_name = None  # set per fit by the subclass
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
@@ -257,7 +265,7 @@ class _BaseMLP(BaseEstimator):
         X = check_X(X, dtype, min_samples=1 if incremental else 2)
         if not fresh:
             check_n_features(self, X)
-        Y, target = self._encode_targets(y, X.shape[0], dtype, fresh, incremental, classes)
+        Y, target = self._encode_targets(y, X, dtype, fresh, incremental, classes)
         validation = None
         if validation_data is not None and not incremental:
             try:
@@ -272,20 +280,28 @@ class _BaseMLP(BaseEstimator):
         with self._threads():
             if fresh:
                 self._rng = _make_rng(self.random_state)
-                self._set_target(target)
                 self.n_features_in_ = X.shape[1]
-                self._network = make_mlp(
-                    X.shape[1], self._hidden_sizes(), self.n_outputs_, activation=self.activation,
-                    dropout=float(self.dropout), dtype=dtype, rng=self._rng,
-                    activation_alpha=self.activation_alpha)
+                self._set_target(target)
+                self._network = self._build_network(X.shape[1], dtype)
                 self._state = TrainState()
             if self.early_stopping and not incremental and validation is None:
                 X, Y, validation = self._split_validation(X, Y)
-            fit_network(self._network, self.loss_, X, Y, config, self._state, rng=self._rng,
-                        validation_score=validation, early_stopping=bool(self.early_stopping),
-                        incremental=incremental, name=type(self).__name__, stacklevel=4)
+            self._train(X, Y, config, validation, incremental)
         self._publish()
         return self
+
+    def _build_network(self, n_features, dtype):
+        """A fresh network for ``n_features`` inputs (after ``_set_target``), weights from ``_rng``."""
+        return make_mlp(n_features, self._hidden_sizes(), self.n_outputs_, activation=self.activation,
+                        dropout=float(self.dropout), dtype=dtype, rng=self._rng,
+                        activation_alpha=self.activation_alpha)
+
+    def _train(self, X, Y, config, validation, incremental, callback=None):
+        """Train ``_network`` from inputs X to targets Y by the generic loop (subclasses may not)."""
+        fit_network(self._network, self.loss_, X, Y, config, self._state, rng=self._rng,
+                    validation_score=validation, early_stopping=bool(self.early_stopping),
+                    incremental=incremental, callback=callback, name=type(self).__name__,
+                    stacklevel=user_stacklevel())
 
     def _split_validation(self, X, Y):
         """Hold out ``validation_fraction`` of the rows at random for the early-stopping score."""
@@ -368,10 +384,12 @@ class _BaseMLP(BaseEstimator):
         self._set_target(self._target_from_meta(meta["target"], arrays))
         if int(meta["n_outputs_"]) != self.n_outputs_:
             raise ValueError("inconsistent model file: n_outputs_ does not match the target")
-        self._network = make_mlp(self.n_features_in_, self._hidden_sizes(), self.n_outputs_,
-                                 activation=self.activation, dropout=float(self.dropout),
-                                 dtype=self._dtype(), rng=self._rng,
-                                 activation_alpha=self.activation_alpha)
+        self._network = self._build_network(self.n_features_in_, self._dtype())
+        self._restore_state(arrays, meta)
+        self._publish()
+
+    def _restore_state(self, arrays, meta):
+        """Weights and training state of the freshly built network from the saved arrays."""
         weights = []
         for i in range(len(self._network.dense_layers)):
             weights += [arrays[f"coef_{i}"], arrays[f"intercept_{i}"]]
@@ -386,7 +404,6 @@ class _BaseMLP(BaseEstimator):
         state.best_loss = float(meta["best_loss_"])
         if meta.get("best_validation_score_") is not None:
             state.best_validation_score = float(meta["best_validation_score_"])
-        self._publish()
 
 
 @register("MLPRegressor")
@@ -403,7 +420,8 @@ class MLPRegressor(_BaseMLP):
         """One epoch over (X, y) continuing from the current state (the first call initialises)."""
         return self._fit(X, y, incremental=True)
 
-    def _encode_targets(self, y, n, dtype, fresh, incremental, classes):
+    def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
+        n = X.shape[0]
         Y = check_targets(y, n, dtype)
         target = {"y_ndim": Y.ndim, "n_outputs": 1 if Y.ndim == 1 else Y.shape[1]}
         if not fresh and target["n_outputs"] != self.n_outputs_:
@@ -477,7 +495,8 @@ class MLPClassifier(_BaseMLP):
         """
         return self._fit(X, y, incremental=True, classes=classes)
 
-    def _encode_targets(self, y, n, dtype, fresh, incremental, classes):
+    def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
+        n = X.shape[0]
         y = check_targets(y, n)
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. Please change "

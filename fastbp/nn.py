@@ -418,10 +418,16 @@ class Sequential:
         Y = _as_target(loss, Y, self.dtype, X.shape[0], self.n_outputs)
         return self._loss_and_grad(loss, X, Y, training)
 
-    def _loss_and_grad(self, loss, X, Y, training):
+    def _objective(self, loss, X, Y, training):
+        """Forward and loss on one batch: (the objective's value, its gradient with respect to the
+        output, a buffer).  Subclasses with extra terms in the objective extend this."""
         output = self._forward(X, training)
         grad = self._loss_cache.get(X.shape[0])
         value, _ = _backend.current.loss(loss, output, Y, grad)
+        return value, grad
+
+    def _loss_and_grad(self, loss, X, Y, training):
+        value, grad = self._objective(loss, X, Y, training)
         self._backward(grad, False)
         return value
 

@@ -4,7 +4,8 @@ File layout (a NumPy ``.npz`` archive, readable without pickle):
 
 - ``__fastbp__``: a JSON document {"format": "fastbp-model", "format_version": 1,
   "fastbp_version", "class": registered name, "module": the fastbp module defining it,
-  "params": the estimator's ``get_params()`` (JSON-encoded), "meta": its ``_fitted_meta()``},
+  "params": the estimator's ``get_params()`` (JSON-encoded; numeric arrays as nested lists),
+  "meta": its ``_fitted_meta()``},
   stored as UTF-8 bytes (a uint8 array);
 - every array of the estimator's ``_fitted_arrays()`` under its own name (weights, classes, ...).
 
@@ -45,11 +46,14 @@ def register(name):
 
 
 def _encode(value):
-    """A get_params() value as JSON (dtype-likes by name, tuples as lists, numpy scalars as numbers)."""
+    """A get_params() value as JSON (dtype-likes by name, tuples as lists, numpy scalars as numbers,
+    numeric arrays as nested lists with their dtype and shape)."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return {"__array__": value.tolist(), "dtype": value.dtype.name, "shape": list(value.shape)}
     if isinstance(value, (tuple, list)):
         return {"__tuple__": [_encode(v) for v in value]} if isinstance(value, tuple) else [
             _encode(v) for v in value]
@@ -66,6 +70,8 @@ def _decode(value):
             return tuple(_decode(v) for v in value["__tuple__"])
         if "__dtype__" in value:
             return np.dtype(value["__dtype__"]).type
+        if "__array__" in value:
+            return np.array(value["__array__"], dtype=value["dtype"]).reshape(value["shape"])
         raise ValueError(f"unexpected parameter encoding {value!r}")
     if isinstance(value, list):
         return [_decode(v) for v in value]

@@ -13,25 +13,16 @@ column is the label (class labels for classification, a number for ``--task regr
 other columns are the features.  A CSV file is comma-separated numbers; a first line that is not
 numeric is taken as a header and skipped.  A .npy file holds one 2-D numeric array.
 """
-import os
 import sys
 import time
 import warnings
 
 import numpy as np
 
+from ._jobs import (choose_backends, load_table, parse_sizes, print_speedup, pyplot,
+                    require_matplotlib, save_model, split_rows)
+
 __all__ = ["add_arguments", "run", "load_table"]
-
-
-def _sizes(text):
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise ValueError("--hidden takes comma-separated layer sizes such as 256,128, "
-                         f"got {text!r}") from None
-    if any(size < 1 for size in sizes):
-        raise ValueError(f"--hidden sizes must be positive, got {text!r}")
-    return sizes
 
 
 def add_arguments(parser):
@@ -78,39 +69,6 @@ def add_arguments(parser):
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
-def load_table(path):
-    """(X, y) from a CSV or NPY file whose last column is the label."""
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: no such file")
-    if path.lower().endswith(".npy"):
-        table = np.load(path, allow_pickle=False)
-    else:
-        try:
-            table = np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError:
-            try:
-                table = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
-            except ValueError as error:
-                raise ValueError(f"{path}: expected comma-separated numbers ({error})") from None
-    table = np.asarray(table)
-    if table.ndim != 2 or table.shape[1] < 2:
-        raise ValueError(f"{path}: expected a 2-D table with features and a last label column, "
-                         f"got shape {table.shape}")
-    if table.dtype.kind not in "fiub":
-        raise ValueError(f"{path}: expected numbers, got dtype {table.dtype}")
-    return table[:, :-1], table[:, -1]
-
-
-def _split(n, test_size, seed):
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"--test-size and --validation-size must be in (0, 1), got {test_size}")
-    order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(test_size * n)))
-    if n - n_test < 2:
-        raise ValueError(f"{n} examples are too few to hold out {test_size:.0%} for a test")
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
-
-
 def _model(args, backend):
     from .mlp import MLPClassifier, MLPRegressor
 
@@ -118,7 +76,7 @@ def _model(args, backend):
     lr = args.lr
     if lr is None:
         lr = {"adam": 1e-3, "sgd": 1e-2, "gd": 1.0}[args.solver]
-    return cls(hidden_layer_sizes=_sizes(args.hidden), activation=args.activation,
+    return cls(hidden_layer_sizes=parse_sizes(args.hidden), activation=args.activation,
                solver=args.solver, learning_rate=args.learning_rate, learning_rate_init=lr,
                max_iter=args.epochs, batch_size="auto" if args.batch_size is None else args.batch_size,
                alpha=args.alpha, dropout=args.dropout, early_stopping=args.early_stopping,
@@ -127,25 +85,8 @@ def _model(args, backend):
                verbose=not args.quiet and backend == "first")
 
 
-def _backends(choice):
-    from . import _backend
-
-    if choice == "numpy":
-        return ["numpy"], None
-    if _backend.compiled_module is None:
-        reason = f"compiled backend unavailable ({_backend.compiled_error})"
-        if choice == "compiled":
-            raise ValueError(reason)
-        return ["numpy"], reason
-    return (["compiled", "numpy"] if choice == "both" else ["compiled"]), None
-
-
 def _plot(model, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     epochs = np.arange(1, len(model.loss_curve_) + 1)
     left.plot(epochs, model.loss_curve_, label="training loss")
@@ -180,12 +121,8 @@ def run(args):
 
     try:
         if args.plot:
-            try:
-                import matplotlib  # noqa: F401
-            except ImportError:
-                raise ValueError("--plot needs matplotlib, which is not installed "
-                                 "(pip install matplotlib, or fastbp[plot])") from None
-        hidden = _sizes(args.hidden)
+            require_matplotlib()
+        hidden = parse_sizes(args.hidden)
         if args.data:
             X, y = load_table(args.data)
             source = args.data
@@ -194,10 +131,10 @@ def run(args):
             source = "handwritten digits (1797 images of 8x8 pixels, 10 classes)"
         if args.task == "classify" and y.dtype.kind == "f" and np.all(y == np.round(y)):
             y = y.astype(np.int64)
-        train, test = _split(len(X), args.test_size, args.seed)
-        fit_rows, validation = _split(len(train), args.validation_size, args.seed + 1)
+        train, test = split_rows(len(X), args.test_size, args.seed)
+        fit_rows, validation = split_rows(len(train), args.validation_size, args.seed + 1)
         fit_rows, validation = train[fit_rows], train[validation]
-        backends, note = _backends(args.backend)
+        backends, note = choose_backends(args.backend)
     except ValueError as error:
         print(f"fastbp train: {error}", file=sys.stderr)
         return 2
@@ -238,11 +175,9 @@ def run(args):
     print(f"{'backend':<10}{metric:>15}{'training time':>16}{'epochs':>8}{'s/epoch':>10}")
     for name, score, seconds, epochs in results:
         print(f"{name:<10}{score:>15.4f}{seconds:>14.2f} s{epochs:>8}{seconds / epochs:>10.4f}")
-    if len(results) == 2:
-        print(f"compiled backend: {results[1][2] / results[0][2]:.1f}x the speed of NumPy")
+    print_speedup([seconds for _, _, seconds, _ in results])
     if args.save:
-        first_model.save(args.save)
-        print(f"model saved to {args.save} (fastbp.load({args.save!r}) restores it)")
+        save_model(first_model, args.save)
     if args.plot:
         _plot(first_model, args.plot)
         print(f"loss curve and gradient norms plotted to {args.plot}")

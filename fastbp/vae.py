@@ -29,10 +29,8 @@ import math
 
 import numpy as np
 
-from ._generative import (GenerativeBase, PenalisedSequential, Reparameterize, Transformer,
-                          check_n_components,
-                          check_nonnegative, check_sizes, check_unit_interval, decoded,
-                          reconstruction_loss, row_errors, store_params)
+from ._generative import (EncoderDecoder, PenalisedSequential, Reparameterize, check_n_components,
+                          check_nonnegative, decoded, row_errors, store_params)
 from ._validation import check_is_fitted
 from .mlp import _make_rng
 from .nn import make_mlp
@@ -44,7 +42,7 @@ SCORE_SEED, SCORE_NOISE_DRAWS = 0, 8  # score_samples' noise: the same draws for
 
 
 @register("VAE")
-class VAE(Transformer, GenerativeBase):
+class VAE(EncoderDecoder):
     """Variational autoencoder, scikit-learn style (see the module docstring).
 
     ``fit(X)``; ``transform(X)`` = the posterior means mu(x); ``inverse_transform(Z)`` = d(z);
@@ -66,12 +64,6 @@ class VAE(Transformer, GenerativeBase):
         store_params(self, locals())
 
     # ------------------------------------------------------------------------------ parameters
-    def _sizes(self):
-        encoder = check_sizes(self.encoder_layer_sizes, "encoder_layer_sizes")
-        decoder = (encoder[::-1] if self.decoder_layer_sizes is None
-                   else check_sizes(self.decoder_layer_sizes, "decoder_layer_sizes"))
-        return encoder, check_n_components(self.n_components), decoder
-
     def _layer_sizes(self):
         encoder, k, decoder = self._sizes()
         return [*encoder, 2 * k, k, *decoder]
@@ -87,8 +79,7 @@ class VAE(Transformer, GenerativeBase):
         return means
 
     def _check_model_params(self):
-        self._sizes()
-        reconstruction_loss(self.loss)
+        super()._check_model_params()
         for name in ("decoder_std", "prior_std"):
             if check_nonnegative(getattr(self, name), name) == 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
@@ -97,14 +88,10 @@ class VAE(Transformer, GenerativeBase):
             raise ValueError("learning_rate='backtracking' needs a deterministic objective; the "
                              "VAE's is sampled")
 
-    def _check_data(self, X):
-        check_unit_interval(X, reconstruction_loss(self.loss))
-
     # --------------------------------------------------------------------------------- training
-    def _build(self, n_features, dtype):
+    def _build_network(self, n_features, dtype):
         encoder_sizes, k, decoder_sizes = self._sizes()
-        self.loss_ = reconstruction_loss(self.loss)
-        self.out_activation_ = "logistic" if self.loss_ == "sigmoid_cross_entropy" else "identity"
+        self._set_loss()
         self.encoder_ = make_mlp(n_features, encoder_sizes, 2 * k, self.activation, dtype=dtype,
                                  rng=self._rng, activation_alpha=self.activation_alpha)
         self.decoder_ = make_mlp(k, decoder_sizes, n_features, self.activation, dtype=dtype,
@@ -112,8 +99,8 @@ class VAE(Transformer, GenerativeBase):
         self._sampler = Reparameterize(k, self._rng.spawn(1)[0], self._prior_means(),
                                        float(self.prior_std))
         scale = 1.0 / float(self.decoder_std) ** 2 if self.loss_ == "squared_error" else 1.0
-        self._network = PenalisedSequential(
-            self.encoder_.layers + [self._sampler] + self.decoder_.layers, loss_scale=scale)
+        return PenalisedSequential(self.encoder_.layers + [self._sampler] + self.decoder_.layers,
+                                   loss_scale=scale)
 
     # ------------------------------------------------------------------------------- inference
     def _posterior(self, X):
@@ -127,16 +114,6 @@ class VAE(Transformer, GenerativeBase):
         X = self._checked(X)
         with self._threads():
             return np.ascontiguousarray(self._posterior(X)[0])
-
-    def inverse_transform(self, Z):
-        """d(z) for every row of Z (probabilities for cross-entropy)."""
-        Z = self._checked(Z, self._sampler.k)
-        with self._threads():
-            return decoded(self.loss_, self.decoder_.predict(Z))
-
-    def reconstruct(self, X):
-        """d(mu(x)) for every row of X."""
-        return decoded(self.loss_, self._forward(X))
 
     def sample(self, n_samples=1, random_state=None):
         """``n_samples`` new data points d(z), z ~ p(z) (the model's own generator by default)."""
@@ -170,10 +147,6 @@ class VAE(Transformer, GenerativeBase):
         X = self._checked(X)
         with self._threads():
             return self._elbo(X)
-
-    def score(self, X, y=None):
-        """The mean ELBO per sample (higher is better)."""
-        return float(np.mean(self.score_samples(X)))
 
     def _score_output(self, output, X):
         """Early-stopping score: the mean ELBO of the validation rows."""

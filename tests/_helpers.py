@@ -1,4 +1,6 @@
 """Helpers for the network, training and estimator tests (test_nn, test_training, test_mlp, ...)."""
+import warnings
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -26,3 +28,26 @@ def smooth_regression(n=200, d=4, k=3, seed=0):
     A = rng.standard_normal((d, k))
     Y = np.tanh(X @ A) + 0.1 * np.sin(3 * X[:, :1]) + 0.01 * rng.standard_normal((n, k))
     return X, Y
+
+
+def quiet_fit(model, *data):
+    """``model.fit(*data)`` with ConvergenceWarning silenced (short fits on purpose)."""
+    import fastbp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+        return model.fit(*data)
+
+
+def assert_refit_fails_unchanged(model, X, params, match):
+    """``model.set_params(**params).fit(X)`` raises ValueError matching ``match`` and leaves every
+    weight matrix (a GAN's discriminator's too) and ``n_iter_`` as they were."""
+    def weights():
+        return [W.copy() for W in model.coefs_ + getattr(model, "discriminator_coefs_", [])]
+
+    before, n_iter = weights(), model.n_iter_
+    with pytest.raises(ValueError, match=match):
+        model.set_params(**params).fit(X)
+    after = weights()
+    assert len(after) == len(before) and model.n_iter_ == n_iter
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))

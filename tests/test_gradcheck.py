@@ -3,10 +3,10 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import blobs, one_blas_thread, smooth_regression  # noqa: F401  (autouse fixture)
+from _helpers import blobs, one_blas_thread, quiet_fit, smooth_regression  # noqa: F401  (autouse fixture)
 
 import fastbp
-from fastbp import kernels
+from fastbp import _generative, kernels
 from fastbp.nn import Dense, Dropout, Sequential, make_mlp
 
 LOSS_TARGETS = ["squared_error", "softmax_cross_entropy", "softmax_cross_entropy[one_hot]",
@@ -103,3 +103,37 @@ def test_a_wrong_backward_is_caught():
     net = Sequential([hidden, Dropout(0.0), Dense(4, 2, "identity", dtype=np.float64, rng=rng)])
     X = rng.standard_normal((5, 3)) * 2
     assert fastbp.gradcheck(net, X, rng.standard_normal((5, 2))) > 1e-2
+
+
+@pytest.mark.parametrize("sparsity", ["l1", "kl"])
+def test_sparse_autoencoder_penalty_is_checked(sparsity, monkeypatch):
+    """The check differentiates the whole objective, penalty included: a right backward passes,
+    one that drops the penalty's gradient fails."""
+    X = np.random.default_rng(10).random((30, 5))
+    ae = quiet_fit(fastbp.Autoencoder(n_components=3, encoder_layer_sizes=(4,), activation="tanh",
+                                    sparsity=sparsity, sparsity_weight=0.5, max_iter=2,
+                                    random_state=0), X)
+    assert fastbp.gradcheck(ae, X[:6]) <= 1e-6
+    monkeypatch.setattr(_generative.SparsityPenalty, "_backward", lambda self, dA, need_dX: dA)
+    assert fastbp.gradcheck(ae, X[:6]) > 1e-2
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+@pytest.mark.parametrize("prior", [None, [[1.5, 0.0], [-1.5, 0.5]]], ids=["normal", "mixture"])
+def test_vae_with_its_sampling_noise_held_fixed(loss, prior):
+    """gradcheck replays the sampling layer's draws of eps for every evaluation."""
+    X = np.random.default_rng(11).random((30, 5))
+    vae = quiet_fit(fastbp.VAE(n_components=2, encoder_layer_sizes=(4,), activation="tanh",
+                             loss=loss, prior_means=prior, prior_std=0.8, decoder_std=0.7,
+                             max_iter=2, random_state=0), X)
+    worst, details = fastbp.gradcheck(vae, X[:6], return_details=True)
+    assert worst <= 1e-6, details
+    assert len(details) == 2 * len(vae.coefs_)
+
+
+def test_models_without_one_loss_are_refused():
+    X = np.random.default_rng(12).random((30, 3))
+    gan = quiet_fit(fastbp.GAN(generator_layer_sizes=(4,), discriminator_layer_sizes=(4,),
+                             max_iter=1, random_state=0), X)
+    with pytest.raises(TypeError, match="non_saturating"):
+        fastbp.gradcheck(gan, X[:3])

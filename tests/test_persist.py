@@ -1,21 +1,14 @@
 """model.save(path) / fastbp.load(path): round trips, atomic writes, clear errors on bad files."""
 import json
 import os
-import warnings
 import zipfile
 
 import numpy as np
 import pytest
-from _helpers import blobs, one_blas_thread, smooth_regression  # noqa: F401  (autouse fixture)
+from _helpers import blobs, one_blas_thread, quiet_fit, smooth_regression  # noqa: F401  (autouse fixture)
 
 import fastbp
 from fastbp import MLPClassifier, MLPRegressor, persist
-
-
-def _fit(model, X, y):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
-        return model.fit(X, y)
 
 
 def _models():
@@ -23,12 +16,12 @@ def _models():
     Xr, Yr = smooth_regression(60)
     multilabel = np.c_[y == 0, y > 0, X[:, 0] > 0].astype(int)
     return [
-        (_fit(MLPClassifier((8, 5), activation="elu", activation_alpha=0.5, dropout=0.2, max_iter=4,
+        (quiet_fit(MLPClassifier((8, 5), activation="elu", activation_alpha=0.5, dropout=0.2, max_iter=4,
                             random_state=0), X, np.array(["a", "b", "c"])[y]), X),
-        (_fit(MLPClassifier((6,), max_iter=3, dtype=np.float64, random_state=0), X, y == 1), X),
-        (_fit(MLPClassifier((6,), max_iter=3, early_stopping=True, random_state=0), X, multilabel), X),
-        (_fit(MLPRegressor((6,), activation="logistic", max_iter=3, random_state=0), Xr, Yr), Xr),
-        (_fit(MLPRegressor((), max_iter=3, random_state=0), Xr, Yr[:, 0]), Xr),
+        (quiet_fit(MLPClassifier((6,), max_iter=3, dtype=np.float64, random_state=0), X, y == 1), X),
+        (quiet_fit(MLPClassifier((6,), max_iter=3, early_stopping=True, random_state=0), X, multilabel), X),
+        (quiet_fit(MLPRegressor((6,), activation="logistic", max_iter=3, random_state=0), Xr, Yr), Xr),
+        (quiet_fit(MLPRegressor((), max_iter=3, random_state=0), Xr, Yr[:, 0]), Xr),
     ]
 
 
@@ -132,3 +125,12 @@ def test_truncated_foreign_and_future_files(tmp_path):
         fastbp.load(partial)
     with pytest.raises(FileNotFoundError):
         fastbp.load(tmp_path / "missing.npz")
+
+
+@pytest.mark.parametrize("array", [np.array([[1.5, -2.0], [0.25, 3.0]], np.float32),
+                                   np.arange(4, dtype=np.int64), np.zeros((0, 3)),
+                                   np.array([True, False])])
+def test_array_parameters_round_trip_through_json(array):
+    decoded = persist._decode(json.loads(json.dumps(persist._encode(array))))
+    assert type(decoded) is np.ndarray and decoded.dtype == array.dtype
+    assert decoded.shape == array.shape and np.array_equal(decoded, array)
