@@ -32,7 +32,9 @@ directives = {
 if DEBUG:
     compile_args, link_args = ["-O0", "-g3"], []
 else:
-    compile_args, link_args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math"], ["-s"]
+    compile_args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math",
+                    "-fno-asynchronous-unwind-tables"]  # C code needs no unwind tables: smaller files
+    link_args = ["-s"]
 
 extensions = [
     Extension(

@@ -1,0 +1,310 @@
+"""Compiled activations and their derivatives (twins: ``activation``, ``activation_grad`` in
+fastbp/_reference.py).  The loops are also exported to fastbp/_c_linear.pyx for the fused layers,
+and the array math (exp, log1p) to fastbp/_c_step.pyx for the losses.
+
+Elementwise work runs over one flat span when it can (long, vectorisable loops) and row by row
+when a row is needed (softmax, the bias of a fused forward, the bias gradient of a fused backward),
+so each row is read from memory once and reworked while it sits in L1.
+"""
+cimport numpy as cnp
+from libc.math cimport erfc, exp, expm1, log1p
+from libc.string cimport memcpy, memset
+
+from fastbp._c_common cimport CHUNK, check, data, dim, dot, fail, float_type, floating, total
+
+cnp.import_array()
+
+cdef enum:
+    IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTPLUS, ELU, GELU, SOFTMAX
+
+CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU,
+         "leaky_relu": LEAKY_RELU, "softplus": SOFTPLUS, "elu": ELU, "gelu": GELU,
+         "softmax": SOFTMAX}
+
+cdef double SQRT_HALF = 0.7071067811865476
+cdef double INV_SQRT_2PI = 0.3989422804014327
+
+
+cdef int activation_code(object name) except -1:
+    code = CODES.get(name)
+    if code is None:
+        return fail(ValueError, "unknown activation %r", (name,))
+    return code
+
+
+# ------------------------------------ array math: _vmath.h for float32, libm for float64 (y may be x)
+cdef extern from "_vmath.h" nogil:
+    float fb_vmax(const float* x, Py_ssize_t n)
+    void fb_vexp(const float* x, float* y, Py_ssize_t n, float shift)
+    void fb_vexpm1_neg(const float* x, float* y, Py_ssize_t n)
+    void fb_vlog1p_pos(const float* x, float* y, Py_ssize_t n)
+    void fb_verfc(const float* x, float* y, Py_ssize_t n)
+
+
+cdef floating v_max(const floating* x, Py_ssize_t n) noexcept nogil:
+    """max_i x_i for n >= 1 (float64: NaNs skipped unless x_0 is NaN; a softmax row goes NaN
+    anyway)."""
+    cdef Py_ssize_t i
+    cdef floating top = x[0]
+    if floating is float:
+        top = fb_vmax(x, n)
+    else:
+        for i in range(1, n):
+            top = x[i] if x[i] > top else top
+    return top
+
+
+cdef void v_exp(const floating* x, floating* y, Py_ssize_t n, floating shift) noexcept nogil:
+    """y = exp(x - shift)."""
+    cdef Py_ssize_t i
+    if floating is float:
+        fb_vexp(x, y, n, shift)
+    else:
+        for i in range(n):
+            y[i] = exp(x[i] - shift)
+
+cdef inline void v_expm1_neg(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+    """expm1 for x <= 0."""
+    cdef Py_ssize_t i
+    if floating is float:
+        fb_vexpm1_neg(x, y, n)
+    else:
+        for i in range(n):
+            y[i] = expm1(x[i])
+
+cdef void v_log1p_pos(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+    """log1p for x >= 0."""
+    cdef Py_ssize_t i
+    if floating is float:
+        fb_vlog1p_pos(x, y, n)
+    else:
+        for i in range(n):
+            y[i] = log1p(x[i])
+
+cdef inline void v_erfc(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if floating is float:
+        fb_verfc(x, y, n)
+    else:
+        for i in range(n):
+            y[i] = erfc(x[i])
+
+# ------------------------------------------------------------------------------- activations
+cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
+                       floating alpha) noexcept nogil:
+    """a = f(z) over m elements (any code but SOFTMAX); a may be z.
+
+    Transcendental functions run as array math over blocks of CHUNK, through a scratch buffer t.
+    sigmoid and softplus use e = exp(-|z|) <= 1, which never overflows; GELU is z Phi(z) with
+    Phi(z) = erfc(-z / sqrt 2) / 2, exact and accurate far into the left tail.
+    """
+    cdef floating t[CHUNK]
+    cdef Py_ssize_t j, c
+    cdef floating x, one = 1, two = 2  # typed constants: a literal 1 would be a C double
+    if code == IDENTITY:
+        if a != z:
+            memcpy(a, z, m * sizeof(floating))
+    elif code == RELU:
+        for j in range(m):
+            x = z[j]
+            a[j] = 0 if x < 0 else x  # NaN stays NaN, like np.maximum
+    elif code == LEAKY_RELU:
+        for j in range(m):
+            x = z[j]
+            a[j] = x * alpha if x < 0 else x
+    else:
+        while m > 0:
+            c = CHUNK if m > CHUNK else m
+            if code == SIGMOID or code == SOFTPLUS:
+                for j in range(c):
+                    t[j] = -z[j] if z[j] > 0 else z[j]
+                v_exp(t, t, c, 0)
+                if code == SIGMOID:
+                    for j in range(c):
+                        a[j] = (one if z[j] >= 0 else t[j]) / (one + t[j])
+                else:
+                    v_log1p_pos(t, t, c)
+                    for j in range(c):
+                        x = z[j]
+                        a[j] = (x if x > 0 else 0) + t[j]
+            elif code == TANH:  # tanh|z| = -expm1(-2|z|) / (2 + expm1(-2|z|))
+                for j in range(c):
+                    x = z[j] + z[j]
+                    t[j] = -x if x > 0 else x
+                v_expm1_neg(t, t, c)
+                for j in range(c):
+                    x = t[j] / (t[j] + two)
+                    a[j] = x if z[j] < 0 else -x
+            elif code == ELU:
+                for j in range(c):
+                    t[j] = z[j] if z[j] < 0 else 0
+                v_expm1_neg(t, t, c)
+                for j in range(c):
+                    x = z[j]
+                    a[j] = t[j] * alpha if x < 0 else x
+            elif code == GELU:
+                for j in range(c):
+                    t[j] = z[j] * <floating>-SQRT_HALF
+                v_erfc(t, t, c)
+                for j in range(c):
+                    a[j] = z[j] * (<floating>0.5 * t[j])
+            z += c
+            a += c
+            m -= c
+
+
+cdef void softmax_row(const floating* z, floating* a, Py_ssize_t k) noexcept nogil:
+    """a = exp(z - max z) / sum, for k >= 1; a may be z."""
+    cdef Py_ssize_t j
+    v_exp(z, a, k, v_max(z, k))
+    cdef floating scale = 1 / total(a, k)
+    for j in range(k):
+        a[j] = a[j] * scale
+
+
+cdef void act_forward(int code, floating* Z, const floating* b, floating* A, Py_ssize_t n,
+                      Py_ssize_t k, floating alpha) noexcept nogil:
+    """A = f(Z) for an n x k Z, after Z += b row by row when b is not NULL; A may be Z."""
+    cdef Py_ssize_t i, j
+    cdef floating* z
+    if b == NULL and code != SOFTMAX:
+        span_forward(code, Z, A, n * k, alpha)
+        return
+    for i in range(n):
+        z = Z + i * k
+        if b != NULL:
+            for j in range(k):
+                z[j] = z[j] + b[j]
+        if code == SOFTMAX:
+            if k:
+                softmax_row(z, A + i * k, k)
+        else:
+            span_forward(code, z, A + i * k, k, alpha)
+
+
+cdef void span_backward(int code, const floating* z, const floating* a, const floating* da,
+                        floating* dz, Py_ssize_t m, floating alpha) noexcept nogil:
+    """dz = f'(z) * da over m elements (any code but SOFTMAX); dz may be da.
+
+    The slopes come from A = f(Z) where that is cheaper (sigmoid, tanh, elu); softplus' slope
+    is the sigmoid, GELU's Phi(z) + z phi(z), both through array math over blocks of CHUNK.
+    """
+    cdef floating t[CHUNK]
+    cdef floating u[CHUNK]
+    cdef Py_ssize_t j, c
+    cdef floating x, y, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    if code == IDENTITY:
+        if dz != da:
+            memcpy(dz, da, m * sizeof(floating))
+    elif code == SIGMOID:
+        for j in range(m):
+            y = a[j]
+            dz[j] = da[j] * (y * (one - y))
+    elif code == TANH:
+        for j in range(m):
+            y = a[j]
+            dz[j] = da[j] * (one - y * y)
+    elif code == RELU:
+        for j in range(m):
+            dz[j] = da[j] * (one if z[j] > 0 else zero)
+    elif code == LEAKY_RELU:
+        for j in range(m):
+            dz[j] = da[j] * (one if z[j] > 0 else alpha)
+    elif code == ELU:
+        for j in range(m):
+            y = a[j] + alpha  # loaded unconditionally, so that the loop vectorises
+            dz[j] = da[j] * (one if z[j] > 0 else y)
+    else:
+        while m > 0:
+            c = CHUNK if m > CHUNK else m
+            if code == SOFTPLUS:
+                for j in range(c):
+                    t[j] = -z[j] if z[j] > 0 else z[j]
+                v_exp(t, t, c, 0)
+                for j in range(c):
+                    dz[j] = da[j] * ((one if z[j] >= 0 else t[j]) / (one + t[j]))
+            elif code == GELU:
+                for j in range(c):
+                    x = z[j]
+                    t[j] = x * <floating>-SQRT_HALF
+                    u[j] = <floating>-0.5 * x * x
+                v_erfc(t, t, c)
+                v_exp(u, u, c, 0)
+                for j in range(c):
+                    dz[j] = da[j] * (<floating>0.5 * t[j] + z[j] * <floating>INV_SQRT_2PI * u[j])
+            z += c
+            da += c
+            dz += c
+            m -= c
+
+
+cdef void softmax_grad_row(const floating* a, const floating* da, floating* dz,
+                           Py_ssize_t k) noexcept nogil:
+    """dz = a * (da - <da, a>), the softmax's Jacobian-vector product; dz may be da."""
+    cdef Py_ssize_t j
+    cdef floating s = dot(da, a, k)
+    for j in range(k):
+        dz[j] = (da[j] - s) * a[j]
+
+
+cdef void act_backward(int code, const floating* Z, const floating* A, const floating* dA,
+                       floating* dZ, floating* db, Py_ssize_t n, Py_ssize_t k,
+                       floating alpha) noexcept nogil:
+    """dZ = f'(Z) * dA (n x k; dZ may be dA) and, when db is not NULL, db = column sums of dZ."""
+    cdef Py_ssize_t i, j, row
+    cdef floating* dz
+    if db != NULL:
+        memset(db, 0, k * sizeof(floating))
+    elif code != SOFTMAX:
+        span_backward(code, Z, A, dA, dZ, n * k, alpha)
+        return
+    for i in range(n):
+        row = i * k
+        dz = dZ + row
+        if code == SOFTMAX:
+            softmax_grad_row(A + row, dA + row, dz, k)
+        else:
+            span_backward(code, Z + row, A + row, dA + row, dz, k, alpha)
+        if db != NULL:
+            for j in range(k):
+                db[j] = db[j] + dz[j]
+
+
+def activation(name, Z, out, double alpha):
+    """out = f(Z) elementwise (row-wise for softmax); out may be Z."""
+    cdef int code = activation_code(name)
+    cdef int t = float_type(Z, "Z")
+    check(Z, "Z", t, 2, -1, -1, False)
+    cdef Py_ssize_t n = dim(Z, 0), k = dim(Z, 1)
+    check(out, "out", t, 2, n, k, True)
+    cdef char* z = data(Z)
+    cdef char* a = data(out)
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            act_forward(code, <float*>z, <float*>NULL, <float*>a, n, k, <float>alpha)
+        else:
+            act_forward(code, <double*>z, <double*>NULL, <double*>a, n, k, alpha)
+    return out
+
+
+def activation_grad(name, Z, A, dA, out, double alpha):
+    """out = dL/dZ given Z, A = f(Z) and dA = dL/dA; out may be dA."""
+    cdef int code = activation_code(name)
+    cdef int t = float_type(Z, "Z")
+    check(Z, "Z", t, 2, -1, -1, False)
+    cdef Py_ssize_t n = dim(Z, 0), k = dim(Z, 1)
+    check(A, "A", t, 2, n, k, False)
+    check(dA, "dA", t, 2, n, k, False)
+    check(out, "out", t, 2, n, k, True)
+    cdef char* z = data(Z)
+    cdef char* a = data(A)
+    cdef char* da = data(dA)
+    cdef char* dz = data(out)
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            act_backward(code, <float*>z, <float*>a, <float*>da, <float*>dz, <float*>NULL, n, k,
+                         <float>alpha)
+        else:
+            act_backward(code, <double*>z, <double*>a, <double*>da, <double*>dz, <double*>NULL,
+                         n, k, alpha)
+    return out

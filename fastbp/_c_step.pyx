@@ -1,0 +1,282 @@
+"""Compiled losses and optimizer steps, the two ends of a training step's update (twins: ``loss``,
+``sgd_update``, ``adam_update`` in fastbp/_reference.py); one module, to share the fixed size of
+a compiled module.
+
+Each loss is a mean over the n rows.  Its value is summed in the dtype's precision over a block
+of CHUNK elements or a row, and these sums are added up in double.  The gradient (already divided
+by n) is written in the pass, or for softmax the row, that reads the output, so ``grad`` may be
+``output``.
+Log-sum-exp and softplus are shifted, so logits of any finite size give finite values.
+
+An optimizer step is one fused pass over the parameter and its state, in place, in the
+parameter's precision.
+"""
+cimport numpy as cnp
+from libc.math cimport log, sqrt, sqrtf
+
+from fastbp._c_activation cimport v_exp, v_log1p_pos, v_max
+from fastbp._c_common cimport (CHUNK, LANES, check, check_like, data, dim, dot, fail, float_type,
+                               floating, total)
+
+cnp.import_array()
+
+cdef enum:
+    SQUARED_ERROR, SOFTMAX_CROSS_ENTROPY, SIGMOID_CROSS_ENTROPY
+
+CODES = {"squared_error": SQUARED_ERROR, "softmax_cross_entropy": SOFTMAX_CROSS_ENTROPY,
+         "sigmoid_cross_entropy": SIGMOID_CROSS_ENTROPY}
+
+
+cdef int loss_code(object name) except -1:
+    code = CODES.get(name)
+    if code is None:
+        return fail(ValueError, "unknown loss %r", (name,))
+    return code
+
+
+cdef double squared_error(const floating* o, const floating* t, floating* g, Py_ssize_t size,
+                          floating n) noexcept nogil:
+    """Sum of (o - t)^2 / 2 and g = (o - t) / n in one pass, the sum in LANES partial sums that
+    are added up in double every CHUNK elements."""
+    cdef floating part[LANES]
+    cdef floating d, scale = 1 / n
+    cdef double value = 0
+    cdef Py_ssize_t j, l, c, body
+    while size > 0:
+        c = CHUNK if size > CHUNK else size
+        body = c - c % LANES
+        for l in range(LANES):
+            part[l] = 0
+        j = 0
+        while j < body:
+            for l in range(LANES):
+                d = o[j + l] - t[j + l]
+                part[l] += d * d
+                g[j + l] = d * scale
+            j += LANES
+        for j in range(body, c):
+            d = o[j] - t[j]
+            part[0] += d * d
+            g[j] = d * scale
+        for l in range(LANES):
+            value += part[l]
+        o += c
+        t += c
+        g += c
+        size -= c
+    return 0.5 * value
+
+
+cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py_ssize_t* labels,
+                                  floating* g, Py_ssize_t rows, Py_ssize_t k,
+                                  floating n) noexcept nogil:
+    """Sum over rows of -sum_j t_j log softmax(o)_j = sum_j t_j (lse - s_j), with s = o - max o
+    and lse = log sum_j exp(s_j); t is a row of ``t`` or the one-hot of ``labels``.
+    g = (softmax(o) - t) / n."""
+    cdef Py_ssize_t i, j, label = -1
+    cdef floating top, p, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef floating scale = 1 / n
+    cdef double value = 0, lse
+    if k == 0:
+        return 0
+    for i in range(rows):
+        top = v_max(o, k)
+        if labels != NULL:
+            label = labels[i]
+            value += o[label] - top  # read before g (which may be o) is written
+            v_exp(o, g, k, top)
+        else:
+            for j in range(k):
+                g[j] = o[j] - top
+            value += dot(t, g, k)
+            v_exp(g, g, k, 0)
+        p = total(g, k)
+        lse = log(p)
+        p = 1 / p
+        if labels == NULL:
+            value -= lse * total(t, k)
+            for j in range(k):
+                g[j] = (g[j] * p - t[j]) * scale
+            t += k
+        else:
+            value -= lse
+            for j in range(k):
+                g[j] = (g[j] * p - (one if j == label else zero)) * scale
+        o += k
+        g += k
+    return -value
+
+
+cdef double sigmoid_cross_entropy(const floating* o, const floating* t, floating* g,
+                                  Py_ssize_t size, floating n) noexcept nogil:
+    """Sum of softplus(o) - t o = log1p(e) + o ([o > 0] - t); g = (sigmoid(o) - t) / n, with
+    e = exp(-|o|) shared, block by block through scratch buffers."""
+    cdef floating e[CHUNK]
+    cdef floating sp[CHUNK]
+    cdef Py_ssize_t j, c
+    cdef floating x, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef floating scale = 1 / n
+    cdef double value = 0
+    while size > 0:
+        c = CHUNK if size > CHUNK else size
+        for j in range(c):
+            e[j] = -o[j] if o[j] > 0 else o[j]
+        v_exp(e, e, c, 0)
+        v_log1p_pos(e, sp, c)
+        for j in range(c):
+            x = o[j]
+            sp[j] = sp[j] + x * ((one if x > 0 else zero) - t[j])
+            g[j] = ((one if x >= 0 else e[j]) / (one + e[j]) - t[j]) * scale
+        value += total(sp, c)
+        o += c
+        t += c
+        g += c
+        size -= c
+    return value
+
+
+cdef double run(int code, char* o, char* t, char* labels, char* g, Py_ssize_t rows, Py_ssize_t k,
+                bint single) noexcept nogil:
+    if code == SQUARED_ERROR:
+        if single:
+            return squared_error(<float*>o, <float*>t, <float*>g, rows * k, <float>rows)
+        return squared_error(<double*>o, <double*>t, <double*>g, rows * k, <double>rows)
+    if code == SIGMOID_CROSS_ENTROPY:
+        if single:
+            return sigmoid_cross_entropy(<float*>o, <float*>t, <float*>g, rows * k, <float>rows)
+        return sigmoid_cross_entropy(<double*>o, <double*>t, <double*>g, rows * k, <double>rows)
+    if single:
+        return softmax_cross_entropy(<float*>o, <float*>t, <Py_ssize_t*>labels, <float*>g, rows, k,
+                                     <float>rows)
+    return softmax_cross_entropy(<double*>o, <double*>t, <Py_ssize_t*>labels, <double*>g, rows, k,
+                                 <double>rows)
+
+
+def loss(name, output, target, grad):
+    """Return (value, grad) with grad = dL/d(output) (a mean over rows; value 0.0 for no rows).
+
+    ``target`` has the output's shape and dtype, or for softmax_cross_entropy may be a 1-D intp
+    array of class labels in [0, k).  ``grad`` may be ``output``.
+    """
+    cdef int code = loss_code(name)
+    cdef int t = float_type(output, "output")
+    check(output, "output", t, 2, -1, -1, False)
+    cdef Py_ssize_t n = dim(output, 0), k = dim(output, 1), i
+    cdef char* labels = NULL
+    cdef Py_ssize_t* lab
+    if (code == SOFTMAX_CROSS_ENTROPY and cnp.PyArray_Check(target)
+            and cnp.PyArray_NDIM(<cnp.ndarray>target) == 1):
+        check(target, "target", cnp.NPY_INTP, 1, n, -1, False)
+        labels = data(target)
+        lab = <Py_ssize_t*>labels
+        for i in range(n):
+            if lab[i] < 0 or lab[i] >= k:
+                fail(ValueError, "labels must lie in [0, %d), got %d", (k, lab[i]))
+    else:
+        check(target, "target", t, 2, n, k, False)
+    check(grad, "grad", t, 2, n, k, True)
+    if n == 0:
+        return 0.0, grad
+    cdef char* o = data(output)
+    cdef char* tg = data(target)
+    cdef char* g = data(grad)
+    cdef double value
+    with nogil:
+        value = run(code, o, tg, labels, g, n, k, t == cnp.NPY_FLOAT)
+    return value / n, grad
+
+
+# ---------------------------------------------------------------------------- optimizers
+cdef inline floating root(floating x) noexcept nogil:
+    return sqrtf(x) if floating is float else sqrt(x)
+
+
+cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, floating lr,
+              floating mu, bint nesterov, floating wd) noexcept nogil:
+    """g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g); without v: p -= lr g."""
+    cdef Py_ssize_t i
+    cdef floating gi, vi
+    if v == NULL:
+        for i in range(size):
+            gi = g[i] + wd * p[i] if wd else g[i]
+            p[i] = p[i] - lr * gi
+    elif nesterov:
+        for i in range(size):
+            gi = g[i] + wd * p[i] if wd else g[i]
+            vi = v[i] * mu - lr * gi
+            v[i] = vi
+            p[i] = p[i] + (mu * vi - lr * gi)
+    else:
+        for i in range(size):
+            gi = g[i] + wd * p[i] if wd else g[i]
+            vi = v[i] * mu - lr * gi
+            v[i] = vi
+            p[i] = p[i] + vi
+
+
+cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t size,
+               floating b1, floating b2, floating c1, floating c2, floating step, floating rs,
+               floating eps, floating wd) noexcept nogil:
+    """m = b1 m + c1 g; v = b2 v + c2 g^2; p -= step m / (rs sqrt(v) + eps), which is the
+    reference's lr (m / bc1) / (sqrt(v / bc2) + eps) with step = lr / bc1 and rs = 1 / sqrt(bc2)
+    taken out of the loop (one division per element instead of three)."""
+    cdef Py_ssize_t i
+    cdef floating gi, mi, vi
+    for i in range(size):
+        gi = g[i] + wd * p[i] if wd else g[i]
+        mi = m[i] * b1 + c1 * gi
+        vi = v[i] * b2 + c2 * (gi * gi)
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - step * mi / (rs * root(vi) + eps)
+
+
+cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
+    """The parameter (any shape, writeable), its gradient and state buffers a, b (or None)."""
+    check(param, "param", float_type(param, "param"), cnp.PyArray_NDIM(<cnp.ndarray>param), -1, -1,
+          True)
+    check_like(grad, "grad", param, False)
+    if a is not None:
+        check_like(a, a_name, param, True)
+    if b is not None:
+        check_like(b, b_name, param, True)
+    return 0
+
+
+def sgd_update(param, grad, velocity, double lr, double momentum, bint nesterov,
+               double weight_decay):
+    """In place: g = grad + weight_decay * param; velocity = momentum velocity - lr g; param +=
+    velocity (Nesterov: param += momentum velocity - lr g).  velocity None: param -= lr g."""
+    check_set(param, grad, velocity, "velocity", None, "")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef char* p = data(param)
+    cdef char* g = data(grad)
+    cdef char* v = data(velocity)
+    with nogil:
+        if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
+            sgd(<float*>p, <float*>g, <float*>v, size, <float>lr, <float>momentum, nesterov,
+                <float>weight_decay)
+        else:
+            sgd(<double*>p, <double*>g, <double*>v, size, lr, momentum, nesterov, weight_decay)
+
+
+def adam_update(param, grad, m, v, long step, double lr, double beta1, double beta2, double eps,
+                double weight_decay):
+    """In-place Adam step with bias correction; step = t >= 1 counts this update."""
+    if m is None or v is None:
+        raise TypeError("adam_update needs the m and v buffers")
+    check_set(param, grad, m, "m", v, "v")
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef double step_size = lr / (1 - beta1 ** step), rs = 1 / sqrt(1 - beta2 ** step)
+    cdef char* p = data(param)
+    cdef char* g = data(grad)
+    cdef char* pm = data(m)
+    cdef char* pv = data(v)
+    with nogil:
+        if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
+            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, <float>beta1, <float>beta2,
+                 <float>(1 - beta1), <float>(1 - beta2), <float>step_size, <float>rs, <float>eps,
+                 <float>weight_decay)
+        else:
+            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, beta1, beta2, 1 - beta1,
+                 1 - beta2, step_size, rs, eps, weight_decay)
