@@ -4,6 +4,8 @@ Exception types: TypeError for a dtype that is not float32/float64 or that disag
 others; ValueError for everything else (dimensions, shapes -- both named in the message --, out
 buffers that are read-only or not C-contiguous, unknown names, labels out of range).
 """
+import math
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -32,12 +34,10 @@ def float_array(x, name, ndim):
     return x
 
 
-def same_dtype(first, first_name, *others):
-    """TypeError unless every array in ``others`` (array, name pairs) has ``first``'s dtype."""
-    for i in range(0, len(others), 2):
-        if others[i].dtype != first.dtype:
-            raise TypeError(
-                f"{others[i + 1]} has dtype {others[i].dtype} but {first_name} has {first.dtype}")
+def same_dtype(a, a_name, b, b_name):
+    """TypeError unless ``b`` has ``a``'s dtype."""
+    if b.dtype != a.dtype:
+        raise TypeError(f"{b_name} has dtype {b.dtype} but {a_name} has {a.dtype}")
 
 
 def shapes_match(a, a_name, b, b_name, a_axis, b_axis):
@@ -56,9 +56,10 @@ def out_array(out, name, shape, dtype):
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    if not (out.flags.c_contiguous and out.flags.aligned):
+    flags = out.flags
+    if not flags.carray:  # C-contiguous, aligned and writeable, in one test
+        if not flags.writeable:
+            raise ValueError(f"{name} is read-only")
         raise ValueError(f"{name} must be C-contiguous and aligned")
     return out
 
@@ -84,7 +85,7 @@ def activation_alpha(name, params):
     if unexpected:
         raise ValueError(f"activation {name!r} takes no parameter(s) {sorted(unexpected)}")
     alpha = float(params["alpha"])
-    if not np.isfinite(alpha):
+    if not math.isfinite(alpha):
         raise ValueError(f"alpha must be finite, got {alpha}")
     return alpha
 
@@ -107,7 +108,7 @@ def class_labels(target, n, k):
 
 def finite_scalar(value, name, low=None):
     value = float(value)
-    if not np.isfinite(value) or (low is not None and value < low):
+    if not math.isfinite(value) or (low is not None and value < low):
         raise ValueError(f"{name} must be a finite number" + (f" >= {low}" if low is not None else "")
                          + f", got {value}")
     return value
