@@ -280,9 +280,10 @@ def test_wheel_with_sources_is_flagged(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def fastbp_size(*args, cwd=None):
+    # `python -m` puts the working directory first on sys.path: run where IMPORT_ROOT is what it finds
     env = dict(os.environ, PYTHONPATH=IMPORT_ROOT)
     return subprocess.run([sys.executable, "-m", "fastbp", "size", *map(str, args)],
-                          capture_output=True, text=True, env=env, cwd=cwd)
+                          capture_output=True, text=True, env=env, cwd=cwd or IMPORT_ROOT)
 
 
 @needs_cc
