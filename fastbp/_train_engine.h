@@ -1,0 +1,1036 @@
+/* fastbp/_train_engine.h -- the C engine behind fastbp/_c_train.pyx: whole training steps and
+ * whole epochs of a plain dense stack, and the forward pass for prediction, with the GIL released.
+ *
+ * Layout.  Batch-major, row-major, as in the rest of fastbp: a layer maps its input X (n x d) to
+ * Z = X W + b (n x k) and A = f(Z).  The products go to BLAS (SciPy's sgemm, passed in by the
+ * Cython module), always accumulating (beta = 1) onto a C that the engine prepares: the bias rows
+ * for a forward product, zeros for a gradient (OpenBLAS's beta = 0 clears C with one memset per
+ * row of ours, which costs more than the product on small layers).  Everything else is fused into
+ * single passes that the C compiler vectorises: activation (+ dropout) after the product, the
+ * derivative (+ dropout mask) after dX, and the optimizer update with the norm of dW and the L2
+ * penalty summed in the same pass.  Only the exp-bound activations and the update have an
+ * AVX2/FMA clone chosen at run time (FB_CLONES); the rest is memory-bound baseline code.
+ *
+ * Threading.  The engine runs its own small pool (the caller plus T-1 pthreads) in SPMD style, with
+ * BLAS held at one thread: thread t owns rows [r_t, r_t+1) of the minibatch.  One step is two
+ * phases separated by barriers:
+ *   1. on its rows, each thread gathers the input, runs the forward pass through all layers, the
+ *      loss and its gradient, and the backward pass dX = dZ W^T through all layers with the
+ *      activation's derivative (and the dropout mask) folded in: no thread needs another
+ *      thread's rows, so phase 1 has no barrier at all;
+ *   2. after a barrier, each thread computes its slice of rows of every dW = X^T dZ (all batch
+ *      rows) into a per-thread scratch that stays in cache, its slice of every db, and updates
+ *      that slice of the parameters and of the optimizer state at once.
+ * A second barrier ends the step (the next forward needs the new weights).  Every product is a
+ * single-threaded GEMM on an evenly split half (rows for the forward and dX, which measured
+ * 150-160 GFLOP/s on 2 cores against 110-125 for a split by columns; rows of dW: 165-183).
+ *
+ * Why not OpenBLAS's own threads: a threaded OpenBLAS call leaves its worker spinning (sched_yield)
+ * for ~0.1 s, which steals a core from whatever runs next -- any fused elementwise pass run by a
+ * second thread of ours, or the next library (measured: 169 -> 38 GFLOP/s for 256x1000x784 when
+ * NumPy's and SciPy's OpenBLAS pools alternate); a single SPMD pool has no such third party.
+ * Waits spin first (balanced phases), then yield, and only then sleep: waking a sleeping thread
+ * costs ~1 ms on this kind of virtual machine.
+ *
+ * This header includes itself once per element type: float (suffix _f), and double (_d) when
+ * FB_WITH_DOUBLE is defined (off: float64 networks train layer by layer, which keeps the .so
+ * within its size budget).
+ */
+#ifndef FB_TRAIN_ENGINE_BODY
+#ifndef FB_TRAIN_ENGINE_H
+#define FB_TRAIN_ENGINE_H
+
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define FB_MAXL 32 /* dense layers */
+#define FB_MAXT 16 /* threads */
+#define FB_MAXG 8  /* random generators of the dropout layers */
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FB_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define FB_CLONES
+#endif
+
+/* Cold code (per-row losses, libm-bound activations, set-up) is not worth vectorising: keeping
+ * GCC's vectoriser out of it keeps the .so within its size budget. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FB_COLD __attribute__((noinline, optimize("no-tree-vectorize")))
+#else
+#define FB_COLD
+#endif
+/* A vectorised helper called from cold code: kept out of line so that it stays vectorised. */
+#define FB_HOT __attribute__((noinline))
+
+#if defined(__x86_64__) || defined(__i386__)
+#define FB_RELAX() __builtin_ia32_pause()
+#else
+#define FB_RELAX() ((void)0)
+#endif
+
+enum { FB_IDENTITY, FB_SIGMOID, FB_TANH, FB_RELU, FB_LEAKY_RELU, FB_SOFTPLUS, FB_ELU, FB_GELU,
+       FB_SOFTMAX };
+enum { FB_SQUARED_ERROR, FB_SOFTMAX_CE, FB_SIGMOID_CE };
+enum { FB_SGD, FB_MOMENTUM, FB_NESTEROV, FB_ADAM };
+
+typedef void (*fb_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *,
+                           int *, float *, float *, int *);
+typedef void (*fb_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
+                           double *, int *, double *, double *, int *);
+static fb_sgemm_t fb_sgemm;
+static fb_dgemm_t fb_dgemm;
+
+static double fb_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Build with -DFB_PROFILE to have each training call print, per thread, the seconds spent in
+ * gather + phase 1, at the first barrier, in phase 2 and at the second barrier (stderr). */
+#ifdef FB_PROFILE
+#include <stdio.h>
+static double fb_prof[FB_MAXT][5];
+static __thread double fb_prof_last;
+#define FB_PROFILE_MARK(k)                                                                      \
+    do {                                                                                        \
+        double now_ = fb_now();                                                                 \
+        if ((k) > 0) fb_prof[tid][(k) - 1] += now_ - fb_prof_last;                              \
+        fb_prof_last = now_;                                                                    \
+    } while (0)
+#else
+#define FB_PROFILE_MARK(k) ((void)0)
+#endif
+
+/* ------------------------------------------------------------------------------ thread pool */
+/* Waiting: spin (the phases a wait separates are balanced, so the partner is usually microseconds
+ * away), then spin yielding the CPU (a partner preempted by another process gets it back), then
+ * sleep in the kernel (futex on Linux, sched_yield elsewhere).  The sleep comes late on purpose:
+ * waking a sleeping thread costs ~1 ms on a virtual machine whose idle vCPUs halt, which would
+ * cost more than the spinning on a training step's scale. */
+#define FB_SPIN_SECONDS 5e-5
+#define FB_YIELD_SECONDS 3e-3
+
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static void fb_sleep_while(atomic_uint *word, unsigned value)
+{
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+}
+static void fb_wake_all(atomic_uint *word)
+{
+    syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
+}
+#else
+static void fb_sleep_while(atomic_uint *word, unsigned value) { (void)word; (void)value; sched_yield(); }
+static void fb_wake_all(atomic_uint *word) { (void)word; }
+#endif
+
+/* Return once *word != old. */
+static void fb_wait(atomic_uint *word, unsigned old, atomic_int *sleepers)
+{
+    double start = 0.0, now;
+    for (int spins = 1; atomic_load_explicit(word, memory_order_acquire) == old; spins++) {
+        FB_RELAX();
+        if (spins % 64) continue;
+        now = fb_now();
+        if (start == 0.0) {
+            start = now;
+        } else if (now - start > FB_YIELD_SECONDS) {
+            atomic_fetch_add(sleepers, 1);
+            while (atomic_load(word) == old) fb_sleep_while(word, old);
+            atomic_fetch_sub(sleepers, 1);
+            return;
+        } else if (now - start > FB_SPIN_SECONDS) {
+            sched_yield();
+        }
+    }
+}
+
+/* *word += 1, waking whoever sleeps on it. */
+static void fb_signal(atomic_uint *word, atomic_int *sleepers)
+{
+    atomic_fetch_add(word, 1);
+    if (atomic_load(sleepers)) fb_wake_all(word);
+}
+
+typedef struct fb_pool {
+    int size;    /* threads including the caller */
+    int active;  /* threads taking part in the current job */
+    int started; /* worker threads running */
+    pthread_t threads[FB_MAXT];
+    /* pthread_create/pthread_join, passed in at run time (fastbp.fused resolves them with
+     * ctypes): glibc >= 2.34 versions them GLIBC_2.34 in libc, and a link-time reference would
+     * make the wheel need glibc 2.34 (manylinux_2_34) instead of 2.17.  NULL: no threads. */
+    int (*create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    int (*join)(pthread_t, void **);
+    void (*fn)(void *, int);
+    void *arg;
+    atomic_uint generation; /* bumped to hand out a job (or to quit) */
+    atomic_uint done;       /* bumped when the last worker has finished a job */
+    atomic_int finished;    /* workers done with the current job */
+    atomic_int quit;
+    atomic_int bar_count;
+    atomic_uint bar_generation;
+    atomic_int sleepers;
+} fb_pool;
+
+typedef struct { fb_pool *pool; int tid; } fb_worker_arg;
+
+static void *fb_worker(void *raw)
+{
+    fb_worker_arg *self = (fb_worker_arg *)raw;
+    fb_pool *pool = self->pool;
+    int tid = self->tid;
+    unsigned seen = 0;
+    free(self);
+    for (;;) {
+        fb_wait(&pool->generation, seen, &pool->sleepers);
+        seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
+        if (atomic_load(&pool->quit)) break;
+        if (tid < pool->active) pool->fn(pool->arg, tid);
+        if (atomic_fetch_add(&pool->finished, 1) == pool->started - 1)
+            fb_signal(&pool->done, &pool->sleepers);
+    }
+    return NULL;
+}
+
+static void fb_pool_init(fb_pool *pool, int size, uintptr_t create, uintptr_t join)
+{
+    memset(pool, 0, sizeof(*pool));
+    pool->size = size < 1 ? 1 : (size > FB_MAXT ? FB_MAXT : size);
+    pool->create = (int (*)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *))create;
+    pool->join = (int (*)(pthread_t, void **))join;
+    if (!pool->create || !pool->join) pool->size = 1;
+}
+
+/* Start the workers (once).  Returns the number of threads available (1 if none could start). */
+static int fb_pool_start(fb_pool *pool)
+{
+    if (pool->started || pool->size <= 1) return pool->started + 1;
+    for (int t = 1; t < pool->size; t++) {
+        fb_worker_arg *arg = (fb_worker_arg *)malloc(sizeof(fb_worker_arg));
+        if (!arg) break;
+        arg->pool = pool;
+        arg->tid = t;
+        if (pool->create(&pool->threads[t], NULL, fb_worker, arg) != 0) { free(arg); break; }
+        pool->started++;
+    }
+    return pool->started + 1;
+}
+
+static void fb_pool_stop(fb_pool *pool)
+{
+    if (!pool->started) return;
+    atomic_store(&pool->quit, 1);
+    fb_signal(&pool->generation, &pool->sleepers);
+    fb_wake_all(&pool->generation);
+    for (int t = 1; t <= pool->started; t++) pool->join(pool->threads[t], NULL);
+    pool->started = 0;
+}
+
+/* Run fn(arg, tid) for tid = 0..active-1 (0 on the calling thread); returns when all are done.
+ * The caller must not ask for more threads than fb_pool_start returned. */
+static void fb_pool_run(fb_pool *pool, int active, void (*fn)(void *, int), void *arg)
+{
+    if (active <= 1 || pool->started == 0) { fn(arg, 0); return; }
+    pool->fn = fn;
+    pool->arg = arg;
+    pool->active = active;
+    atomic_store(&pool->bar_count, 0);
+    atomic_store(&pool->finished, 0);
+    unsigned done = atomic_load(&pool->done);
+    fb_signal(&pool->generation, &pool->sleepers);
+    fn(arg, 0);
+    fb_wait(&pool->done, done, &pool->sleepers);
+}
+
+/* Barrier of the threads of the current job. */
+static void fb_barrier(fb_pool *pool)
+{
+    unsigned gen = atomic_load_explicit(&pool->bar_generation, memory_order_acquire);
+    if (atomic_fetch_add(&pool->bar_count, 1) == pool->active - 1) {
+        atomic_store(&pool->bar_count, 0);
+        fb_signal(&pool->bar_generation, &pool->sleepers);
+        return;
+    }
+    fb_wait(&pool->bar_generation, gen, &pool->sleepers);
+}
+
+/* Everything a trainer needs, set up once by the Cython module from NumPy arrays it keeps alive
+ * (pointers to float or double data, depending on the instance).  Dense layer l (0-based) maps
+ * d[l] -> d[l+1] columns.  drop[l] marks a Dropout on the *input* of layer l (l = 0: the network
+ * input), whose draws u come from generator group dgroup[l]. */
+typedef struct fb_net {
+    int L, T, B;           /* layers, threads for training, rows per minibatch */
+    int loss, labels;      /* loss code; whether targets are intp class labels */
+    int opt;               /* FB_SGD .. FB_ADAM */
+    int d[FB_MAXL + 1];
+    int act[FB_MAXL];
+    double alpha[FB_MAXL];
+    int drop[FB_MAXL];
+    double rate[FB_MAXL], dscale[FB_MAXL];
+    int dgroup[FB_MAXL];
+    long doff[FB_MAXL];    /* offset of the layer's draws in its group's block, in row widths */
+    long gwidth[FB_MAXG];  /* total width of a group's layers */
+    void *W[FB_MAXL], *b[FB_MAXL], *dW[FB_MAXL], *db[FB_MAXL];
+    void *Z[FB_MAXL], *A[FB_MAXL]; /* Z == A when the derivative can be had from A in place */
+    void *D[FB_MAXL];              /* dropped-out input of layer l (when drop[l]) */
+    void *dZ[FB_MAXL];
+    void *Xb;                      /* gathered minibatch input */
+    void *dWs;                     /* per-thread scratch for dW slices (or NULL), see phase2 */
+    long dWs_size;                 /* its entries per thread */
+    int dWs_threads;               /* threads it has room for */
+    void *s1[2 * FB_MAXL], *s2[2 * FB_MAXL]; /* velocity, or Adam's m and v */
+    double wd[2 * FB_MAXL];
+    double lr, mom, b1, b2, eps, one_b1, one_b2;
+    long t;                        /* optimizer steps before this call */
+    int p_lo[FB_MAXL][FB_MAXT + 1]; /* rows of dW per thread */
+    int k_lo[FB_MAXL][FB_MAXT + 1]; /* entries of db per thread */
+    /* one call */
+    const void *X, *Y;
+    const intptr_t *lab, *order;
+    long n, mb0, mb1;
+    void *U[FB_MAXG];
+    /* results of one call */
+    double loss_sum, pen_sum, pen_cur, gn_sum[FB_MAXL];
+    double loss_part[FB_MAXT], pen_part[FB_MAXT], gn_part[FB_MAXT][FB_MAXL];
+    /* prediction */
+    const void *PX;
+    void *Pout;
+    long Pn, Pwidth;
+    int PT, Pchunk;
+    void *Pbuf;   /* PT blocks of 2 * Pchunk * Pwidth */
+    fb_pool *pool;
+    const int64_t *ctl; /* the caller's control block and result block, see fb_run */
+    double *io;
+    int (*blas_get)(void); /* the BLAS's thread count (OpenBLAS), or NULL */
+    void (*blas_set)(int);
+} fb_net;
+
+/* --------------------------------------------------------------- vectorisable float math */
+/* exp for float without libm calls or branches, so that loops over it vectorise (Cephes expf:
+ * range reduction by ln 2, degree-6 polynomial; about 1 ulp).  Arguments are clamped to
+ * [-87.3, 88.7]: the result stays a normal float (an underflow gives ~1e-38 instead of 0). */
+static inline float fb_expf(float x)
+{
+    x = x < 88.72283f ? x : 88.72283f;
+    x = x > -87.33654f ? x : -87.33654f;
+    float fx = x * 1.44269504088896341f;
+    fx = (fx + 12582912.0f) - 12582912.0f; /* round to nearest integer (|fx| < 2^22) */
+    float r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
+    float y = 1.9875691500e-4f;
+    y = y * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * r * r + r + 1.0f;
+    union { int32_t i; float f; } scale;
+    scale.i = ((int32_t)fx + 127) << 23;
+    return y * scale.f;
+}
+
+/* tanh for float (Cephes tanhf): odd polynomial below 0.625, 1 - 2/(exp(2|x|) + 1) above. */
+static inline float fb_tanhf(float x)
+{
+    float ax = fabsf(x);
+    float z = x * x;
+    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
+                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+    float big = 1.0f - 2.0f / (fb_expf(2.0f * ax) + 1.0f);
+    big = x < 0 ? -big : big;
+    return ax < 0.625f ? small : big;
+}
+
+static inline double fb_expd(double x) { return exp(x); }
+static inline double fb_tanhd(double x) { return tanh(x); }
+
+#define FB_SQRT_HALF 0.70710678118654752440
+#define FB_INV_SQRT_2PI 0.39894228040143267794
+
+/* Load a network's description, packed by fastbp.fused (FUSED_LAYOUT there mirrors this order):
+ *   ints:   L, B, loss, labels, opt, ngroups, dW scratch entries per thread and threads, d[0..L],
+ *           then per layer act, drop, dgroup, doff, then gwidth[0..ngroups-1];
+ *   floats: lr, momentum, beta1, beta2, eps, 1 - beta1, 1 - beta2, then per layer alpha, rate,
+ *           then wd of each parameter (W1, b1, W2, b2, ...);
+ *   ptrs:   ctl, io (see fb_run), the BLAS's get/set thread count functions (or 0), Xb, the dW
+ *           scratch (or 0), then
+ *           per layer W, b, dW, db, Z, A, D, dZ, then per parameter s1, s2, then U of each
+ *           group.
+ * Returns 0, or -1 when the sizes are out of range. */
+FB_COLD static int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
+{
+    int L = (int)ints[0], G = (int)ints[5];
+    if (L < 1 || L > FB_MAXL || G < 0 || G > FB_MAXG) return -1;
+    N->L = L; N->B = (int)ints[1]; N->loss = (int)ints[2]; N->labels = (int)ints[3];
+    N->opt = (int)ints[4];
+    N->dWs_size = (long)ints[6];
+    N->dWs_threads = (int)ints[7];
+    ints += 8;
+    for (int l = 0; l <= L; l++) N->d[l] = (int)*ints++;
+    for (int l = 0; l < L; l++) {
+        N->act[l] = (int)*ints++; N->drop[l] = (int)*ints++;
+        N->dgroup[l] = (int)*ints++; N->doff[l] = (long)*ints++;
+    }
+    for (int g = 0; g < G; g++) N->gwidth[g] = (long)*ints++;
+    N->lr = floats[0]; N->mom = floats[1]; N->b1 = floats[2]; N->b2 = floats[3];
+    N->eps = floats[4]; N->one_b1 = floats[5]; N->one_b2 = floats[6];
+    floats += 7;
+    for (int l = 0; l < L; l++) {
+        N->alpha[l] = *floats++;
+        N->rate[l] = *floats++;
+        N->dscale[l] = 1.0 / (1.0 - N->rate[l]);
+    }
+    for (int q = 0; q < 2 * L; q++) N->wd[q] = *floats++;
+    N->ctl = (const int64_t *)*ptrs++;
+    N->io = (double *)*ptrs++;
+    N->blas_get = (int (*)(void))*ptrs++;
+    N->blas_set = (void (*)(int))*ptrs++;
+    N->Xb = (void *)*ptrs++;
+    N->dWs = (void *)*ptrs++;
+    for (int l = 0; l < L; l++) {
+        N->W[l] = (void *)ptrs[0]; N->b[l] = (void *)ptrs[1]; N->dW[l] = (void *)ptrs[2];
+        N->db[l] = (void *)ptrs[3]; N->Z[l] = (void *)ptrs[4]; N->A[l] = (void *)ptrs[5];
+        N->D[l] = (void *)ptrs[6]; N->dZ[l] = (void *)ptrs[7];
+        ptrs += 8;
+    }
+    for (int q = 0; q < 2 * L; q++) { N->s1[q] = (void *)ptrs[0]; N->s2[q] = (void *)ptrs[1]; ptrs += 2; }
+    for (int g = 0; g < G; g++) N->U[g] = (void *)*ptrs++;
+    return 0;
+}
+
+/* Rows of every dW and entries of every db per thread (rows of dW in multiples of 8). */
+FB_COLD static void fb_partition(fb_net *N)
+{
+    for (int l = 0; l < N->L; l++) {
+        int di = N->d[l], k = N->d[l + 1];
+        int align = di >= 16 * N->T ? 8 : 1;
+        for (int t = 0; t <= N->T; t++) {
+            N->p_lo[l][t] = t == N->T ? di : (int)(((long)(di / align) * t) / N->T) * align;
+            N->k_lo[l][t] = (int)(((long)k * t) / N->T);
+        }
+    }
+    for (int t = 0; t < N->T; t++) N->loss_part[t] = 0;
+}
+
+/* After a step (thread 0): the norms of its dW, and the L2 penalty at the new parameters. */
+static void fb_combine(fb_net *N, int nb)
+{
+    N->pen_sum += N->pen_cur * nb; /* a minibatch's objective uses the weights before its step */
+    double pen = 0;
+    for (int l = 0; l < N->L; l++) {
+        double s = 0;
+        for (int t = 0; t < N->T; t++) s += N->gn_part[t][l];
+        N->gn_sum[l] += sqrt(s);
+    }
+    for (int t = 0; t < N->T; t++) pen += N->pen_part[t];
+    N->pen_cur = pen;
+}
+
+/* --------------------------------------------------------------- instantiate for each type */
+#define FB_TRAIN_ENGINE_BODY
+#define REAL float
+#define FB_CLONES_T FB_CLONES
+#define R(name) name##_f
+#define FB_GEMM fb_sgemm
+#define FBM_EXP fb_expf
+#define FBM_TANH fb_tanhf
+#define FBM_LOG1P log1pf
+#define FBM_EXPM1 expm1f
+#define FBM_ERF erff
+#define FBM_LOG logf
+#define FBM_SQRT sqrtf
+#define FBM_FABS fabsf
+#include "_train_engine.h"
+#undef REAL
+#undef R
+#undef FB_CLONES_T
+#undef FB_GEMM
+#undef FBM_EXP
+#undef FBM_TANH
+#undef FBM_LOG1P
+#undef FBM_EXPM1
+#undef FBM_ERF
+#undef FBM_LOG
+#undef FBM_SQRT
+#undef FBM_FABS
+#ifdef FB_WITH_DOUBLE /* float64 engine: off by default (size budget of the .so) */
+#define REAL double
+#define FB_CLONES_T /* double: no speed target, no clones (size) */
+#define R(name) name##_d
+#define FB_GEMM fb_dgemm
+#define FBM_EXP fb_expd
+#define FBM_TANH fb_tanhd
+#define FBM_LOG1P log1p
+#define FBM_EXPM1 expm1
+#define FBM_ERF erf
+#define FBM_LOG log
+#define FBM_SQRT sqrt
+#define FBM_FABS fabs
+#include "_train_engine.h"
+#endif
+#undef FB_TRAIN_ENGINE_BODY
+
+/* One call from Python, its arguments in the control block ctl (int64):
+ *   training:   X, Y (targets or intp labels), order, n, mb0, mb1, t, T
+ *   prediction: [8..14] X, out, n, buf, width, chunk, T
+ * Both run on at most T threads (and at most the BLAS's thread limit, so that threadpoolctl
+ * caps them), with the BLAS held at one thread meanwhile.
+ * Training trains minibatches [mb0, mb1) of the epoch (order[mb*B ...]) after t optimizer steps, with io[0] the L2 penalty at the current weights; it leaves in io: [0] the penalty
+ * at the new weights, [1] the sum over minibatches of rows x penalty, [2] the summed row losses,
+ * [4 + l] the sum over minibatches of ||dW_l||_F.  io[3] is the number of threads that ran. */
+/* OpenBLAS runs a product on one thread anyway when m n k is at most this (its
+ * GEMM_MULTITHREAD_THRESHOLD x 65536): a one-thread call with only such products needs no
+ * (costly) BLAS thread switching. */
+#define FB_BLAS_SMALL 262144.0
+
+static void fb_run(fb_net *N, int dbl, int predict)
+{
+    const int64_t *c = N->ctl;
+    int blas = FB_MAXT; /* the BLAS's thread limit: it caps ours, BLAS runs on one thread meanwhile */
+    int wanted = (int)(predict ? c[14] : c[7]);
+    double rows = predict ? (double)c[13] : (double)N->B, mnk = 0;
+    (void)dbl;
+    for (int l = 0; l < N->L; l++) {
+        double size = rows * N->d[l] * N->d[l + 1];
+        mnk = size > mnk ? size : mnk;
+    }
+    int control = N->blas_get && N->blas_set && (wanted > 1 || mnk > FB_BLAS_SMALL);
+    if (control) {
+        blas = N->blas_get();
+        if (blas != 1) N->blas_set(1);
+        if (blas < 1) blas = 1;
+    }
+    if (predict) {
+        N->PX = (const void *)c[8]; N->Pout = (void *)c[9]; N->Pn = (long)c[10];
+        N->Pbuf = (void *)c[11]; N->Pwidth = (long)c[12]; N->Pchunk = (int)c[13];
+        N->PT = c[14] < 1 ? 1 : (c[14] > blas ? blas : (int)c[14]);
+#ifdef FB_WITH_DOUBLE
+        if (dbl) predict_d(N); else
+#endif
+        predict_f(N);
+        N->io[3] = N->PT;
+    } else {
+        N->X = (const void *)c[0]; N->Y = (const void *)c[1]; N->lab = (const intptr_t *)c[1];
+        N->order = (const intptr_t *)c[2]; N->n = (long)c[3]; N->mb0 = (long)c[4];
+        N->mb1 = (long)c[5]; N->t = (long)c[6];
+        N->T = c[7] < 1 ? 1 : (c[7] > blas ? blas : (int)c[7]);
+        N->pen_cur = N->io[0];
+        N->pen_sum = 0;
+        for (int l = 0; l < N->L; l++) N->gn_sum[l] = 0;
+#ifdef FB_WITH_DOUBLE
+        if (dbl) train_d(N); else
+#endif
+        train_f(N);
+#ifdef FB_PROFILE
+        for (int t = 0; t < N->T; t++) {
+            fprintf(stderr, "thread %d: phase1 %.3f ms  wait1 %.3f ms  phase2 %.3f ms  wait2 %.3f ms\n", t,
+                    fb_prof[t][0] * 1e3, fb_prof[t][1] * 1e3, fb_prof[t][2] * 1e3, fb_prof[t][3] * 1e3);
+            memset(fb_prof[t], 0, sizeof fb_prof[t]);
+        }
+#endif
+        N->io[0] = N->pen_cur;
+        N->io[1] = N->pen_sum;
+        N->io[2] = N->loss_sum;
+        N->io[3] = N->T;
+        for (int l = 0; l < N->L; l++) N->io[4 + l] = N->gn_sum[l];
+    }
+    if (control && blas != 1) N->blas_set(blas);
+}
+
+#endif /* FB_TRAIN_ENGINE_H */
+#else  /* ------------------------------------------------------------- the typed body */
+
+#define FB_P(ptr) ((REAL *)(ptr))
+
+
+/* C (M x N, row-major) += op(A) op(B), by the column-major BLAS on the transposes.  Always with
+ * beta = 1 on a C prepared by the caller (zeros, or the bias rows): OpenBLAS's beta = 0 clears C
+ * column by column, one memset per row of ours, which costs more than the product itself on the
+ * small layers. */
+static inline void R(gemm)(char ta, char tb, int M, int N, int K, const REAL *A, int lda,
+                           const REAL *B, int ldb, REAL *C, int ldc)
+{
+    REAL one = 1;
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    FB_GEMM(&tb, &ta, &N, &M, &K, &one, (REAL *)B, &ldb, (REAL *)A, &lda, &one, C, &ldc);
+}
+
+/* Each of m rows of C (k columns, contiguous) = b, or 0 when b is NULL. */
+static void R(fill_rows)(int m, int k, REAL *restrict C, const REAL *restrict b)
+{
+    if (!b) {
+        memset(C, 0, sizeof(REAL) * (size_t)m * (size_t)k);
+        return;
+    }
+    for (int i = 0; i < m; i++) memcpy(C + (long)i * k, b, sizeof(REAL) * (size_t)k);
+}
+
+/* out[j] = exp(in[j] - shift), j < count (vectorised; softmax rows and the cross-entropy). */
+FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL shift, REAL *out) /* out may be in */
+{
+    for (long j = 0; j < count; j++) out[j] = FBM_EXP(in[j] - shift);
+}
+
+/* In place over count entries: relu, sigmoid or tanh.  The exp-bound activations are the ones worth a
+ * runtime-dispatched AVX2/FMA clone (twice the lanes, fused multiply-adds in the polynomial);
+ * so is the optimizer update (below); the rest of the elementwise work is memory-bound and stays
+ * baseline SSE2 (size budget). */
+FB_CLONES_T static void R(sigmoid_tanh)(int act, long count, REAL *restrict Z)
+{
+    if (act == FB_RELU) {
+        for (long e = 0; e < count; e++) Z[e] = Z[e] > 0 ? Z[e] : 0;
+    } else if (act == FB_SIGMOID) {
+        for (long e = 0; e < count; e++) {
+            REAL v = Z[e];
+            REAL x = FBM_EXP(-FBM_FABS(v));
+            Z[e] = (v >= 0 ? 1 : x) / (1 + x);
+        }
+    } else {
+        for (long e = 0; e < count; e++) Z[e] = FBM_TANH(Z[e]);
+    }
+}
+
+/* A = f(Z) over m rows of k (the bias is already in Z).  identity, relu, sigmoid, tanh and
+ * softmax run in place (A == Z); the others (leaky_relu, and softplus, elu, gelu: a log1p, expm1
+ * or erf per entry) write A beside Z. */
+FB_COLD static void R(act_forward)(int act, REAL alpha, int m, int k, REAL *Z, REAL *A)
+{
+    long count = (long)m * k;
+    if (act == FB_IDENTITY) return;
+    if (act == FB_RELU || act == FB_SIGMOID || act == FB_TANH) {
+        R(sigmoid_tanh)(act, count, Z);
+        return;
+    }
+    if (act == FB_SOFTMAX) {
+        for (int i = 0; i < m; i++) {
+            REAL *z = Z + (long)i * k, mx = -INFINITY, s = 0;
+            for (int j = 0; j < k; j++) mx = z[j] > mx ? z[j] : mx;
+            R(exp_shifted)(k, z, mx, z);
+            for (int j = 0; j < k; j++) s += z[j];
+            for (int j = 0; j < k; j++) z[j] = z[j] / s;
+        }
+        return;
+    }
+    for (long e = 0; e < count; e++) {
+        REAL v = Z[e], out;
+        if (act == FB_LEAKY_RELU) out = v < 0 ? v * alpha : v;
+        else if (act == FB_SOFTPLUS) out = (v > 0 ? v : 0) + FBM_LOG1P(FBM_EXP(-FBM_FABS(v)));
+        else if (act == FB_ELU) out = v < 0 ? alpha * FBM_EXPM1(v) : v;
+        else out = v * ((FBM_ERF(v * (REAL)FB_SQRT_HALF) + 1) * (REAL)0.5); /* gelu */
+        A[e] = out;
+    }
+}
+
+/* Inverted dropout of m rows of k: out = in where u >= rate (scaled by 1/(1-rate)), else 0. */
+static void R(dropout_forward)(long count, const REAL *restrict in,
+                                           const REAL *restrict u, REAL rate, REAL scale,
+                                           REAL *restrict out)
+{
+    for (long i = 0; i < count; i++) out[i] = (in[i] * (REAL)(u[i] >= rate)) * scale;
+}
+
+/* In place: G = f'(Z) * (G masked by the dropout draws u, when u is given), m rows of k.
+ * The common activations (and the dropout mask) in one vectorised pass, the others plain. */
+FB_HOT static void R(act_backward_fast)(int act, int m, int k, const REAL *restrict Z,
+                                             const REAL *restrict A, REAL *restrict G,
+                                             const REAL *restrict u, REAL rate, REAL scale)
+{
+    long count = (long)m * k;
+    if (u)
+        for (long e = 0; e < count; e++) G[e] = (G[e] * (REAL)(u[e] >= rate)) * scale;
+    switch (act) {
+    case FB_RELU:
+        for (long e = 0; e < count; e++) G[e] = G[e] * (REAL)(Z[e] > 0);
+        break;
+    case FB_SIGMOID:
+        for (long e = 0; e < count; e++) G[e] = G[e] * (A[e] * (1 - A[e]));
+        break;
+    case FB_TANH:
+        for (long e = 0; e < count; e++) G[e] = G[e] * (1 - A[e] * A[e]);
+        break;
+    case FB_SOFTMAX:
+        for (int i = 0; i < m; i++) {
+            const REAL *a = A + (long)i * k;
+            REAL *g = G + (long)i * k, dot = 0;
+            for (int j = 0; j < k; j++) dot += g[j] * a[j];
+            for (int j = 0; j < k; j++) g[j] = (g[j] - dot) * a[j];
+        }
+        break;
+    }
+}
+
+FB_COLD static void R(act_backward)(int act, REAL alpha, int m, int k, const REAL *Z, const REAL *A,
+                            REAL *G, const REAL *u, REAL rate, REAL scale)
+{
+    if (act == FB_IDENTITY || act == FB_RELU || act == FB_SIGMOID || act == FB_TANH
+        || act == FB_SOFTMAX || u)
+        R(act_backward_fast)(act, m, k, Z, A, G, u, rate, scale);
+    long count = (long)m * k;
+    for (long e = 0; e < count; e++) {
+        REAL v = Z[e], slope;
+        if (act == FB_LEAKY_RELU) slope = v > 0 ? (REAL)1 : alpha;
+        else if (act == FB_SOFTPLUS) {
+            REAL x = FBM_EXP(-FBM_FABS(v));
+            slope = (v >= 0 ? 1 : x) / (1 + x);
+        } else if (act == FB_ELU) slope = v > 0 ? (REAL)1 : A[e] + alpha;
+        else if (act == FB_GELU)
+            slope = (REAL)0.5 * (1 + FBM_ERF(v * (REAL)FB_SQRT_HALF))
+                    + v * (REAL)FB_INV_SQRT_2PI * FBM_EXP((REAL)-0.5 * v * v);
+        else return; /* done by the clone */
+        G[e] = G[e] * slope;
+    }
+}
+
+/* The loss over m rows of the output O (k columns) against the targets of those rows (row i is
+ * Y[rows[i]] or the label lab[rows[i]]), with its gradient / n into G.  Returns the summed loss
+ * of the rows (the minibatch loss times n, before the mean).  Not cloned: one pass over the
+ * output, a small part of a step. */
+FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const REAL *Y,
+                                     const intptr_t *lab, const intptr_t *rows, int n, REAL *G)
+{
+    double total = 0;
+    REAL rn = (REAL)n;
+    for (int i = 0; i < m; i++) {
+        const REAL *o = O + (long)i * k;
+        REAL *g = G + (long)i * k;
+        const REAL *y = lab ? NULL : Y + (long)rows[i] * k;
+        int j;
+        if (loss == FB_SQUARED_ERROR) {
+            REAL acc = 0;
+            for (j = 0; j < k; j++) { REAL diff = o[j] - y[j]; acc += diff * diff; g[j] = diff / rn; }
+            total += 0.5 * (double)acc;
+        } else if (loss == FB_SOFTMAX_CE) { /* p = exp(o - max) / sum: one exp per entry */
+            REAL mx = -INFINITY, s = 0;
+            for (j = 0; j < k; j++) mx = o[j] > mx ? o[j] : mx;
+            R(exp_shifted)(k, o, mx, g);
+            for (j = 0; j < k; j++) s += g[j];
+            REAL lse = FBM_LOG(s), scale = 1 / (s * rn);
+            if (lab) {
+                intptr_t c = lab[rows[i]];
+                total -= (double)((o[c] - mx) - lse);
+                for (j = 0; j < k; j++) g[j] = g[j] * scale;
+                g[c] -= 1 / rn;
+            } else {
+                REAL acc = 0;
+                for (j = 0; j < k; j++) {
+                    acc += y[j] * ((o[j] - mx) - lse);
+                    g[j] = g[j] * scale - y[j] / rn;
+                }
+                total -= (double)acc;
+            }
+        } else { /* sigmoid cross-entropy from logits */
+            REAL acc = 0;
+            for (j = 0; j < k; j++) {
+                REAL v = o[j];
+                REAL e = FBM_EXP(-FBM_FABS(v));
+                acc += (v > 0 ? v : 0) + FBM_LOG1P(e) - y[j] * v;
+                g[j] = ((v >= 0 ? 1 : e) / (1 + e) - y[j]) / rn;
+            }
+            total += (double)acc;
+        }
+    }
+    return total;
+}
+
+/* db[j] = sum over the m rows of G[:, j], for j in [k0, k1). */
+static void R(colsum)(int m, int k, const REAL *restrict G, int k0, int k1,
+                                  REAL *restrict db)
+{
+    for (int j = k0; j < k1; j++) db[j] = 0;
+    for (int i = 0; i < m; i++) {
+        const REAL *g = G + (long)i * k;
+        for (int j = k0; j < k1; j++) db[j] += g[j];
+    }
+}
+
+/* Optimizer update of count entries of one parameter, as in fastbp/_reference.py (same operation
+ * order).  out[0] += ||g||^2 (the gradient before the decay term), out[1] += ||p_new||^2.
+ * Written with GCC vector types (8 floats or 4 doubles, two SSE registers each) so that the sums
+ * vectorise without -ffast-math; they are flushed to double every 4096 entries.  The tail runs as one zero-padded vector (padding stays zero under every rule). */
+typedef REAL R(vec) __attribute__((vector_size(32)));
+#define FB_VL ((long)(32 / sizeof(REAL)))
+
+/* count / FB_VL whole vectors; sums[0] += ||g||^2, sums[1] += ||p_new||^2 */
+#define FB_UPDATE_LOOP(...)                                                                     \
+    for (long i = 0; i < count; i += FB_VL) {                                                   \
+        R(vec) pe, gi, m = zero, v = zero;                                                      \
+        memcpy(&pe, p + i, sizeof pe);                                                          \
+        memcpy(&gi, g + i, sizeof gi);                                                          \
+        if (s1) memcpy(&m, s1 + i, sizeof m);                                                   \
+        if (s2) memcpy(&v, s2 + i, sizeof v);                                                   \
+        gsum += gi * gi;                                                                        \
+        R(vec) gg = gi + wd * pe;                                                               \
+        __VA_ARGS__;                                                                            \
+        psum += pe * pe;                                                                        \
+        memcpy(p + i, &pe, sizeof pe);                                                          \
+        if (s1) memcpy(s1 + i, &m, sizeof m);                                                   \
+        if (s2) memcpy(s2 + i, &v, sizeof v);                                                   \
+        if ((i & 4095) == 4096 - FB_VL) {                                                       \
+            for (int q = 0; q < FB_VL; q++) { sums[0] += gsum[q]; sums[1] += psum[q]; }         \
+            gsum = psum = zero;                                                                 \
+        }                                                                                       \
+    }                                                                                           \
+    for (int q = 0; q < FB_VL; q++) { sums[0] += gsum[q]; sums[1] += psum[q]; }
+
+FB_CLONES_T static void R(update_vectors)(int opt, long count, REAL *restrict p,
+                                          const REAL *restrict g, REAL *restrict s1,
+                                          REAL *restrict s2, const REAL *h, double *sums)
+{
+    const R(vec) zero = {0};
+    R(vec) gsum = zero, psum = zero;
+    REAL lr = h[0], wd = h[1], mom = h[2], b1 = h[3], b2 = h[4], one_b1 = h[5], one_b2 = h[6];
+    REAL eps = h[7], c1 = h[8], c2 = h[9];
+    switch (opt) {
+    case FB_SGD:
+        FB_UPDATE_LOOP(pe = pe - lr * gg)
+        break;
+    case FB_MOMENTUM: /* v = momentum v - lr g; p += v (the velocity lives in m here) */
+        FB_UPDATE_LOOP(m = m * mom - lr * gg; pe = pe + m)
+        break;
+    case FB_NESTEROV:
+        FB_UPDATE_LOOP(m = m * mom - lr * gg; pe = pe + (mom * m - lr * gg))
+        break;
+    default: { /* Adam */
+        FB_UPDATE_LOOP(m = m * b1 + one_b1 * gg; v = v * b2 + one_b2 * (gg * gg);
+                       R(vec) root; R(vec) vh = v / c2;
+                       for (int q = 0; q < FB_VL; q++) root[q] = FBM_SQRT(vh[q]);
+                       pe = pe - lr * (m / c1) / (root + eps))
+        break;
+    }
+    }
+}
+#undef FB_UPDATE_LOOP
+
+/* Optimizer update of count entries of one parameter, as in fastbp/_reference.py (same operation
+ * order; h = lr, decay, momentum, beta1, beta2, 1 - beta1, 1 - beta2, eps, and Adam's bias
+ * corrections 1 - beta1^t, 1 - beta2^t).  sums[0] += ||g||^2 (the gradient before the decay
+ * term), sums[1] += ||p_new||^2.  Written with GCC vector types (8 floats, two SSE registers)
+ * so that the sums vectorise without -ffast-math, flushed to
+ * double every 4096 entries; the tail runs as one zero-padded vector (padding stays zero under
+ * every rule and adds nothing to the sums). */
+static void R(update)(int opt, long count, REAL *p, const REAL *g, REAL *s1, REAL *s2,
+                      const REAL *h, double *sums)
+{
+    if (opt != FB_ADAM) s2 = NULL;
+    if (opt == FB_SGD) s1 = NULL;
+    long whole = count - count % FB_VL, rest = count - whole;
+    R(update_vectors)(opt, whole, p, g, s1, s2, h, sums);
+    if (rest) {
+        REAL tp[FB_VL], tg[FB_VL], t1[FB_VL], t2[FB_VL];
+        size_t bytes = (size_t)rest * sizeof(REAL);
+        memset(tp, 0, sizeof tp); memset(tg, 0, sizeof tg);
+        memset(t1, 0, sizeof t1); memset(t2, 0, sizeof t2);
+        memcpy(tp, p + whole, bytes);
+        memcpy(tg, g + whole, bytes);
+        if (s1) memcpy(t1, s1 + whole, bytes);
+        if (s2) memcpy(t2, s2 + whole, bytes);
+        R(update_vectors)(opt, FB_VL, tp, tg, s1 ? t1 : NULL, s2 ? t2 : NULL, h, sums);
+        memcpy(p + whole, tp, bytes);
+        if (s1) memcpy(s1 + whole, t1, bytes);
+        if (s2) memcpy(s2 + whole, t2, bytes);
+    }
+}
+#undef FB_VL
+
+/* ------------------------------------------------------------------------------ one epoch */
+static inline int R(split)(int total, int part, int parts)
+{
+    return (int)(((long)total * part) / parts);
+}
+
+/* The input of layer l over all rows of the minibatch. */
+static inline const REAL *R(layer_input)(fb_net *N, int l, const REAL *Xin)
+{
+    if (N->drop[l]) return FB_P(N->D[l]);
+    return l == 0 ? Xin : FB_P(N->A[l - 1]);
+}
+
+/* The dropout draws of layer l's input in minibatch j (nb rows) of this call. */
+static inline const REAL *R(draws)(fb_net *N, int l, long j, int nb)
+{
+    int g = N->dgroup[l];
+    return FB_P(N->U[g]) + (j - N->mb0) * (long)N->B * N->gwidth[g] + (long)nb * N->doff[l];
+}
+
+/* Phase 1 on rows [r0, r1) of minibatch j: forward, loss, backward dX through every layer. */
+static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_t *rows,
+                        const REAL *Xin)
+{
+    int m = r1 - r0, L = N->L;
+    if (m <= 0) return 0;
+    const REAL *in = Xin + (long)r0 * N->d[0];
+    for (int l = 0; l < L; l++) {
+        int di = N->d[l], k = N->d[l + 1];
+        if (N->drop[l]) {
+            REAL *out = FB_P(N->D[l]) + (long)r0 * di;
+            R(dropout_forward)((long)m * di, in, R(draws)(N, l, j, nb) + (long)r0 * di,
+                               (REAL)N->rate[l], (REAL)N->dscale[l], out);
+            in = out;
+        }
+        REAL *Z = FB_P(N->Z[l]) + (long)r0 * k, *A = FB_P(N->A[l]) + (long)r0 * k;
+        R(fill_rows)(m, k, Z, FB_P(N->b[l]));
+        R(gemm)('N', 'N', m, k, di, in, di, FB_P(N->W[l]), k, Z, k);
+        R(act_forward)(N->act[l], (REAL)N->alpha[l], m, k, Z, A);
+        in = A;
+    }
+    int k = N->d[L];
+    REAL *G = FB_P(N->dZ[L - 1]) + (long)r0 * k;
+    double value = R(loss_rows)(N->loss, m, k, in, (const REAL *)N->Y, N->labels ? N->lab : NULL,
+                                rows + r0, nb, G);
+    if (N->act[L - 1] != FB_IDENTITY)
+        R(act_backward)(N->act[L - 1], (REAL)N->alpha[L - 1], m, k,
+                        FB_P(N->Z[L - 1]) + (long)r0 * k, in, G, NULL, 0, 1);
+    for (int l = L - 1; l >= 1; l--) {
+        int di = N->d[l];
+        k = N->d[l + 1];
+        REAL *dX = FB_P(N->dZ[l - 1]) + (long)r0 * di;
+        R(fill_rows)(m, di, dX, NULL);
+        R(gemm)('N', 'T', m, di, k, FB_P(N->dZ[l]) + (long)r0 * k, k, FB_P(N->W[l]), k, dX, di);
+        const REAL *u = N->drop[l] ? R(draws)(N, l, j, nb) + (long)r0 * di : NULL;
+        if (u || N->act[l - 1] != FB_IDENTITY)
+            R(act_backward)(N->act[l - 1], (REAL)N->alpha[l - 1], m, di,
+                            FB_P(N->Z[l - 1]) + (long)r0 * di, FB_P(N->A[l - 1]) + (long)r0 * di, dX,
+                            u, (REAL)N->rate[l], (REAL)N->dscale[l]);
+    }
+    return value;
+}
+
+/* Phase 2 for thread tid: its rows of every dW, its entries of every db, and their updates. */
+/* dW goes to a per-thread scratch reused by every layer (it stays in cache: writing every layer's
+ * full dW array, then reading it back for the update, costs DRAM traffic on the scale of the
+ * products themselves), except in the last minibatch of the epoch, whose gradients stay in the
+ * layers' dW arrays as after the layer-by-layer path. */
+static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, int last)
+{
+    REAL *scratch = N->dWs && tid < N->dWs_threads && !last ? FB_P(N->dWs) + tid * N->dWs_size : NULL;
+    REAL h[10] = {(REAL)N->lr, 0, (REAL)N->mom, (REAL)N->b1, (REAL)N->b2, (REAL)N->one_b1,
+                  (REAL)N->one_b2, (REAL)N->eps, 1, 1};
+    double pen = 0;
+    if (N->opt == FB_ADAM) {
+        h[8] = (REAL)(1.0 - pow(N->b1, (double)step));
+        h[9] = (REAL)(1.0 - pow(N->b2, (double)step));
+    }
+    for (int l = 0; l < N->L; l++) {
+        int di = N->d[l], k = N->d[l + 1];
+        int p0 = N->p_lo[l][tid], p1 = N->p_lo[l][tid + 1];
+        int k0 = N->k_lo[l][tid], k1 = N->k_lo[l][tid + 1];
+        double sums[2] = {0, 0};
+        if (p1 > p0) {
+            const REAL *in = R(layer_input)(N, l, Xin);
+            long off = (long)p0 * k;
+            REAL *dW = scratch && (long)(p1 - p0) * k <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
+            R(fill_rows)(p1 - p0, k, dW, NULL);
+            R(gemm)('T', 'N', p1 - p0, k, nb, in + p0, di, FB_P(N->dZ[l]), k, dW, k);
+            h[1] = (REAL)N->wd[2 * l];
+            R(update)(N->opt, (long)(p1 - p0) * k, FB_P(N->W[l]) + off, dW,
+                      N->s1[2 * l] ? FB_P(N->s1[2 * l]) + off : NULL,
+                      N->s2[2 * l] ? FB_P(N->s2[2 * l]) + off : NULL, h, sums);
+            pen += 0.5 * N->wd[2 * l] * sums[1];
+        }
+        N->gn_part[tid][l] = sums[0];
+        if (k1 > k0) {
+            double bs[2] = {0, 0};
+            REAL *db = FB_P(N->db[l]);
+            R(colsum)(nb, k, FB_P(N->dZ[l]), k0, k1, db);
+            h[1] = (REAL)N->wd[2 * l + 1];
+            R(update)(N->opt, k1 - k0, FB_P(N->b[l]) + k0, db + k0,
+                      N->s1[2 * l + 1] ? FB_P(N->s1[2 * l + 1]) + k0 : NULL,
+                      N->s2[2 * l + 1] ? FB_P(N->s2[2 * l + 1]) + k0 : NULL, h, bs);
+            pen += 0.5 * N->wd[2 * l + 1] * bs[1];
+        }
+    }
+    N->pen_part[tid] = pen;
+}
+
+static void R(train_worker)(void *arg, int tid)
+{
+    fb_net *N = (fb_net *)arg;
+    int T = N->T, d0 = N->d[0];
+    const REAL *X = (const REAL *)N->X;
+    REAL *Xb = FB_P(N->Xb);
+    double value = 0;
+    for (long j = N->mb0; j < N->mb1; j++) {
+        long start = j * N->B;
+        int nb = (int)(N->n - start < N->B ? N->n - start : N->B);
+        const intptr_t *rows = N->order + start;
+        int r0 = R(split)(nb, tid, T), r1 = R(split)(nb, tid + 1, T);
+        int contiguous = 1;
+        for (int i = 1; i < nb && contiguous; i++) contiguous = rows[i] == rows[0] + i;
+        const REAL *Xin = Xb;
+        if (contiguous) {
+            Xin = X + (long)rows[0] * d0;
+        } else {
+            for (int i = r0; i < r1; i++)
+                memcpy(Xb + (long)i * d0, X + (long)rows[i] * d0, sizeof(REAL) * d0);
+        }
+        FB_PROFILE_MARK(0);
+        value += R(phase1)(N, j, nb, r0, r1, rows, Xin);
+        FB_PROFILE_MARK(1);
+        if (T > 1) fb_barrier(N->pool);
+        FB_PROFILE_MARK(2);
+        R(phase2)(N, tid, N->t + (j - N->mb0) + 1, nb, Xin, start + nb >= N->n);
+        FB_PROFILE_MARK(3);
+        if (T > 1) fb_barrier(N->pool);
+        FB_PROFILE_MARK(4);
+        if (tid == 0) fb_combine(N, nb);
+    }
+    N->loss_part[tid] = value;
+}
+
+/* Train minibatches [mb0, mb1) of the epoch; the caller sets X, Y/lab, order, n, U, t, T. */
+static void R(train)(fb_net *N)
+{
+    if (N->T > 1) {
+        int available = fb_pool_start(N->pool);
+        N->T = N->T < available ? N->T : available;
+    }
+    fb_partition(N);
+    fb_pool_run(N->pool, N->T, R(train_worker), N);
+    N->loss_sum = 0;
+    for (int t = 0; t < N->T; t++) N->loss_sum += N->loss_part[t];
+}
+
+/* ------------------------------------------------------------------------------ prediction */
+static void R(predict_worker)(void *arg, int tid)
+{
+    fb_net *N = (fb_net *)arg;
+    long lo = (N->Pn * tid) / N->PT, hi = (N->Pn * (tid + 1)) / N->PT;
+    int L = N->L;
+    long block = (long)N->Pchunk * N->Pwidth;
+    REAL *buf = FB_P(N->Pbuf) + (long)tid * 2 * block;
+    for (long r = lo; r < hi; r += N->Pchunk) {
+        int m = (int)(hi - r < N->Pchunk ? hi - r : N->Pchunk);
+        const REAL *in = (const REAL *)N->PX + r * N->d[0];
+        for (int l = 0; l < L; l++) {
+            int di = N->d[l], k = N->d[l + 1];
+            REAL *out = l == L - 1 ? FB_P(N->Pout) + r * k : buf + (l & 1) * block;
+            R(fill_rows)(m, k, out, FB_P(N->b[l]));
+            R(gemm)('N', 'N', m, k, di, in, di, FB_P(N->W[l]), k, out, k);
+            R(act_forward)(N->act[l], (REAL)N->alpha[l], m, k, out, out);
+            in = out;
+        }
+    }
+}
+
+static void R(predict)(fb_net *N)
+{
+    if (N->PT > 1) {
+        int available = fb_pool_start(N->pool);
+        N->PT = N->PT < available ? N->PT : available;
+    }
+    fb_pool_run(N->pool, N->PT, R(predict_worker), N);
+}
+
+#endif /* FB_TRAIN_ENGINE_BODY */

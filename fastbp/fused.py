@@ -1,0 +1,583 @@
+"""Whole training epochs in compiled code for a plain stack of dense layers.
+
+:func:`make_trainer` returns a :class:`FusedTrainer` for a ``fastbp.nn.Sequential`` made only of
+``Dense`` layers (and ``Dropout`` layers between them or before the first), float32, on the
+compiled backend; otherwise None, and the caller trains layer by layer
+(``fastbp._training.LayerwiseTrainer``).  The two are interchangeable at any epoch: the trainer
+works on the network's own ``W``/``b``/``dW``/``db`` arrays and the optimizer's own state arrays,
+in place, with the semantics of ``fastbp._training.train_epoch`` (read it for the exact
+definition of an epoch, its returned objective and the gradient norms).
+
+``trainer.train_epoch(X, Y, order, grad_norms_out)`` runs the epoch in one call of the engine
+(``fastbp/_train_engine.h`` through ``fastbp._c_train``) with the GIL released: it gathers each
+minibatch, runs forward, loss, backward and the optimizer update, minibatch after minibatch,
+without coming back to Python.  Networks with dropout come back to Python once per chunk of
+minibatches (about ``DRAW_BUDGET`` random numbers) to draw the dropout masks with the layers' own
+generators, in the order the layer-by-layer path draws them, so both paths give the same masks.
+
+Buffers.  Everything (activations, gradients, dropout draws, prediction workspaces) is allocated
+when the trainer is made (the draws on the first epoch) and reused: a warm epoch allocates no
+array, only a few small Python objects per epoch.  The weight gradients of all minibatches but the
+last go to a per-thread scratch that stays in cache; the last minibatch's land in the layers'
+``dW``/``db``, as after the layer-by-layer path.
+
+Threads.  The engine runs its own threads (SPMD over the rows of each minibatch; see the header),
+with SciPy's BLAS held at one thread for the duration of a call.  How many: the fewest of
+``n_threads`` (default: the CPUs this process may use), SciPy's current BLAS thread limit (so
+``threadpoolctl.threadpool_limits`` caps fastbp too), and what the work per minibatch is worth
+(``MIN_FLOPS_PER_THREAD``): small networks run on one thread, where a second would cost more in
+synchronisation than it saves.
+
+``trainer.predict(X, out=None)`` is the forward pass (inference: dropout off) on the same engine,
+in chunks of ``PREDICT_CHUNK`` rows per thread so that its cost per row does not grow with the
+number of rows; a second thread from ``MIN_PREDICT_ROWS_PER_THREAD`` rows per thread.
+"""
+import os
+import threading
+
+import numpy as np
+
+from . import _backend
+
+__all__ = ["make_trainer", "FusedTrainer", "MIN_FLOPS_PER_THREAD", "MIN_PREDICT_ROWS_PER_THREAD",
+           "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
+
+ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
+                    "softplus": 5, "elu": 6, "gelu": 7, "softmax": 8}
+LOSS_CODES = {"squared_error": 0, "softmax_cross_entropy": 1, "sigmoid_cross_entropy": 2}
+SGD_PLAIN, SGD_MOMENTUM, SGD_NESTEROV, ADAM = range(4)
+
+# A second thread pays off once a minibatch step does about this many floating-point operations
+# per thread (measured on 2-core Zen 2: 64-32-10 at batch 32, ~0.4 MFLOP, is fastest on one).
+MIN_FLOPS_PER_THREAD = 4e6
+MIN_ROWS_PER_THREAD = 8
+# A forward pass only pays for a second thread from about this many rows per thread: each
+# thread packs every weight matrix for its own rows, which fewer rows do not amortise.
+MIN_PREDICT_ROWS_PER_THREAD = 128
+DRAW_BUDGET = 1 << 22          # dropout draws per chunk of minibatches (16 MiB in float32)
+PREDICT_CHUNK = 256            # rows per thread and pass of the forward-only path
+SUPPORTED_DTYPES = (np.dtype(np.float32),)
+
+
+def cpu_count():
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+# ------------------------------------------------------------------------------ BLAS threads
+_blas_libraries = None
+
+
+class _BlasThreads:
+    """get/set of one BLAS library's thread count, resolved once through threadpoolctl (its own
+    per-call symbol lookups leave a little memory behind on every call)."""
+
+    __slots__ = ("get", "set")
+
+    def __init__(self, controller):
+        self.get, self.set = controller.get_num_threads, controller.set_num_threads
+        symbol = getattr(controller, "_get_symbol", None)  # threadpoolctl's OpenBLAS controller
+        if symbol is not None and getattr(controller, "internal_api", "") == "openblas" \
+                and getattr(controller, "threading_layer", "") != "openmp":
+            get, set_ = symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")
+            if get is not None and set_ is not None:
+                self.get, self.set = get, set_
+
+
+def _blas():
+    """Thread controls of the BLAS that scipy.linalg.cython_blas calls (found by path: SciPy's own
+    OpenBLAS), or of every BLAS when that cannot be told; [] without threadpoolctl."""
+    global _blas_libraries
+    if _blas_libraries is None:
+        try:
+            import scipy
+            from threadpoolctl import ThreadpoolController
+            found = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+            root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__))),
+                                "scipy")
+            own = [lib for lib in found if os.path.abspath(lib.filepath).startswith(root)]
+            _blas_libraries = [_BlasThreads(lib) for lib in own or found]
+        except Exception:  # no threadpoolctl, or it cannot read a library: leave BLAS alone
+            _blas_libraries = []
+    return _blas_libraries
+
+
+_pthreads = None
+
+
+def _pthread_entry_points():
+    """Addresses of pthread_create and pthread_join, resolved at run time (see fb_pool in the
+    engine: a link-time reference would need glibc 2.34); (0, 0) if they cannot be found, and the
+    engine then runs on the calling thread only."""
+    global _pthreads
+    if _pthreads is None:
+        import ctypes
+        try:
+            libc = ctypes.CDLL(None)
+            _pthreads = tuple(ctypes.cast(getattr(libc, name), ctypes.c_void_p).value or 0
+                              for name in ("pthread_create", "pthread_join"))
+        except (OSError, AttributeError):
+            _pthreads = (0, 0)
+        if 0 in _pthreads:
+            _pthreads = (0, 0)
+    return _pthreads
+
+
+def _blas_entry_points():
+    """Addresses of (get, set) thread-count functions of the one BLAS that fastbp's products call,
+    for the engine to hold it at one thread while it runs its own threads (and to read its limit,
+    which caps them); (0, 0) when that BLAS cannot be told apart (then Python does it, for every
+    BLAS, around each call: see _SingleThreadBlas)."""
+    import ctypes
+    libraries = _blas()
+    if len(libraries) != 1:
+        return 0, 0
+    get, set_ = libraries[0].get, libraries[0].set
+    if not (isinstance(get, ctypes._CFuncPtr) and isinstance(set_, ctypes._CFuncPtr)):
+        return 0, 0
+    return (ctypes.cast(get, ctypes.c_void_p).value or 0, ctypes.cast(set_, ctypes.c_void_p).value or 0)
+
+
+class _SingleThreadBlas:
+    """Fallback of the engine's own BLAS control: hold every BLAS at one thread around a call;
+    ``limit`` is the limit that was in force (``threadpoolctl.threadpool_limits`` sets it)."""
+
+    __slots__ = ("libraries", "saved", "limit")
+
+    def __init__(self, libraries):
+        self.libraries = libraries
+        self.saved = [0] * len(libraries)
+        self.limit = 0
+
+    def __enter__(self):
+        limit = 0
+        for i, lib in enumerate(self.libraries):
+            self.saved[i] = current = lib.get() or 1
+            limit = current if limit == 0 else min(limit, current)
+            if current != 1:
+                lib.set(1)
+        self.limit = limit
+        return self
+
+    def __exit__(self, *exc_info):
+        for lib, saved in zip(self.libraries, self.saved):
+            if saved != 1:
+                lib.set(saved)
+        return False
+
+
+# ------------------------------------------------------------------------------ the trainer
+try:
+    from . import _c_train
+    MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = _c_train.LIMITS
+except ImportError:  # not built: every make_trainer call answers None
+    _c_train = None
+    MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = 32, 16, 8
+
+
+def _address(array):
+    """Data address of a checked array (through the buffer protocol: ``ndarray.ctypes`` and
+    ``__array_interface__`` leave a little memory behind on every call)."""
+    return _c_train.address(array)
+
+
+def _plain_stack(network):
+    """(dense layers, {dense index: Dropout on its input}) or None if the network is not a plain
+    stack: Dense layers, each optionally preceded by one Dropout, none after the last."""
+    from .nn import Dense, Dropout
+    dense, dropouts, pending = [], {}, None
+    for layer in getattr(network, "layers", ()):
+        if type(layer) is Dense:
+            if pending is not None:
+                dropouts[len(dense)] = pending
+                pending = None
+            dense.append(layer)
+        elif type(layer) is Dropout:
+            if pending is not None:
+                return None
+            if layer.rate > 0:  # a rate-0 dropout is the identity and draws nothing
+                if not isinstance(layer.rng, np.random.Generator):
+                    return None
+                pending = layer
+        else:
+            return None
+    if pending is not None or not dense or len(dense) > MAX_LAYERS:
+        return None
+    return dense, dropouts
+
+
+def _optimizer_ok(optimizer, params):
+    from .optim import SGD, Adam
+    if type(optimizer) not in (SGD, Adam) or len(optimizer.params) != len(params):
+        return False
+    if any(a is not b for a, b in zip(optimizer.params, params)):
+        return False
+    if len(optimizer.weight_decay) != len(params):
+        return False
+    states = [optimizer.m, optimizer.v] if type(optimizer) is Adam else [optimizer.velocities]
+    for state in states:
+        if state is None:
+            continue
+        if len(state) != len(params) or any(not _own_array(s, p.shape, p.dtype)
+                                            for s, p in zip(state, params)):
+            return False
+    return True
+
+
+def _own_array(a, shape, dtype):
+    return (type(a) is np.ndarray and a.shape == shape and a.dtype == dtype
+            and a.flags.c_contiguous and a.flags.writeable and a.flags.aligned)
+
+
+def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None):
+    """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
+    engine cannot run it (backend 'numpy', engine not built, not a plain Dense/Dropout stack,
+    dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads."""
+    if _c_train is None or _backend.backend() != "compiled" or loss_name not in LOSS_CODES:
+        return None
+    stack = _plain_stack(network)
+    if stack is None or int(batch_size) < 1:
+        return None
+    dense, dropouts = stack
+    dtype = dense[0].W.dtype
+    if dtype not in SUPPORTED_DTYPES:
+        return None
+    params = []
+    for layer in dense:
+        if layer.activation not in ACTIVATION_CODES:
+            return None
+        for name, shape in (("W", (layer.n_in, layer.n_out)), ("b", (layer.n_out,))):
+            if not _own_array(getattr(layer, name), shape, dtype):
+                return None
+            if not _own_array(getattr(layer, "d" + name), shape, dtype):
+                return None
+        params += [layer.W, layer.b]
+    if not _optimizer_ok(optimizer, params):
+        return None
+    if len({id(d.rng) for d in dropouts.values()}) > MAX_GENERATORS:
+        return None
+    return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),
+                        n_threads)
+
+
+def _in_place(layer):
+    """Whether A may share Z's memory: the derivative is then had from A (or from the sign of A,
+    which is the sign of Z for relu, and for leaky_relu/elu with alpha >= 0)."""
+    if layer.activation in ("identity", "sigmoid", "tanh", "relu", "softmax"):
+        return True
+    if layer.activation in ("leaky_relu", "elu"):
+        return (layer.alpha or 0.0) >= 0
+    return False
+
+
+class FusedTrainer:
+    """The compiled epoch (see the module docstring); made by :func:`make_trainer`."""
+
+    def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None):
+        self.network, self.loss, self.optimizer = network, loss, optimizer
+        self.batch_size = B = batch_size
+        self._n_threads = n_threads
+        self._dense, self._dropouts = dense, dropouts
+        self._lock = threading.Lock()
+        self.dtype = dtype = dense[0].W.dtype
+        L = self.n_layers = len(dense)
+        self.widths = [dense[0].n_in] + [layer.n_out for layer in dense]
+        # floating-point work of one training row: 2 d k for each of forward, dW and dX
+        self.flops_per_row = 2.0 * sum(d * k for d, k in zip(self.widths, self.widths[1:]))
+        self.train_flops_per_row = 3 * self.flops_per_row - 2.0 * self.widths[0] * self.widths[1]
+        self._engine = _c_train.Engine(False, MAX_THREADS, *_pthread_entry_points())
+        self._blas_get, self._blas_set = _blas_entry_points()
+        self._blas_fallback = None if self._blas_get else _SingleThreadBlas(_blas())
+
+        # work buffers, made once
+        self._Xb = np.empty((B, self.widths[0]), dtype)
+        # per-thread scratch for the dW slices (the engine keeps dW in cache with it)
+        threads = min(cpu_count(), MAX_THREADS)
+        largest = max(d * k for d, k in zip(self.widths, self.widths[1:]))
+        self._dw_scratch = np.empty((threads, largest // threads + 16 * max(self.widths[1:])), dtype)
+        self._Z, self._A, self._dZ, self._D = [], [], [], []
+        for l, layer in enumerate(dense):
+            Z = np.empty((B, layer.n_out), dtype)
+            self._Z.append(Z)
+            self._A.append(Z if _in_place(layer) else np.empty_like(Z))
+            self._dZ.append(np.empty_like(Z))
+            self._D.append(np.empty((B, layer.n_in), dtype) if l in dropouts else None)
+        # dropout generators: one group of draws per distinct generator, layers in order
+        self._groups = []      # [generator, total width]
+        self._draw_offset = {}
+        for l in sorted(dropouts):
+            rng = dropouts[l].rng
+            for group in self._groups:
+                if group[0] is rng:
+                    break
+            else:
+                group = [rng, 0]
+                self._groups.append(group)
+            self._draw_offset[l] = group[1]
+            group[1] += self.widths[l]
+        width = sum(g[1] for g in self._groups)
+        self._chunk = max(1, DRAW_BUDGET // (B * width)) if width else 0
+        self._draws = [np.empty(0, dtype) for _ in self._groups]
+        # prediction workspace (grown on demand)
+        self._pbuf = np.empty(0, dtype)
+        self._pwidth = max(self.widths[1:-1], default=1)
+
+        # tables read by the engine (layout: fb_load and fb_run in _train_engine.h)
+        self._ctl = np.zeros(16, np.int64)
+        self._io = np.zeros(4 + L, np.float64)  # layout: fb_run in _train_engine.h
+        self._io_norms = self._io[4:]
+        self._ints = np.zeros(8 + (L + 1) + 4 * L + MAX_GENERATORS, np.int64)
+        self._floats = np.zeros(7 + 2 * L + 2 * L, np.float64)
+        self._ptrs = np.zeros(6 + 8 * L + 4 * L + MAX_GENERATORS, np.uintp)
+        self._pplan = (0, 1, 1)  # prediction: rows, threads, chunk of the last call
+        self._bound = None
+        self._labels = 0
+        self._bind()
+
+    # ------------------------------------------------------------------ tables
+    def _state_arrays(self):
+        opt = self.optimizer
+        n = 2 * self.n_layers
+        if hasattr(opt, "m"):
+            return list(opt.m), list(opt.v)
+        velocities = opt.velocities
+        return (list(velocities) if velocities is not None else [None] * n), [None] * n
+
+    def _current(self):
+        """The arrays the engine points at, as they are now (rebinding when any was replaced)."""
+        arrays = []
+        for layer in self._dense:
+            arrays += [layer.W, layer.b, layer.dW, layer.db]
+        s1, s2 = self._state_arrays()
+        return arrays + s1 + s2 + self._draws
+
+    def _bind(self):
+        dense, L, B = self._dense, self.n_layers, self.batch_size
+        for layer in dense:
+            for name in ("W", "b", "dW", "db"):
+                array = getattr(layer, name)
+                if not _own_array(array, array.shape, self.dtype):
+                    raise ValueError(f"{name} of {layer!r} is no longer a writeable C-contiguous "
+                                     f"{self.dtype} array")
+        s1, s2 = self._state_arrays()
+        ints = [L, B, LOSS_CODES[self.loss], self._labels, 0, len(self._groups),
+                self._dw_scratch.shape[1], self._dw_scratch.shape[0]] + list(self.widths)
+        for l, layer in enumerate(dense):
+            dropout = self._dropouts.get(l)
+            group = 0
+            if dropout is not None:
+                group = next(i for i, g in enumerate(self._groups) if g[0] is dropout.rng)
+            ints += [ACTIVATION_CODES[layer.activation], int(dropout is not None), group,
+                     self._draw_offset.get(l, 0)]
+        ints += [g[1] for g in self._groups]
+        self._ints[:len(ints)] = ints
+        ptrs = [_address(self._ctl), _address(self._io), self._blas_get, self._blas_set,
+                _address(self._Xb), _address(self._dw_scratch)]
+        for l, layer in enumerate(dense):
+            D = self._D[l]
+            ptrs += [_address(layer.W), _address(layer.b), _address(layer.dW), _address(layer.db),
+                     _address(self._Z[l]), _address(self._A[l]),
+                     0 if D is None else _address(D), _address(self._dZ[l])]
+        for a, b in zip(s1, s2):
+            ptrs += [0 if a is None else _address(a), 0 if b is None else _address(b)]
+        ptrs += [_address(u) for u in self._draws]
+        self._ptrs[:len(ptrs)] = ptrs
+        self._ctl[11] = _address(self._pbuf)
+        self._ctl[12] = self._pwidth
+        self._bound = self._current()
+        self._load_floats()
+
+    def _load_floats(self):
+        opt, L = self.optimizer, self.n_layers
+        f = self._floats
+        if hasattr(opt, "m"):
+            kind = ADAM
+            f[0:7] = (opt.lr, 0.0, opt.beta1, opt.beta2, opt.eps, 1.0 - opt.beta1, 1.0 - opt.beta2)
+        else:
+            if opt.momentum > 0 and opt.velocities is None:
+                raise ValueError("SGD momentum > 0 without velocity buffers")
+            kind = SGD_PLAIN if opt.momentum == 0 else (SGD_NESTEROV if opt.nesterov else SGD_MOMENTUM)
+            f[0:7] = (opt.lr, opt.momentum, 0.0, 0.0, 1.0, 1.0, 1.0)
+        for l, layer in enumerate(self._dense):
+            dropout = self._dropouts.get(l)
+            f[7 + 2 * l] = 0.0 if layer.alpha is None else layer.alpha
+            f[8 + 2 * l] = 0.0 if dropout is None else dropout.rate
+        decays = opt.weight_decay
+        for i in range(2 * L):
+            f[7 + 2 * L + i] = decays[i]
+        self._ints[4] = kind
+        self._engine.load(_address(self._ints), _address(self._floats), _address(self._ptrs))
+
+    def _refresh(self):
+        current = self._current()
+        if any(a is not b for a, b in zip(current, self._bound)):
+            self._bind()
+        else:
+            self._load_floats()
+
+    # ------------------------------------------------------------------ threads
+    @property
+    def n_threads(self):
+        """Cap on the threads (None: the CPUs this process may use)."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value):
+        self._n_threads = None if value is None else max(1, int(value))
+        self._pplan = (0, 1, 1)
+
+    @property
+    def last_threads(self):
+        """Threads that the last train_epoch or predict call ran on."""
+        return int(self._io[3])
+
+    def threads_for(self, rows, flops_per_row, limit=None, min_rows=None):
+        """Threads for a call over ``rows`` rows of ``flops_per_row`` each (the engine also
+        caps them by the BLAS's thread limit in force)."""
+        cap = cpu_count() if self.n_threads is None else max(1, int(self.n_threads))
+        if limit:
+            cap = min(cap, limit)
+        by_work = int(rows * flops_per_row // MIN_FLOPS_PER_THREAD)
+        by_rows = rows // (MIN_ROWS_PER_THREAD if min_rows is None else min_rows)
+        return max(1, min(cap, MAX_THREADS, by_work, by_rows))
+
+    def _run(self, run, threads_slot, rows, flops_per_row):
+        """Run the engine (train or predict) with the BLAS held at one thread."""
+        ctl = self._ctl
+        if self._blas_fallback is None:
+            ctl[threads_slot] = self.threads_for(rows, flops_per_row)
+            run()
+            return
+        with self._blas_fallback as blas:
+            ctl[threads_slot] = self.threads_for(rows, flops_per_row, blas.limit)
+            run()
+
+    # ------------------------------------------------------------------ training
+    def _check_epoch(self, X, Y, order, grad_norms_out):
+        d, k = self.widths[0], self.widths[-1]
+        if type(X) is not np.ndarray or X.dtype != self.dtype or X.ndim != 2 or X.shape[1] != d \
+                or not X.flags.c_contiguous or not X.flags.aligned:
+            raise ValueError(f"X must be a C-contiguous {self.dtype} array with {d} columns")
+        n_rows = X.shape[0]
+        labels = self.loss == "softmax_cross_entropy" and type(Y) is np.ndarray and Y.ndim == 1
+        if labels:
+            if Y.dtype != np.intp or Y.shape[0] != n_rows or not Y.flags.c_contiguous:
+                raise ValueError(f"labels must be a C-contiguous intp array of {n_rows} entries")
+            if n_rows and (Y.min() < 0 or Y.max() >= k):
+                raise ValueError(f"labels must lie in [0, {k})")
+        elif type(Y) is not np.ndarray or Y.dtype != self.dtype or Y.shape != (n_rows, k) \
+                or not Y.flags.c_contiguous or not Y.flags.aligned:
+            raise ValueError(f"Y must be a C-contiguous {self.dtype} array of shape {(n_rows, k)}")
+        if type(order) is not np.ndarray or order.dtype != np.intp or order.ndim != 1 \
+                or not order.flags.c_contiguous:
+            raise ValueError("order must be a 1-D C-contiguous intp array")
+        if order.shape[0] and (order.min() < 0 or order.max() >= n_rows):
+            raise ValueError(f"order must index rows of X, in [0, {n_rows})")
+        if type(grad_norms_out) is not np.ndarray or grad_norms_out.dtype != np.float64 \
+                or grad_norms_out.shape != (self.n_layers,):
+            raise ValueError(f"grad_norms_out must be a float64 array of {self.n_layers} entries")
+        return labels
+
+    def _penalty(self):
+        total = 0.0
+        for param, decay in zip(self.optimizer.params, self.optimizer.weight_decay):
+            if decay:
+                total += 0.5 * decay * float(np.vdot(param, param))
+        return total
+
+    def _draw(self, rows):
+        """Draw the dropout masks of ``rows`` rows of minibatches, generator by generator."""
+        for i, (rng, width) in enumerate(self._groups):
+            need = rows * width
+            u = self._draws[i]
+            if u.shape[0] < need:
+                u = self._draws[i] = np.empty(max(need, min(self._chunk * self.batch_size, rows)
+                                                  * width), self.dtype)
+                self._bind()
+            rng.random(dtype=self.dtype, out=u if u.shape[0] == need else u[:need])
+
+    def train_epoch(self, X, Y, order, grad_norms_out):
+        """One epoch over ``order``; returns the mean objective (see fastbp._training)."""
+        with self._lock:
+            labels = self._check_epoch(X, Y, order, grad_norms_out)
+            grad_norms_out.fill(0.0)
+            n, B = order.shape[0], self.batch_size
+            if n == 0:
+                return 0.0
+            batches = -(-n // B)
+            self._ints[3] = self._labels = int(labels)  # read by the engine at load (_refresh)
+            self._refresh()
+            ctl, io = self._ctl, self._io
+            ctl[0], ctl[1], ctl[2], ctl[3] = _address(X), _address(Y), _address(order), n
+            io[0] = self._penalty()
+            losses = penalties = 0.0
+            t0 = self.optimizer.t
+            chunk = self._chunk or batches
+            for first in range(0, batches, chunk):
+                last = min(batches, first + chunk)
+                if self._groups:
+                    self._draw(min(n, last * B) - first * B)
+                ctl[4], ctl[5], ctl[6] = first, last, t0 + first
+                self._run(self._engine.train, 7, min(n, B), self.train_flops_per_row)
+                losses += float(io[2])
+                penalties += float(io[1])
+                np.add(grad_norms_out, self._io_norms, out=grad_norms_out)
+            self.optimizer.t = t0 + batches
+            grad_norms_out /= batches
+            return (losses + penalties) / n
+
+    # ------------------------------------------------------------------ prediction
+    def _params_bound(self):
+        bound = self._bound
+        for l, layer in enumerate(self._dense):
+            if layer.W is not bound[4 * l] or layer.b is not bound[4 * l + 1]:
+                return False
+        return True
+
+    def _plan(self, n):
+        """(threads, rows per chunk) of a forward pass over n rows; grows the workspace."""
+        threads = self.threads_for(n, self.flops_per_row, None, MIN_PREDICT_ROWS_PER_THREAD)
+        chunk = min(PREDICT_CHUNK, -(-n // threads))
+        need = threads * 2 * chunk * self._pwidth
+        if self._pbuf.shape[0] < need:
+            self._pbuf = np.empty(max(need, 2 * PREDICT_CHUNK * self._pwidth), self.dtype)
+            self._ctl[11] = _address(self._pbuf)
+        self._pplan = (n, threads, chunk)
+        return threads, chunk
+
+    def predict(self, X, out=None):
+        """The network output for the rows of X (inference: no dropout), into ``out`` if given."""
+        dtype, widths = self.dtype, self.widths
+        if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
+            X = np.ascontiguousarray(X, dtype=dtype)
+        if X.ndim != 2 or X.shape[1] != widths[0]:
+            raise ValueError(f"X must have shape (n, {widths[0]}), got {X.shape}")
+        n = X.shape[0]
+        if out is None:
+            out = np.empty((n, widths[-1]), dtype)
+        elif type(out) is not np.ndarray or out.shape != (n, widths[-1]) or out.dtype != dtype \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"out must be a writeable C-contiguous {dtype} array of shape "
+                             f"{(n, widths[-1])}")
+        if n == 0:
+            return out
+        with self._lock:
+            if not self._params_bound():
+                self._bind()
+            plan = self._pplan
+            threads, chunk = (plan[1], plan[2]) if plan[0] == n else self._plan(n)
+            ctl = self._ctl
+            ctl[8] = _address(X)
+            ctl[9] = _address(out)
+            ctl[10] = n
+            ctl[13] = chunk
+            ctl[14] = threads
+            if self._blas_fallback is None:
+                self._engine.predict()
+            else:
+                with self._blas_fallback:
+                    self._engine.predict()
+        return out

@@ -1,0 +1,343 @@
+"""The compiled trainer (fastbp.fused) against the layer-by-layer path (fastbp._training).
+
+Same network, same optimizer, same minibatch order: after a few epochs both paths must hold the
+same weights, optimizer state, epoch objectives and gradient norms (float tolerance), for every
+activation, loss (label and matrix targets) and optimizer flavour, with L2 decay and dropout,
+on one thread and on several; the two paths are interchangeable between epochs; a warm epoch
+allocates nothing per step; ``predict`` matches the network's forward pass.
+"""
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _backend, _training, fused
+from fastbp.nn import Dense, Dropout, Sequential, make_mlp
+from fastbp.optim import SGD, Adam
+
+ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "elu", "gelu",
+               "softmax"]
+OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam"]
+RTOL = 2e-5  # float32, a few epochs: products summed in another order by BLAS
+
+
+@pytest.fixture(autouse=True)
+def _compiled_engine(compiled):
+    if fused._c_train is None:
+        pytest.skip("fastbp._c_train is not built")
+    with fastbp.use_backend("compiled"):
+        yield
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request, monkeypatch):
+    """Run on one thread, or force several even for tiny networks."""
+    if request.param > 1:
+        monkeypatch.setattr(fused, "MIN_FLOPS_PER_THREAD", 1.0)
+        monkeypatch.setattr(fused, "MIN_ROWS_PER_THREAD", 1)
+        monkeypatch.setattr(fused, "MIN_PREDICT_ROWS_PER_THREAD", 1)
+        monkeypatch.setattr(fused, "cpu_count", lambda: request.param)
+    return request.param
+
+
+def make_optimizer(net, kind, decay):
+    decays = [decay if i % 2 == 0 else 0.0 for i in range(len(net.params()))]
+    if kind == "adam":
+        return Adam(net.params(), lr=1e-2, weight_decay=decays)
+    if kind == "sgd":
+        return SGD(net.params(), lr=0.1, weight_decay=decays)
+    return SGD(net.params(), lr=0.05, momentum=0.9, nesterov=kind == "nesterov",
+               weight_decay=decays)
+
+
+def make_data(loss, n, d, k, rng, labels=True):
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    if loss == "softmax_cross_entropy" and labels:
+        Y = rng.integers(0, k, n).astype(np.intp)
+    elif loss == "softmax_cross_entropy":
+        Y = rng.dirichlet(np.ones(k), n).astype(np.float32)
+    elif loss == "sigmoid_cross_entropy":
+        Y = (rng.random((n, k)) < 0.5).astype(np.float32)
+    else:
+        Y = rng.standard_normal((n, k)).astype(np.float32)
+    return X, Y
+
+
+def twin_setups(build, loss, optimizer, decay, batch_size):
+    """Two identical networks + optimizers: one trained layer by layer, one by the fused trainer."""
+    nets = [build(), build()]
+    opts = [make_optimizer(net, optimizer, decay) for net in nets]
+    reference = _training.LayerwiseTrainer(nets[0], loss, opts[0], batch_size)
+    trainer = fused.make_trainer(nets[1], loss, opts[1], batch_size)
+    assert trainer is not None
+    return nets, opts, reference, trainer
+
+
+def assert_same_state(nets, opts):
+    for a, b in zip(nets[0].params(), nets[1].params()):
+        np.testing.assert_allclose(b, a, rtol=RTOL, atol=RTOL * max(1.0, float(np.abs(a).max())))
+    assert opts[0].t == opts[1].t
+    for name in ("velocities", "m", "v"):
+        states = [getattr(o, name, None) for o in opts]
+        if states[0] is None:
+            assert states[1] is None
+            continue
+        for a, b in zip(*states):
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1e-6, float(np.abs(a).max())))
+
+
+def train_both(nets, opts, reference, trainer, X, Y, epochs, batch_size, rng):
+    n = X.shape[0]
+    L = len(nets[0].dense_layers)
+    for epoch in range(epochs):
+        order = rng.permutation(n).astype(np.intp) if epoch % 2 == 0 else np.arange(n, dtype=np.intp)
+        norms = [np.zeros(L), np.zeros(L)]
+        want = reference.train_epoch(X, Y, order, norms[0])
+        got = trainer.train_epoch(X, Y, order, norms[1])
+        assert isinstance(got, float)
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
+        np.testing.assert_allclose(norms[1], norms[0], rtol=1e-4, atol=1e-7)
+    assert_same_state(nets, opts)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_matches_layer_by_layer(activation, threads, rng):
+    build = lambda: make_mlp(11, [9, 8], 5, activation=activation, rng=7)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, "softmax_cross_entropy", "sgd", 1e-3, 16)
+    X, Y = make_data("softmax_cross_entropy", 70, 11, 5, rng)
+    train_both(nets, opts, reference, trainer, X, Y, 3, 16, rng)
+
+
+@pytest.mark.parametrize("alpha", [-0.5, 0.0, 0.3])
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu"])
+def test_activation_parameter_of_either_sign(activation, alpha, threads, rng):
+    build = lambda: make_mlp(6, [7], 3, activation=activation, activation_alpha=alpha, rng=3)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, "squared_error", "momentum", 0.0, 8)
+    X, Y = make_data("squared_error", 30, 6, 3, rng)
+    train_both(nets, opts, reference, trainer, X, Y, 3, 8, rng)
+
+
+@pytest.mark.parametrize("output", ["identity", "sigmoid", "softmax", "tanh"])
+@pytest.mark.parametrize("loss,labels", [("squared_error", False), ("softmax_cross_entropy", True),
+                                         ("softmax_cross_entropy", False),
+                                         ("sigmoid_cross_entropy", False)])
+def test_every_loss_matches_layer_by_layer(loss, labels, output, threads, rng):
+    build = lambda: make_mlp(8, [10], 4, activation="tanh", output_activation=output, rng=5)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, loss, "adam", 1e-3, 12)
+    X, Y = make_data(loss, 50, 8, 4, rng, labels)
+    train_both(nets, opts, reference, trainer, X, Y, 3, 12, rng)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1e-2])
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_matches_layer_by_layer(optimizer, decay, threads, rng):
+    build = lambda: make_mlp(12, [16, 9], 6, activation="relu", rng=11)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, "softmax_cross_entropy", optimizer, decay, 20)
+    X, Y = make_data("softmax_cross_entropy", 93, 12, 6, rng)
+    train_both(nets, opts, reference, trainer, X, Y, 4, 20, rng)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_dropout_draws_the_same_masks(optimizer, threads, rng):
+    build = lambda: make_mlp(10, [12, 9], 4, activation="relu", dropout=0.3, rng=13)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, "squared_error", optimizer, 1e-3, 16)
+    X, Y = make_data("squared_error", 75, 10, 4, rng)
+    train_both(nets, opts, reference, trainer, X, Y, 3, 16, rng)
+    # the generators advanced alike
+    for a, b in zip(nets[0].layers, nets[1].layers):
+        if isinstance(a, Dropout):
+            assert a.rng.random() == b.rng.random()
+
+
+def test_input_dropout_and_shared_generator(threads, rng):
+    def build():
+        gen = np.random.default_rng(99)
+        r = np.random.default_rng(4)
+        return Sequential([Dropout(0.2, rng=gen), Dense(7, 9, "sigmoid", rng=r),
+                           Dropout(0.5, rng=gen), Dense(9, 6, "relu", rng=r),
+                           Dropout(0.0, rng=gen), Dense(6, 3, "identity", rng=r)])
+    nets, opts, reference, trainer = twin_setups(build, "sigmoid_cross_entropy", "nesterov", 0.0, 9)
+    X, Y = make_data("sigmoid_cross_entropy", 40, 7, 3, rng)
+    train_both(nets, opts, reference, trainer, X, Y, 3, 9, rng)
+
+
+def test_dropout_draws_in_several_chunks(monkeypatch, rng):
+    monkeypatch.setattr(fused, "DRAW_BUDGET", 64)  # a few minibatches per chunk of draws
+    build = lambda: make_mlp(5, [8], 2, dropout=0.4, rng=21)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, "squared_error", "adam", 0.0, 4)
+    X, Y = make_data("squared_error", 41, 5, 2, rng)
+    assert trainer._chunk < -(-41 // 4)
+    train_both(nets, opts, reference, trainer, X, Y, 2, 4, rng)
+
+
+def test_paths_are_interchangeable_between_epochs(rng):
+    """fused, layer-by-layer, fused on one network == layer-by-layer three times on its twin."""
+    nets = [make_mlp(9, [14], 4, activation="tanh", rng=2) for _ in range(2)]
+    opts = [make_optimizer(net, "adam", 1e-3) for net in nets]
+    X, Y = make_data("softmax_cross_entropy", 60, 9, 4, rng)
+    reference = _training.LayerwiseTrainer(nets[0], "softmax_cross_entropy", opts[0], 10)
+    mixed = [fused.make_trainer(nets[1], "softmax_cross_entropy", opts[1], 10),
+             _training.LayerwiseTrainer(nets[1], "softmax_cross_entropy", opts[1], 10)]
+    for epoch in range(3):
+        order = rng.permutation(60).astype(np.intp)
+        reference.train_epoch(X, Y, order, np.zeros(2))
+        mixed[epoch % 2].train_epoch(X, Y, order, np.zeros(2))
+    assert_same_state(nets, opts)
+
+
+def test_learning_rate_and_decay_are_read_every_epoch(rng):
+    nets = [make_mlp(6, [5], 2, rng=8) for _ in range(2)]
+    opts = [make_optimizer(net, "momentum", 0.0) for net in nets]
+    X, Y = make_data("squared_error", 20, 6, 2, rng)
+    reference = _training.LayerwiseTrainer(nets[0], "squared_error", opts[0], 5)
+    trainer = fused.make_trainer(nets[1], "squared_error", opts[1], 5)
+    for epoch, (lr, decay) in enumerate([(0.1, 0.0), (0.01, 0.1), (0.5, 0.01)]):
+        for opt in opts:
+            opt.lr = lr
+            opt.weight_decay = [decay, 0.0, decay, 0.0]
+        order = rng.permutation(20).astype(np.intp)
+        a = reference.train_epoch(X, Y, order, np.zeros(2))
+        b = trainer.train_epoch(X, Y, order, np.zeros(2))
+        assert b == pytest.approx(a, rel=1e-5)
+    assert_same_state(nets, opts)
+
+
+def test_fit_network_uses_the_fused_trainer(rng):
+    from fastbp._training import make_trainer
+    net = make_mlp(4, [6], 3, rng=0)
+    opt = make_optimizer(net, "sgd", 0.0)
+    assert isinstance(make_trainer(net, "softmax_cross_entropy", opt, 8), fused.FusedTrainer)
+
+
+def test_unsupported_networks_get_no_trainer():
+    net = make_mlp(4, [6], 3, rng=0)
+    opt = make_optimizer(net, "sgd", 0.0)
+    assert fused.make_trainer(net, "hinge", opt, 8) is None
+    with fastbp.use_backend("numpy"):
+        assert fused.make_trainer(net, "squared_error", opt, 8) is None
+    double = make_mlp(4, [6], 3, rng=0, dtype=np.float64)
+    assert fused.make_trainer(double, "squared_error", make_optimizer(double, "sgd", 0.0), 8) is None
+    trailing = Sequential([Dense(4, 3, rng=0), Dropout(0.5, rng=0)])
+    assert fused.make_trainer(trailing, "squared_error", make_optimizer(trailing, "sgd", 0.0), 8) is None
+
+    class Custom(Dense):
+        pass
+
+    custom = Sequential([Custom(4, 3, rng=0)])
+    assert fused.make_trainer(custom, "squared_error", make_optimizer(custom, "sgd", 0.0), 8) is None
+    other = make_mlp(4, [6], 3, rng=1)  # an optimizer over another network's parameters
+    assert fused.make_trainer(net, "squared_error", make_optimizer(other, "sgd", 0.0), 8) is None
+
+
+def test_bad_epoch_input_is_refused(rng):
+    net = make_mlp(4, [6], 3, rng=0)
+    trainer = fused.make_trainer(net, "softmax_cross_entropy", make_optimizer(net, "sgd", 0.0), 8)
+    X, Y = make_data("softmax_cross_entropy", 10, 4, 3, rng)
+    norms = np.zeros(2)
+    with pytest.raises(ValueError):
+        trainer.train_epoch(X, Y, np.array([0, 10], np.intp), norms)  # row out of range
+    with pytest.raises(ValueError):
+        trainer.train_epoch(X, np.full(10, 3, np.intp), np.arange(10), norms)  # label out of range
+    with pytest.raises(ValueError):
+        trainer.train_epoch(X.astype(np.float64), Y, np.arange(10), norms)
+    with pytest.raises(ValueError):
+        trainer.train_epoch(X, Y, np.arange(10), np.zeros(3))
+    assert trainer.train_epoch(X, Y, np.arange(0, dtype=np.intp), norms) == 0.0
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_warm_epochs_allocate_nothing_per_step(dropout, rng):
+    """tracemalloc: a warm epoch of 4 or of 64 minibatches allocates the same few bytes (nothing
+    per step, nothing that scales with the data), and nothing stays allocated."""
+    net = make_mlp(32, [64, 32], 10, dropout=dropout, rng=0)
+    opt = make_optimizer(net, "adam", 1e-3)
+    trainer = fused.make_trainer(net, "softmax_cross_entropy", opt, 16)
+    X, Y = make_data("softmax_cross_entropy", 64 * 16, 32, 10, rng)
+    norms = np.zeros(3)
+    orders = {m: rng.permutation(m * 16).astype(np.intp) for m in (4, 64)}
+    for m in (4, 64, 4, 64):  # warm: buffers for both sizes made
+        trainer.train_epoch(X, Y, orders[m], norms)
+    peaks = {}
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for m in (4, 64):
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            trainer.train_epoch(X, Y, orders[m], norms)
+            current, peak = tracemalloc.get_traced_memory()
+            peaks[m] = peak - before
+            assert current - before <= 1024, "memory left allocated after a warm epoch"
+    finally:
+        tracemalloc.stop()
+    assert peaks[64] <= 4096, peaks
+    assert peaks[64] <= peaks[4] + 256, f"allocation grows with the number of steps: {peaks}"
+
+
+@pytest.mark.parametrize("n", [1, 7, 300, 1000])
+def test_predict_matches_the_network(n, threads, rng):
+    net = make_mlp(13, [40, 17], 6, activation="gelu", dropout=0.5, rng=3)
+    trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 32)
+    X = rng.standard_normal((n, 13)).astype(np.float32)
+    want = net.predict(X)
+    got = trainer.predict(X)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    out = np.empty_like(want)
+    assert trainer.predict(X, out) is out
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_single_layer_and_softmax_output(rng):
+    net = Sequential([Dense(5, 4, "softmax", rng=1)])
+    trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 8)
+    X = rng.standard_normal((33, 5)).astype(np.float32)
+    np.testing.assert_allclose(trainer.predict(X), net.predict(X), rtol=1e-5, atol=1e-7)
+
+
+def test_thread_count_follows_work_cap_and_blas_limit(rng):
+    from threadpoolctl import threadpool_limits
+    small = make_mlp(64, [32], 10, rng=0)
+    big = make_mlp(256, [256, 256], 10, rng=0)
+    t_small = fused.make_trainer(small, "softmax_cross_entropy", make_optimizer(small, "sgd", 0.0), 32)
+    t_big = fused.make_trainer(big, "softmax_cross_entropy", make_optimizer(big, "sgd", 0.0), 256)
+    assert t_small.threads_for(32, t_small.train_flops_per_row) == 1
+    most = min(fused.cpu_count(), fused.MAX_THREADS)
+    assert t_big.threads_for(256, t_big.train_flops_per_row) == most
+    X, Y = make_data("softmax_cross_entropy", 512, 256, 10, rng)
+    norms = np.zeros(3)
+    t_big.train_epoch(X, Y, np.arange(512), norms)
+    assert t_big.last_threads == most
+    t_big.predict(X)
+    assert t_big.last_threads == most
+    t_big.n_threads = 1
+    assert t_big.threads_for(256, t_big.train_flops_per_row) == 1
+    t_big.train_epoch(X, Y, np.arange(512), norms)
+    assert t_big.last_threads == 1
+    t_big.n_threads = None
+    with threadpool_limits(limits=1, user_api="blas"):  # threadpoolctl caps fastbp too
+        t_big.train_epoch(X, Y, np.arange(512), norms)
+        assert t_big.last_threads == 1
+        t_big.predict(X)
+        assert t_big.last_threads == 1
+
+
+def test_blas_threads_are_restored(rng):
+    from threadpoolctl import threadpool_info
+    net = make_mlp(256, [256], 10, rng=0)
+    trainer = fused.make_trainer(net, "softmax_cross_entropy", make_optimizer(net, "sgd", 0.0), 128)
+    X, Y = make_data("softmax_cross_entropy", 256, 256, 10, rng)
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    trainer.train_epoch(X, Y, np.arange(256), np.zeros(2))
+    trainer.predict(X)
+    after = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert before == after
+    assert trainer._blas_get or trainer._blas_fallback is not None
+
+
+def test_compiled_backend_switch_is_respected():
+    net = make_mlp(4, [6], 3, rng=0)
+    opt = make_optimizer(net, "sgd", 0.0)
+    assert _backend.backend() == "compiled"
+    assert fused.make_trainer(net, "squared_error", opt, 8) is not None
