@@ -132,7 +132,12 @@ static void fb_wake_all(atomic_uint *word)
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAKE_PRIVATE, 0x7fffffff, NULL, NULL, 0);
 }
 #else
-static void fb_sleep_while(atomic_uint *word, unsigned value) { (void)word; (void)value; sched_yield(); }
+static void fb_sleep_while(atomic_uint *word, unsigned value)
+{
+    (void)word;
+    (void)value;
+    sched_yield();
+}
 static void fb_wake_all(atomic_uint *word) { (void)word; }
 #endif
 
@@ -405,7 +410,11 @@ FB_COLD static int fb_load(fb_net *N, const int64_t *ints, const double *floats,
         N->D[l] = (void *)ptrs[6]; N->dZ[l] = (void *)ptrs[7];
         ptrs += 8;
     }
-    for (int q = 0; q < 2 * L; q++) { N->s1[q] = (void *)ptrs[0]; N->s2[q] = (void *)ptrs[1]; ptrs += 2; }
+    for (int q = 0; q < 2 * L; q++) {
+        N->s1[q] = (void *)ptrs[0];
+        N->s2[q] = (void *)ptrs[1];
+        ptrs += 2;
+    }
     for (int g = 0; g < G; g++) N->U[g] = (void *)*ptrs++;
     return 0;
 }
@@ -484,10 +493,12 @@ static void fb_combine(fb_net *N, int nb)
 
 /* One call from Python, its arguments in the control block ctl (int64):
  *   training:   X, Y (targets or intp labels), order, n, mb0, mb1, t, T
- *   prediction: [8..14] X, out, n, buf, width, chunk, T
+ *   prediction: [8..15] X, out, n, buf, width, chunk, T, and whether BLAS may run its own
+ *               threads (a one-thread pass over few rows: see fastbp.fused)
  * Both run on at most T threads (and at most the BLAS's thread limit, so that threadpoolctl
  * caps them), with the BLAS held at one thread meanwhile.
- * Training trains minibatches [mb0, mb1) of the epoch (order[mb*B ...]) after t optimizer steps, with io[0] the L2 penalty at the current weights; it leaves in io: [0] the penalty
+ * Training trains minibatches [mb0, mb1) of the epoch (order[mb*B ...]) after t optimizer steps,
+ * with io[0] the L2 penalty at the current weights; it leaves in io: [0] the penalty
  * at the new weights, [1] the sum over minibatches of rows x penalty, [2] the summed row losses,
  * [4 + l] the sum over minibatches of ||dW_l||_F.  io[3] is the number of threads that ran. */
 /* OpenBLAS runs a product on one thread anyway when m n k is at most this (its
@@ -506,7 +517,9 @@ static void fb_run(fb_net *N, int dbl, int predict)
         double size = rows * N->d[l] * N->d[l + 1];
         mnk = size > mnk ? size : mnk;
     }
-    int control = N->blas_get && N->blas_set && (wanted > 1 || mnk > FB_BLAS_SMALL);
+    /* a one-thread forward pass may leave the products to a threaded BLAS (ctl[15]) */
+    int control = N->blas_get && N->blas_set && (wanted > 1 || mnk > FB_BLAS_SMALL)
+                  && !(predict && c[15]);
     if (control) {
         blas = N->blas_get();
         if (blas != 1) N->blas_set(1);
@@ -535,8 +548,9 @@ static void fb_run(fb_net *N, int dbl, int predict)
         train_f(N);
 #ifdef FB_PROFILE
         for (int t = 0; t < N->T; t++) {
-            fprintf(stderr, "thread %d: phase1 %.3f ms  wait1 %.3f ms  phase2 %.3f ms  wait2 %.3f ms\n", t,
-                    fb_prof[t][0] * 1e3, fb_prof[t][1] * 1e3, fb_prof[t][2] * 1e3, fb_prof[t][3] * 1e3);
+            fprintf(stderr, "thread %d: phase1 %.3f ms  wait1 %.3f ms  phase2 %.3f ms  "
+                    "wait2 %.3f ms\n", t, fb_prof[t][0] * 1e3, fb_prof[t][1] * 1e3,
+                    fb_prof[t][2] * 1e3, fb_prof[t][3] * 1e3);
             memset(fb_prof[t], 0, sizeof fb_prof[t]);
         }
 #endif
@@ -577,8 +591,10 @@ static void R(fill_rows)(int m, int k, REAL *restrict C, const REAL *restrict b)
     for (int i = 0; i < m; i++) memcpy(C + (long)i * k, b, sizeof(REAL) * (size_t)k);
 }
 
-/* out[j] = exp(in[j] - shift), j < count (vectorised; softmax rows and the cross-entropy). */
-FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL shift, REAL *out) /* out may be in */
+/* out[j] = exp(in[j] - shift), j < count (vectorised, with an AVX2/FMA clone: softmax rows and
+ * the cross-entropy). */
+FB_CLONES_T FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL shift,
+                                              REAL *out) /* out may be in */
 {
     for (long j = 0; j < count; j++) out[j] = FBM_EXP(in[j] - shift);
 }
@@ -758,7 +774,7 @@ static void R(colsum)(int m, int k, const REAL *restrict G, int k0, int k1,
 /* Optimizer update of count entries of one parameter, as in fastbp/_reference.py (same operation
  * order).  out[0] += ||g||^2 (the gradient before the decay term), out[1] += ||p_new||^2.
  * Written with GCC vector types (8 floats or 4 doubles, two SSE registers each) so that the sums
- * vectorise without -ffast-math; they are flushed to double every 4096 entries.  The tail runs as one zero-padded vector (padding stays zero under every rule). */
+ * vectorise without -ffast-math; they are flushed to double every 4096 entries. */
 typedef REAL R(vec) __attribute__((vector_size(32)));
 #define FB_VL ((long)(32 / sizeof(REAL)))
 

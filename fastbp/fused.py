@@ -29,8 +29,8 @@ with SciPy's BLAS held at one thread for the duration of a call.  How many: the 
 synchronisation than it saves.
 
 ``trainer.predict(X, out=None)`` is the forward pass (inference: dropout off) on the same engine,
-in chunks of ``PREDICT_CHUNK`` rows per thread so that its cost per row does not grow with the
-number of rows; a second thread from ``MIN_PREDICT_ROWS_PER_THREAD`` rows per thread.
+in chunks of ``PREDICT_CHUNK`` rows per thread (more for narrow networks) so that its cost per
+row does not grow with the number of rows; a second thread from ``MIN_PREDICT_ROWS_PER_THREAD`` rows per thread.
 """
 import os
 import threading
@@ -51,11 +51,14 @@ SGD_PLAIN, SGD_MOMENTUM, SGD_NESTEROV, ADAM = range(4)
 # per thread (measured on 2-core Zen 2: 64-32-10 at batch 32, ~0.4 MFLOP, is fastest on one).
 MIN_FLOPS_PER_THREAD = 4e6
 MIN_ROWS_PER_THREAD = 8
-# A forward pass only pays for a second thread from about this many rows per thread: each
-# thread packs every weight matrix for its own rows, which fewer rows do not amortise.
-MIN_PREDICT_ROWS_PER_THREAD = 128
+# A forward pass splits its rows over threads from this many rows per thread (each thread packs
+# every weight matrix for its own rows, which fewer rows do not amortise: 2 x 128 rows of the
+# hourglass measured 11.8 ms, 1 x 256 rows with a two-thread BLAS 10.3-10.8 ms, 2 x 256+ rows
+# 9.1-9.5 ms per 256).  Below that, one engine thread leaves the products to the BLAS's threads.
+MIN_PREDICT_ROWS_PER_THREAD = 256
 DRAW_BUDGET = 1 << 22          # dropout draws per chunk of minibatches (16 MiB in float32)
-PREDICT_CHUNK = 256            # rows per thread and pass of the forward-only path
+PREDICT_CHUNK = 256            # rows per thread and pass of the forward-only path (at least)
+PREDICT_BUFFER = 1 << 16       # entries of a work buffer of the forward-only path (at most)
 SUPPORTED_DTYPES = (np.dtype(np.float32),)
 
 
@@ -540,10 +543,15 @@ class FusedTrainer:
     def _plan(self, n):
         """(threads, rows per chunk) of a forward pass over n rows; grows the workspace."""
         threads = self.threads_for(n, self.flops_per_row, None, MIN_PREDICT_ROWS_PER_THREAD)
-        chunk = min(PREDICT_CHUNK, -(-n // threads))
+        # rows per pass: PREDICT_CHUNK, or more for narrow networks (few large products beat many
+        # small ones), keeping each thread's two work buffers at about PREDICT_BUFFER entries
+        rows = max(PREDICT_CHUNK, PREDICT_BUFFER // self._pwidth)
+        chunk = min(rows, -(-n // threads))
+        # one engine thread, but work for more: the BLAS may thread the products itself
+        self._ctl[15] = int(threads == 1 and self.threads_for(n, self.flops_per_row) > 1)
         need = threads * 2 * chunk * self._pwidth
         if self._pbuf.shape[0] < need:
-            self._pbuf = np.empty(max(need, 2 * PREDICT_CHUNK * self._pwidth), self.dtype)
+            self._pbuf = np.empty(need, self.dtype)
             self._ctl[11] = _address(self._pbuf)
         self._pplan = (n, threads, chunk)
         return threads, chunk
