@@ -33,6 +33,7 @@ HIDDEN = (256, 128)
 SPEEDUP = 3.0
 THREADS = int(os.environ["FASTBP_BENCH_THREADS"]) if os.environ.get("FASTBP_BENCH_THREADS") else None
 ROUNDS = 5
+PAUSE = 0.25  # seconds idle before each timed fit (see fastbp bench --pause)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,7 @@ def test_speedup_table(data):
         fit()
     for _ in range(ROUNDS):
         for name, fit in contenders.items():
+            time.sleep(PAUSE)  # let the previous contender's spinning BLAS workers go to sleep
             started = time.perf_counter()
             fit()
             times[name].append(time.perf_counter() - started)
