@@ -2,6 +2,7 @@
 generative models): parsing layer sizes, reading a data table, the train/test split, choosing the
 backends, and the closing lines (speed ratio, save, plot)."""
 import os
+import warnings
 
 import numpy as np
 
@@ -85,6 +86,26 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def fit_noting_convergence(fit, *args, **kwargs):
+    """Call ``fit(*args, **kwargs)``; True when it stopped at ``max_iter`` before converging.
+
+    The ConvergenceWarning is swallowed (the jobs print a short note instead); any other warning
+    is shown as usual.
+    """
+    from ._training import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        fit(*args, **kwargs)
+    unconverged = False
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            unconverged = True
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return unconverged
 
 
 def print_speedup(seconds):

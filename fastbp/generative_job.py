@@ -21,8 +21,8 @@ import time
 
 import numpy as np
 
-from ._jobs import (choose_backends, load_table, parse_sizes, print_speedup, pyplot,
-                    require_matplotlib, save_model, split_rows)
+from ._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
+                    print_speedup, pyplot, require_matplotlib, save_model, split_rows)
 
 __all__ = ["add_generative_arguments", "run_generative", "MODELS"]
 
@@ -170,12 +170,14 @@ def run_generative(model_name, args):
         try:
             with _backend.use_backend(backend):
                 started = time.perf_counter()
-                model.fit(X[train])
+                unconverged = fit_noting_convergence(model.fit, X[train])
                 seconds = time.perf_counter() - started
                 line = _report(model_name, model, X[train], X[test])
         except ValueError as error:
             print(f"fastbp train: {error}", file=sys.stderr)
             return 2
+        if i == 0 and unconverged:
+            print(f"note: training stopped at --epochs={args.epochs} before the loss converged")
         results.append((backend, seconds, model.n_iter_, line))
         if first is None:
             first = model

@@ -15,12 +15,11 @@ numeric is taken as a header and skipped.  A .npy file holds one 2-D numeric arr
 """
 import sys
 import time
-import warnings
 
 import numpy as np
 
-from ._jobs import (choose_backends, load_table, parse_sizes, print_speedup, pyplot,
-                    require_matplotlib, save_model, split_rows)
+from ._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
+                    print_speedup, pyplot, require_matplotlib, save_model, split_rows)
 
 __all__ = ["add_arguments", "run", "load_table"]
 
@@ -116,7 +115,6 @@ def run(args):
         from .generative_job import run_generative
         return run_generative(args.model, args)
     from . import _backend
-    from ._training import ConvergenceWarning
     from .datasets import load_digits
 
     try:
@@ -155,16 +153,16 @@ def run(args):
         if i == 0 and not args.quiet:
             print(f"-- training with the {name} backend")
         try:
-            with _backend.use_backend(name), warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", ConvergenceWarning)
+            with _backend.use_backend(name):
                 started = time.perf_counter()
-                model.fit(X[fit_rows], y[fit_rows], validation_data=(X[validation], y[validation]))
+                unconverged = fit_noting_convergence(
+                    model.fit, X[fit_rows], y[fit_rows], validation_data=(X[validation], y[validation]))
                 seconds = time.perf_counter() - started
                 score = model.score(X[test], y[test])
         except ValueError as error:
             print(f"fastbp train: {error}", file=sys.stderr)
             return 2
-        if i == 0 and any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        if i == 0 and unconverged:
             print(f"note: training stopped at --epochs={args.epochs} before the loss converged")
         results.append((name, score, seconds, model.n_iter_))
         if first_model is None:
