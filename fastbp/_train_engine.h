@@ -324,27 +324,12 @@ typedef struct fb_net {
 } fb_net;
 
 /* --------------------------------------------------------------- vectorisable float math */
-/* exp for float without libm calls or branches, so that loops over it vectorise (Cephes expf:
- * range reduction by ln 2, degree-6 polynomial; about 1 ulp).  Arguments are clamped to
- * [-87.3, 88.7]: the result stays a normal float (an underflow gives ~1e-38 instead of 0). */
-static inline float fb_expf(float x)
-{
-    x = x < 88.72283f ? x : 88.72283f;
-    x = x > -87.33654f ? x : -87.33654f;
-    float fx = x * 1.44269504088896341f;
-    fx = (fx + 12582912.0f) - 12582912.0f; /* round to nearest integer (|fx| < 2^22) */
-    float r = x - fx * 0.693359375f + fx * 2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    union { int32_t i; float f; } scale;
-    scale.i = ((int32_t)fx + 127) << 23;
-    return y * scale.f;
-}
+/* exp for float: _vmath.h's, the one the kernels use (no libm calls, so loops over it vectorise).
+ * Its array functions go unused here (and are dropped): no warning for them. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "_vmath.h"
+#pragma GCC diagnostic pop
 
 /* tanh for float (Cephes tanhf): odd polynomial below 0.625, 1 - 2/(exp(2|x|) + 1) above. */
 static inline float fb_tanhf(float x)
