@@ -141,17 +141,18 @@ static void fb_sleep_while(atomic_uint *word, unsigned value)
 static void fb_wake_all(atomic_uint *word) { (void)word; }
 #endif
 
-/* Return once *word != old. */
-static void fb_wait(atomic_uint *word, unsigned old, atomic_int *sleepers)
+/* Return once *word != old; patient = 0 skips the spinning (for a worker left out of the last
+ * job: sleep at once rather than compete for a core with the threads at work). */
+static void fb_wait(atomic_uint *word, unsigned old, atomic_int *sleepers, int patient)
 {
-    double start = 0.0, now;
+    double start = patient ? 0.0 : -1.0, now;
     for (int spins = 1; atomic_load_explicit(word, memory_order_acquire) == old; spins++) {
         FB_RELAX();
         if (spins % 64) continue;
         now = fb_now();
         if (start == 0.0) {
             start = now;
-        } else if (now - start > FB_YIELD_SECONDS) {
+        } else if (start < 0.0 || now - start > FB_YIELD_SECONDS) {
             atomic_fetch_add(sleepers, 1);
             while (atomic_load(word) == old) fb_sleep_while(word, old);
             atomic_fetch_sub(sleepers, 1);
@@ -171,7 +172,8 @@ static void fb_signal(atomic_uint *word, atomic_int *sleepers)
 
 typedef struct fb_pool {
     int size;    /* threads including the caller */
-    int active;  /* threads taking part in the current job */
+    int active;  /* threads taking part in the current job (the caller and workers 1..active-1;
+                  * the other workers sleep through it) */
     int started; /* worker threads running */
     pthread_t threads[FB_MAXT];
     /* pthread_create/pthread_join, passed in at run time (fastbp.fused resolves them with
@@ -181,9 +183,9 @@ typedef struct fb_pool {
     int (*join)(pthread_t, void **);
     void (*fn)(void *, int);
     void *arg;
-    atomic_uint generation; /* bumped to hand out a job (or to quit) */
+    atomic_uint generation; /* jobs handed out << 6 | threads of the last job (see fb_publish) */
     atomic_uint done;       /* bumped when the last worker has finished a job */
-    atomic_int finished;    /* workers done with the current job */
+    atomic_int finished;    /* workers of the current job done with it */
     atomic_int quit;
     atomic_int bar_count;
     atomic_uint bar_generation;
@@ -198,16 +200,30 @@ static void *fb_worker(void *raw)
     fb_pool *pool = self->pool;
     int tid = self->tid;
     unsigned seen = 0;
+    int busy = 1; /* whether this worker took part in the last job (then it spins for the next) */
     free(self);
     for (;;) {
-        fb_wait(&pool->generation, seen, &pool->sleepers);
+        fb_wait(&pool->generation, seen, &pool->sleepers, busy);
         seen = atomic_load_explicit(&pool->generation, memory_order_acquire);
         if (atomic_load(&pool->quit)) break;
-        if (tid < pool->active) pool->fn(pool->arg, tid);
-        if (atomic_fetch_add(&pool->finished, 1) == pool->started - 1)
+        int active = (int)(seen & 63u); /* the job's own count, even if it was handed out late */
+        busy = tid < active;
+        if (!busy) continue;
+        pool->fn(pool->arg, tid);
+        if (atomic_fetch_add(&pool->finished, 1) == active - 2)
             fb_signal(&pool->done, &pool->sleepers);
     }
     return NULL;
+}
+
+/* Hand out a job for threads 0..active-1 (or the quit order, active = 0): the count travels in the
+ * same word as the job number, so that a worker that wakes late (left out of one job, while the
+ * next is already handed out) reads the count of the job it sees, with its fn and arg. */
+static void fb_publish(fb_pool *pool, int active)
+{
+    unsigned jobs = atomic_load(&pool->generation) >> 6;
+    atomic_store(&pool->generation, ((jobs + 1u) << 6) | (unsigned)active);
+    if (atomic_load(&pool->sleepers)) fb_wake_all(&pool->generation);
 }
 
 static void fb_pool_init(fb_pool *pool, int size, uintptr_t create, uintptr_t join)
@@ -238,7 +254,7 @@ static void fb_pool_stop(fb_pool *pool)
 {
     if (!pool->started) return;
     atomic_store(&pool->quit, 1);
-    fb_signal(&pool->generation, &pool->sleepers);
+    fb_publish(pool, 0);
     fb_wake_all(&pool->generation);
     for (int t = 1; t <= pool->started; t++) pool->join(pool->threads[t], NULL);
     pool->started = 0;
@@ -255,9 +271,9 @@ static void fb_pool_run(fb_pool *pool, int active, void (*fn)(void *, int), void
     atomic_store(&pool->bar_count, 0);
     atomic_store(&pool->finished, 0);
     unsigned done = atomic_load(&pool->done);
-    fb_signal(&pool->generation, &pool->sleepers);
+    fb_publish(pool, active);
     fn(arg, 0);
-    fb_wait(&pool->done, done, &pool->sleepers);
+    fb_wait(&pool->done, done, &pool->sleepers, 1);
 }
 
 /* Barrier of the threads of the current job. */
@@ -269,7 +285,7 @@ static void fb_barrier(fb_pool *pool)
         fb_signal(&pool->bar_generation, &pool->sleepers);
         return;
     }
-    fb_wait(&pool->bar_generation, gen, &pool->sleepers);
+    fb_wait(&pool->bar_generation, gen, &pool->sleepers, 1);
 }
 
 /* Everything a trainer needs, set up once by the Cython module from NumPy arrays it keeps alive

@@ -291,7 +291,9 @@ class FusedTrainer:
         # floating-point work of one training row: 2 d k for each of forward, dW and dX
         self.flops_per_row = 2.0 * sum(d * k for d, k in zip(self.widths, self.widths[1:]))
         self.train_flops_per_row = 3 * self.flops_per_row - 2.0 * self.widths[0] * self.widths[1]
-        self._engine = _c_train.Engine(False, MAX_THREADS, *_pthread_entry_points())
+        # a pool of at most one thread per CPU: more could only queue for the cores
+        self._engine = _c_train.Engine(False, min(cpu_count(), MAX_THREADS),
+                                       *_pthread_entry_points())
         self._blas_get, self._blas_set = _blas_entry_points()
         self._blas_fallback = None if self._blas_get else _SingleThreadBlas(_blas())
 
