@@ -7,6 +7,7 @@ on one thread and on several; the two paths are interchangeable between epochs; 
 allocates nothing per step; ``predict`` matches the network's forward pass.
 """
 import gc
+import os
 import tracemalloc
 
 import numpy as np
@@ -321,6 +322,25 @@ def test_thread_count_follows_work_cap_and_blas_limit(rng):
         assert t_big.last_threads == 1
         t_big.predict(X)
         assert t_big.last_threads == 1
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_pool_starts_one_thread_per_cpu_at_most(monkeypatch, rng):
+    """The engine's pool: the caller plus one worker per further CPU, no more (a pool sized by
+    MAX_THREADS once made every call wait for 15 workers to wake on a 2-core machine)."""
+    monkeypatch.setattr(fused, "cpu_count", lambda: 2)
+    monkeypatch.setattr(fused, "MIN_FLOPS_PER_THREAD", 1.0)
+    net = make_mlp(16, [8], 3, rng=0)
+    trainer = fused.make_trainer(net, "softmax_cross_entropy", make_optimizer(net, "sgd", 0.0), 16)
+    X, Y = make_data("softmax_cross_entropy", 64, 16, 3, rng)
+    before = len(os.listdir("/proc/self/task"))
+    trainer.train_epoch(X, Y, np.arange(64), np.zeros(2))
+    assert trainer.last_threads == 2
+    assert len(os.listdir("/proc/self/task")) - before == 1
+    for _ in range(3):  # later jobs reuse the pool
+        trainer.predict(X)
+        trainer.train_epoch(X, Y, np.arange(64), np.zeros(2))
+    assert len(os.listdir("/proc/self/task")) - before == 1
 
 
 def test_blas_threads_are_restored(rng):
