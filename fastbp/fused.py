@@ -38,6 +38,7 @@ import threading
 import numpy as np
 
 from . import _backend
+from ._blas_threads import SingleThreadBlas, blas_entry_points, scipy_blas
 
 __all__ = ["make_trainer", "FusedTrainer", "MIN_FLOPS_PER_THREAD", "MIN_PREDICT_ROWS_PER_THREAD",
            "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
@@ -70,44 +71,7 @@ def cpu_count():
         return max(1, os.cpu_count() or 1)
 
 
-# ------------------------------------------------------------------------------ BLAS threads
-_blas_libraries = None
-
-
-class _BlasThreads:
-    """get/set of one BLAS library's thread count, resolved once through threadpoolctl (its own
-    per-call symbol lookups leave a little memory behind on every call)."""
-
-    __slots__ = ("get", "set")
-
-    def __init__(self, controller):
-        self.get, self.set = controller.get_num_threads, controller.set_num_threads
-        symbol = getattr(controller, "_get_symbol", None)  # threadpoolctl's OpenBLAS controller
-        if symbol is not None and getattr(controller, "internal_api", "") == "openblas" \
-                and getattr(controller, "threading_layer", "") != "openmp":
-            get, set_ = symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")
-            if get is not None and set_ is not None:
-                self.get, self.set = get, set_
-
-
-def _blas():
-    """Thread controls of the BLAS that scipy.linalg.cython_blas calls (found by path: SciPy's own
-    OpenBLAS), or of every BLAS when that cannot be told; [] without threadpoolctl."""
-    global _blas_libraries
-    if _blas_libraries is None:
-        try:
-            import scipy
-            from threadpoolctl import ThreadpoolController
-            found = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-            root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__))),
-                                "scipy")
-            own = [lib for lib in found if os.path.abspath(lib.filepath).startswith(root)]
-            _blas_libraries = [_BlasThreads(lib) for lib in own or found]
-        except Exception:  # no threadpoolctl, or it cannot read a library: leave BLAS alone
-            _blas_libraries = []
-    return _blas_libraries
-
-
+# ------------------------------------------------------------------------------ threads
 _pthreads = None
 
 
@@ -128,48 +92,6 @@ def _pthread_entry_points():
             _pthreads = (0, 0)
     return _pthreads
 
-
-def _blas_entry_points():
-    """Addresses of (get, set) thread-count functions of the one BLAS that fastbp's products call,
-    for the engine to hold it at one thread while it runs its own threads (and to read its limit,
-    which caps them); (0, 0) when that BLAS cannot be told apart (then Python does it, for every
-    BLAS, around each call: see _SingleThreadBlas)."""
-    import ctypes
-    libraries = _blas()
-    if len(libraries) != 1:
-        return 0, 0
-    get, set_ = libraries[0].get, libraries[0].set
-    if not (isinstance(get, ctypes._CFuncPtr) and isinstance(set_, ctypes._CFuncPtr)):
-        return 0, 0
-    return (ctypes.cast(get, ctypes.c_void_p).value or 0, ctypes.cast(set_, ctypes.c_void_p).value or 0)
-
-
-class _SingleThreadBlas:
-    """Fallback of the engine's own BLAS control: hold every BLAS at one thread around a call;
-    ``limit`` is the limit that was in force (``threadpoolctl.threadpool_limits`` sets it)."""
-
-    __slots__ = ("libraries", "saved", "limit")
-
-    def __init__(self, libraries):
-        self.libraries = libraries
-        self.saved = [0] * len(libraries)
-        self.limit = 0
-
-    def __enter__(self):
-        limit = 0
-        for i, lib in enumerate(self.libraries):
-            self.saved[i] = current = lib.get() or 1
-            limit = current if limit == 0 else min(limit, current)
-            if current != 1:
-                lib.set(1)
-        self.limit = limit
-        return self
-
-    def __exit__(self, *exc_info):
-        for lib, saved in zip(self.libraries, self.saved):
-            if saved != 1:
-                lib.set(saved)
-        return False
 
 
 # ------------------------------------------------------------------------------ the trainer
@@ -294,8 +216,8 @@ class FusedTrainer:
         # a pool of at most one thread per CPU: more could only queue for the cores
         self._engine = _c_train.Engine(False, min(cpu_count(), MAX_THREADS),
                                        *_pthread_entry_points())
-        self._blas_get, self._blas_set = _blas_entry_points()
-        self._blas_fallback = None if self._blas_get else _SingleThreadBlas(_blas())
+        self._blas_get, self._blas_set = blas_entry_points()
+        self._blas_fallback = None if self._blas_get else SingleThreadBlas(scipy_blas())
 
         # work buffers, made once
         self._Xb = np.empty((B, self.widths[0]), dtype)

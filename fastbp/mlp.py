@@ -40,6 +40,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from ._blas_threads import limit_blas_threads
 from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
 from ._validation import NotFittedError, check_is_fitted, check_n_features, check_targets, check_X, label_kind
 from .nn import activation_name, make_mlp
@@ -157,7 +158,7 @@ class _BaseMLP(BaseEstimator):
     - ``warm_start`` False: ``fit`` continues from the current weights.
     - ``random_state`` None: int, RandomState or Generator: weights, split, shuffling, dropout.
     - ``dtype`` 'float32' (*fastbp*): or 'float64' (weights, activations and training).
-    - ``n_threads`` None (*fastbp*): cap on BLAS threads during fit/predict (threadpoolctl);
+    - ``n_threads`` None (*fastbp*): cap on BLAS threads (and the engine's) during fit/predict;
       None leaves the libraries' defaults.
     - ``verbose`` False: one progress line per epoch.
     """
@@ -244,8 +245,7 @@ class _BaseMLP(BaseEstimator):
         """Cap the BLAS threads to ``n_threads`` for the duration of a call (None: no cap)."""
         if self.n_threads is None:
             return nullcontext()
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(limits=int(self.n_threads), user_api="blas")
+        return limit_blas_threads(self.n_threads)
 
     # ----------------------------------------------------------------------------------- fitting
     def fit(self, X, y, validation_data=None):

@@ -1,0 +1,124 @@
+"""BLAS thread counts: read and set them cheaply, for the training engine and the estimators.
+
+threadpoolctl finds the BLAS libraries loaded in the process (NumPy's and SciPy's OpenBLAS are
+two different copies); it is asked once, and its OpenBLAS symbols are then called directly:
+``threadpoolctl.threadpool_limits`` costs ~0.7 ms per use (it looks every library up again),
+which is more than a forward pass of a small network.
+
+- :func:`scipy_blas`: the BLAS that ``scipy.linalg.cython_blas`` calls (the one fastbp's compiled
+  kernels and engine use), or every BLAS when it cannot be told apart.
+- :func:`blas_entry_points`: addresses of that BLAS's get/set functions, for the engine.
+- :class:`SingleThreadBlas`: hold the BLAS at one thread around a call, from Python (the engine's
+  fallback when it cannot do it itself).
+- :func:`limit_blas_threads`: cap every BLAS at ``n`` threads inside a ``with`` block (the
+  estimators' ``n_threads``).
+"""
+import os
+
+__all__ = ["scipy_blas", "all_blas", "blas_entry_points", "SingleThreadBlas", "limit_blas_threads"]
+
+_libraries = None  # (SciPy's, all), found once
+
+
+class _BlasThreads:
+    """get/set of one BLAS library's thread count: OpenBLAS's own functions when threadpoolctl
+    can hand them out, else threadpoolctl's controller methods."""
+
+    __slots__ = ("get", "set")
+
+    def __init__(self, controller):
+        self.get, self.set = controller.get_num_threads, controller.set_num_threads
+        symbol = getattr(controller, "_get_symbol", None)  # threadpoolctl's OpenBLAS controller
+        if symbol is not None and getattr(controller, "internal_api", "") == "openblas" \
+                and getattr(controller, "threading_layer", "") != "openmp":
+            get, set_ = symbol("openblas_get_num_threads"), symbol("openblas_set_num_threads")
+            if get is not None and set_ is not None:
+                self.get, self.set = get, set_
+
+
+def _find():
+    global _libraries
+    if _libraries is None:
+        try:
+            import scipy
+            from threadpoolctl import ThreadpoolController
+            found = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+            every = [_BlasThreads(lib) for lib in found]
+            root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__))),
+                                "scipy")
+            own = [t for t, lib in zip(every, found)
+                   if os.path.abspath(lib.filepath).startswith(root)]
+            _libraries = (own or every, every)
+        except Exception:  # no threadpoolctl, or it cannot read a library: leave BLAS alone
+            _libraries = ([], [])
+    return _libraries
+
+
+def scipy_blas():
+    """Thread controls of the BLAS that scipy.linalg.cython_blas calls (found by path: SciPy's own
+    OpenBLAS), or of every BLAS when that cannot be told; [] without threadpoolctl."""
+    return _find()[0]
+
+
+def all_blas():
+    """Thread controls of every BLAS loaded in the process; [] without threadpoolctl."""
+    return _find()[1]
+
+
+def blas_entry_points():
+    """Addresses of (get, set) thread-count functions of the one BLAS that fastbp's products call,
+    for the engine to hold it at one thread while it runs its own threads (and to read its limit,
+    which caps them); (0, 0) when that BLAS cannot be told apart (then Python does it, for every
+    BLAS, around each call: see SingleThreadBlas)."""
+    import ctypes
+    libraries = scipy_blas()
+    if len(libraries) != 1:
+        return 0, 0
+    get, set_ = libraries[0].get, libraries[0].set
+    if not (isinstance(get, ctypes._CFuncPtr) and isinstance(set_, ctypes._CFuncPtr)):
+        return 0, 0
+    return (ctypes.cast(get, ctypes.c_void_p).value or 0, ctypes.cast(set_, ctypes.c_void_p).value or 0)
+
+
+class _Cap:
+    """Hold each of ``libraries`` at no more than ``limit`` threads inside the block (restoring
+    the counts after); ``limit`` is then the smallest count that was in force, capped."""
+
+    __slots__ = ("libraries", "cap", "saved", "limit")
+
+    def __init__(self, libraries, cap):
+        self.libraries, self.cap = libraries, cap
+        self.saved = [0] * len(libraries)
+        self.limit = 0
+
+    def __enter__(self):
+        limit = 0
+        for i, lib in enumerate(self.libraries):
+            self.saved[i] = current = lib.get() or 1
+            limit = current if limit == 0 else min(limit, current)
+            if current > self.cap:
+                lib.set(self.cap)
+        self.limit = limit
+        return self
+
+    def __exit__(self, *exc_info):
+        for lib, saved in zip(self.libraries, self.saved):
+            if saved > self.cap:
+                lib.set(saved)
+        return False
+
+
+class SingleThreadBlas(_Cap):
+    """Hold ``libraries`` at one thread around a call; ``limit`` is the limit that was in force
+    (``threadpoolctl.threadpool_limits`` sets it).  Reusable."""
+
+    __slots__ = ()
+
+    def __init__(self, libraries):
+        super().__init__(libraries, 1)
+
+
+def limit_blas_threads(n):
+    """A context manager capping every BLAS at ``n`` threads inside its block, as
+    ``threadpoolctl.threadpool_limits(n, user_api="blas")`` does, for a few microseconds."""
+    return _Cap(all_blas(), max(1, int(n)))
