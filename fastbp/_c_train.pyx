@@ -6,7 +6,13 @@
 # NumPy C-API, no memoryviews and argument-free calls keep the .so small.
 # Products go to SciPy's BLAS (scipy.linalg.cython_blas), held at one thread by fastbp.fused
 # while the engine runs its own threads.
-from cpython.buffer cimport PyBUF_ANY_CONTIGUOUS, PyBuffer_Release, PyObject_GetBuffer
+from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT,
+                             PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer)
+
+cdef extern from "Python.h":
+    # the same function, declared without Cython's exception check: a refusal is an answer here
+    int _get_buffer_or_not "PyObject_GetBuffer" (object, Py_buffer *, int)
+    void PyErr_Clear()
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport dgemm, sgemm
@@ -23,6 +29,9 @@ cdef extern from "_train_engine.h" nogil:
     fb_dgemm_t fb_dgemm
     ctypedef struct fb_net:
         fb_pool *pool
+        int L
+        int d[1]
+        const int64_t *ctl
     void fb_pool_init(fb_pool *pool, int size, uintptr_t create, uintptr_t join)
     void fb_pool_stop(fb_pool *pool)
     int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
@@ -77,7 +86,40 @@ cdef class Engine:
         with nogil:
             fb_run(self.net, self.dbl, 0)
 
-    def predict(self):
-        """Forward pass of the rows named in the control block (GIL released)."""
-        with nogil:
-            fb_run(self.net, self.dbl, 1)
+    def forward(self, X, out, Py_ssize_t rows):
+        """Forward pass of X into out (GIL released), both C-contiguous float32 with ``rows``
+        rows and the network's widths (out writeable), the rest of the control block (plan,
+        workspace) set by the caller; False, without running, when either array is not so."""
+        cdef Py_buffer x, o
+        cdef int64_t *ctl = <int64_t *>self.net.ctl
+        if self.dbl:
+            return False
+        if _get_buffer_or_not(X, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0:
+            PyErr_Clear()
+            return False
+        if _get_buffer_or_not(out, &o, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0:
+            PyErr_Clear()
+            PyBuffer_Release(&x)
+            return False
+        cdef bint ok = (_is_float32(&x) and _is_float32(&o) and x.ndim == 2 and o.ndim == 2
+                        and x.shape[0] == rows and o.shape[0] == rows
+                        and x.shape[1] == self.net.d[0] and o.shape[1] == self.net.d[self.net.L])
+        if ok:
+            ctl[8] = <int64_t><uintptr_t>x.buf
+            ctl[9] = <int64_t><uintptr_t>o.buf
+            ctl[10] = rows
+            with nogil:
+                fb_run(self.net, 0, 1)
+        PyBuffer_Release(&x)
+        PyBuffer_Release(&o)
+        return ok
+
+
+cdef inline bint _is_float32(Py_buffer *view):
+    """A native float32 buffer (format "f", "=f" or "@f")."""
+    cdef const char *f = view.format
+    if view.itemsize != 4 or f == NULL:
+        return False
+    if f[0] == b'=' or f[0] == b'@':
+        f += 1
+    return f[0] == b'f' and f[1] == 0

@@ -477,11 +477,24 @@ class FusedTrainer:
         if self._pbuf.shape[0] < need:
             self._pbuf = np.empty(need, self.dtype)
             self._ctl[11] = _address(self._pbuf)
+        self._ctl[13], self._ctl[14] = chunk, threads
         self._pplan = (n, threads, chunk)
         return threads, chunk
 
     def predict(self, X, out=None):
         """The network output for the rows of X (inference: no dropout), into ``out`` if given."""
+        if out is not None and self._blas_fallback is None:
+            # serving path: a C-contiguous float32 X and out run with the checks in _c_train
+            # (~0.3 us instead of ~3 us); anything else goes the way below
+            n = X.shape[0] if type(X) is np.ndarray and X.ndim == 2 else 0
+            if n > 0:
+                with self._lock:
+                    if not self._params_bound():
+                        self._bind()
+                    if self._pplan[0] != n:
+                        self._plan(n)
+                    if self._engine.forward(X, out, n):
+                        return out
         dtype, widths = self.dtype, self.widths
         if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, dtype=dtype)
@@ -499,17 +512,13 @@ class FusedTrainer:
         with self._lock:
             if not self._params_bound():
                 self._bind()
-            plan = self._pplan
-            threads, chunk = (plan[1], plan[2]) if plan[0] == n else self._plan(n)
-            ctl = self._ctl
-            ctl[8] = _address(X)
-            ctl[9] = _address(out)
-            ctl[10] = n
-            ctl[13] = chunk
-            ctl[14] = threads
+            if self._pplan[0] != n:
+                self._plan(n)
             if self._blas_fallback is None:
-                self._engine.predict()
+                ran = self._engine.forward(X, out, n)
             else:
                 with self._blas_fallback:
-                    self._engine.predict()
+                    ran = self._engine.forward(X, out, n)
+        if not ran:  # X and out were checked above
+            raise RuntimeError("the engine refused checked arrays")
         return out

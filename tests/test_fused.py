@@ -290,6 +290,35 @@ def test_predict_matches_the_network(n, threads, rng):
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
 
 
+def test_predict_into_out_takes_any_layout_and_refuses_bad_arrays(rng):
+    """The serving path (X and out given) runs only on C-contiguous float32 arrays of the right
+    shape; any other X is converted first, and a bad out or X is refused with a ValueError."""
+    net = make_mlp(9, [12], 4, rng=2)
+    trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 8)
+    X = rng.standard_normal((20, 9))
+    want = net.predict(X.astype(np.float32))
+    out = np.full((20, 4), np.nan, np.float32)
+    variants = [X.astype(np.float32), X, np.asfortranarray(X, dtype=np.float32),
+                X.astype(np.float32)[:, ::1][::-1][::-1], X.astype(np.float32).tolist()]
+    readonly = X.astype(np.float32)
+    readonly.flags.writeable = False
+    variants.append(readonly)
+    for Xv in variants:
+        out.fill(np.nan)
+        assert trainer.predict(Xv, out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    bad_outs = [np.empty((20, 4)), np.empty((20, 5), np.float32), np.empty((19, 4), np.float32),
+                np.empty((4, 20), np.float32).T]
+    frozen = np.empty((20, 4), np.float32)
+    frozen.flags.writeable = False
+    for bad in bad_outs + [frozen]:
+        with pytest.raises(ValueError, match="out must be"):
+            trainer.predict(X.astype(np.float32), bad)
+    for bad in (np.empty((20, 8), np.float32), np.empty(9, np.float32), np.empty((20, 9, 1))):
+        with pytest.raises(ValueError, match="X must"):
+            trainer.predict(bad, out)
+
+
 def test_predict_single_layer_and_softmax_output(rng):
     net = Sequential([Dense(5, 4, "softmax", rng=1)])
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 8)
