@@ -2,8 +2,8 @@
  * whole epochs of a plain dense stack, and the forward pass for prediction, with the GIL released.
  *
  * Layout.  Batch-major, row-major, as in the rest of fastbp: a layer maps its input X (n x d) to
- * Z = X W + b (n x k) and A = f(Z).  The products go to BLAS (SciPy's sgemm, passed in by the
- * Cython module), always accumulating (beta = 1) onto a C that the engine prepares: the bias rows
+ * Z = X W + b (n x k) and A = f(Z).  The products go to BLAS (NumPy's OpenBLAS sgemm, found at
+ * run time by fastbp.fused, or SciPy's, passed in by the Cython module), always accumulating (beta = 1) onto a C that the engine prepares: the bias rows
  * for a forward product, zeros for a gradient (OpenBLAS's beta = 0 clears C with one memset per
  * row of ours, which costs more than the product on small layers).  Everything else is fused into
  * single passes that the C compiler vectorises: activation (+ dropout) after the product, the
@@ -84,7 +84,10 @@ typedef void (*fb_sgemm_t)(char *, char *, int *, int *, int *, float *, float *
                            int *, float *, float *, int *);
 typedef void (*fb_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
                            double *, int *, double *, double *, int *);
-static fb_sgemm_t fb_sgemm;
+/* an ILP64 sgemm (64-bit integers): NumPy's OpenBLAS, found at run time by fastbp.fused */
+typedef void (*fb_sgemm64_t)(char *, char *, int64_t *, int64_t *, int64_t *, float *, float *,
+                             int64_t *, float *, int64_t *, float *, float *, int64_t *);
+static fb_sgemm_t fb_sgemm; /* SciPy's (scipy.linalg.cython_blas), set by _c_train at import */
 static fb_dgemm_t fb_dgemm;
 
 static double fb_now(void)
@@ -337,6 +340,8 @@ typedef struct fb_net {
     double *io;
     int (*blas_get)(void); /* the BLAS's thread count (OpenBLAS), or NULL */
     void (*blas_set)(int);
+    fb_sgemm_t sgemm;      /* the float products: this LP64 sgemm (NULL: fb_sgemm) ... */
+    fb_sgemm64_t sgemm64;  /* ... or this ILP64 one, when set */
 } fb_net;
 
 /* --------------------------------------------------------------- vectorisable float math */
@@ -370,8 +375,8 @@ static inline double fb_tanhd(double x) { return tanh(x); }
  *           then per layer act, drop, dgroup, doff, then gwidth[0..ngroups-1];
  *   floats: lr, momentum, beta1, beta2, eps, 1 - beta1, 1 - beta2, then per layer alpha, rate,
  *           then wd of each parameter (W1, b1, W2, b2, ...);
- *   ptrs:   ctl, io (see fb_run), the BLAS's get/set thread count functions (or 0), Xb, the dW
- *           scratch (or 0), then
+ *   ptrs:   ctl, io (see fb_run), the BLAS's get/set thread count functions (or 0), its LP64
+ *           sgemm (or 0: SciPy's), its ILP64 sgemm (or 0), Xb, the dW scratch (or 0), then
  *           per layer W, b, dW, db, Z, A, D, dZ, then per parameter s1, s2, then U of each
  *           group.
  * Returns 0, or -1 when the sizes are out of range. */
@@ -403,6 +408,8 @@ FB_COLD static int fb_load(fb_net *N, const int64_t *ints, const double *floats,
     N->io = (double *)*ptrs++;
     N->blas_get = (int (*)(void))*ptrs++;
     N->blas_set = (void (*)(int))*ptrs++;
+    N->sgemm = (fb_sgemm_t)*ptrs++;
+    N->sgemm64 = (fb_sgemm64_t)*ptrs++;
     N->Xb = (void *)*ptrs++;
     N->dWs = (void *)*ptrs++;
     for (int l = 0; l < L; l++) {
@@ -453,7 +460,7 @@ static void fb_combine(fb_net *N, int nb)
 #define REAL float
 #define FB_CLONES_T FB_CLONES
 #define R(name) name##_f
-#define FB_GEMM fb_sgemm
+#define FB_FLOAT 1
 #define FBM_EXP fb_expf
 #define FBM_TANH fb_tanhf
 #define FBM_LOG1P log1pf
@@ -466,7 +473,7 @@ static void fb_combine(fb_net *N, int nb)
 #undef REAL
 #undef R
 #undef FB_CLONES_T
-#undef FB_GEMM
+#undef FB_FLOAT
 #undef FBM_EXP
 #undef FBM_TANH
 #undef FBM_LOG1P
@@ -479,7 +486,7 @@ static void fb_combine(fb_net *N, int nb)
 #define REAL double
 #define FB_CLONES_T /* double: no speed target, no clones (size) */
 #define R(name) name##_d
-#define FB_GEMM fb_dgemm
+#define FB_FLOAT 0
 #define FBM_EXP fb_expd
 #define FBM_TANH fb_tanhd
 #define FBM_LOG1P log1p
@@ -574,12 +581,23 @@ static void fb_run(fb_net *N, int dbl, int predict)
  * beta = 1 on a C prepared by the caller (zeros, or the bias rows): OpenBLAS's beta = 0 clears C
  * column by column, one memset per row of ours, which costs more than the product itself on the
  * small layers. */
-static inline void R(gemm)(char ta, char tb, int M, int N, int K, const REAL *A, int lda,
-                           const REAL *B, int ldb, REAL *C, int ldc)
+static inline void R(gemm)(const fb_net *net, char ta, char tb, int M, int N, int K,
+                           const REAL *A, int lda, const REAL *B, int ldb, REAL *C, int ldc)
 {
     REAL one = 1;
     if (M <= 0 || N <= 0 || K <= 0) return;
-    FB_GEMM(&tb, &ta, &N, &M, &K, &one, (REAL *)B, &ldb, (REAL *)A, &lda, &one, C, &ldc);
+#if FB_FLOAT
+    if (net->sgemm64) {
+        int64_t m = M, n = N, k = K, la = lda, lb = ldb, lc = ldc;
+        net->sgemm64(&tb, &ta, &n, &m, &k, &one, (REAL *)B, &lb, (REAL *)A, &la, &one, C, &lc);
+        return;
+    }
+    (net->sgemm ? net->sgemm : fb_sgemm)(&tb, &ta, &N, &M, &K, &one, (REAL *)B, &ldb, (REAL *)A,
+                                         &lda, &one, C, &ldc);
+#else
+    (void)net;
+    fb_dgemm(&tb, &ta, &N, &M, &K, &one, (REAL *)B, &ldb, (REAL *)A, &lda, &one, C, &ldc);
+#endif
 }
 
 /* Each of m rows of C (k columns, contiguous) = b, or 0 when b is NULL. */
@@ -898,7 +916,7 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
         }
         REAL *Z = FB_P(N->Z[l]) + (long)r0 * k, *A = FB_P(N->A[l]) + (long)r0 * k;
         R(fill_rows)(m, k, Z, FB_P(N->b[l]));
-        R(gemm)('N', 'N', m, k, di, in, di, FB_P(N->W[l]), k, Z, k);
+        R(gemm)(N, 'N', 'N', m, k, di, in, di, FB_P(N->W[l]), k, Z, k);
         R(act_forward)(N->act[l], (REAL)N->alpha[l], m, k, Z, A);
         in = A;
     }
@@ -914,7 +932,7 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
         k = N->d[l + 1];
         REAL *dX = FB_P(N->dZ[l - 1]) + (long)r0 * di;
         R(fill_rows)(m, di, dX, NULL);
-        R(gemm)('N', 'T', m, di, k, FB_P(N->dZ[l]) + (long)r0 * k, k, FB_P(N->W[l]), k, dX, di);
+        R(gemm)(N, 'N', 'T', m, di, k, FB_P(N->dZ[l]) + (long)r0 * k, k, FB_P(N->W[l]), k, dX, di);
         const REAL *u = N->drop[l] ? R(draws)(N, l, j, nb) + (long)r0 * di : NULL;
         if (u || N->act[l - 1] != FB_IDENTITY)
             R(act_backward)(N->act[l - 1], (REAL)N->alpha[l - 1], m, di,
@@ -949,7 +967,7 @@ static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, in
             long off = (long)p0 * k;
             REAL *dW = scratch && (long)(p1 - p0) * k <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
             R(fill_rows)(p1 - p0, k, dW, NULL);
-            R(gemm)('T', 'N', p1 - p0, k, nb, in + p0, di, FB_P(N->dZ[l]), k, dW, k);
+            R(gemm)(N, 'T', 'N', p1 - p0, k, nb, in + p0, di, FB_P(N->dZ[l]), k, dW, k);
             h[1] = (REAL)N->wd[2 * l];
             R(update)(N->opt, (long)(p1 - p0) * k, FB_P(N->W[l]) + off, dW,
                       N->s1[2 * l] ? FB_P(N->s1[2 * l]) + off : NULL,
@@ -1034,7 +1052,7 @@ static void R(predict_worker)(void *arg, int tid)
             int di = N->d[l], k = N->d[l + 1];
             REAL *out = l == L - 1 ? FB_P(N->Pout) + r * k : buf + (l & 1) * block;
             R(fill_rows)(m, k, out, FB_P(N->b[l]));
-            R(gemm)('N', 'N', m, k, di, in, di, FB_P(N->W[l]), k, out, k);
+            R(gemm)(N, 'N', 'N', m, k, di, in, di, FB_P(N->W[l]), k, out, k);
             R(act_forward)(N->act[l], (REAL)N->alpha[l], m, k, out, out);
             in = out;
         }

@@ -21,9 +21,12 @@ array, only a few small Python objects per epoch.  The weight gradients of all m
 last go to a per-thread scratch that stays in cache; the last minibatch's land in the layers'
 ``dW``/``db``, as after the layer-by-layer path.
 
+BLAS.  The products go to NumPy's own OpenBLAS when NumPy has one (see :func:`engine_blas`),
+else to SciPy's ``cython_blas``.
+
 Threads.  The engine runs its own threads (SPMD over the rows of each minibatch; see the header),
-with SciPy's BLAS held at one thread for the duration of a call.  How many: the fewest of
-``n_threads`` (default: the CPUs this process may use), SciPy's current BLAS thread limit (so
+with its BLAS held at one thread for the duration of a call.  How many: the fewest of
+``n_threads`` (default: the CPUs this process may use), that BLAS's current thread limit (so
 ``threadpoolctl.threadpool_limits`` caps fastbp too), and what the work per minibatch is worth
 (``MIN_FLOPS_PER_THREAD``): small networks run on one thread, where a second would cost more in
 synchronisation than it saves.
@@ -38,7 +41,7 @@ import threading
 import numpy as np
 
 from . import _backend
-from ._blas_threads import SingleThreadBlas, blas_entry_points, scipy_blas
+from ._blas_threads import SingleThreadBlas, numpy_openblas_sgemm, scipy_blas, thread_entry_points
 
 __all__ = ["make_trainer", "FusedTrainer", "MIN_FLOPS_PER_THREAD", "MIN_PREDICT_ROWS_PER_THREAD",
            "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
@@ -71,7 +74,29 @@ def cpu_count():
         return max(1, os.cpu_count() or 1)
 
 
-# ------------------------------------------------------------------------------ threads
+# ------------------------------------------------------------------------------ BLAS and threads
+ENGINE_BLAS_CHOICES = ("auto", "numpy", "scipy")
+
+
+def engine_blas():
+    """The BLAS for the engine's float32 products, as (LP64 sgemm address or 0, ILP64 sgemm
+    address or 0, its thread controls, name): NumPy's own OpenBLAS when there is one (faster than
+    SciPy's, see fastbp._blas_threads.numpy_openblas_sgemm), else SciPy's (cython_blas, the
+    engine's built-in choice: 0, 0).  ``FASTBP_ENGINE_BLAS=scipy`` (or ``numpy``) forces one."""
+    choice = os.environ.get("FASTBP_ENGINE_BLAS", "auto").strip().lower() or "auto"
+    if choice not in ENGINE_BLAS_CHOICES:
+        raise ValueError(f"FASTBP_ENGINE_BLAS must be one of {ENGINE_BLAS_CHOICES}, got {choice!r}")
+    if choice != "scipy":
+        found = numpy_openblas_sgemm()
+        if found is not None:
+            address, ilp64, threads = found
+            return (0, address, [threads], "numpy") if ilp64 else (address, 0, [threads], "numpy")
+        if choice == "numpy":
+            raise RuntimeError("FASTBP_ENGINE_BLAS=numpy, but NumPy has no OpenBLAS that fastbp "
+                               "can call")
+    return 0, 0, scipy_blas(), "scipy"
+
+
 _pthreads = None
 
 
@@ -216,8 +241,9 @@ class FusedTrainer:
         # a pool of at most one thread per CPU: more could only queue for the cores
         self._engine = _c_train.Engine(False, min(cpu_count(), MAX_THREADS),
                                        *_pthread_entry_points())
-        self._blas_get, self._blas_set = blas_entry_points()
-        self._blas_fallback = None if self._blas_get else SingleThreadBlas(scipy_blas())
+        self._sgemm, self._sgemm64, libraries, self.blas = engine_blas()
+        self._blas_get, self._blas_set = thread_entry_points(libraries)
+        self._blas_fallback = None if self._blas_get else SingleThreadBlas(libraries)
 
         # work buffers, made once
         self._Xb = np.empty((B, self.widths[0]), dtype)
@@ -258,7 +284,7 @@ class FusedTrainer:
         self._io_norms = self._io[4:]
         self._ints = np.zeros(8 + (L + 1) + 4 * L + MAX_GENERATORS, np.int64)
         self._floats = np.zeros(7 + 2 * L + 2 * L, np.float64)
-        self._ptrs = np.zeros(6 + 8 * L + 4 * L + MAX_GENERATORS, np.uintp)
+        self._ptrs = np.zeros(8 + 8 * L + 4 * L + MAX_GENERATORS, np.uintp)
         self._pplan = (0, 1, 1)  # prediction: rows, threads, chunk of the last call
         self._bound = None
         self._labels = 0
@@ -302,6 +328,7 @@ class FusedTrainer:
         ints += [g[1] for g in self._groups]
         self._ints[:len(ints)] = ints
         ptrs = [_address(self._ctl), _address(self._io), self._blas_get, self._blas_set,
+                self._sgemm, self._sgemm64,
                 _address(self._Xb), _address(self._dw_scratch)]
         for l, layer in enumerate(dense):
             D = self._D[l]

@@ -24,12 +24,17 @@ OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam"]
 RTOL = 2e-5  # float32, a few epochs: products summed in another order by BLAS
 
 
-@pytest.fixture(autouse=True)
-def _compiled_engine(compiled):
+@pytest.fixture(autouse=True, params=["numpy", "scipy"], ids=["numpy-blas", "scipy-blas"])
+def _compiled_engine(compiled, request, monkeypatch):
+    """Every test on the compiled backend, once with the engine's products on NumPy's OpenBLAS
+    and once on SciPy's (the fallback when NumPy has none)."""
     if fused._c_train is None:
         pytest.skip("fastbp._c_train is not built")
+    if request.param == "numpy" and fused.numpy_openblas_sgemm() is None:
+        pytest.skip("NumPy has no OpenBLAS that fastbp can call")
+    monkeypatch.setenv("FASTBP_ENGINE_BLAS", request.param)
     with fastbp.use_backend("compiled"):
-        yield
+        yield request.param
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
@@ -370,6 +375,16 @@ def test_pool_starts_one_thread_per_cpu_at_most(monkeypatch, rng):
         trainer.predict(X)
         trainer.train_epoch(X, Y, np.arange(64), np.zeros(2))
     assert len(os.listdir("/proc/self/task")) - before == 1
+
+
+def test_engine_blas_choice(_compiled_engine, monkeypatch):
+    net = make_mlp(6, [5], 3, rng=0)
+    trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 4)
+    assert trainer.blas == _compiled_engine
+    assert bool(trainer._sgemm or trainer._sgemm64) == (_compiled_engine == "numpy")
+    monkeypatch.setenv("FASTBP_ENGINE_BLAS", "mkl")
+    with pytest.raises(ValueError, match="FASTBP_ENGINE_BLAS"):
+        fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 4)
 
 
 def test_blas_threads_are_restored(rng):
