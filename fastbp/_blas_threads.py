@@ -1,4 +1,4 @@
-"""BLAS thread counts: read and set them cheaply, for the training engine and the estimators.
+"""Which BLAS fastbp's compiled products use, and its thread counts, read and set cheaply.
 
 threadpoolctl finds the BLAS libraries loaded in the process (NumPy's and SciPy's OpenBLAS are
 two different copies); it is asked once, and its OpenBLAS symbols are then called directly:
@@ -7,7 +7,8 @@ which is more than a forward pass of a small network.
 
 - :func:`scipy_blas`: the BLAS that ``scipy.linalg.cython_blas`` calls (the one fastbp's compiled
   kernels and engine use), or every BLAS when it cannot be told apart.
-- :func:`numpy_openblas_sgemm`: NumPy's own OpenBLAS sgemm, which the engine prefers.
+- :func:`numpy_openblas`, :func:`blas_choice`: NumPy's own OpenBLAS, which fastbp's compiled
+  products prefer to SciPy's (``FASTBP_BLAS``).
 - :func:`thread_entry_points`: addresses of a BLAS's get/set functions, for the engine.
 - :class:`SingleThreadBlas`: hold the BLAS at one thread around a call, from Python (the engine's
   fallback when it cannot do it itself).
@@ -16,11 +17,11 @@ which is more than a forward pass of a small network.
 """
 import os
 
-__all__ = ["scipy_blas", "all_blas", "numpy_openblas_sgemm", "thread_entry_points",
+__all__ = ["scipy_blas", "all_blas", "numpy_openblas", "blas_choice", "thread_entry_points",
            "SingleThreadBlas", "limit_blas_threads"]
 
 _libraries = None  # (SciPy's, all, NumPy's OpenBLAS or None), found once
-_numpy_sgemm = None
+_numpy_openblas = None
 
 
 class _BlasThreads:
@@ -64,34 +65,6 @@ def _find():
     return _libraries
 
 
-def numpy_openblas_sgemm():
-    """(sgemm address, ilp64, threads) of NumPy's own OpenBLAS, or None when NumPy has none (a
-    NumPy built on another BLAS, or an unknown symbol naming).
-
-    The training engine prefers it to SciPy's: NumPy's wheels ship the newer OpenBLAS (0.3.31 vs
-    SciPy's 0.3.30 here), measured 11-16% faster on the engine's per-thread products of the big
-    networks and ~40% on 32 x 64 x 32.  Its symbols carry the scipy-openblas prefix and, in the
-    ILP64 build NumPy uses, a 64_ suffix with 64-bit integer arguments."""
-    global _numpy_sgemm
-    if _numpy_sgemm is None:
-        _numpy_sgemm = (_lookup_sgemm(*_find()[2]) if _find()[2] else None) or ()
-    return _numpy_sgemm or None
-
-
-def _lookup_sgemm(threads, controller):
-    import ctypes
-    try:
-        library = ctypes.CDLL(controller.filepath)
-    except OSError:
-        return None
-    for name, ilp64 in (("scipy_sgemm_64_", True), ("sgemm_64_", True), ("scipy_sgemm_", False),
-                        ("sgemm_", False)):
-        function = getattr(library, name, None)
-        if function is not None:
-            return ctypes.cast(function, ctypes.c_void_p).value, ilp64, threads
-    return None
-
-
 def scipy_blas():
     """Thread controls of the BLAS that scipy.linalg.cython_blas calls (found by path: SciPy's own
     OpenBLAS), or of every BLAS when that cannot be told; [] without threadpoolctl."""
@@ -101,6 +74,66 @@ def scipy_blas():
 def all_blas():
     """Thread controls of every BLAS loaded in the process; [] without threadpoolctl."""
     return _find()[1]
+
+
+
+class NumpyOpenblas:
+    """NumPy's own OpenBLAS: the addresses of its sgemm and dgemm (Fortran interface), whether they
+    take 64-bit integers (ILP64, NumPy's wheels), and its thread controls."""
+
+    __slots__ = ("sgemm", "dgemm", "ilp64", "threads")
+
+    def __init__(self, sgemm, dgemm, ilp64, threads):
+        self.sgemm, self.dgemm, self.ilp64, self.threads = sgemm, dgemm, ilp64, threads
+
+
+def numpy_openblas():
+    """NumPy's own OpenBLAS (a :class:`NumpyOpenblas`), or None when NumPy has none (a NumPy
+    built on another BLAS, or an unknown symbol naming).
+
+    fastbp prefers it to SciPy's: NumPy's wheels ship the newer OpenBLAS (0.3.31 vs SciPy's
+    0.3.30 here), measured 11-16% faster on the engine's per-thread products of the big networks
+    and ~40% on 32 x 64 x 32; and sharing NumPy's thread pool leaves one pool spinning after a
+    product instead of two.  Its symbols carry the scipy-openblas prefix and, in the ILP64 build
+    NumPy uses, a 64_ suffix with 64-bit integer arguments."""
+    global _numpy_openblas
+    if _numpy_openblas is None:
+        found = _find()[2]
+        _numpy_openblas = (_lookup(*found) if found else None) or ()
+    return _numpy_openblas or None
+
+
+def _lookup(threads, controller):
+    import ctypes
+    try:
+        library = ctypes.CDLL(controller.filepath)
+    except OSError:
+        return None
+    for prefix, suffix, ilp64 in (("scipy_", "_64_", True), ("", "_64_", True), ("scipy_", "_", False),
+                                  ("", "_", False)):
+        s, d = (getattr(library, f"{prefix}{t}gemm{suffix}", None) for t in "sd")
+        if s is not None and d is not None:
+            address = lambda f: ctypes.cast(f, ctypes.c_void_p).value  # noqa: E731
+            return NumpyOpenblas(address(s), address(d), ilp64, threads)
+    return None
+
+
+BLAS_CHOICES = ("auto", "numpy", "scipy")
+
+
+def blas_choice():
+    """The BLAS fastbp's compiled products go to: 'numpy' (NumPy's own OpenBLAS, when there is
+    one) or 'scipy' (scipy.linalg.cython_blas); ``FASTBP_BLAS=auto|numpy|scipy`` forces one."""
+    choice = os.environ.get("FASTBP_BLAS", "auto").strip().lower() or "auto"
+    if choice not in BLAS_CHOICES:
+        raise ValueError(f"FASTBP_BLAS must be one of {BLAS_CHOICES}, got {choice!r}")
+    if choice == "scipy":
+        return "scipy"
+    if numpy_openblas() is not None:
+        return "numpy"
+    if choice == "numpy":
+        raise RuntimeError("FASTBP_BLAS=numpy, but NumPy has no OpenBLAS that fastbp can call")
+    return "scipy"
 
 
 def thread_entry_points(libraries):

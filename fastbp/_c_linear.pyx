@@ -1,7 +1,8 @@
 """Compiled dense layers (twins: ``linear_forward``, ``linear_backward``, ``dense_forward``,
 ``dense_backward`` in fastbp/_reference.py).
 
-Matrix products go to scipy's BLAS (Fortran, column-major): a row-major n x k array is, to
+Matrix products go to a BLAS (Fortran, column-major: SciPy's cython_blas, or NumPy's own
+OpenBLAS when fastbp._compiled.use_blas picks it): a row-major n x k array is, to
 BLAS, its k x n transpose, so C = X W is computed as C^T = W^T X^T without copies.  The bias,
 the activation and its derivative, and the bias gradient ride on one pass over the n x k output
 (see fastbp/_c_activation.pyx).  A gemm input that overlaps an output is copied first, so that
@@ -9,6 +10,7 @@ results match NumPy's matmul, which does the same.
 """
 cimport numpy as cnp
 from libc.limits cimport INT_MAX
+from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -20,19 +22,48 @@ cnp.import_array()
 cdef int IDENTITY = activation_code("identity")
 
 
+ctypedef void (*sgemm64_t)(char*, char*, int64_t*, int64_t*, int64_t*, float*, float*, int64_t*,
+                           float*, int64_t*, float*, float*, int64_t*) noexcept nogil
+ctypedef void (*dgemm64_t)(char*, char*, int64_t*, int64_t*, int64_t*, double*, double*,
+                           int64_t*, double*, int64_t*, double*, double*, int64_t*) noexcept nogil
+# ILP64 sgemm/dgemm to use instead of SciPy's (NumPy's OpenBLAS; see use_ilp64_blas)
+cdef sgemm64_t sgemm64 = NULL
+cdef dgemm64_t dgemm64 = NULL
+
+
+def use_ilp64_blas(uintptr_t s, uintptr_t d):
+    """Send the products to the ILP64 (64-bit integer) sgemm and dgemm at these addresses, which
+    must stay loaded (NumPy's OpenBLAS: fastbp._compiled.use_blas); 0, 0: back to SciPy's."""
+    global sgemm64, dgemm64
+    if (s == 0) != (d == 0):
+        raise ValueError("give both gemm addresses, or neither")
+    sgemm64, dgemm64 = <sgemm64_t>s, <dgemm64_t>d
+
+
 cdef void gemm(char transa, char transb, int m, int n, int k, const floating* A, int lda,
                const floating* B, int ldb, floating* C) noexcept nogil:
     """Column-major C (m x n, contiguous) = op(A) op(B).  Empty products are done here, since
     BLAS wants every leading dimension >= 1."""
     cdef floating one = 1, zero = 0
+    cdef int64_t m8 = m, n8 = n, k8 = k, lda8 = lda, ldb8 = ldb
     if m == 0 or n == 0:
         return
     if k == 0:
         memset(C, 0, <size_t>m * n * sizeof(floating))
     elif floating is float:
-        sgemm(&transa, &transb, &m, &n, &k, &one, <float*>A, &lda, <float*>B, &ldb, &zero, C, &m)
+        if sgemm64 != NULL:
+            sgemm64(&transa, &transb, &m8, &n8, &k8, &one, <float*>A, &lda8, <float*>B, &ldb8,
+                    &zero, C, &m8)
+        else:
+            sgemm(&transa, &transb, &m, &n, &k, &one, <float*>A, &lda, <float*>B, &ldb, &zero, C,
+                  &m)
     else:
-        dgemm(&transa, &transb, &m, &n, &k, &one, <double*>A, &lda, <double*>B, &ldb, &zero, C, &m)
+        if dgemm64 != NULL:
+            dgemm64(&transa, &transb, &m8, &n8, &k8, &one, <double*>A, &lda8, <double*>B, &ldb8,
+                    &zero, C, &m8)
+        else:
+            dgemm(&transa, &transb, &m, &n, &k, &one, <double*>A, &lda, <double*>B, &ldb, &zero,
+                  C, &m)
 
 
 cdef void forward(int code, const floating* X, const floating* W, const floating* b, floating* Z,

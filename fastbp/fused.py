@@ -41,7 +41,8 @@ import threading
 import numpy as np
 
 from . import _backend
-from ._blas_threads import SingleThreadBlas, numpy_openblas_sgemm, scipy_blas, thread_entry_points
+from ._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
+                            thread_entry_points)
 
 __all__ = ["make_trainer", "FusedTrainer", "MIN_FLOPS_PER_THREAD", "MIN_PREDICT_ROWS_PER_THREAD",
            "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
@@ -75,25 +76,14 @@ def cpu_count():
 
 
 # ------------------------------------------------------------------------------ BLAS and threads
-ENGINE_BLAS_CHOICES = ("auto", "numpy", "scipy")
-
-
 def engine_blas():
     """The BLAS for the engine's float32 products, as (LP64 sgemm address or 0, ILP64 sgemm
-    address or 0, its thread controls, name): NumPy's own OpenBLAS when there is one (faster than
-    SciPy's, see fastbp._blas_threads.numpy_openblas_sgemm), else SciPy's (cython_blas, the
-    engine's built-in choice: 0, 0).  ``FASTBP_ENGINE_BLAS=scipy`` (or ``numpy``) forces one."""
-    choice = os.environ.get("FASTBP_ENGINE_BLAS", "auto").strip().lower() or "auto"
-    if choice not in ENGINE_BLAS_CHOICES:
-        raise ValueError(f"FASTBP_ENGINE_BLAS must be one of {ENGINE_BLAS_CHOICES}, got {choice!r}")
-    if choice != "scipy":
-        found = numpy_openblas_sgemm()
-        if found is not None:
-            address, ilp64, threads = found
-            return (0, address, [threads], "numpy") if ilp64 else (address, 0, [threads], "numpy")
-        if choice == "numpy":
-            raise RuntimeError("FASTBP_ENGINE_BLAS=numpy, but NumPy has no OpenBLAS that fastbp "
-                               "can call")
+    address or 0, its thread controls, name): NumPy's own OpenBLAS unless ``FASTBP_BLAS`` says
+    otherwise or NumPy has none (see fastbp._blas_threads.blas_choice), else SciPy's
+    (cython_blas, the engine's built-in one: 0, 0)."""
+    if blas_choice() == "numpy":
+        found = numpy_openblas()
+        return ((0, found.sgemm) if found.ilp64 else (found.sgemm, 0)) + ([found.threads], "numpy")
     return 0, 0, scipy_blas(), "scipy"
 
 

@@ -30,9 +30,9 @@ def _compiled_engine(compiled, request, monkeypatch):
     and once on SciPy's (the fallback when NumPy has none)."""
     if fused._c_train is None:
         pytest.skip("fastbp._c_train is not built")
-    if request.param == "numpy" and fused.numpy_openblas_sgemm() is None:
+    if request.param == "numpy" and fused.numpy_openblas() is None:
         pytest.skip("NumPy has no OpenBLAS that fastbp can call")
-    monkeypatch.setenv("FASTBP_ENGINE_BLAS", request.param)
+    monkeypatch.setenv("FASTBP_BLAS", request.param)
     with fastbp.use_backend("compiled"):
         yield request.param
 
@@ -382,8 +382,8 @@ def test_engine_blas_choice(_compiled_engine, monkeypatch):
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 4)
     assert trainer.blas == _compiled_engine
     assert bool(trainer._sgemm or trainer._sgemm64) == (_compiled_engine == "numpy")
-    monkeypatch.setenv("FASTBP_ENGINE_BLAS", "mkl")
-    with pytest.raises(ValueError, match="FASTBP_ENGINE_BLAS"):
+    monkeypatch.setenv("FASTBP_BLAS", "mkl")
+    with pytest.raises(ValueError, match="FASTBP_BLAS"):
         fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 4)
 
 
