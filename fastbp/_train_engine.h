@@ -345,24 +345,13 @@ typedef struct fb_net {
 } fb_net;
 
 /* --------------------------------------------------------------- vectorisable float math */
-/* exp for float: _vmath.h's, the one the kernels use (no libm calls, so loops over it vectorise).
+/* exp and tanh for float: _vmath.h's, the ones the kernels use (no libm calls, so loops over them
+ * vectorise).
  * Its array functions go unused here (and are dropped): no warning for them. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
 #include "_vmath.h"
 #pragma GCC diagnostic pop
-
-/* tanh for float (Cephes tanhf): odd polynomial below 0.625, 1 - 2/(exp(2|x|) + 1) above. */
-static inline float fb_tanhf(float x)
-{
-    float ax = fabsf(x);
-    float z = x * x;
-    float small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z
-                    + 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    float big = 1.0f - 2.0f / (fb_expf(2.0f * ax) + 1.0f);
-    big = x < 0 ? -big : big;
-    return ax < 0.625f ? small : big;
-}
 
 static inline double fb_expd(double x) { return exp(x); }
 static inline double fb_tanhd(double x) { return tanh(x); }

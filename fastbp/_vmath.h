@@ -1,8 +1,8 @@
 /* Float32 vector math for the compiled kernels: y[i] = f(x[i]) over arrays for the functions
- * whose libm versions cannot be vectorised (exp, expm1, log1p, erfc), and a row maximum.  The
- * element functions are branch-free (every path computed, then selected; range reduction by the
- * round-to-nearest trick; 2^n built from exponent bits), so gcc -O3 vectorises the loops without
- * -ffast-math.  With GCC >= 12 on x86-64 glibc each loop also gets an AVX2+FMA clone, picked at
+ * whose libm versions cannot be vectorised (exp, expm1, log1p, erfc; tanh as a scalar for the
+ * training engine), and a row maximum.  The element functions are branch-free (every path
+ * computed, then selected; range reduction by the round-to-nearest trick; 2^n built from exponent
+ * bits), so gcc -O3 vectorises the loops without -ffast-math.  With GCC >= 12 on x86-64 glibc each loop also gets an AVX2+FMA clone, picked at
  * load time by the CPU (target_clones); the default clone is the portable baseline.
  * Accuracy: about one float32 ulp (relative 1.3e-7), erfc excepted: 1.3e-6 relative for x <= 3,
  * growing to 8e-6 at x = 9 (where erfc is 5e-36).  NaN and +-inf behave as in libm.  Clones may
@@ -10,6 +10,7 @@
  */
 #ifndef FASTBP_VMATH_H
 #define FASTBP_VMATH_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +65,15 @@ static inline float fb_expm1f_neg(float x)
     float s = fb_bits_to_float(((int32_t)n + 127) << 23);
     float y = s * fb_expm1_reduced(r) + (s - 1.0f);
     return x == x ? y : x;
+}
+
+/* tanh from expm1: tanh|x| = -expm1(-2|x|) / (2 + expm1(-2|x|)), with no cancellation near 0
+ * (the formula of _c_activation's tanh, for scalar use: the training engine). */
+static inline float fb_tanhf(float x)
+{
+    float t = fb_expm1f_neg(-2.0f * fabsf(x));
+    float y = t / (t + 2.0f);
+    return x < 0.0f ? y : -y;
 }
 
 /* log(1 + u) for u >= 0 (all its callers): log of w = 1 + u, plus the rounding error of w. */
