@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from ._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
-                    print_speedup, pyplot, require_matplotlib, save_model, split_rows)
+                    print_speedup, pyplot, require_matplotlib, save_model, split_rows, warm_up)
 
 __all__ = ["add_generative_arguments", "run_generative", "MODELS"]
 
@@ -169,6 +169,7 @@ def run_generative(model_name, args):
                 print(f"-- training with the {backend} backend")
         try:
             with _backend.use_backend(backend):
+                warm_up(model, X[train])
                 started = time.perf_counter()
                 unconverged = fit_noting_convergence(model.fit, X[train])
                 seconds = time.perf_counter() - started

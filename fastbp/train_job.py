@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from ._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
-                    print_speedup, pyplot, require_matplotlib, save_model, split_rows)
+                    print_speedup, pyplot, require_matplotlib, save_model, split_rows, warm_up)
 
 __all__ = ["add_arguments", "run", "load_table"]
 
@@ -154,6 +154,7 @@ def run(args):
             print(f"-- training with the {name} backend")
         try:
             with _backend.use_backend(name):
+                warm_up(model, X[fit_rows], y[fit_rows])
                 started = time.perf_counter()
                 unconverged = fit_noting_convergence(
                     model.fit, X[fit_rows], y[fit_rows], validation_data=(X[validation], y[validation]))
