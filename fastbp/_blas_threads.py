@@ -40,10 +40,12 @@ class _BlasThreads:
                 self.get, self.set = get, set_
 
 
-def _package_root(module):
-    """site-packages/<name> for an imported package: its files and its wheel's <name>.libs."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(module.__file__))),
-                        module.__name__)
+def _inside(path, package):
+    """Whether ``path`` lies in an imported package's folder or its wheel's <name>.libs (not in a
+    sibling that merely starts with the name, such as scipy_openblas64)."""
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(package.__file__))),
+                        package.__name__)
+    return path.startswith(root + os.sep) or path.startswith(root + ".libs" + os.sep)
 
 
 def _find():
@@ -56,9 +58,9 @@ def _find():
             found = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
             every = [_BlasThreads(lib) for lib in found]
             paths = [os.path.abspath(lib.filepath) for lib in found]
-            own = [t for t, path in zip(every, paths) if path.startswith(_package_root(scipy))]
+            own = [t for t, path in zip(every, paths) if _inside(path, scipy)]
             numpys = [(t, lib) for t, lib, path in zip(every, found, paths)
-                      if path.startswith(_package_root(numpy)) and lib.internal_api == "openblas"]
+                      if _inside(path, numpy) and lib.internal_api == "openblas"]
             _libraries = (own or every, every, numpys[0] if len(numpys) == 1 else None)
         except Exception:  # no threadpoolctl, or it cannot read a library: leave BLAS alone
             _libraries = ([], [], None)
@@ -79,7 +81,7 @@ def all_blas():
 
 class NumpyOpenblas:
     """NumPy's own OpenBLAS: the addresses of its sgemm and dgemm (Fortran interface), whether they
-    take 64-bit integers (ILP64, NumPy's wheels), and its thread controls."""
+    take 64-bit integers (always, for now: only ILP64 builds are used), and its thread controls."""
 
     __slots__ = ("sgemm", "dgemm", "ilp64", "threads")
 
@@ -109,12 +111,13 @@ def _lookup(threads, controller):
         library = ctypes.CDLL(controller.filepath)
     except OSError:
         return None
-    for prefix, suffix, ilp64 in (("scipy_", "_64_", True), ("", "_64_", True), ("scipy_", "_", False),
-                                  ("", "_", False)):
-        s, d = (getattr(library, f"{prefix}{t}gemm{suffix}", None) for t in "sd")
+    # only the 64_-suffixed names: they say ILP64 for sure (an unsuffixed sgemm_ could be either,
+    # and a wrong integer width would pass garbage sizes)
+    for prefix in ("scipy_", ""):
+        s, d = (getattr(library, f"{prefix}{t}gemm_64_", None) for t in "sd")
         if s is not None and d is not None:
             address = lambda f: ctypes.cast(f, ctypes.c_void_p).value  # noqa: E731
-            return NumpyOpenblas(address(s), address(d), ilp64, threads)
+            return NumpyOpenblas(address(s), address(d), True, threads)
     return None
 
 
@@ -189,6 +192,6 @@ class SingleThreadBlas(_Cap):
 
 
 def limit_blas_threads(n):
-    """A context manager capping every BLAS at ``n`` threads inside its block, as
-    ``threadpoolctl.threadpool_limits(n, user_api="blas")`` does, for a few microseconds."""
+    """A context manager capping every BLAS at ``n`` threads inside its block (a lower count in
+    force stays), for a few microseconds where threadpoolctl.threadpool_limits takes ~0.7 ms."""
     return _Cap(all_blas(), max(1, int(n)))

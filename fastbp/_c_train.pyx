@@ -87,9 +87,9 @@ cdef class Engine:
             fb_run(self.net, self.dbl, 0)
 
     def forward(self, X, out, Py_ssize_t rows):
-        """Forward pass of X into out (GIL released), both C-contiguous float32 with ``rows``
-        rows and the network's widths (out writeable), the rest of the control block (plan,
-        workspace) set by the caller; False, without running, when either array is not so."""
+        """Forward pass of X into out (GIL released), both C-contiguous aligned float32 with
+        ``rows`` rows and the network's widths, out writeable and apart from X, the rest of the
+        control block (plan, workspace) set by the caller; False, without running, otherwise."""
         cdef Py_buffer x, o
         cdef int64_t *ctl = <int64_t *>self.net.ctl
         if self.dbl:
@@ -101,9 +101,14 @@ cdef class Engine:
             PyErr_Clear()
             PyBuffer_Release(&x)
             return False
-        cdef bint ok = (_is_float32(&x) and _is_float32(&o) and x.ndim == 2 and o.ndim == 2
+        cdef char *xb = <char *>x.buf
+        cdef char *ob = <char *>o.buf
+        cdef bint ok = (ctl != NULL and _is_float32(&x) and _is_float32(&o)
+                        and x.ndim == 2 and o.ndim == 2
                         and x.shape[0] == rows and o.shape[0] == rows
-                        and x.shape[1] == self.net.d[0] and o.shape[1] == self.net.d[self.net.L])
+                        and x.shape[1] == self.net.d[0] and o.shape[1] == self.net.d[self.net.L]
+                        and <uintptr_t>xb % 4 == 0 and <uintptr_t>ob % 4 == 0
+                        and (xb + x.len <= ob or ob + o.len <= xb))  # aligned, apart
         if ok:
             ctl[8] = <int64_t><uintptr_t>x.buf
             ctl[9] = <int64_t><uintptr_t>o.buf

@@ -50,7 +50,7 @@
 #include <time.h>
 
 #define FB_MAXL 32 /* dense layers */
-#define FB_MAXT 16 /* threads */
+#define FB_MAXT 16 /* threads (fewer than 64: a job's count shares a word with its number) */
 #define FB_MAXG 8  /* random generators of the dropout layers */
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -172,6 +172,8 @@ static void fb_signal(atomic_uint *word, atomic_int *sleepers)
     atomic_fetch_add(word, 1);
     if (atomic_load(sleepers)) fb_wake_all(word);
 }
+
+_Static_assert(FB_MAXT < 64, "fb_publish keeps a job's thread count in 6 bits");
 
 typedef struct fb_pool {
     int size;    /* threads including the caller */
@@ -503,6 +505,50 @@ static void fb_combine(fb_net *N, int nb)
  * (costly) BLAS thread switching. */
 #define FB_BLAS_SMALL 262144.0
 
+/* Holding a BLAS at one thread, shared by every engine call in the process: the thread count is
+ * the library's (process-wide), and engines may run at once (their calls release the GIL), so the
+ * first call to hold a library saves its count and sets 1, the last to let go restores it, and
+ * calls in between read the saved count (not the 1 set by another).  Two slots: NumPy's and
+ * SciPy's OpenBLAS.  A spin lock (held for a get or set call) keeps libpthread out of the link. */
+typedef struct { void (*set)(int); int holders, saved; } fb_blas_hold_t;
+static fb_blas_hold_t fb_blas_holds[2];
+static atomic_flag fb_blas_lock = ATOMIC_FLAG_INIT;
+
+/* Hold N's BLAS at one thread; returns its thread count before the first holder (at least 1). */
+static int fb_blas_hold(fb_net *N)
+{
+    int limit = 1;
+    while (atomic_flag_test_and_set_explicit(&fb_blas_lock, memory_order_acquire)) FB_RELAX();
+    fb_blas_hold_t *h = NULL;
+    for (int i = 0; i < 2 && !h; i++)
+        if (fb_blas_holds[i].holders && fb_blas_holds[i].set == N->blas_set) h = &fb_blas_holds[i];
+    for (int i = 0; i < 2 && !h; i++)
+        if (!fb_blas_holds[i].holders) h = &fb_blas_holds[i];
+    if (h) {
+        if (h->holders++ == 0) {
+            h->set = N->blas_set;
+            h->saved = N->blas_get();
+            if (h->saved != 1) N->blas_set(1);
+        }
+        limit = h->saved;
+    } /* else: a third library at once, not held (speed only: never the case with fastbp's two) */
+    atomic_flag_clear_explicit(&fb_blas_lock, memory_order_release);
+    return limit < 1 ? 1 : limit;
+}
+
+static void fb_blas_release(fb_net *N)
+{
+    while (atomic_flag_test_and_set_explicit(&fb_blas_lock, memory_order_acquire)) FB_RELAX();
+    for (int i = 0; i < 2; i++) {
+        fb_blas_hold_t *h = &fb_blas_holds[i];
+        if (h->holders && h->set == N->blas_set) {
+            if (--h->holders == 0 && h->saved != 1) N->blas_set(h->saved);
+            break;
+        }
+    }
+    atomic_flag_clear_explicit(&fb_blas_lock, memory_order_release);
+}
+
 static void fb_run(fb_net *N, int dbl, int predict)
 {
     const int64_t *c = N->ctl;
@@ -517,11 +563,7 @@ static void fb_run(fb_net *N, int dbl, int predict)
     /* a one-thread forward pass may leave the products to a threaded BLAS (ctl[15]) */
     int control = N->blas_get && N->blas_set && (wanted > 1 || mnk > FB_BLAS_SMALL)
                   && !(predict && c[15]);
-    if (control) {
-        blas = N->blas_get();
-        if (blas != 1) N->blas_set(1);
-        if (blas < 1) blas = 1;
-    }
+    if (control) blas = fb_blas_hold(N);
     if (predict) {
         N->PX = (const void *)c[8]; N->Pout = (void *)c[9]; N->Pn = (long)c[10];
         N->Pbuf = (void *)c[11]; N->Pwidth = (long)c[12]; N->Pchunk = (int)c[13];
@@ -557,7 +599,7 @@ static void fb_run(fb_net *N, int dbl, int predict)
         N->io[3] = N->T;
         for (int l = 0; l < N->L; l++) N->io[4 + l] = N->gn_sum[l];
     }
-    if (control && blas != 1) N->blas_set(blas);
+    if (control) fb_blas_release(N);
 }
 
 #endif /* FB_TRAIN_ENGINE_H */

@@ -500,7 +500,7 @@ class FusedTrainer:
 
     def predict(self, X, out=None):
         """The network output for the rows of X (inference: no dropout), into ``out`` if given."""
-        if out is not None and self._blas_fallback is None:
+        if type(out) is np.ndarray and self._blas_fallback is None:
             # serving path: a C-contiguous float32 X and out run with the checks in _c_train
             # (~0.3 us instead of ~3 us); anything else goes the way below
             n = X.shape[0] if type(X) is np.ndarray and X.ndim == 2 else 0
@@ -515,15 +515,19 @@ class FusedTrainer:
         dtype, widths = self.dtype, self.widths
         if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, dtype=dtype)
+        if not X.flags.aligned:
+            X = X.copy()
         if X.ndim != 2 or X.shape[1] != widths[0]:
             raise ValueError(f"X must have shape (n, {widths[0]}), got {X.shape}")
         n = X.shape[0]
         if out is None:
             out = np.empty((n, widths[-1]), dtype)
         elif type(out) is not np.ndarray or out.shape != (n, widths[-1]) or out.dtype != dtype \
-                or not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError(f"out must be a writeable C-contiguous {dtype} array of shape "
-                             f"{(n, widths[-1])}")
+                or not out.flags.c_contiguous or not out.flags.writeable or not out.flags.aligned:
+            raise ValueError(f"out must be a writeable, aligned C-contiguous {dtype} array of "
+                             f"shape {(n, widths[-1])}")
+        elif np.shares_memory(X, out):
+            raise ValueError("out must not share memory with X (layers write it before reading X)")
         if n == 0:
             return out
         with self._lock:

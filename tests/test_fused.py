@@ -324,6 +324,26 @@ def test_predict_into_out_takes_any_layout_and_refuses_bad_arrays(rng):
             trainer.predict(bad, out)
 
 
+def test_predict_refuses_out_sharing_memory_with_x_and_takes_unaligned_x(rng):
+    net = Sequential([Dense(6, 6, "relu", rng=1)])  # d == k: out could be X itself
+    trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 4)
+    X = rng.standard_normal((10, 6)).astype(np.float32)
+    want = net.predict(X)
+    for out in (X, X[:, :]):
+        with pytest.raises(ValueError, match="share memory"):
+            trainer.predict(X, out)
+    np.testing.assert_array_equal(X, X.copy())
+    raw = np.zeros(X.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(X.shape)
+    unaligned[...] = X
+    assert not unaligned.flags.aligned
+    out = np.empty((10, 6), np.float32)
+    np.testing.assert_allclose(trainer.predict(unaligned, out), want, rtol=1e-5, atol=1e-6)
+    raw_out = np.zeros(out.nbytes + 1, np.uint8)
+    with pytest.raises(ValueError, match="aligned"):
+        trainer.predict(X, raw_out[1:].view(np.float32).reshape(out.shape))
+
+
 def test_predict_single_layer_and_softmax_output(rng):
     net = Sequential([Dense(5, 4, "softmax", rng=1)])
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 8)
@@ -366,15 +386,56 @@ def test_pool_starts_one_thread_per_cpu_at_most(monkeypatch, rng):
     monkeypatch.setattr(fused, "MIN_FLOPS_PER_THREAD", 1.0)
     net = make_mlp(16, [8], 3, rng=0)
     trainer = fused.make_trainer(net, "softmax_cross_entropy", make_optimizer(net, "sgd", 0.0), 16)
+    from threadpoolctl import threadpool_limits
     X, Y = make_data("softmax_cross_entropy", 64, 16, 3, rng)
+    gc.collect()  # no earlier trainer joins its workers in the middle of the count
     before = len(os.listdir("/proc/self/task"))
-    trainer.train_epoch(X, Y, np.arange(64), np.zeros(2))
-    assert trainer.last_threads == 2
-    assert len(os.listdir("/proc/self/task")) - before == 1
-    for _ in range(3):  # later jobs reuse the pool
-        trainer.predict(X)
+    with threadpool_limits(limits=2, user_api="blas"):  # the engine takes no more than BLAS may
         trainer.train_epoch(X, Y, np.arange(64), np.zeros(2))
+        assert trainer.last_threads == 2
+        assert len(os.listdir("/proc/self/task")) - before == 1
+        for _ in range(3):  # later jobs reuse the pool
+            trainer.predict(X)
+            trainer.train_epoch(X, Y, np.arange(64), np.zeros(2))
     assert len(os.listdir("/proc/self/task")) - before == 1
+
+
+def test_concurrent_trainers_leave_blas_threads_as_they_were(monkeypatch, rng):
+    """Engine calls release the GIL, so two trainers may run at once: the BLAS thread count (one
+    setting per library) is held at one thread by the first and restored by the last, and a call
+    that starts while another holds it still sees the limit in force before (not the 1 set)."""
+    import threading as python_threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def counts():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    monkeypatch.setattr(fused, "MIN_FLOPS_PER_THREAD", 1.0)  # threads for every call
+    nets = [make_mlp(128, [128], 10, rng=i) for i in range(2)]
+    trainers = [fused.make_trainer(net, "softmax_cross_entropy", make_optimizer(net, "sgd", 0.0), 64)
+                for net in nets]
+    X, Y = make_data("softmax_cross_entropy", 256, 128, 10, rng)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = counts()
+        errors, threads_seen = [], set()
+
+        def work(trainer):
+            try:
+                for _ in range(40):
+                    trainer.train_epoch(X, Y, np.arange(256), np.zeros(2))
+                    threads_seen.add(trainer.last_threads)
+                    trainer.predict(X)
+            except Exception as error:  # pragma: no cover - reported below
+                errors.append(error)
+        workers = [python_threading.Thread(target=work, args=(t,)) for t in trainers]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert not errors
+        assert counts() == before
+        assert threads_seen == {min(2, fused.cpu_count())}
 
 
 def test_engine_blas_choice(_compiled_engine, monkeypatch):

@@ -78,7 +78,8 @@ def test_dense_kernels_match_the_twin(blas, dtype, rng):
     assert_results_close(got, want, dtype)
 
 
-GEMM64 = ctypes.CFUNCTYPE(None, *([ctypes.c_char_p] * 2 + [ctypes.POINTER(ctypes.c_int64)] * 3
+GEMM64 = ctypes.CFUNCTYPE(None, *([ctypes.POINTER(ctypes.c_char)] * 2
+                                  + [ctypes.POINTER(ctypes.c_int64)] * 3
                                   + [ctypes.c_void_p] * 2 + [ctypes.POINTER(ctypes.c_int64)]
                                   + [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_int64)]
                                   + [ctypes.c_void_p] * 2 + [ctypes.POINTER(ctypes.c_int64)]))
@@ -100,7 +101,7 @@ def test_ilp64_route_is_taken_with_64_bit_sizes(dtype, rng):
         real = GEMM64(real_address)
 
         def gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
-            calls.append((ta[:1], tb[:1], m[0], n[0], k[0]))
+            calls.append((ta[0], tb[0], m[0], n[0], k[0]))
             real(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
         return GEMM64(gemm)
 
