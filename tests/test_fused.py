@@ -319,7 +319,7 @@ def test_predict_into_out_takes_any_layout_and_refuses_bad_arrays(rng):
     for bad in bad_outs + [frozen]:
         with pytest.raises(ValueError, match="out must be"):
             trainer.predict(X.astype(np.float32), bad)
-    for bad in (np.empty((20, 8), np.float32), np.empty(9, np.float32), np.empty((20, 9, 1))):
+    for bad in (np.zeros((20, 8), np.float32), np.zeros(9, np.float32), np.zeros((20, 9, 1))):
         with pytest.raises(ValueError, match="X must"):
             trainer.predict(bad, out)
 
