@@ -55,3 +55,31 @@ def test_estimator_n_threads_caps_blas_during_predict(monkeypatch):
     model.predict(X)
     assert seen == [[1] * len(before)]
     assert blas_counts() == before
+
+
+def test_without_numpy_openblas_the_choice_falls_back_to_scipy(monkeypatch):
+    """A NumPy built on another BLAS (MKL, Accelerate): 'auto' takes SciPy's, 'numpy' refuses."""
+    libraries = _blas_threads._find()
+    monkeypatch.setattr(_blas_threads, "_libraries", (libraries[0], libraries[1], None))
+    monkeypatch.setattr(_blas_threads, "_numpy_openblas", None)
+    assert _blas_threads.numpy_openblas() is None
+    monkeypatch.setenv("FASTBP_BLAS", "auto")
+    assert _blas_threads.blas_choice() == "scipy"
+    monkeypatch.setenv("FASTBP_BLAS", "numpy")
+    with pytest.raises(RuntimeError, match="no OpenBLAS"):
+        _blas_threads.blas_choice()
+    monkeypatch.setenv("FASTBP_BLAS", "bogus")
+    with pytest.raises(ValueError, match="FASTBP_BLAS"):
+        _blas_threads.blas_choice()
+
+
+def test_numpy_openblas_found_here_is_numpy_s_own():
+    """On NumPy's wheels (this machine's), its OpenBLAS is found under NumPy's folders."""
+    import numpy as np
+    found = _blas_threads.numpy_openblas()
+    if found is None:
+        pytest.skip("this NumPy has no OpenBLAS of its own")
+    numpy_libs = [lib for lib in threadpoolctl.threadpool_info()
+                  if lib["user_api"] == "blas" and _blas_threads._inside(lib["filepath"], np)]
+    assert len(numpy_libs) == 1 and numpy_libs[0]["internal_api"] == "openblas"
+    assert found.ilp64 and found.sgemm and found.dgemm
