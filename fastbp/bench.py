@@ -21,13 +21,15 @@ Contenders (those whose library is missing are skipped):
 GFLOP/s count 2 d k multiply-adds per row and layer for the forward, the weight gradient and the
 input gradient (none for the first layer).  The reference line is a large float32 product
 (``numpy.matmul``, 2048 x 2048 x 2048, default BLAS threads), measured in every round as well;
-SciPy's ``sgemm`` (the BLAS fastbp calls) is shown beside it.  Prediction is the forward pass,
+SciPy's ``sgemm`` is shown beside it (fastbp's products go to NumPy's OpenBLAS, or SciPy's:
+the header line says which).  Prediction is the forward pass,
 timed two ways: one call per minibatch of the training batch size (serving-like; per-call
 overheads count), and one call over all the run's rows.  The per-sample table times fastbp's
 step for batch sizes 32 to 1024 on the same rows.  The default nets are the floors of issue 5 (relu hidden layers, identity
 output; softmax cross-entropy with labels for classifiers, squared error for the autoencoder).
 """
 import json
+import os
 import platform
 import statistics
 import sys
@@ -510,8 +512,9 @@ def _workloads(args):
 def _environment():
     env = {"python": platform.python_version(), "numpy": np.__version__,
            "machine": platform.machine(), "cpus": None}
-    from . import fused
+    from . import _blas_threads, fused
     env["cpus"] = fused.cpu_count()
+    env["fastbp_blas"] = _blas_threads.blas_choice()
     try:
         from threadpoolctl import threadpool_info
         env["blas"] = [{k: lib.get(k) for k in ("internal_api", "version", "num_threads",
@@ -527,8 +530,12 @@ def run(args):
         args.repeat = min(args.repeat, 3)
     log = print
     env = _environment()
+    blas = {lib.get("filepath", ""): lib.get("version") for lib in env.get("blas", [])}
+    versions = ", ".join(f"{os.path.basename(path).split('-')[0]} {version}"
+                         for path, version in blas.items())
     log(f"fastbp bench: float32, {env['cpus']} CPUs, numpy {env['numpy']}, medians of "
-        f"{args.repeat} interleaved rounds")
+        f"{args.repeat} interleaved rounds; fastbp's products on {env['fastbp_blas']}'s BLAS"
+        + (f" (loaded: {versions})" if versions else ""))
     results = []
     for w, floors in _workloads(args):
         result = bench_net(w, floors, args, log)
