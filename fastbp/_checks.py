@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = FLOAT_DTYPES  # NumPy hands out these very objects for native arrays: `is` is enough
 
 # Activation name -> default of its one parameter ``alpha`` (None: takes no parameter).
 ACTIVATIONS = {
@@ -22,7 +23,8 @@ def float_array(x, name, ndim):
     """``x`` as a C-contiguous float32/float64 array of ``ndim`` dimensions (copied only if needed)."""
     if type(x) is not np.ndarray:
         x = np.asarray(x)
-    if x.dtype not in FLOAT_DTYPES:
+    dtype = x.dtype
+    if dtype is not _F32 and dtype is not _F64 and dtype not in FLOAT_DTYPES:
         if x.dtype.kind != "f" or x.dtype.newbyteorder("=") not in FLOAT_DTYPES:
             raise TypeError(f"{name} must be float32 or float64, got dtype {x.dtype}")
         x = x.astype(x.dtype.newbyteorder("="))  # a byte-swapped float: native copy
@@ -52,7 +54,7 @@ def out_array(out, name, shape, dtype):
         return np.empty(shape, dtype)
     if type(out) is not np.ndarray:
         raise ValueError(f"{name} must be a NumPy array, got {type(out).__name__}")
-    if out.dtype != dtype:
+    if out.dtype is not dtype and out.dtype != dtype:
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
