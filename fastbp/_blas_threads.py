@@ -5,8 +5,8 @@ two different copies); it is asked once, and its OpenBLAS symbols are then calle
 ``threadpoolctl.threadpool_limits`` costs ~0.7 ms per use (it looks every library up again),
 which is more than a forward pass of a small network.
 
-- :func:`scipy_blas`: the BLAS that ``scipy.linalg.cython_blas`` calls (the one fastbp's compiled
-  kernels and engine use), or every BLAS when it cannot be told apart.
+- :func:`scipy_blas`: the BLAS that ``scipy.linalg.cython_blas`` calls (fastbp's fallback), or
+  every BLAS when it cannot be told apart.
 - :func:`numpy_openblas`, :func:`blas_choice`: NumPy's own OpenBLAS, which fastbp's compiled
   products prefer to SciPy's (``FASTBP_BLAS``).
 - :func:`thread_entry_points`: addresses of a BLAS's get/set functions, for the engine.
