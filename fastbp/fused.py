@@ -44,7 +44,7 @@ from . import _backend
 from ._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
-__all__ = ["make_trainer", "FusedTrainer", "MIN_FLOPS_PER_THREAD", "MIN_PREDICT_ROWS_PER_THREAD",
+__all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THREAD", "MIN_PREDICT_ROWS_PER_THREAD",
            "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
 
 ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
@@ -172,10 +172,20 @@ def _own_array(a, shape, dtype):
             and a.flags.c_contiguous and a.flags.writeable and a.flags.aligned)
 
 
-def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None):
+def make_predictor(network):
+    """A :class:`FusedTrainer` for forward passes only (what ``fastbp.nn.Sequential.predict``
+    runs on): the engine's prediction with one row of training buffers and no weight-gradient
+    scratch; None when the engine cannot run the network (as for make_trainer)."""
+    from .optim import SGD
+    return make_trainer(network, "squared_error", SGD(network.params(), lr=0.0), 1,
+                        predict_only=True)
+
+
+def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False):
     """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
     engine cannot run it (backend 'numpy', engine not built, not a plain Dense/Dropout stack,
-    dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads."""
+    dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads;
+    ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor)."""
     if _c_train is None or _backend.backend() != "compiled" or loss_name not in LOSS_CODES:
         return None
     stack = _plain_stack(network)
@@ -200,7 +210,7 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None):
     if len({id(d.rng) for d in dropouts.values()}) > MAX_GENERATORS:
         return None
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),
-                        n_threads)
+                        n_threads, predict_only)
 
 
 def _in_place(layer):
@@ -216,7 +226,8 @@ def _in_place(layer):
 class FusedTrainer:
     """The compiled epoch (see the module docstring); made by :func:`make_trainer`."""
 
-    def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None):
+    def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None,
+                 predict_only=False):
         self.network, self.loss, self.optimizer = network, loss, optimizer
         self.batch_size = B = batch_size
         self._n_threads = n_threads
@@ -240,7 +251,8 @@ class FusedTrainer:
         # per-thread scratch for the dW slices (the engine keeps dW in cache with it)
         threads = min(cpu_count(), MAX_THREADS)
         largest = max(d * k for d, k in zip(self.widths, self.widths[1:]))
-        self._dw_scratch = np.empty((threads, largest // threads + 16 * max(self.widths[1:])), dtype)
+        per_thread = 0 if predict_only else largest // threads + 16 * max(self.widths[1:])
+        self._dw_scratch = np.empty((threads, per_thread), dtype)
         self._Z, self._A, self._dZ, self._D = [], [], [], []
         for l, layer in enumerate(dense):
             Z = np.empty((B, layer.n_out), dtype)

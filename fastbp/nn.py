@@ -325,15 +325,18 @@ class Sequential:
             if lower.n_out != upper.n_in:
                 raise ValueError(f"layer sizes do not chain: {lower!r} then {upper!r}")
         self._loss_cache = _BufferCache(self._make_loss_buffer)
+        self._predictor = None  # the engine's forward pass, made on the first predict (or False)
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_loss_cache"] = None
+        state["_predictor"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._loss_cache = _BufferCache(self._make_loss_buffer)
+        self._predictor = None
 
     @property
     def dense_layers(self):
@@ -383,9 +386,30 @@ class Sequential:
         return X
 
     def predict(self, X):
-        """The output for X in fresh arrays (inference mode: dropout off; nothing cached)."""
+        """The output for X in a fresh array (inference mode: dropout off; no layer keeps X, Z
+        or A).  On the compiled backend a plain float32 stack runs the training engine's forward
+        pass (fastbp.fused.make_predictor: fused bias + activation, rows split over threads,
+        chunks that stay in cache); anything else goes layer by layer."""
         X = _as_input(X, self.dtype, self.n_inputs)
+        predictor = self._engine_predictor()
+        if predictor is not None:
+            return predictor.predict(X)
         return self._forward(X, False, keep=False)
+
+    def _engine_predictor(self):
+        """The engine's predictor for this network (made once, not pickled), or None."""
+        from . import _training
+        if not _training.USE_FUSED or _backend.backend() != "compiled":
+            return None
+        predictor = getattr(self, "_predictor", None)  # (absent on a network built by __new__)
+        if predictor is None:
+            try:
+                from . import fused
+                predictor = fused.make_predictor(self) or False
+            except ImportError:
+                predictor = False
+            self._predictor = predictor
+        return predictor or None
 
     __call__ = predict
 

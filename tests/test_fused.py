@@ -58,6 +58,11 @@ def make_optimizer(net, kind, decay):
                weight_decay=decays)
 
 
+def layerwise_predict(net, X):
+    """The network's output computed layer by layer: the reference for the engine's forward."""
+    return net._forward(np.ascontiguousarray(X, net.dtype), False, keep=False)
+
+
 def make_data(loss, n, d, k, rng, labels=True):
     X = rng.standard_normal((n, d)).astype(np.float32)
     if loss == "softmax_cross_entropy" and labels:
@@ -287,7 +292,7 @@ def test_predict_matches_the_network(n, threads, rng):
     net = make_mlp(13, [40, 17], 6, activation="gelu", dropout=0.5, rng=3)
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 32)
     X = rng.standard_normal((n, 13)).astype(np.float32)
-    want = net.predict(X)
+    want = layerwise_predict(net, X)
     got = trainer.predict(X)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     out = np.empty_like(want)
@@ -301,7 +306,7 @@ def test_predict_into_out_takes_any_layout_and_refuses_bad_arrays(rng):
     net = make_mlp(9, [12], 4, rng=2)
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 8)
     X = rng.standard_normal((20, 9))
-    want = net.predict(X.astype(np.float32))
+    want = layerwise_predict(net, X.astype(np.float32))
     out = np.full((20, 4), np.nan, np.float32)
     variants = [X.astype(np.float32), X, np.asfortranarray(X, dtype=np.float32),
                 X.astype(np.float32)[:, ::1][::-1][::-1], X.astype(np.float32).tolist()]
@@ -328,7 +333,7 @@ def test_predict_refuses_out_sharing_memory_with_x_and_takes_unaligned_x(rng):
     net = Sequential([Dense(6, 6, "relu", rng=1)])  # d == k: out could be X itself
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 4)
     X = rng.standard_normal((10, 6)).astype(np.float32)
-    want = net.predict(X)
+    want = layerwise_predict(net, X)
     for out in (X, X[:, :]):
         with pytest.raises(ValueError, match="share memory"):
             trainer.predict(X, out)
@@ -344,11 +349,32 @@ def test_predict_refuses_out_sharing_memory_with_x_and_takes_unaligned_x(rng):
         trainer.predict(X, raw_out[1:].view(np.float32).reshape(out.shape))
 
 
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_sequential_predict_runs_the_engine_where_it_can(n, rng, monkeypatch):
+    """Sequential.predict: the engine's forward pass for a plain float32 stack on the compiled
+    backend (same values as layer by layer), layer by layer otherwise; never pickled."""
+    import pickle
+    net = make_mlp(13, [40, 17], 6, activation="tanh", dropout=0.3, rng=3)
+    X = rng.standard_normal((n, 13)).astype(np.float32)
+    np.testing.assert_allclose(net.predict(X), layerwise_predict(net, X), rtol=1e-5, atol=1e-6)
+    assert isinstance(net._engine_predictor(), fused.FusedTrainer)
+    assert net._engine_predictor()._dw_scratch.size == 0  # forward only: no gradient scratch
+    assert pickle.loads(pickle.dumps(net))._predictor is None
+    with fastbp.use_backend("numpy"):
+        assert net._engine_predictor() is None
+    monkeypatch.setattr(_training, "USE_FUSED", False)
+    assert net._engine_predictor() is None
+    monkeypatch.setattr(_training, "USE_FUSED", True)
+    wide = make_mlp(13, [40], 6, dtype="float64", rng=3)
+    assert wide._engine_predictor() is None
+    np.testing.assert_allclose(wide.predict(X), layerwise_predict(wide, X), rtol=1e-12)
+
+
 def test_predict_single_layer_and_softmax_output(rng):
     net = Sequential([Dense(5, 4, "softmax", rng=1)])
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 8)
     X = rng.standard_normal((33, 5)).astype(np.float32)
-    np.testing.assert_allclose(trainer.predict(X), net.predict(X), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(trainer.predict(X), layerwise_predict(net, X), rtol=1e-5, atol=1e-7)
 
 
 def test_thread_count_follows_work_cap_and_blas_limit(rng):
