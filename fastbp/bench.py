@@ -28,6 +28,7 @@ overheads count), and one call over all the run's rows.  The per-sample table ti
 step for batch sizes 32 to 1024 on the same rows.  The default nets are the floors of issue 5 (relu hidden layers, identity
 output; softmax cross-entropy with labels for classifiers, squared error for the autoencoder).
 """
+import contextlib
 import json
 import os
 import platform
@@ -143,6 +144,17 @@ class FastbpFused(Contender):
         self.predict_bulk = lambda: self.trainer.predict(w.X, bulk_out)
 
 
+@contextlib.contextmanager
+def _layer_by_layer():
+    """Sequential.predict layer by layer (on the compiled backend it would take the engine)."""
+    from . import _training
+    saved, _training.USE_FUSED = _training.USE_FUSED, False
+    try:
+        yield
+    finally:
+        _training.USE_FUSED = saved
+
+
 class FastbpLayers(Contender):
     """fastbp's layer-by-layer path (fastbp._training.LayerwiseTrainer) on one backend."""
 
@@ -164,14 +176,16 @@ class FastbpLayers(Contender):
             with use(backend):
                 trainer.train_epoch(w.X, w.Y, w.order, norms)
 
+        network = self.network
+
         def predict():
-            with use(backend):
+            with use(backend), _layer_by_layer():
                 for xb in batches:
-                    self.network.predict(xb)
+                    network.predict(xb)
 
         def predict_bulk():
-            with use(backend):
-                self.network.predict(w.X)
+            with use(backend), _layer_by_layer():
+                network.predict(w.X)
         self.train, self.predict, self.predict_bulk = train, predict, predict_bulk
 
 
