@@ -55,7 +55,8 @@ def _find():
             import numpy
             import scipy
             from threadpoolctl import ThreadpoolController
-            found = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+            found = [lib for lib in ThreadpoolController().lib_controllers
+                     if lib.user_api == "blas"]
             every = [_BlasThreads(lib) for lib in found]
             paths = [os.path.abspath(lib.filepath) for lib in found]
             own = [t for t, path in zip(every, paths) if _inside(path, scipy)]
@@ -150,7 +151,8 @@ def thread_entry_points(libraries):
     get, set_ = libraries[0].get, libraries[0].set
     if not (isinstance(get, ctypes._CFuncPtr) and isinstance(set_, ctypes._CFuncPtr)):
         return 0, 0
-    return (ctypes.cast(get, ctypes.c_void_p).value or 0, ctypes.cast(set_, ctypes.c_void_p).value or 0)
+    address = lambda f: ctypes.cast(f, ctypes.c_void_p).value or 0  # noqa: E731
+    return address(get), address(set_)
 
 
 class _Cap:

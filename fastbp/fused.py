@@ -44,8 +44,8 @@ from . import _backend
 from ._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
-__all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THREAD", "MIN_PREDICT_ROWS_PER_THREAD",
-           "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
+__all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THREAD",
+           "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
 
 ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
                     "softplus": 5, "elu": 6, "gelu": 7, "softmax": 8}

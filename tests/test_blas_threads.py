@@ -7,7 +7,8 @@ threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
 def blas_counts():
-    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+            if lib["user_api"] == "blas"]
 
 
 def test_every_blas_is_found():

@@ -439,8 +439,8 @@ def test_concurrent_trainers_leave_blas_threads_as_they_were(monkeypatch, rng):
 
     monkeypatch.setattr(fused, "MIN_FLOPS_PER_THREAD", 1.0)  # threads for every call
     nets = [make_mlp(128, [128], 10, rng=i) for i in range(2)]
-    trainers = [fused.make_trainer(net, "softmax_cross_entropy", make_optimizer(net, "sgd", 0.0), 64)
-                for net in nets]
+    trainers = [fused.make_trainer(net, "softmax_cross_entropy", make_optimizer(net, "sgd", 0.0),
+                                   64) for net in nets]
     X, Y = make_data("softmax_cross_entropy", 256, 128, 10, rng)
     with threadpool_limits(limits=2, user_api="blas"):
         before = counts()

@@ -57,7 +57,7 @@ def test_linear_kernels_match_the_twin(blas, case, dtype, shape, rng):
 def test_linear_kernels_any_layout(blas, case, dtype, layout, rng):
     inputs, state = case.make(rng, SHAPES["square"], dtype)
     want = twin(case, inputs, state)
-    laid_out = {name: layout(array) if array is not None else None for name, array in inputs.items()}
+    laid_out = {name: None if array is None else layout(array) for name, array in inputs.items()}
     assert_results_close(case.run(laid_out, state), want, dtype)
 
 
