@@ -3,14 +3,14 @@
  *
  * Layout.  Batch-major, row-major, as in the rest of fastbp: a layer maps its input X (n x d) to
  * Z = X W + b (n x k) and A = f(Z).  The products go to BLAS (NumPy's OpenBLAS sgemm, found at run
- * time by fastbp.fused, or SciPy's, passed in by the Cython module), always accumulating (beta =
- * 1) onto a C that the engine prepares: the bias rows for a forward product, zeros for a gradient
- * (OpenBLAS's beta = 0 clears C with one memset per row of ours, which costs more than the product
- * on small layers).  Everything else is fused into single passes that the C compiler vectorises:
- * activation (+ dropout) after the product, the derivative (+ dropout mask) after dX, and the
- * optimizer update with the norm of dW and the L2 penalty summed in the same pass.  Only the
- * exp-bound activations and the update have an AVX2/FMA clone chosen at run time (FB_CLONES); the
- * rest is memory-bound baseline code.
+ * time by fastbp.fused, or SciPy's, passed in by the Cython module), always accumulating
+ * (beta = 1) onto a C that the engine prepares: the bias rows for a forward product, zeros for a
+ * gradient (OpenBLAS's beta = 0 clears C with one memset per row of ours, which costs more than
+ * the product on small layers).  Everything else is fused into single passes that the C compiler
+ * vectorises: activation (+ dropout) after the product, the derivative (+ dropout mask) after dX,
+ * and the optimizer update with the norm of dW and the L2 penalty summed in the same pass.  Only
+ * the exp-bound activations and the update have an AVX2/FMA clone chosen at run time (FB_CLONES);
+ * the rest is memory-bound baseline code.
  *
  * Threading.  The engine runs its own small pool (the caller plus T-1 pthreads) in SPMD style, with
  * BLAS held at one thread: thread t owns rows [r_t, r_t+1) of the minibatch.  One step is two
