@@ -228,7 +228,9 @@ class FusedTrainer:
 
     def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None,
                  predict_only=False):
-        self.network, self.loss, self.optimizer = network, loss, optimizer
+        # no reference to the network itself: a network keeps its predictor (make_predictor),
+        # and a cycle would keep the engine's threads alive until the garbage collector runs
+        self.loss, self.optimizer = loss, optimizer
         self.batch_size = B = batch_size
         self._n_threads = n_threads
         self._dense, self._dropouts = dense, dropouts

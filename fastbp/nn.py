@@ -39,6 +39,7 @@ A network built by hand::
 ``fastbp._training.fit_network`` is the generic training loop over such a network.
 """
 import math
+import weakref
 
 import numpy as np
 
@@ -77,7 +78,10 @@ class _BufferCache:
     __slots__ = ("_make", "_by_size")
 
     def __init__(self, make):
-        self._make = make
+        # the owner's bound method, held weakly: the owner holds this cache, and a strong reference
+        # back would make every layer and network a reference cycle, freed only by the cyclic
+        # garbage collector (with a network's engine threads, see Sequential.predict)
+        self._make = weakref.WeakMethod(make)
         self._by_size = {}
 
     def get(self, n):
@@ -85,7 +89,7 @@ class _BufferCache:
         if buffers is None:
             if len(self._by_size) >= MAX_CACHED_SIZES:
                 del self._by_size[next(iter(self._by_size))]
-            buffers = self._by_size[n] = self._make(n)
+            buffers = self._by_size[n] = self._make()(n)
         return buffers
 
     def clear(self):

@@ -426,6 +426,28 @@ def test_pool_starts_one_thread_per_cpu_at_most(monkeypatch, rng):
     assert len(os.listdir("/proc/self/task")) - before == 1
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_a_dropped_network_takes_its_engine_threads_along(monkeypatch, rng):
+    """A network keeps its predictor (and its pool of threads): with no reference cycle through
+    the network, dropping it stops the threads at once, without the cyclic garbage collector."""
+    monkeypatch.setattr(fused, "cpu_count", lambda: 2)
+    monkeypatch.setattr(fused, "MIN_FLOPS_PER_THREAD", 1.0)
+    monkeypatch.setattr(fused, "MIN_PREDICT_ROWS_PER_THREAD", 1)
+    X = rng.standard_normal((64, 16)).astype(np.float32)
+    gc.collect()
+    before = len(os.listdir("/proc/self/task"))
+    gc.disable()
+    try:
+        for seed in range(5):
+            net = make_mlp(16, [32], 4, rng=seed)
+            net.predict(X)
+            assert net._engine_predictor().last_threads == 2
+            del net
+        assert len(os.listdir("/proc/self/task")) == before
+    finally:
+        gc.enable()
+
+
 def test_concurrent_trainers_leave_blas_threads_as_they_were(monkeypatch, rng):
     """Engine calls release the GIL, so two trainers may run at once: the BLAS thread count (one
     setting per library) is held at one thread by the first and restored by the last, and a call
