@@ -32,7 +32,10 @@ def small(**params):
 
 def test_samples_match_the_moments_and_cover_every_mode():
     X = mixture()
-    gan = small().fit(X)
+    # At the default 2e-3 x 60 epochs the last iterate still circles the equilibrium (sample mean
+    # swinging by ~0.4 between epochs), so whether one seed lands inside the tolerances depends on
+    # the BLAS's summation order; at 1e-3 x 120 epochs seeds 0-5 all pass on both backends.
+    gan = small(learning_rate_init=1e-3, max_iter=120).fit(X)
     samples = gan.sample(5000, random_state=1)[:, 0]
     assert abs(samples.mean() - X.mean()) < MEAN_TOLERANCE
     assert abs(samples.std() / X.std() - 1) < STD_TOLERANCE
