@@ -36,11 +36,18 @@ cdef extern from "_train_engine.h" nogil:
     void fb_pool_stop(fb_pool *pool)
     int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
     void fb_run(fb_net *N, int dbl, int predict)
+    void fb_blas_after_fork()
 
 fb_sgemm = <fb_sgemm_t>sgemm
 fb_dgemm = <fb_dgemm_t>dgemm
 
 LIMITS = (FB_MAXL, FB_MAXT, FB_MAXG)  # dense layers, threads, dropout generators
+
+
+def after_fork():
+    """In a forked child: forget the BLAS holds of the parent's threads (see fb_blas_after_fork).
+    Engine pools reset themselves (fb_pool_adopt)."""
+    fb_blas_after_fork()
 
 
 def address(a):

@@ -37,6 +37,7 @@ row does not grow with the number of rows; a second thread from ``MIN_PREDICT_RO
 """
 import os
 import threading
+import weakref
 
 import numpy as np
 
@@ -116,6 +117,24 @@ try:
 except ImportError:  # not built: every make_trainer call answers None
     _c_train = None
     MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = 32, 16, 8
+
+
+# Fork.  A forked child has only the thread that forked: every trainer's lock may be held by a
+# thread the child does not have, and the engine's BLAS holds may belong to one.  After a fork the
+# child starts them afresh (the engine's pools reset themselves: fb_pool_adopt), so that it works
+# as a new process would.
+_trainers = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for trainer in list(_trainers):
+        trainer._lock = threading.Lock()
+    if _c_train is not None:
+        _c_train.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _address(array):
@@ -234,7 +253,8 @@ class FusedTrainer:
         self.batch_size = B = batch_size
         self._n_threads = n_threads
         self._dense, self._dropouts = dense, dropouts
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # replaced in a forked child: see _after_fork_in_child
+        _trainers.add(self)
         self.dtype = dtype = dense[0].W.dtype
         L = self.n_layers = len(dense)
         self.widths = [dense[0].n_in] + [layer.n_out for layer in dense]
