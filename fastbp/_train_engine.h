@@ -686,7 +686,7 @@ FB_CLONES_T FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL s
 FB_CLONES_T static void R(sigmoid_tanh)(int act, long count, REAL *restrict Z)
 {
     if (act == FB_RELU) {
-        for (long e = 0; e < count; e++) Z[e] = Z[e] > 0 ? Z[e] : 0;
+        for (long e = 0; e < count; e++) Z[e] = Z[e] < 0 ? 0 : Z[e]; /* NaN stays NaN, like np.maximum */
     } else if (act == FB_SIGMOID) {
         for (long e = 0; e < count; e++) {
             REAL v = Z[e];
