@@ -68,6 +68,7 @@ cdef class Engine:
     cdef fb_net *net
     cdef fb_pool pool
     cdef bint dbl
+    cdef readonly long long trained  # minibatches trained by this engine (counted in C)
 
     def __cinit__(self, bint dbl, int threads, uintptr_t create, uintptr_t join):
         self.net = <fb_net *>calloc(1, sizeof(fb_net))
@@ -92,6 +93,7 @@ cdef class Engine:
         """Train the minibatches named in the control block (GIL released)."""
         with nogil:
             fb_run(self.net, self.dbl, 0)
+        self.trained += self.net.ctl[5] - self.net.ctl[4]
 
     def forward(self, X, out, Py_ssize_t rows):
         """Forward pass of X into out (GIL released), both C-contiguous aligned float32 with

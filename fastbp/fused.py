@@ -46,7 +46,8 @@ from ._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy
                             thread_entry_points)
 
 __all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THREAD",
-           "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
+           "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "SIGNAL_FLOPS", "PREDICT_CHUNK",
+           "cpu_count"]
 
 ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
                     "softplus": 5, "elu": 6, "gelu": 7, "softmax": 8}
@@ -63,6 +64,11 @@ MIN_ROWS_PER_THREAD = 8
 # 9.1-9.5 ms per 256).  Below that, one engine thread leaves the products to the BLAS's threads.
 MIN_PREDICT_ROWS_PER_THREAD = 256
 DRAW_BUDGET = 1 << 22          # dropout draws per chunk of minibatches (16 MiB in float32)
+# Floating-point work of one engine call at most: Python runs its signal handlers (Ctrl-C's
+# KeyboardInterrupt) between calls, not while the engine holds the thread with the GIL released.
+# 2 GFLOP is ~0.05 s on one core of a laptop and well under a second on slow machines; a call
+# costs a few microseconds, well under 0.1% of that.
+SIGNAL_FLOPS = 2e9
 PREDICT_CHUNK = 256            # rows per thread and pass of the forward-only path (at least)
 PREDICT_BUFFER = 1 << 16       # entries of a work buffer of the forward-only path (at most)
 SUPPORTED_DTYPES = (np.dtype(np.float32),)
@@ -301,6 +307,9 @@ class FusedTrainer:
         # prediction workspace (grown on demand)
         self._pbuf = np.empty(0, dtype)
         self._pwidth = max(self.widths[1:-1], default=1)
+        # rows of one forward call: SIGNAL_FLOPS, but enough for every thread (see _forward)
+        self._signal_rows = max(int(SIGNAL_FLOPS // self.flops_per_row),
+                                MIN_PREDICT_ROWS_PER_THREAD * min(cpu_count(), MAX_THREADS))
 
         # tables read by the engine (layout: fb_load and fb_run in _train_engine.h)
         self._ctl = np.zeros(16, np.int64)
@@ -492,18 +501,22 @@ class FusedTrainer:
             ctl[0], ctl[1], ctl[2], ctl[3] = _address(X), _address(Y), _address(order), n
             io[0] = self._penalty()
             losses = penalties = 0.0
-            t0 = self.optimizer.t
-            chunk = self._chunk or batches
-            for first in range(0, batches, chunk):
-                last = min(batches, first + chunk)
-                if self._groups:
-                    self._draw(min(n, last * B) - first * B)
-                ctl[4], ctl[5], ctl[6] = first, last, t0 + first
-                self._run(self._engine.train, 7, min(n, B), self.train_flops_per_row)
-                losses += float(io[2])
-                penalties += float(io[1])
-                np.add(grad_norms_out, self._io_norms, out=grad_norms_out)
-            self.optimizer.t = t0 + batches
+            t0, trained = self.optimizer.t, self._engine.trained
+            # calls of whole dropout chunks and at most SIGNAL_FLOPS each (Ctrl-C between them)
+            step_flops = min(n, B) * self.train_flops_per_row
+            chunk = min(self._chunk or batches, max(1, int(SIGNAL_FLOPS // step_flops)))
+            try:
+                for first in range(0, batches, chunk):
+                    last = min(batches, first + chunk)
+                    if self._groups:
+                        self._draw(min(n, last * B) - first * B)
+                    ctl[4], ctl[5], ctl[6] = first, last, t0 + first
+                    self._run(self._engine.train, 7, min(n, B), self.train_flops_per_row)
+                    losses += float(io[2])
+                    penalties += float(io[1])
+                    np.add(grad_norms_out, self._io_norms, out=grad_norms_out)
+            finally:  # interrupted or not: the optimizer counts the steps the weights took
+                self.optimizer.t = t0 + (self._engine.trained - trained)
             grad_norms_out /= batches
             return (losses + penalties) / n
 
@@ -542,10 +555,14 @@ class FusedTrainer:
                 with self._lock:
                     if not self._params_bound():
                         self._bind()
-                    if self._pplan[0] != n:
-                        self._plan(n)
-                    if self._engine.forward(X, out, n):
-                        return out
+                    if n > self._signal_rows:
+                        if self._forward(X, out, n):
+                            return out
+                    else:
+                        if self._pplan[0] != n:
+                            self._plan(n)
+                        if self._engine.forward(X, out, n):
+                            return out
         dtype, widths = self.dtype, self.widths
         if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, dtype=dtype)
@@ -567,13 +584,25 @@ class FusedTrainer:
         with self._lock:
             if not self._params_bound():
                 self._bind()
-            if self._pplan[0] != n:
-                self._plan(n)
             if self._blas_fallback is None:
-                ran = self._engine.forward(X, out, n)
+                ran = self._forward(X, out, n)
             else:
                 with self._blas_fallback:
-                    ran = self._engine.forward(X, out, n)
+                    ran = self._forward(X, out, n)
         if not ran:  # X and out were checked above
             raise RuntimeError("the engine refused checked arrays")
         return out
+
+    def _forward(self, X, out, n):
+        """The engine's forward pass of X into out (n rows), in calls of at most SIGNAL_FLOPS
+        (Ctrl-C between them); False when the engine refuses the arrays (see Engine.forward)."""
+        step = self._signal_rows
+        for start in range(0, n, step):
+            rows = min(step, n - start)
+            if self._pplan[0] != rows:
+                self._plan(rows)
+            if rows == n:
+                return self._engine.forward(X, out, n)
+            if not self._engine.forward(X[start:start + rows], out[start:start + rows], rows):
+                return False
+        return True

@@ -560,3 +560,45 @@ def test_nan_input_reaches_every_loss_and_update_as_on_the_numpy_twin(activation
     assert np.isnan(want) and np.isnan(got)
     for a, b in zip(nets[0].params(), nets[1].params()):
         assert_same_nans(b, a)
+
+
+# ------------------------------------------------------------------------- calls of bounded work
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_work_in_calls_of_bounded_flops_gives_the_same_results(dropout, threads, monkeypatch,
+                                                               rng):
+    """An epoch or a predict in many engine calls (Python handles Ctrl-C between them) gives the
+    layer-by-layer results."""
+    monkeypatch.setattr(fused, "SIGNAL_FLOPS", 1.0)       # one minibatch per call
+    monkeypatch.setattr(fused, "MIN_PREDICT_ROWS_PER_THREAD", 3)
+    build = lambda: make_mlp(7, [9], 3, activation="relu", dropout=dropout, rng=6)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, "softmax_cross_entropy", "adam", 1e-3, 8)
+    X, Y = make_data("softmax_cross_entropy", 45, 7, 3, rng)
+    train_both(nets, opts, reference, trainer, X, Y, 2, 8, rng)
+    assert opts[1].t == 2 * 6
+    X = rng.standard_normal((20, 7)).astype(np.float32)
+    assert trainer._signal_rows < 20
+    np.testing.assert_allclose(trainer.predict(X), layerwise_predict(nets[1], X), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_an_interrupted_epoch_counts_the_steps_taken(monkeypatch, rng):
+    monkeypatch.setattr(fused, "SIGNAL_FLOPS", 1.0)
+    net = make_mlp(5, [4], 2, rng=1)
+    opt = make_optimizer(net, "adam", 0.0)
+    trainer = fused.make_trainer(net, "squared_error", opt, 4)
+    X, Y = make_data("squared_error", 40, 5, 2, rng)
+    run, calls = trainer._run, []
+
+    def interrupted_after_three(*args):
+        run(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_run", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_epoch(X, Y, np.arange(40, dtype=np.intp), np.zeros(2))
+    assert opt.t == 3  # three minibatches of 4 rows ran: Adam's next step is the fourth
+    monkeypatch.setattr(trainer, "_run", run)
+    trainer.train_epoch(X, Y, np.arange(40, dtype=np.intp), np.zeros(2))  # usable: runs on
+    assert opt.t == 13 and all(np.isfinite(p).all() for p in net.params())
