@@ -37,6 +37,7 @@ row does not grow with the number of rows; a second thread from ``MIN_PREDICT_RO
 """
 import os
 import threading
+import warnings
 import weakref
 
 import numpy as np
@@ -120,9 +121,12 @@ def _pthread_entry_points():
 try:
     from . import _c_train
     MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = _c_train.LIMITS
-except ImportError:  # not built: every make_trainer call answers None
+    _c_train_error = None
+except ImportError as error:  # not built or damaged: every make_trainer call answers None
     _c_train = None
+    _c_train_error = f"{type(error).__name__}: {error}"
     MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = 32, 16, 8
+_c_train_warned = False
 
 
 # Fork.  A forked child has only the thread that forked: every trainer's lock may be held by a
@@ -208,10 +212,19 @@ def make_predictor(network):
 
 def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False):
     """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
-    engine cannot run it (backend 'numpy', engine not built, not a plain Dense/Dropout stack,
-    dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads;
+    engine cannot run it (backend 'numpy', engine not built or damaged -- one RuntimeWarning says
+    so, naming the import error --, not a plain Dense/Dropout stack, dtype other than float32,
+    unknown loss or optimizer).  ``n_threads`` caps the threads;
     ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor)."""
-    if _c_train is None or _backend.backend() != "compiled" or loss_name not in LOSS_CODES:
+    global _c_train_warned
+    if _backend.backend() != "compiled" or loss_name not in LOSS_CODES:
+        return None
+    if _c_train is None:  # said once, as for the compiled kernels (fastbp._backend)
+        if not _c_train_warned:
+            _c_train_warned = True
+            warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
+                          f"; the compiled backend trains and predicts layer by layer",
+                          RuntimeWarning, stacklevel=3)
         return None
     stack = _plain_stack(network)
     if stack is None or int(batch_size) < 1:
