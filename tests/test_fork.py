@@ -134,3 +134,53 @@ def test_a_blas_cap_held_by_another_thread_is_lifted_in_a_forked_child():
         pytest.skip("every BLAS runs on one thread here: nothing to restore")
     assert report["held"] == [1] * len(report["before"])
     assert report["child_status"] == 0 and report["after"] == report["before"]
+
+
+BUSY_AT_FORK = SETUP + r"""
+import threading
+from fastbp import fused
+
+blas = fused.engine_blas()[2][0]  # the BLAS the engine holds at one thread while it runs
+before = blas.get()
+est._network._predictor._lock.acquire()  # as by a thread inside predict at the fork
+big = fastbp.MLPClassifier((1024, 1024), solver="sgd", max_iter=1000, random_state=0)
+fitter = threading.Thread(target=big.fit, args=(X, y), daemon=True)
+fitter.start()
+deadline = time.monotonic() + 30
+while blas.get() != 1 and time.monotonic() < deadline:  # the engine holds the BLAS: inside
+    time.sleep(0.001)
+held = blas.get()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    q = est.predict_proba(X[:600])
+    os.write(write, json.dumps({"predict": bool(np.array_equal(p, q)),
+                                "blas": blas.get()}).encode())
+    sys.exit(0)
+deadline = time.monotonic() + 60
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done or time.monotonic() > deadline:
+        break
+    time.sleep(0.02)
+if not done:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+os.close(write)
+child = json.loads(os.read(read, 4096).decode() or "{}")
+print(json.dumps({"before": before, "held": held, "exited": bool(done),
+                  "status": status if done else None, **child}), flush=True)
+os._exit(0)  # (the fit thread need not finish)
+"""
+
+
+def test_a_fork_while_other_threads_are_inside_the_engine_gives_a_working_child():
+    """Another thread trains (the engine holds the BLAS at one thread) and a predictor's lock is
+    held when the process forks: in the child, predict works with the parent's results and the
+    BLAS has its thread count back."""
+    report = run(BUSY_AT_FORK)
+    if report["before"] == 1:
+        pytest.skip("the engine's BLAS runs on one thread here: nothing to hold")
+    assert report["held"] == 1, "the fit never held the BLAS: the fork did not meet the engine"
+    assert report == {"before": report["before"], "held": 1, "exited": True, "status": 0,
+                      "predict": True, "blas": report["before"]}
