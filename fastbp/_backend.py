@@ -36,11 +36,14 @@ class _CheckedExtensions:
         return spec
 
 
-# just before the path finder, after any hook that others put first
-_finders = sys.meta_path
-_finders.insert(_finders.index(importlib.machinery.PathFinder)
-                if importlib.machinery.PathFinder in _finders else len(_finders),
-                _CheckedExtensions())
+def _install_hook():
+    """Put the hook just before the path finder: after any hook that others put first."""
+    finders, path_finder = sys.meta_path, importlib.machinery.PathFinder
+    where = finders.index(path_finder) if path_finder in finders else len(finders)
+    finders.insert(where, _CheckedExtensions())
+
+
+_install_hook()
 
 BACKENDS = ("compiled", "numpy")
 

@@ -34,6 +34,15 @@ synchronisation than it saves.
 ``trainer.predict(X, out=None)`` is the forward pass (inference: dropout off) on the same engine,
 in chunks of ``PREDICT_CHUNK`` rows per thread (more for narrow networks) so that its cost per
 row does not grow with the number of rows; a second thread from ``MIN_PREDICT_ROWS_PER_THREAD`` rows per thread.
+
+Ctrl-C.  Both call the engine in pieces of at most ``SIGNAL_FLOPS`` of work (minibatches, or rows),
+so that Python runs its signal handlers between them: a KeyboardInterrupt arrives within a fraction
+of a second, with no engine work left running, the finished minibatches' updates kept and the
+optimizer's step count matching them.
+
+Fork.  A forked child works as a new process would: the engine's pools forget the parent's
+workers (fb_pool_adopt in the header), and the child releases the locks and BLAS holds of the
+parent's other threads (``_after_fork_in_child``).
 """
 import os
 import threading
