@@ -94,3 +94,18 @@ def test_damage_reads_truncation_from_the_headers(fraction, tmp_path):
             assert damage is None, damage
         else:
             assert damage is not None and "truncated" in damage
+
+
+def test_damage_reads_the_loadable_segments_without_section_headers(tmp_path):
+    """A file without section headers (as after sstrip) cut short: its loadable segments, which
+    the loader maps, say it."""
+    path = compiled_files()[0]
+    data = bytearray(path.read_bytes())
+    if data[4] != 2 or data[5] != 1:
+        pytest.skip("not a little-endian ELF64 file")
+    data[0x28:0x30] = bytes(8)  # e_shoff = 0: no section header table
+    whole, cut = tmp_path / "whole.so", tmp_path / "cut.so"
+    whole.write_bytes(bytes(data))
+    cut.write_bytes(bytes(data[:len(data) * 9 // 10]))
+    assert _elf.damage(str(whole)) is None
+    assert "loadable segment" in _elf.damage(str(cut))
