@@ -76,6 +76,13 @@ def task(kind):
 
 with multiprocessing.get_context("fork").Pool(2) as pool:
     results = pool.map_async(task, ["predict", "fit", "predict"]).get(timeout=60)
+try:  # joblib's multiprocessing backend: a fork pool too (where fork is the default)
+    import joblib
+    if multiprocessing.get_start_method() == "fork":
+        results += joblib.Parallel(n_jobs=2, backend="multiprocessing", timeout=60)(
+            joblib.delayed(task)(kind) for kind in ["predict", "fit"])
+except ImportError:
+    pass
 print(json.dumps({"same": [bool(np.array_equal(p, r)) for r in results]}))
 """
 
@@ -94,7 +101,8 @@ def test_os_fork_child_predicts_fits_and_exits_like_a_fresh_process():
 
 
 def test_multiprocessing_fork_pool_predicts_and_fits_like_the_parent():
-    assert run(POOL) == {"same": [True, True, True]}
+    same = run(POOL)["same"]
+    assert len(same) >= 3 and all(same), same
 
 
 BLAS_HELD = r"""
