@@ -3,12 +3,47 @@
 The start is set by the environment variable ``FASTBP_BACKEND`` = ``auto`` (default), ``compiled``
 or ``numpy``.  With ``auto``, a compiled module that cannot be imported (missing, built for another
 platform, corrupt) makes fastbp run on NumPy and warn once, naming the import error.
+
+A damaged compiled file (one cut short, say by a full disk) would not fail to import: it would
+kill the process with SIGBUS.  So every compiled module of fastbp (``fastbp._c_*``, however it is
+imported: they also import each other from C) has its ELF headers checked against its file first
+(fastbp._elf), and a damaged one raises ImportError, naming the file and the damage.
 """
 import importlib
+import importlib.machinery
 import os
+import sys
 import warnings
 
-from . import _reference
+from . import _elf, _reference
+
+
+class _CheckedExtensions:
+    """Import hook (on sys.meta_path): finds fastbp's compiled modules as the path finder does,
+    and refuses those whose file is damaged (see the module docstring)."""
+
+    prefix = __package__ + "._c_"
+
+    def find_spec(self, name, path=None, target=None):
+        if not name.startswith(self.prefix):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            damage = _elf.damage(spec.origin)
+            if damage is not None:
+                raise ImportError(f"{os.path.basename(spec.origin)} is damaged ({damage})",
+                                  name=name, path=spec.origin)
+        return spec
+
+
+def _install_hook():
+    """Put the hook just before the path finder: after any hook that others put first."""
+    finders, path_finder = sys.meta_path, importlib.machinery.PathFinder
+    where = finders.index(path_finder) if path_finder in finders else len(finders)
+    finders.insert(where, _CheckedExtensions())
+
+
+_install_hook()
 
 BACKENDS = ("compiled", "numpy")
 

@@ -155,6 +155,20 @@ def thread_entry_points(libraries):
     return address(get), address(set_)
 
 
+_held = []  # the _Cap blocks open now, innermost last (their threads restore the counts)
+
+
+def _after_fork_in_child():
+    """A forked child has only the thread that forked: the blocks the other threads had open
+    never close there, so restore their counts now, innermost first, as a new process has them."""
+    while _held:
+        _held[-1].__exit__(None, None, None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Cap:
     """Hold each of ``libraries`` at no more than ``limit`` threads inside the block (restoring
     the counts after); ``limit`` is then the smallest count that was in force, capped."""
@@ -174,12 +188,15 @@ class _Cap:
             if current > self.cap:
                 lib.set(self.cap)
         self.limit = limit
+        _held.append(self)
         return self
 
     def __exit__(self, *exc_info):
         for lib, saved in zip(self.libraries, self.saved):
             if saved > self.cap:
                 lib.set(saved)
+        if self in _held:
+            _held.remove(self)
         return False
 
 

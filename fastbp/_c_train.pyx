@@ -36,11 +36,18 @@ cdef extern from "_train_engine.h" nogil:
     void fb_pool_stop(fb_pool *pool)
     int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
     void fb_run(fb_net *N, int dbl, int predict)
+    void fb_blas_after_fork()
 
 fb_sgemm = <fb_sgemm_t>sgemm
 fb_dgemm = <fb_dgemm_t>dgemm
 
 LIMITS = (FB_MAXL, FB_MAXT, FB_MAXG)  # dense layers, threads, dropout generators
+
+
+def after_fork():
+    """In a forked child: forget the BLAS holds of the parent's threads (see fb_blas_after_fork).
+    Engine pools reset themselves (fb_pool_adopt)."""
+    fb_blas_after_fork()
 
 
 def address(a):
@@ -61,6 +68,7 @@ cdef class Engine:
     cdef fb_net *net
     cdef fb_pool pool
     cdef bint dbl
+    cdef readonly long long trained  # minibatches trained by this engine (counted in C)
 
     def __cinit__(self, bint dbl, int threads, uintptr_t create, uintptr_t join):
         self.net = <fb_net *>calloc(1, sizeof(fb_net))
@@ -85,6 +93,7 @@ cdef class Engine:
         """Train the minibatches named in the control block (GIL released)."""
         with nogil:
             fb_run(self.net, self.dbl, 0)
+        self.trained += self.net.ctl[5] - self.net.ctl[4]
 
     def forward(self, X, out, Py_ssize_t rows):
         """Forward pass of X into out (GIL released), both C-contiguous aligned float32 with

@@ -49,6 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define FB_MAXL 32 /* dense layers */
 #define FB_MAXT 16 /* threads (fewer than 64: a job's count shares a word with its number) */
@@ -126,7 +127,6 @@ static __thread double fb_prof_last;
 #ifdef __linux__
 #include <linux/futex.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 static void fb_sleep_while(atomic_uint *word, unsigned value)
 {
     syscall(SYS_futex, (unsigned *)word, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
@@ -181,6 +181,7 @@ typedef struct fb_pool {
     int active;  /* threads taking part in the current job (the caller and workers 1..active-1;
                   * the other workers sleep through it) */
     int started; /* worker threads running */
+    pid_t owner; /* the process that started them (a forked child has none of them) */
     pthread_t threads[FB_MAXT];
     /* pthread_create/pthread_join, passed in at run time (fastbp.fused resolves them with
      * ctypes): glibc >= 2.34 versions them GLIBC_2.34 in libc, and a link-time reference would
@@ -241,10 +242,24 @@ static void fb_pool_init(fb_pool *pool, int size, uintptr_t create, uintptr_t jo
     if (!pool->create || !pool->join) pool->size = 1;
 }
 
-/* Start the workers (once).  Returns the number of threads available (1 if none could start). */
+/* A pool inherited by a forked child: its workers were not (fork copies the calling thread only),
+ * and their ids may name other threads of the child (OpenBLAS's).  Forget them without a join,
+ * and the job state with them, as in a pool never started. */
+static void fb_pool_adopt(fb_pool *pool)
+{
+    if (!pool->started || pool->owner == getpid()) return;
+    fb_pool fresh;
+    fb_pool_init(&fresh, pool->size, (uintptr_t)pool->create, (uintptr_t)pool->join);
+    *pool = fresh;
+}
+
+/* Start the workers (once per process).  Returns the number of threads available (1 if none
+ * could start). */
 static int fb_pool_start(fb_pool *pool)
 {
+    fb_pool_adopt(pool);
     if (pool->started || pool->size <= 1) return pool->started + 1;
+    pool->owner = getpid();
     for (int t = 1; t < pool->size; t++) {
         fb_worker_arg *arg = (fb_worker_arg *)malloc(sizeof(fb_worker_arg));
         if (!arg) break;
@@ -258,6 +273,7 @@ static int fb_pool_start(fb_pool *pool)
 
 static void fb_pool_stop(fb_pool *pool)
 {
+    fb_pool_adopt(pool);
     if (!pool->started) return;
     atomic_store(&pool->quit, 1);
     fb_publish(pool, 0);
@@ -537,6 +553,19 @@ static int fb_blas_hold(fb_net *N)
     return limit < 1 ? 1 : limit;
 }
 
+/* In a forked child (called by fastbp.fused after a fork, while the child has one thread): the
+ * holders were threads of the parent, which the child does not have.  Give each held BLAS its
+ * saved count back, as they would have, and free the lock, which one of them may have held. */
+static void fb_blas_after_fork(void)
+{
+    for (int i = 0; i < 2; i++) {
+        fb_blas_hold_t *h = &fb_blas_holds[i];
+        if (h->holders && h->saved != 1) h->set(h->saved);
+        h->holders = 0;
+    }
+    atomic_flag_clear(&fb_blas_lock);
+}
+
 static void fb_blas_release(fb_net *N)
 {
     while (atomic_flag_test_and_set_explicit(&fb_blas_lock, memory_order_acquire)) FB_RELAX();
@@ -657,7 +686,7 @@ FB_CLONES_T FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL s
 FB_CLONES_T static void R(sigmoid_tanh)(int act, long count, REAL *restrict Z)
 {
     if (act == FB_RELU) {
-        for (long e = 0; e < count; e++) Z[e] = Z[e] > 0 ? Z[e] : 0;
+        for (long e = 0; e < count; e++) Z[e] = Z[e] < 0 ? 0 : Z[e]; /* NaN stays NaN, like np.maximum */
     } else if (act == FB_SIGMOID) {
         for (long e = 0; e < count; e++) {
             REAL v = Z[e];

@@ -34,9 +34,20 @@ synchronisation than it saves.
 ``trainer.predict(X, out=None)`` is the forward pass (inference: dropout off) on the same engine,
 in chunks of ``PREDICT_CHUNK`` rows per thread (more for narrow networks) so that its cost per
 row does not grow with the number of rows; a second thread from ``MIN_PREDICT_ROWS_PER_THREAD`` rows per thread.
+
+Ctrl-C.  Both call the engine in pieces of at most ``SIGNAL_FLOPS`` of work (minibatches, or rows),
+so that Python runs its signal handlers between them: a KeyboardInterrupt arrives within a fraction
+of a second, with no engine work left running, the finished minibatches' updates kept and the
+optimizer's step count matching them.
+
+Fork.  A forked child works as a new process would: the engine's pools forget the parent's
+workers (fb_pool_adopt in the header), and the child releases the locks and BLAS holds of the
+parent's other threads (``_after_fork_in_child``).
 """
 import os
 import threading
+import warnings
+import weakref
 
 import numpy as np
 
@@ -45,7 +56,8 @@ from ._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy
                             thread_entry_points)
 
 __all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THREAD",
-           "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "PREDICT_CHUNK", "cpu_count"]
+           "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "SIGNAL_FLOPS", "PREDICT_CHUNK",
+           "cpu_count"]
 
 ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
                     "softplus": 5, "elu": 6, "gelu": 7, "softmax": 8}
@@ -62,6 +74,11 @@ MIN_ROWS_PER_THREAD = 8
 # 9.1-9.5 ms per 256).  Below that, one engine thread leaves the products to the BLAS's threads.
 MIN_PREDICT_ROWS_PER_THREAD = 256
 DRAW_BUDGET = 1 << 22          # dropout draws per chunk of minibatches (16 MiB in float32)
+# Floating-point work of one engine call at most: Python runs its signal handlers (Ctrl-C's
+# KeyboardInterrupt) between calls, not while the engine holds the thread with the GIL released.
+# 2 GFLOP is ~0.05 s on one core of a laptop and well under a second on slow machines; a call
+# costs a few microseconds, well under 0.1% of that.
+SIGNAL_FLOPS = 2e9
 PREDICT_CHUNK = 256            # rows per thread and pass of the forward-only path (at least)
 PREDICT_BUFFER = 1 << 16       # entries of a work buffer of the forward-only path (at most)
 SUPPORTED_DTYPES = (np.dtype(np.float32),)
@@ -113,9 +130,30 @@ def _pthread_entry_points():
 try:
     from . import _c_train
     MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = _c_train.LIMITS
-except ImportError:  # not built: every make_trainer call answers None
+    _c_train_error = None
+except ImportError as error:  # not built or damaged: every make_trainer call answers None
     _c_train = None
+    _c_train_error = f"{type(error).__name__}: {error}"
     MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = 32, 16, 8
+_c_train_warned = False
+
+
+# Fork.  A forked child has only the thread that forked: every trainer's lock may be held by a
+# thread the child does not have, and the engine's BLAS holds may belong to one.  After a fork the
+# child starts them afresh (the engine's pools reset themselves: fb_pool_adopt), so that it works
+# as a new process would.
+_trainers = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    for trainer in list(_trainers):
+        trainer._lock = threading.Lock()
+    if _c_train is not None:
+        _c_train.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _address(array):
@@ -183,10 +221,19 @@ def make_predictor(network):
 
 def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False):
     """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
-    engine cannot run it (backend 'numpy', engine not built, not a plain Dense/Dropout stack,
-    dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads;
+    engine cannot run it (backend 'numpy', engine not built or damaged -- one RuntimeWarning says
+    so, naming the import error --, not a plain Dense/Dropout stack, dtype other than float32,
+    unknown loss or optimizer).  ``n_threads`` caps the threads;
     ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor)."""
-    if _c_train is None or _backend.backend() != "compiled" or loss_name not in LOSS_CODES:
+    global _c_train_warned
+    if _backend.backend() != "compiled" or loss_name not in LOSS_CODES:
+        return None
+    if _c_train is None:  # said once, as for the compiled kernels (fastbp._backend)
+        if not _c_train_warned:
+            _c_train_warned = True
+            warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
+                          f"; the compiled backend trains and predicts layer by layer",
+                          RuntimeWarning, stacklevel=3)
         return None
     stack = _plain_stack(network)
     if stack is None or int(batch_size) < 1:
@@ -234,7 +281,8 @@ class FusedTrainer:
         self.batch_size = B = batch_size
         self._n_threads = n_threads
         self._dense, self._dropouts = dense, dropouts
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # replaced in a forked child: see _after_fork_in_child
+        _trainers.add(self)
         self.dtype = dtype = dense[0].W.dtype
         L = self.n_layers = len(dense)
         self.widths = [dense[0].n_in] + [layer.n_out for layer in dense]
@@ -281,6 +329,9 @@ class FusedTrainer:
         # prediction workspace (grown on demand)
         self._pbuf = np.empty(0, dtype)
         self._pwidth = max(self.widths[1:-1], default=1)
+        # rows of one forward call: SIGNAL_FLOPS, but enough for every thread (see _forward)
+        self._signal_rows = max(int(SIGNAL_FLOPS // self.flops_per_row),
+                                MIN_PREDICT_ROWS_PER_THREAD * min(cpu_count(), MAX_THREADS))
 
         # tables read by the engine (layout: fb_load and fb_run in _train_engine.h)
         self._ctl = np.zeros(16, np.int64)
@@ -472,18 +523,22 @@ class FusedTrainer:
             ctl[0], ctl[1], ctl[2], ctl[3] = _address(X), _address(Y), _address(order), n
             io[0] = self._penalty()
             losses = penalties = 0.0
-            t0 = self.optimizer.t
-            chunk = self._chunk or batches
-            for first in range(0, batches, chunk):
-                last = min(batches, first + chunk)
-                if self._groups:
-                    self._draw(min(n, last * B) - first * B)
-                ctl[4], ctl[5], ctl[6] = first, last, t0 + first
-                self._run(self._engine.train, 7, min(n, B), self.train_flops_per_row)
-                losses += float(io[2])
-                penalties += float(io[1])
-                np.add(grad_norms_out, self._io_norms, out=grad_norms_out)
-            self.optimizer.t = t0 + batches
+            t0, trained = self.optimizer.t, self._engine.trained
+            # calls of whole dropout chunks and at most SIGNAL_FLOPS each (Ctrl-C between them)
+            step_flops = min(n, B) * self.train_flops_per_row
+            chunk = min(self._chunk or batches, max(1, int(SIGNAL_FLOPS // step_flops)))
+            try:
+                for first in range(0, batches, chunk):
+                    last = min(batches, first + chunk)
+                    if self._groups:
+                        self._draw(min(n, last * B) - first * B)
+                    ctl[4], ctl[5], ctl[6] = first, last, t0 + first
+                    self._run(self._engine.train, 7, min(n, B), self.train_flops_per_row)
+                    losses += float(io[2])
+                    penalties += float(io[1])
+                    np.add(grad_norms_out, self._io_norms, out=grad_norms_out)
+            finally:  # interrupted or not: the optimizer counts the steps the weights took
+                self.optimizer.t = t0 + (self._engine.trained - trained)
             grad_norms_out /= batches
             return (losses + penalties) / n
 
@@ -522,10 +577,14 @@ class FusedTrainer:
                 with self._lock:
                     if not self._params_bound():
                         self._bind()
-                    if self._pplan[0] != n:
-                        self._plan(n)
-                    if self._engine.forward(X, out, n):
-                        return out
+                    if n > self._signal_rows:
+                        if self._forward(X, out, n):
+                            return out
+                    else:
+                        if self._pplan[0] != n:
+                            self._plan(n)
+                        if self._engine.forward(X, out, n):
+                            return out
         dtype, widths = self.dtype, self.widths
         if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, dtype=dtype)
@@ -547,13 +606,25 @@ class FusedTrainer:
         with self._lock:
             if not self._params_bound():
                 self._bind()
-            if self._pplan[0] != n:
-                self._plan(n)
             if self._blas_fallback is None:
-                ran = self._engine.forward(X, out, n)
+                ran = self._forward(X, out, n)
             else:
                 with self._blas_fallback:
-                    ran = self._engine.forward(X, out, n)
+                    ran = self._forward(X, out, n)
         if not ran:  # X and out were checked above
             raise RuntimeError("the engine refused checked arrays")
         return out
+
+    def _forward(self, X, out, n):
+        """The engine's forward pass of X into out (n rows), in calls of at most SIGNAL_FLOPS
+        (Ctrl-C between them); False when the engine refuses the arrays (see Engine.forward)."""
+        step = self._signal_rows
+        for start in range(0, n, step):
+            rows = min(step, n - start)
+            if self._pplan[0] != rows:
+                self._plan(rows)
+            if rows == n:
+                return self._engine.forward(X, out, n)
+            if not self._engine.forward(X[start:start + rows], out[start:start + rows], rows):
+                return False
+        return True

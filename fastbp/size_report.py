@@ -11,7 +11,9 @@ default), a folder, a ``.whl`` file, or single compiled files.  For each compile
 * whether this interpreter could load it (``here``), and if not, why.
 
 Everything is read from the files with ``struct``; nothing is imported (a foreign or broken
-``.so`` can crash the interpreter on import).  This module uses the standard library only.
+``.so`` can crash the interpreter on import).  This module uses the standard library only, and
+fastbp._elf: the ELF parser it shares with the check that a compiled module is whole before
+fastbp imports it.
 
 Then the largest file (the "model size"), the total of the package's compiled files, and vendored
 libraries (``fastbp.libs/``, as put there by auditwheel) counted apart.
@@ -35,6 +37,8 @@ import sys
 import tempfile
 import zipfile
 
+from ._elf import SHT_NOBITS, ElfError, Source, cstr as _cstr, read_headers
+
 __all__ = ["add_arguments", "run", "main", "measure", "parse_elf", "isa_scan", "ElfError"]
 
 LOADED_SECTIONS = (".text", ".rodata", ".data")
@@ -46,7 +50,7 @@ MACHINES = {
 }
 ELF_TYPES = {0: "NONE", 1: "REL", 2: "EXEC", 3: "DYN", 4: "CORE"}
 
-SHT_SYMTAB, SHT_RELA, SHT_NOBITS, SHT_DYNSYM = 2, 4, 8, 11
+SHT_SYMTAB, SHT_RELA, SHT_DYNSYM = 2, 4, 11
 SHT_GNU_VERNEED = 0x6FFFFFFE
 SHF_ALLOC = 0x2
 STT_GNU_IFUNC = 10
@@ -64,42 +68,6 @@ _WHEEL_RE = re.compile(
     r"-(?P<platform>[^-]+)\.whl$")
 
 
-class ElfError(ValueError):
-    """The file is not a (complete) ELF file."""
-
-
-# --------------------------------------------------------------------------------------------
-# ELF reading
-# --------------------------------------------------------------------------------------------
-
-class _Source:
-    """Random access to the bytes of a file on disk or in memory; short reads raise ElfError."""
-
-    def __init__(self, path=None, data=None):
-        self.path, self.data = path, data
-        self.size = len(data) if data is not None else os.path.getsize(path)
-        self._file = None
-
-    def __enter__(self):
-        if self.data is None:
-            self._file = open(self.path, "rb")
-        return self
-
-    def __exit__(self, *exc_info):
-        if self._file is not None:
-            self._file.close()
-        return False
-
-    def read(self, offset, size, what):
-        if offset < 0 or size < 0 or offset + size > self.size:
-            raise ElfError(f"truncated: {what} at bytes {offset}..{offset + size} "
-                           f"lies beyond the end of the file ({self.size} bytes)")
-        if self.data is not None:
-            return self.data[offset:offset + size]
-        self._file.seek(offset)
-        return self._file.read(size)
-
-
 def file_format(head):
     """'ELF', 'PE', 'Mach-O' or 'unknown' from a file's first bytes."""
     if head[:4] == b"\x7fELF":
@@ -112,71 +80,20 @@ def file_format(head):
     return "unknown"
 
 
-def _cstr(table, offset):
-    end = table.find(b"\0", offset)
-    return table[offset:end if end >= 0 else len(table)].decode("utf-8", "replace")
-
-
 def parse_elf(path=None, data=None):
     """Read an ELF file's header and section headers (and a few small sections).
 
     Give ``path`` or ``data`` (bytes).  Returns a dict (see ``_elf_record``) or raises ElfError
-    for a file that is not ELF, is truncated or is otherwise inconsistent.
+    for a file that is not ELF, is truncated or is otherwise inconsistent (see fastbp._elf).
     """
-    with _Source(path, data) as src:
-        ident = src.read(0, 16, "ELF identification")
-        if ident[:4] != b"\x7fELF":
-            raise ElfError("not an ELF file")
-        elf_class, byte_order = ident[4], ident[5]
-        if elf_class not in (1, 2):
-            raise ElfError(f"bad ELF class {elf_class}")
-        if byte_order not in (1, 2):
-            raise ElfError(f"bad ELF data encoding {byte_order}")
-        end = "<" if byte_order == 1 else ">"
-        is64 = elf_class == 2
-        header_fmt = end + ("HHIQQQIHHHHHH" if is64 else "HHIIIIIHHHHHH")
-        (e_type, e_machine, _version, _entry, _phoff, e_shoff, _flags, _ehsize, _phentsize,
-         _phnum, e_shentsize, e_shnum, e_shstrndx) = struct.unpack(
-            header_fmt, src.read(16, struct.calcsize(header_fmt), "ELF header"))
-
-        section_fmt = end + ("IIQQQQIIQQ" if is64 else "IIIIIIIIII")
-        section_size = struct.calcsize(section_fmt)
-        sections = []
-        if e_shoff:
-            if e_shentsize != section_size:
-                raise ElfError(f"section header size {e_shentsize}, expected {section_size}")
-
-            def section_header(index):
-                raw = src.read(e_shoff + index * section_size, section_size,
-                               f"section header {index}")
-                name, sh_type, flags, _addr, offset, size, link, info, _align, entsize = \
-                    struct.unpack(section_fmt, raw)
-                return {"name_offset": name, "type": sh_type, "flags": flags, "offset": offset,
-                        "size": size, "link": link, "info": info, "entsize": entsize}
-
-            first = section_header(0)
-            count = e_shnum or first["size"]          # more than 0xff00 sections: count in [0]
-            if e_shstrndx == 0xFFFF:
-                e_shstrndx = first["link"]
-            src.read(e_shoff, count * section_size, "section header table")  # whole table there?
-            sections = [first] + [section_header(i) for i in range(1, count)]
-            if sections and e_shstrndx < len(sections):
-                strtab = sections[e_shstrndx]
-                names = src.read(strtab["offset"], strtab["size"], "section name table")
-            else:
-                names = b""
-            for section in sections:
-                section["name"] = _cstr(names, section["name_offset"]) if names else ""
-                if section["type"] != SHT_NOBITS and section["size"]:
-                    if section["offset"] + section["size"] > src.size:
-                        raise ElfError(f"truncated: section {section['name']} ends at byte "
-                                       f"{section['offset'] + section['size']}, beyond the end "
-                                       f"of the file ({src.size} bytes)")
+    with Source(path, data) as src:
+        h = read_headers(src)
 
         def content(section):
             return src.read(section["offset"], section["size"], f"section {section['name']}")
 
-        return _elf_record(sections, content, end, is64, elf_class, byte_order, e_type, e_machine)
+        return _elf_record(h["sections"], content, h["end"], h["is64"], h["elf_class"],
+                           h["byte_order"], h["e_type"], h["e_machine"])
 
 
 def _elf_record(sections, content, end, is64, elf_class, byte_order, e_type, e_machine):

@@ -514,3 +514,91 @@ def test_compiled_backend_switch_is_respected():
     opt = make_optimizer(net, "sgd", 0.0)
     assert _backend.backend() == "compiled"
     assert fused.make_trainer(net, "squared_error", opt, 8) is not None
+
+
+# ----------------------------------------------------------------------------------- NaN
+def assert_same_nans(got, want):
+    """NaN exactly where the NumPy twin has NaN, and the other entries close."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # (equal_nan)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("output", ["identity", "sigmoid", "softmax"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_nan_propagates_through_every_activation_as_on_the_numpy_twin(activation, output, rng):
+    """A NaN weight or input gives NaN outputs where the NumPy twin gives them (issue 11: the
+    engine's relu mapped NaN to 0, so a NaN network predicted finite probabilities)."""
+    net = make_mlp(6, [5], 4, activation=activation, output_activation=output, rng=2)
+    trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 8)
+    X = rng.standard_normal((9, 6)).astype(np.float32)
+    X[2, 1] = np.nan
+    net.dense_layers[0].W[:, 3] = np.nan  # hidden unit 3 is NaN on every row
+    with fastbp.use_backend("numpy"):
+        want = layerwise_predict(net, X)
+    assert np.isnan(want).any()
+    assert_same_nans(trainer.predict(X), want)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("loss,labels", [("squared_error", False), ("softmax_cross_entropy", True),
+                                         ("softmax_cross_entropy", False),
+                                         ("sigmoid_cross_entropy", False)])
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu"])
+def test_nan_input_reaches_every_loss_and_update_as_on_the_numpy_twin(activation, loss, labels,
+                                                                        rng):
+    build = lambda: make_mlp(5, [6], 3, activation=activation, rng=4)  # noqa: E731
+    nets, opts, _, trainer = twin_setups(build, loss, "sgd", 0.0, 4)
+    X, Y = make_data(loss, 12, 5, 3, rng, labels)
+    X[5, 0] = np.nan
+    order = np.arange(12, dtype=np.intp)
+    norms = [np.zeros(2), np.zeros(2)]
+    with fastbp.use_backend("numpy"):
+        want = _training.LayerwiseTrainer(nets[0], loss, opts[0], 4).train_epoch(
+            X, Y, order, norms[0])
+    got = trainer.train_epoch(X, Y, order, norms[1])
+    assert np.isnan(want) and np.isnan(got)
+    for a, b in zip(nets[0].params(), nets[1].params()):
+        assert_same_nans(b, a)
+
+
+# ------------------------------------------------------------------------- calls of bounded work
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_work_in_calls_of_bounded_flops_gives_the_same_results(dropout, threads, monkeypatch,
+                                                               rng):
+    """An epoch or a predict in many engine calls (Python handles Ctrl-C between them) gives the
+    layer-by-layer results."""
+    monkeypatch.setattr(fused, "SIGNAL_FLOPS", 1.0)       # one minibatch per call
+    monkeypatch.setattr(fused, "MIN_PREDICT_ROWS_PER_THREAD", 3)
+    build = lambda: make_mlp(7, [9], 3, activation="relu", dropout=dropout, rng=6)  # noqa: E731
+    nets, opts, reference, trainer = twin_setups(build, "softmax_cross_entropy", "adam", 1e-3, 8)
+    X, Y = make_data("softmax_cross_entropy", 45, 7, 3, rng)
+    train_both(nets, opts, reference, trainer, X, Y, 2, 8, rng)
+    assert opts[1].t == 2 * 6
+    X = rng.standard_normal((20, 7)).astype(np.float32)
+    assert trainer._signal_rows < 20
+    np.testing.assert_allclose(trainer.predict(X), layerwise_predict(nets[1], X), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_an_interrupted_epoch_counts_the_steps_taken(monkeypatch, rng):
+    monkeypatch.setattr(fused, "SIGNAL_FLOPS", 1.0)
+    net = make_mlp(5, [4], 2, rng=1)
+    opt = make_optimizer(net, "adam", 0.0)
+    trainer = fused.make_trainer(net, "squared_error", opt, 4)
+    X, Y = make_data("squared_error", 40, 5, 2, rng)
+    run, calls = trainer._run, []
+
+    def interrupted_after_three(*args):
+        run(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_run", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train_epoch(X, Y, np.arange(40, dtype=np.intp), np.zeros(2))
+    assert opt.t == 3  # three minibatches of 4 rows ran: Adam's next step is the fourth
+    monkeypatch.setattr(trainer, "_run", run)
+    trainer.train_epoch(X, Y, np.arange(40, dtype=np.intp), np.zeros(2))  # usable: runs on
+    assert opt.t == 13 and all(np.isfinite(p).all() for p in net.params())

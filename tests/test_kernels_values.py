@@ -276,6 +276,55 @@ def test_activations_and_grads_finite_at_extreme_inputs(name, params, dtype, bac
     assert np.isfinite(A).all() and np.isfinite(dZ).all()
 
 
+def nan_rows(dtype):
+    """NaN in every position of a row, beside finite values and infinities of either sign (a
+    softmax row with a NaN is all NaN)."""
+    Z = np.array([[np.nan, -2.0, 0.0, 3.0, 40.0],
+                  [-3.0, np.nan, 1.0, -np.inf, 0.5],
+                  [0.25, -1.0, -0.0, 2.0, np.nan],
+                  [-np.nan, 1.0, 2.0, -30.0, np.inf]], dtype)
+    return Z
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@dtypes
+@activation_variants
+def test_nan_propagates_through_every_activation_and_grad_as_on_the_twin(name, params, dtype,
+                                                                           compiled):
+    """NaN in, NaN out on both backends, where the NumPy twin has it (issue 11: relu must not
+    map NaN to 0)."""
+    Z = nan_rows(dtype)
+    dA = np.ones_like(Z)
+    dA[1, 2] = np.nan
+    results = {}
+    for backend in ("numpy", "compiled"):
+        with fastbp.use_backend(backend):
+            A = kernels.activation(name, Z, **params)
+            results[backend] = (A, kernels.activation_grad(name, Z, A, dA, **params))
+    for got, want in zip(results["compiled"], results["numpy"]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+        finite = np.isfinite(want)
+        assert_results_close(got[finite], want[finite], dtype)
+    assert np.isnan(results["numpy"][0][0, 0])  # the NaN of row 0 always stays NaN
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@dtypes
+@loss_variants
+def test_nan_output_gives_a_nan_loss_on_both_backends(name, kind, dtype, compiled, rng):
+    g = Inputs(rng, 4, 0, 5, dtype)
+    output, target = g.normal(4, 5), g.target(kind)
+    output[2, 3] = np.nan
+    results = {}
+    for backend in ("numpy", "compiled"):
+        with fastbp.use_backend(backend):
+            results[backend] = kernels.loss(name, output, target)
+    (value, grad), (want_value, want_grad) = results["compiled"], results["numpy"]
+    assert np.isnan(value) and np.isnan(want_value)
+    np.testing.assert_array_equal(np.isnan(grad), np.isnan(want_grad))
+
+
 @dtypes
 def test_cross_entropy_labels_equal_one_hot(dtype, backend, rng):
     g = Inputs(rng, 10, 0, 4, dtype)
