@@ -67,7 +67,17 @@ Learning-rate schedules (the rate used by an epoch is recorded in ``TrainState.l
 Convergence (every schedule): an epoch "does not improve" when its loss is > best loss - tol (or,
 with early stopping, its validation score < best score + tol); the first epoch of a fresh fit
 always improves (on an infinite best loss).  After ``n_iter_no_change`` such epochs in a row training
-stops (for 'adaptive', see above); running out of ``max_iter`` epochs first warns.
+stops (for 'adaptive', see above); running out of ``max_iter`` epochs first warns.  A stop for want
+of improvement is convergence only when the loss has not risen: if the last epoch's loss exceeds
+the best by more than max(tol, ``DIVERGENCE_RISE`` * max(|first epoch's loss|, |best loss|)) (the
+first epoch of the model's whole history, so a warm start keeps the scale of the original fit),
+training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
+
+Non-finite values (:func:`check_finite`, the one check of every training loop, the GAN's too):
+after every epoch the loss, the gradient norms and the parameters must be finite; otherwise
+training stops with a ValueError naming the epoch, the learning rate and the input's scale.  The
+network is then left as the failed epoch made it: the estimators put back their state from
+before the call (see ``fastbp.mlp``).
 """
 import importlib
 import math
@@ -81,19 +91,21 @@ from . import _backend
 from .optim import SGD, Adam
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
-           "LayerwiseTrainer", "weight_decays", "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
+           "check_finite", "LayerwiseTrainer", "weight_decays", "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
 
 SOLVERS = ("sgd", "adam", "gd")
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "backtracking")
 ARMIJO_C = 1e-4
 ARMIJO_MAX_HALVINGS = 50
 ADAPTIVE_MIN_LR = 1e-6
+DIVERGENCE_RISE = 0.1  # a rise of the loss by this fraction of its scale is divergence, not noise
 
 USE_FUSED = True  # tests switch the compiled trainer off to compare it with the layer-by-layer path
 
 
 class ConvergenceWarning(UserWarning):
-    """Training stopped at ``max_iter`` epochs before the convergence criterion was met."""
+    """Training stopped before the convergence criterion was met: at ``max_iter`` epochs, or
+    because the loss rose (diverged)."""
 
 
 @dataclass
@@ -358,6 +370,39 @@ def armijo_step(network, loss, X, Y, decays, lr_start, grad_norms_out, search=No
     return f0, 0.0, sq_norm, f0
 
 
+# ------------------------------------------------------------------------------- health checks
+def check_finite(epoch, lr, learning_rate_init, params, X=None, name="training", **values):
+    """Raise ValueError unless every value and parameter of a finished epoch is finite.
+
+    ``values``: named losses and gradient norms (floats or arrays; None is skipped), e.g.
+    ``loss=value, gradient_norms=norms``; ``params``: the parameter arrays.  The message names
+    what became non-finite, the ``epoch``, the learning rate ``lr`` it used, ``learning_rate_init``
+    and, with the training inputs X, their largest magnitude (large inputs overflow as surely as a
+    large step).  A NaN parameter makes every later loss NaN, so checking each epoch is enough.
+    """
+    bad = [name_.replace("_", " ") for name_, value in values.items()
+           if value is not None and not np.isfinite(value).all()]
+    if not all(np.isfinite(param).all() for param in params):
+        bad.append("parameters")
+    if not bad:
+        return
+    hint = "a smaller learning_rate_init"
+    if X is not None and X.size:
+        hint += f", or scaled inputs (the largest |x| is {float(np.max(np.abs(X))):.3g})"
+    what = bad[0] if len(bad) == 1 else f"{', '.join(bad[:-1])} and {bad[-1]}"
+    raise ValueError(f"{name}: training produced non-finite {what} at epoch {epoch} "
+                     f"(learning rate {lr:.3g}, learning_rate_init={learning_rate_init:.3g}): "
+                     f"the optimization diverged. Try {hint}.")
+
+
+def _diverged(state, tol):
+    """Whether the last epoch's loss rose above the best by more than the noise allowed (module
+    docstring: ``DIVERGENCE_RISE``)."""
+    last, best = state.loss_curve[-1], state.best_loss
+    scale = max(abs(state.loss_curve[0]), abs(best))
+    return last - best > max(tol, DIVERGENCE_RISE * scale)
+
+
 # ---------------------------------------------------------------------------------- the fit loop
 def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation_score=None,
                 early_stopping=True, incremental=False, callback=None, log=print, name="training",
@@ -436,12 +481,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 line += f"  validation score {score:.4f}"
             log(f"{line}  lr {lr:.3g}  {elapsed:.3f} s")
 
-        if not math.isfinite(value):
-            warnings.warn(f"the training loss became {value} at epoch {state.n_iter}: training "
-                          "diverged (try a smaller learning_rate_init); stopped",
-                          ConvergenceWarning, stacklevel=stacklevel + 1)
-            stopped = True
-            break
+        check_finite(state.n_iter, lr, config.learning_rate_init, network.params(), X, name,
+                     loss=value, gradient_norms=norms)
         if incremental:
             state.best_loss = min(state.best_loss, value)
             break
@@ -464,6 +505,13 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 if config.verbose:
                     log(f"{name}: {what} did not improve more than tol={config.tol} for "
                         f"{config.n_iter_no_change} consecutive epochs; learning rate now {state.lr:.3g}")
+            elif _diverged(state, config.tol):
+                stopped = True
+                warnings.warn(f"{name}: the training loss rose from its best {state.best_loss:.4g} "
+                              f"to {value:.4g} at epoch {state.n_iter} (learning rate {lr:.3g}): "
+                              "training diverged and stopped without converging. Try a smaller "
+                              "learning_rate_init.", ConvergenceWarning, stacklevel=stacklevel + 1)
+                break
             else:
                 state.converged = stopped = True
                 if config.verbose:

@@ -2,6 +2,7 @@
 the Armijo line search and the compiled-trainer hook."""
 import copy
 import math
+import re
 import sys
 import types
 import warnings
@@ -172,14 +173,64 @@ def test_callback_can_stop_and_verbose_lines():
     assert len(lines) == 3 and lines[0].startswith("net: epoch    1  loss ") and lines[0].endswith(" s")
 
 
-def test_diverging_loss_stops_with_a_warning():
+@pytest.mark.parametrize("fused", [True, False], ids=["engine", "layerwise"])
+def test_non_finite_training_raises_naming_epoch_rate_and_input_scale(backend, fused, monkeypatch):
+    monkeypatch.setattr(_training, "USE_FUSED", fused)
     X, y = _data()
     X = X * 1e30
     net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
     config = TrainConfig(solver="sgd", learning_rate_init=1e10, max_iter=50)
-    with pytest.warns(ConvergenceWarning, match="diverged"):
-        state = fit_network(net, "squared_error", X, np.ones((len(X), 3)) * 1e30, config, rng=0)
-    assert state.n_iter < 50
+    largest = re.escape(f"(the largest |x| is {np.abs(X).max():.3g})")
+    with pytest.raises(ValueError, match=r"net: training produced non-finite .* at epoch \d+ "
+                       r"\(learning rate 1e\+10, learning_rate_init=1e\+10\).*" + largest):
+        fit_network(net, "squared_error", X, np.ones((len(X), 3)) * 1e30, config, rng=0, name="net")
+
+
+def test_check_finite_names_what_is_not_finite():
+    params = [np.ones(3), np.array([1.0, np.nan])]
+    _training.check_finite(1, 0.1, 0.1, [np.ones(3)], loss=1.0, gradient_norms=np.ones(2))
+    with pytest.raises(ValueError, match="non-finite parameters at epoch 7 "):
+        _training.check_finite(7, 0.1, 0.1, params, loss=1.0, gradient_norms=np.ones(2))
+    with pytest.raises(ValueError, match="non-finite loss and gradient norms at epoch 2 "):
+        _training.check_finite(2, 0.1, 0.1, [np.ones(3)], loss=np.inf,
+                               gradient_norms=np.array([1.0, np.nan]), other=None)
+
+
+class _ScriptedTrainer:
+    """An epoch that returns the next loss of a script (the network is left alone)."""
+
+    def __init__(self, losses):
+        self.losses = iter(losses)
+
+    def train_epoch(self, X, Y, order, grad_norms_out):
+        return next(self.losses)
+
+
+@pytest.mark.parametrize("losses, diverged", [
+    ([1.0, 2.0, 3.0, 4.0], True),               # rising from the first epoch (the issue's digits)
+    ([1.0, 0.5, 0.6, 0.65, 0.7], True),         # down, then back up by 0.2 > 0.1 * 1.0
+    ([1.0, 0.5, 0.51, 0.52, 0.53], False),      # a plateau with noise: up by 0.03 < 0.1 * 1.0
+    ([1e-2, 1e-6, 3e-6, 2e-6, 5e-6], False),    # tiny loss tripled: noise at the scale of the fit
+])
+def test_a_rising_loss_is_divergence_not_convergence(monkeypatch, losses, diverged):
+    """A stop for want of improvement is convergence only if the last loss is within
+    max(tol, DIVERGENCE_RISE * max(|first loss|, |best loss|)) of the best."""
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    monkeypatch.setattr(_training, "make_trainer", lambda *args: _ScriptedTrainer(losses))
+    config = TrainConfig(n_iter_no_change=3, max_iter=len(losses) + 5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0, name="net")
+    assert state.n_iter == len(losses) and state.converged is not diverged
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    if diverged:
+        assert messages == [f"net: the training loss rose from its best {min(losses):.4g} to "
+                            f"{losses[-1]:.4g} at epoch {len(losses)} (learning rate 0.001): "
+                            "training diverged and stopped without converging. Try a smaller "
+                            "learning_rate_init."]
+    else:
+        assert messages == []
 
 
 def test_config_is_validated():
