@@ -99,6 +99,8 @@ ARMIJO_C = 1e-4
 ARMIJO_MAX_HALVINGS = 50
 ADAPTIVE_MIN_LR = 1e-6
 DIVERGENCE_RISE = 0.1  # a rise of the loss by this fraction of its scale is divergence, not noise
+MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
+                    "hasn't converged yet.")  # scikit-learn's words
 
 USE_FUSED = True  # tests switch the compiled trainer off to compare it with the layer-by-layer path
 
@@ -524,8 +526,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     if early_stopping:
         network.set_weights(state.best_params)
     if not incremental and not stopped:
-        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({config.max_iter}) reached and "
-                      "the optimization hasn't converged yet.", ConvergenceWarning,
+        warnings.warn(MAX_ITER_WARNING.format(config.max_iter), ConvergenceWarning,
                       stacklevel=stacklevel + 1)
     return state
 

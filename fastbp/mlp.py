@@ -48,7 +48,7 @@ import numpy as np
 from ._blas_threads import limit_blas_threads
 from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
 from ._validation import NotFittedError, check_is_fitted, check_n_features, check_targets, check_X, label_kind
-from .nn import activation_name, make_mlp
+from .nn import Sequential, activation_name, make_mlp
 from .persist import register
 
 __all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
@@ -287,8 +287,14 @@ class _BaseMLP(BaseEstimator):
             validation = self._scorer(X_val, Y_val)
         # A failed call (non-finite training, an interrupt) leaves the estimator as it was: a fresh
         # fit replaces every fitted attribute, so they are kept by reference; training in place
-        # (warm start, partial fit) changes the arrays, so they are copied.
-        before = self.__dict__.copy() if fresh else copy.deepcopy(self.__dict__)
+        # (warm start, partial fit) changes the arrays, so they are copied -- all but the
+        # networks' gradients, scratch that every step rewrites.
+        if fresh:
+            before = self.__dict__.copy()
+        else:
+            scratch = [grad for value in self.__dict__.values() if isinstance(value, Sequential)
+                       for grad in value.grads()]
+            before = copy.deepcopy(self.__dict__, {id(grad): grad for grad in scratch})
         try:
             with self._threads():
                 if fresh:

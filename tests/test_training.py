@@ -367,3 +367,22 @@ def test_fused_and_layerwise_paths_agree(compiled, monkeypatch, dtype, loss, sol
     np.testing.assert_allclose(g1, g2, rtol=rtol)
     for p, q in zip(w1, w2):
         np.testing.assert_allclose(p, q, rtol=rtol, atol=rtol / 10)
+
+
+def test_jobs_note_max_iter_but_show_a_divergence():
+    """The command-line jobs turn the max_iter warning into a short note; a diverging loss is a
+    different story and is shown as it is."""
+    from fastbp._jobs import fit_noting_convergence
+
+    def stops_at_max_iter():
+        warnings.warn(_training.MAX_ITER_WARNING.format(3), ConvergenceWarning)
+
+    def diverges():
+        warnings.warn("net: the training loss rose ...: training diverged", ConvergenceWarning)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fit_noting_convergence(stops_at_max_iter) is True
+        assert caught == []
+        assert fit_noting_convergence(diverges) is False
+    assert [str(w.message) for w in caught] == ["net: the training loss rose ...: training diverged"]
