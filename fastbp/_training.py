@@ -68,10 +68,14 @@ Convergence (every schedule): an epoch "does not improve" when its loss is > bes
 with early stopping, its validation score < best score + tol); the first epoch of a fresh fit
 always improves (on an infinite best loss).  After ``n_iter_no_change`` such epochs in a row training
 stops (for 'adaptive', see above); running out of ``max_iter`` epochs first warns.  A stop for want
-of improvement is convergence only when the loss has not risen: if the last epoch's loss exceeds
-the best by more than max(tol, ``DIVERGENCE_RISE`` * max(|first epoch's loss|, |best loss|)) (the
-first epoch of the model's whole history, so a warm start keeps the scale of the original fit),
-training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
+of improvement is convergence only when the loss has not risen (:func:`divergence`): if the mean
+loss of those last ``n_iter_no_change`` epochs (a mean, so that the noise of a stochastic objective
+is not taken for a rise) exceeds the best by more than max(tol, ``DIVERGENCE_RISE`` * max(|first
+epoch's loss|, |best loss|)) (the first epoch of the model's whole history, so a warm start keeps
+the scale of the original fit), or if the best loss exceeds the loss F at the weights the fit
+started from
+(:func:`start_loss`, on the first minibatch of rows) by more than max(tol, |F|), training
+diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
 
 Non-finite values (:func:`check_finite`, the one check of every training loop, the GAN's too):
 after every epoch the loss, the gradient norms and the parameters must be finite; otherwise
@@ -91,7 +95,7 @@ from . import _backend
 from .optim import SGD, Adam
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
-           "check_finite", "LayerwiseTrainer", "weight_decays", "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
+           "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays", "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
 
 SOLVERS = ("sgd", "adam", "gd")
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "backtracking")
@@ -397,12 +401,34 @@ def check_finite(epoch, lr, learning_rate_init, params, X=None, name="training",
                      f"the optimization diverged. Try {hint}.")
 
 
-def _diverged(state, tol):
-    """Whether the last epoch's loss rose above the best by more than the noise allowed (module
-    docstring: ``DIVERGENCE_RISE``)."""
-    last, best = state.loss_curve[-1], state.best_loss
-    scale = max(abs(state.loss_curve[0]), abs(best))
-    return last - best > max(tol, DIVERGENCE_RISE * scale)
+def start_loss(network, loss, X, Y, decays, rows):
+    """The objective F at the current weights on the first ``rows`` rows of (X, Y), as an epoch
+    computes it (training mode: dropout and sampling on), with every layer's generator put back:
+    the training that follows draws what it would have drawn."""
+    generators = list({id(layer.rng): layer.rng for layer in network.layers
+                       if isinstance(getattr(layer, "rng", None), np.random.Generator)}.values())
+    states = [generator.bit_generator.state for generator in generators]
+    try:
+        value, _ = network._objective(loss, X[:rows], Y[:rows], True)
+    finally:
+        for generator, state in zip(generators, states):
+            generator.bit_generator.state = state
+    return value + _penalty(network.params(), decays)
+
+
+def divergence(state, start, tol, window):
+    """Why a stop for want of improvement is not convergence (module docstring), or None: the
+    loss of the last ``window`` epochs rose above the best on average, or the best is over twice
+    the loss at the ``start`` of the fit (None: unknown)."""
+    recent, best = state.loss_curve[-window:], state.best_loss
+    mean = math.fsum(recent) / len(recent)
+    if mean - best > max(tol, DIVERGENCE_RISE * max(abs(state.loss_curve[0]), abs(best))):
+        return (f"the training loss rose from its best {best:.4g} to {mean:.4g} on average over "
+                f"the last {len(recent)} epochs")
+    if start is not None and best - start > max(tol, abs(start)):
+        return (f"the training loss never came below {best:.4g}, over twice the {start:.4g} it "
+                "started from")
+    return None
 
 
 # ---------------------------------------------------------------------------------- the fit loop
@@ -448,6 +474,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         state.best_params = network.get_weights()
     n_dense = len(network.dense_layers)
     identity = np.arange(n, dtype=np.intp)
+    start = (None if incremental or backtracking or not n else
+             start_loss(network, loss, X, Y, optimizer.weight_decay, min(n, batch_size)))
 
     epochs = 1 if incremental else config.max_iter
     stopped = False
@@ -507,10 +535,9 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 if config.verbose:
                     log(f"{name}: {what} did not improve more than tol={config.tol} for "
                         f"{config.n_iter_no_change} consecutive epochs; learning rate now {state.lr:.3g}")
-            elif _diverged(state, config.tol):
+            elif (why := divergence(state, start, config.tol, config.n_iter_no_change)) is not None:
                 stopped = True
-                warnings.warn(f"{name}: the training loss rose from its best {state.best_loss:.4g} "
-                              f"to {value:.4g} at epoch {state.n_iter} (learning rate {lr:.3g}): "
+                warnings.warn(f"{name}: {why} at epoch {state.n_iter} (learning rate {lr:.3g}): "
                               "training diverged and stopped without converging. Try a smaller "
                               "learning_rate_init.", ConvergenceWarning, stacklevel=stacklevel + 1)
                 break
