@@ -409,11 +409,16 @@ class GenerativeBase(_BaseMLP):
         """Extra checks on validated training data (e.g. [0, 1] for a cross-entropy loss)."""
 
     def fit(self, X, y=None):
-        """Train on X for up to ``max_iter`` epochs (``y`` is ignored); returns self."""
+        """Train on X for up to ``max_iter`` epochs (``y`` is ignored); returns self.
+
+        Raises ValueError for bad parameters or data, and when training produces non-finite
+        values (the model is then left as it was before the call).
+        """
         return self._fit(X, None, incremental=False)
 
     def partial_fit(self, X, y=None):
-        """One epoch over X, continuing from the current state (the first call initialises)."""
+        """One epoch over X, continuing from the current state (the first call initialises);
+        raises as ``fit`` does."""
         return self._fit(X, None, incremental=True)
 
     # -------------------------------------------------------------- the target: X itself

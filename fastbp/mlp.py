@@ -296,7 +296,9 @@ class _BaseMLP(BaseEstimator):
                        for grad in value.grads()]
             before = copy.deepcopy(self.__dict__, {id(grad): grad for grad in scratch})
         try:
-            with self._threads():
+            # training reports non-finite values itself (fastbp._training.check_finite): NumPy's
+            # floating-point warnings on the way would only forerun that error, on one backend
+            with self._threads(), np.errstate(all="ignore"):
                 if fresh:
                     self._rng = _make_rng(self.random_state)
                     self.n_features_in_ = X.shape[1]

@@ -124,6 +124,8 @@ def _assert_same_state(model, twin):
     for got, want in zip(_weights(model), _weights(twin), strict=True):
         np.testing.assert_array_equal(got, want)
     assert (model.n_iter_, model.t_, model.loss_curve_) == (twin.n_iter_, twin.t_, twin.loss_curve_)
+    assert (getattr(model, "discriminator_loss_curve_", None)
+            == getattr(twin, "discriminator_loss_curve_", None))
     optimizers = [(model._state.optimizer, twin._state.optimizer)]
     if hasattr(model, "_d_optimizer"):
         optimizers.append((model._d_optimizer, twin._d_optimizer))
