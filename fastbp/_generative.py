@@ -22,8 +22,8 @@ from .mlp import _BaseMLP
 from .nn import Layer, Sequential, _BufferCache, make_mlp
 
 __all__ = ["GenerativeBase", "EncoderDecoder", "Transformer", "SparsityPenalty", "Reparameterize",
-           "log_variance", "LOG_VARIANCE_KNEE", "PenalisedSequential", "hourglass", "store_params", "check_fraction",
-           "check_nonnegative", "check_sizes", "check_n_components"]
+           "log_variance", "LOG_VARIANCE_KNEE", "PenalisedSequential", "hourglass", "store_params",
+           "check_fraction", "check_nonnegative", "check_sizes", "check_n_components"]
 
 
 def store_params(estimator, arguments):

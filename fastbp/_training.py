@@ -73,9 +73,8 @@ loss of those last ``n_iter_no_change`` epochs (a mean, so that the noise of a s
 is not taken for a rise) exceeds the best by more than max(tol, ``DIVERGENCE_RISE`` * max(|first
 epoch's loss|, |best loss|)) (the first epoch of the model's whole history, so a warm start keeps
 the scale of the original fit), or if the best loss exceeds the loss F at the weights the fit
-started from
-(:func:`start_loss`, on the first minibatch of rows) by more than max(tol, |F|), training
-diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
+started from (:func:`start_loss`, on the first minibatch of rows) by more than max(tol, |F|),
+training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
 
 Non-finite values (:func:`check_finite`, the one check of every training loop, the GAN's too):
 after every epoch the loss, the gradient norms and the parameters must be finite; otherwise
@@ -95,7 +94,8 @@ from . import _backend
 from .optim import SGD, Adam
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
-           "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays", "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
+           "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
+           "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
 
 SOLVERS = ("sgd", "adam", "gd")
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "backtracking")

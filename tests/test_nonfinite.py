@@ -22,7 +22,8 @@ def divergent(lr=1e20):
     """SGD settings that overflow within a few epochs, and the message they must give."""
     exponent = f"1e\\+{round(np.log10(lr)):02d}"
     return (dict(solver="sgd", learning_rate_init=lr, max_iter=20),
-            rf"non-finite .* at epoch \d+ \(learning rate {exponent}, learning_rate_init={exponent}\)")
+            rf"non-finite .* at epoch \d+ \(learning rate {exponent}, "
+            rf"learning_rate_init={exponent}\)")
 
 
 DIVERGENT, NON_FINITE = divergent()
