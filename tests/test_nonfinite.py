@@ -197,3 +197,18 @@ def test_issue_digits_sgd_rising_loss_is_not_convergence(backend):
                 and "diverged" in str(w.message)]
     assert len(diverged) == 1, [str(w.message) for w in caught]
     assert model.loss_curve_[-1] > 2 * min(model.loss_curve_)  # the loss did rise
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_nan_weight_is_reported_at_the_next_epoch(path, name):
+    """A NaN already in the weights (the compiled relu maps NaN to 0, so the loss can stay finite)
+    is caught by the parameter check after the next epoch, whatever the path."""
+    make, kind, _ = MODELS[name]
+    args = _fit_args(kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+        model = make(**SANE, activation="relu").fit(*args)
+    model.coefs_[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"non-finite .*parameters at epoch 3 "):
+        model.partial_fit(*args)
+    assert model.n_iter_ == 2 and np.isnan(model.coefs_[0][0, 0])  # as before the call
