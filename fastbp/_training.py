@@ -70,9 +70,11 @@ always improves (on an infinite best loss).  After ``n_iter_no_change`` such epo
 stops (for 'adaptive', see above); running out of ``max_iter`` epochs first warns.  A stop for want
 of improvement is convergence only when the loss has not risen (:func:`divergence`): if the mean
 loss of those last ``n_iter_no_change`` epochs (a mean, so that the noise of a stochastic objective
-is not taken for a rise) exceeds the best by more than max(tol, ``DIVERGENCE_RISE`` * max(|first
-epoch's loss|, |best loss|)) (the first epoch of the model's whole history, so a warm start keeps
-the scale of the original fit), or if the best loss exceeds the loss F at the weights the fit
+is not taken for a rise) exceeds the best loss of the epochs before them by more than max(tol,
+``DIVERGENCE_RISE`` * max(|first epoch's loss|, |that best|)) (the first epoch of the model's whole
+history, so a warm start keeps the scale of the original fit; and the epochs before, so that a
+loss still falling when early stopping ends the fit is no rise), or if the best loss exceeds the
+loss F at the weights the fit
 started from (:func:`start_loss`, on the first minibatch of rows) by more than max(tol, |F|),
 training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
 
@@ -418,13 +420,15 @@ def start_loss(network, loss, X, Y, decays, rows):
 
 def divergence(state, start, tol, window):
     """Why a stop for want of improvement is not convergence (module docstring), or None: the
-    loss of the last ``window`` epochs rose above the best on average, or the best is over twice
-    the loss at the ``start`` of the fit (None: unknown)."""
-    recent, best = state.loss_curve[-window:], state.best_loss
-    mean = math.fsum(recent) / len(recent)
-    if mean - best > max(tol, DIVERGENCE_RISE * max(abs(state.loss_curve[0]), abs(best))):
-        return (f"the training loss rose from its best {best:.4g} to {mean:.4g} on average over "
-                f"the last {len(recent)} epochs")
+    loss of the last ``window`` epochs rose above the best before them on average, or the best is
+    over twice the loss at the ``start`` of the fit (None: unknown)."""
+    before, recent, best = state.loss_curve[:-window], state.loss_curve[-window:], state.best_loss
+    if before:
+        mean, best_before = math.fsum(recent) / len(recent), min(before)
+        scale = max(abs(state.loss_curve[0]), abs(best_before))
+        if mean - best_before > max(tol, DIVERGENCE_RISE * scale):
+            return (f"the training loss rose from its best {best_before:.4g} to {mean:.4g} on "
+                    f"average over the last {len(recent)} epochs")
     if start is not None and best - start > max(tol, abs(start)):
         return (f"the training loss never came below {best:.4g}, over twice the {start:.4g} it "
                 "started from")

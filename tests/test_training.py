@@ -219,8 +219,8 @@ class _ScriptedTrainer:
 ])
 def test_a_rising_loss_is_divergence_not_convergence(monkeypatch, losses, why):
     """A stop for want of improvement is convergence only if the mean loss of the last
-    n_iter_no_change epochs is within max(tol, DIVERGENCE_RISE * max(|first loss|, |best loss|))
-    of the best, and the best is below twice the loss at the start."""
+    n_iter_no_change epochs is within max(tol, DIVERGENCE_RISE * max(|first loss|, |best before|))
+    of the best loss before them, and the best is below twice the loss at the start."""
     X, y = _data()
     net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
     start = _training.start_loss(net, "softmax_cross_entropy", X, y, [0.0] * 4, len(X))
@@ -395,6 +395,21 @@ def test_jobs_note_max_iter_but_show_a_divergence():
         assert caught == []
         assert fit_noting_convergence(diverges) is False
     assert [str(w.message) for w in caught] == ["net: the training loss rose ...: training diverged"]
+
+
+def test_early_stopping_of_a_still_falling_loss_is_no_divergence(monkeypatch):
+    """Early stopping (a validation score that stops improving) ends a fit whose training loss
+    still falls: the last epochs average above the best (0.2, the last) but below the best before
+    them (1.0): no rise."""
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    monkeypatch.setattr(_training, "make_trainer",
+                        lambda *args: _ScriptedTrainer([1.0, 0.5, 0.3, 0.2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        state = fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(n_iter_no_change=3),
+                            rng=0, validation_score=lambda network: 0.5)
+    assert state.n_iter == 4 and state.converged
 
 
 def test_start_loss_is_a_training_batch_objective_that_draws_nothing():
