@@ -28,6 +28,7 @@ def divergent(lr=1e20):
 
 DIVERGENT, NON_FINITE = divergent()
 
+
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     """Each backend and, on the compiled one, each training path; the value lists the kinds of
