@@ -22,8 +22,8 @@ from .mlp import _BaseMLP
 from .nn import Layer, Sequential, _BufferCache, make_mlp
 
 __all__ = ["GenerativeBase", "EncoderDecoder", "Transformer", "SparsityPenalty", "Reparameterize",
-           "PenalisedSequential", "hourglass", "store_params", "check_fraction",
-           "check_nonnegative", "check_sizes", "check_n_components"]
+           "log_variance", "LOG_VARIANCE_KNEE", "PenalisedSequential", "hourglass", "store_params",
+           "check_fraction", "check_nonnegative", "check_sizes", "check_n_components"]
 
 
 def store_params(estimator, arguments):
@@ -191,13 +191,35 @@ class SparsityPenalty(_Penalty):
         return f"SparsityPenalty({self.kind!r}, weight={self.weight}, rho={self.rho})"
 
 
-class Reparameterize(_Penalty):
-    """The VAE's sampling layer: input [mu, log sigma^2] (n x 2k), output z (n x k).
+# The encoder's variance output s is log sigma^2 up to s = LOG_VARIANCE_KNEE; above, log sigma^2 =
+# knee + log(1 + s - knee) (the same value and slope at the knee), so that sigma^2 grows only
+# linearly in s: a huge s (large inputs at initialisation) cannot overflow exp.
+LOG_VARIANCE_KNEE = 10.0
 
-    Training: z = mu + sigma * eps with eps ~ N(0, I) drawn from ``rng`` (or the fixed array
-    ``noise`` when set, for gradient checks), and ``value`` = mean_i KL(q(z | x_i) || p(z)).
-    Inference: z = mu.  Backward is the reparameterisation trick: dz flows to mu unchanged and to
-    log sigma^2 as dz * eps * sigma / 2, plus the KL term's own gradient.
+
+def log_variance(s, out=None):
+    """log sigma^2 from the encoder's variance outputs s (see ``LOG_VARIANCE_KNEE``): s itself
+    (the same array) when no entry exceeds the knee, else the bent values (in ``out`` if given)."""
+    knee = s.dtype.type(LOG_VARIANCE_KNEE)
+    if not s.size or s.max() <= knee:
+        return s
+    out = np.empty_like(s) if out is None else out
+    np.subtract(s, knee, out=out)
+    np.maximum(out, 0, out=out)
+    np.log1p(out, out=out)
+    np.add(out, np.minimum(s, knee), out=out)
+    return out
+
+
+class Reparameterize(_Penalty):
+    """The VAE's sampling layer: input [mu, s] (n x 2k), output z (n x k).
+
+    s is log sigma^2 (bent above ``LOG_VARIANCE_KNEE``, see :func:`log_variance`, so that sigma
+    stays finite for any finite s).  Training: z = mu + sigma * eps with eps ~ N(0, I) drawn from
+    ``rng`` (or the fixed array ``noise`` when set, for gradient checks), and ``value`` =
+    mean_i KL(q(z | x_i) || p(z)).  Inference: z = mu.  Backward is the reparameterisation trick:
+    dz flows to mu unchanged and to log sigma^2 as dz * eps * sigma / 2, plus the KL term's own
+    gradient; then to s through d log sigma^2 / ds (1 below the knee, 1 / (1 + s - knee) above).
 
     Prior p(z): N(0, I) (``prior_means`` None; KL in closed form,
     KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)), or the equal-weight mixture
@@ -221,8 +243,8 @@ class Reparameterize(_Penalty):
 
     def _make_buffers(self, key):
         (n, _), dtype = key
-        z, eps, sigma, work = (np.empty((n, self.k), dtype) for _ in range(4))
-        return z, eps, sigma, work, np.empty((n, 2 * self.k), dtype)
+        z, eps, sigma, work, bent = (np.empty((n, self.k), dtype) for _ in range(5))
+        return z, eps, sigma, work, np.empty((n, 2 * self.k), dtype), bent
 
     def _split(self, X):
         if X.ndim != 2 or X.shape[1] != 2 * self.k:
@@ -230,19 +252,20 @@ class Reparameterize(_Penalty):
         return X[:, :self.k], X[:, self.k:]
 
     def _forward(self, X, training, keep=True):
-        mu, logvar = self._split(X)
+        mu, s = self._split(X)
         if not training:
             return np.ascontiguousarray(mu)
-        z, eps, sigma, work, _ = self._cache.get((X.shape, X.dtype))
+        z, eps, sigma, work, _, bent = self._cache.get((X.shape, X.dtype))
         if self.noise is not None:
             eps[...] = self.noise
         else:
             self.rng.standard_normal(dtype=X.dtype, out=eps)
+        logvar = log_variance(s, bent)
         np.multiply(logvar, X.dtype.type(0.5), out=sigma)
         np.exp(sigma, out=sigma)
         np.multiply(sigma, eps, out=z)
         z += mu
-        self.saved = (mu, logvar, z, eps, sigma, work)
+        self.saved = (mu, s, logvar, z, eps, sigma, work)
         n = X.shape[0]
         if self.prior_means is None:  # mean of the closed form, without temporaries
             self.value = 0.5 * float(np.einsum("ij,ij->", mu, mu) + np.vdot(sigma, sigma)
@@ -252,7 +275,8 @@ class Reparameterize(_Penalty):
         return z
 
     def kl(self, mu, logvar, z=None, eps=None):
-        """Per-row KL(q || p) (float64): closed form for N(0, I), else the estimate at z."""
+        """Per-row KL(q || p) (float64): closed form for N(0, I), else the estimate at z.
+        ``logvar``: log sigma^2 (:func:`log_variance` of the encoder's output)."""
         mu, logvar = mu.astype(np.float64), logvar.astype(np.float64)
         if self.prior_means is None:
             return 0.5 * np.sum(mu * mu + np.exp(logvar) - logvar - 1.0, axis=1)
@@ -281,7 +305,7 @@ class Reparameterize(_Penalty):
         return z.astype(dtype)
 
     def _backward(self, dA, need_dX):
-        mu, logvar, z, eps, sigma, work = self.saved
+        mu, s, logvar, z, eps, sigma, work = self.saved
         n, one = max(mu.shape[0], 1), mu.dtype.type(1)
         dX = self._cache.get(((mu.shape[0], 2 * self.k), mu.dtype))[4]
         dmu, dlogvar = dX[:, :self.k], dX[:, self.k:]
@@ -304,6 +328,11 @@ class Reparameterize(_Penalty):
             dlogvar *= sigma
             dlogvar -= 1.0 / n
             dlogvar *= mu.dtype.type(0.5)
+        if logvar is not s:  # through the bend: d log sigma^2 / ds = 1 / (1 + max(s - knee, 0))
+            np.subtract(s, mu.dtype.type(LOG_VARIANCE_KNEE), out=work)
+            np.maximum(work, 0, out=work)
+            work += one
+            dlogvar /= work
         return dX
 
     def __repr__(self):
@@ -380,11 +409,16 @@ class GenerativeBase(_BaseMLP):
         """Extra checks on validated training data (e.g. [0, 1] for a cross-entropy loss)."""
 
     def fit(self, X, y=None):
-        """Train on X for up to ``max_iter`` epochs (``y`` is ignored); returns self."""
+        """Train on X for up to ``max_iter`` epochs (``y`` is ignored); returns self.
+
+        Raises ValueError for bad parameters or data, and when training produces non-finite
+        values (the model is then left as it was before the call).
+        """
         return self._fit(X, None, incremental=False)
 
     def partial_fit(self, X, y=None):
-        """One epoch over X, continuing from the current state (the first call initialises)."""
+        """One epoch over X, continuing from the current state (the first call initialises);
+        raises as ``fit`` does."""
         return self._fit(X, None, incremental=True)
 
     # -------------------------------------------------------------- the target: X itself

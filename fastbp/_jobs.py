@@ -91,17 +91,18 @@ def pyplot():
 def fit_noting_convergence(fit, *args, **kwargs):
     """Call ``fit(*args, **kwargs)``; True when it stopped at ``max_iter`` before converging.
 
-    The ConvergenceWarning is swallowed (the jobs print a short note instead); any other warning
-    is shown as usual.
+    That ConvergenceWarning is swallowed (the jobs print a short note instead); any other warning
+    (a diverging loss among them) is shown as usual.
     """
-    from ._training import ConvergenceWarning
+    from ._training import MAX_ITER_WARNING, ConvergenceWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         fit(*args, **kwargs)
     unconverged = False
     for w in caught:
-        if issubclass(w.category, ConvergenceWarning):
+        if issubclass(w.category, ConvergenceWarning) and str(w.message).startswith(
+                MAX_ITER_WARNING.split("(")[0]):
             unconverged = True
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

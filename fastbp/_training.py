@@ -67,7 +67,22 @@ Learning-rate schedules (the rate used by an epoch is recorded in ``TrainState.l
 Convergence (every schedule): an epoch "does not improve" when its loss is > best loss - tol (or,
 with early stopping, its validation score < best score + tol); the first epoch of a fresh fit
 always improves (on an infinite best loss).  After ``n_iter_no_change`` such epochs in a row training
-stops (for 'adaptive', see above); running out of ``max_iter`` epochs first warns.
+stops (for 'adaptive', see above); running out of ``max_iter`` epochs first warns.  A stop for want
+of improvement is convergence only when the loss has not risen (:func:`divergence`): if the mean
+loss of those last ``n_iter_no_change`` epochs (a mean, so that the noise of a stochastic objective
+is not taken for a rise) exceeds the best loss of the epochs before them by more than max(tol,
+``DIVERGENCE_RISE`` * max(|first epoch's loss|, |that best|)) (the first epoch of the model's whole
+history, so a warm start keeps the scale of the original fit; and the epochs before, so that a
+loss still falling when early stopping ends the fit is no rise), or if the best loss exceeds the
+loss F at the weights the fit
+started from (:func:`start_loss`, on the first minibatch of rows) by more than max(tol, |F|),
+training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
+
+Non-finite values (:func:`check_finite`, the one check of every training loop, the GAN's too):
+after every epoch the loss, the gradient norms and the parameters must be finite; otherwise
+training stops with a ValueError naming the epoch, the learning rate and the input's scale.  The
+network is then left as the failed epoch made it: the estimators put back their state from
+before the call (see ``fastbp.mlp``).
 """
 import importlib
 import math
@@ -81,19 +96,24 @@ from . import _backend
 from .optim import SGD, Adam
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
-           "LayerwiseTrainer", "weight_decays", "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
+           "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
+           "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
 
 SOLVERS = ("sgd", "adam", "gd")
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "backtracking")
 ARMIJO_C = 1e-4
 ARMIJO_MAX_HALVINGS = 50
 ADAPTIVE_MIN_LR = 1e-6
+DIVERGENCE_RISE = 0.1  # a rise of the loss by this fraction of its scale is divergence, not noise
+MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
+                    "hasn't converged yet.")  # scikit-learn's words
 
 USE_FUSED = True  # tests switch the compiled trainer off to compare it with the layer-by-layer path
 
 
 class ConvergenceWarning(UserWarning):
-    """Training stopped at ``max_iter`` epochs before the convergence criterion was met."""
+    """Training stopped before the convergence criterion was met: at ``max_iter`` epochs, or
+    because the loss rose (diverged)."""
 
 
 @dataclass
@@ -358,6 +378,63 @@ def armijo_step(network, loss, X, Y, decays, lr_start, grad_norms_out, search=No
     return f0, 0.0, sq_norm, f0
 
 
+# ------------------------------------------------------------------------------- health checks
+def check_finite(epoch, lr, learning_rate_init, params, X=None, name="training", **values):
+    """Raise ValueError unless every value and parameter of a finished epoch is finite.
+
+    ``values``: named losses and gradient norms (floats or arrays; None is skipped), e.g.
+    ``loss=value, gradient_norms=norms``; ``params``: the parameter arrays.  The message names
+    what became non-finite, the ``epoch``, the learning rate ``lr`` it used, ``learning_rate_init``
+    and, with the training inputs X, their largest magnitude (large inputs overflow as surely as a
+    large step).  A NaN parameter makes every later loss NaN, so checking each epoch is enough.
+    """
+    bad = [name_.replace("_", " ") for name_, value in values.items()
+           if value is not None and not np.isfinite(value).all()]
+    if not all(np.isfinite(param).all() for param in params):
+        bad.append("parameters")
+    if not bad:
+        return
+    hint = "a smaller learning_rate_init"
+    if X is not None and X.size:
+        hint += f", or scaled inputs (the largest |x| is {float(np.max(np.abs(X))):.3g})"
+    what = bad[0] if len(bad) == 1 else f"{', '.join(bad[:-1])} and {bad[-1]}"
+    raise ValueError(f"{name}: training produced non-finite {what} at epoch {epoch} "
+                     f"(learning rate {lr:.3g}, learning_rate_init={learning_rate_init:.3g}): "
+                     f"the optimization diverged. Try {hint}.")
+
+
+def start_loss(network, loss, X, Y, decays, rows):
+    """The objective F at the current weights on the first ``rows`` rows of (X, Y), as an epoch
+    computes it (training mode: dropout and sampling on), with every layer's generator put back:
+    the training that follows draws what it would have drawn."""
+    generators = list({id(layer.rng): layer.rng for layer in network.layers
+                       if isinstance(getattr(layer, "rng", None), np.random.Generator)}.values())
+    states = [generator.bit_generator.state for generator in generators]
+    try:
+        value, _ = network._objective(loss, X[:rows], Y[:rows], True)
+    finally:
+        for generator, state in zip(generators, states):
+            generator.bit_generator.state = state
+    return value + _penalty(network.params(), decays)
+
+
+def divergence(state, start, tol, window):
+    """Why a stop for want of improvement is not convergence (module docstring), or None: the
+    loss of the last ``window`` epochs rose above the best before them on average, or the best is
+    over twice the loss at the ``start`` of the fit (None: unknown)."""
+    before, recent, best = state.loss_curve[:-window], state.loss_curve[-window:], state.best_loss
+    if before:
+        mean, best_before = math.fsum(recent) / len(recent), min(before)
+        scale = max(abs(state.loss_curve[0]), abs(best_before))
+        if mean - best_before > max(tol, DIVERGENCE_RISE * scale):
+            return (f"the training loss rose from its best {best_before:.4g} to {mean:.4g} on "
+                    f"average over the last {len(recent)} epochs")
+    if start is not None and best - start > max(tol, abs(start)):
+        return (f"the training loss never came below {best:.4g}, over twice the {start:.4g} it "
+                "started from")
+    return None
+
+
 # ---------------------------------------------------------------------------------- the fit loop
 def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation_score=None,
                 early_stopping=True, incremental=False, callback=None, log=print, name="training",
@@ -401,6 +478,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         state.best_params = network.get_weights()
     n_dense = len(network.dense_layers)
     identity = np.arange(n, dtype=np.intp)
+    start = (None if incremental or backtracking or not n else
+             start_loss(network, loss, X, Y, optimizer.weight_decay, min(n, batch_size)))
 
     epochs = 1 if incremental else config.max_iter
     stopped = False
@@ -436,12 +515,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 line += f"  validation score {score:.4f}"
             log(f"{line}  lr {lr:.3g}  {elapsed:.3f} s")
 
-        if not math.isfinite(value):
-            warnings.warn(f"the training loss became {value} at epoch {state.n_iter}: training "
-                          "diverged (try a smaller learning_rate_init); stopped",
-                          ConvergenceWarning, stacklevel=stacklevel + 1)
-            stopped = True
-            break
+        check_finite(state.n_iter, lr, config.learning_rate_init, network.params(), X, name,
+                     loss=value, gradient_norms=norms)
         if incremental:
             state.best_loss = min(state.best_loss, value)
             break
@@ -464,6 +539,12 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 if config.verbose:
                     log(f"{name}: {what} did not improve more than tol={config.tol} for "
                         f"{config.n_iter_no_change} consecutive epochs; learning rate now {state.lr:.3g}")
+            elif (why := divergence(state, start, config.tol, config.n_iter_no_change)) is not None:
+                stopped = True
+                warnings.warn(f"{name}: {why} at epoch {state.n_iter} (learning rate {lr:.3g}): "
+                              "training diverged and stopped without converging. Try a smaller "
+                              "learning_rate_init.", ConvergenceWarning, stacklevel=stacklevel + 1)
+                break
             else:
                 state.converged = stopped = True
                 if config.verbose:
@@ -476,8 +557,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     if early_stopping:
         network.set_weights(state.best_params)
     if not incremental and not stopped:
-        warnings.warn(f"Stochastic Optimizer: Maximum iterations ({config.max_iter}) reached and "
-                      "the optimization hasn't converged yet.", ConvergenceWarning,
+        warnings.warn(MAX_ITER_WARNING.format(config.max_iter), ConvergenceWarning,
                       stacklevel=stacklevel + 1)
     return state
 

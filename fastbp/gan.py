@@ -19,6 +19,9 @@ minibatch of real points with as many fresh G(z) makes one discriminator step; a
 fresh z.  Each player has its own optimizer (``solver``, same settings; D's learning rate is
 ``discriminator_learning_rate`` when given).  An epoch is one pass over the data; there is no
 convergence test (a GAN's losses do not settle to a minimum): training runs ``max_iter`` epochs.
+After every epoch both players' losses and parameters must be finite (the training loop's check,
+``fastbp._training.check_finite``): otherwise ``fit``/``partial_fit`` raise ValueError and leave
+the model as it was before the call.
 
 Loss curves, one entry per epoch: ``discriminator_loss_curve_`` (mean -L over D's steps, i.e.
 -log D(x) - log(1 - D(G(z)))), ``generator_loss_curve_`` (= ``loss_curve_``: mean of G's
@@ -26,16 +29,15 @@ objective, -log D(G(z)) or log(1 - D(G(z)))).  ``coefs_``/``intercepts_`` are G'
 (``generator_``), ``discriminator_coefs_``/``discriminator_intercepts_`` D's (``discriminator_``).
 """
 import time
-import warnings
 
 import numpy as np
 from scipy import special
 
 from . import _backend
 from ._generative import GenerativeBase, check_n_components, check_sizes, store_params
-from ._training import ConvergenceWarning, make_optimizer, resolve_batch_size
+from ._training import check_finite, make_optimizer, resolve_batch_size
 from ._validation import check_is_fitted
-from .mlp import _make_rng, user_stacklevel
+from .mlp import _make_rng
 from .nn import activation_name, make_mlp
 from .persist import register
 
@@ -204,12 +206,11 @@ class GAN(GenerativeBase):
             if config.verbose:
                 print(f"GAN: epoch {state.n_iter:4d}  discriminator loss {self._d_losses[-1]:.4f}  "
                       f"generator loss {state.loss_curve[-1]:.4f}  {state.epoch_times[-1]:.3f} s")
-            if not np.isfinite(self._d_losses[-1]):
-                warnings.warn(f"the discriminator loss became {self._d_losses[-1]} at epoch "
-                              f"{state.n_iter}: training diverged (try a smaller "
-                              "learning_rate_init); stopped", ConvergenceWarning,
-                              stacklevel=user_stacklevel())
-                break
+            check_finite(state.n_iter, state.lr, config.learning_rate_init,
+                         self.generator_.params() + self.discriminator_.params(), X, "GAN",
+                         discriminator_loss=self._d_losses[-1],
+                         generator_loss=state.loss_curve[-1] if g_losses else None,
+                         generator_gradient_norms=norms)
             if config.learning_rate == "invscaling":
                 state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
 

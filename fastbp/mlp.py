@@ -30,8 +30,13 @@ layer in each epoch, which shows vanishing gradients), ``learning_rates_``, ``n_
 identically (:mod:`fastbp.persist`); models pickle too.  Bad input (NaN or infinity, a wrong
 number of features, fewer than 2 samples for ``fit`` -- ``partial_fit`` takes single samples --,
 one class, labels outside ``classes``, non-numeric or empty arrays) raises ValueError with
-scikit-learn's messages (TypeError for sparse matrices) before the model changes.
+scikit-learn's messages (TypeError for sparse matrices) before the model changes.  Training whose
+loss, gradients or weights become non-finite (too large a step, too large inputs) raises
+ValueError naming the epoch and the learning rate, and any call that fails or is interrupted
+leaves the model as it was before the call (not fitted, or its previous fit); a loss that rose
+when training stopped is reported by a ``ConvergenceWarning``, never taken for convergence.
 """
+import copy
 import inspect
 import math
 import sys
@@ -43,7 +48,7 @@ import numpy as np
 from ._blas_threads import limit_blas_threads
 from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
 from ._validation import NotFittedError, check_is_fitted, check_n_features, check_targets, check_X, label_kind
-from .nn import activation_name, make_mlp
+from .nn import Sequential, activation_name, make_mlp
 from .persist import register
 
 __all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
@@ -255,6 +260,9 @@ class _BaseMLP(BaseEstimator):
         ``validation_data``: optional (X_val, y_val), scored after every epoch (accuracy or R^2,
         in ``validation_scores_`` and the verbose lines).  Without ``early_stopping`` it only
         watches; with it, it replaces the random ``validation_fraction`` split.
+
+        Raises ValueError for bad parameters or data, and when training produces non-finite
+        values (the model is then left as it was before the call).
         """
         return self._fit(X, y, incremental=False, validation_data=validation_data)
 
@@ -277,17 +285,34 @@ class _BaseMLP(BaseEstimator):
                 raise ValueError(f"validation_data has {X_val.shape[1]} features, X has {X.shape[1]}")
             Y_val = self._encode_like(y_val, X_val.shape[0], dtype, target)
             validation = self._scorer(X_val, Y_val)
-        with self._threads():
-            if fresh:
-                self._rng = _make_rng(self.random_state)
-                self.n_features_in_ = X.shape[1]
-                self._set_target(target)
-                self._network = self._build_network(X.shape[1], dtype)
-                self._state = TrainState()
-            if self.early_stopping and not incremental and validation is None:
-                X, Y, validation = self._split_validation(X, Y)
-            self._train(X, Y, config, validation, incremental)
-        self._publish()
+        # A failed call (non-finite training, an interrupt) leaves the estimator as it was: a fresh
+        # fit replaces every fitted attribute, so they are kept by reference; training in place
+        # (warm start, partial fit) changes the arrays, so they are copied -- all but the
+        # networks' gradients, scratch that every step rewrites.
+        if fresh:
+            before = self.__dict__.copy()
+        else:
+            scratch = [grad for value in self.__dict__.values() if isinstance(value, Sequential)
+                       for grad in value.grads()]
+            before = copy.deepcopy(self.__dict__, {id(grad): grad for grad in scratch})
+        try:
+            # training reports non-finite values itself (fastbp._training.check_finite): NumPy's
+            # floating-point warnings on the way would only forerun that error, on one backend
+            with self._threads(), np.errstate(all="ignore"):
+                if fresh:
+                    self._rng = _make_rng(self.random_state)
+                    self.n_features_in_ = X.shape[1]
+                    self._set_target(target)
+                    self._network = self._build_network(X.shape[1], dtype)
+                    self._state = TrainState()
+                if self.early_stopping and not incremental and validation is None:
+                    X, Y, validation = self._split_validation(X, Y)
+                self._train(X, Y, config, validation, incremental)
+            self._publish()
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
         return self
 
     def _build_network(self, n_features, dtype):

@@ -4,6 +4,9 @@ The lecture's "Method 3": the encoder maps x to the parameters of a Gaussian q(z
 N(mu(x), diag sigma^2(x)) -- its last Dense layer outputs [mu, log sigma^2] -- and the latent
 code is sampled by the reparameterisation z = mu + sigma * eps, eps ~ N(0, I), so that the
 gradient reaches mu and sigma by plain backprop (dz/dmu = 1, dz/d log sigma^2 = eps sigma / 2).
+Above log sigma^2 = 10 the encoder's output s is bent (log sigma^2 = 10 + log(1 + s - 10), the
+same value and slope at 10, see ``fastbp._generative.log_variance``): sigma^2 then grows linearly
+in s, so large inputs (whose first log-variances can be in the hundreds) cannot overflow exp.
 The decoder d maps z to the data.  Training maximises the evidence lower bound per sample
 
     ELBO(x) = E_q[log p(x | z)] - KL(q(z | x) || p(z))
@@ -30,7 +33,7 @@ import math
 import numpy as np
 
 from ._generative import (EncoderDecoder, PenalisedSequential, Reparameterize, check_n_components,
-                          check_nonnegative, decoded, row_errors, store_params)
+                          check_nonnegative, decoded, log_variance, row_errors, store_params)
 from ._validation import check_is_fitted
 from .mlp import _make_rng
 from .nn import make_mlp
@@ -104,7 +107,7 @@ class VAE(EncoderDecoder):
 
     # ------------------------------------------------------------------------------- inference
     def _posterior(self, X):
-        """mu and log sigma^2 of q(z | x) for validated X."""
+        """mu and the variance output s (log sigma^2 below the knee) of q(z | x) for validated X."""
         H = self.encoder_.predict(X)
         k = self._sampler.k
         return H[:, :k], H[:, k:]
@@ -126,7 +129,8 @@ class VAE(EncoderDecoder):
     def _elbo(self, X):
         """ELBO(x) per row of validated X: the mean over SCORE_NOISE_DRAWS fixed noise vectors
         eps, the same for every row (so a row's score depends on that row alone)."""
-        mu, logvar = self._posterior(X)
+        mu, s = self._posterior(X)
+        logvar = log_variance(s)
         sigma = np.exp(0.5 * logvar)
         draws = np.random.default_rng(SCORE_SEED).standard_normal((SCORE_NOISE_DRAWS, mu.shape[1]))
         total = np.zeros(X.shape[0])

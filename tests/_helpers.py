@@ -39,15 +39,17 @@ def quiet_fit(model, *data):
         return model.fit(*data)
 
 
-def assert_refit_fails_unchanged(model, X, params, match):
-    """``model.set_params(**params).fit(X)`` raises ValueError matching ``match`` and leaves every
-    weight matrix (a GAN's discriminator's too) and ``n_iter_`` as they were."""
+def assert_refit_fails_unchanged(model, X, params, match, y=None, method="fit"):
+    """``model.set_params(**params).fit(X)`` (``fit(X, y)`` when y is given; ``method`` may name
+    ``partial_fit``) raises ValueError matching ``match`` and leaves every weight matrix (a GAN's
+    discriminator's too) and ``n_iter_`` as they were."""
     def weights():
         return [W.copy() for W in model.coefs_ + getattr(model, "discriminator_coefs_", [])]
 
     before, n_iter = weights(), model.n_iter_
+    call = getattr(model.set_params(**params), method)
     with pytest.raises(ValueError, match=match):
-        model.set_params(**params).fit(X)
+        call(X) if y is None else call(X, y)
     after = weights()
     assert len(after) == len(before) and model.n_iter_ == n_iter
     assert all(np.array_equal(a, b) for a, b in zip(before, after))

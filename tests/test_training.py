@@ -2,6 +2,7 @@
 the Armijo line search and the compiled-trainer hook."""
 import copy
 import math
+import re
 import sys
 import types
 import warnings
@@ -172,14 +173,73 @@ def test_callback_can_stop_and_verbose_lines():
     assert len(lines) == 3 and lines[0].startswith("net: epoch    1  loss ") and lines[0].endswith(" s")
 
 
-def test_diverging_loss_stops_with_a_warning():
+@pytest.mark.parametrize("fused", [True, False], ids=["engine", "layerwise"])
+def test_non_finite_training_raises_naming_epoch_rate_and_input_scale(backend, fused, monkeypatch):
+    monkeypatch.setattr(_training, "USE_FUSED", fused)
     X, y = _data()
     X = X * 1e30
     net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
     config = TrainConfig(solver="sgd", learning_rate_init=1e10, max_iter=50)
-    with pytest.warns(ConvergenceWarning, match="diverged"):
-        state = fit_network(net, "squared_error", X, np.ones((len(X), 3)) * 1e30, config, rng=0)
-    assert state.n_iter < 50
+    largest = re.escape(f"(the largest |x| is {np.abs(X).max():.3g})")
+    with pytest.raises(ValueError, match=r"net: training produced non-finite .* at epoch \d+ "
+                       r"\(learning rate 1e\+10, learning_rate_init=1e\+10\).*" + largest):
+        fit_network(net, "squared_error", X, np.ones((len(X), 3)) * 1e30, config, rng=0, name="net")
+
+
+def test_check_finite_names_what_is_not_finite():
+    params = [np.ones(3), np.array([1.0, np.nan])]
+    _training.check_finite(1, 0.1, 0.1, [np.ones(3)], loss=1.0, gradient_norms=np.ones(2))
+    with pytest.raises(ValueError, match="non-finite parameters at epoch 7 "):
+        _training.check_finite(7, 0.1, 0.1, params, loss=1.0, gradient_norms=np.ones(2))
+    with pytest.raises(ValueError, match="non-finite loss and gradient norms at epoch 2 "):
+        _training.check_finite(2, 0.1, 0.1, [np.ones(3)], loss=np.inf,
+                               gradient_norms=np.array([1.0, np.nan]), other=None)
+
+
+class _ScriptedTrainer:
+    """An epoch that returns the next loss of a script (the network is left alone)."""
+
+    def __init__(self, losses):
+        self.losses = iter(losses)
+
+    def train_epoch(self, X, Y, order, grad_norms_out):
+        return next(self.losses)
+
+
+@pytest.mark.parametrize("losses, why", [
+    # rising from the first epoch (the issue's digits): the last 3 average 3
+    ([1.0, 2.0, 3.0, 4.0], "rose from its best 1 to 3 on average over the last 3 epochs"),
+    # down, then back up: the last 3 average 0.65, 0.15 > 0.1 * 1.0 above the best
+    ([1.0, 0.5, 0.6, 0.65, 0.7], "rose from its best 0.5 to 0.65 on average over the last 3 epochs"),
+    ([1.0, 0.5, 0.51, 0.52, 0.53], None),    # a plateau with noise: 0.02 < 0.1 * 1.0 above
+    ([1.0, 0.5, 0.52, 0.51, 0.62], None),    # a last noisy epoch alone is not a rise
+    ([1e-2, 1e-6, 3e-6, 2e-6, 5e-6], None),  # a tiny loss tripled: noise at the scale of the fit
+    # never below twice the loss at the start (the initial weights' ~1.1 here)
+    ([5.0, 4.0, 4.0, 4.0, 4.0], "never came below 4, over twice the"),
+])
+def test_a_rising_loss_is_divergence_not_convergence(monkeypatch, losses, why):
+    """A stop for want of improvement is convergence only if the mean loss of the last
+    n_iter_no_change epochs is within max(tol, DIVERGENCE_RISE * max(|first loss|, |best before|))
+    of the best loss before them, and the best is below twice the loss at the start."""
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    start = _training.start_loss(net, "softmax_cross_entropy", X, y, [0.0] * 4, len(X))
+    assert start == pytest.approx(kernels.loss("softmax_cross_entropy", net.predict(X), y)[0])
+    assert 0.5 < start < 2
+    monkeypatch.setattr(_training, "make_trainer", lambda *args: _ScriptedTrainer(losses))
+    config = TrainConfig(n_iter_no_change=3, max_iter=len(losses) + 5, alpha=0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        state = fit_network(net, "softmax_cross_entropy", X, y, config, rng=0, name="net")
+    assert state.n_iter == len(losses) and state.converged is (why is None)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    if why is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and messages[0].startswith(f"net: the training loss {why}")
+        assert messages[0].endswith(f" at epoch {len(losses)} (learning rate 0.001): training "
+                                    "diverged and stopped without converging. Try a smaller "
+                                    "learning_rate_init.")
 
 
 def test_config_is_validated():
@@ -316,3 +376,52 @@ def test_fused_and_layerwise_paths_agree(compiled, monkeypatch, dtype, loss, sol
     np.testing.assert_allclose(g1, g2, rtol=rtol)
     for p, q in zip(w1, w2):
         np.testing.assert_allclose(p, q, rtol=rtol, atol=rtol / 10)
+
+
+def test_jobs_note_max_iter_but_show_a_divergence():
+    """The command-line jobs turn the max_iter warning into a short note; a diverging loss is a
+    different story and is shown as it is."""
+    from fastbp._jobs import fit_noting_convergence
+
+    def stops_at_max_iter():
+        warnings.warn(_training.MAX_ITER_WARNING.format(3), ConvergenceWarning)
+
+    def diverges():
+        warnings.warn("net: the training loss rose ...: training diverged", ConvergenceWarning)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fit_noting_convergence(stops_at_max_iter) is True
+        assert caught == []
+        assert fit_noting_convergence(diverges) is False
+    assert [str(w.message) for w in caught] == ["net: the training loss rose ...: training diverged"]
+
+
+def test_early_stopping_of_a_still_falling_loss_is_no_divergence(monkeypatch):
+    """Early stopping (a validation score that stops improving) ends a fit whose training loss
+    still falls: the last epochs average above the best (0.2, the last) but below the best before
+    them (1.0): no rise."""
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
+    monkeypatch.setattr(_training, "make_trainer",
+                        lambda *args: _ScriptedTrainer([1.0, 0.5, 0.3, 0.2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        state = fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(n_iter_no_change=3),
+                            rng=0, validation_score=lambda network: 0.5)
+    assert state.n_iter == 4 and state.converged
+
+
+def test_start_loss_is_a_training_batch_objective_that_draws_nothing():
+    """With dropout the start objective uses masks (training mode), yet leaves the generator as
+    it was: the fit that follows draws exactly what it would have drawn."""
+    X, y = _data()
+    net = make_mlp(4, (6,), 3, dropout=0.5, dtype=np.float64, rng=0)
+    generator = net.layers[1].rng
+    state = copy.deepcopy(generator.bit_generator.state)
+    decays = weight_decays(net, 0.1, 20)
+    value = _training.start_loss(net, "softmax_cross_entropy", X, y, decays, 20)
+    assert generator.bit_generator.state == state
+    penalty = sum(0.5 * 0.1 / 20 * float(np.vdot(layer.W, layer.W)) for layer in net.dense_layers)
+    masked = net.loss_and_grad("softmax_cross_entropy", X[:20], y[:20]) + penalty  # same draws
+    assert value == masked != net.loss_and_grad("softmax_cross_entropy", X[:20], y[:20], False) + penalty

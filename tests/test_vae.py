@@ -1,6 +1,7 @@
 """fastbp.VAE: the reparameterised gradient, the ELBO, samples of a known Gaussian, save/load,
 bad input.  Training tests run on the active backend, seeded and small."""
 import importlib.util
+import math
 import pickle
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import fastbp
 from _helpers import assert_refit_fails_unchanged, one_blas_thread  # noqa: F401  (autouse fixture)
 from conftest import numeric_gradient
+from fastbp._generative import LOG_VARIANCE_KNEE, log_variance
 from fastbp.vae import VAE
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastbp.ConvergenceWarning")
@@ -30,17 +32,12 @@ def small(**params):
     return VAE(**{**defaults, **params})
 
 
-@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
-@pytest.mark.parametrize("prior", [None, [[1.5, 0.0], [-1.5, 0.5], [0.0, -1.0]]],
-                         ids=["normal_prior", "mixture_prior"])
-def test_reparameterised_loss_gradient_matches_finite_differences(loss, prior, rng):
+def _worst_gradient_error(vae, X, rng, h=1e-6):
     """Backprop through z = mu + sigma * eps (eps fixed) and the KL term, against central
-    differences in float64: worst norm-wise relative error over all weights and biases."""
-    X = rng.random((7, 5))
-    vae = small(loss=loss, prior_means=prior, prior_std=0.8, decoder_std=0.7, dtype="float64",
-                encoder_layer_sizes=(6,), decoder_layer_sizes=(4,), max_iter=1).fit(X)
+    differences (step h) in float64: the worst norm-wise relative error over all weights and
+    biases."""
     network, kernel_loss = vae.network_, vae.loss_
-    network.layers[2].noise = rng.standard_normal((7, 2))  # the sampling layer, fixed eps
+    network.layers[2].noise = rng.standard_normal((len(X), 2))  # the sampling layer, fixed eps
 
     def objective():
         return network.loss_and_grad(kernel_loss, X, X)
@@ -49,10 +46,78 @@ def test_reparameterised_loss_gradient_matches_finite_differences(loss, prior, r
     analytic = [g.copy() for g in network.grads()]
     worst = 0.0
     for param, grad in zip(network.params(), analytic):
-        numeric = numeric_gradient(objective, param)
+        numeric = numeric_gradient(objective, param, h)
         worst = max(worst, np.linalg.norm(grad - numeric) / max(np.linalg.norm(grad),
                                                                  np.linalg.norm(numeric)))
-    assert worst <= 1e-6, worst
+    return worst
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
+@pytest.mark.parametrize("prior", [None, [[1.5, 0.0], [-1.5, 0.5], [0.0, -1.0]]],
+                         ids=["normal_prior", "mixture_prior"])
+def test_reparameterised_loss_gradient_matches_finite_differences(loss, prior, rng):
+    X = rng.random((7, 5))
+    vae = small(loss=loss, prior_means=prior, prior_std=0.8, decoder_std=0.7, dtype="float64",
+                encoder_layer_sizes=(6,), decoder_layer_sizes=(4,), max_iter=1).fit(X)
+    assert _worst_gradient_error(vae, X, rng) <= 1e-6
+
+
+@pytest.mark.parametrize("prior", [None, [[1.5, 0.0], [-1.5, 0.5], [0.0, -1.0]]],
+                         ids=["normal_prior", "mixture_prior"])
+def test_gradient_matches_finite_differences_across_the_variance_knee(prior, rng):
+    """The bent log-variance (above LOG_VARIANCE_KNEE) backpropagates consistently: variance
+    outputs on both sides of the knee.  (sigma > 100 there: identity activations keep the decoder
+    from saturating, where its gradients would be below the differences' round-off.)"""
+    X = rng.random((7, 5))
+    vae = small(prior_means=prior, prior_std=0.8, dtype="float64", encoder_layer_sizes=(6,),
+                decoder_layer_sizes=(4,), activation="identity", max_iter=1).fit(X)
+    vae.network_.layers[1].b[2:] += [LOG_VARIANCE_KNEE - 0.8, LOG_VARIANCE_KNEE + 1.5]
+    s = vae._posterior(X)[1]
+    assert (s[:, 0] < LOG_VARIANCE_KNEE - 1e-3).all() and (s[:, 1] > LOG_VARIANCE_KNEE + 1e-3).all()
+    # the objective is ~1e5 here: a larger step keeps its round-off (~1e5 * 1e-16 / h) small
+    assert _worst_gradient_error(vae, X, rng, h=1e-4) <= 1e-6
+
+
+def test_log_variance_is_s_below_the_knee_and_bends_smoothly_above():
+    knee = LOG_VARIANCE_KNEE
+    below = np.array([-50.0, 0.0, knee])
+    assert log_variance(below) is below  # unchanged (the same array) where nothing exceeds it
+    s = np.array([-50.0, knee, knee + 1e-3, 20.0, 337.0, 1e30])
+    expected = [v if v <= knee else knee + math.log1p(v - knee) for v in s]
+    np.testing.assert_allclose(log_variance(s), expected, rtol=1e-15)
+    h = 1e-7  # value and slope continue through the knee
+    left, mid, right = log_variance(np.array([knee - h, knee, knee + h]))
+    assert (mid - left) / h == pytest.approx(1.0)
+    assert (right - mid) / h == pytest.approx(1.0, abs=1e-6)
+    huge = log_variance(np.array([337.0, 1e30, 3e38], dtype=np.float32))
+    assert huge.dtype == np.float32 and np.isfinite(np.exp(0.5 * huge)).all()
+
+
+def test_large_inputs_give_a_finite_loss_and_a_usable_model():
+    """Issue 11: inputs of 1000 gave a first log-variance of ~337, which overflowed float32's
+    exp (a NaN loss blamed on the learning rate).  Now the objective is finite and equals the
+    float64 formula with the bent log-variance."""
+    X = np.full((2, 4), 1000.0)
+    vae = VAE(n_components=1, encoder_layer_sizes=(4,), max_iter=1, learning_rate_init=1e-7,
+              random_state=2).fit(X)
+    mu, s = (a.astype(np.float64) for a in vae._posterior(X))
+    assert (s > 100).all()  # far above the knee: exp(s) overflows float32
+    assert np.isfinite(vae.loss_curve_).all() and np.isfinite(vae.score(X))
+    assert np.isfinite(vae.transform(X)).all() and np.isfinite(vae.sample(5)).all()
+    eps = np.array([[0.7], [-1.3]])  # the objective at fixed noise, against float64
+    vae.network_.layers[2].noise = eps
+    value = vae.network_.loss_and_grad("squared_error", X.astype(np.float32), X.astype(np.float32))
+    logvar = LOG_VARIANCE_KNEE + np.log1p(s - LOG_VARIANCE_KNEE)
+    z = mu + np.exp(0.5 * logvar) * eps
+    r = vae.decoder_.predict(z.astype(np.float32)).astype(np.float64)
+    expected = np.mean(0.5 * np.sum((r - X) ** 2, axis=1)
+                       + 0.5 * np.sum(mu ** 2 + np.exp(logvar) - logvar - 1, axis=1))
+    assert value == pytest.approx(expected, rel=1e-4)
+    # the README's settings on the bundled digits scaled to 0-255
+    digits = fastbp.load_digits()[0] * 255
+    vae = VAE(encoder_layer_sizes=(64,), n_components=4, max_iter=5, random_state=0).fit(digits)
+    assert np.isfinite(vae.loss_curve_).all() and vae.loss_curve_[-1] < 0.5 * vae.loss_curve_[0]
+    assert np.isfinite(vae.score(digits)) and np.isfinite(vae.sample(5)).all()
 
 
 def test_elbo_improves_during_training():
