@@ -4,12 +4,13 @@ Everything here raises before an estimator changes any of its state: bad input l
 model as it was.  Non-numeric data fails in NumPy's own conversion (ValueError "could not convert
 string to float", TypeError for objects that are not numbers).
 """
+import numbers
 import sys
 
 import numpy as np
 
 __all__ = ["NotFittedError", "check_X", "check_targets", "check_n_features", "check_is_fitted",
-           "label_kind"]
+           "check_classes", "check_labels", "label_kind"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -110,7 +111,8 @@ def check_is_fitted(estimator):
 
 
 def check_targets(y, n_samples, dtype=None):
-    """y as a 1-D or 2-D array with ``n_samples`` rows (float ``dtype`` and finite when given)."""
+    """y as a 1-D or 2-D array with ``n_samples`` rows: regression targets of float ``dtype``
+    (finite) when given, else class labels (checked by ``check_labels``)."""
     array = _as_numeric(y, "y")
     if array.ndim == 0 or array.ndim > 2:
         raise ValueError(f"y must be 1-D or 2-D, got shape {array.shape}")
@@ -125,9 +127,66 @@ def check_targets(y, n_samples, dtype=None):
         with np.errstate(over="ignore"):
             array = np.ascontiguousarray(array, dtype=dtype)
         _check_finite(array, "y")
-    elif array.dtype.kind == "f":
-        _check_finite(array, "y")
+    else:
+        check_labels(_as_given(y, array), "y")
     return array
+
+
+def _as_given(values, array):
+    """The labels as the caller gave them: NumPy turns a list mixing numbers and strings into
+    strings (0 -> '0'), so such a list is looked at as the objects it holds."""
+    if array.dtype.kind in "US" and not isinstance(values, np.ndarray):
+        return np.asarray(values, dtype=object)
+    return array
+
+
+def check_classes(classes):
+    """``partial_fit``'s ``classes``: the sorted unique labels, checked like y's."""
+    array = np.asarray(classes)
+    check_labels(_as_given(classes, array), "classes")
+    return np.unique(array)
+
+
+def _label_type(value):
+    """'string', 'bytes', 'number' (bools too), 'missing' (None, NaN, pd.NA, NaT) or 'other'."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, (numbers.Real, np.bool_)):
+        return "missing" if value != value else "number"  # NaN
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing values
+        return "missing"
+    return "other"
+
+
+def check_labels(y, name="y"):
+    """ValueError unless the class labels ``y`` (an array) are of one kind that can be sorted and
+    compared: numbers without NaN (bools count as numbers), strings, or bytes.
+
+    Object arrays (pandas columns) are checked element by element: missing labels (None, NaN,
+    pd.NA, NaT), strings mixed with numbers and other objects are each named.
+    """
+    if y.dtype.kind == "f":
+        _check_finite(y, name)
+    if y.dtype.kind in "biufUS":
+        return
+    if y.dtype.kind != "O":
+        raise ValueError(f"{name} holds labels of dtype {y.dtype}; class labels must be numbers "
+                         "or strings")
+    found = {}
+    for value in y.flat:
+        found.setdefault(_label_type(value), value)
+    if "missing" in found:
+        raise ValueError(f"{name} contains a missing label ({found['missing']!r}); drop or fill "
+                         "the missing labels before fitting")
+    if "other" in found:
+        raise ValueError(f"{name} holds a label of type {type(found['other']).__name__} "
+                         f"({found['other']!r}); class labels must be numbers or strings")
+    if len(found) > 1:
+        examples = " and ".join(f"{kind} {value!r}" for kind, value in sorted(found.items()))
+        raise ValueError(f"{name} mixes labels of different types ({examples}); use one type, "
+                         f"e.g. {name}.astype(str)")
 
 
 def label_kind(y):

@@ -42,9 +42,11 @@ import numpy as np
 
 from ._blas_threads import limit_blas_threads
 from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
-from ._validation import NotFittedError, check_is_fitted, check_n_features, check_targets, check_X, label_kind
+from ._validation import (NotFittedError, check_classes, check_is_fitted, check_labels,
+                          check_n_features, check_targets, check_X, label_kind)
 from .nn import activation_name, make_mlp
-from .persist import register
+from . import __version__
+from .persist import InconsistentVersionWarning, register
 
 __all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
 
@@ -97,6 +99,21 @@ class BaseEstimator:
         """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
         from .persist import save
         save(self, path)
+
+    def __getstate__(self):
+        """Pickles record the fastbp version that made them (see ``__setstate__``)."""
+        state = self.__dict__.copy()
+        state["_fastbp_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        """Unpickling a model of another fastbp version warns (InconsistentVersionWarning)."""
+        state = dict(state)
+        version = state.pop("_fastbp_version", "unknown (older than 0.1.0)")
+        if version != __version__:
+            warnings.warn(InconsistentVersionWarning(type(self).__name__, version, __version__),
+                          stacklevel=2)
+        self.__dict__.update(state)
 
 
 def _make_rng(random_state):
@@ -448,7 +465,11 @@ class MLPRegressor(_BaseMLP):
         return self._target_meta()
 
     def _target_from_meta(self, meta, arrays):
-        return {"y_ndim": int(meta["y_ndim"]), "n_outputs": int(meta["n_outputs"])}
+        y_ndim, n_outputs = int(meta["y_ndim"]), int(meta["n_outputs"])
+        if y_ndim not in (1, 2) or n_outputs < 1 or (y_ndim == 1 and n_outputs != 1):
+            raise ValueError(f"a regression target of {y_ndim} dimension(s) with {n_outputs} "
+                             "output(s) is not one fit makes")
+        return {"y_ndim": y_ndim, "n_outputs": n_outputs}
 
     def _score_output(self, output, Y):
         return _r2_score(Y, output)
@@ -518,11 +539,12 @@ class MLPClassifier(_BaseMLP):
         if incremental:
             if first_partial and classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+            classes = None if classes is None else check_classes(classes)
             if classes is not None and hasattr(self, "classes_") and not first_partial:
-                if not np.array_equal(np.unique(classes), self.classes_):
+                if not np.array_equal(classes, self.classes_):
                     raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
                                      f"partial_fit, was: {self.classes_!r}")
-            all_classes = np.unique(classes) if first_partial else self.classes_
+            all_classes = classes if first_partial else self.classes_
         elif fresh:
             all_classes = np.unique(y)
         else:  # warm start
@@ -575,17 +597,41 @@ class MLPClassifier(_BaseMLP):
             self.out_activation_, self.loss_ = "softmax", "softmax_cross_entropy"
 
     def _target_meta(self):
-        return {"kind": self._kind}
+        meta = {"kind": self._kind}
+        if self.classes_.dtype == object:  # e.g. pandas' strings, saved as a plain array
+            meta["object_labels"] = True
+        return meta
 
     def _fitted_target(self):
         return {"kind": self._kind, "classes": self.classes_}
 
     def _target_from_meta(self, meta, arrays):
-        return {"kind": meta["kind"], "classes": arrays["classes_"]}
+        """The saved target, refused unless it is one that fit makes."""
+        kind, classes = meta["kind"], arrays["classes_"]
+        if classes.ndim != 1:
+            raise ValueError(f"classes_ must be 1-D, got shape {classes.shape}")
+        if kind == "multilabel":
+            if classes.dtype != np.intp or not np.array_equal(classes, np.arange(len(classes))):
+                raise ValueError("a multilabel model's classes_ must be the ints 0, 1, ..., k-1")
+        elif kind == "labels":
+            if meta.get("object_labels"):
+                classes = classes.astype(object)
+            check_labels(classes, "classes_")
+            if len(classes) < 2 or not np.array_equal(np.unique(classes), classes):
+                raise ValueError(f"classes_ must be 2 or more sorted unique labels, got {classes}")
+        else:
+            raise ValueError(f"unknown target kind {kind!r}; expected 'labels' or 'multilabel'")
+        return {"kind": kind, "classes": classes}
 
     def _fitted_arrays(self):
         arrays = super()._fitted_arrays()
-        arrays["classes_"] = self.classes_
+        classes = self.classes_
+        if classes.dtype == object:  # no pickles in the file: strings or numbers as they are
+            classes = np.array(classes.tolist())
+            if classes.dtype.kind not in "biufUS":
+                raise ValueError(f"cannot save the labels {self.classes_!r}: they are not all "
+                                 "strings or all numbers")
+        arrays["classes_"] = classes
         return arrays
 
     def _score_output(self, output, Y):
