@@ -627,10 +627,8 @@ class MLPClassifier(_BaseMLP):
         arrays = super()._fitted_arrays()
         classes = self.classes_
         if classes.dtype == object:  # no pickles in the file: strings or numbers as they are
+            check_labels(classes, "classes_")
             classes = np.array(classes.tolist())
-            if classes.dtype.kind not in "biufUS":
-                raise ValueError(f"cannot save the labels {self.classes_!r}: they are not all "
-                                 "strings or all numbers")
         arrays["classes_"] = classes
         return arrays
 

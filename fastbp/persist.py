@@ -195,8 +195,9 @@ def _write_atomically(path, write):
     if handle is None:
         handle, temporary = tempfile.mkstemp(prefix=f".fastbp-{os.getpid()}-", suffix=".tmp",
                                              dir=folder)
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600
     try:
+        if temporary is not None:
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()
@@ -250,7 +251,7 @@ class _BadFile(ValueError):
 class _Members:
     """The ``.npy`` members of a checked model archive, each read (and checked) on first use."""
 
-    def __init__(self, archive, file_size):
+    def __init__(self, archive, archive_size):
         self._archive, self._infos, self._arrays = archive, {}, {}
         for info in archive.infolist():
             name = info.filename
@@ -263,14 +264,14 @@ class _Members:
                 raise _BadFile(f"member {name!r} is encrypted")
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 raise _BadFile(f"member {name!r} uses compression method {info.compress_type}; "
-                                 "model files are stored or deflated")
-            if info.header_offset + info.compress_size > file_size:
+                               "model files are stored or deflated")
+            if info.header_offset + info.compress_size > archive_size:
                 raise _BadFile(f"member {name!r} ends past the end of the file (truncated)")
             limit = (info.compress_size if info.compress_type == zipfile.ZIP_STORED
                      else _MAX_DEFLATE_RATIO * max(info.compress_size, 1))
             if info.file_size > limit:
                 raise _BadFile(f"member {name!r} declares {info.file_size} bytes, more than its "
-                                 f"{info.compress_size} compressed bytes can hold")
+                               f"{info.compress_size} compressed bytes can hold")
             self._infos[key] = info
 
     def __contains__(self, key):
@@ -286,8 +287,12 @@ class _Members:
     def keys(self):
         return self._infos.keys()
 
+    def declared_size(self, key):
+        """The bytes of member ``key`` as the zip directory declares them."""
+        return self._infos[key].file_size
+
     def declared_bytes(self):
-        """Bytes the members hold, as the zip directory declares them."""
+        """The bytes of all the arrays as the zip directory declares them."""
         return sum(info.file_size for key, info in self._infos.items() if key != _META_KEY)
 
     def _read(self, key, info):
@@ -304,8 +309,8 @@ class _Members:
             nbytes = math.prod(shape) * dtype.itemsize
             if member.tell() + nbytes != info.file_size:
                 raise _BadFile(f"array {key!r}: its header declares {shape} of {dtype} "
-                                 f"({nbytes} bytes), its zip entry {info.file_size - member.tell()}"
-                                 " bytes")
+                               f"({nbytes} bytes), its zip entry {info.file_size - member.tell()}"
+                               " bytes")
             data = member.read(nbytes)
             if len(data) != nbytes or member.read(1):
                 raise _BadFile(f"array {key!r} is truncated")
@@ -320,7 +325,7 @@ def _document(members):
     """The JSON document of the archive, checked to be a fastbp model description."""
     if _META_KEY not in members:
         raise _BadFile(f"not a fastbp model file (no {_META_KEY} entry)")
-    if members._infos[_META_KEY].file_size > _MAX_META_BYTES:
+    if members.declared_size(_META_KEY) > _MAX_META_BYTES:
         raise _BadFile(f"the fastbp metadata declares more than {_MAX_META_BYTES} bytes")
     payload = members[_META_KEY]
     if payload.dtype != np.uint8 or payload.ndim != 1:
@@ -333,11 +338,11 @@ def _document(members):
         raise _BadFile("the fastbp metadata is corrupted (nested too deeply)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise _BadFile("not a fastbp model file (format "
-                         f"{document.get('format') if isinstance(document, dict) else None!r:.80})")
+                       f"{document.get('format') if isinstance(document, dict) else None!r:.80})")
     version = document.get("format_version")
     if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise _BadFile(f"model format version {version!r:.80}; this fastbp reads 1 to "
-                         f"{FORMAT_VERSION} (upgrade fastbp for newer files)")
+                       f"{FORMAT_VERSION} (upgrade fastbp for newer files)")
     for key in ("params", "meta"):
         if not isinstance(document.get(key), dict):
             raise _BadFile(f"inconsistent fastbp model file (no {key!r} object)")
@@ -357,17 +362,17 @@ def _check_round_trip(model, members, document):
         stored = members[key]
         if stored.dtype != array.dtype or stored.shape != array.shape:
             raise _BadFile(f"array {key!r} is {stored.dtype} of shape {stored.shape}, but the "
-                             f"model it describes keeps {array.dtype} of shape {array.shape}")
+                           f"model it describes keeps {array.dtype} of shape {array.shape}")
         if not np.array_equal(stored, array):
             raise _BadFile(f"array {key!r} does not survive loading unchanged")
     meta = json.loads(json.dumps(model._fitted_meta()))
     if meta != document["meta"]:
         raise _BadFile(f"its metadata {document['meta']!r:.300} is not what the model it "
-                         f"describes has: {meta!r:.300}")
+                       f"describes has: {meta!r:.300}")
 
 
-def _read_model(archive, file_size):
-    members = _Members(archive, file_size)
+def _read_model(archive, archive_size):
+    members = _Members(archive, archive_size)
     document = _document(members)
     name = document.get("class")
     cls = _registered(name)
@@ -396,10 +401,10 @@ def load(path):
     """
     path = os.fspath(path)
     with open(path, "rb") as file:
-        file_size = os.fstat(file.fileno()).st_size
+        size = os.fstat(file.fileno()).st_size
         try:
             with zipfile.ZipFile(file) as archive:
-                return _read_model(archive, file_size)
+                return _read_model(archive, size)
         except MemoryError:
             raise
         except _BadFile as error:
