@@ -421,6 +421,12 @@ class _BaseMLP(BaseEstimator):
         state.best_loss = float(meta["best_loss_"])
         if meta.get("best_validation_score_") is not None:
             state.best_validation_score = float(meta["best_validation_score_"])
+        epochs = [len(state.loss_curve), len(state.learning_rates), len(state.grad_norms)]
+        if "validation_scores_" in arrays:
+            epochs.append(len(state.validation_scores))
+        if set(epochs) != {state.n_iter} or arrays["grad_norms_"].shape[1:] != (len(weights) // 2,):
+            raise ValueError("the training record (loss_curve_, learning_rates_, grad_norms_, "
+                             "validation_scores_) does not describe n_iter_ epochs of this network")
 
 
 @register("MLPRegressor")

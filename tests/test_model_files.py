@@ -164,6 +164,19 @@ def test_weights_of_another_dtype_or_shape_are_refused(tmp_path, key, convert, m
     _refused(_crafted(tmp_path, model, lambda d, a: a.update({key: convert(a[key])})), match)
 
 
+@pytest.mark.parametrize("change", [
+    lambda d, a: a.update(loss_curve_=a["loss_curve_"][:-1]),
+    lambda d, a: a.update(learning_rates_=np.r_[a["learning_rates_"], 0.1]),
+    lambda d, a: a.update(grad_norms_=a["grad_norms_"][:, :1].copy()),
+    lambda d, a: a.update(grad_norms_=a["grad_norms_"].ravel()),
+    lambda d, a: a.update(validation_scores_=np.ones(1)),
+    lambda d, a: d["meta"].update(n_iter_=d["meta"]["n_iter_"] + 1),
+])
+def test_a_training_record_of_other_epochs_is_refused(tmp_path, change):
+    model, _ = _classifier()
+    _refused(_crafted(tmp_path, model, change), "does not describe n_iter_ epochs")
+
+
 def test_missing_and_extra_arrays_are_refused(tmp_path):
     model, _ = _classifier()
     _refused(_crafted(tmp_path, model, lambda d, a: a.pop("coef_1")), "no array 'coef_1'")
