@@ -2,7 +2,8 @@
 
 Everything here raises before an estimator changes any of its state: bad input leaves a fitted
 model as it was.  Non-numeric data fails in NumPy's own conversion (ValueError "could not convert
-string to float", TypeError for objects that are not numbers).
+string to float", TypeError for objects that are not numbers); missing values (NaN, None, pd.NA,
+NaT) are a ValueError.
 """
 import numbers
 import sys
@@ -56,6 +57,19 @@ def _as_numeric(X, name):
     return array
 
 
+def _as_float(array, name):
+    """An object or string array as float64: NumPy's own errors for values that are not numbers
+    ("could not convert string to float", TypeError for other objects), except pandas' missing
+    values (pd.NA, NaT), which are a ValueError as NaN is."""
+    try:
+        return array.astype(np.float64)
+    except TypeError:
+        missing = [value for value in array.flat if _value_kind(value) == "missing"]
+        if missing:
+            raise ValueError(f"Input {name} contains a missing value ({missing[0]!r}).") from None
+        raise
+
+
 def _check_finite(array, name):
     """ValueError naming NaN or infinity (scikit-learn's messages); cheap when all is finite."""
     if array.dtype.kind != "f" or array.size == 0:
@@ -83,7 +97,7 @@ def check_X(X, dtype, min_samples=1, name="X"):
     if array.ndim > 2:
         raise ValueError(f"Found array with dim {array.ndim}. Estimator expected <= 2.")
     if array.dtype.kind not in "fiub":
-        array = array.astype(np.float64)  # object / strings: NumPy's own error if not numeric
+        array = _as_float(array, name)
     n, d = array.shape
     if n < min_samples:
         raise ValueError(f"Found array with {n} sample(s) (shape={array.shape}) while a minimum of "
@@ -123,7 +137,7 @@ def check_targets(y, n_samples, dtype=None):
         raise ValueError(f"y has 0 columns (shape={array.shape})")
     if dtype is not None:
         if array.dtype.kind not in "fiub":
-            array = array.astype(np.float64)
+            array = _as_float(array, "y")
         with np.errstate(over="ignore"):
             array = np.ascontiguousarray(array, dtype=dtype)
         _check_finite(array, "y")
@@ -147,7 +161,7 @@ def check_classes(classes):
     return np.unique(array)
 
 
-def _label_type(value):
+def _value_kind(value):
     """'string', 'bytes', 'number' (bools too), 'missing' (None, NaN, pd.NA, NaT) or 'other'."""
     if isinstance(value, str):
         return "string"
@@ -176,7 +190,7 @@ def check_labels(y, name="y"):
                          "or strings")
     found = {}
     for value in y.flat:
-        found.setdefault(_label_type(value), value)
+        found.setdefault(_value_kind(value), value)
     if "missing" in found:
         raise ValueError(f"{name} contains a missing label ({found['missing']!r}); drop or fill "
                          "the missing labels before fitting")

@@ -109,7 +109,7 @@ class BaseEstimator:
     def __setstate__(self, state):
         """Unpickling a model of another fastbp version warns (InconsistentVersionWarning)."""
         state = dict(state)
-        version = state.pop("_fastbp_version", "unknown (older than 0.1.0)")
+        version = state.pop("_fastbp_version", "unknown (not recorded)")
         if version != __version__:
             warnings.warn(InconsistentVersionWarning(type(self).__name__, version, __version__),
                           stacklevel=2)

@@ -74,3 +74,25 @@ def test_lists_keep_numbers_and_strings_apart_but_accept_either():
                        ([True, False] * (N // 2), [False, True])):
         model = quiet_fit(fastbp.MLPClassifier((3,), max_iter=2, random_state=0), X, y)
         assert model.classes_.tolist() == classes
+
+
+def test_pandas_missing_values_in_numeric_input_are_a_value_error(backend):
+    """pd.NA and NaT in X or in regression targets: a ValueError like NaN's, not float()'s
+    TypeError."""
+    pd = pytest.importorskip("pandas")
+    with_na = pd.DataFrame({"a": [1.0, pd.NA] * (N // 2), "b": 1.0})
+    nullable = pd.DataFrame({"a": pd.array([1, None] * (N // 2), dtype="Int64"), "b": 1.0})
+    y = X[:, 0]
+    for fit in (lambda: fastbp.MLPRegressor((3,), max_iter=2).fit(with_na, y),
+                lambda: fastbp.MLPRegressor((3,), max_iter=2).fit(nullable, y),
+                lambda: fastbp.MLPClassifier((3,), max_iter=2).fit(with_na, y > 0),
+                lambda: fastbp.Autoencoder(1, (3,), max_iter=2).fit(with_na),
+                lambda: fastbp.MLPRegressor((3,), max_iter=2).fit(
+                    X, pd.Series([1.0, pd.NA] * (N // 2), dtype=object))):
+        with pytest.raises(ValueError, match=r"contains a missing value \(<NA>\)"):
+            fit()
+    with pytest.raises(ValueError, match="contains NaN"):
+        fastbp.MLPRegressor((3,), max_iter=2).fit(X, pd.Series([1.0, None] * (N // 2),
+                                                                dtype="Float64"))
+    with pytest.raises(TypeError, match="dict"):  # an object that is no number: a type error
+        fastbp.MLPRegressor((3,), max_iter=2).fit(np.array([[{}, 1]] * N, dtype=object), y)
