@@ -27,10 +27,12 @@ layer in each epoch, which shows vanishing gradients), ``learning_rates_``, ``n_
 ``network_`` is the fitted :class:`fastbp.nn.Sequential`.
 
 ``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
-identically (:mod:`fastbp.persist`); models pickle too.  Bad input (NaN or infinity, a wrong
+identically (:mod:`fastbp.persist`); models pickle too (unpickling one pickled by another fastbp
+version warns: ``fastbp.InconsistentVersionWarning``).  Bad input (NaN or infinity, a wrong
 number of features, fewer than 2 samples for ``fit`` -- ``partial_fit`` takes single samples --,
-one class, labels outside ``classes``, non-numeric or empty arrays) raises ValueError with
-scikit-learn's messages (TypeError for sparse matrices) before the model changes.
+one class, labels outside ``classes``, missing labels or labels mixing strings and numbers,
+non-numeric or empty arrays) raises ValueError with scikit-learn's messages (TypeError for sparse
+matrices) before the model changes.
 """
 import inspect
 import math
@@ -406,7 +408,8 @@ class _BaseMLP(BaseEstimator):
         self._publish()
 
     def _restore_state(self, arrays, meta):
-        """Weights and training state of the freshly built network from the saved arrays."""
+        """Weights and training state of the freshly built network from the saved arrays;
+        ValueError unless the record is one fit makes (every per-epoch list n_iter_ long)."""
         weights = []
         for i in range(len(self._network.dense_layers)):
             weights += [arrays[f"coef_{i}"], arrays[f"intercept_{i}"]]
@@ -417,16 +420,24 @@ class _BaseMLP(BaseEstimator):
         state.learning_rates = [float(v) for v in arrays["learning_rates_"]]
         if "validation_scores_" in arrays:
             state.validation_scores = [float(v) for v in arrays["validation_scores_"]]
-        state.n_iter, state.t = int(meta["n_iter_"]), int(meta["t_"])
-        state.best_loss = float(meta["best_loss_"])
-        if meta.get("best_validation_score_") is not None:
-            state.best_validation_score = float(meta["best_validation_score_"])
+        state.n_iter, state.t = meta["n_iter_"], meta["t_"]
+        if type(state.n_iter) is not int or type(state.t) is not int or not 1 <= state.n_iter <= state.t:
+            raise ValueError(f"n_iter_={state.n_iter!r} epochs over t_={state.t!r} rows are not "
+                             "counts that fit makes")
         epochs = [len(state.loss_curve), len(state.learning_rates), len(state.grad_norms)]
         if "validation_scores_" in arrays:
             epochs.append(len(state.validation_scores))
         if set(epochs) != {state.n_iter} or arrays["grad_norms_"].shape[1:] != (len(weights) // 2,):
             raise ValueError("the training record (loss_curve_, learning_rates_, grad_norms_, "
                              "validation_scores_) does not describe n_iter_ epochs of this network")
+        state.best_loss = float(meta["best_loss_"])
+        best_score = meta.get("best_validation_score_")
+        if best_score is not None:
+            state.best_validation_score = float(best_score)
+        if (math.isnan(state.best_loss) or (best_score is None) != (not state.validation_scores)
+                or math.isnan(state.best_validation_score or 0.0)):
+            raise ValueError("best_loss_ or best_validation_score_ is NaN, or "
+                             "best_validation_score_ disagrees with validation_scores_")
 
 
 @register("MLPRegressor")

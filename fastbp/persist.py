@@ -219,10 +219,24 @@ def _write_atomically(path, write):
 
 
 def save(model, path):
-    """Write a fitted ``model`` to ``path`` (exactly that name; ``.npz`` is the custom suffix).
+    """Write a fitted ``model`` to ``path``, replacing it atomically.
 
-    Raises TypeError for a model fastbp cannot save, NotFittedError before ``fit``; ``path`` is
-    replaced atomically (a crash leaves the old file or the new one, and no temporary file).
+    Parameters
+    ----------
+    model : a fitted fastbp estimator (MLPClassifier, MLPRegressor, Autoencoder, VAE, GAN).
+    path : str or os.PathLike
+        Exactly the file written (``.npz`` is the custom suffix; none is added).
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a class fastbp saves.
+    NotFittedError
+        ``model`` is not fitted.
+    ValueError
+        an array of the model is not numbers, bools or strings (e.g. labels of mixed types).
+    OSError
+        writing failed; ``path`` is then as it was, and no temporary file is left.
     """
     from . import __version__
 
@@ -384,7 +398,7 @@ def _read_model(archive, archive_size):
         raise _BadFile(f"{name} has no parameters {unknown[:10]}")
     try:
         model = cls(**{key: _decode(value) for key, value in params.items()})
-        with parameter_budget(members.declared_bytes(), "the file's arrays"):
+        with parameter_budget(members.declared_bytes(), "the model file"):
             model._restore(members, document["meta"])
     except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as error:
         raise _BadFile(f"inconsistent fastbp model file ({type(error).__name__}: {error})") from None
@@ -393,11 +407,29 @@ def _read_model(archive, archive_size):
 
 
 def load(path):
-    """The estimator saved at ``path`` by ``model.save``.
+    """The fitted estimator saved at ``path`` by ``model.save``.
 
-    Raises ValueError, naming the file and the problem, for anything that is not a complete,
-    consistent fastbp model file (see the module docstring for what is checked); the errors of
-    opening the file (FileNotFoundError, PermissionError, ...) stay as they are.
+    The file is treated as untrusted input (see the module docstring for what is checked): no
+    module it names is imported, nothing it claims is allocated before it is checked against the
+    sizes the archive declares, and nothing is unpickled.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    estimator : the saved class (``type(model)``), predicting as the saved model did.
+
+    Raises
+    ------
+    ValueError
+        naming the file and the problem, for anything that is not a complete, consistent fastbp
+        model file: a foreign or damaged archive, an unknown class, parameters the estimator
+        refuses, arrays of another dtype or shape than the model keeps, NaN or infinity, sizes
+        that disagree, members the model does not name, a newer format.
+    OSError
+        opening the file failed (FileNotFoundError, PermissionError, ...), unchanged.
     """
     path = os.fspath(path)
     with open(path, "rb") as file:

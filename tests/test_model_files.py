@@ -177,6 +177,15 @@ def test_a_training_record_of_other_epochs_is_refused(tmp_path, change):
     _refused(_crafted(tmp_path, model, change), "does not describe n_iter_ epochs")
 
 
+@pytest.mark.parametrize("meta", [{"n_iter_": 0}, {"n_iter_": 3.0}, {"n_iter_": True},
+                                  {"t_": -1}, {"t_": 1e308}, {"t_": 2}, {"best_loss_": float("nan")},
+                                  {"best_validation_score_": 0.5}])
+def test_training_counts_that_fit_does_not_make_are_refused(tmp_path, meta):
+    model, _ = _classifier()
+    _refused(_crafted(tmp_path, model, lambda d, a: d["meta"].update(meta)),
+             "counts that fit makes|does not describe|is NaN")
+
+
 def test_missing_and_extra_arrays_are_refused(tmp_path):
     model, _ = _classifier()
     _refused(_crafted(tmp_path, model, lambda d, a: a.pop("coef_1")), "no array 'coef_1'")
@@ -226,9 +235,9 @@ def test_huge_hidden_layer_sizes_are_refused_before_allocating(tmp_path):
         for sizes in ([2 ** 20, 2 ** 20], [2 ** 40], [5, 10 ** 12]):
             path = _crafted(tmp_path, model, lambda d, a: d["params"].update(
                 hidden_layer_sizes={"__tuple__": sizes}))
-            _refused(path, "bytes, more than the file's arrays hold")
+            _refused(path, "bytes, more than the model file holds")
         path = _crafted(tmp_path, model, lambda d, a: d["meta"].update(n_features_in_=10 ** 13))
-        _refused(path, "bytes, more than the file's arrays hold")
+        _refused(path, "bytes, more than the model file holds")
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
