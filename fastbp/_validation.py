@@ -188,7 +188,14 @@ def check_labels(y, name="y"):
     if y.dtype.kind != "O":
         raise ValueError(f"{name} holds labels of dtype {y.dtype}; class labels must be numbers "
                          "or strings")
-    found = {}
+    types = set(map(type, y.flat))
+    if all(issubclass(t, str) for t in types):
+        return  # pandas' usual column
+    if all(issubclass(t, (numbers.Real, np.bool_)) for t in types):
+        floats = np.fromiter((v for v in y.flat if isinstance(v, (float, np.floating))), float)
+        if not np.isnan(floats).any():
+            return
+    found = {}  # the first label of each kind, to name the problem
     for value in y.flat:
         found.setdefault(_value_kind(value), value)
     if "missing" in found:
