@@ -234,7 +234,8 @@ def save(model, path):
     NotFittedError
         ``model`` is not fitted.
     ValueError
-        an array of the model is not numbers, bools or strings (e.g. labels of mixed types).
+        an array of the model is not numbers, bools or strings (e.g. labels of mixed types), or
+        holds NaN or infinity.
     OSError
         writing failed; ``path`` is then as it was, and no temporary file is left.
     """
@@ -248,6 +249,9 @@ def save(model, path):
         if key == _META_KEY or array.dtype.kind not in _ARRAY_KINDS:
             raise ValueError(f"cannot save {key!r} of dtype {array.dtype}: not numbers, bools "
                              "or strings")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"cannot save {key!r}: it contains NaN or infinity (load refuses "
+                             "such a model)")
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastbp_version": __version__,
                 "class": name, "module": type(model).__module__,
                 "params": {key: _encode(value) for key, value in model.get_params().items()},

@@ -455,6 +455,17 @@ def test_pandas_string_labels_round_trip(tmp_path, dtype, backend):
     assert loaded.predict(X).dtype == model.predict(X).dtype == object
 
 
+def test_a_model_load_would_refuse_is_not_saved_over_a_good_file(tmp_path):
+    model, X = _classifier()
+    path = tmp_path / "m.npz"
+    model.save(path)
+    before = path.read_bytes()
+    model.coefs_[0][0, 0] = np.nan
+    with pytest.raises(ValueError, match="'coef_0': it contains NaN or infinity"):
+        model.save(path)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["m.npz"]
+
+
 def test_labels_that_are_not_all_strings_or_numbers_cannot_be_saved(tmp_path):
     model, _ = _classifier()
     model.classes_ = np.array(["a", 1, 2.5], dtype=object)  # not something fit makes
