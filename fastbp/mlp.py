@@ -42,12 +42,12 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from . import __version__
 from ._blas_threads import limit_blas_threads
 from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
 from ._validation import (NotFittedError, check_classes, check_is_fitted, check_labels,
                           check_n_features, check_targets, check_X, label_kind)
 from .nn import activation_name, make_mlp
-from . import __version__
 from .persist import InconsistentVersionWarning, register
 
 __all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
@@ -420,16 +420,18 @@ class _BaseMLP(BaseEstimator):
         state.learning_rates = [float(v) for v in arrays["learning_rates_"]]
         if "validation_scores_" in arrays:
             state.validation_scores = [float(v) for v in arrays["validation_scores_"]]
-        state.n_iter, state.t = meta["n_iter_"], meta["t_"]
-        if type(state.n_iter) is not int or type(state.t) is not int or not 1 <= state.n_iter <= state.t:
-            raise ValueError(f"n_iter_={state.n_iter!r} epochs over t_={state.t!r} rows are not "
-                             "counts that fit makes")
+        n_iter, t = meta["n_iter_"], meta["t_"]
+        if type(n_iter) is not int or type(t) is not int or not 1 <= n_iter <= t:
+            raise ValueError(f"n_iter_={n_iter!r} epochs over t_={t!r} rows are not counts that "
+                             "fit makes")
+        state.n_iter, state.t = n_iter, t
         epochs = [len(state.loss_curve), len(state.learning_rates), len(state.grad_norms)]
         if "validation_scores_" in arrays:
             epochs.append(len(state.validation_scores))
-        if set(epochs) != {state.n_iter} or arrays["grad_norms_"].shape[1:] != (len(weights) // 2,):
+        if set(epochs) != {n_iter} or arrays["grad_norms_"].shape[1:] != (len(weights) // 2,):
             raise ValueError("the training record (loss_curve_, learning_rates_, grad_norms_, "
-                             "validation_scores_) does not describe n_iter_ epochs of this network")
+                             "validation_scores_) does not describe n_iter_ epochs of this "
+                             "network")
         state.best_loss = float(meta["best_loss_"])
         best_score = meta.get("best_validation_score_")
         if best_score is not None:

@@ -368,7 +368,8 @@ def _document(members):
 
 
 def _check_round_trip(model, members, document):
-    """The restored model must save exactly what the file holds (nothing cast, dropped or added)."""
+    """The restored model must save exactly what the file holds: nothing cast, dropped or
+    added."""
     arrays = {key: np.asarray(value) for key, value in model._fitted_arrays().items()}
     extra = sorted(set(members.keys()) - set(arrays) - {_META_KEY})
     if extra:
@@ -405,7 +406,8 @@ def _read_model(archive, archive_size):
         with parameter_budget(members.declared_bytes(), "the model file"):
             model._restore(members, document["meta"])
     except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as error:
-        raise _BadFile(f"inconsistent fastbp model file ({type(error).__name__}: {error})") from None
+        raise _BadFile(f"inconsistent fastbp model file ({type(error).__name__}: "
+                       f"{error})") from None
     _check_round_trip(model, members, document)
     return model
 
@@ -451,7 +453,8 @@ def load(path):
             raise ValueError(f"{path} is not a fastbp model file, or it is truncated or "
                              f"corrupted ({error})") from None
         except RecursionError:
-            raise ValueError(f"{path}: inconsistent fastbp model file (nested too deeply)") from None
+            raise ValueError(f"{path}: inconsistent fastbp model file (nested too "
+                             "deeply)") from None
         except Exception as error:  # damaged data reaching zipfile, zlib, numpy or the model
             raise ValueError(f"{path}: not a fastbp model file, or it is truncated or corrupted "
                              f"({type(error).__name__}: {error})") from None

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import blobs, one_blas_thread, quiet_fit, smooth_regression  # noqa: F401  (autouse fixture)
+from _helpers import one_blas_thread  # noqa: F401  (autouse fixture)
+from _helpers import blobs, quiet_fit, smooth_regression
 
 import fastbp
 from fastbp import persist
@@ -178,7 +179,8 @@ def test_a_training_record_of_other_epochs_is_refused(tmp_path, change):
 
 
 @pytest.mark.parametrize("meta", [{"n_iter_": 0}, {"n_iter_": 3.0}, {"n_iter_": True},
-                                  {"t_": -1}, {"t_": 1e308}, {"t_": 2}, {"best_loss_": float("nan")},
+                                  {"t_": -1}, {"t_": 1e308}, {"t_": 2},
+                                  {"best_loss_": float("nan")},
                                   {"best_validation_score_": 0.5}])
 def test_training_counts_that_fit_does_not_make_are_refused(tmp_path, meta):
     model, _ = _classifier()
@@ -252,7 +254,8 @@ def test_deeply_nested_json_is_a_value_error(tmp_path):
         model.save(good)
         document, arrays = _contents(good)
         text = json.dumps(document).replace('"relu"', nested)
-        np.savez(tmp_path / "deep.npz", __fastbp__=np.frombuffer(text.encode(), np.uint8), **arrays)
+        payload = np.frombuffer(text.encode(), np.uint8)
+        np.savez(tmp_path / "deep.npz", __fastbp__=payload, **arrays)
         _refused(tmp_path / "deep.npz")
 
 
@@ -323,7 +326,8 @@ def test_an_extra_huge_member_is_never_decompressed(tmp_path, monkeypatch):
     info = zipfile.ZipInfo("extra.npy")
     info.compress_type = zipfile.ZIP_DEFLATED
     info._compresslevel = 1
-    with zipfile.ZipFile(path, "a") as archive, archive.open(info, "w", force_zip64=True) as member:
+    with zipfile.ZipFile(path, "a") as archive, \
+            archive.open(info, "w", force_zip64=True) as member:
         member.write(_npy((2 ** 26,), np.float32, b""))
         chunk = bytes(1 << 24)
         for _ in range(16):  # 256 MiB of zeros: about 256 KiB on disk
@@ -422,7 +426,8 @@ def _label_sets():
     sets = {"int": np.array([7, -2, 30]), "float": np.array([0.5, 1.0, 2.0]) * 2,
             "bool": np.array([True, False, True]), "str": np.array(["ant", "bee", "cat"]),
             "object str": np.array(["ant", "bee", "cat"], dtype=object),
-            "object int": np.array([7, -2, 30], dtype=object), "bytes": np.array([b"a", b"b", b"c"])}
+            "object int": np.array([7, -2, 30], dtype=object),
+            "bytes": np.array([b"a", b"b", b"c"])}
     return sets
 
 
