@@ -529,6 +529,21 @@ def test_kill_9_during_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path,
         assert sorted(os.listdir(tmp_path)) == [alive.name, "model.npz", "other.npz"]
 
 
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_save_removes_only_the_temporaries_of_dead_processes(tmp_path, monkeypatch, unnamed):
+    if not unnamed:
+        monkeypatch.setattr(persist, "_open_unnamed", lambda folder: None)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = [f".fastbp-{dead.pid}-x1.tmp", ".fastbp-1-x2.tmp", f".fastbp-{os.getpid()}-x3.tmp",
+             ".fastbp-x4.tmp", "notes.tmp"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"partial")
+    model, _ = _classifier()
+    model.save(tmp_path / "m.npz")
+    assert sorted(os.listdir(tmp_path)) == sorted(names[1:] + ["m.npz"])
+
+
 def test_save_never_leaves_a_temporary_and_keeps_the_file_mode(tmp_path):
     model, _ = _classifier()
     path = tmp_path / "m.npz"
