@@ -19,6 +19,7 @@ _LAZY = {
     "ConvergenceWarning": "fastbp._training",
     "gradcheck": "fastbp.gradcheck",
     "load": "fastbp.persist",
+    "InconsistentVersionWarning": "fastbp.persist",
     "load_digits": "fastbp.datasets",
     "Sequential": "fastbp.nn",
     "Dense": "fastbp.nn",

@@ -2,14 +2,16 @@
 
 Everything here raises before an estimator changes any of its state: bad input leaves a fitted
 model as it was.  Non-numeric data fails in NumPy's own conversion (ValueError "could not convert
-string to float", TypeError for objects that are not numbers).
+string to float", TypeError for objects that are not numbers); missing values (NaN, None, pd.NA,
+NaT) are a ValueError.
 """
+import numbers
 import sys
 
 import numpy as np
 
 __all__ = ["NotFittedError", "check_X", "check_targets", "check_n_features", "check_is_fitted",
-           "label_kind"]
+           "check_classes", "check_labels", "label_kind"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -55,6 +57,19 @@ def _as_numeric(X, name):
     return array
 
 
+def _as_float(array, name):
+    """An object or string array as float64: NumPy's own errors for values that are not numbers
+    ("could not convert string to float", TypeError for other objects), except pandas' missing
+    values (pd.NA, NaT), which are a ValueError as NaN is."""
+    try:
+        return array.astype(np.float64)
+    except TypeError:
+        missing = [value for value in array.flat if _value_kind(value) == "missing"]
+        if missing:
+            raise ValueError(f"Input {name} contains a missing value ({missing[0]!r}).") from None
+        raise
+
+
 def _check_finite(array, name):
     """ValueError naming NaN or infinity (scikit-learn's messages); cheap when all is finite."""
     if array.dtype.kind != "f" or array.size == 0:
@@ -82,7 +97,7 @@ def check_X(X, dtype, min_samples=1, name="X"):
     if array.ndim > 2:
         raise ValueError(f"Found array with dim {array.ndim}. Estimator expected <= 2.")
     if array.dtype.kind not in "fiub":
-        array = array.astype(np.float64)  # object / strings: NumPy's own error if not numeric
+        array = _as_float(array, name)
     n, d = array.shape
     if n < min_samples:
         raise ValueError(f"Found array with {n} sample(s) (shape={array.shape}) while a minimum of "
@@ -110,7 +125,8 @@ def check_is_fitted(estimator):
 
 
 def check_targets(y, n_samples, dtype=None):
-    """y as a 1-D or 2-D array with ``n_samples`` rows (float ``dtype`` and finite when given)."""
+    """y as a 1-D or 2-D array with ``n_samples`` rows: regression targets of float ``dtype``
+    (finite) when given, else class labels (checked by ``check_labels``)."""
     array = _as_numeric(y, "y")
     if array.ndim == 0 or array.ndim > 2:
         raise ValueError(f"y must be 1-D or 2-D, got shape {array.shape}")
@@ -121,13 +137,77 @@ def check_targets(y, n_samples, dtype=None):
         raise ValueError(f"y has 0 columns (shape={array.shape})")
     if dtype is not None:
         if array.dtype.kind not in "fiub":
-            array = array.astype(np.float64)
+            array = _as_float(array, "y")
         with np.errstate(over="ignore"):
             array = np.ascontiguousarray(array, dtype=dtype)
         _check_finite(array, "y")
-    elif array.dtype.kind == "f":
-        _check_finite(array, "y")
+    else:
+        check_labels(_as_given(y, array), "y")
     return array
+
+
+def _as_given(values, array):
+    """The labels as the caller gave them: NumPy turns a list mixing numbers and strings into
+    strings (0 -> '0'), so such a list is looked at as the objects it holds."""
+    if array.dtype.kind in "US" and not isinstance(values, np.ndarray):
+        return np.asarray(values, dtype=object)
+    return array
+
+
+def check_classes(classes):
+    """``partial_fit``'s ``classes``: the sorted unique labels, checked like y's."""
+    array = np.asarray(classes)
+    check_labels(_as_given(classes, array), "classes")
+    return np.unique(array)
+
+
+def _value_kind(value):
+    """'string', 'bytes', 'number' (bools too), 'missing' (None, NaN, pd.NA, NaT) or 'other'."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes):
+        return "bytes"
+    if isinstance(value, (numbers.Real, np.bool_)):
+        return "missing" if value != value else "number"  # NaN
+    if value is None or type(value).__name__ in ("NAType", "NaTType"):  # pandas' missing values
+        return "missing"
+    return "other"
+
+
+def check_labels(y, name="y"):
+    """ValueError unless the class labels ``y`` (an array) are of one kind that can be sorted and
+    compared: numbers without NaN (bools count as numbers), strings, or bytes.
+
+    Object arrays (pandas columns) are checked element by element: missing labels (None, NaN,
+    pd.NA, NaT), strings mixed with numbers and other objects are each named.
+    """
+    if y.dtype.kind == "f":
+        _check_finite(y, name)
+    if y.dtype.kind in "biufUS":
+        return
+    if y.dtype.kind != "O":
+        raise ValueError(f"{name} holds labels of dtype {y.dtype}; class labels must be numbers "
+                         "or strings")
+    types = set(map(type, y.flat))
+    if all(issubclass(t, str) for t in types):
+        return  # pandas' usual column
+    if all(issubclass(t, (numbers.Real, np.bool_)) for t in types):
+        floats = np.fromiter((v for v in y.flat if isinstance(v, (float, np.floating))), float)
+        if not np.isnan(floats).any():
+            return
+    found = {}  # the first label of each kind, to name the problem
+    for value in y.flat:
+        found.setdefault(_value_kind(value), value)
+    if "missing" in found:
+        raise ValueError(f"{name} contains a missing label ({found['missing']!r}); drop or fill "
+                         "the missing labels before fitting")
+    if "other" in found:
+        raise ValueError(f"{name} holds a label of type {type(found['other']).__name__} "
+                         f"({found['other']!r}); class labels must be numbers or strings")
+    if len(found) > 1:
+        examples = " and ".join(f"{kind} {value!r}" for kind, value in sorted(found.items()))
+        raise ValueError(f"{name} mixes labels of different types ({examples}); use one type, "
+                         f"e.g. {name}.astype(str)")
 
 
 def label_kind(y):

@@ -131,7 +131,7 @@ class GAN(GenerativeBase):
         return self.generator_  # coefs_, loss_curve_ etc. are the generator's
 
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = super().__getstate__()
         state["_buffers"] = {}  # work arrays, made again on use
         return state
 

@@ -27,14 +27,16 @@ layer in each epoch, which shows vanishing gradients), ``learning_rates_``, ``n_
 ``network_`` is the fitted :class:`fastbp.nn.Sequential`.
 
 ``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
-identically (:mod:`fastbp.persist`); models pickle too.  Bad input (NaN or infinity, a wrong
+identically (:mod:`fastbp.persist`); models pickle too (unpickling one pickled by another fastbp
+version warns: ``fastbp.InconsistentVersionWarning``).  Bad input (NaN or infinity, a wrong
 number of features, fewer than 2 samples for ``fit`` -- ``partial_fit`` takes single samples --,
-one class, labels outside ``classes``, non-numeric or empty arrays) raises ValueError with
-scikit-learn's messages (TypeError for sparse matrices) before the model changes.  Training whose
-loss, gradients or weights become non-finite (too large a step, too large inputs) raises
-ValueError naming the epoch and the learning rate, and any call that fails or is interrupted
-leaves the model as it was before the call (not fitted, or its previous fit); a loss that rose
-when training stopped is reported by a ``ConvergenceWarning``, never taken for convergence.
+one class, labels outside ``classes``, missing labels or labels mixing strings and numbers,
+non-numeric or empty arrays) raises ValueError with scikit-learn's messages (TypeError for sparse
+matrices) before the model changes.  Training whose loss, gradients or weights become non-finite
+(too large a step, too large inputs) raises ValueError naming the epoch and the learning rate, and
+any call that fails or is interrupted leaves the model as it was before the call (not fitted, or its
+previous fit); a loss that rose when training stopped is reported by a ``ConvergenceWarning``, never
+taken for convergence.
 """
 import copy
 import inspect
@@ -45,11 +47,13 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from . import __version__
 from ._blas_threads import limit_blas_threads
 from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
-from ._validation import NotFittedError, check_is_fitted, check_n_features, check_targets, check_X, label_kind
+from ._validation import (NotFittedError, check_classes, check_is_fitted, check_labels,
+                          check_n_features, check_targets, check_X, label_kind)
 from .nn import Sequential, activation_name, make_mlp
-from .persist import register
+from .persist import InconsistentVersionWarning, register
 
 __all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
 
@@ -102,6 +106,21 @@ class BaseEstimator:
         """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
         from .persist import save
         save(self, path)
+
+    def __getstate__(self):
+        """Pickles record the fastbp version that made them (see ``__setstate__``)."""
+        state = self.__dict__.copy()
+        state["_fastbp_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        """Unpickling a model of another fastbp version warns (InconsistentVersionWarning)."""
+        state = dict(state)
+        version = state.pop("_fastbp_version", "unknown (not recorded)")
+        if version != __version__:
+            warnings.warn(InconsistentVersionWarning(type(self).__name__, version, __version__),
+                          stacklevel=2)
+        self.__dict__.update(state)
 
 
 def _make_rng(random_state):
@@ -414,7 +433,8 @@ class _BaseMLP(BaseEstimator):
         self._publish()
 
     def _restore_state(self, arrays, meta):
-        """Weights and training state of the freshly built network from the saved arrays."""
+        """Weights and training state of the freshly built network from the saved arrays;
+        ValueError unless the record is one fit makes (every per-epoch list n_iter_ long)."""
         weights = []
         for i in range(len(self._network.dense_layers)):
             weights += [arrays[f"coef_{i}"], arrays[f"intercept_{i}"]]
@@ -425,10 +445,26 @@ class _BaseMLP(BaseEstimator):
         state.learning_rates = [float(v) for v in arrays["learning_rates_"]]
         if "validation_scores_" in arrays:
             state.validation_scores = [float(v) for v in arrays["validation_scores_"]]
-        state.n_iter, state.t = int(meta["n_iter_"]), int(meta["t_"])
+        n_iter, t = meta["n_iter_"], meta["t_"]
+        if type(n_iter) is not int or type(t) is not int or not 1 <= n_iter <= t:
+            raise ValueError(f"n_iter_={n_iter!r} epochs over t_={t!r} rows are not counts that "
+                             "fit makes")
+        state.n_iter, state.t = n_iter, t
+        epochs = [len(state.loss_curve), len(state.learning_rates), len(state.grad_norms)]
+        if "validation_scores_" in arrays:
+            epochs.append(len(state.validation_scores))
+        if set(epochs) != {n_iter} or arrays["grad_norms_"].shape[1:] != (len(weights) // 2,):
+            raise ValueError("the training record (loss_curve_, learning_rates_, grad_norms_, "
+                             "validation_scores_) does not describe n_iter_ epochs of this "
+                             "network")
         state.best_loss = float(meta["best_loss_"])
-        if meta.get("best_validation_score_") is not None:
-            state.best_validation_score = float(meta["best_validation_score_"])
+        best_score = meta.get("best_validation_score_")
+        if best_score is not None:
+            state.best_validation_score = float(best_score)
+        if (math.isnan(state.best_loss) or (best_score is None) != (not state.validation_scores)
+                or math.isnan(state.best_validation_score or 0.0)):
+            raise ValueError("best_loss_ or best_validation_score_ is NaN, or "
+                             "best_validation_score_ disagrees with validation_scores_")
 
 
 @register("MLPRegressor")
@@ -473,7 +509,11 @@ class MLPRegressor(_BaseMLP):
         return self._target_meta()
 
     def _target_from_meta(self, meta, arrays):
-        return {"y_ndim": int(meta["y_ndim"]), "n_outputs": int(meta["n_outputs"])}
+        y_ndim, n_outputs = int(meta["y_ndim"]), int(meta["n_outputs"])
+        if y_ndim not in (1, 2) or n_outputs < 1 or (y_ndim == 1 and n_outputs != 1):
+            raise ValueError(f"a regression target of {y_ndim} dimension(s) with {n_outputs} "
+                             "output(s) is not one fit makes")
+        return {"y_ndim": y_ndim, "n_outputs": n_outputs}
 
     def _score_output(self, output, Y):
         return _r2_score(Y, output)
@@ -543,11 +583,12 @@ class MLPClassifier(_BaseMLP):
         if incremental:
             if first_partial and classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
+            classes = None if classes is None else check_classes(classes)
             if classes is not None and hasattr(self, "classes_") and not first_partial:
-                if not np.array_equal(np.unique(classes), self.classes_):
+                if not np.array_equal(classes, self.classes_):
                     raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
                                      f"partial_fit, was: {self.classes_!r}")
-            all_classes = np.unique(classes) if first_partial else self.classes_
+            all_classes = classes if first_partial else self.classes_
         elif fresh:
             all_classes = np.unique(y)
         else:  # warm start
@@ -600,17 +641,39 @@ class MLPClassifier(_BaseMLP):
             self.out_activation_, self.loss_ = "softmax", "softmax_cross_entropy"
 
     def _target_meta(self):
-        return {"kind": self._kind}
+        meta = {"kind": self._kind}
+        if self.classes_.dtype == object:  # e.g. pandas' strings, saved as a plain array
+            meta["object_labels"] = True
+        return meta
 
     def _fitted_target(self):
         return {"kind": self._kind, "classes": self.classes_}
 
     def _target_from_meta(self, meta, arrays):
-        return {"kind": meta["kind"], "classes": arrays["classes_"]}
+        """The saved target, refused unless it is one that fit makes."""
+        kind, classes = meta["kind"], arrays["classes_"]
+        if classes.ndim != 1:
+            raise ValueError(f"classes_ must be 1-D, got shape {classes.shape}")
+        if kind == "multilabel":
+            if classes.dtype != np.intp or not np.array_equal(classes, np.arange(len(classes))):
+                raise ValueError("a multilabel model's classes_ must be the ints 0, 1, ..., k-1")
+        elif kind == "labels":
+            if meta.get("object_labels"):
+                classes = classes.astype(object)
+            check_labels(classes, "classes_")
+            if len(classes) < 2 or not np.array_equal(np.unique(classes), classes):
+                raise ValueError(f"classes_ must be 2 or more sorted unique labels, got {classes}")
+        else:
+            raise ValueError(f"unknown target kind {kind!r}; expected 'labels' or 'multilabel'")
+        return {"kind": kind, "classes": classes}
 
     def _fitted_arrays(self):
         arrays = super()._fitted_arrays()
-        arrays["classes_"] = self.classes_
+        classes = self.classes_
+        if classes.dtype == object:  # no pickles in the file: strings or numbers as they are
+            check_labels(classes, "classes_")
+            classes = np.array(classes.tolist())
+        arrays["classes_"] = classes
         return arrays
 
     def _score_output(self, output, Y):

@@ -38,15 +38,17 @@ A network built by hand::
 
 ``fastbp._training.fit_network`` is the generic training loop over such a network.
 """
+import contextvars
 import math
 import weakref
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import _backend
 from ._checks import ACTIVATIONS, LOSSES, activation_alpha
 
-__all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "MAX_CACHED_SIZES"]
+__all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MAX_CACHED_SIZES"]
 
 MAX_CACHED_SIZES = 4
 
@@ -70,6 +72,35 @@ def _float_dtype(dtype):
     if dtype not in (np.float32, np.float64):
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     return dtype
+
+
+_budget = contextvars.ContextVar("fastbp_parameter_budget", default=None)
+
+
+@contextmanager
+def parameter_budget(nbytes, source):
+    """Inside this block the Dense layers built may hold at most ``nbytes`` bytes of parameters
+    (W and b) in all: a layer beyond raises ValueError naming ``source`` before it allocates.
+
+    ``fastbp.load`` builds a file's network under the bytes of arrays the file declares, so that
+    parameters claiming a huge network cannot exhaust the memory.
+    """
+    token = _budget.set([int(nbytes), source])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def _spend(n_in, n_out, dtype):
+    budget = _budget.get()
+    if budget is None:
+        return
+    nbytes = (n_in * n_out + n_out) * dtype.itemsize
+    if nbytes > budget[0]:
+        raise ValueError(f"a Dense layer {n_in} x {n_out} of {dtype} needs {nbytes} bytes, more "
+                         f"than {budget[1]} holds ({budget[0]} bytes left)")
+    budget[0] -= nbytes
 
 
 class _BufferCache:
@@ -148,6 +179,7 @@ class Dense(Layer):
         if ACTIVATIONS[self.activation] is None:
             self.alpha = None
         dtype = _float_dtype(dtype)
+        _spend(n_in, n_out, dtype)
         self.W = np.zeros((n_in, n_out), dtype)
         self.b = np.zeros(n_out, dtype)
         self.dW = np.zeros_like(self.W)

@@ -1,48 +1,99 @@
-"""Save and load fitted estimators: one ``.npz`` file, written atomically.
+"""Save and load fitted estimators: one ``.npz`` file, written atomically, read as untrusted data.
 
-File layout (a NumPy ``.npz`` archive, readable without pickle):
+File layout (a NumPy ``.npz`` archive: a zip of ``.npy`` members, readable without pickle):
 
-- ``__fastbp__``: a JSON document {"format": "fastbp-model", "format_version": 1,
-  "fastbp_version", "class": registered name, "module": the fastbp module defining it,
-  "params": the estimator's ``get_params()`` (JSON-encoded; numeric arrays as nested lists),
-  "meta": its ``_fitted_meta()``},
-  stored as UTF-8 bytes (a uint8 array);
-- every array of the estimator's ``_fitted_arrays()`` under its own name (weights, classes, ...).
+- ``__fastbp__.npy``: a JSON document {"format": "fastbp-model", "format_version": 1,
+  "fastbp_version", "class": the estimator's public name (``fastbp.<class>``), "module": the
+  module defining it (informative), "params": the estimator's ``get_params()`` (JSON-encoded;
+  numeric arrays as nested lists), "meta": its ``_fitted_meta()``}, as UTF-8 bytes (uint8);
+- ``<name>.npy`` for every array of the estimator's ``_fitted_arrays()`` (weights, classes, ...):
+  numbers, bools or strings (pandas' object labels are saved as the plain array they hold).
 
-A class takes part by being decorated with :func:`register` and implementing
-``_fitted_arrays() -> {name: ndarray}``, ``_fitted_meta() -> JSON-able dict`` and
-``_restore(arrays, meta)`` (called on ``cls(**params)``).  The MLP estimators do; autoencoders and
-other estimators can do the same.
+A class takes part by being public in ``fastbp``, decorated with :func:`register` and
+implementing ``_fitted_arrays() -> {name: ndarray}``, ``_fitted_meta() -> JSON-able dict`` and
+``_restore(arrays, meta)`` (called on ``cls(**params)``).
 
-Writing goes to a temporary file in the target's folder, flushed to disk, then renamed over the
-target (``os.replace``): a crash leaves either the old file or the new one, never half of one.
-Loading a truncated, corrupted or foreign file raises ValueError saying so.
+:func:`load` treats the file as untrusted input:
+
+- it builds only the public fastbp class the file names, and never imports a module the file
+  names;
+- the zip directory is checked before anything is read: ``.npy`` members only, none twice, stored
+  or deflated, not encrypted, each member inside the file and its declared size possible for its
+  compressed size;
+- a member is read only when the estimator asks for it, and only up to the size its zip entry
+  and its ``.npy`` header declare (they must agree); members the model does not name are refused
+  without being decompressed;
+- arrays are read without pickle: numbers, bools or strings only, floats finite;
+- the parameters go through the estimator's own checks (``_restore`` runs ``_config``), and the
+  network they describe may hold no more bytes than the file's arrays
+  (:func:`fastbp.nn.parameter_budget`), checked before allocating;
+- the restored model must save exactly the arrays and metadata of the file: a silent cast (int
+  weights), a wrong shape or a target kind that disagrees with ``classes_`` is refused.
+
+Every failure is a ValueError naming the file and the problem (FileNotFoundError and other errors
+of opening the file stay as they are).
+
+Writing goes to an unnamed file in the target's folder (Linux ``O_TMPFILE``), flushed to disk,
+then linked and renamed over the target (``os.replace``): a crash, even ``kill -9``, leaves the old
+file or the new one and nothing else.  Where ``O_TMPFILE`` is missing a named temporary
+``.fastbp-<pid>-*.tmp`` is used instead, and the temporaries of dead processes are removed.
 """
-import io
+import contextlib
 import json
+import math
 import os
+import re
+import secrets
 import tempfile
 import zipfile
 
 import numpy as np
 
-__all__ = ["save", "load", "register", "FORMAT", "FORMAT_VERSION"]
+from .nn import parameter_budget
+
+__all__ = ["save", "load", "register", "InconsistentVersionWarning", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "fastbp-model"
 FORMAT_VERSION = 1
 _META_KEY = "__fastbp__"
-_REGISTRY = {}
+_MAX_META_BYTES = 64 << 20   # the JSON document (parameters such as a VAE's prior means)
+_MAX_DEFLATE_RATIO = 1032    # deflate cannot expand data more than this
+_ARRAY_KINDS = "biufUS"      # the dtypes a model's arrays have (no objects, no records)
+_TEMPORARY = re.compile(r"\.fastbp-(\d+)-[^/]*\.tmp$")
+
+
+class InconsistentVersionWarning(UserWarning):
+    """An estimator pickled by another fastbp version was unpickled (as scikit-learn's warning
+    of that name): its attributes may not be what this version expects.  Refit it, or save it
+    with ``model.save`` (a format read across versions) under the version that made it."""
+
+    def __init__(self, estimator_name, original_version, current_version):
+        self.estimator_name = estimator_name
+        self.original_version = original_version
+        self.current_version = current_version
+        super().__init__(f"Trying to unpickle estimator {estimator_name} from fastbp version "
+                         f"{original_version} when using version {current_version}. This might "
+                         "lead to breaking code or invalid results; refit it, or save it with "
+                         "model.save() under the version that made it.")
 
 
 def register(name):
-    """Class decorator: make ``cls`` saveable under ``name`` (unique across fastbp)."""
+    """Class decorator: make ``cls``, public in fastbp as ``fastbp.<name>``, saveable."""
     def decorate(cls):
-        if _REGISTRY.get(name, cls) is not cls:
-            raise ValueError(f"a class is already registered as {name!r}")
-        _REGISTRY[name] = cls
         cls._persist_name = name
         return cls
     return decorate
+
+
+def _registered(name):
+    """The saveable public class ``fastbp.<name>``, or None: the public table of fastbp is the
+    registry (its module is fastbp's own choice, never the file's)."""
+    import fastbp
+
+    if not isinstance(name, str) or name not in fastbp._LAZY:
+        return None
+    cls = getattr(fastbp, name)
+    return cls if isinstance(cls, type) and getattr(cls, "_persist_name", None) == name else None
 
 
 def _encode(value):
@@ -66,26 +117,128 @@ def _encode(value):
 
 def _decode(value):
     if isinstance(value, dict):
-        if "__tuple__" in value:
+        if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
             return tuple(_decode(v) for v in value["__tuple__"])
-        if "__dtype__" in value:
+        if set(value) == {"__dtype__"}:
             return np.dtype(value["__dtype__"]).type
-        if "__array__" in value:
-            return np.array(value["__array__"], dtype=value["dtype"]).reshape(value["shape"])
-        raise ValueError(f"unexpected parameter encoding {value!r}")
+        if set(value) == {"__array__", "dtype", "shape"}:
+            dtype = np.dtype(value["dtype"])
+            if dtype.kind not in "biuf":
+                raise ValueError(f"an array parameter of dtype {dtype} is not one fastbp saves")
+            return np.array(value["__array__"], dtype=dtype).reshape(value["shape"])
+        raise ValueError(f"unexpected parameter encoding {value!r:.200}")
     if isinstance(value, list):
         return [_decode(v) for v in value]
     return value
 
 
+# ------------------------------------------------------------------------------------- writing
 def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
+def _remove_stale_temporaries(folder):
+    """Remove the named temporaries that saves of processes no longer running left in ``folder``
+    (a ``kill -9`` mid-save, where ``O_TMPFILE`` is not available)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = _TEMPORARY.match(name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+        except (OSError, OverflowError):  # alive under another user, or not a pid
+            pass
+
+
+def _open_unnamed(folder):
+    """A file descriptor of an unnamed new file in ``folder`` (O_TMPFILE), or None where the OS
+    or the file system has none."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError:  # EOPNOTSUPP / EISDIR / EINVAL: a file system without O_TMPFILE
+        return None
+
+
+def _link_unnamed(fd, folder):
+    """Give the unnamed file ``fd`` a fresh temporary name in ``folder``; returns it."""
+    directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        while True:
+            name = f".fastbp-{os.getpid()}-{secrets.token_hex(6)}.tmp"
+            try:  # a dir_fd makes this linkat(..., AT_SYMLINK_FOLLOW): the file, not /proc's link
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=directory, follow_symlinks=True)
+                return os.path.join(folder, name)
+            except FileExistsError:
+                continue
+    finally:
+        os.close(directory)
+
+
+def _write_atomically(path, write):
+    """Call ``write(file)`` into a new file that replaces ``path`` in one step once complete."""
+    folder = os.path.dirname(os.path.abspath(path))
+    _remove_stale_temporaries(folder)
+    temporary = None
+    handle = _open_unnamed(folder)
+    if handle is None:
+        handle, temporary = tempfile.mkstemp(prefix=f".fastbp-{os.getpid()}-", suffix=".tmp",
+                                             dir=folder)
+    try:
+        if temporary is not None:
+            os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+            if temporary is None:  # the complete file gets a name only now
+                temporary = _link_unnamed(file.fileno(), folder)
+        os.replace(temporary, path)
+    except BaseException:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        directory = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
 def save(model, path):
-    """Write a fitted ``model`` to ``path`` (exactly that name; ``.npz`` is the custom suffix)."""
+    """Write a fitted ``model`` to ``path``, replacing it atomically.
+
+    Parameters
+    ----------
+    model : a fitted fastbp estimator (MLPClassifier, MLPRegressor, Autoencoder, VAE, GAN).
+    path : str or os.PathLike
+        Exactly the file written (``.npz`` is the custom suffix; none is added).
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a class fastbp saves.
+    NotFittedError
+        ``model`` is not fitted.
+    ValueError
+        an array of the model is not numbers, bools or strings (e.g. labels of mixed types), or
+        holds NaN or infinity.
+    OSError
+        writing failed; ``path`` is then as it was, and no temporary file is left.
+    """
     from . import __version__
 
     name = getattr(type(model), "_persist_name", None)
@@ -93,77 +246,215 @@ def save(model, path):
         raise TypeError(f"{type(model).__name__} cannot be saved by fastbp")
     arrays = {key: np.asarray(value) for key, value in model._fitted_arrays().items()}
     for key, array in arrays.items():
-        if key == _META_KEY or array.dtype.hasobject:
-            raise ValueError(f"cannot save {key!r}: object arrays (e.g. mixed-type labels) are not "
-                             "supported; use numeric or string labels")
+        if key == _META_KEY or array.dtype.kind not in _ARRAY_KINDS:
+            raise ValueError(f"cannot save {key!r} of dtype {array.dtype}: not numbers, bools "
+                             "or strings")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"cannot save {key!r}: it contains NaN or infinity (load refuses "
+                             "such a model)")
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "fastbp_version": __version__,
                 "class": name, "module": type(model).__module__,
                 "params": {key: _encode(value) for key, value in model.get_params().items()},
                 "meta": model._fitted_meta()}
     payload = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
+    _write_atomically(os.fspath(path), lambda file: np.savez(file, **{_META_KEY: payload},
+                                                             **arrays))
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp", dir=folder)
+
+# ------------------------------------------------------------------------------------- reading
+class _BadFile(ValueError):
+    """What is wrong with a model file, found by the reader itself."""
+
+
+class _Members:
+    """The ``.npy`` members of a checked model archive, each read (and checked) on first use."""
+
+    def __init__(self, archive, archive_size):
+        self._archive, self._infos, self._arrays = archive, {}, {}
+        for info in archive.infolist():
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise _BadFile(f"member {name!r} is not an .npy array")
+            key = name[:-4]
+            if key in self._infos:
+                raise _BadFile(f"member {name!r} appears twice")
+            if info.flag_bits & 0x1:
+                raise _BadFile(f"member {name!r} is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise _BadFile(f"member {name!r} uses compression method {info.compress_type}; "
+                               "model files are stored or deflated")
+            if info.header_offset + info.compress_size > archive_size:
+                raise _BadFile(f"member {name!r} ends past the end of the file (truncated)")
+            limit = (info.compress_size if info.compress_type == zipfile.ZIP_STORED
+                     else _MAX_DEFLATE_RATIO * max(info.compress_size, 1))
+            if info.file_size > limit:
+                raise _BadFile(f"member {name!r} declares {info.file_size} bytes, more than its "
+                               f"{info.compress_size} compressed bytes can hold")
+            self._infos[key] = info
+
+    def __contains__(self, key):
+        return key in self._infos
+
+    def __getitem__(self, key):
+        if key not in self._arrays:
+            if key not in self._infos:
+                raise _BadFile(f"inconsistent fastbp model file: it has no array {key!r}")
+            self._arrays[key] = self._read(key, self._infos[key])
+        return self._arrays[key]
+
+    def keys(self):
+        return self._infos.keys()
+
+    def declared_size(self, key):
+        """The bytes of member ``key`` as the zip directory declares them."""
+        return self._infos[key].file_size
+
+    def declared_bytes(self):
+        """The bytes of all the arrays as the zip directory declares them."""
+        return sum(info.file_size for key, info in self._infos.items() if key != _META_KEY)
+
+    def _read(self, key, info):
+        fmt = np.lib.format
+        with self._archive.open(info) as member:
+            version = fmt.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise _BadFile(f"array {key!r}: unknown .npy version {version}")
+            header = (fmt.read_array_header_1_0 if version == (1, 0)
+                      else fmt.read_array_header_2_0)
+            shape, fortran, dtype = header(member, max_header_size=10000)
+            if dtype.kind not in _ARRAY_KINDS or dtype.fields is not None or dtype.shape:
+                raise _BadFile(f"array {key!r} has dtype {dtype}: not numbers, bools or strings")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if member.tell() + nbytes != info.file_size:
+                raise _BadFile(f"array {key!r}: its header declares {shape} of {dtype} "
+                               f"({nbytes} bytes), its zip entry {info.file_size - member.tell()}"
+                               " bytes")
+            data = member.read(nbytes)
+            if len(data) != nbytes or member.read(1):
+                raise _BadFile(f"array {key!r} is truncated")
+        array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+        array = np.array(array, dtype.newbyteorder("="), order="C")  # owned, writable, native
+        if dtype.kind == "f" and not np.isfinite(array).all():
+            raise _BadFile(f"array {key!r} contains NaN or infinity")
+        return array
+
+
+def _document(members):
+    """The JSON document of the archive, checked to be a fastbp model description."""
+    if _META_KEY not in members:
+        raise _BadFile(f"not a fastbp model file (no {_META_KEY} entry)")
+    if members.declared_size(_META_KEY) > _MAX_META_BYTES:
+        raise _BadFile(f"the fastbp metadata declares more than {_MAX_META_BYTES} bytes")
+    payload = members[_META_KEY]
+    if payload.dtype != np.uint8 or payload.ndim != 1:
+        raise _BadFile("not a fastbp model file (its metadata is not UTF-8 bytes)")
     try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **{_META_KEY: payload}, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes 0600; give a normal file's mode
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+        document = json.loads(payload.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _BadFile(f"the fastbp metadata is corrupted ({error})") from None
+    except RecursionError:
+        raise _BadFile("the fastbp metadata is corrupted (nested too deeply)") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise _BadFile("not a fastbp model file (format "
+                       f"{document.get('format') if isinstance(document, dict) else None!r:.80})")
+    version = document.get("format_version")
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        raise _BadFile(f"model format version {version!r:.80}; this fastbp reads 1 to "
+                       f"{FORMAT_VERSION} (upgrade fastbp for newer files)")
+    for key in ("params", "meta"):
+        if not isinstance(document.get(key), dict):
+            raise _BadFile(f"inconsistent fastbp model file (no {key!r} object)")
+    return document
+
+
+def _check_round_trip(model, members, document):
+    """The restored model must save exactly what the file holds: nothing cast, dropped or
+    added."""
+    arrays = {key: np.asarray(value) for key, value in model._fitted_arrays().items()}
+    extra = sorted(set(members.keys()) - set(arrays) - {_META_KEY})
+    if extra:
+        raise _BadFile(f"the file holds members the model does not name: {extra[:10]}")
+    missing = sorted(set(arrays) - set(members.keys()))
+    if missing:
+        raise _BadFile(f"the file lacks the arrays {missing[:10]}")
+    for key, array in arrays.items():
+        stored = members[key]
+        if stored.dtype != array.dtype or stored.shape != array.shape:
+            raise _BadFile(f"array {key!r} is {stored.dtype} of shape {stored.shape}, but the "
+                           f"model it describes keeps {array.dtype} of shape {array.shape}")
+        if not np.array_equal(stored, array):
+            raise _BadFile(f"array {key!r} does not survive loading unchanged")
+    meta = json.loads(json.dumps(model._fitted_meta()))
+    if meta != document["meta"]:
+        raise _BadFile(f"its metadata {document['meta']!r:.300} is not what the model it "
+                       f"describes has: {meta!r:.300}")
+
+
+def _read_model(archive, archive_size):
+    members = _Members(archive, archive_size)
+    document = _document(members)
+    name = document.get("class")
+    cls = _registered(name)
+    if cls is None:
+        raise _BadFile(f"it holds a {name!r:.80}, which this fastbp does not know")
+    params = document["params"]
+    unknown = sorted(set(params) - set(cls._get_param_names()))
+    if unknown:
+        raise _BadFile(f"{name} has no parameters {unknown[:10]}")
+    try:
+        model = cls(**{key: _decode(value) for key, value in params.items()})
+        with parameter_budget(members.declared_bytes(), "the model file"):
+            model._restore(members, document["meta"])
+    except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as error:
+        raise _BadFile(f"inconsistent fastbp model file ({type(error).__name__}: "
+                       f"{error})") from None
+    _check_round_trip(model, members, document)
+    return model
 
 
 def load(path):
-    """The estimator saved at ``path``; ValueError for a file that is not a complete fastbp model."""
-    import importlib
+    """The fitted estimator saved at ``path`` by ``model.save``.
 
+    The file is treated as untrusted input (see the module docstring for what is checked): no
+    module it names is imported, nothing it claims is allocated before it is checked against the
+    sizes the archive declares, and nothing is unpickled.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    estimator : the saved class (``type(model)``), predicting as the saved model did.
+
+    Raises
+    ------
+    ValueError
+        naming the file and the problem, for anything that is not a complete, consistent fastbp
+        model file: a foreign or damaged archive, an unknown class, parameters the estimator
+        refuses, arrays of another dtype or shape than the model keeps, NaN or infinity, sizes
+        that disagree, members the model does not name, a newer format.
+    OSError
+        opening the file failed (FileNotFoundError, PermissionError, ...), unchanged.
+    """
     path = os.fspath(path)
-    with open(path, "rb") as file:  # FileNotFoundError etc. stay as they are
-        raw = file.read()
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as archive:
-            if _META_KEY not in archive.files:
-                raise ValueError(f"{path} is not a fastbp model file (no {_META_KEY} entry)")
-            contents = {key: archive[key] for key in archive.files}
-    except ValueError as error:
-        if "not a fastbp model" in str(error):
-            raise
-        raise ValueError(f"{path} is not a fastbp model file, or it is truncated or corrupted "
-                         f"({error})") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as error:
-        raise ValueError(f"{path} is not a fastbp model file, or it is truncated or corrupted "
-                         f"({type(error).__name__}: {error})") from None
-    try:
-        document = json.loads(contents.pop(_META_KEY).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: the fastbp metadata is corrupted ({error})") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fastbp model file (format {document.get('format')!r})"
-                         if isinstance(document, dict) else f"{path} is not a fastbp model file")
-    version = document.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{path} has model format version {version!r}; this fastbp reads up to "
-                         f"{FORMAT_VERSION} (upgrade fastbp)")
-    name, module = document.get("class"), document.get("module")
-    if name not in _REGISTRY and isinstance(module, str) and module.startswith("fastbp."):
+    with open(path, "rb") as file:
+        size = os.fstat(file.fileno()).st_size
         try:
-            importlib.import_module(module)  # registers the class
-        except ImportError:
-            pass
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ValueError(f"{path} holds a {name!r}, which this fastbp does not know")
-    try:
-        model = cls(**{key: _decode(value) for key, value in document["params"].items()})
-        model._restore(contents, document["meta"])
-    except (KeyError, TypeError, IndexError) as error:
-        raise ValueError(f"{path}: inconsistent fastbp model file "
-                         f"({type(error).__name__}: {error})") from None
-    return model
+            with zipfile.ZipFile(file) as archive:
+                return _read_model(archive, size)
+        except MemoryError:
+            raise
+        except _BadFile as error:
+            raise ValueError(f"{path}: {error}") from None
+        except ValueError as error:  # the model's own checks of its parameters and arrays
+            raise ValueError(f"{path}: inconsistent fastbp model file ({error})") from None
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"{path} is not a fastbp model file, or it is truncated or "
+                             f"corrupted ({error})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: inconsistent fastbp model file (nested too "
+                             "deeply)") from None
+        except Exception as error:  # damaged data reaching zipfile, zlib, numpy or the model
+            raise ValueError(f"{path}: not a fastbp model file, or it is truncated or corrupted "
+                             f"({type(error).__name__}: {error})") from None
