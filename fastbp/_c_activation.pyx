@@ -186,8 +186,10 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
                         floating* dz, Py_ssize_t m, floating alpha) noexcept nogil:
     """dz = f'(z) * da over m elements (any code but SOFTMAX); dz may be da.
 
-    The slopes come from A = f(Z) where that is cheaper (sigmoid, tanh, elu); softplus' slope
-    is the sigmoid, GELU's Phi(z) + z phi(z), both through array math over blocks of CHUNK.
+    Sigmoid's and tanh's slopes come from A = f(Z) (A (1 - A), 1 - A^2: the layers keep only A,
+    in Z's buffer); the others from z, through array math over blocks of CHUNK: softplus' is the
+    sigmoid, elu's alpha exp(z) for z <= 0 (from A, A + alpha would cancel), GELU's
+    Phi(z) + z phi(z).
     """
     cdef floating t[CHUNK]
     cdef floating u[CHUNK]
@@ -203,21 +205,23 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
     elif code == TANH:
         for j in range(m):
             y = a[j]
-            dz[j] = da[j] * (one - y * y)
+            dz[j] = da[j] * ((one - y) * (one + y))  # 1 - y^2 would cancel near |y| = 1
     elif code == RELU:
         for j in range(m):
             dz[j] = da[j] * (one if z[j] > 0 else zero)
     elif code == LEAKY_RELU:
         for j in range(m):
             dz[j] = da[j] * (one if z[j] > 0 else alpha)
-    elif code == ELU:
-        for j in range(m):
-            y = a[j] + alpha  # loaded unconditionally, so that the loop vectorises
-            dz[j] = da[j] * (one if z[j] > 0 else y)
     else:
         while m > 0:
             c = CHUNK if m > CHUNK else m
-            if code == SOFTPLUS:
+            if code == ELU:
+                for j in range(c):
+                    t[j] = 0 if z[j] > 0 else z[j]  # NaN stays NaN
+                v_exp(t, t, c, 0)
+                for j in range(c):
+                    dz[j] = da[j] * (one if z[j] > 0 else alpha * t[j])
+            elif code == SOFTPLUS:
                 for j in range(c):
                     t[j] = -z[j] if z[j] > 0 else z[j]
                 v_exp(t, t, c, 0)
