@@ -4,9 +4,9 @@ a compiled module.
 
 Each loss is a mean over the n rows.  Its terms and their sum are in double where a term can
 exceed the dtype's range (squared error, sigmoid cross-entropy, the logit differences of the
-softmax cross-entropy); the rest in the dtype's precision, added up in double per row or block.  The gradient (already divided
-by n) is written in the pass, or for softmax the row, that reads the output, so ``grad`` may be
-``output``.
+softmax cross-entropy); the rest in the dtype's precision, added up in double per row or block.
+The gradient (already divided by n) is written in the pass, or for softmax the row, that reads
+the output, so ``grad`` may be ``output``.
 Log-sum-exp and softplus are shifted, so logits of any finite size give finite values.
 
 An optimizer step is one fused pass over the parameter and its state, in place, each element

@@ -438,7 +438,8 @@ def assert_exact(got, want, dtype, rtol, what):
     got, want = np.asarray(got, float), np.asarray(want, float)
     tiny = float(np.finfo(dtype).tiny)
     bad = ~(np.abs(got - want) <= rtol * np.abs(want) + tiny) & ~(got == want)
-    assert not bad.any(), f"{what}: at {np.flatnonzero(bad).tolist()} got {got[bad]}, want {want[bad]}"
+    assert not bad.any(), \
+        f"{what}: at {np.flatnonzero(bad).tolist()} got {got[bad]}, want {want[bad]}"
 
 
 def exact_rtol(backend, dtype, name=""):
