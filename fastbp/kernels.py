@@ -7,8 +7,8 @@ and are returned.  Which ``out`` may overlap which input is one table, ``fastbp.
 the documented in-place uses (an activation with ``out=Z``, a loss gradient with ``out=output``,
 ...) work on the very same buffer; a product input (X, W, dY, ...) that an output overlaps is
 read as it was before the call (copied first, as NumPy's matmul does); any other overlap raises
-ValueError naming both arguments, on both backends.  Bad input raises TypeError (dtype) or ValueError (anything else) before any
-compiled loop runs; see ``fastbp._checks``.
+ValueError naming both arguments, on both backends.  Bad input raises TypeError (dtype) or
+ValueError (anything else) before any compiled loop runs; see ``fastbp._checks``.
 
 Shapes: X is n x d (one example per row), W is d x k, b has k entries (or is None: no bias);
 Z = X W + b and A = f(Z).

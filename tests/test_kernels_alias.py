@@ -55,7 +55,8 @@ def pairs():
 
 def values(kernel, dtype, rng):
     arrays, _ = SPECS[kernel]
-    result = {name: rng.uniform(0.1, 1.0, (N,) * ndim).astype(dtype) for name, ndim in arrays.items()}
+    result = {name: rng.uniform(0.1, 1.0, (N,) * ndim).astype(dtype)
+              for name, ndim in arrays.items()}
     if kernel == "adam_update":
         result["v"] = result["v"] ** 2  # a second moment is >= 0
     return result
