@@ -194,18 +194,19 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
     cdef floating t[CHUNK]
     cdef floating u[CHUNK]
     cdef Py_ssize_t j, c
-    cdef floating x, y, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef floating x, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef double w
     if code == IDENTITY:
         if dz != da:
             memcpy(dz, da, m * sizeof(floating))
-    elif code == SIGMOID:
+    elif code == SIGMOID:  # slopes in double: an A outside [0, 1] must not overflow them
         for j in range(m):
-            y = a[j]
-            dz[j] = da[j] * (y * (one - y))
+            w = a[j]
+            dz[j] = <floating>(da[j] * (w * (1 - w)))
     elif code == TANH:
         for j in range(m):
-            y = a[j]
-            dz[j] = da[j] * ((one - y) * (one + y))  # 1 - y^2 would cancel near |y| = 1
+            w = a[j]
+            dz[j] = <floating>(da[j] * ((1 - w) * (1 + w)))  # 1 - w^2 would cancel near |w| = 1
     elif code == RELU:
         for j in range(m):
             dz[j] = da[j] * (one if z[j] > 0 else zero)

@@ -211,9 +211,9 @@ def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, 
     weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
     if momentum > 0 and velocity is None:
         raise ValueError("momentum > 0 needs a velocity buffer")
-    work, (grad, velocity) = _param_set(
-        param, [(grad, "grad", False), (velocity if momentum > 0 else None, "velocity", True)])
+    work, (grad, velocity) = _param_set(param, [(grad, "grad", False), (velocity, "velocity", True)])
     grad, = unaliased("sgd_update", dict(grad=grad), dict(param=work, velocity=velocity))
+    velocity = velocity if momentum > 0 else None  # checked when given, used with momentum
     _backend.current.sgd_update(work, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
     if work is not param:
         param[...] = work
@@ -231,6 +231,8 @@ def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
     eps = finite_scalar(eps, "eps", 0.0)
     if eps == 0:
         raise ValueError("eps must be > 0 (Adam divides by sqrt(v) + eps)")
+    if m is None or v is None:
+        raise ValueError("adam_update needs the m and v buffers (arrays of param's shape)")
     weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
     for value, name in ((beta1, "beta1"), (beta2, "beta2")):
         if not 0.0 <= float(value) < 1.0:
