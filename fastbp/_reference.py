@@ -3,8 +3,14 @@
 Every function here has the same name and signature as its compiled counterpart in
 ``fastbp._compiled``.  Both trust their caller (``fastbp.kernels``) to have checked the input:
 arrays are C-contiguous, share one float dtype (float32 or float64), have consistent shapes, and
-every ``out`` buffer is given, writeable and of the right shape.  Results go into the ``out``
-buffers, which may alias an input where a docstring says so.
+every ``out`` buffer is given, writeable and of the right shape, and overlaps an input only as
+``fastbp._checks.ALIASES`` allows (the very same buffer where a docstring says so; inputs that
+an output would overlap otherwise have been copied).  Results go into the ``out`` buffers.
+
+Elementwise work, losses and optimizer steps are computed in float64 (float32 data widened,
+results rounded once), from forms that neither overflow nor cancel at any finite input: the
+twins are at least as accurate as the compiled kernels.  Matrix products run in the data's
+dtype, as the compiled kernels' BLAS calls do.
 
 Notation (the lecture's): a dense layer maps h^(l-1) (n x d, one row per example) to
 Z = h^(l-1) W + b (W is d x k, so column j of W is the lecture's weight vector w_j) and
@@ -242,7 +248,7 @@ def loss(name, output, target, grad):
     """Return (value, grad) with grad = dL/d(output) written into ``grad``.
 
     ``target`` has the output's shape and dtype, or for softmax_cross_entropy may be a 1-D intp
-    array of class labels in [0, k).  ``grad`` may alias ``output`` or ``target``.
+    array of class labels in [0, k).  ``grad`` may be ``output`` itself.
     """
     n = output.shape[0]
     if n == 0:
