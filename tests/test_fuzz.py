@@ -651,15 +651,28 @@ def estimator_outcome(case, backend):
                                                              else est.sample(2))
             elif method == "transform":
                 result = (est.transform(X) if name in ("Autoencoder", "VAE")
+                          else est.predict_proba(X) if name == "MLPClassifier"
                           else est.predict(X) if supervised else est.sample(2))
             else:
                 result = est.sample(int(case["seed"]) % 4) if name in ("VAE", "GAN") \
                     else est.predict(X) if supervised else est.transform(X)
         except (TypeError, ValueError) as error:
             return ("error", type(error).__name__, str(error)[:120])
-    if isinstance(result, np.ndarray) and result.dtype.kind == "f":
-        return ("ok", "finite" if np.isfinite(result).all() else "non-finite")
-    return ("ok", type(result).__name__)
+    return ("ok", _summary(result))
+
+
+def _summary(result):
+    """What a successful call gave, in words both backends must agree on."""
+    finite = {True: "finite", False: "non-finite"}
+    if hasattr(result, "coefs_"):  # fit and partial_fit return the estimator
+        return "fitted, " + finite[all(np.isfinite(W).all() for W in result.coefs_)] + " weights"
+    if isinstance(result, float):
+        return finite[np.isfinite(result)] + " number"
+    if isinstance(result, np.ndarray):
+        if result.dtype.kind in "fc":
+            return finite[bool(np.isfinite(result).all())] + f" {result.ndim}-D array"
+        return f"{result.dtype.kind} {result.ndim}-D array"
+    return type(result).__name__
 
 
 def check_estimator_case(case):
