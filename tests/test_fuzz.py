@@ -22,7 +22,8 @@ and 5,000 estimator calls, with a summary of counts at the end (-s shows it):
     FASTBP_FUZZ_EXAMPLES=20000 FASTBP_FUZZ_ESTIMATOR_EXAMPLES=5000 PYTHONPATH=. \\
         pytest -q -p no:cacheprovider -s tests/test_fuzz.py
 
-(FASTBP_FUZZ_RECORD=1 records disagreements instead of failing at the first, and prints them.)
+(FASTBP_FUZZ_RECORD=1 records disagreements instead of failing at the first, and prints one
+reproducer per kind; the examples are the same every run unless FASTBP_FUZZ_RANDOM=1.)
 """
 import os
 import warnings
@@ -40,6 +41,8 @@ from fastbp import _reference, kernels
 KERNEL_EXAMPLES = int(os.environ.get("FASTBP_FUZZ_EXAMPLES", "60"))
 ESTIMATOR_EXAMPLES = int(os.environ.get("FASTBP_FUZZ_ESTIMATOR_EXAMPLES", "12"))
 RECORD = os.environ.get("FASTBP_FUZZ_RECORD", "") not in ("", "0")
+# the same examples every run (CI is reproducible); FASTBP_FUZZ_RANDOM=1 draws new ones
+DERANDOMIZE = os.environ.get("FASTBP_FUZZ_RANDOM", "") in ("", "0")
 COUNTS = Counter()  # what the run saw, printed at the end (see the fixture below)
 DISAGREEMENTS = {}  # kind -> first reproducer (recording mode)
 
@@ -507,7 +510,7 @@ def _report():
 
 
 @settings(max_examples=KERNEL_EXAMPLES, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+          suppress_health_check=list(HealthCheck), derandomize=DERANDOMIZE)
 @given(case=kernel_cases())
 def test_kernels_same_outcome_on_both_backends(case):
     require_compiled()
@@ -599,7 +602,8 @@ def _y(kind, rng, n, estimator):
     extra = {
         "nan": lambda: np.where(rng.random(n) < 0.3, np.nan, y.astype(float)),
         "inf": lambda: np.where(rng.random(n) < 0.3, np.inf, y.astype(float)),
-        "short": lambda: y[:-1], "2d": lambda: np.stack([y, y], 1), "strings": lambda: y.astype(str),
+        "short": lambda: y[:-1], "2d": lambda: np.stack([y, y], 1),
+        "strings": lambda: y.astype(str),
         "mixed": lambda: np.array([1, "a"] * (n // 2) + [1] * (n % 2), dtype=object),
         "one_class": lambda: np.zeros(n, int), "float": lambda: y + 0.5, "huge": lambda: y * 1e300,
         "object": lambda: y.astype(object), "none": lambda: None, "bool": lambda: y > 0,
@@ -693,7 +697,7 @@ def check_estimator_case(case):
 
 
 @settings(max_examples=ESTIMATOR_EXAMPLES, deadline=None, database=None,
-          suppress_health_check=list(HealthCheck))
+          suppress_health_check=list(HealthCheck), derandomize=DERANDOMIZE)
 @given(case=estimator_cases())
 def test_estimators_same_outcome_on_both_backends(case):
     require_compiled()
