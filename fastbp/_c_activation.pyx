@@ -38,7 +38,7 @@ cdef extern from "_vmath.h" nogil:
     void fb_vexp(const float* x, float* y, Py_ssize_t n, float shift)
     void fb_vexpm1_neg(const float* x, float* y, Py_ssize_t n)
     void fb_vlog1p_pos(const float* x, float* y, Py_ssize_t n)
-    void fb_verfc(const float* x, float* y, Py_ssize_t n)
+    void fb_vnormal(const float* x, float* cdf, float* pdf, Py_ssize_t n)
 
 
 cdef floating v_max(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -81,13 +81,17 @@ cdef void v_log1p_pos(const floating* x, floating* y, Py_ssize_t n) noexcept nog
         for i in range(n):
             y[i] = log1p(x[i])
 
-cdef inline void v_erfc(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+cdef inline void v_normal(const floating* x, floating* cdf, floating* pdf,
+                          Py_ssize_t n) noexcept nogil:
+    """cdf = Phi(x) = erfc(-x / sqrt 2) / 2 and pdf = phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the
+    standard normal's."""
     cdef Py_ssize_t i
     if floating is float:
-        fb_verfc(x, y, n)
+        fb_vnormal(x, cdf, pdf, n)
     else:
         for i in range(n):
-            y[i] = erfc(x[i])
+            cdf[i] = 0.5 * erfc(x[i] * -SQRT_HALF)
+            pdf[i] = INV_SQRT_2PI * exp(-0.5 * x[i] * x[i])
 
 # ------------------------------------------------------------------------------- activations
 cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
@@ -96,9 +100,10 @@ cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
 
     Transcendental functions run as array math over blocks of CHUNK, through a scratch buffer t.
     sigmoid and softplus use e = exp(-|z|) <= 1, which never overflows; GELU is z Phi(z) with
-    Phi(z) = erfc(-z / sqrt 2) / 2, exact and accurate far into the left tail.
+    Phi the normal CDF, erfc(-z / sqrt 2) / 2, exact and accurate far into the left tail.
     """
     cdef floating t[CHUNK]
+    cdef floating u[CHUNK]
     cdef Py_ssize_t j, c
     cdef floating x, one = 1, two = 2  # typed constants: a literal 1 would be a C double
     if code == IDENTITY:
@@ -143,11 +148,9 @@ cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
                     x = z[j]
                     a[j] = t[j] * alpha if x < 0 else x
             elif code == GELU:
+                v_normal(z, t, u, c)
                 for j in range(c):
-                    t[j] = z[j] * <floating>-SQRT_HALF
-                v_erfc(t, t, c)
-                for j in range(c):
-                    a[j] = z[j] * (<floating>0.5 * t[j])
+                    a[j] = z[j] * t[j]
             z += c
             a += c
             m -= c
@@ -194,7 +197,7 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
     cdef floating t[CHUNK]
     cdef floating u[CHUNK]
     cdef Py_ssize_t j, c
-    cdef floating x, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef floating one = 1, zero = 0  # typed constants: a literal 1 would be a C double
     cdef double w
     if code == IDENTITY:
         if dz != da:
@@ -229,14 +232,9 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
                 for j in range(c):
                     dz[j] = da[j] * ((one if z[j] >= 0 else t[j]) / (one + t[j]))
             elif code == GELU:
+                v_normal(z, t, u, c)
                 for j in range(c):
-                    x = z[j]
-                    t[j] = x * <floating>-SQRT_HALF
-                    u[j] = <floating>-0.5 * x * x
-                v_erfc(t, t, c)
-                v_exp(u, u, c, 0)
-                for j in range(c):
-                    dz[j] = da[j] * (<floating>0.5 * t[j] + z[j] * <floating>INV_SQRT_2PI * u[j])
+                    dz[j] = da[j] * (t[j] + z[j] * u[j])
             z += c
             da += c
             dz += c
