@@ -254,7 +254,8 @@ def loss(name, output, target, grad):
     if n == 0:
         return 0.0, grad
     target = target if target.ndim == 1 else _wide(target)
-    value, per_row = _LOSSES[name](_wide(output), target)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN are the value, as compiled
+        value, per_row = _LOSSES[name](_wide(output), target)
     np.divide(per_row, n, out=grad, casting="same_kind")
     return value / n, grad
 
