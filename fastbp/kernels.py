@@ -211,7 +211,8 @@ def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, 
     weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
     if momentum > 0 and velocity is None:
         raise ValueError("momentum > 0 needs a velocity buffer")
-    work, (grad, velocity) = _param_set(param, [(grad, "grad", False), (velocity, "velocity", True)])
+    work, (grad, velocity) = _param_set(param, [(grad, "grad", False),
+                                                (velocity, "velocity", True)])
     grad, = unaliased("sgd_update", dict(grad=grad), dict(param=work, velocity=velocity))
     velocity = velocity if momentum > 0 else None  # checked when given, used with momentum
     _backend.current.sgd_update(work, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
