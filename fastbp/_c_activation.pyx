@@ -10,7 +10,7 @@ cimport numpy as cnp
 from libc.math cimport erfc, exp, expm1, log1p
 from libc.string cimport memcpy, memset
 
-from fastbp._c_common cimport CHUNK, check, data, dim, dot, fail, float_type, floating, total
+from fastbp._c_common cimport CHUNK, check, data, dim, fail, float_type, floating, total, dot
 
 cnp.import_array()
 
@@ -243,11 +243,12 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
 
 cdef void softmax_grad_row(const floating* a, const floating* da, floating* dz,
                            Py_ssize_t k) noexcept nogil:
-    """dz = a * (da - <da, a>), the softmax's Jacobian-vector product; dz may be da."""
+    """dz = a * (da - <da, a>), the softmax's Jacobian-vector product, in double (as the twin's:
+    an a or da of 1e38 must not overflow the sum); dz may be da."""
     cdef Py_ssize_t j
-    cdef floating s = dot(da, a, k)
+    cdef double s = dot(da, a, k)
     for j in range(k):
-        dz[j] = (da[j] - s) * a[j]
+        dz[j] = <floating>((da[j] - s) * a[j])
 
 
 cdef void act_backward(int code, const floating* Z, const floating* A, const floating* dA,

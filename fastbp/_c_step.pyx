@@ -17,7 +17,7 @@ from libc.float cimport DBL_MAX
 from libc.math cimport log, sqrt
 
 from fastbp._c_activation cimport v_exp, v_log1p_pos, v_max
-from fastbp._c_common cimport (CHUNK, LANES, check, check_like, data, dim, dot, fail, float_type,
+from fastbp._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
                                floating, total)
 
 cnp.import_array()
@@ -63,13 +63,13 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
                                   floating* g, Py_ssize_t rows, Py_ssize_t k,
                                   floating n) noexcept nogil:
     """Sum over rows of -sum_j t_j log softmax(o)_j = sum_j t_j (lse - s_j), with s = o - max o
-    (in double, clamped at -DBL_MAX: no overflow, and a zero t_j times it is 0) and
-    lse = log sum_j exp(s_j); t is a row of ``t`` or the one-hot of ``labels``.
+    (in double, clamped at -DBL_MAX: no overflow, and a zero t_j times it is 0; so is sum_j t_j)
+    and lse = log sum_j exp(s_j); t is a row of ``t`` or the one-hot of ``labels``.
     g = (softmax(o) - t) / n."""
     cdef Py_ssize_t i, j, label = -1
     cdef floating top, p, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
     cdef floating scale = 1 / n
-    cdef double value = 0, lse, s
+    cdef double value = 0, lse, s, t_sum = 0
     if k == 0:
         return 0
     for i in range(rows):
@@ -78,15 +78,17 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
             label = labels[i]
             value += <double>o[label] - <double>top
         else:
+            t_sum = 0
             for j in range(k):
                 s = <double>o[j] - <double>top
                 value += t[j] * (-DBL_MAX if s < -DBL_MAX else s)
+                t_sum += t[j]
         v_exp(o, g, k, top)
         p = total(g, k)
         lse = log(p)
         p = 1 / p
         if labels == NULL:
-            value -= lse * total(t, k)
+            value -= lse * t_sum
             for j in range(k):
                 g[j] = (g[j] * p - t[j]) * scale
             t += k

@@ -547,6 +547,47 @@ def test_every_kernel_is_fuzzed_with_misaligned_nonfinite_and_aliased_arguments(
             check_kernel_case(case)
 
 
+# Disagreements the long run found (fixed): each stays a case here.
+FOUND = {
+    # adam_update(m=None): the twin raised AttributeError, the compiled kernel TypeError
+    "adam_without_state": dict(
+        kernel="adam_update", seed=0, dtype="float32", n=0, d=0, k=0,
+        arrays={"grad": dict(dtype="main", shape="ok", layout="C", values="normal")},
+        outs={"param": dict(dtype="main", shape="ok", layout="C", values="normal"), "m": None,
+              "v": None},
+        options=dict(step=1, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-08, weight_decay=0.0)),
+    # sigmoid's slope from an A of 1e38: float32 A (1 - A) overflowed where the result does not
+    "sigmoid_slope_of_huge_A": dict(
+        kernel="activation_grad", seed=166, dtype="float32", n=2, d=0, k=4,
+        arrays={"Z": dict(dtype="main", shape="ok", layout="C", values="tiny"),
+                "A": dict(dtype="main", shape="ok", layout="misaligned", values="huge"),
+                "dA": dict(dtype="main", shape="ok", layout="fortran", values="tiny")},
+        outs={"out": dict(dtype="main", shape="ok", layout="C", values="zeros")},
+        options=dict(name="sigmoid")),
+    # the softmax's Jacobian-vector product: <dA, A> of 1e38s overflowed a float32 sum
+    "softmax_slope_of_huge_A": dict(
+        kernel="activation_grad", seed=807, dtype="float32", n=3, d=5, k=4,
+        arrays={"Z": dict(dtype="main", shape="ok", layout="strided", values="zeros"),
+                "A": dict(dtype="main", shape="ok", layout="strided", values="huge"),
+                "dA": dict(dtype="main", shape="ok", layout="C", values="huge")},
+        outs={"out": dict(dtype="main", shape="ok", layout="C", values="nonfinite")},
+        options=dict(name="softmax")),
+    # softmax cross-entropy against targets of 1e38: their float32 row sum overflowed
+    "softmax_cross_entropy_huge_targets": dict(
+        kernel="loss", seed=675, dtype="float32", n=2, d=1, k=4,
+        arrays={"output": dict(dtype="main", shape="ok", layout="C", values="huge"),
+                "target": dict(dtype="main", shape="ok", layout="read_only", values="huge")},
+        outs={"out": dict(dtype="main", shape="ok", layout="C", values="tiny")},
+        options=dict(name="softmax_cross_entropy", labels=None)),
+}
+
+
+@pytest.mark.parametrize("name", FOUND)
+def test_disagreements_found_by_the_long_run_stay_fixed(name):
+    require_compiled()
+    check_kernel_case(FOUND[name])
+
+
 # --------------------------------------------------------------------------------- estimators
 def _estimators():
     """name -> (class, its small settings), which a case's parameters override."""
