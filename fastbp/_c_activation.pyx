@@ -10,7 +10,7 @@ cimport numpy as cnp
 from libc.math cimport erfc, exp, expm1, log1p
 from libc.string cimport memcpy, memset
 
-from fastbp._c_common cimport CHUNK, check, data, dim, dot, fail, float_type, floating, total
+from fastbp._c_common cimport CHUNK, check, data, dim, fail, float_type, floating, total, dot
 
 cnp.import_array()
 
@@ -38,7 +38,7 @@ cdef extern from "_vmath.h" nogil:
     void fb_vexp(const float* x, float* y, Py_ssize_t n, float shift)
     void fb_vexpm1_neg(const float* x, float* y, Py_ssize_t n)
     void fb_vlog1p_pos(const float* x, float* y, Py_ssize_t n)
-    void fb_verfc(const float* x, float* y, Py_ssize_t n)
+    void fb_vnormal(const float* x, float* cdf, float* pdf, Py_ssize_t n)
 
 
 cdef floating v_max(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -81,13 +81,17 @@ cdef void v_log1p_pos(const floating* x, floating* y, Py_ssize_t n) noexcept nog
         for i in range(n):
             y[i] = log1p(x[i])
 
-cdef inline void v_erfc(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
+cdef inline void v_normal(const floating* x, floating* cdf, floating* pdf,
+                          Py_ssize_t n) noexcept nogil:
+    """cdf = Phi(x) = erfc(-x / sqrt 2) / 2 and pdf = phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the
+    standard normal's."""
     cdef Py_ssize_t i
     if floating is float:
-        fb_verfc(x, y, n)
+        fb_vnormal(x, cdf, pdf, n)
     else:
         for i in range(n):
-            y[i] = erfc(x[i])
+            cdf[i] = 0.5 * erfc(x[i] * -SQRT_HALF)
+            pdf[i] = INV_SQRT_2PI * exp(-0.5 * x[i] * x[i])
 
 # ------------------------------------------------------------------------------- activations
 cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
@@ -96,9 +100,10 @@ cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
 
     Transcendental functions run as array math over blocks of CHUNK, through a scratch buffer t.
     sigmoid and softplus use e = exp(-|z|) <= 1, which never overflows; GELU is z Phi(z) with
-    Phi(z) = erfc(-z / sqrt 2) / 2, exact and accurate far into the left tail.
+    Phi the normal CDF, erfc(-z / sqrt 2) / 2, exact and accurate far into the left tail.
     """
     cdef floating t[CHUNK]
+    cdef floating u[CHUNK]
     cdef Py_ssize_t j, c
     cdef floating x, one = 1, two = 2  # typed constants: a literal 1 would be a C double
     if code == IDENTITY:
@@ -143,11 +148,9 @@ cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
                     x = z[j]
                     a[j] = t[j] * alpha if x < 0 else x
             elif code == GELU:
+                v_normal(z, t, u, c)
                 for j in range(c):
-                    t[j] = z[j] * <floating>-SQRT_HALF
-                v_erfc(t, t, c)
-                for j in range(c):
-                    a[j] = z[j] * (<floating>0.5 * t[j])
+                    a[j] = z[j] * t[j]
             z += c
             a += c
             m -= c
@@ -186,52 +189,52 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
                         floating* dz, Py_ssize_t m, floating alpha) noexcept nogil:
     """dz = f'(z) * da over m elements (any code but SOFTMAX); dz may be da.
 
-    The slopes come from A = f(Z) where that is cheaper (sigmoid, tanh, elu); softplus' slope
-    is the sigmoid, GELU's Phi(z) + z phi(z), both through array math over blocks of CHUNK.
+    Sigmoid's and tanh's slopes come from A = f(Z) (A (1 - A), 1 - A^2: the layers keep only A,
+    in Z's buffer); the others from z, through array math over blocks of CHUNK: softplus' is the
+    sigmoid, elu's alpha exp(z) for z <= 0 (from A, A + alpha would cancel), GELU's
+    Phi(z) + z phi(z).
     """
     cdef floating t[CHUNK]
     cdef floating u[CHUNK]
     cdef Py_ssize_t j, c
-    cdef floating x, y, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef floating one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef double w
     if code == IDENTITY:
         if dz != da:
             memcpy(dz, da, m * sizeof(floating))
-    elif code == SIGMOID:
+    elif code == SIGMOID:  # slopes in double: an A outside [0, 1] must not overflow them
         for j in range(m):
-            y = a[j]
-            dz[j] = da[j] * (y * (one - y))
+            w = a[j]
+            dz[j] = <floating>(da[j] * (w * (1 - w)))
     elif code == TANH:
         for j in range(m):
-            y = a[j]
-            dz[j] = da[j] * (one - y * y)
+            w = a[j]
+            dz[j] = <floating>(da[j] * ((1 - w) * (1 + w)))  # 1 - w^2 would cancel near |w| = 1
     elif code == RELU:
         for j in range(m):
             dz[j] = da[j] * (one if z[j] > 0 else zero)
     elif code == LEAKY_RELU:
         for j in range(m):
             dz[j] = da[j] * (one if z[j] > 0 else alpha)
-    elif code == ELU:
-        for j in range(m):
-            y = a[j] + alpha  # loaded unconditionally, so that the loop vectorises
-            dz[j] = da[j] * (one if z[j] > 0 else y)
     else:
         while m > 0:
             c = CHUNK if m > CHUNK else m
-            if code == SOFTPLUS:
+            if code == ELU:
+                for j in range(c):
+                    t[j] = 0 if z[j] > 0 else z[j]  # NaN stays NaN
+                v_exp(t, t, c, 0)
+                for j in range(c):
+                    dz[j] = da[j] * (one if z[j] > 0 else alpha * t[j])
+            elif code == SOFTPLUS:
                 for j in range(c):
                     t[j] = -z[j] if z[j] > 0 else z[j]
                 v_exp(t, t, c, 0)
                 for j in range(c):
                     dz[j] = da[j] * ((one if z[j] >= 0 else t[j]) / (one + t[j]))
             elif code == GELU:
+                v_normal(z, t, u, c)
                 for j in range(c):
-                    x = z[j]
-                    t[j] = x * <floating>-SQRT_HALF
-                    u[j] = <floating>-0.5 * x * x
-                v_erfc(t, t, c)
-                v_exp(u, u, c, 0)
-                for j in range(c):
-                    dz[j] = da[j] * (<floating>0.5 * t[j] + z[j] * <floating>INV_SQRT_2PI * u[j])
+                    dz[j] = da[j] * (t[j] + z[j] * u[j])
             z += c
             da += c
             dz += c
@@ -240,11 +243,12 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
 
 cdef void softmax_grad_row(const floating* a, const floating* da, floating* dz,
                            Py_ssize_t k) noexcept nogil:
-    """dz = a * (da - <da, a>), the softmax's Jacobian-vector product; dz may be da."""
+    """dz = a * (da - <da, a>), the softmax's Jacobian-vector product, in double (as the twin's:
+    an a or da of 1e38 must not overflow the sum); dz may be da."""
     cdef Py_ssize_t j
-    cdef floating s = dot(da, a, k)
+    cdef double s = dot(da, a, k)
     for j in range(k):
-        dz[j] = (da[j] - s) * a[j]
+        dz[j] = <floating>((da[j] - s) * a[j])
 
 
 cdef void act_backward(int code, const floating* Z, const floating* A, const floating* dA,

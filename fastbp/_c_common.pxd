@@ -15,18 +15,18 @@ cdef enum:
 
 
 # ---------------------------------------------------------------------------- reductions
-cdef inline floating dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
-    """sum_i x_i y_i in the dtype's precision (callers add block or row results up in double)."""
-    cdef floating part[LANES]
+cdef inline double dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
+    """sum_i x_i y_i with products and sums in double (float32 data of 1e38 do not overflow)."""
+    cdef double part[LANES]
     cdef Py_ssize_t i = 0, l
     for l in range(LANES):
         part[l] = 0
     while i + LANES <= n:
         for l in range(LANES):
-            part[l] += x[i + l] * y[i + l]
+            part[l] += <double>x[i + l] * y[i + l]
         i += LANES
     for i in range(i, n):
-        part[0] += x[i] * y[i]
+        part[0] += <double>x[i] * y[i]
     for l in range(1, LANES):
         part[0] += part[l]
     return part[0]

@@ -2,20 +2,22 @@
 ``sgd_update``, ``adam_update`` in fastbp/_reference.py); one module, to share the fixed size of
 a compiled module.
 
-Each loss is a mean over the n rows.  Its value is summed in the dtype's precision over a block
-of CHUNK elements or a row, and these sums are added up in double.  The gradient (already divided
-by n) is written in the pass, or for softmax the row, that reads the output, so ``grad`` may be
-``output``.
+Each loss is a mean over the n rows.  Its terms and their sum are in double where a term can
+exceed the dtype's range (squared error, sigmoid cross-entropy, the logit differences of the
+softmax cross-entropy); the rest in the dtype's precision, added up in double per row or block.
+The gradient (already divided by n) is written in the pass, or for softmax the row, that reads
+the output, so ``grad`` may be ``output``.
 Log-sum-exp and softplus are shifted, so logits of any finite size give finite values.
 
-An optimizer step is one fused pass over the parameter and its state, in place, in the
-parameter's precision.
+An optimizer step is one fused pass over the parameter and its state, in place, each element
+computed in double and rounded once.
 """
 cimport numpy as cnp
-from libc.math cimport log, sqrt, sqrtf
+from libc.float cimport DBL_MAX
+from libc.math cimport log, sqrt
 
 from fastbp._c_activation cimport v_exp, v_log1p_pos, v_max
-from fastbp._c_common cimport (CHUNK, LANES, check, check_like, data, dim, dot, fail, float_type,
+from fastbp._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
                                floating, total)
 
 cnp.import_array()
@@ -35,66 +37,58 @@ cdef int loss_code(object name) except -1:
 
 
 cdef double squared_error(const floating* o, const floating* t, floating* g, Py_ssize_t size,
-                          floating n) noexcept nogil:
-    """Sum of (o - t)^2 / 2 and g = (o - t) / n in one pass, the sum in LANES partial sums that
-    are added up in double every CHUNK elements."""
-    cdef floating part[LANES]
-    cdef floating d, scale = 1 / n
-    cdef double value = 0
-    cdef Py_ssize_t j, l, c, body
-    while size > 0:
-        c = CHUNK if size > CHUNK else size
-        body = c - c % LANES
+                          double n) noexcept nogil:
+    """Sum of (o - t)^2 / 2 and g = (o - t) / n in one pass, in double (a float32 difference of
+    6e38 or a square of 1e30 is finite there), the sum in LANES partial sums."""
+    cdef double part[LANES]
+    cdef double d, scale = 1 / n
+    cdef Py_ssize_t j, l, body = size - size % LANES
+    for l in range(LANES):
+        part[l] = 0
+    j = 0
+    while j < body:
         for l in range(LANES):
-            part[l] = 0
-        j = 0
-        while j < body:
-            for l in range(LANES):
-                d = o[j + l] - t[j + l]
-                part[l] += d * d
-                g[j + l] = d * scale
-            j += LANES
-        for j in range(body, c):
-            d = o[j] - t[j]
-            part[0] += d * d
-            g[j] = d * scale
-        for l in range(LANES):
-            value += part[l]
-        o += c
-        t += c
-        g += c
-        size -= c
-    return 0.5 * value
+            d = <double>o[j + l] - t[j + l]
+            part[l] += d * d
+            g[j + l] = <floating>(d * scale)
+        j += LANES
+    for j in range(body, size):
+        d = <double>o[j] - t[j]
+        part[0] += d * d
+        g[j] = <floating>(d * scale)
+    return 0.5 * total(part, LANES)
 
 
 cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py_ssize_t* labels,
                                   floating* g, Py_ssize_t rows, Py_ssize_t k,
                                   floating n) noexcept nogil:
     """Sum over rows of -sum_j t_j log softmax(o)_j = sum_j t_j (lse - s_j), with s = o - max o
+    (in double, clamped at -DBL_MAX: no overflow, and a zero t_j times it is 0; so is sum_j t_j)
     and lse = log sum_j exp(s_j); t is a row of ``t`` or the one-hot of ``labels``.
     g = (softmax(o) - t) / n."""
     cdef Py_ssize_t i, j, label = -1
     cdef floating top, p, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
     cdef floating scale = 1 / n
-    cdef double value = 0, lse
+    cdef double value = 0, lse, s, t_sum = 0
     if k == 0:
         return 0
     for i in range(rows):
-        top = v_max(o, k)
+        top = v_max(o, k)  # o is read before g (which may be o) is written
         if labels != NULL:
             label = labels[i]
-            value += o[label] - top  # read before g (which may be o) is written
-            v_exp(o, g, k, top)
+            value += <double>o[label] - <double>top
         else:
+            t_sum = 0
             for j in range(k):
-                g[j] = o[j] - top
-            value += dot(t, g, k)
-            v_exp(g, g, k, 0)
+                s = <double>o[j] - <double>top
+                value += t[j] * (-DBL_MAX if s < -DBL_MAX else s)
+                t_sum += t[j]
+        v_exp(o, g, k, top)
         p = total(g, k)
         lse = log(p)
         p = 1 / p
         if labels == NULL:
-            value -= lse * total(t, k)
+            value -= lse * t_sum
             for j in range(k):
                 g[j] = (g[j] * p - t[j]) * scale
             t += k
@@ -109,10 +103,12 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
 
 cdef double sigmoid_cross_entropy(const floating* o, const floating* t, floating* g,
                                   Py_ssize_t size, floating n) noexcept nogil:
-    """Sum of softplus(o) - t o = log1p(e) + o ([o > 0] - t); g = (sigmoid(o) - t) / n, with
-    e = exp(-|o|) shared, block by block through scratch buffers."""
+    """Sum of softplus(o) - t o = log1p(e) + o ([o > 0] - t), each term and the sum in double;
+    g = (sigmoid(o) - t) / n, with e = exp(-|o|) shared, block by block through scratch
+    buffers."""
     cdef floating e[CHUNK]
     cdef floating sp[CHUNK]
+    cdef double terms[CHUNK]
     cdef Py_ssize_t j, c
     cdef floating x, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
     cdef floating scale = 1 / n
@@ -125,9 +121,9 @@ cdef double sigmoid_cross_entropy(const floating* o, const floating* t, floating
         v_log1p_pos(e, sp, c)
         for j in range(c):
             x = o[j]
-            sp[j] = sp[j] + x * ((one if x > 0 else zero) - t[j])
+            terms[j] = sp[j] + <double>x * ((one if x > 0 else zero) - <double>t[j])
             g[j] = ((one if x >= 0 else e[j]) / (one + e[j]) - t[j]) * scale
-        value += total(sp, c)
+        value += total(terms, c)
         o += c
         t += c
         g += c
@@ -139,7 +135,7 @@ cdef double run(int code, char* o, char* t, char* labels, char* g, Py_ssize_t ro
                 bint single) noexcept nogil:
     if code == SQUARED_ERROR:
         if single:
-            return squared_error(<float*>o, <float*>t, <float*>g, rows * k, <float>rows)
+            return squared_error(<float*>o, <float*>t, <float*>g, rows * k, <double>rows)
         return squared_error(<double*>o, <double*>t, <double*>g, rows * k, <double>rows)
     if code == SIGMOID_CROSS_ENTROPY:
         if single:
@@ -187,48 +183,46 @@ def loss(name, output, target, grad):
 
 
 # ---------------------------------------------------------------------------- optimizers
-cdef inline floating root(floating x) noexcept nogil:
-    return sqrtf(x) if floating is float else sqrt(x)
-
-
-cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, floating lr,
-              floating mu, bint nesterov, floating wd) noexcept nogil:
+# Each element's step is computed in double and rounded once into the arrays (a float32 gradient
+# of 1e20 has a square that overflows float32 but not the state v), as in the twins.
+cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, double lr,
+              double mu, bint nesterov, double wd) noexcept nogil:
     """g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g); without v: p -= lr g."""
     cdef Py_ssize_t i
-    cdef floating gi, vi
+    cdef double gi, vi
     if v == NULL:
         for i in range(size):
             gi = g[i] + wd * p[i] if wd else g[i]
-            p[i] = p[i] - lr * gi
+            p[i] = <floating>(p[i] - lr * gi)
     elif nesterov:
         for i in range(size):
             gi = g[i] + wd * p[i] if wd else g[i]
             vi = v[i] * mu - lr * gi
-            v[i] = vi
-            p[i] = p[i] + (mu * vi - lr * gi)
+            v[i] = <floating>vi
+            p[i] = <floating>(p[i] + (mu * vi - lr * gi))
     else:
         for i in range(size):
             gi = g[i] + wd * p[i] if wd else g[i]
             vi = v[i] * mu - lr * gi
-            v[i] = vi
-            p[i] = p[i] + vi
+            v[i] = <floating>vi
+            p[i] = <floating>(p[i] + vi)
 
 
 cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t size,
-               floating b1, floating b2, floating c1, floating c2, floating step, floating rs,
-               floating eps, floating wd) noexcept nogil:
+               double b1, double b2, double c1, double c2, double step, double rs, double eps,
+               double wd) noexcept nogil:
     """m = b1 m + c1 g; v = b2 v + c2 g^2; p -= step m / (rs sqrt(v) + eps), which is the
     reference's lr (m / bc1) / (sqrt(v / bc2) + eps) with step = lr / bc1 and rs = 1 / sqrt(bc2)
     taken out of the loop (one division per element instead of three)."""
     cdef Py_ssize_t i
-    cdef floating gi, mi, vi
+    cdef double gi, mi, vi
     for i in range(size):
         gi = g[i] + wd * p[i] if wd else g[i]
         mi = m[i] * b1 + c1 * gi
         vi = v[i] * b2 + c2 * (gi * gi)
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - step * mi / (rs * root(vi) + eps)
+        m[i] = <floating>mi
+        v[i] = <floating>vi
+        p[i] = <floating>(p[i] - step * mi / (rs * sqrt(vi) + eps))
 
 
 cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
@@ -254,8 +248,7 @@ def sgd_update(param, grad, velocity, double lr, double momentum, bint nesterov,
     cdef char* v = data(velocity)
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            sgd(<float*>p, <float*>g, <float*>v, size, <float>lr, <float>momentum, nesterov,
-                <float>weight_decay)
+            sgd(<float*>p, <float*>g, <float*>v, size, lr, momentum, nesterov, weight_decay)
         else:
             sgd(<double*>p, <double*>g, <double*>v, size, lr, momentum, nesterov, weight_decay)
 
@@ -274,9 +267,8 @@ def adam_update(param, grad, m, v, long step, double lr, double beta1, double be
     cdef char* pv = data(v)
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, <float>beta1, <float>beta2,
-                 <float>(1 - beta1), <float>(1 - beta2), <float>step_size, <float>rs, <float>eps,
-                 <float>weight_decay)
+            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, beta1, beta2, 1 - beta1,
+                 1 - beta2, step_size, rs, eps, weight_decay)
         else:
             adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, beta1, beta2, 1 - beta1,
                  1 - beta2, step_size, rs, eps, weight_decay)

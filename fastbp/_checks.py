@@ -114,3 +114,63 @@ def finite_scalar(value, name, low=None):
         raise ValueError(f"{name} must be a finite number" + (f" >= {low}" if low is not None else "")
                          + f", got {value}")
     return value
+
+
+# Which output buffer may overlap which argument, per kernel: the one home of the aliasing rules,
+# checked by fastbp.kernels before either backend runs (so both see the same arrays).
+#   "same": the very same buffer works in place (an elementwise kernel reads each entry before it
+#           writes it); a partial overlap is refused.
+#   "copy": any overlap; the input is copied first, so it is read as it was before the call (what
+#           NumPy's matmul does with an ``out`` that overlaps its operands).
+# Any other overlap -- an output with another output, or with an argument not listed (a bias, a
+# loss target, an optimizer's gradient or state) -- is a ValueError naming both arguments.
+# Optimizers list the parameter (updated in place by design) and their state buffers as outputs.
+_PRODUCT_INPUTS = {"X": "copy", "W": "copy"}
+ALIASES = {
+    "linear_forward": {"out": _PRODUCT_INPUTS},
+    "dense_forward": {"Z": _PRODUCT_INPUTS, "A": {**_PRODUCT_INPUTS, "Z": "same"}},
+    "linear_backward": dict.fromkeys(("dX", "dW", "db"), {**_PRODUCT_INPUTS, "dY": "copy"}),
+    "dense_backward": {**dict.fromkeys(("dX", "dW", "db"),
+                                       {**_PRODUCT_INPUTS, "Z": "copy", "A": "copy", "dA": "copy"}),
+                       "dZ": {"dA": "same"}},
+    "activation": {"out": {"Z": "same"}},
+    "activation_grad": {"out": {"dA": "same"}},
+    "loss": {"out": {"output": "same"}},
+    "sgd_update": {"param": {}, "velocity": {}},
+    "adam_update": {"param": {}, "m": {}, "v": {}},
+}
+
+
+def _same_buffer(a, b):
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def unaliased(kernel, inputs, outputs):
+    """The ``inputs`` (name -> checked array or None, in call order) as a tuple, each copied where
+    an output overlaps it and ``ALIASES[kernel]`` says "copy"; ValueError for an overlap the
+    table does not allow.  ``outputs`` (name -> checked buffer or None) are the arrays the kernel
+    writes; all arrays are C-contiguous here, so overlapping bounds mean shared memory."""
+    rules = ALIASES[kernel]
+    result = dict(inputs)
+    seen = dict(inputs)  # what each output is checked against: the inputs, then earlier outputs
+    for out_name, out in outputs.items():
+        if out is None:
+            continue
+        for name, other in seen.items():
+            if other is None or not np.may_share_memory(out, other):
+                continue
+            rule = rules[out_name].get(name)
+            if rule == "copy" and name in inputs:
+                if result[name] is other:
+                    result[name] = other.copy()
+            elif rule == "same" and _same_buffer(out, other):
+                pass
+            elif rule == "same":
+                raise ValueError(f"{out_name} overlaps {name} without being the same array: "
+                                 f"{kernel} works in place only on the very same buffer")
+            else:
+                raise ValueError(f"{out_name} overlaps {name}: {kernel} cannot write {out_name} "
+                                 f"into memory it reads as {name}; pass a separate buffer")
+        seen[out_name] = out
+    return tuple(result.values())

@@ -3,8 +3,14 @@
 Every function here has the same name and signature as its compiled counterpart in
 ``fastbp._compiled``.  Both trust their caller (``fastbp.kernels``) to have checked the input:
 arrays are C-contiguous, share one float dtype (float32 or float64), have consistent shapes, and
-every ``out`` buffer is given, writeable and of the right shape.  Results go into the ``out``
-buffers, which may alias an input where a docstring says so.
+every ``out`` buffer is given, writeable and of the right shape, and overlaps an input only as
+``fastbp._checks.ALIASES`` allows (the very same buffer where a docstring says so; inputs that
+an output would overlap otherwise have been copied).  Results go into the ``out`` buffers.
+
+Elementwise work, losses and optimizer steps are computed in float64 (float32 data widened,
+results rounded once), from forms that neither overflow nor cancel at any finite input: the
+twins are at least as accurate as the compiled kernels.  Matrix products run in the data's
+dtype, as the compiled kernels' BLAS calls do.
 
 Notation (the lecture's): a dense layer maps h^(l-1) (n x d, one row per example) to
 Z = h^(l-1) W + b (W is d x k, so column j of W is the lecture's weight vector w_j) and
@@ -52,55 +58,61 @@ def dense_backward(name, X, W, Z, A, dA, dZ, dX, dW, db, alpha):
 
 
 # ----------------------------------------------------------------------------------- activations
-def _identity(Z, out, alpha):
-    np.copyto(out, Z)
+# Elementwise work is done in float64 (a float32 input is widened, the result rounded once into
+# ``out``) with forms that neither overflow nor cancel at any finite input: the twin is the
+# specification, so it is at least as accurate as the compiled kernels.  Each function returns
+# its result, which ``activation``/``activation_grad`` round into ``out`` (so out may alias Z or
+# dA: the inputs are read before out is written).
+_HUGE = np.finfo(np.float64).max
 
 
-def _sigmoid(Z, out, alpha):
-    special.expit(Z, out=out)
+def _wide(x):
+    """``x`` as float64 (a float32 array is widened; a float64 array is returned as it is)."""
+    return x.astype(np.float64, copy=False)
 
 
-def _tanh(Z, out, alpha):
-    np.tanh(Z, out=out)
+def _identity(z, alpha):
+    return z
 
 
-def _relu(Z, out, alpha):
-    np.maximum(Z, 0, out=out)
+def _sigmoid(z, alpha):
+    return special.expit(z)
 
 
-def _leaky_relu(Z, out, alpha):
-    negative = Z < 0
-    np.copyto(out, Z)
-    np.multiply(out, alpha, out=out, where=negative)
+def _tanh(z, alpha):
+    return np.tanh(z)
 
 
-def _softplus(Z, out, alpha):
-    np.logaddexp(0, Z, out=out)
+def _relu(z, alpha):
+    return np.maximum(z, 0)
 
 
-def _elu(Z, out, alpha):
-    negative = Z < 0
-    np.copyto(out, Z)
-    np.expm1(out, out=out, where=negative)
-    np.multiply(out, alpha, out=out, where=negative)
+def _leaky_relu(z, alpha):
+    return np.where(z < 0, alpha * z, z)
 
 
-def _gelu(Z, out, alpha):
-    """Exact GELU: z * Phi(z) with Phi the standard normal CDF."""
-    cdf = special.erf(Z * SQRT_HALF)
-    cdf += 1
-    cdf *= 0.5
-    np.multiply(Z, cdf, out=out)
+def _softplus(z, alpha):
+    """softplus(z) = max(z, 0) + log1p(exp(-|z|)): no overflow, no loss for large |z|."""
+    return np.logaddexp(0, z)
 
 
-def _softmax(Z, out, alpha):
+def _elu(z, alpha):
+    return np.where(z < 0, alpha * special.expm1(np.minimum(z, 0)), z)
+
+
+def _gelu(z, alpha):
+    """Exact GELU: z Phi(z) with Phi(z) = erfc(-z / sqrt 2) / 2, which keeps its relative accuracy
+    far into the left tail (1 + erf(...) cancels to 0 there: gelu(-10) = -7.6e-23, not 0)."""
+    return z * (0.5 * special.erfc(-SQRT_HALF * z))
+
+
+def _softmax(z, alpha):
     """Row-wise softmax, shifted by the row maximum so exp never overflows."""
-    if Z.shape[1] == 0:
-        return
-    row_max = Z.max(axis=1, keepdims=True)
-    np.subtract(Z, row_max, out=out)
-    np.exp(out, out=out)
-    out /= out.sum(axis=1, keepdims=True)
+    if z.shape[1] == 0:
+        return z
+    with np.errstate(over="ignore"):  # z - max below -DBL_MAX: exp of it is 0 either way
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 _FORWARD = {
@@ -112,116 +124,117 @@ _FORWARD = {
 
 def activation(name, Z, out, alpha):
     """out = f(Z) elementwise (row-wise for softmax); out may alias Z."""
-    _FORWARD[name](Z, out, alpha)
+    np.copyto(out, _FORWARD[name](_wide(Z), alpha), casting="same_kind")
     return out
 
 
-# Each derivative gets Z (pre-activation), A = f(Z), dA, and returns f'(Z) * dA into out.
-def _identity_grad(Z, A, dA, out, alpha):
-    np.copyto(out, dA)
+# Each slope gets z (pre-activation) and a = f(z), both float64, and returns f'(z).  Sigmoid's and
+# tanh's come from a (the layers keep only A, in Z's buffer); the others from z, in forms that do
+# not cancel (elu's alpha exp(z), not a + alpha, which is 0 in float32 at z = -20).
+def _identity_grad(z, a, alpha):
+    return 1.0
 
 
-def _sigmoid_grad(Z, A, dA, out, alpha):
-    slope = A * (1 - A)
-    np.multiply(dA, slope, out=out)
+def _sigmoid_grad(z, a, alpha):
+    return a * (1 - a)
 
 
-def _tanh_grad(Z, A, dA, out, alpha):
-    slope = 1 - A * A
-    np.multiply(dA, slope, out=out)
+def _tanh_grad(z, a, alpha):
+    return (1 - a) * (1 + a)
 
 
-def _relu_grad(Z, A, dA, out, alpha):
-    np.multiply(dA, Z > 0, out=out)
+def _relu_grad(z, a, alpha):
+    return (z > 0).astype(np.float64)
 
 
-def _leaky_relu_grad(Z, A, dA, out, alpha):
-    slope = np.where(Z > 0, 1, alpha).astype(Z.dtype, copy=False)
-    np.multiply(dA, slope, out=out)
+def _leaky_relu_grad(z, a, alpha):
+    return np.where(z > 0, 1.0, alpha)
 
 
-def _softplus_grad(Z, A, dA, out, alpha):
-    np.multiply(dA, special.expit(Z), out=out)
+def _softplus_grad(z, a, alpha):
+    return special.expit(z)
 
 
-def _elu_grad(Z, A, dA, out, alpha):
-    slope = np.where(Z > 0, 1, A + alpha).astype(Z.dtype, copy=False)
-    np.multiply(dA, slope, out=out)
+def _elu_grad(z, a, alpha):
+    """1 for z > 0, else alpha exp(z)."""
+    return np.where(z > 0, 1.0, alpha * np.exp(np.minimum(z, 0)))
 
 
-def _gelu_grad(Z, A, dA, out, alpha):
-    """d/dz [z Phi(z)] = Phi(z) + z phi(z)."""
-    slope = 0.5 * (1 + special.erf(Z * SQRT_HALF)) + Z * INV_SQRT_2PI * np.exp(-0.5 * Z * Z)
-    np.multiply(dA, slope.astype(Z.dtype, copy=False), out=out)
+def _gelu_grad(z, a, alpha):
+    """d/dz [z Phi(z)] = Phi(z) + z phi(z); phi is 0 (to double precision) beyond |z| = 40."""
+    near = np.minimum(np.abs(z), 40.0)
+    return 0.5 * special.erfc(-SQRT_HALF * z) + z * (INV_SQRT_2PI * np.exp(-0.5 * near * near))
 
 
-def _softmax_grad(Z, A, dA, out, alpha):
-    """Jacobian-vector product of the softmax: A * (dA - sum_j dA_j A_j), row by row."""
-    row_dot = np.einsum("ij,ij->i", dA, A)[:, None]
-    np.subtract(dA, row_dot, out=out)
-    out *= A
-
-
-_BACKWARD = {
-    "identity": _identity_grad, "sigmoid": _sigmoid_grad, "tanh": _tanh_grad, "relu": _relu_grad,
-    "leaky_relu": _leaky_relu_grad, "softplus": _softplus_grad, "elu": _elu_grad,
-    "gelu": _gelu_grad, "softmax": _softmax_grad,
+_SLOPES = {
+    "identity": _identity_grad, "sigmoid": _sigmoid_grad, "tanh": _tanh_grad,
+    "relu": _relu_grad, "leaky_relu": _leaky_relu_grad, "softplus": _softplus_grad,
+    "elu": _elu_grad, "gelu": _gelu_grad,
 }
 
 
+def _softmax_grad(A, dA):
+    """Jacobian-vector product of the softmax: A * (dA - sum_j dA_j A_j), row by row."""
+    return A * (dA - np.einsum("ij,ij->i", dA, A)[:, None])
+
+
 def activation_grad(name, Z, A, dA, out, alpha):
-    """out = dL/dZ given dL/dA; out may alias dA."""
-    _BACKWARD[name](Z, A, dA, out, alpha)
+    """out = dL/dZ = f'(Z) * dA given Z, A = f(Z) and dA (for softmax the Jacobian-vector product);
+    out may alias dA."""
+    if name == "softmax":
+        result = _softmax_grad(_wide(A), _wide(dA))
+    else:
+        result = _wide(dA) * _SLOPES[name](_wide(Z), _wide(A), alpha)
+    np.copyto(out, result, casting="same_kind")
     return out
 
 
 # ----------------------------------------------------------------------------------------- losses
 # Every loss is a mean over the n examples (rows) of a sum over the k outputs, so its gradient is
-# the per-example gradient divided by n.  With n == 0 the value is 0.
+# the per-example gradient divided by n.  With n == 0 the value is 0.  Values and gradients are
+# computed in float64 from stable forms (per-element terms that neither overflow nor cancel), the
+# value summed in float64: a float32 output of +-1e38 gives the exact loss, not inf or 0.
 
 
-def _squared_error(output, target, grad):
+def _squared_error(o, t):
     """L = 1/(2n) sum_i ||o_i - t_i||^2; dL/do = (o - t) / n."""
-    n = output.shape[0]
-    np.subtract(output, target, out=grad)
-    value = 0.5 * float(np.vdot(grad, grad)) / n
-    grad /= n
-    return value
+    d = o - t
+    return 0.5 * float(np.sum(d * d)), d
 
 
-def _log_softmax(output):
-    row_max = output.max(axis=1, keepdims=True)
-    shifted = output - row_max
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+def _log_softmax(o):
+    """log softmax row by row: s - log sum exp(s) with s = o - max o, clamped at -DBL_MAX where
+    it overflows (so that a zero target times it is 0, not NaN)."""
+    with np.errstate(over="ignore"):
+        s = np.maximum(o - o.max(axis=1, keepdims=True), -_HUGE)
+    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
 
 
-def _softmax_cross_entropy(output, target, grad):
+def _softmax_cross_entropy(o, target):
     """L = -1/n sum_i sum_j t_ij log softmax(o_i)_j, from logits; t is one-hot/probabilities or labels.
 
     dL/do = (softmax(o) - t) / n.
     """
-    n = output.shape[0]
-    log_p = _log_softmax(output)
-    np.exp(log_p, out=grad)
+    log_p = _log_softmax(o)
+    grad = np.exp(log_p)
     if target.ndim == 1:  # integer class labels
-        rows = np.arange(n)
-        value = -float(log_p[rows, target].sum()) / n
+        rows = np.arange(o.shape[0])
+        value = -float(log_p[rows, target].sum())
         grad[rows, target] -= 1
     else:
-        value = -float(np.vdot(target, log_p)) / n
-        grad -= target
-    grad /= n
-    return value
+        t = _wide(target)
+        value = -float(np.vdot(t, log_p))
+        grad -= t
+    return value, grad
 
 
-def _sigmoid_cross_entropy(output, target, grad):
-    """L = 1/n sum_ij [softplus(o_ij) - t_ij o_ij] (binary cross-entropy from logits); dL/do = (sigmoid(o) - t) / n."""
-    n = output.shape[0]
-    value = float(np.logaddexp(0, output).sum() - np.vdot(target, output)) / n
-    special.expit(output, out=grad)
-    grad -= target
-    grad /= n
-    return value
+def _sigmoid_cross_entropy(o, target):
+    """L = 1/n sum_ij [softplus(o_ij) - t_ij o_ij] (binary cross-entropy from logits), each term
+    as log1p(exp(-|o|)) + o ([o > 0] - t), which does not cancel at large |o|;
+    dL/do = (sigmoid(o) - t) / n."""
+    t = _wide(target)
+    terms = np.log1p(np.exp(-np.abs(o))) + o * ((o > 0) - t)
+    return float(np.sum(terms)), special.expit(o) - t
 
 
 _LOSSES = {
@@ -235,28 +248,36 @@ def loss(name, output, target, grad):
     """Return (value, grad) with grad = dL/d(output) written into ``grad``.
 
     ``target`` has the output's shape and dtype, or for softmax_cross_entropy may be a 1-D intp
-    array of class labels in [0, k).
+    array of class labels in [0, k).  ``grad`` may be ``output`` itself.
     """
-    if output.shape[0] == 0:
+    n = output.shape[0]
+    if n == 0:
         return 0.0, grad
-    return _LOSSES[name](output, target, grad), grad
+    target = target if target.ndim == 1 else _wide(target)
+    with np.errstate(over="ignore", invalid="ignore"):  # inf / NaN are the value, as compiled
+        value, per_row = _LOSSES[name](_wide(output), target)
+    np.divide(per_row, n, out=grad, casting="same_kind")
+    return value / n, grad
 
 
 # ------------------------------------------------------------------------------------- optimizers
+# One step is computed in float64 (a float32 parameter and its state are widened) and rounded once
+# into the arrays: g^2 of a float32 gradient of 1e20 overflows float32 but not the state v.
+
+
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     """In place: g = grad + weight_decay * param; v = momentum v - lr g;
     param += v, or with Nesterov param += momentum v - lr g.  velocity is None when momentum == 0.
     """
-    g = grad + weight_decay * param if weight_decay else grad
+    p = _wide(param)
+    g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)
     if velocity is None:
-        param -= lr * g
-        return
-    velocity *= momentum
-    velocity -= lr * g
-    if nesterov:
-        param += momentum * velocity - lr * g
+        step = -lr * g
     else:
-        param += velocity
+        v = momentum * _wide(velocity) - lr * g
+        np.copyto(velocity, v, casting="same_kind")
+        step = momentum * v - lr * g if nesterov else v
+    np.copyto(param, p + step, casting="same_kind")
 
 
 def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
@@ -265,11 +286,12 @@ def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     g = grad + weight_decay * param; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     param -= lr * m_hat / (sqrt(v_hat) + eps) with m_hat = m / (1-b1^t), v_hat = v / (1-b2^t).
     """
-    g = grad + weight_decay * param if weight_decay else grad
-    m *= beta1
-    m += (1 - beta1) * g
-    v *= beta2
-    v += (1 - beta2) * (g * g)
-    m_hat = m / (1 - beta1 ** step)
-    v_hat = v / (1 - beta2 ** step)
-    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    p = _wide(param)
+    g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)
+    m_new = beta1 * _wide(m) + (1 - beta1) * g
+    v_new = beta2 * _wide(v) + (1 - beta2) * (g * g)
+    np.copyto(m, m_new, casting="same_kind")
+    np.copyto(v, v_new, casting="same_kind")
+    m_hat = m_new / (1 - beta1 ** step)
+    v_hat = v_new / (1 - beta2 ** step)
+    np.copyto(param, p - lr * m_hat / (np.sqrt(v_hat) + eps), casting="same_kind")

@@ -106,7 +106,7 @@ def check_X(X, dtype, min_samples=1, name="X"):
         raise ValueError(f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 "
                          "is required.")
     with np.errstate(over="ignore"):  # too large for dtype: reported as infinity just below
-        array = np.ascontiguousarray(array, dtype=dtype)
+        array = np.require(array, dtype, "CAE")  # C order, aligned, an ndarray
     _check_finite(array, name)
     return array
 
@@ -139,7 +139,7 @@ def check_targets(y, n_samples, dtype=None):
         if array.dtype.kind not in "fiub":
             array = _as_float(array, "y")
         with np.errstate(over="ignore"):
-            array = np.ascontiguousarray(array, dtype=dtype)
+            array = np.require(array, dtype, "CAE")  # C order, aligned, an ndarray
         _check_finite(array, "y")
     else:
         check_labels(_as_given(y, array), "y")

@@ -1,12 +1,13 @@
 /* Float32 vector math for the compiled kernels: y[i] = f(x[i]) over arrays for the functions
- * whose libm versions cannot be vectorised (exp, expm1, log1p, erfc; tanh as a scalar for the
- * training engine), and a row maximum.  The element functions are branch-free (every path
- * computed, then selected; range reduction by the round-to-nearest trick; 2^n built from exponent
- * bits), so gcc -O3 vectorises the loops without -ffast-math.  With GCC >= 12 on x86-64 glibc each loop also gets an AVX2+FMA clone, picked at
- * load time by the CPU (target_clones); the default clone is the portable baseline.
- * Accuracy: about one float32 ulp (relative 1.3e-7), erfc excepted: 1.3e-6 relative for x <= 3,
- * growing to 8e-6 at x = 9 (where erfc is 5e-36).  NaN and +-inf behave as in libm.  Clones may
- * round differently by an ulp (FMA contraction).
+ * whose libm versions cannot be vectorised (exp, expm1, log1p, the normal CDF and density; tanh
+ * as a scalar for the training engine), and a row maximum.  The element functions are
+ * branch-free (every path computed, then selected; range reduction by the round-to-nearest trick;
+ * 2^n built from exponent bits), so gcc -O3 vectorises the loops without -ffast-math.  With
+ * GCC >= 12 on x86-64 glibc each loop also gets an AVX2+FMA clone, picked at load time by the CPU
+ * (target_clones); the default clone is the portable baseline.
+ * Accuracy: about one float32 ulp (relative 1.3e-7); the normal CDF and density 5e-7 relative
+ * down to z = -13 (where the CDF is 6e-39).  NaN and +-inf behave as in libm.  Clones may round
+ * differently by an ulp (FMA contraction).
  */
 #ifndef FASTBP_VMATH_H
 #define FASTBP_VMATH_H
@@ -102,13 +103,25 @@ static inline float fb_log1pf_pos(float u)
     return w < 3.0e38f ? y : w;                      /* u = inf (or NaN) passes through */
 }
 
-/* erfc(x) = t exp(-x^2 + P(t)), t = 1 / (1 + |x|/2), for x < 0 via 2 - erfc(-x)
- * (Numerical Recipes' erfcc: 1.2e-7 relative in exact arithmetic; rounding x^2 in float32 adds
- * the error that grows with x). */
-static inline float fb_erfcf(float x)
+/* exp(-c s^2) for s >= 0, c a power of 2, with the square formed without rounding (for the
+ * normal CDF below, erfc(a) = t exp(-a^2 + P(t)), t = 1 / (1 + a/2): Numerical Recipes' erfcc,
+ * 1.2e-7 relative in exact arithmetic, with a^2 = s^2 / 2 from s = |z|, not from a rounded a):
+ * s^2 = h^2 + (s + h)(s - h) with h = s cut to 12 significant bits (h^2 exact), so
+ * exp(-c s^2) = exp(-c h^2) exp(-c (s + h)(s - h)); a rounded s^2 would cost s^2 ulps (8e-6
+ * relative at s = 9). */
+static inline float fb_exp_neg_square(float s, float c)
 {
-    float z = x < 0.0f ? -x : x;
-    float t = 1.0f / (1.0f + 0.5f * z);
+    s = s < 20.0f ? s : 20.0f;                       /* 0 in float32 long before; and inf */
+    float h = fb_bits_to_float(fb_float_to_bits(s) & (int32_t)0xfffff000);
+    return fb_expf(-c * (h * h)) * fb_expf(-c * ((s + h) * (s - h)));
+}
+
+/* The standard normal CDF Phi(z) = erfc(-z / sqrt 2) / 2 (GELU's; for z > 0 via 1 - Phi(-z))
+ * into *cdf and density phi(z) = exp(-z^2 / 2) / sqrt(2 pi) into *pdf, sharing exp(-z^2 / 2). */
+static inline void fb_normal(float z, float *cdf, float *pdf)
+{
+    float s = fabsf(z), a = s * 0.70710678f;
+    float t = 1.0f / (1.0f + 0.5f * a);
     float p = 0.17087277f;
     p = p * t - 0.82215223f;
     p = p * t + 1.48851587f;
@@ -118,8 +131,10 @@ static inline float fb_erfcf(float x)
     p = p * t + 0.09678418f;
     p = p * t + 0.37409196f;
     p = p * t + 1.00002368f;
-    float y = t * fb_expf(p * t - 1.26551223f - z * z);
-    return x < 0.0f ? 2.0f - y : y;
+    float e = fb_exp_neg_square(s, 0.5f);
+    float tail = 0.5f * t * e * fb_expf(p * t - 1.26551223f);  /* erfc(a) / 2 = Phi(-s) */
+    *cdf = z > 0.0f ? 1.0f - tail : tail;
+    *pdf = 0.39894228f * e;
 }
 
 /* The array functions (y may be x). */
@@ -147,6 +162,8 @@ FB_CLONES static float fb_vmax(const float *x, ptrdiff_t n)
 
 FB_ARRAY(fb_vexpm1_neg, fb_expm1f_neg)
 FB_ARRAY(fb_vlog1p_pos, fb_log1pf_pos)
-FB_ARRAY(fb_verfc, fb_erfcf)
+/* cdf = Phi(x), pdf = phi(x) (either may be x) */
+FB_CLONES static void fb_vnormal(const float *x, float *cdf, float *pdf, ptrdiff_t n)
+{ for (ptrdiff_t i = 0; i < n; i++) fb_normal(x[i], cdf + i, pdf + i); }
 
 #endif

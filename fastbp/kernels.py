@@ -3,8 +3,12 @@
 Every function accepts float32 or float64 arrays in any layout (non-contiguous, Fortran-ordered
 and read-only inputs are copied to C order only where needed); the result has the input's dtype.
 ``out`` buffers, when given, must have the exact shape and dtype, be writeable and C-contiguous,
-and are returned.  Bad input raises TypeError (dtype) or ValueError (anything else) before any
-compiled loop runs; see ``fastbp._checks``.
+and are returned.  Which ``out`` may overlap which input is one table, ``fastbp._checks.ALIASES``:
+the documented in-place uses (an activation with ``out=Z``, a loss gradient with ``out=output``,
+...) work on the very same buffer; a product input (X, W, dY, ...) that an output overlaps is
+read as it was before the call (copied first, as NumPy's matmul does); any other overlap raises
+ValueError naming both arguments, on both backends.  Bad input raises TypeError (dtype) or
+ValueError (anything else) before any compiled loop runs; see ``fastbp._checks``.
 
 Shapes: X is n x d (one example per row), W is d x k, b has k entries (or is None: no bias);
 Z = X W + b and A = f(Z).
@@ -15,7 +19,8 @@ import numpy as np
 
 from . import _backend
 from ._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activation_alpha, class_labels, finite_scalar,
-                      float_array, loss_name, out_array, out_tuple, same_dtype, shapes_match)
+                      float_array, loss_name, out_array, out_tuple, same_dtype, shapes_match,
+                      unaliased)
 
 __all__ = ["ACTIVATIONS", "LOSSES", "linear_forward", "linear_backward", "activation",
            "activation_grad", "dense_forward", "dense_backward", "loss", "sgd_update",
@@ -35,9 +40,10 @@ def _layer_inputs(X, W, b):
 
 
 def linear_forward(X, W, b, out=None):
-    """Z = X @ W + b (n x k)."""
+    """Z = X @ W + b (n x k).  ``out`` may overlap X or W (read as before the call), not b."""
     X, W, b = _layer_inputs(X, W, b)
     out = out_array(out, "out", (X.shape[0], W.shape[1]), X.dtype)
+    X, W, b = unaliased("linear_forward", dict(X=X, W=W, b=b), dict(out=out))
     return _backend.current.linear_forward(X, W, b, out)
 
 
@@ -61,22 +67,26 @@ def linear_backward(X, W, dY, need_dX=True, out=None):
     """Gradients of Y = X @ W + b given dY = dL/dY: returns (dX, dW, db).
 
     dX is None when ``need_dX`` is False (the first layer needs no gradient for its input).
-    ``out`` = (dX, dW, db) buffers, any of them None.
+    ``out`` = (dX, dW, db) buffers, any of them None; each may overlap X, W or dY (read as
+    before the call), not another buffer (ValueError).
     """
     X, W, _ = _layer_inputs(X, W, None)
     dY = _upstream(dY, "dY", X, W)
     dX, dW, db = _backward_buffers(X, W, need_dX, out_tuple(out, 3))
+    X, W, dY = unaliased("linear_backward", dict(X=X, W=W, dY=dY), dict(dX=dX, dW=dW, db=db))
     return _backend.current.linear_backward(X, W, dY, dX, dW, db)
 
 
 def activation(name, Z, out=None, **params):
-    """A = f(Z), elementwise (softmax: row-wise).  ``out`` may be Z itself (in place).
+    """A = f(Z), elementwise (softmax: row-wise).  ``out`` may be Z itself (in place), not a part
+    of it (ValueError).
 
     Parameters: ``alpha`` for leaky_relu (slope for z < 0, default 0.01) and elu (default 1.0).
     """
     alpha = activation_alpha(name, params)
     Z = float_array(Z, "Z", 2)
     out = out_array(out, "out", Z.shape, Z.dtype)
+    Z, = unaliased("activation", dict(Z=Z), dict(out=out))
     return _backend.current.activation(name, Z, out, alpha)
 
 
@@ -90,19 +100,22 @@ def _same_shape(first, first_name, other, other_name):
 
 def activation_grad(name, Z, A, dA, out=None, **params):
     """dL/dZ = f'(Z) * dL/dA, given Z, A = f(Z) and dA.  For softmax this is the Jacobian-vector
-    product A * (dA - <dA, A>) row by row, not a diagonal.  ``out`` may be dA itself."""
+    product A * (dA - <dA, A>) row by row, not a diagonal.  ``out`` may be dA itself, and must not
+    overlap Z or A (ValueError)."""
     alpha = activation_alpha(name, params)
     Z = float_array(Z, "Z", 2)
     A = _same_shape(Z, "Z", A, "A")
     dA = _same_shape(Z, "Z", dA, "dA")
     out = out_array(out, "out", Z.shape, Z.dtype)
+    Z, A, dA = unaliased("activation_grad", dict(Z=Z, A=A, dA=dA), dict(out=out))
     return _backend.current.activation_grad(name, Z, A, dA, out, alpha)
 
 
 def dense_forward(X, W, b, activation="identity", out=None, **params):
     """Fused dense layer: Z = X @ W + b and A = f(Z) in one pass over the output; returns (Z, A).
 
-    ``out`` = (Z, A) buffers, any of them None.
+    ``out`` = (Z, A) buffers, any of them None: A may be Z itself, both may overlap X or W (read
+    as before the call), neither b (ValueError).
     """
     alpha = activation_alpha(activation, params)
     X, W, b = _layer_inputs(X, W, b)
@@ -110,13 +123,15 @@ def dense_forward(X, W, b, activation="identity", out=None, **params):
     shape = (X.shape[0], W.shape[1])
     Z = out_array(Z, "Z", shape, X.dtype)
     A = out_array(A, "A", shape, X.dtype)
+    X, W, b = unaliased("dense_forward", dict(X=X, W=W, b=b), dict(Z=Z, A=A))
     return _backend.current.dense_forward(activation, X, W, b, Z, A, alpha)
 
 
 def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None, **params):
     """Fused backward of a dense layer: the activation's derivative folded into the linear
     backward.  Returns (dX, dW, db); ``out`` = (dX, dW, db, dZ) buffers (dZ is a workspace and
-    may be dA itself), any of them None."""
+    may be dA itself), any of them None.  dX, dW and db may overlap the inputs (read as before the
+    call); any other overlap is a ValueError."""
     alpha = activation_alpha(activation, params)
     X, W, _ = _layer_inputs(X, W, None)
     dA = _upstream(dA, "dA", X, W)
@@ -125,6 +140,8 @@ def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None
     buffers = out_tuple(out, 4)
     dX, dW, db = _backward_buffers(X, W, need_dX, buffers[:3])
     dZ = out_array(buffers[3], "dZ", dA.shape, X.dtype)
+    X, W, Z, A, dA = unaliased("dense_backward", dict(X=X, W=W, Z=Z, A=A, dA=dA),
+                               dict(dX=dX, dW=dW, db=db, dZ=dZ))
     return _backend.current.dense_backward(activation, X, W, Z, A, dA, dZ, dX, dW, db, alpha)
 
 
@@ -136,7 +153,8 @@ def loss(name, output, target, out=None):
       [0, k), or an n x k matrix of probabilities (one-hot).
     - sigmoid_cross_entropy: from logits, multilabel; target is an n x k 0/1 (or [0, 1]) matrix.
 
-    Stable for logits of any finite size.  ``out`` is the gradient buffer (it may be ``output``).
+    Stable for logits of any finite size.  ``out`` is the gradient buffer: it may be ``output``
+    itself, and must not overlap ``target`` (ValueError).
     """
     loss_name(name)
     output = float_array(output, "output", 2)
@@ -151,6 +169,7 @@ def loss(name, output, target, out=None):
     else:
         target = _same_shape(output, "output", target, "target")
     grad = out_array(out, "out", output.shape, output.dtype)
+    output, target = unaliased("loss", dict(output=output, target=target), dict(out=grad))
     return _backend.current.loss(name, output, target, grad)
 
 
@@ -185,14 +204,17 @@ def _same_nd(param, array, name):
 
 def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
     """In-place SGD step with optional (Nesterov) momentum and L2 decay (see the NumPy twin's
-    docstring for the formula).  ``velocity`` (same shape as param) is required when momentum > 0."""
+    docstring for the formula).  ``velocity`` (same shape as param) is required when momentum > 0.
+    param, grad and velocity must not overlap (ValueError)."""
     lr = finite_scalar(lr, "lr", 0.0)
     momentum = finite_scalar(momentum, "momentum", 0.0)
     weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
     if momentum > 0 and velocity is None:
         raise ValueError("momentum > 0 needs a velocity buffer")
-    work, (grad, velocity) = _param_set(
-        param, [(grad, "grad", False), (velocity if momentum > 0 else None, "velocity", True)])
+    work, (grad, velocity) = _param_set(param, [(grad, "grad", False),
+                                                (velocity, "velocity", True)])
+    grad, = unaliased("sgd_update", dict(grad=grad), dict(param=work, velocity=velocity))
+    velocity = velocity if momentum > 0 else None  # checked when given, used with momentum
     _backend.current.sgd_update(work, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
     if work is not param:
         param[...] = work
@@ -201,7 +223,8 @@ def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, 
 def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
                 weight_decay=0.0):
     """In-place Adam step with bias correction; ``step`` = t >= 1 counts this update; m and v are
-    the first and second moment buffers (same shape as param, start at zero)."""
+    the first and second moment buffers (same shape as param, start at zero).  param, grad, m and
+    v must not overlap (ValueError)."""
     step = operator.index(step)
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
@@ -209,11 +232,14 @@ def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
     eps = finite_scalar(eps, "eps", 0.0)
     if eps == 0:
         raise ValueError("eps must be > 0 (Adam divides by sqrt(v) + eps)")
+    if m is None or v is None:
+        raise ValueError("adam_update needs the m and v buffers (arrays of param's shape)")
     weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
     for value, name in ((beta1, "beta1"), (beta2, "beta2")):
         if not 0.0 <= float(value) < 1.0:
             raise ValueError(f"{name} must be in [0, 1), got {value}")
     work, (grad, m, v) = _param_set(param, [(grad, "grad", False), (m, "m", True), (v, "v", True)])
+    grad, = unaliased("adam_update", dict(grad=grad), dict(param=work, m=m, v=v))
     _backend.current.adam_update(work, grad, m, v, step, lr, float(beta1), float(beta2), eps,
                                  weight_decay)
     if work is not param:

@@ -334,8 +334,8 @@ class Dropout(Layer):
 
 
 def _as_input(X, dtype, n_features):
-    if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
-        X = np.ascontiguousarray(X, dtype=dtype)
+    if type(X) is not np.ndarray or X.dtype != dtype or not (X.flags.c_contiguous and X.flags.aligned):
+        X = np.require(X, dtype, "CAE")  # C order, aligned (compiled kernels), an ndarray
     if X.ndim != 2 or X.shape[1] != n_features:
         raise ValueError(f"expected a 2-D array with {n_features} columns, got shape {X.shape}")
     return X

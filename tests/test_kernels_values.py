@@ -443,3 +443,163 @@ def test_optimizer_updates_any_param_layout_in_place(optimizer, dtype, layout, b
         between = np.ones(param.base.shape, bool)
         between[1::2, 1::2] = False
         np.testing.assert_array_equal(param.base[between], base_before[between])
+
+
+# ------------------------------------------------------- exact values at extreme finite inputs
+# f and f' in closed forms that neither overflow nor cancel, with the math module in float64:
+# the truth both backends are held to at |z| up to float32's maximum (the twin is the
+# specification, so it must be at least as accurate as the compiled kernels).
+def _phi(z):
+    return math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+
+def _Phi(z):
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def _logistic_slope(z, scale=1.0):
+    """e / (1 + e)^2 with e = exp(-scale |z|): sigmoid' (scale 1), tanh' / 4 (scale 2)."""
+    e = math.exp(-scale * abs(z))
+    return e / ((1 + e) * (1 + e))
+
+
+EXACT = {  # name -> (f(z, alpha), f'(z, alpha))
+    "identity": (lambda z, a: z, lambda z, a: 1.0),
+    "sigmoid": (lambda z, a: 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z)),
+                lambda z, a: _logistic_slope(z)),
+    "tanh": (lambda z, a: math.tanh(z), lambda z, a: 4 * _logistic_slope(z, 2.0)),
+    "relu": (lambda z, a: max(z, 0.0), lambda z, a: 1.0 if z > 0 else 0.0),
+    "leaky_relu": (lambda z, a: z if z > 0 else a * z, lambda z, a: 1.0 if z > 0 else a),
+    "softplus": (lambda z, a: max(z, 0.0) + math.log1p(math.exp(-abs(z))),
+                 lambda z, a: EXACT["sigmoid"][0](z, a)),
+    "elu": (lambda z, a: z if z > 0 else a * math.expm1(z),
+            lambda z, a: 1.0 if z > 0 else a * math.exp(z)),
+    "gelu": (lambda z, a: z * _Phi(z), lambda z, a: _Phi(z) + z * _phi(z)),
+}
+# sigmoid' and tanh' are taken from A = f(Z) (the layers keep only A): exact given A
+SLOPE_FROM_A = {"sigmoid": lambda a: a * (1 - a), "tanh": lambda a: (1 - a) * (1 + a)}
+EXTREME_Z = [-3e38, -1e38, -1e6, -100.0, -40.0, -13.0, -10.0, -6.0, -1e-3, -1e-30, 0.0, 1e-30, 1e-3,
+             6.0, 10.0, 40.0, 100.0, 1e6, 1e38, 3e38]
+
+
+def assert_exact(got, want, dtype, rtol, what):
+    """Relative ``rtol``, or a difference below the smallest normal number (subnormal results)."""
+    got, want = np.asarray(got, float), np.asarray(want, float)
+    tiny = float(np.finfo(dtype).tiny)
+    bad = ~(np.abs(got - want) <= rtol * np.abs(want) + tiny) & ~(got == want)
+    assert not bad.any(), \
+        f"{what}: at {np.flatnonzero(bad).tolist()} got {got[bad]}, want {want[bad]}"
+
+
+def exact_rtol(backend, dtype, name=""):
+    """The twin: a few ulps of float64 math.  The compiled float32 kernels use _vmath.h (one ulp;
+    the normal CDF and density, hence gelu, 5e-7 relative down to z = -13)."""
+    if np.dtype(dtype) == np.float64:
+        return 1e-13  # scipy's and libm's erfc differ by ~1e-14 in the far tail
+    if backend == "compiled" and name == "gelu":
+        return 1e-6
+    return 4 * float(np.finfo(np.float32).eps)
+
+
+@dtypes
+@pytest.mark.parametrize("name, params", [pytest.param(n, p, id=variant_id(n, p))
+                                          for n, p in ACTIVATION_VARIANTS if n != "softmax"])
+def test_activation_and_slope_exact_at_extreme_inputs(name, params, dtype, backend):
+    """Elementwise activations (softmax: test_softmax_and_its_loss_exact_at_float32_extremes)."""
+    alpha = params.get("alpha", kernels.ACTIVATIONS[name])
+    Z = np.array([EXTREME_Z], dtype)
+    z = Z[0].astype(float).tolist()
+    dA = np.full_like(Z, 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        A = kernels.activation(name, Z, **params)
+        dZ = kernels.activation_grad(name, Z, A, dA, **params)
+    f, slope = EXACT[name]
+    rtol = exact_rtol(backend, dtype, name)
+    assert_exact(A[0], [f(x, alpha) for x in z], dtype, rtol, f"{name} at {z}")
+    if name in SLOPE_FROM_A:  # the kernels' contract: f' from the given A, exact from there
+        want = [0.5 * SLOPE_FROM_A[name](a) for a in A[0].astype(float).tolist()]
+    else:
+        want = [0.5 * slope(x, alpha) for x in z]
+    assert_exact(dZ[0], want, dtype, rtol, f"{name}' at {z}")
+
+
+@dtypes
+def test_gelu_left_tail_is_not_zero(dtype, backend):
+    """gelu(-6) = -5.92e-9 and gelu(-10) = -7.6e-23 (1 + erf(z / sqrt 2) cancels to 0 there)."""
+    A = kernels.activation("gelu", np.array([[-6.0, -10.0]], dtype))
+    assert_exact(A[0], [-5.919525870226207e-09, -7.619853024160593e-23], dtype,
+                 exact_rtol(backend, dtype, "gelu"), "gelu")
+
+
+@dtypes
+def test_sigmoid_cross_entropy_exact_at_huge_logits(dtype, backend):
+    """Outputs [[L, 0.5]], targets [[1, 0]]: softplus(L) - L + softplus(0.5) = 0.97408 for any
+    large L (the twin gave 1.0 at 1e6 and 0.0 at 1e8 in float32), gradient (sigmoid(o) - t) / n."""
+    want = math.log1p(math.exp(0.5))
+    for logit in (1e6, 1e8, 3e38):
+        value, grad = kernels.loss("sigmoid_cross_entropy", np.array([[logit, 0.5]], dtype),
+                                   np.array([[1, 0]], dtype))
+        assert_exact([value], [want], dtype, exact_rtol(backend, dtype), f"loss at {logit}")
+        assert_exact(grad[0], [0.0, EXACT["sigmoid"][0](0.5, None)], dtype,
+                     exact_rtol(backend, dtype), f"gradient at {logit}")
+
+
+def _exact_log_softmax(row):
+    top = max(row)
+    lse = math.log(math.fsum(math.exp(x - top) for x in row))
+    return [x - top - lse for x in row]
+
+
+@pytest.mark.parametrize("kind", ["labels", "one_hot", "probabilities"])
+@dtypes
+def test_softmax_and_its_loss_exact_at_float32_extremes(kind, dtype, backend):
+    """Logits +-3e38 (differences of 6e38 overflow float32): finite exact loss, no NaN from
+    0 * log 0, gradients and softmax exact."""
+    output = np.array([[3e38, -3e38, 0.0], [-1e38, -1e38, 1e38], [1e6, -1e6, 0.5]], dtype)
+    labels = np.array([1, 0, 2])
+    target = {"labels": labels, "one_hot": np.eye(3, dtype=dtype)[labels],
+              "probabilities": np.array([[0.5, 0.5, 0], [0, 0.25, 0.75], [1, 0, 0]], dtype)}[kind]
+    T = np.eye(3)[labels] if kind == "labels" else target.astype(float)
+    log_p = [_exact_log_softmax(row) for row in output.astype(float).tolist()]
+    want_value = -math.fsum(t * lp for t_row, lp_row in zip(T.tolist(), log_p)
+                            for t, lp in zip(t_row, lp_row)) / 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value, grad = kernels.loss("softmax_cross_entropy", output, target)
+        A = kernels.activation("softmax", output)
+    rtol = exact_rtol(backend, dtype)
+    assert 1e38 < want_value < 1e39
+    assert_exact([value], [want_value], dtype, rtol, "loss")
+    p = np.exp(np.array(log_p))
+    assert_exact(A, p, dtype, rtol, "softmax")
+    assert_exact(grad, (p - T) / 3, dtype, rtol, "gradient")
+
+
+@dtypes
+def test_squared_error_exact_where_float32_squares_overflow(dtype, backend):
+    output = np.array([[1e30, -3e38], [0.0, 2.0]], dtype)
+    target = np.array([[-1e30, 3e38], [0.0, 0.0]], dtype)
+    o, t = output.astype(float), target.astype(float)
+    value, grad = kernels.loss("squared_error", output, target)
+    assert_exact([value], [0.25 * float(((o - t) ** 2).sum())], dtype, exact_rtol(backend, dtype),
+                 "loss")
+    assert_exact(grad, (o - t) / 2, dtype, exact_rtol(backend, dtype), "gradient")
+
+
+@dtypes
+def test_optimizer_steps_exact_where_float32_intermediates_overflow(dtype, backend):
+    """Adam with g = 1e20 (g^2 overflows float32, v = 1e37 does not) moves by lr; SGD's decay
+    term wd p = 1e39 overflows float32, the new p = p (1 - lr wd) does not."""
+    param, grad = np.full((1, 2), 1.0, dtype), np.array([[1e20, -1e20]], dtype)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    kernels.adam_update(param, grad, m, v, step=1, lr=0.01)
+    rtol = exact_rtol(backend, dtype)
+    g = grad.astype(float)
+    assert_exact(param, [[0.99, 1.01]], dtype, rtol, "adam param")
+    assert_exact(v, 0.001 * g * g, dtype, rtol, "adam v")
+    assert_exact(m, 0.1 * g, dtype, rtol, "adam m")
+    param = np.full((1, 2), 1e38, dtype)
+    want = param.astype(float) * 0.5
+    kernels.sgd_update(param, np.zeros_like(param), lr=0.05, weight_decay=10.0)
+    assert_exact(param, want, dtype, rtol, "sgd param")
