@@ -1,4 +1,5 @@
-"""Build the compiled kernels: every ``fastbp/_c_*.pyx`` becomes one extension module.
+"""Build the compiled modules: every ``fastbp/<subpackage>/_c_*.pyx`` becomes one extension module
+(``fastbp.kernels._c_linear``, ``fastbp.engine._c_train``, ...).
 
 Release builds (the default) are optimised, carry no debug info and are stripped, with only
 distributable flags (no ``-march=native``, no ``-ffast-math``).  ``-fno-trapping-math`` (no program
@@ -36,22 +37,25 @@ else:
                     "-fno-asynchronous-unwind-tables"]  # C code needs no unwind tables: smaller files
     link_args = ["-s"]
 
+# the kernels' C headers (_vmath.h, ...) are the engine's too: one home for the float math
+KERNEL_HEADERS = os.path.join("fastbp", "kernels")
+
 extensions = [
     Extension(
-        name="fastbp." + os.path.splitext(os.path.basename(path))[0],
+        name=os.path.splitext(path)[0].replace(os.sep, "."),
         sources=[path],
-        include_dirs=[numpy.get_include(), "fastbp"],
+        include_dirs=[numpy.get_include(), os.path.dirname(path), KERNEL_HEADERS],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
-    for path in sorted(glob.glob(os.path.join("fastbp", "_c_*.pyx")))
+    for path in sorted(glob.glob(os.path.join("fastbp", "*", "_c_*.pyx")))
     # developers may rebuild a subset: FASTBP_BUILD_ONLY=_c_linear,_c_loss
     if not os.environ.get("FASTBP_BUILD_ONLY")
     or os.path.basename(path)[:-4] in os.environ["FASTBP_BUILD_ONLY"].split(",")
 ]
 
 if not extensions and not os.environ.get("FASTBP_BUILD_ONLY"):
-    raise SystemExit("no fastbp/_c_*.pyx found: refusing to build fastbp without its compiled kernels")
+    raise SystemExit("no fastbp/*/_c_*.pyx found: refusing to build fastbp without its compiled kernels")
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, quiet=True))

@@ -2,7 +2,7 @@
 
 ``Autoencoder(encoder_layer_sizes=(1000, 500, 250), n_components=30)`` (relu, linear code,
 identity output, squared error, Adam), batch 256, float32: one step = forward, loss, backward and
-Adam update, run as fastbp's training loop runs it (the compiled trainer of ``fastbp.fused`` when
+Adam update, run as fastbp's training loop runs it (the compiled trainer of ``fastbp.engine`` when
 the compiled backend is active, else layer by layer), against the NumPy backend and the same
 network, loss and optimizer in PyTorch on the CPU (when installed; imported only here).  Run with
 
@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _backend, _training
+from fastbp import _backend
+from fastbp import training as _training
 
 ENCODER, CODE, BATCH = (1000, 500, 250), 30, 256
 SIZES = [784, *ENCODER, CODE, *ENCODER[::-1], 784]

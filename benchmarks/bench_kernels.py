@@ -20,7 +20,7 @@ import pytest
 
 import fastbp
 from fastbp import kernels
-from fastbp._checks import ACTIVATIONS
+from fastbp.kernels._checks import ACTIVATIONS
 
 SHAPES = [(32, 64), (256, 1024), (1024, 4096)]
 SMALL, MEDIUM = SHAPES[0], SHAPES[1]

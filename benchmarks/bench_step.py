@@ -7,7 +7,7 @@ whose contenders these are; missing libraries are skipped).
 
 pytest-benchmark times one test at a time, so the per-contender tests below are *not*
 interleaved; on a shared machine compare within ``test_interleaved_floors``, which runs
-``fastbp.bench`` (all contenders and the large-GEMM reference in rotating order, medians) and
+``fastbp.tools.bench`` (all contenders and the large-GEMM reference in rotating order, medians) and
 records every figure and floor verdict in ``extra_info``.  Set ``FASTBP_ASSERT_FLOORS=1`` to make
 a missed floor fail the test.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import bench
+from fastbp.tools import bench
 
 NETS = list(bench.NETS)
 CONTENDERS = ["fastbp", "numpy", "fastbp-layers", "torch", "sklearn"]

@@ -1,6 +1,6 @@
 """``python -m fastbp ...`` is the ``fastbp`` command."""
 import sys
 
-from .cli import main
+from fastbp.cli import main
 
 sys.exit(main())

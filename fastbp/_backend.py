@@ -1,13 +1,13 @@
-"""Which kernels run: the compiled modules (``fastbp._compiled``) or their NumPy twins.
+"""Which kernels run: the compiled modules (``fastbp.kernels._compiled``) or their NumPy twins.
 
 The start is set by the environment variable ``FASTBP_BACKEND`` = ``auto`` (default), ``compiled``
 or ``numpy``.  With ``auto``, a compiled module that cannot be imported (missing, built for another
 platform, corrupt) makes fastbp run on NumPy and warn once, naming the import error.
 
 A damaged compiled file (one cut short, say by a full disk) would not fail to import: it would
-kill the process with SIGBUS.  So every compiled module of fastbp (``fastbp._c_*``, however it is
+kill the process with SIGBUS.  So every compiled module of fastbp (``fastbp.*._c_*``, however it is
 imported: they also import each other from C) has its ELF headers checked against its file first
-(fastbp._elf), and a damaged one raises ImportError, naming the file and the damage.
+(fastbp._platform._elf), and a damaged one raises ImportError, naming the file and the damage.
 """
 import importlib
 import importlib.machinery
@@ -15,17 +15,18 @@ import os
 import sys
 import warnings
 
-from . import _elf, _reference
+from fastbp._platform import _elf
+
+from fastbp.kernels import _reference
 
 
 class _CheckedExtensions:
     """Import hook (on sys.meta_path): finds fastbp's compiled modules as the path finder does,
     and refuses those whose file is damaged (see the module docstring)."""
 
-    prefix = __package__ + "._c_"
-
     def find_spec(self, name, path=None, target=None):
-        if not name.startswith(self.prefix):
+        package, _, module = name.rpartition(".")
+        if not (module.startswith("_c_") and package.partition(".")[0] == "fastbp"):
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path, target)
         if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
@@ -51,7 +52,7 @@ BACKENDS = ("compiled", "numpy")
 def _import_compiled():
     """Return (module, None) or (None, reason) without ever raising."""
     try:
-        return importlib.import_module("fastbp._compiled"), None
+        return importlib.import_module("fastbp.kernels._compiled"), None
     except Exception as error:  # a corrupt .so can raise ImportError, OSError, ...
         return None, f"{type(error).__name__}: {error}"
 

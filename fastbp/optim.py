@@ -8,7 +8,7 @@ the steps call the active backend directly, skipping the public kernels' checks.
 """
 import numpy as np
 
-from . import _backend
+from fastbp import _backend
 
 
 def _decays(params, weight_decay):

@@ -29,7 +29,10 @@ except ImportError:  # a source checkout that is not installed: test the tree th
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import fastbp
 
-from fastbp import _backend, _checks, _reference, kernels  # noqa: E402
+from fastbp import kernels  # noqa: E402  (and the imports below)
+from fastbp import _backend
+from fastbp.kernels import _checks
+from fastbp.kernels import _reference
 
 BACKENDS = ("numpy", "compiled")
 FORCED = os.environ.get("FASTBP_BACKEND", "auto").strip().lower()

@@ -14,8 +14,10 @@ from scipy.linalg import subspace_angles
 
 import fastbp
 from _helpers import assert_refit_fails_unchanged, one_blas_thread  # noqa: F401  (autouse fixture)
-from fastbp import _generative, _training, mlp
-from fastbp.autoencoder import Autoencoder
+from fastbp.models import _generative
+from fastbp import training as _training
+from fastbp.models import mlp
+from fastbp.models.autoencoder import Autoencoder
 from fastbp.nn import Dense, Sequential
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastbp.ConvergenceWarning")
@@ -170,7 +172,7 @@ def test_kl_sparsity_drives_mean_activation_to_rho():
 
 def test_penalised_networks_train_layer_by_layer(compiled):
     """The compiled trainer must leave a network with a penalty layer to the Python loop."""
-    fused = pytest.importorskip("fastbp.fused")
+    fused = pytest.importorskip("fastbp.engine")
     sparse = small(max_iter=1, sparsity="l1").fit(low_rank(n=50))
     optimizer = _training.make_optimizer(sparse.network_, _training.TrainConfig(), 50)
     with fastbp.use_backend("compiled"):
@@ -264,8 +266,8 @@ def test_wrong_feature_counts_name_both(tmp_path):
 # ----------------------------------------------------------------------------------- the job
 def job_args(argv):
     """``fastbp train``'s parser with the generative options (whether or not train_job adds them)."""
-    from fastbp import train_job
-    from fastbp.generative_job import add_generative_arguments
+    from fastbp.cli import train_job
+    from fastbp.cli.generative_job import add_generative_arguments
 
     parser = argparse.ArgumentParser()
     train_job.add_arguments(parser)
@@ -279,7 +281,7 @@ def job_args(argv):
 @pytest.mark.parametrize("model", ["autoencoder", "vae", "gan"])
 def test_train_job_runs_each_model_on_digits(model, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from fastbp.generative_job import run_generative
+    from fastbp.cli.generative_job import run_generative
 
     plot, saved = tmp_path / "plot.png", tmp_path / "model.npz"
     args = job_args(["--model", model, "--epochs", "2", "--backend", "numpy", "--plot", str(plot),
@@ -294,7 +296,7 @@ def test_train_job_runs_each_model_on_digits(model, tmp_path, capsys):
 
 
 def test_train_job_bad_option(capsys):
-    from fastbp.generative_job import run_generative
+    from fastbp.cli.generative_job import run_generative
 
     assert run_generative("autoencoder", job_args(["--components", "0"])) == 2
     assert "n_components" in capsys.readouterr().err

@@ -11,7 +11,9 @@ import pytest
 
 import fastbp
 from conftest import FORCED, PACKAGE_DIR, last_json_line, require_compiled, run_python
-from fastbp import _backend, _reference, kernels
+from fastbp import kernels
+from fastbp import _backend
+from fastbp.kernels import _reference
 
 COMPILED = _backend.compiled_module is not None
 
@@ -78,7 +80,8 @@ with warnings.catch_warnings(record=True) as caught:
     import fastbp
     imported = sorted(m for m in sys.modules if m.startswith("fastbp"))
     name = fastbp.backend()
-    from fastbp import _backend, kernels
+    from fastbp import kernels
+    from fastbp import _backend
     import numpy as np
     X, W, b = np.arange(6.0).reshape(2, 3), np.ones((3, 2)), np.array([0.5, -0.5])
     Z = kernels.linear_forward(X, W, b)
@@ -158,14 +161,14 @@ class Block:
 
 sys.meta_path.insert(0, Block())
 """
-BLOCKED = {"compiled": ("fastbp._compiled", "fastbp._compiled"),  # prefix to block, module named
-           "one_c_module": ("fastbp._c_", "fastbp._c_")}
+BLOCKED = {"compiled": ("fastbp.kernels._compiled", "fastbp.kernels._compiled"),  # prefix to block, module named
+           "one_c_module": ("fastbp.kernels._c_", "fastbp.kernels._c_")}
 
 
 @pytest.fixture(params=BLOCKED)
 def blocked(request):
     prefix, named = BLOCKED[request.param]
-    if prefix == "fastbp._c_" and not COMPILED:
+    if prefix == "fastbp.kernels._c_" and not COMPILED:
         if FORCED == "compiled":
             pytest.fail("FASTBP_BACKEND=compiled but the compiled backend does not import")
         pytest.skip("the compiled backend does not import, so blocking its _c_ modules changes nothing")
@@ -200,14 +203,15 @@ def test_blocked_compiled_with_env_compiled_raises_the_reason(blocked, tmp_path)
 def corrupt_copy(tmp_path):
     """A copy of the fastbp package with its first compiled module cut to 100 bytes; (the folder to
     put on PYTHONPATH, the truncated file's name)."""
-    libraries = sorted(PACKAGE_DIR.glob("_c_*.so")) + sorted(PACKAGE_DIR.glob("_c_*.pyd"))
+    kernels = PACKAGE_DIR / "kernels"  # a kernel module: without it the compiled backend cannot run
+    libraries = sorted(kernels.glob("_c_*.so")) + sorted(kernels.glob("_c_*.pyd"))
     if not libraries:
         if FORCED == "compiled":
             pytest.fail(f"FASTBP_BACKEND=compiled but {PACKAGE_DIR} holds no compiled module")
         pytest.skip(f"no compiled module in {PACKAGE_DIR}")
     copy = tmp_path / "site" / "fastbp"
     shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.html"))
-    victim = copy / libraries[0].name
+    victim = copy / libraries[0].relative_to(PACKAGE_DIR)
     victim.write_bytes(victim.read_bytes()[:100])
     return copy.parent, victim.name
 

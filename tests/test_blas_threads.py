@@ -1,7 +1,7 @@
-"""fastbp._blas_threads: the cheap BLAS thread cap agrees with threadpoolctl's own reading."""
+"""fastbp._platform._blas_threads: the cheap BLAS thread cap agrees with threadpoolctl's own reading."""
 import pytest
 
-from fastbp import _blas_threads
+from fastbp._platform import _blas_threads
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 

@@ -1,5 +1,5 @@
 """Damaged installs (issue 11, section 6): a compiled module cut short, as by a full disk or an
-interrupted copy, is refused before it is loaded (its ELF headers against its size: fastbp._elf),
+interrupted copy, is refused before it is loaded (its ELF headers against its size: fastbp._platform._elf),
 so fastbp falls back to NumPy with its one RuntimeWarning instead of dying of SIGBUS; a damaged
 or missing training engine (_c_train) is said once, by a RuntimeWarning naming the engine.
 
@@ -10,14 +10,14 @@ import shutil
 import pytest
 
 from conftest import FORCED, PACKAGE_DIR, last_json_line, run_python
-from fastbp import _elf
+from fastbp._platform import _elf
 from test_backend import runtime_warnings, start
 
 FRACTIONS = (0.1, 0.5, 0.95)
 
 
 def compiled_files():
-    files = sorted(PACKAGE_DIR.glob("_c_*.so"))
+    files = sorted(PACKAGE_DIR.rglob("_c_*.so"))
     if not files:
         if FORCED == "compiled":
             pytest.fail(f"FASTBP_BACKEND=compiled but {PACKAGE_DIR} holds no compiled module")
@@ -33,7 +33,7 @@ def damaged_copy(tmp_path, module, fraction=None):
         pytest.skip(f"{module} is not built")
     copy = tmp_path / "site" / "fastbp"
     shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.html"))
-    victim = copy / files[0].name
+    victim = copy / files[0].relative_to(PACKAGE_DIR)
     if fraction is None:
         victim.unlink()
     else:

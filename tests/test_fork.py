@@ -108,7 +108,7 @@ def test_multiprocessing_fork_pool_predicts_and_fits_like_the_parent():
 BLAS_HELD = r"""
 import json, os, threading, time
 import numpy as np
-from fastbp import _blas_threads
+from fastbp._platform import _blas_threads
 
 libraries = _blas_threads.all_blas()
 before = [lib.get() for lib in libraries]
@@ -146,7 +146,7 @@ def test_a_blas_cap_held_by_another_thread_is_lifted_in_a_forked_child():
 
 BUSY_AT_FORK = SETUP + r"""
 import threading
-from fastbp import fused
+from fastbp import engine as fused
 
 blas = fused.engine_blas()[2][0]  # the BLAS the engine holds at one thread while it runs
 before = blas.get()

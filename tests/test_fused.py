@@ -1,4 +1,4 @@
-"""The compiled trainer (fastbp.fused) against the layer-by-layer path (fastbp._training).
+"""The compiled trainer (fastbp.engine) against the layer-by-layer path (fastbp.training).
 
 Same network, same optimizer, same minibatch order: after a few epochs both paths must hold the
 same weights, optimizer state, epoch objectives and gradient norms (float tolerance), for every
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _backend, _training, fused
+from fastbp import _backend
+from fastbp import training as _training
+from fastbp import engine as fused
 from fastbp.nn import Dense, Dropout, Sequential, make_mlp
 from fastbp.optim import SGD, Adam
 
@@ -29,7 +31,7 @@ def _compiled_engine(compiled, request, monkeypatch):
     """Every test on the compiled backend, once with the engine's products on NumPy's OpenBLAS
     and once on SciPy's (the fallback when NumPy has none)."""
     if fused._c_train is None:
-        pytest.skip("fastbp._c_train is not built")
+        pytest.skip("fastbp.engine._c_train is not built")
     if request.param == "numpy" and fused.numpy_openblas() is None:
         pytest.skip("NumPy has no OpenBLAS that fastbp can call")
     monkeypatch.setenv("FASTBP_BLAS", request.param)
@@ -216,7 +218,7 @@ def test_learning_rate_and_decay_are_read_every_epoch(rng):
 
 
 def test_fit_network_uses_the_fused_trainer(rng):
-    from fastbp._training import make_trainer
+    from fastbp.training import make_trainer
     net = make_mlp(4, [6], 3, rng=0)
     opt = make_optimizer(net, "sgd", 0.0)
     assert isinstance(make_trainer(net, "softmax_cross_entropy", opt, 8), fused.FusedTrainer)

@@ -41,7 +41,8 @@ from hypothesis import strategies as st
 
 import fastbp
 from conftest import require_compiled
-from fastbp import _reference, kernels
+from fastbp import kernels
+from fastbp.kernels import _reference
 
 KERNEL_EXAMPLES = int(os.environ.get("FASTBP_FUZZ_EXAMPLES", "60"))
 ESTIMATOR_EXAMPLES = int(os.environ.get("FASTBP_FUZZ_ESTIMATOR_EXAMPLES", "12"))

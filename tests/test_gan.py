@@ -9,7 +9,7 @@ import pytest
 import fastbp
 from _helpers import assert_refit_fails_unchanged, one_blas_thread  # noqa: F401  (autouse fixture)
 from conftest import numeric_gradient
-from fastbp.gan import GAN
+from fastbp.models.gan import GAN
 
 MODES, MODE_STD = (-2.0, 2.0), 0.3
 # Tolerances on 5000 samples of a GAN fitted to the 1-D mixture 1/2 N(-2, 0.3^2) + 1/2 N(2, 0.3^2):

@@ -6,7 +6,8 @@ import pytest
 from _helpers import blobs, one_blas_thread, quiet_fit, smooth_regression  # noqa: F401  (autouse fixture)
 
 import fastbp
-from fastbp import _generative, kernels
+from fastbp import kernels
+from fastbp.models import _generative
 from fastbp.nn import Dense, Dropout, Sequential, make_mlp
 
 LOSS_TARGETS = ["squared_error", "softmax_cross_entropy", "softmax_cross_entropy[one_hot]",

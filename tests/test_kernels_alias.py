@@ -1,7 +1,7 @@
 """Outputs that overlap inputs (or other outputs): every kernel, every out slot, every argument,
 both backends, both dtypes.
 
-The rule is one table, ``fastbp._checks.ALIASES``: "same" pairs work in place on the very same
+The rule is one table, ``fastbp.kernels._checks.ALIASES``: "same" pairs work in place on the very same
 buffer, "copy" pairs read the input as it was before the call, and every other overlap raises
 ValueError naming both arguments -- before anything is written.  A call that is accepted must
 give what the same call gives with separate buffers.
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_results_same, dtype_params
-from fastbp import _checks, kernels
+from fastbp import kernels
+from fastbp.kernels import _checks
 
 N = 4  # every matrix is N x N and every vector has N entries, so any two arguments can alias
 

@@ -6,7 +6,8 @@ import ctypes
 import numpy as np
 import pytest
 
-from fastbp import _blas_threads, kernels
+from fastbp import kernels
+from fastbp._platform import _blas_threads
 
 from conftest import (LAYOUTS, SHAPES, _linear_cases, assert_results_close, case_params,
                       dtype_params, require_compiled)
@@ -18,7 +19,7 @@ DENSE_CASES = list(_linear_cases())
 def blas(request):
     """The compiled backend with its products on one BLAS, restored afterwards."""
     require_compiled()
-    from fastbp import _compiled
+    from fastbp.kernels import _compiled
     if request.param == "numpy":
         found = _blas_threads.numpy_openblas()
         if found is None or not found.ilp64:
@@ -90,7 +91,8 @@ def test_ilp64_route_is_taken_with_64_bit_sizes(dtype, rng):
     """Hand the kernels recording gemms that forward to NumPy's real ones: every product of a
     forward and a backward pass arrives there, with the (m, n, k) a column-major BLAS expects."""
     require_compiled()
-    from fastbp import _c_linear, _compiled
+    from fastbp.kernels import _c_linear
+    from fastbp.kernels import _compiled
     found = _blas_threads.numpy_openblas()
     if found is None or not found.ilp64:
         pytest.skip("NumPy has no ILP64 OpenBLAS that fastbp can call")
@@ -125,7 +127,8 @@ def test_ilp64_route_is_taken_with_64_bit_sizes(dtype, rng):
 
 
 def test_use_blas_refuses_unknown_names_and_half_pairs(blas):
-    from fastbp import _c_linear, _compiled
+    from fastbp.kernels import _c_linear
+    from fastbp.kernels import _compiled
     with pytest.raises(ValueError, match="unknown BLAS"):
         _compiled.use_blas("mkl")
     with pytest.raises(ValueError, match="both"):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import BACKENDS, ProbeOutcomes, require_compiled
-from fastbp import _backend, kernels
+from fastbp import kernels
+from fastbp import _backend
 
 
 class Arrays:
@@ -253,11 +254,12 @@ def test_unchecked_corner_case_same_on_both_backends(probe, compiled, corner_out
 
 
 # ------------------------------------------------------------ compiled modules called directly
-# fastbp._compiled re-exports the `def` functions of fastbp._c_* (check: their __module__); called
+# fastbp.kernels._compiled re-exports the `def` functions of fastbp._c_* (check: their __module__); called
 # without fastbp.kernels' checks, they must refuse what their C loops cannot take.
 DIRECT_PROBES = r"""
 import numpy as np
-from fastbp import _compiled, _reference
+from fastbp.kernels import _compiled
+from fastbp.kernels import _reference
 
 rng = np.random.default_rng(0)
 
@@ -340,7 +342,7 @@ def direct_outcomes():
 
 def test_compiled_kernels_are_the_c_modules_def_functions(direct_outcomes):
     modules = direct_outcomes["module_names"]
-    assert modules[0] == "ok" and all(m.startswith("fastbp._c_") for m in modules[1]), modules
+    assert modules[0] == "ok" and all(m.startswith("fastbp.kernels._c_") for m in modules[1]), modules
 
 
 @pytest.mark.parametrize("name, variant", [

@@ -170,14 +170,14 @@ def test_vanishing_gradients_are_visible():
 @quiet
 def test_early_stopping_restores_the_best_weights(monkeypatch):
     held_out = []
-    split = fastbp.mlp._BaseMLP._split_validation
+    split = fastbp.models.mlp._BaseMLP._split_validation
 
     def spy(self, X, Y):
         X_train, Y_train, score = split(self, X, Y)
         held_out.append((X, Y, X_train))
         return X_train, Y_train, score
 
-    monkeypatch.setattr(fastbp.mlp._BaseMLP, "_split_validation", spy)
+    monkeypatch.setattr(fastbp.models.mlp._BaseMLP, "_split_validation", spy)
     X, y = blobs(200, 5, 3, spread=1.0)
     model = MLPClassifier((32,), early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
                           max_iter=200, learning_rate_init=0.05, random_state=0).fit(X, y)

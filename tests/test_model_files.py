@@ -25,7 +25,7 @@ from _helpers import one_blas_thread  # noqa: F401  (autouse fixture)
 from _helpers import blobs, quiet_fit, smooth_regression
 
 import fastbp
-from fastbp import persist
+from fastbp.models import persist
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -75,8 +75,8 @@ def test_load_never_imports_a_module_the_file_names(tmp_path, monkeypatch):
 
     crafted = [("fastbp_sentinel", "fastbp_sentinel"), ("Sentinel", "fastbp_sentinel"),
                ("__main__", "fastbp.__main__"), ("main", "fastbp.__main__"),
-               ("load", "fastbp.persist"), ("kernels", "fastbp"), ("NotFittedError", "fastbp"),
-               ("Dense", "fastbp.nn"), ("BaseEstimator", "fastbp.mlp"), (["MLPClassifier"], None)]
+               ("load", "fastbp.models.persist"), ("kernels", "fastbp"), ("NotFittedError", "fastbp"),
+               ("Dense", "fastbp.nn"), ("BaseEstimator", "fastbp.models.mlp"), (["MLPClassifier"], None)]
     for i, (name, module) in enumerate(crafted):
         path = _crafted(tmp_path, model, lambda d, a: d.update({"class": name, "module": module}),
                         f"crafted{i}.npz")
@@ -484,7 +484,7 @@ _SAVER = """
 import sys, warnings
 import numpy as np
 import fastbp
-from fastbp import persist
+from fastbp.models import persist
 if sys.argv[2] == "named":  # a system without O_TMPFILE
     persist._open_unnamed = lambda folder: None
 warnings.simplefilter("ignore")
@@ -569,7 +569,7 @@ def _fitted_estimators():
 
 
 def test_pickles_carry_the_version_and_warn_on_a_mismatch(monkeypatch):
-    import fastbp.mlp
+    import fastbp.models.mlp
 
     for model in _fitted_estimators():
         with warnings.catch_warnings():
@@ -577,7 +577,7 @@ def test_pickles_carry_the_version_and_warn_on_a_mismatch(monkeypatch):
             same = pickle.loads(pickle.dumps(model))
         assert type(same) is type(model) and not hasattr(same, "_fastbp_version")
 
-        monkeypatch.setattr(fastbp.mlp, "__version__", "0.0.1")
+        monkeypatch.setattr(fastbp.models.mlp, "__version__", "0.0.1")
         data = pickle.dumps(model)
         monkeypatch.undo()
         with pytest.warns(fastbp.InconsistentVersionWarning,

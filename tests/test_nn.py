@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from _helpers import one_blas_thread  # noqa: F401  (autouse fixture)
 
-from fastbp import _reference, kernels
-from fastbp._training import LayerwiseTrainer, make_optimizer, TrainConfig
+from fastbp import kernels
+from fastbp.kernels import _reference
+from fastbp.training import LayerwiseTrainer, make_optimizer, TrainConfig
 from fastbp.nn import Dense, Dropout, Sequential, make_mlp
 
 ACTIVATIONS = sorted(kernels.ACTIVATIONS)

@@ -11,8 +11,8 @@ from _helpers import assert_refit_fails_unchanged, one_blas_thread  # noqa: F401
 from conftest import require_compiled
 
 import fastbp
-from fastbp import _training
-from fastbp._validation import NotFittedError, check_is_fitted
+from fastbp import training as _training
+from fastbp.models._validation import NotFittedError, check_is_fitted
 
 PATHS = ("numpy", "compiled-engine", "compiled-layerwise")
 SANE = dict(solver="adam", learning_rate_init=1e-3, max_iter=2)

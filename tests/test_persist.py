@@ -8,7 +8,8 @@ import pytest
 from _helpers import blobs, one_blas_thread, quiet_fit, smooth_regression  # noqa: F401  (autouse fixture)
 
 import fastbp
-from fastbp import MLPClassifier, MLPRegressor, persist
+from fastbp import MLPClassifier, MLPRegressor
+from fastbp.models import persist
 
 
 def _models():

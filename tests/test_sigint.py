@@ -1,6 +1,6 @@
 """Ctrl-C during a long fit or predict on the compiled engine (issue 11, section 2).
 
-The engine runs with the GIL released, where Python cannot run its SIGINT handler; fastbp.fused
+The engine runs with the GIL released, where Python cannot run its SIGINT handler; fastbp.engine
 therefore calls it in pieces of bounded work (``SIGNAL_FLOPS``), and KeyboardInterrupt arrives
 between two of them.  Each case runs in a child interpreter: a fit (or predict) whose single epoch
 (or call) takes far longer than the bound (~20 s on 2 cores) without the pieces, SIGINT once it is under way, and

@@ -22,7 +22,7 @@ import zipfile
 
 import pytest
 
-from fastbp import size_report
+from fastbp.tools import size_report
 
 CC = shutil.which("cc") or shutil.which("gcc")
 READELF = shutil.which("readelf")
@@ -35,7 +35,7 @@ needs_isa = pytest.mark.skipif(CC is None or OBJDUMP is None or not X86_64,
                                reason="needs cc, objdump and an x86-64 machine")
 
 # the package these tests measure (the source tree or the installed copy, whichever was imported)
-PACKAGE_DIR = os.path.dirname(os.path.realpath(size_report.__file__))
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(size_report.__file__)))  # fastbp/
 IMPORT_ROOT = os.path.dirname(PACKAGE_DIR)
 
 C_SOURCE = r"""
@@ -339,7 +339,7 @@ def test_size_imports_no_compiled_module():
         "from fastbp import cli\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    cli.main(['size', '--json'])\n"
-        "bad = [m for m in sys.modules if m.startswith(('fastbp._c', 'fastbp._compiled',"
+        "bad = [m for m in sys.modules if m.startswith(('fastbp._c', 'fastbp.kernels._compiled',"
         " 'fastbp._backend', 'fastbp.kernels'))]\n"
         "assert not bad, bad\n"
         "print('ok')\n")
@@ -422,7 +422,8 @@ def test_isa_target_clones_and_manual_dispatch_pass(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def installed_extensions():
-    return sorted(p for p in os.listdir(PACKAGE_DIR) if p.endswith(EXT))
+    return sorted(os.path.relpath(os.path.join(root, name), PACKAGE_DIR)
+                  for root, _, names in os.walk(PACKAGE_DIR) for name in names if name.endswith(EXT))
 
 
 def test_installed_package_numbers_match_the_files():

@@ -12,8 +12,9 @@ import pytest
 from _helpers import blobs, one_blas_thread  # noqa: F401  (autouse fixture)
 
 import fastbp
-from fastbp import _training, kernels
-from fastbp._training import (ConvergenceWarning, LayerwiseTrainer, TrainConfig, armijo_step,
+from fastbp import kernels
+from fastbp import training as _training
+from fastbp.training import (ConvergenceWarning, LayerwiseTrainer, TrainConfig, armijo_step,
                               fit_network, make_optimizer, train_epoch, weight_decays)
 from fastbp.nn import make_mlp
 
@@ -321,7 +322,7 @@ def test_compiled_trainer_hook(monkeypatch):
         made.append((loss, batch_size, trainer))
         return trainer
 
-    monkeypatch.setitem(sys.modules, "fastbp.fused", types.SimpleNamespace(make_trainer=make_trainer))
+    monkeypatch.setitem(sys.modules, "fastbp.engine", types.SimpleNamespace(make_trainer=make_trainer))
     monkeypatch.setattr(_training._backend, "backend", lambda: "compiled")
     X, y = _data(dtype=np.float32)
     net = make_mlp(4, (6,), 3, rng=0)
@@ -335,7 +336,7 @@ def test_compiled_trainer_hook(monkeypatch):
     assert len(made) == 1
     # a trainer factory that declines (returns None) means layer by layer
     monkeypatch.setattr(_training, "USE_FUSED", True)
-    monkeypatch.setitem(sys.modules, "fastbp.fused", types.SimpleNamespace(make_trainer=lambda *a: None))
+    monkeypatch.setitem(sys.modules, "fastbp.engine", types.SimpleNamespace(make_trainer=lambda *a: None))
     with pytest.warns(ConvergenceWarning):
         fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=1), rng=0)
 
@@ -354,7 +355,7 @@ FUSED_CASES = [
 @pytest.mark.parametrize("dtype, loss, solver, dropout, rtol, size", FUSED_CASES)
 def test_fused_and_layerwise_paths_agree(compiled, monkeypatch, dtype, loss, solver, dropout, rtol,
                                          size):
-    """Whatever ``fastbp.fused`` provides must train like the layer-by-layer epoch: same
+    """Whatever ``fastbp.engine`` provides must train like the layer-by-layer epoch: same
     objective, gradient norms, weights and optimizer steps (the same dropout masks)."""
     n, d, hidden, batch_size = size
     X, y = _data(dtype=dtype, n=n, d=d)
@@ -381,7 +382,7 @@ def test_fused_and_layerwise_paths_agree(compiled, monkeypatch, dtype, loss, sol
 def test_jobs_note_max_iter_but_show_a_divergence():
     """The command-line jobs turn the max_iter warning into a short note; a diverging loss is a
     different story and is shown as it is."""
-    from fastbp._jobs import fit_noting_convergence
+    from fastbp.cli._jobs import fit_noting_convergence
 
     def stops_at_max_iter():
         warnings.warn(_training.MAX_ITER_WARNING.format(3), ConvergenceWarning)

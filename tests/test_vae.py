@@ -10,8 +10,8 @@ import pytest
 import fastbp
 from _helpers import assert_refit_fails_unchanged, one_blas_thread  # noqa: F401  (autouse fixture)
 from conftest import numeric_gradient
-from fastbp._generative import LOG_VARIANCE_KNEE, log_variance
-from fastbp.vae import VAE
+from fastbp.models._generative import LOG_VARIANCE_KNEE, log_variance
+from fastbp.models.vae import VAE
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastbp.ConvergenceWarning")
 

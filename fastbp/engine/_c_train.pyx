@@ -1,11 +1,11 @@
 # cython: auto_pickle=False
 # Compiled training engine: whole epochs of minibatch backprop, and prediction, for a plain stack of
-# dense layers; fastbp.fused drives it.  The work is done in fastbp/_train_engine.h with the GIL
+# dense layers; fastbp.engine drives it.  The work is done in fastbp/engine/_train_engine.h with the GIL
 # released.  This module only hands the engine the addresses of three tables (layout in
-# fb_load / fb_run there), filled by fastbp.fused from arrays it has checked and keeps alive: no
+# fb_load / fb_run there), filled by fastbp.engine from arrays it has checked and keeps alive: no
 # NumPy C-API, no memoryviews and argument-free calls keep the .so small.
 # Products go to SciPy's BLAS (scipy.linalg.cython_blas), or to the sgemm whose address
-# fastbp.fused hands over (NumPy's OpenBLAS), held at one thread while the engine runs its own.
+# fastbp.engine hands over (NumPy's OpenBLAS), held at one thread while the engine runs its own.
 from cpython.buffer cimport (PyBUF_ANY_CONTIGUOUS, PyBUF_C_CONTIGUOUS, PyBUF_FORMAT,
                              PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer)
 

@@ -3,13 +3,13 @@
 :func:`make_trainer` returns a :class:`FusedTrainer` for a ``fastbp.nn.Sequential`` made only of
 ``Dense`` layers (and ``Dropout`` layers between them or before the first), float32, on the
 compiled backend; otherwise None, and the caller trains layer by layer
-(``fastbp._training.LayerwiseTrainer``).  The two are interchangeable at any epoch: the trainer
+(``fastbp.training.LayerwiseTrainer``).  The two are interchangeable at any epoch: the trainer
 works on the network's own ``W``/``b``/``dW``/``db`` arrays and the optimizer's own state arrays,
-in place, with the semantics of ``fastbp._training.train_epoch`` (read it for the exact
+in place, with the semantics of ``fastbp.training.train_epoch`` (read it for the exact
 definition of an epoch, its returned objective and the gradient norms).
 
 ``trainer.train_epoch(X, Y, order, grad_norms_out)`` runs the epoch in one call of the engine
-(``fastbp/_train_engine.h`` through ``fastbp._c_train``) with the GIL released: it gathers each
+(``fastbp/engine/_train_engine.h`` through ``fastbp.engine._c_train``) with the GIL released: it gathers each
 minibatch, runs forward, loss, backward and the optimizer update, minibatch after minibatch,
 without coming back to Python.  Networks with dropout come back to Python once per chunk of
 minibatches (about ``DRAW_BUDGET`` random numbers) to draw the dropout masks with the layers' own
@@ -51,8 +51,8 @@ import weakref
 
 import numpy as np
 
-from . import _backend
-from ._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
+from fastbp import _backend
+from fastbp._platform._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
 __all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THREAD",
@@ -96,7 +96,7 @@ def cpu_count():
 def engine_blas():
     """The BLAS for the engine's float32 products, as (LP64 sgemm address or 0, ILP64 sgemm
     address or 0, its thread controls, name): NumPy's own OpenBLAS unless ``FASTBP_BLAS`` says
-    otherwise or NumPy has none (see fastbp._blas_threads.blas_choice), else SciPy's
+    otherwise or NumPy has none (see fastbp._platform._blas_threads.blas_choice), else SciPy's
     (cython_blas, the engine's built-in one: 0, 0)."""
     if blas_choice() == "numpy":
         found = numpy_openblas()
@@ -128,7 +128,7 @@ def _pthread_entry_points():
 
 # ------------------------------------------------------------------------------ the trainer
 try:
-    from . import _c_train
+    from fastbp.engine import _c_train
     MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = _c_train.LIMITS
     _c_train_error = None
 except ImportError as error:  # not built or damaged: every make_trainer call answers None
@@ -165,7 +165,7 @@ def _address(array):
 def _plain_stack(network):
     """(dense layers, {dense index: Dropout on its input}) or None if the network is not a plain
     stack: Dense layers, each optionally preceded by one Dropout, none after the last."""
-    from .nn import Dense, Dropout
+    from fastbp.nn import Dense, Dropout
     dense, dropouts, pending = [], {}, None
     for layer in getattr(network, "layers", ()):
         if type(layer) is Dense:
@@ -188,7 +188,7 @@ def _plain_stack(network):
 
 
 def _optimizer_ok(optimizer, params):
-    from .optim import SGD, Adam
+    from fastbp.optim import SGD, Adam
     if type(optimizer) not in (SGD, Adam) or len(optimizer.params) != len(params):
         return False
     if any(a is not b for a, b in zip(optimizer.params, params)):
@@ -214,7 +214,7 @@ def make_predictor(network):
     """A :class:`FusedTrainer` for forward passes only (what ``fastbp.nn.Sequential.predict``
     runs on): the engine's prediction with one row of training buffers and no weight-gradient
     scratch; None when the engine cannot run the network (as for make_trainer)."""
-    from .optim import SGD
+    from fastbp.optim import SGD
     return make_trainer(network, "squared_error", SGD(network.params(), lr=0.0), 1,
                         predict_only=True)
 
@@ -509,7 +509,7 @@ class FusedTrainer:
             rng.random(dtype=self.dtype, out=u if u.shape[0] == need else u[:need])
 
     def train_epoch(self, X, Y, order, grad_norms_out):
-        """One epoch over ``order``; returns the mean objective (see fastbp._training)."""
+        """One epoch over ``order``; returns the mean objective (see fastbp.training)."""
         with self._lock:
             labels = self._check_epoch(X, Y, order, grad_norms_out)
             grad_norms_out.fill(0.0)

@@ -1,5 +1,5 @@
 """ELF headers read with ``struct``, without loading the file: the parser behind ``fastbp size``
-(fastbp.size_report) and the check that a compiled module is whole before it is imported.
+(fastbp.tools.size_report) and the check that a compiled module is whole before it is imported.
 
 A shared object cut short still loads: the dynamic loader maps its segments past the end of the
 file, and the first touch of a missing page kills the process with SIGBUS.  ``damage(path)``

@@ -1,11 +1,11 @@
 """Compiled dense layers (twins: ``linear_forward``, ``linear_backward``, ``dense_forward``,
-``dense_backward`` in fastbp/_reference.py).
+``dense_backward`` in fastbp/kernels/_reference.py).
 
 Matrix products go to a BLAS (Fortran, column-major: SciPy's cython_blas, or NumPy's own
-OpenBLAS when fastbp._compiled.use_blas picks it): a row-major n x k array is, to
+OpenBLAS when fastbp.kernels._compiled.use_blas picks it): a row-major n x k array is, to
 BLAS, its k x n transpose, so C = X W is computed as C^T = W^T X^T without copies.  The bias,
 the activation and its derivative, and the bias gradient ride on one pass over the n x k output
-(see fastbp/_c_activation.pyx).  A gemm input that overlaps an output is copied first, so that
+(see fastbp/kernels/_c_activation.pyx).  A gemm input that overlaps an output is copied first, so that
 results match NumPy's matmul, which does the same.
 """
 cimport numpy as cnp
@@ -14,8 +14,8 @@ from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from fastbp._c_activation cimport act_backward, act_forward, activation_code
-from fastbp._c_common cimport check, data, dim, float_type, floating, overlaps
+from fastbp.kernels._c_activation cimport act_backward, act_forward, activation_code
+from fastbp.kernels._c_common cimport check, data, dim, float_type, floating, overlaps
 
 cnp.import_array()
 
@@ -33,7 +33,7 @@ cdef dgemm64_t dgemm64 = NULL
 
 def use_ilp64_blas(uintptr_t s, uintptr_t d):
     """Send the products to the ILP64 (64-bit integer) sgemm and dgemm at these addresses, which
-    must stay loaded (NumPy's OpenBLAS: fastbp._compiled.use_blas); 0, 0: back to SciPy's."""
+    must stay loaded (NumPy's OpenBLAS: fastbp.kernels._compiled.use_blas); 0, 0: back to SciPy's."""
     global sgemm64, dgemm64
     if (s == 0) != (d == 0):
         raise ValueError("give both gemm addresses, or neither")

@@ -1,6 +1,6 @@
 # Shared by the compiled kernels (fastbp/_c_*.pyx): the float type they are written for,
 # reductions in LANES partial sums, and the cheap guard every `def` entry runs.  The friendly
-# checks live in fastbp/_checks.py; the guard only keeps arrays the C loops cannot take away from
+# checks live in fastbp/kernels/_checks.py; the guard only keeps arrays the C loops cannot take away from
 # them, since the compiled modules can be called directly.
 cimport numpy as cnp
 

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from ._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
+from fastbp.cli._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
                     print_speedup, pyplot, require_matplotlib, save_model, split_rows, warm_up)
 
 __all__ = ["add_arguments", "run", "load_table"]
@@ -33,7 +33,7 @@ def add_arguments(parser):
     parser.add_argument("--model", choices=("mlp", "autoencoder", "vae", "gan"), default="mlp",
                         help="mlp (default; --task picks classifier or regressor) or a generative "
                              "model: autoencoder, vae, gan")
-    from .generative_job import add_generative_arguments
+    from fastbp.cli.generative_job import add_generative_arguments
     add_generative_arguments(parser)
     parser.add_argument("--hidden", default="100", metavar="SIZES",
                         help="hidden layer sizes, comma-separated, e.g. 256,128 (default 100)")
@@ -69,7 +69,7 @@ def add_arguments(parser):
 
 
 def _model(args, backend):
-    from .mlp import MLPClassifier, MLPRegressor
+    from fastbp.models.mlp import MLPClassifier, MLPRegressor
 
     cls = MLPRegressor if args.task == "regress" else MLPClassifier
     lr = args.lr
@@ -112,10 +112,10 @@ def _plot(model, path):
 
 def run(args):
     if args.model != "mlp":
-        from .generative_job import run_generative
+        from fastbp.cli.generative_job import run_generative
         return run_generative(args.model, args)
-    from . import _backend
-    from .datasets import load_digits
+    from fastbp import _backend
+    from fastbp.datasets import load_digits
 
     try:
         if args.plot:

@@ -3,12 +3,12 @@
 Every function accepts float32 or float64 arrays in any layout (non-contiguous, Fortran-ordered
 and read-only inputs are copied to C order only where needed); the result has the input's dtype.
 ``out`` buffers, when given, must have the exact shape and dtype, be writeable and C-contiguous,
-and are returned.  Which ``out`` may overlap which input is one table, ``fastbp._checks.ALIASES``:
+and are returned.  Which ``out`` may overlap which input is one table, ``fastbp.kernels._checks.ALIASES``:
 the documented in-place uses (an activation with ``out=Z``, a loss gradient with ``out=output``,
 ...) work on the very same buffer; a product input (X, W, dY, ...) that an output overlaps is
 read as it was before the call (copied first, as NumPy's matmul does); any other overlap raises
 ValueError naming both arguments, on both backends.  Bad input raises TypeError (dtype) or
-ValueError (anything else) before any compiled loop runs; see ``fastbp._checks``.
+ValueError (anything else) before any compiled loop runs; see ``fastbp.kernels._checks``.
 
 Shapes: X is n x d (one example per row), W is d x k, b has k entries (or is None: no bias);
 Z = X W + b and A = f(Z).
@@ -17,8 +17,8 @@ import operator
 
 import numpy as np
 
-from . import _backend
-from ._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activation_alpha, class_labels, finite_scalar,
+from fastbp import _backend
+from fastbp.kernels._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activation_alpha, class_labels, finite_scalar,
                       float_array, loss_name, out_array, out_tuple, same_dtype, shapes_match,
                       unaliased)
 

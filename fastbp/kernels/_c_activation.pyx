@@ -1,6 +1,6 @@
 """Compiled activations and their derivatives (twins: ``activation``, ``activation_grad`` in
-fastbp/_reference.py).  The loops are also exported to fastbp/_c_linear.pyx for the fused layers,
-and the array math (exp, log1p) to fastbp/_c_step.pyx for the losses.
+fastbp/kernels/_reference.py).  The loops are also exported to fastbp/kernels/_c_linear.pyx for the fused layers,
+and the array math (exp, log1p) to fastbp/kernels/_c_step.pyx for the losses.
 
 Elementwise work runs over one flat span when it can (long, vectorisable loops) and row by row
 when a row is needed (softmax, the bias of a fused forward, the bias gradient of a fused backward),
@@ -10,7 +10,7 @@ cimport numpy as cnp
 from libc.math cimport erfc, exp, expm1, log1p
 from libc.string cimport memcpy, memset
 
-from fastbp._c_common cimport CHUNK, check, data, dim, fail, float_type, floating, total, dot
+from fastbp.kernels._c_common cimport CHUNK, check, data, dim, fail, float_type, floating, total, dot
 
 cnp.import_array()
 

@@ -20,7 +20,7 @@ fresh z.  Each player has its own optimizer (``solver``, same settings; D's lear
 ``discriminator_learning_rate`` when given).  An epoch is one pass over the data; there is no
 convergence test (a GAN's losses do not settle to a minimum): training runs ``max_iter`` epochs.
 After every epoch both players' losses and parameters must be finite (the training loop's check,
-``fastbp._training.check_finite``): otherwise ``fit``/``partial_fit`` raise ValueError and leave
+``fastbp.training.check_finite``): otherwise ``fit``/``partial_fit`` raise ValueError and leave
 the model as it was before the call.
 
 Loss curves, one entry per epoch: ``discriminator_loss_curve_`` (mean -L over D's steps, i.e.
@@ -33,13 +33,13 @@ import time
 import numpy as np
 from scipy import special
 
-from . import _backend
-from ._generative import GenerativeBase, check_n_components, check_sizes, store_params
-from ._training import check_finite, make_optimizer, resolve_batch_size
-from ._validation import check_is_fitted
-from .mlp import _make_rng
-from .nn import activation_name, make_mlp
-from .persist import register
+from fastbp import _backend
+from fastbp.models._generative import GenerativeBase, check_n_components, check_sizes, store_params
+from fastbp.training import check_finite, make_optimizer, resolve_batch_size
+from fastbp.models._validation import check_is_fitted
+from fastbp.models.mlp import _make_rng
+from fastbp.nn import activation_name, make_mlp
+from fastbp.models.persist import register
 
 __all__ = ["GAN"]
 

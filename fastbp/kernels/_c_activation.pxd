@@ -1,6 +1,6 @@
-# Activation kernels shared with the dense layers (fastbp/_c_linear.pyx), and array math shared
-# with the losses (fastbp/_c_step.pyx).
-from fastbp._c_common cimport floating
+# Activation kernels shared with the dense layers (fastbp/kernels/_c_linear.pyx), and array math shared
+# with the losses (fastbp/kernels/_c_step.pyx).
+from fastbp.kernels._c_common cimport floating
 
 cdef floating v_max(const floating* x, Py_ssize_t n) noexcept nogil
 cdef void v_exp(const floating* x, floating* y, Py_ssize_t n, floating shift) noexcept nogil

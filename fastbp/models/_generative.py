@@ -8,8 +8,8 @@ The regularisers that act on the code -- the sparse autoencoder's penalty on e(x
 reparameterisation with its KL term -- are written as :class:`fastbp.nn.Layer` s sitting between
 the encoder's and the decoder's Dense layers.  Their backward adds the penalty's gradient to the
 gradient that arrives from the decoder, so a whole model stays one network that
-``fastbp._training.fit_network`` trains like any other (:class:`PenalisedSequential` adds the
-penalty values to the loss).  The compiled fast path (``fastbp.fused``) takes plain stacks of
+``fastbp.training.fit_network`` trains like any other (:class:`PenalisedSequential` adds the
+penalty values to the loss).  The compiled fast path (``fastbp.engine``) takes plain stacks of
 Dense layers only; a network with one of these layers trains layer by layer.
 """
 import math
@@ -17,9 +17,9 @@ import math
 import numpy as np
 from scipy import special
 
-from ._validation import check_is_fitted, check_n_features, check_X
-from .mlp import _BaseMLP
-from .nn import Layer, Sequential, _BufferCache, make_mlp
+from fastbp.models._validation import check_is_fitted, check_n_features, check_X
+from fastbp.models.mlp import _BaseMLP
+from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp
 
 __all__ = ["GenerativeBase", "EncoderDecoder", "Transformer", "SparsityPenalty", "Reparameterize",
            "log_variance", "LOG_VARIANCE_KNEE", "PenalisedSequential", "hourglass", "store_params",
@@ -427,7 +427,7 @@ class GenerativeBase(_BaseMLP):
         return X, None
 
     def _encode_like(self, y, n, dtype, target):
-        """The target of n rows given as ``y``: data rows like X (``fastbp.gradcheck``)."""
+        """The target of n rows given as ``y``: data rows like X (``fastbp.models.gradcheck``)."""
         Y = check_X(y, dtype)
         if Y.shape[0] != n:
             raise ValueError(f"the target has {Y.shape[0]} rows, X has {n}")

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from ._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
+from fastbp.cli._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
                     print_speedup, pyplot, require_matplotlib, save_model, split_rows, warm_up)
 
 __all__ = ["add_generative_arguments", "run_generative", "MODELS"]
@@ -52,9 +52,9 @@ def _table(path):
 
 
 def _model(name, args, X, verbose):
-    from .autoencoder import Autoencoder
-    from .gan import GAN
-    from .vae import VAE
+    from fastbp.models.autoencoder import Autoencoder
+    from fastbp.models.gan import GAN
+    from fastbp.models.vae import VAE
 
     hidden = parse_sizes(getattr(args, "hidden", "100"))
     k = DEFAULT_COMPONENTS[name] if args.components is None else args.components
@@ -135,8 +135,8 @@ def _plot(name, model, X_test, path):
 
 def run_generative(model_name, args):
     """Train and test the generative model ``model_name`` as ``args`` say; the exit status."""
-    from . import _backend
-    from .datasets import load_digits
+    from fastbp import _backend
+    from fastbp.datasets import load_digits
 
     try:
         if model_name not in MODELS:

@@ -49,7 +49,7 @@ import zipfile
 
 import numpy as np
 
-from .nn import parameter_budget
+from fastbp.nn import parameter_budget
 
 __all__ = ["save", "load", "register", "InconsistentVersionWarning", "FORMAT", "FORMAT_VERSION"]
 
@@ -239,7 +239,7 @@ def save(model, path):
     OSError
         writing failed; ``path`` is then as it was, and no temporary file is left.
     """
-    from . import __version__
+    from fastbp import __version__
 
     name = getattr(type(model), "_persist_name", None)
     if name is None:

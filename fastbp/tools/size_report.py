@@ -12,7 +12,7 @@ default), a folder, a ``.whl`` file, or single compiled files.  For each compile
 
 Everything is read from the files with ``struct``; nothing is imported (a foreign or broken
 ``.so`` can crash the interpreter on import).  This module uses the standard library only, and
-fastbp._elf: the ELF parser it shares with the check that a compiled module is whole before
+fastbp._platform._elf: the ELF parser it shares with the check that a compiled module is whole before
 fastbp imports it.
 
 Then the largest file (the "model size"), the total of the package's compiled files, and vendored
@@ -37,7 +37,7 @@ import sys
 import tempfile
 import zipfile
 
-from ._elf import SHT_NOBITS, ElfError, Source, cstr as _cstr, read_headers
+from fastbp._platform._elf import SHT_NOBITS, ElfError, Source, cstr as _cstr, read_headers
 
 __all__ = ["add_arguments", "run", "main", "measure", "parse_elf", "isa_scan", "ElfError"]
 
@@ -84,7 +84,7 @@ def parse_elf(path=None, data=None):
     """Read an ELF file's header and section headers (and a few small sections).
 
     Give ``path`` or ``data`` (bytes).  Returns a dict (see ``_elf_record``) or raises ElfError
-    for a file that is not ELF, is truncated or is otherwise inconsistent (see fastbp._elf).
+    for a file that is not ELF, is truncated or is otherwise inconsistent (see fastbp._platform._elf).
     """
     with Source(path, data) as src:
         h = read_headers(src)

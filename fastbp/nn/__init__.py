@@ -36,7 +36,7 @@ A network built by hand::
         opt.step(net.grads())
     proba = fastbp.kernels.activation("softmax", net.predict(X))
 
-``fastbp._training.fit_network`` is the generic training loop over such a network.
+``fastbp.training.fit_network`` is the generic training loop over such a network.
 """
 import contextvars
 import math
@@ -45,8 +45,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import _backend
-from ._checks import ACTIVATIONS, LOSSES, activation_alpha
+from fastbp import _backend
+from fastbp.kernels._checks import ACTIVATIONS, LOSSES, activation_alpha
 
 __all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MAX_CACHED_SIZES"]
 
@@ -424,7 +424,7 @@ class Sequential:
     def predict(self, X):
         """The output for X in a fresh array (inference mode: dropout off; no layer keeps X, Z
         or A).  On the compiled backend a plain float32 stack runs the training engine's forward
-        pass (fastbp.fused.make_predictor: fused bias + activation, rows split over threads,
+        pass (fastbp.engine.make_predictor: fused bias + activation, rows split over threads,
         chunks that stay in cache); anything else goes layer by layer."""
         X = _as_input(X, self.dtype, self.n_inputs)
         predictor = self._engine_predictor()
@@ -434,13 +434,13 @@ class Sequential:
 
     def _engine_predictor(self):
         """The engine's predictor for this network (made once, not pickled), or None."""
-        from . import _training
+        from fastbp import training as _training
         if not _training.USE_FUSED or _backend.backend() != "compiled":
             return None
         predictor = getattr(self, "_predictor", None)  # (absent on a network built by __new__)
         if predictor is None:
             try:
-                from . import fused
+                from fastbp import engine as fused
                 predictor = fused.make_predictor(self) or False
             except ImportError:
                 predictor = False

@@ -13,7 +13,7 @@ by the loss from the logits.  Training minimises, per minibatch of ``batch_size`
     mean data loss over the batch + alpha / (2 * batch_size) * sum_l ||W^l||_F^2
 
 (biases not penalised) with 'sgd' (momentum, Nesterov), 'adam' or 'gd' (full batch), by the loop
-of :mod:`fastbp._training` (see there for the learning-rate schedules, the Armijo line search,
+of :mod:`fastbp.training` (see there for the learning-rate schedules, the Armijo line search,
 convergence and early stopping).
 
 The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``
@@ -27,7 +27,7 @@ layer in each epoch, which shows vanishing gradients), ``learning_rates_``, ``n_
 ``network_`` is the fitted :class:`fastbp.nn.Sequential`.
 
 ``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
-identically (:mod:`fastbp.persist`); models pickle too (unpickling one pickled by another fastbp
+identically (:mod:`fastbp.models.persist`); models pickle too (unpickling one pickled by another fastbp
 version warns: ``fastbp.InconsistentVersionWarning``).  Bad input (NaN or infinity, a wrong
 number of features, fewer than 2 samples for ``fit`` -- ``partial_fit`` takes single samples --,
 one class, labels outside ``classes``, missing labels or labels mixing strings and numbers,
@@ -47,13 +47,13 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from . import __version__
-from ._blas_threads import limit_blas_threads
-from ._training import ConvergenceWarning, TrainConfig, TrainState, fit_network
-from ._validation import (NotFittedError, check_classes, check_is_fitted, check_labels,
+from fastbp import __version__
+from fastbp._platform._blas_threads import limit_blas_threads
+from fastbp.training import ConvergenceWarning, TrainConfig, TrainState, fit_network
+from fastbp.models._validation import (NotFittedError, check_classes, check_is_fitted, check_labels,
                           check_n_features, check_targets, check_X, label_kind)
-from .nn import Sequential, activation_name, make_mlp
-from .persist import InconsistentVersionWarning, register
+from fastbp.nn import Sequential, activation_name, make_mlp
+from fastbp.models.persist import InconsistentVersionWarning, register
 
 __all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
 
@@ -62,7 +62,7 @@ class BaseEstimator:
     """scikit-learn's estimator protocol without scikit-learn: ``get_params``/``set_params`` from
     the ``__init__`` signature (every argument is stored unchanged under its own name), a repr
     naming the changed parameters, tags for scikit-learn's tools when it is installed, and
-    ``save`` (see :mod:`fastbp.persist`)."""
+    ``save`` (see :mod:`fastbp.models.persist`)."""
 
     @classmethod
     def _get_param_names(cls):
@@ -104,7 +104,7 @@ class BaseEstimator:
 
     def save(self, path):
         """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
-        from .persist import save
+        from fastbp.models.persist import save
         save(self, path)
 
     def __getstate__(self):
@@ -170,7 +170,7 @@ class _BaseMLP(BaseEstimator):
     - ``solver`` 'adam': 'sgd' (minibatch, with ``momentum``/``nesterovs_momentum``), 'adam'
       (``beta_1``, ``beta_2``, ``epsilon``) or 'gd' (full-batch gradient descent, one step per epoch).
     - ``learning_rate_init`` 0.001; ``learning_rate`` 'constant' | 'invscaling' (``power_t``) |
-      'adaptive' | 'backtracking' (Armijo line search, 'gd' only): see ``fastbp._training``.
+      'adaptive' | 'backtracking' (Armijo line search, 'gd' only): see ``fastbp.training``.
     - ``batch_size`` 'auto' = min(200, n); ``max_iter`` 200 epochs; ``shuffle`` True.
     - ``alpha`` 0.0001: L2 penalty alpha / (2 batch_size) sum ||W||^2 per minibatch.
     - ``dropout`` 0.0 (*fastbp*): inverted dropout rate after every hidden layer in training.
@@ -315,7 +315,7 @@ class _BaseMLP(BaseEstimator):
                        for grad in value.grads()]
             before = copy.deepcopy(self.__dict__, {id(grad): grad for grad in scratch})
         try:
-            # training reports non-finite values itself (fastbp._training.check_finite): NumPy's
+            # training reports non-finite values itself (fastbp.training.check_finite): NumPy's
             # floating-point warnings on the way would only forerun that error, on one backend
             with self._threads(), np.errstate(all="ignore"):
                 if fresh:

@@ -1,4 +1,4 @@
-/* fastbp/_train_engine.h -- the C engine behind fastbp/_c_train.pyx: whole training steps and
+/* fastbp/engine/_train_engine.h -- the C engine behind fastbp/engine/_c_train.pyx: whole training steps and
  * whole epochs of a plain dense stack, and the forward pass for prediction, with the GIL released.
  *
  * Layout.  Batch-major, row-major, as in the rest of fastbp: a layer maps its input X (n x d) to
@@ -851,7 +851,7 @@ static void R(colsum)(int m, int k, const REAL *restrict G, int k0, int k1,
     }
 }
 
-/* Optimizer update of count entries of one parameter, as in fastbp/_reference.py (same operation
+/* Optimizer update of count entries of one parameter, as in fastbp/kernels/_reference.py (same operation
  * order).  out[0] += ||g||^2 (the gradient before the decay term), out[1] += ||p_new||^2.
  * Written with GCC vector types (8 floats or 4 doubles, two SSE registers each) so that the sums
  * vectorise without -ffast-math; they are flushed to double every 4096 entries. */
@@ -909,7 +909,7 @@ FB_CLONES_T static void R(update_vectors)(int opt, long count, REAL *restrict p,
 }
 #undef FB_UPDATE_LOOP
 
-/* Optimizer update of count entries of one parameter, as in fastbp/_reference.py (same operation
+/* Optimizer update of count entries of one parameter, as in fastbp/kernels/_reference.py (same operation
  * order; h = lr, decay, momentum, beta1, beta2, 1 - beta1, 1 - beta2, eps, and Adam's bias
  * corrections 1 - beta1^t, 1 - beta2^t).  sums[0] += ||g||^2 (the gradient before the decay
  * term), sums[1] += ||p_new||^2.  Written with GCC vector types (8 floats, two SSE registers)

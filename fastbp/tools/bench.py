@@ -11,7 +11,7 @@ one untimed run of the same contender; the report gives medians over rounds.
 
 Contenders (those whose library is missing are skipped):
 
-* ``fastbp``: :func:`fastbp.fused.make_trainer`, the compiled epoch (threads chosen by the work);
+* ``fastbp``: :func:`fastbp.engine.make_trainer`, the compiled epoch (threads chosen by the work);
 * ``numpy``: fastbp's layer-by-layer path on the NumPy backend (the floors' "NumPy" line);
 * ``fastbp-layers``: the layer-by-layer path on the compiled kernels (for information);
 * ``torch``: ``torch.nn.Sequential`` of ``Linear`` layers, ``torch.optim.SGD``, default threads;
@@ -114,7 +114,7 @@ class Contender:
 
 
 def _fastbp_network(w, seed=1):
-    from .nn import make_mlp
+    from fastbp.nn import make_mlp
     return make_mlp(w.sizes[0], w.sizes[1:-1], w.sizes[-1], activation=w.activation, rng=seed)
 
 
@@ -122,13 +122,13 @@ class FastbpFused(Contender):
     name = "fastbp"
 
     def __init__(self, w, threads=None):
-        from . import fused
-        from .optim import SGD
+        from fastbp import engine as fused
+        from fastbp.optim import SGD
         self.network = _fastbp_network(w)
         self.optimizer = SGD(self.network.params(), lr=1e-3)
         self.trainer = fused.make_trainer(self.network, w.loss, self.optimizer, w.batch, threads)
         if self.trainer is None:
-            raise RuntimeError("fastbp.fused.make_trainer refused the network (backend "
+            raise RuntimeError("fastbp.engine.make_trainer refused the network (backend "
                                "'numpy' or _c_train not built?)")
         norms = np.zeros(len(w.sizes) - 1)
         batches = [np.ascontiguousarray(w.X[w.order[i:i + w.batch]])
@@ -147,7 +147,7 @@ class FastbpFused(Contender):
 @contextlib.contextmanager
 def _layer_by_layer():
     """Sequential.predict layer by layer (on the compiled backend it would take the engine)."""
-    from . import _training
+    from fastbp import training as _training
     saved, _training.USE_FUSED = _training.USE_FUSED, False
     try:
         yield
@@ -156,11 +156,12 @@ def _layer_by_layer():
 
 
 class FastbpLayers(Contender):
-    """fastbp's layer-by-layer path (fastbp._training.LayerwiseTrainer) on one backend."""
+    """fastbp's layer-by-layer path (fastbp.training.LayerwiseTrainer) on one backend."""
 
     def __init__(self, w, backend):
-        from . import _backend, _training
-        from .optim import SGD
+        from fastbp import _backend
+        from fastbp import training as _training
+        from fastbp.optim import SGD
         self.name = "numpy" if backend == "numpy" else "fastbp-layers"
         if backend == "compiled" and _backend.compiled_module is None:
             raise RuntimeError("compiled kernels unavailable")
@@ -403,9 +404,9 @@ def bench_net(w, floors, args, log=print):
 
 def per_sample(w, args):
     """fastbp's time per training row at each batch size, on the same rows (interleaved)."""
-    from . import fused
-    from .nn import make_mlp
-    from .optim import SGD
+    from fastbp import engine as fused
+    from fastbp.nn import make_mlp
+    from fastbp.optim import SGD
     rows = max(SCALING_BATCHES) * (4 if w.forward_flops / w.batch > 1e6 else 32)
     if args.quick:
         rows //= 4
@@ -526,7 +527,8 @@ def _workloads(args):
 def _environment():
     env = {"python": platform.python_version(), "numpy": np.__version__,
            "machine": platform.machine(), "cpus": None}
-    from . import _blas_threads, fused
+    from fastbp._platform import _blas_threads
+    from fastbp import engine as fused
     env["cpus"] = fused.cpu_count()
     env["fastbp_blas"] = _blas_threads.blas_choice()
     try:

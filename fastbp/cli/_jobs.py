@@ -58,7 +58,7 @@ def split_rows(n, test_size, seed):
 
 def choose_backends(choice):
     """(backend names to train with, a note why the compiled one is missing or None)."""
-    from . import _backend
+    from fastbp import _backend
 
     if choice == "numpy":
         return ["numpy"], None
@@ -94,7 +94,7 @@ def fit_noting_convergence(fit, *args, **kwargs):
     That ConvergenceWarning is swallowed (the jobs print a short note instead); any other warning
     (a diverging loss among them) is shown as usual.
     """
-    from ._training import MAX_ITER_WARNING, ConvergenceWarning
+    from fastbp.training import MAX_ITER_WARNING, ConvergenceWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

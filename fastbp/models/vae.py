@@ -5,7 +5,7 @@ N(mu(x), diag sigma^2(x)) -- its last Dense layer outputs [mu, log sigma^2] -- a
 code is sampled by the reparameterisation z = mu + sigma * eps, eps ~ N(0, I), so that the
 gradient reaches mu and sigma by plain backprop (dz/dmu = 1, dz/d log sigma^2 = eps sigma / 2).
 Above log sigma^2 = 10 the encoder's output s is bent (log sigma^2 = 10 + log(1 + s - 10), the
-same value and slope at 10, see ``fastbp._generative.log_variance``): sigma^2 then grows linearly
+same value and slope at 10, see ``fastbp.models._generative.log_variance``): sigma^2 then grows linearly
 in s, so large inputs (whose first log-variances can be in the hundreds) cannot overflow exp.
 The decoder d maps z to the data.  Training maximises the evidence lower bound per sample
 
@@ -32,12 +32,12 @@ import math
 
 import numpy as np
 
-from ._generative import (EncoderDecoder, PenalisedSequential, Reparameterize, check_n_components,
+from fastbp.models._generative import (EncoderDecoder, PenalisedSequential, Reparameterize, check_n_components,
                           check_nonnegative, decoded, log_variance, row_errors, store_params)
-from ._validation import check_is_fitted
-from .mlp import _make_rng
-from .nn import make_mlp
-from .persist import register
+from fastbp.models._validation import check_is_fitted
+from fastbp.models.mlp import _make_rng
+from fastbp.nn import make_mlp
+from fastbp.models.persist import register
 
 __all__ = ["VAE"]
 

@@ -1,9 +1,10 @@
 """The compiled backend: the Cython kernels under the names of their NumPy twins
-(fastbp/_reference.py), with the same signatures, semantics and aliasing rules."""
-from . import _blas_threads, _c_linear
-from ._c_activation import activation, activation_grad
-from ._c_linear import dense_backward, dense_forward, linear_backward, linear_forward
-from ._c_step import adam_update, loss, sgd_update
+(fastbp/kernels/_reference.py), with the same signatures, semantics and aliasing rules."""
+from fastbp._platform import _blas_threads
+from fastbp.kernels import _c_linear
+from fastbp.kernels._c_activation import activation, activation_grad
+from fastbp.kernels._c_linear import dense_backward, dense_forward, linear_backward, linear_forward
+from fastbp.kernels._c_step import adam_update, loss, sgd_update
 
 # the kernels (use_blas and blas below are this module's own, not kernels)
 __all__ = ["linear_forward", "linear_backward", "dense_forward", "dense_backward", "activation",
@@ -30,7 +31,7 @@ def use_blas(name):
 
 
 def _start():
-    """The start-up choice (FASTBP_BLAS, see fastbp._blas_threads.blas_choice)."""
+    """The start-up choice (FASTBP_BLAS, see fastbp._platform._blas_threads.blas_choice)."""
     choice = _blas_threads.blas_choice()
     found = _blas_threads.numpy_openblas()
     use_blas("numpy" if choice == "numpy" and found is not None and found.ilp64 else "scipy")

@@ -22,8 +22,8 @@ import copy
 
 import numpy as np
 
-from ._checks import LOSSES
-from .nn import Sequential, _as_input, _as_target
+from fastbp.kernels._checks import LOSSES
+from fastbp.nn import Sequential, _as_input, _as_target
 
 __all__ = ["gradcheck"]
 
@@ -47,13 +47,13 @@ def _model_network(model, X, y):
         return model, X, y
     network = getattr(model, "_network", None)
     if network is None:
-        from ._validation import check_is_fitted
+        from fastbp.models._validation import check_is_fitted
         check_is_fitted(model)
         raise TypeError(f"gradcheck needs a fitted fastbp estimator or a Sequential, got {model!r}")
     if getattr(model, "loss_", None) not in LOSSES:
         raise TypeError(f"gradcheck needs a model trained on one loss; {type(model).__name__} "
                         f"trains with {getattr(model, 'loss_', None)!r}")
-    from ._validation import check_n_features, check_X
+    from fastbp.models._validation import check_n_features, check_X
     X = check_X(X, np.float64)
     check_n_features(model, X)
     Y = model._encode_like(X if y is None else y, X.shape[0], np.float64, model._fitted_target())
@@ -118,16 +118,3 @@ def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_st
         details[name] = float(difference / scale) if scale > 0 else float(difference)
     worst = max(details.values())
     return (worst, details) if return_details else worst
-
-
-class _CallableModule(type(copy)):
-    """``fastbp.gradcheck`` names both this module and its function: calling the module calls the
-    function, so ``fastbp.gradcheck(model, X, y)`` works whichever of the two the name resolves to."""
-
-    def __call__(self, *args, **kwargs):
-        return gradcheck(*args, **kwargs)
-
-
-import sys  # noqa: E402
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -1,10 +1,10 @@
 """NumPy twins of the compiled kernels: the specification the compiled backend is held to.
 
 Every function here has the same name and signature as its compiled counterpart in
-``fastbp._compiled``.  Both trust their caller (``fastbp.kernels``) to have checked the input:
+``fastbp.kernels._compiled``.  Both trust their caller (``fastbp.kernels``) to have checked the input:
 arrays are C-contiguous, share one float dtype (float32 or float64), have consistent shapes, and
 every ``out`` buffer is given, writeable and of the right shape, and overlaps an input only as
-``fastbp._checks.ALIASES`` allows (the very same buffer where a docstring says so; inputs that
+``fastbp.kernels._checks.ALIASES`` allows (the very same buffer where a docstring says so; inputs that
 an output would overlap otherwise have been copied).  Results go into the ``out`` buffers.
 
 Elementwise work, losses and optimizer steps are computed in float64 (float32 data widened,

@@ -3,7 +3,7 @@
 It knows nothing about classifiers: it takes a network, a loss name (one of
 ``fastbp.kernels.LOSSES``, computed from the network output), the inputs X and a target Y, and
 optional callbacks (a validation score for early stopping, a per-epoch hook).  The estimators of
-``fastbp.mlp`` and the autoencoders build on :func:`fit_network`.
+``fastbp.models.mlp`` and the autoencoders build on :func:`fit_network`.
 
 Objective.  For a minibatch B of n_B rows (at most ``batch_size``), with the optimizer's per-parameter
 ``weight_decay`` lambda_i (alpha / batch_size for weights, 0 for biases, see :func:`weight_decays`):
@@ -29,7 +29,7 @@ It returns sum_B n_B F_B / n (the mean over the rows of the batch values, scikit
 ||dW^l||_F, one float64 entry per Dense layer.
 
 A compiled fast path: at the start of every fit call, when the compiled backend is active, the
-loop calls ``fastbp.fused.make_trainer(network, loss, optimizer, batch_size)`` (if that module
+loop calls ``fastbp.engine.make_trainer(network, loss, optimizer, batch_size)`` (if that module
 exists); a trainer it returns (not None) runs each epoch as ``trainer.train_epoch(X, Y, order,
 grad_norms_out) -> mean loss`` with exactly the semantics above, reading ``optimizer.lr`` at the
 start of each epoch (schedules change it between epochs; everything else about the optimizer,
@@ -82,7 +82,7 @@ Non-finite values (:func:`check_finite`, the one check of every training loop, t
 after every epoch the loss, the gradient norms and the parameters must be finite; otherwise
 training stops with a ValueError naming the epoch, the learning rate and the input's scale.  The
 network is then left as the failed epoch made it: the estimators put back their state from
-before the call (see ``fastbp.mlp``).
+before the call (see ``fastbp.models.mlp``).
 """
 import importlib
 import math
@@ -92,8 +92,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _backend
-from .optim import SGD, Adam
+from fastbp import _backend
+from fastbp.optim import SGD, Adam
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
@@ -316,13 +316,13 @@ def make_trainer(network, loss, optimizer, batch_size):
     global _fused_warned
     if USE_FUSED and _backend.backend() == "compiled":
         try:
-            fused = importlib.import_module("fastbp.fused")
+            fused = importlib.import_module("fastbp.engine")
         except ImportError as error:  # absent is fine; present but broken is worth one warning
             fused = None
-            absent = isinstance(error, ModuleNotFoundError) and error.name == "fastbp.fused"
+            absent = isinstance(error, ModuleNotFoundError) and error.name == "fastbp.engine"
             if not absent and not _fused_warned:
                 _fused_warned = True
-                warnings.warn(f"fastbp.fused cannot be imported ({error}); training layer by layer",
+                warnings.warn(f"fastbp.engine cannot be imported ({error}); training layer by layer",
                               RuntimeWarning, stacklevel=3)
         if fused is not None:
             trainer = fused.make_trainer(network, loss, optimizer, batch_size)

@@ -29,10 +29,10 @@ a plain stack of Dense layers and runs on the compiled fast path when it is ther
 """
 import numpy as np
 
-from ._generative import (EncoderDecoder, PenalisedSequential, SparsityPenalty, check_fraction,
+from fastbp.models._generative import (EncoderDecoder, PenalisedSequential, SparsityPenalty, check_fraction,
                           check_nonnegative, hourglass, row_errors, store_params)
-from .nn import Sequential, activation_name
-from .persist import register
+from fastbp.nn import Sequential, activation_name
+from fastbp.models.persist import register
 
 __all__ = ["Autoencoder"]
 

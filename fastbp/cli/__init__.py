@@ -8,9 +8,9 @@ import importlib
 import sys
 
 COMMANDS = {
-    "train": ("fastbp.train_job", "train a network on the digits data (default) or your own"),
-    "bench": ("fastbp.bench", "time training steps against NumPy, PyTorch and scikit-learn"),
-    "size": ("fastbp.size_report", "report the sizes of the compiled .so files"),
+    "train": ("fastbp.cli.train_job", "train a network on the digits data (default) or your own"),
+    "bench": ("fastbp.tools.bench", "time training steps against NumPy, PyTorch and scikit-learn"),
+    "size": ("fastbp.tools.size_report", "report the sizes of the compiled .so files"),
 }
 
 

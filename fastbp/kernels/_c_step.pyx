@@ -1,5 +1,5 @@
 """Compiled losses and optimizer steps, the two ends of a training step's update (twins: ``loss``,
-``sgd_update``, ``adam_update`` in fastbp/_reference.py); one module, to share the fixed size of
+``sgd_update``, ``adam_update`` in fastbp/kernels/_reference.py); one module, to share the fixed size of
 a compiled module.
 
 Each loss is a mean over the n rows.  Its terms and their sum are in double where a term can
@@ -16,8 +16,8 @@ cimport numpy as cnp
 from libc.float cimport DBL_MAX
 from libc.math cimport log, sqrt
 
-from fastbp._c_activation cimport v_exp, v_log1p_pos, v_max
-from fastbp._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
+from fastbp.kernels._c_activation cimport v_exp, v_log1p_pos, v_max
+from fastbp.kernels._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
                                floating, total)
 
 cnp.import_array()
