@@ -503,10 +503,10 @@ def test_kill_9_during_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path,
     import time
 
     target = tmp_path / "model.npz"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(fastbp.__file__).parents[1]),
-                                                       os.environ.get("PYTHONPATH", "")]))
+    home = str(Path(fastbp.__file__).parents[1])  # the fastbp under test, not the one in the cwd
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([home, os.environ.get("PYTHONPATH", "")]))
     child = subprocess.Popen([sys.executable, "-c", _SAVER, str(target), mode],
-                             stdout=subprocess.PIPE, env=env, text=True)
+                             stdout=subprocess.PIPE, env=env, text=True, cwd=home)
     try:
         checksum = float(child.stdout.readline())  # the first save is complete
         time.sleep(0.4)  # several saves of 36 MB in: the kill lands mid-write or mid-fsync
