@@ -12,6 +12,8 @@ The choice lives in a :class:`contextvars.ContextVar`:
 - a context that never chose -- a new thread (threads start from an empty context, not from their
   parent's) -- runs the process default.  An asyncio task starts from a copy of the context that
   created it, so it inherits that context's choice; its own switches stay in the task.
+  (Between ``use_backend(name)`` and the block's start -- a few bytecodes -- a context that never
+  chose may still run ``name``: the call cannot know it starts a block until the block starts.)
 
 A block puts back, on exit, the choice its context had before it; a plain call inside a block
 still sets the process default, which outlives the block.
@@ -31,12 +33,22 @@ registers and starts).
 import contextvars
 import importlib
 import os
+import threading
 import warnings
+import weakref
 
 BACKENDS = ("compiled", "numpy")
 
 _choice = contextvars.ContextVar("fastbp_backend")  # unset: the process default
 default = None  # the process default; None until the start (FASTBP_BACKEND)
+
+# use_backend cannot tell a plain call from a block before the block is entered, so each call is
+# pending until then: the newest pending call sets the default, entering a block withdraws its call,
+# and a call whose object is gone (never entered: a plain call) settles.  So blocks opened at once
+# in several threads leave the default as they found it.
+_lock = threading.Lock()
+_settled = None  # the default that plain calls (and the start) settled
+_pending = []  # [(weak reference to a use_backend, its name)], oldest first
 _compiled_error = None  # why the compiled kernels cannot run at all (None: they can)
 _registered = False
 
@@ -70,10 +82,12 @@ def backend():
 
 
 def _checked(name):
+    """``name``, once it is known to be a backend that can run (and the start is done)."""
+    unavailable = compiled_unavailable()
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of {BACKENDS}")
-    if name == "compiled" and compiled_unavailable() is not None:
-        raise ImportError(f"fastbp's compiled kernels cannot be imported ({_compiled_error})")
+    if name == "compiled" and unavailable is not None:
+        raise ImportError(f"fastbp's compiled kernels cannot be imported ({unavailable})")
     return name
 
 
@@ -89,16 +103,16 @@ class use_backend:
     """
 
     def __init__(self, name):
-        global default
         _checked(name)
-        self._previous_default = default
         self._token = _choice.set(name)
-        default = name
+        with _lock:
+            _pending.append((weakref.ref(self), name))
+            _update_default()
 
     def __enter__(self):
-        # A block switches its own context only: the process default goes back at once.
-        global default
-        default = self._previous_default
+        with _lock:  # a block: its call was never meant for the process default
+            _pending[:] = [call for call in _pending if call[0]() is not self]
+            _update_default()
         return self
 
     def __exit__(self, *exc_info):
@@ -106,8 +120,17 @@ class use_backend:
         return False
 
 
+def _update_default():
+    """Under _lock: settle the oldest calls that can no longer be blocks; the newest call's name
+    (or the settled one) is the default."""
+    global default, _settled
+    while _pending and _pending[0][0]() is None:
+        _settled = _pending.pop(0)[1]
+    default = _pending[-1][1] if _pending else _settled
+
+
 def _start():
-    global default
+    global _settled
     choice = os.environ.get("FASTBP_BACKEND", "auto").strip().lower() or "auto"
     if choice == "auto":
         if _compiled_error is not None:
@@ -119,4 +142,6 @@ def _start():
             choice = "compiled"
     elif choice not in BACKENDS:
         raise ValueError(f"FASTBP_BACKEND={choice!r}: expected auto, compiled or numpy")
-    default = _checked(choice)
+    with _lock:
+        _settled = _checked(choice)
+        _update_default()

@@ -56,10 +56,10 @@ def require_compiled():
 @pytest.fixture(autouse=True)
 def _restore_backend():
     """No test leaks a backend switch into the next one."""
-    saved = _backend.default, _backend.backend()
+    default, here = _backend.default, _backend.backend()
     yield
-    _backend.default = saved[0]
-    _backend._choice.set(saved[1])
+    fastbp.use_backend(default)  # the process default...
+    _backend._choice.set(here)  # ...and this context's choice
 
 
 @pytest.fixture(params=BACKENDS)

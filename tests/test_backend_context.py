@@ -5,6 +5,7 @@ Which implementation ran is seen by spies put in the place of the compiled op an
 recording the thread that called it; results are checked against X @ W + b.
 """
 import asyncio
+import contextvars
 import threading
 
 import numpy as np
@@ -101,6 +102,23 @@ def test_a_plain_call_inside_a_block_sets_the_default_and_the_block_restores_its
         fastbp.use_backend("numpy")
     assert fastbp.backend() == "compiled"  # as before the block
     assert in_thread(fastbp.backend) == "numpy"  # the last plain call's default
+
+
+def test_blocks_opened_at_once_leave_the_process_default_as_they_found_it(compiled):
+    """Two threads' blocks interleaved as a thread switch can (both calls, then both entries)."""
+    fastbp.use_backend("numpy")
+    first, second = contextvars.copy_context(), contextvars.copy_context()
+    a = first.run(fastbp.use_backend, "compiled")
+    b = second.run(fastbp.use_backend, "numpy")
+    first.run(a.__enter__)
+    second.run(b.__enter__)
+    assert (first.run(fastbp.backend), second.run(fastbp.backend)) == ("compiled", "numpy")
+    assert fastbp.backend() == "numpy" == in_thread(fastbp.backend)
+    first.run(a.__exit__, None, None, None)
+    second.run(b.__exit__, None, None, None)
+    assert fastbp.backend() == "numpy" == in_thread(fastbp.backend)
+    fastbp.use_backend("compiled")  # and plain calls still settle it
+    assert in_thread(fastbp.backend) == "compiled"
 
 
 def test_a_refused_switch_changes_nothing_anywhere(monkeypatch):
