@@ -69,13 +69,21 @@ def _ensure_registered():
 
 
 def compiled_unavailable():
-    """Why the compiled kernels cannot run at all (a string), or None when they can."""
+    """Why no compiled kernel can run (a string naming the import errors), or None when some can
+    (the others then run on their twins: ``fastbp.kernels.implementations``)."""
     _ensure_registered()
     return _compiled_error
 
 
 def backend():
-    """The current context's backend: ``'compiled'`` or ``'numpy'``."""
+    """The backend the current thread or asyncio task runs.
+
+    Returns
+    -------
+    str
+        ``'compiled'`` or ``'numpy'``: the context's last ``use_backend`` choice, else the process
+        default (``'numpy'`` where no compiled kernel can be imported, unless forced).
+    """
     if default is None:
         _ensure_registered()
     return _choice.get(default)
@@ -96,10 +104,20 @@ class use_backend:
 
     As a plain call, ``use_backend(name)`` switches for good: the current context and the process
     default (what new threads, and every context that never chose, run).  As a context manager,
-    ``with use_backend(name):`` switches the current thread or asyncio task only, for the block.
+    ``with use_backend(name):`` switches the current thread or asyncio task only, for the block,
+    and puts its previous choice back on exit (also after an exception).
 
-    Raises ValueError for another name, and ImportError (with the reason) for ``'compiled'`` where
-    no compiled kernel can be imported; the choice is then unchanged.
+    Parameters
+    ----------
+    name : {'compiled', 'numpy'}
+
+    Raises
+    ------
+    ValueError
+        For another name.
+    ImportError
+        For ``'compiled'`` where no compiled kernel can be imported, naming the reason.
+        Either way the choice is unchanged.
     """
 
     def __init__(self, name):

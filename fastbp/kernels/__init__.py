@@ -81,16 +81,40 @@ _get = _backend._choice.get
 
 
 def ops():
-    """The current context's implementations, unchecked (the layers' and optimizers' hot paths):
-    an object with one function per name in KERNELS, taking the twins' arguments
-    (fastbp/kernels/_reference.py)."""
+    """The implementations the current thread or asyncio task runs, without the checks.
+
+    For the layers' and optimizers' hot paths, whose arrays are trusted (made by the network).
+
+    Returns
+    -------
+    object
+        One function per name in ``KERNELS``, taking the twins' positional arguments
+        (fastbp/kernels/_reference.py): the twins for ``'numpy'``; for ``'compiled'``, the
+        compiled ops, with a twin for each missing one (see ``implementations``).
+    """
     return _TABLES[_get(_backend.default)]  # inlined in the kernels below: a call costs ~25 ns
 
 
 def implementations(backend=None):
-    """What each kernel runs on ``backend`` (default: the current context's): a dict
-    {kernel name: ``'compiled'``, ``'numpy'``, or ``'numpy (reason)'`` for a compiled op that is
-    missing}.  Raises ValueError for an unknown backend name."""
+    """Which implementation each kernel runs.
+
+    Parameters
+    ----------
+    backend : {'compiled', 'numpy'} or None, default None
+        The backend to describe; None: the current thread's or asyncio task's.
+
+    Returns
+    -------
+    dict
+        {kernel name (in ``KERNELS`` order): ``'compiled'``, ``'numpy'``, or ``'numpy (reason)'``
+        for a compiled op that is missing (not compiled, or its compiled module failed to import;
+        where no compiled kernel imports at all, every op has the reason)}.
+
+    Raises
+    ------
+    ValueError
+        For another backend name.
+    """
     backend = _backend.backend() if backend is None else backend
     if backend not in _TABLES:
         raise ValueError(f"unknown backend {backend!r}; expected one of {_backend.BACKENDS}")
