@@ -8,7 +8,7 @@ the steps call the active backend directly, skipping the public kernels' checks.
 """
 import numpy as np
 
-from fastbp import _backend
+from fastbp.kernels import ops
 
 
 def _decays(params, weight_decay):
@@ -34,7 +34,7 @@ class SGD:
         self.t = 0
 
     def step(self, grads):
-        update = _backend.current.sgd_update
+        update = ops().sgd_update
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             velocity = self.velocities[i] if self.velocities is not None else None
             update(param, grad, velocity, self.lr, self.momentum, self.nesterov,
@@ -58,7 +58,7 @@ class Adam:
 
     def step(self, grads):
         self.t += 1
-        update = _backend.current.adam_update
+        update = ops().adam_update
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             update(param, grad, self.m[i], self.v[i], self.t, self.lr, self.beta1, self.beta2,
                    self.eps, self.weight_decay[i])

@@ -2,9 +2,9 @@
 
 Backends.  The ``backend`` fixture runs a test once per backend ('numpy', 'compiled'), switched with
 ``fastbp.use_backend``.  'compiled' is skipped when the compiled kernels cannot be imported -- unless
-``FASTBP_BACKEND=compiled`` is set (CI's compiled run), where an unavailable compiled backend is a
-failure.  (With that variable set and no compiled backend, importing ``fastbp._backend`` below
-already raises ImportError, so the whole run fails loudly.)
+``FASTBP_BACKEND=compiled`` is set (CI's compiled run), where an unavailable compiled backend, or a
+compiled op missing from it, is a failure.  (With that variable set and no compiled backend,
+importing ``fastbp.kernels`` below already raises ImportError, so the whole run fails loudly.)
 
 Kernel cases.  ``CASES`` lists one entry per kernel call worth comparing (every kernel, every
 activation, every loss and target form, every optimizer flavour).  A case builds random inputs
@@ -43,19 +43,23 @@ DTYPES = (np.float32, np.float64)
 # ------------------------------------------------------------------------------------- backends
 def require_compiled():
     """Skip the calling test unless the compiled backend imports; fail instead when CI forces it."""
-    if _backend.compiled_module is None:
-        reason = f"compiled backend unavailable ({_backend.compiled_error})"
+    if _backend.compiled_unavailable() is not None:
+        reason = f"compiled backend unavailable ({_backend.compiled_unavailable()})"
         if FORCED == "compiled":
             pytest.fail(f"FASTBP_BACKEND=compiled but the {reason}")
         pytest.skip(reason)
+    missing = {k: how for k, how in kernels.implementations("compiled").items() if how != "compiled"}
+    if missing and FORCED == "compiled":
+        pytest.fail(f"FASTBP_BACKEND=compiled but compiled ops are missing: {missing}")
 
 
 @pytest.fixture(autouse=True)
 def _restore_backend():
     """No test leaks a backend switch into the next one."""
-    saved = _backend.current
+    default, here = _backend.default, _backend.backend()
     yield
-    _backend.current = saved
+    fastbp.use_backend(default)  # the process default...
+    _backend._choice.set(here)  # ...and this context's choice
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,6 +1,7 @@
 """Backend switching: backend(), use_backend() as a call and as a context manager, the
-FASTBP_BACKEND variable, and the fallback to NumPy (with one RuntimeWarning naming the import error)
-when the compiled modules cannot be imported -- blocked by an import hook, or a corrupt .so.
+FASTBP_BACKEND variable, the fallback to NumPy (with one RuntimeWarning naming the import error)
+when no compiled module can be imported -- blocked by an import hook --, and the per-op fallback
+where one compiled module is corrupt.  (Threads, asyncio and missing ops: test_backend_context.py.)
 
 Start-up behaviour is tested in child interpreters, each importing fastbp afresh.
 """
@@ -15,13 +16,14 @@ from fastbp import kernels
 from fastbp import _backend
 from fastbp.kernels import _reference
 
-COMPILED = _backend.compiled_module is not None
+COMPILED = _backend.compiled_unavailable() is None
 
 
 # ------------------------------------------------------------------------------------ in process
-def test_backend_names_the_module_the_kernels_call(backend):
+def test_backend_names_the_implementations_the_kernels_call(backend):
     assert fastbp.backend() == backend
-    assert _backend.current is (_reference if backend == "numpy" else _backend.compiled_module)
+    assert (kernels.ops() is _reference) == (backend == "numpy")
+    assert set(kernels.implementations().values()) == {backend}
 
 
 @pytest.mark.parametrize("target", ["numpy", "compiled"])
@@ -64,8 +66,7 @@ def test_unknown_backend_name_raises_and_keeps_the_backend(backend, name):
 
 
 def test_forcing_an_unavailable_compiled_backend_raises_with_the_reason(monkeypatch):
-    monkeypatch.setattr(_backend, "compiled_module", None)
-    monkeypatch.setattr(_backend, "compiled_error", "ImportError: the reason")
+    monkeypatch.setattr(_backend, "_compiled_error", "ImportError: the reason")
     with fastbp.use_backend("numpy"):
         with pytest.raises(ImportError, match="the reason"):
             fastbp.use_backend("compiled")
@@ -88,7 +89,7 @@ with warnings.catch_warnings(record=True) as caught:
     value = kernels.loss("softmax_cross_entropy", Z, np.array([0, 1]))[0]
     fastbp.backend()  # asking again warns no more
 print(json.dumps({
-    "backend": name, "file": fastbp.__file__, "lazy": imported, "error": _backend.compiled_error,
+    "backend": name, "file": fastbp.__file__, "lazy": imported, "error": _backend.compiled_unavailable(),
     "warnings": [[w.category.__name__, str(w.message)] for w in caught],
     # Z = [[3.5, 2.5], [12.5, 11.5]]: row 0 has label 0 one logit ahead, row 1 label 1 one behind
     "works": bool(np.array_equal(Z, X @ W + b)
@@ -126,7 +127,7 @@ def test_env_auto_prefers_compiled(value, tmp_path):
     else:
         assert report["backend"] == "numpy"
         assert runtime_warnings(report) == [
-            f"fastbp: compiled kernels unavailable ({_backend.compiled_error}); running on NumPy"]
+            f"fastbp: compiled kernels unavailable ({_backend.compiled_unavailable()}); running on NumPy"]
 
 
 def test_env_compiled(tmp_path):
@@ -136,7 +137,7 @@ def test_env_compiled(tmp_path):
         assert (report["backend"], report["warnings"], report["works"]) == ("compiled", [], True)
     else:
         assert proc.returncode != 0 and "ImportError" in proc.stderr
-        assert _backend.compiled_error in proc.stderr
+        assert _backend.compiled_unavailable() in proc.stderr
 
 
 def test_env_bogus_value_raises(tmp_path):

@@ -239,7 +239,7 @@ CORNER_OUTCOMES = {
 @pytest.fixture(scope="module")
 def corner_outcomes():
     return {name: ProbeOutcomes(CORNER_PROBES, args=[name]) for name in BACKENDS
-            if name == "numpy" or _backend.compiled_module is not None}
+            if name == "numpy" or _backend.compiled_unavailable() is None}
 
 
 @pytest.mark.parametrize("probe", CORNER_OUTCOMES)
@@ -254,11 +254,11 @@ def test_unchecked_corner_case_same_on_both_backends(probe, compiled, corner_out
 
 
 # ------------------------------------------------------------ compiled modules called directly
-# fastbp.kernels._compiled re-exports the `def` functions of fastbp._c_* (check: their __module__); called
+# the compiled backend's ops (fastbp.kernels._COMPILED) are the `def` functions of fastbp._c_* (check: their __module__); called
 # without fastbp.kernels' checks, they must refuse what their C loops cannot take.
 DIRECT_PROBES = r"""
 import numpy as np
-from fastbp.kernels import _compiled
+from fastbp.kernels import KERNELS, _COMPILED as _compiled
 from fastbp.kernels import _reference
 
 rng = np.random.default_rng(0)
@@ -324,7 +324,7 @@ probes.update({
     "loss-labels_negative": labels_probe(np.array([0, -1, 1], np.intp)),
     "loss-labels_int32": labels_probe(np.array([0, 1, 1], np.int32)),
     "loss-labels_short": labels_probe(np.array([0, 1], np.intp)),
-    "module_names": lambda: sorted({getattr(_compiled, n).__module__ for n in _compiled.__all__}),
+    "module_names": lambda: sorted({getattr(_compiled, n).__module__ for n in KERNELS}),
 })
 run_probes(probes)
 """

@@ -4,12 +4,19 @@
 A shared object cut short still loads: the dynamic loader maps its segments past the end of the
 file, and the first touch of a missing page kills the process with SIGBUS.  ``damage(path)``
 says, before any import, whether an ELF file's section headers and loadable segments lie inside
-it.  Standard library only: this module sits below every other one of fastbp.
+it.  ``CheckedExtensions`` is the import hook that puts this check before every import of a
+compiled module of fastbp (``fastbp.*._c_*``, however it is imported: they also import each other
+from C), so that a damaged one raises ImportError naming the file and the damage; importing
+``fastbp._platform`` installs it.  Standard library only: this module sits below every other one of
+fastbp.
 """
+import importlib.machinery
 import os
 import struct
+import sys
 
-__all__ = ["ElfError", "Source", "read_headers", "cstr", "damage", "SHT_NOBITS", "PT_LOAD"]
+__all__ = ["CheckedExtensions", "install_import_hook", "ElfError", "Source", "read_headers", "cstr",
+           "damage", "SHT_NOBITS", "PT_LOAD"]
 
 SHT_NOBITS = 8  # a section that occupies no bytes of the file (.bss)
 PT_LOAD = 1     # a segment the loader maps from the file
@@ -138,3 +145,29 @@ def damage(path):
     except OSError as error:
         return f"{type(error).__name__}: {error}"
     return None
+
+
+class CheckedExtensions:
+    """Import hook (on sys.meta_path): finds fastbp's compiled modules as the path finder does,
+    and refuses those whose file is damaged (ImportError naming the file and the damage)."""
+
+    def find_spec(self, name, path=None, target=None):
+        package, _, module = name.rpartition(".")
+        if not (module.startswith("_c_") and package.partition(".")[0] == "fastbp"):
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is not None and isinstance(spec.loader, importlib.machinery.ExtensionFileLoader):
+            found = damage(spec.origin)
+            if found is not None:
+                raise ImportError(f"{os.path.basename(spec.origin)} is damaged ({found})",
+                                  name=name, path=spec.origin)
+        return spec
+
+
+def install_import_hook():
+    """Put the hook just before the path finder (after any hook that others put first), once."""
+    finders, path_finder = sys.meta_path, importlib.machinery.PathFinder
+    if any(isinstance(finder, CheckedExtensions) for finder in finders):
+        return
+    where = finders.index(path_finder) if path_finder in finders else len(finders)
+    finders.insert(where, CheckedExtensions())

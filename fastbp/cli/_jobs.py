@@ -62,8 +62,8 @@ def choose_backends(choice):
 
     if choice == "numpy":
         return ["numpy"], None
-    if _backend.compiled_module is None:
-        reason = f"compiled backend unavailable ({_backend.compiled_error})"
+    if _backend.compiled_unavailable() is not None:
+        reason = f"compiled backend unavailable ({_backend.compiled_unavailable()})"
         if choice == "compiled":
             raise ValueError(reason)
         return ["numpy"], reason

@@ -12,19 +12,115 @@ ValueError (anything else) before any compiled loop runs; see ``fastbp.kernels._
 
 Shapes: X is n x d (one example per row), W is d x k, b has k entries (or is None: no bias);
 Z = X W + b and A = f(Z).
+
+Backends.  Each kernel runs the implementation the current thread or asyncio task chose
+(``fastbp.use_backend``, see ``fastbp._backend``): its NumPy twin (``_reference``) or its compiled
+op (``_compiled``).  The compiled backend is a set of ops: one that is missing (not compiled, or
+in a compiled module that failed to import while others loaded) runs on its twin, with one
+RuntimeWarning at its first call naming the op and the reason; ``implementations()`` tells which
+runs.  ``ops()`` gives the current context's unchecked implementations, for the layers' hot paths.
 """
 import operator
+import threading
+import warnings
+from types import SimpleNamespace
 
 import numpy as np
 
 from fastbp import _backend
+from fastbp.kernels import _reference
 from fastbp.kernels._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activation_alpha, class_labels, finite_scalar,
                       float_array, loss_name, out_array, out_tuple, same_dtype, shapes_match,
                       unaliased)
 
-__all__ = ["ACTIVATIONS", "LOSSES", "linear_forward", "linear_backward", "activation",
-           "activation_grad", "dense_forward", "dense_backward", "loss", "sgd_update",
-           "adam_update"]
+# the kernels: one name per public function here, per twin in _reference, per compiled op
+KERNELS = ("linear_forward", "linear_backward", "activation", "activation_grad", "dense_forward",
+           "dense_backward", "loss", "sgd_update", "adam_update")
+__all__ = ["ACTIVATIONS", "LOSSES", "KERNELS", *KERNELS, "implementations", "ops"]
+
+
+def _compiled_table():
+    """The compiled backend's ops, a twin in place of each missing one ({kernel: reason}), and why
+    none is compiled (None when some is)."""
+    try:
+        from fastbp.kernels import _compiled
+    except Exception as error:  # _compiled itself (it catches its compiled modules' errors)
+        reason = f"{type(error).__name__}: {error}"
+        return _reference, dict.fromkeys(KERNELS, reason), reason
+    table, missing = SimpleNamespace(), {}
+    for kernel in KERNELS:
+        function, missing[kernel] = _compiled.find(kernel)
+        setattr(table, kernel, function or _twin_saying_once(table, kernel, missing[kernel]))
+    missing = {kernel: reason for kernel, reason in missing.items() if reason is not None}
+    none = len(missing) == len(KERNELS)
+    return table, missing, ("; ".join(dict.fromkeys(missing.values())) if none else None)
+
+
+_said = threading.Lock()
+
+
+def _twin_saying_once(table, kernel, reason):
+    """The twin of a missing compiled op, which warns at its first call and then leaves the table
+    (the twin itself takes its place: no cost after)."""
+    twin = getattr(_reference, kernel)
+
+    def first_call(*args):
+        with _said:
+            first = getattr(table, kernel) is first_call
+            setattr(table, kernel, twin)
+        if first:
+            warnings.warn(f"fastbp: compiled kernel {kernel} is missing ({reason}); it runs on its "
+                          f"NumPy twin", RuntimeWarning, stacklevel=3)
+        return twin(*args)
+    return first_call
+
+
+_COMPILED, _MISSING, _NONE_COMPILED = _compiled_table()
+_TABLES = {"numpy": _reference, "compiled": _COMPILED}
+_get = _backend._choice.get
+
+
+def ops():
+    """The implementations the current thread or asyncio task runs, without the checks.
+
+    For the layers' and optimizers' hot paths, whose arrays are trusted (made by the network).
+
+    Returns
+    -------
+    object
+        One function per name in ``KERNELS``, taking the twins' positional arguments
+        (fastbp/kernels/_reference.py): the twins for ``'numpy'``; for ``'compiled'``, the
+        compiled ops, with a twin for each missing one (see ``implementations``).
+    """
+    return _TABLES[_get(_backend.default)]  # inlined in the kernels below: a call costs ~25 ns
+
+
+def implementations(backend=None):
+    """Which implementation each kernel runs.
+
+    Parameters
+    ----------
+    backend : {'compiled', 'numpy'} or None, default None
+        The backend to describe; None: the current thread's or asyncio task's.
+
+    Returns
+    -------
+    dict
+        {kernel name (in ``KERNELS`` order): ``'compiled'``, ``'numpy'``, or ``'numpy (reason)'``
+        for a compiled op that is missing (not compiled, or its compiled module failed to import;
+        where no compiled kernel imports at all, every op has the reason)}.
+
+    Raises
+    ------
+    ValueError
+        For another backend name.
+    """
+    backend = _backend.backend() if backend is None else backend
+    if backend not in _TABLES:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {_backend.BACKENDS}")
+    if backend == "numpy":
+        return dict.fromkeys(KERNELS, "numpy")
+    return {k: f"numpy ({_MISSING[k]})" if k in _MISSING else "compiled" for k in KERNELS}
 
 
 def _layer_inputs(X, W, b):
@@ -44,7 +140,7 @@ def linear_forward(X, W, b, out=None):
     X, W, b = _layer_inputs(X, W, b)
     out = out_array(out, "out", (X.shape[0], W.shape[1]), X.dtype)
     X, W, b = unaliased("linear_forward", dict(X=X, W=W, b=b), dict(out=out))
-    return _backend.current.linear_forward(X, W, b, out)
+    return _TABLES[_get(_backend.default)].linear_forward(X, W, b, out)
 
 
 def _backward_buffers(X, W, need_dX, out):
@@ -74,7 +170,7 @@ def linear_backward(X, W, dY, need_dX=True, out=None):
     dY = _upstream(dY, "dY", X, W)
     dX, dW, db = _backward_buffers(X, W, need_dX, out_tuple(out, 3))
     X, W, dY = unaliased("linear_backward", dict(X=X, W=W, dY=dY), dict(dX=dX, dW=dW, db=db))
-    return _backend.current.linear_backward(X, W, dY, dX, dW, db)
+    return _TABLES[_get(_backend.default)].linear_backward(X, W, dY, dX, dW, db)
 
 
 def activation(name, Z, out=None, **params):
@@ -87,7 +183,7 @@ def activation(name, Z, out=None, **params):
     Z = float_array(Z, "Z", 2)
     out = out_array(out, "out", Z.shape, Z.dtype)
     Z, = unaliased("activation", dict(Z=Z), dict(out=out))
-    return _backend.current.activation(name, Z, out, alpha)
+    return _TABLES[_get(_backend.default)].activation(name, Z, out, alpha)
 
 
 def _same_shape(first, first_name, other, other_name):
@@ -108,7 +204,7 @@ def activation_grad(name, Z, A, dA, out=None, **params):
     dA = _same_shape(Z, "Z", dA, "dA")
     out = out_array(out, "out", Z.shape, Z.dtype)
     Z, A, dA = unaliased("activation_grad", dict(Z=Z, A=A, dA=dA), dict(out=out))
-    return _backend.current.activation_grad(name, Z, A, dA, out, alpha)
+    return _TABLES[_get(_backend.default)].activation_grad(name, Z, A, dA, out, alpha)
 
 
 def dense_forward(X, W, b, activation="identity", out=None, **params):
@@ -124,7 +220,7 @@ def dense_forward(X, W, b, activation="identity", out=None, **params):
     Z = out_array(Z, "Z", shape, X.dtype)
     A = out_array(A, "A", shape, X.dtype)
     X, W, b = unaliased("dense_forward", dict(X=X, W=W, b=b), dict(Z=Z, A=A))
-    return _backend.current.dense_forward(activation, X, W, b, Z, A, alpha)
+    return _TABLES[_get(_backend.default)].dense_forward(activation, X, W, b, Z, A, alpha)
 
 
 def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None, **params):
@@ -142,7 +238,8 @@ def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None
     dZ = out_array(buffers[3], "dZ", dA.shape, X.dtype)
     X, W, Z, A, dA = unaliased("dense_backward", dict(X=X, W=W, Z=Z, A=A, dA=dA),
                                dict(dX=dX, dW=dW, db=db, dZ=dZ))
-    return _backend.current.dense_backward(activation, X, W, Z, A, dA, dZ, dX, dW, db, alpha)
+    return _TABLES[_get(_backend.default)].dense_backward(activation, X, W, Z, A, dA, dZ, dX, dW,
+                                                          db, alpha)
 
 
 def loss(name, output, target, out=None):
@@ -170,7 +267,7 @@ def loss(name, output, target, out=None):
         target = _same_shape(output, "output", target, "target")
     grad = out_array(out, "out", output.shape, output.dtype)
     output, target = unaliased("loss", dict(output=output, target=target), dict(out=grad))
-    return _backend.current.loss(name, output, target, grad)
+    return _TABLES[_get(_backend.default)].loss(name, output, target, grad)
 
 
 def _param_set(param, others):
@@ -215,7 +312,8 @@ def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, 
                                                 (velocity, "velocity", True)])
     grad, = unaliased("sgd_update", dict(grad=grad), dict(param=work, velocity=velocity))
     velocity = velocity if momentum > 0 else None  # checked when given, used with momentum
-    _backend.current.sgd_update(work, grad, velocity, lr, momentum, bool(nesterov), weight_decay)
+    _TABLES[_get(_backend.default)].sgd_update(work, grad, velocity, lr, momentum, bool(nesterov),
+                                               weight_decay)
     if work is not param:
         param[...] = work
 
@@ -240,8 +338,11 @@ def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
             raise ValueError(f"{name} must be in [0, 1), got {value}")
     work, (grad, m, v) = _param_set(param, [(grad, "grad", False), (m, "m", True), (v, "v", True)])
     grad, = unaliased("adam_update", dict(grad=grad), dict(param=work, m=m, v=v))
-    _backend.current.adam_update(work, grad, m, v, step, lr, float(beta1), float(beta2), eps,
-                                 weight_decay)
+    _TABLES[_get(_backend.default)].adam_update(work, grad, m, v, step, lr, float(beta1),
+                                                float(beta2), eps, weight_decay)
     if work is not param:
         param[...] = work
 
+
+
+_backend.register_compiled(_NONE_COMPILED)  # last: the start may raise (FASTBP_BACKEND)

@@ -1,14 +1,41 @@
 """The compiled backend: the Cython kernels under the names of their NumPy twins
-(fastbp/kernels/_reference.py), with the same signatures, semantics and aliasing rules."""
-from fastbp._platform import _blas_threads
-from fastbp.kernels import _c_linear
-from fastbp.kernels._c_activation import activation, activation_grad
-from fastbp.kernels._c_linear import dense_backward, dense_forward, linear_backward, linear_forward
-from fastbp.kernels._c_step import adam_update, loss, sgd_update
+(fastbp/kernels/_reference.py), with the same signatures, semantics and aliasing rules.
 
-# the kernels (use_blas and blas below are this module's own, not kernels)
-__all__ = ["linear_forward", "linear_backward", "dense_forward", "dense_backward", "activation",
-           "activation_grad", "loss", "sgd_update", "adam_update"]
+Each compiled module imports on its own, so one that is missing or damaged costs only its own
+kernels: ``find(kernel)`` gives the compiled function or the reason there is none, and the kernels
+package runs that kernel on its NumPy twin (fastbp.kernels.implementations says which).
+"""
+import importlib
+
+from fastbp._platform import _blas_threads
+
+MODULES = ("_c_activation", "_c_linear", "_c_step")  # the compiled modules that hold kernels
+
+
+def _import_all():
+    """(modules that imported by name, {name: why another did not}), never raising: a damaged
+    .so can raise ImportError, OSError, ..."""
+    loaded, failed = {}, {}
+    for name in MODULES:
+        try:
+            loaded[name] = importlib.import_module(f"fastbp.kernels.{name}")
+        except Exception as error:
+            failed[name] = f"{type(error).__name__}: {error}"
+    return loaded, failed
+
+
+modules, failures = _import_all()
+
+
+def find(kernel):
+    """(the compiled function named ``kernel``, None) or (None, why there is none)."""
+    for module in modules.values():
+        function = getattr(module, kernel, None)
+        if function is not None:
+            return function, None
+    searched = [f"not in {', '.join(modules)}"] if modules else []
+    return None, "; ".join([*searched, *failures.values()])
+
 
 blas = "scipy"  # where the matrix products go: 'numpy' (NumPy's own OpenBLAS) or 'scipy'
 
@@ -22,16 +49,19 @@ def use_blas(name):
         found = _blas_threads.numpy_openblas()
         if found is None or not found.ilp64:
             raise ValueError("NumPy has no ILP64 OpenBLAS that fastbp can call")
-        _c_linear.use_ilp64_blas(found.sgemm, found.dgemm)
+        modules["_c_linear"].use_ilp64_blas(found.sgemm, found.dgemm)
     elif name == "scipy":
-        _c_linear.use_ilp64_blas(0, 0)
+        modules["_c_linear"].use_ilp64_blas(0, 0)
     else:
         raise ValueError(f"unknown BLAS {name!r}; expected 'numpy' or 'scipy'")
     blas = name
 
 
 def _start():
-    """The start-up choice (FASTBP_BLAS, see fastbp._platform._blas_threads.blas_choice)."""
+    """The start-up choice (FASTBP_BLAS, see fastbp._platform._blas_threads.blas_choice); none
+    without _c_linear (its kernels then run on their twins)."""
+    if "_c_linear" not in modules:
+        return
     choice = _blas_threads.blas_choice()
     found = _blas_threads.numpy_openblas()
     use_blas("numpy" if choice == "numpy" and found is not None and found.ilp64 else "scipy")

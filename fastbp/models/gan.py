@@ -33,7 +33,7 @@ import time
 import numpy as np
 from scipy import special
 
-from fastbp import _backend
+from fastbp.kernels import ops
 from fastbp.models._generative import GenerativeBase, check_n_components, check_sizes, store_params
 from fastbp.training import check_finite, make_optimizer, resolve_batch_size
 from fastbp.models._validation import check_is_fitted
@@ -151,7 +151,7 @@ class GAN(GenerativeBase):
         b.batch[m:] = self.generator_._forward(b.noise, False)
         D = self.discriminator_
         logits = D._forward(b.batch, True)
-        value, _ = _backend.current.loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
+        value, _ = ops().loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
         b.d_grad *= 2  # the kernel averages over 2m rows; -L = mean over real + mean over fake
         D._backward(b.d_grad, False)
         self._d_optimizer.step(D.grads())
@@ -166,7 +166,7 @@ class GAN(GenerativeBase):
         # -log D(G(z)) is the cross-entropy with target 1; log(1 - D(G(z))) minus that with 0
         saturating = self.generator_loss == "minimax"
         target = b.target[m:] if saturating else b.target[:m]
-        value, _ = _backend.current.loss("sigmoid_cross_entropy", logits, target, b.g_grad)
+        value, _ = ops().loss("sigmoid_cross_entropy", logits, target, b.g_grad)
         if saturating:
             value = -value
             np.negative(b.g_grad, out=b.g_grad)

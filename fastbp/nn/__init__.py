@@ -18,7 +18,7 @@ dX = dZ W^T, which is the dA of the layer below.
 
 Memory: every layer keeps its work buffers (Z, A, dZ, dX) per batch size, made the first time a
 batch of that size is seen and reused afterwards, and runs the active backend's kernels
-(``fastbp._backend.current``) directly into them: a training step allocates no array once warm.
+(``fastbp.kernels.ops()``) directly into them: a training step allocates no array once warm.
 The arrays returned by ``forward``/``backward`` are those buffers: they are valid until the next
 call with the same batch size (copy them to keep them).  At most ``MAX_CACHED_SIZES`` batch sizes
 are kept per layer; ``Sequential.predict`` uses fresh arrays and caches nothing.
@@ -46,6 +46,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from fastbp import _backend
+from fastbp.kernels import ops
 from fastbp.kernels._checks import ACTIVATIONS, LOSSES, activation_alpha
 
 __all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MAX_CACHED_SIZES"]
@@ -238,7 +239,7 @@ class Dense(Layer):
         else:
             Z = np.empty((X.shape[0], self.n_out), self.dtype)
             A = Z if self.activation in _GRAD_FROM_A else np.empty_like(Z)
-        _backend.current.dense_forward(self.activation, X, self.W, self.b, Z, A, self._alpha())
+        ops().dense_forward(self.activation, X, self.W, self.b, Z, A, self._alpha())
         if keep:
             self.X, self.Z, self.A = X, Z, A
         return A
@@ -261,9 +262,9 @@ class Dense(Layer):
         if not need_dX:
             dX = None
         if self.activation == "identity":  # dZ = dA: skip the copy
-            _backend.current.linear_backward(self.X, self.W, dA, dX, self.dW, self.db)
+            ops().linear_backward(self.X, self.W, dA, dX, self.dW, self.db)
         else:
-            _backend.current.dense_backward(self.activation, self.X, self.W, self.Z, self.A, dA, dZ,
+            ops().dense_backward(self.activation, self.X, self.W, self.Z, self.A, dA, dZ,
                                             dX, self.dW, self.db, self._alpha())
         return dX
 
@@ -483,7 +484,7 @@ class Sequential:
         output, a buffer).  Subclasses with extra terms in the objective extend this."""
         output = self._forward(X, training)
         grad = self._loss_cache.get(X.shape[0])
-        value, _ = _backend.current.loss(loss, output, Y, grad)
+        value, _ = ops().loss(loss, output, Y, grad)
         return value, grad
 
     def _loss_and_grad(self, loss, X, Y, training):

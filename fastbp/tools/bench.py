@@ -163,7 +163,7 @@ class FastbpLayers(Contender):
         from fastbp import training as _training
         from fastbp.optim import SGD
         self.name = "numpy" if backend == "numpy" else "fastbp-layers"
-        if backend == "compiled" and _backend.compiled_module is None:
+        if backend == "compiled" and _backend.compiled_unavailable() is not None:
             raise RuntimeError("compiled kernels unavailable")
         self.network = _fastbp_network(w)
         optimizer = SGD(self.network.params(), lr=1e-3)
