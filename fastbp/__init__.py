@@ -15,11 +15,11 @@ _LAZY = {
     "use_backend": "fastbp._backend",
     "MLPClassifier": "fastbp.models.mlp",
     "MLPRegressor": "fastbp.models.mlp",
-    "NotFittedError": "fastbp.models._validation",
-    "ConvergenceWarning": "fastbp.training",
+    "NotFittedError": "fastbp.exceptions",
+    "ConvergenceWarning": "fastbp.exceptions",
     "gradcheck": "fastbp.models.gradcheck",
     "load": "fastbp.models.persist",
-    "InconsistentVersionWarning": "fastbp.models.persist",
+    "InconsistentVersionWarning": "fastbp.exceptions",
     "load_digits": "fastbp.datasets",
     "Sequential": "fastbp.nn",
     "Dense": "fastbp.nn",
@@ -31,14 +31,14 @@ _LAZY = {
     "VAE": "fastbp.models.vae",
     "GAN": "fastbp.models.gan",
 }
-__all__ = ["kernels", "__version__", *_LAZY]
+__all__ = ["kernels", "exceptions", "__version__", *_LAZY]
 
 
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "kernels":
-        return importlib.import_module("fastbp.kernels")
+    if name in ("kernels", "exceptions"):
+        return importlib.import_module(f"fastbp.{name}")
     raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
 
 

@@ -94,7 +94,8 @@ def fit_noting_convergence(fit, *args, **kwargs):
     That ConvergenceWarning is swallowed (the jobs print a short note instead); any other warning
     (a diverging loss among them) is shown as usual.
     """
-    from fastbp.training import MAX_ITER_WARNING, ConvergenceWarning
+    from fastbp.exceptions import ConvergenceWarning
+    from fastbp.training import MAX_ITER_WARNING
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)

@@ -49,13 +49,14 @@ import numpy as np
 
 from fastbp import __version__
 from fastbp._platform._blas_threads import limit_blas_threads
-from fastbp.training import ConvergenceWarning, TrainConfig, TrainState, fit_network
-from fastbp.models._validation import (NotFittedError, check_classes, check_is_fitted, check_labels,
+from fastbp.exceptions import InconsistentVersionWarning
+from fastbp.training import TrainConfig, TrainState, fit_network
+from fastbp.models._validation import (check_classes, check_is_fitted, check_labels,
                           check_n_features, check_targets, check_X, label_kind)
 from fastbp.nn import Sequential, activation_name, make_mlp
-from fastbp.models.persist import InconsistentVersionWarning, register
+from fastbp.models.persist import register
 
-__all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
+__all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator"]
 
 
 class BaseEstimator:
@@ -379,6 +380,7 @@ class _BaseMLP(BaseEstimator):
         self.grad_norms_ = (np.array(state.grad_norms) if state.grad_norms
                             else np.zeros((0, len(dense))))
         self.learning_rates_ = list(state.learning_rates)
+        self.fit_path_ = state.fit_path
         if state.validation_scores:
             self.validation_scores_ = list(state.validation_scores)
             self.best_validation_score_ = state.best_validation_score
@@ -475,6 +477,17 @@ class MLPRegressor(_BaseMLP):
     output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``; ``score`` is the
     coefficient of determination R^2 averaged over the outputs.  Parameters: see the module
     docstring and scikit-learn's ``MLPRegressor``.
+
+    Attributes
+    ----------
+    fit_path_ : str or None
+        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
+        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled
+        backend) or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``),
+        e.g. ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line
+        search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
+        ...)"``.  None for a model loaded from a file, until it trains again.  Verbose
+        output prints it at the start of every fit.
     """
 
     def partial_fit(self, X, y):
@@ -550,6 +563,17 @@ class MLPClassifier(_BaseMLP):
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
     returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
     accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.
+
+    Attributes
+    ----------
+    fit_path_ : str or None
+        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
+        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled
+        backend) or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``),
+        e.g. ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line
+        search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
+        ...)"``.  None for a model loaded from a file, until it trains again.  Verbose
+        output prints it at the start of every fit.
     """
 
     def partial_fit(self, X, y, classes=None):
