@@ -7,10 +7,9 @@ Names load on first use, so that tools such as ``fastbp size`` never import a co
 """
 import importlib
 
-__version__ = "0.1.0"
-
 # public name -> module that defines it
 _LAZY = {
+    "__version__": "fastbp._version",
     "backend": "fastbp._backend",
     "use_backend": "fastbp._backend",
     "MLPClassifier": "fastbp.models.mlp",
@@ -31,7 +30,7 @@ _LAZY = {
     "VAE": "fastbp.models.vae",
     "GAN": "fastbp.models.gan",
 }
-__all__ = ["kernels", "exceptions", "__version__", *_LAZY]
+__all__ = ["kernels", "exceptions", *_LAZY]
 
 
 def __getattr__(name):

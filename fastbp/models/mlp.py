@@ -47,7 +47,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from fastbp import __version__
+from fastbp._version import __version__
 from fastbp._platform._blas_threads import limit_blas_threads
 from fastbp.exceptions import InconsistentVersionWarning
 from fastbp.training import TrainConfig, TrainState, fit_network

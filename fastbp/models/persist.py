@@ -224,7 +224,7 @@ def save(model, path):
     OSError
         writing failed; ``path`` is then as it was, and no temporary file is left.
     """
-    from fastbp import __version__
+    from fastbp._version import __version__
 
     name = getattr(type(model), "_persist_name", None)
     if name is None:
