@@ -429,3 +429,16 @@ def test_start_loss_is_a_training_batch_objective_that_draws_nothing():
     penalty = sum(0.5 * 0.1 / 20 * float(np.vdot(layer.W, layer.W)) for layer in net.dense_layers)
     masked = net.loss_and_grad("softmax_cross_entropy", X[:20], y[:20]) + penalty  # same draws
     assert value == masked != net.loss_and_grad("softmax_cross_entropy", X[:20], y[:20], False) + penalty
+
+
+def test_exceptions_have_one_public_home():
+    """fastbp.exceptions defines them; the package's names and the raising modules' are those."""
+    from fastbp import exceptions
+    from fastbp.models import _validation
+    for name in ("NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning"):
+        cls = getattr(exceptions, name)
+        assert cls.__module__ == "fastbp.exceptions" and getattr(fastbp, name) is cls
+    assert _training.ConvergenceWarning is exceptions.ConvergenceWarning
+    assert issubclass(exceptions.NotFittedError, (ValueError, AttributeError))
+    with pytest.raises(exceptions.NotFittedError, match="not fitted"):
+        _validation.check_is_fitted(fastbp.MLPClassifier())

@@ -39,6 +39,7 @@ previous fit); a loss that rose when training stopped is reported by a ``Converg
 taken for convergence.
 """
 import copy
+import dataclasses
 import inspect
 import math
 import sys
@@ -257,14 +258,12 @@ class _BaseMLP(BaseEstimator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an int, got {value!r}")
-        return TrainConfig(
-            solver=self.solver, learning_rate=self.learning_rate,
-            learning_rate_init=float(self.learning_rate_init), power_t=float(self.power_t),
-            momentum=float(self.momentum), nesterovs_momentum=bool(self.nesterovs_momentum),
-            beta_1=float(self.beta_1), beta_2=float(self.beta_2), epsilon=float(self.epsilon),
-            alpha=float(self.alpha), batch_size=self.batch_size, max_iter=int(self.max_iter),
-            shuffle=bool(self.shuffle), tol=float(self.tol),
-            n_iter_no_change=int(self.n_iter_no_change), verbose=bool(self.verbose)).validate()
+        # every training setting is the estimator parameter of the same name (TrainConfig's
+        # fields are the one list), converted to the field's type
+        return TrainConfig(**{
+            field.name: (field.type(getattr(self, field.name)) if field.type in (float, bool, int)
+                         else getattr(self, field.name))
+            for field in dataclasses.fields(TrainConfig)}).validate()
 
     def _threads(self):
         """Cap the BLAS threads to ``n_threads`` for the duration of a call (None: no cap)."""
