@@ -3,10 +3,14 @@
 :func:`make_trainer` returns a :class:`FusedTrainer` for a ``fastbp.nn.Sequential`` made only of
 ``Dense`` layers (and ``Dropout`` layers between them or before the first), float32, on the
 compiled backend; otherwise None, and the caller trains layer by layer
-(``fastbp.training.LayerwiseTrainer``).  The two are interchangeable at any epoch: the trainer
-works on the network's own ``W``/``b``/``dW``/``db`` arrays and the optimizer's own state arrays,
-in place, with the semantics of ``fastbp.training.train_epoch`` (read it for the exact
-definition of an epoch, its returned objective and the gradient norms).
+(``fastbp.training.LayerwiseTrainer``), recording why: :func:`engine_decline` names the reason
+(it returns None exactly when make_trainer makes a trainer).  ``USE_FUSED = False`` switches the
+engine off for training and prediction alike (tests compare the two paths with it).
+
+The two are interchangeable at any epoch: the trainer works on the network's own
+``W``/``b``/``dW``/``db`` arrays and the optimizer's own state arrays, in place, with the
+semantics of ``fastbp.training.train_epoch`` (read it for the exact definition of an epoch, its
+returned objective and the gradient norms).
 
 ``trainer.train_epoch(X, Y, order, grad_norms_out)`` runs the epoch in one call of the engine
 (``fastbp/engine/_train_engine.h`` through ``fastbp.engine._c_train``) with the GIL released: it gathers each
