@@ -7,19 +7,18 @@ Names load on first use, so that tools such as ``fastbp size`` never import a co
 """
 import importlib
 
-__version__ = "0.1.0"
-
 # public name -> module that defines it
 _LAZY = {
+    "__version__": "fastbp._version",
     "backend": "fastbp._backend",
     "use_backend": "fastbp._backend",
     "MLPClassifier": "fastbp.models.mlp",
     "MLPRegressor": "fastbp.models.mlp",
-    "NotFittedError": "fastbp.models._validation",
-    "ConvergenceWarning": "fastbp.training",
+    "NotFittedError": "fastbp.exceptions",
+    "ConvergenceWarning": "fastbp.exceptions",
     "gradcheck": "fastbp.models.gradcheck",
     "load": "fastbp.models.persist",
-    "InconsistentVersionWarning": "fastbp.models.persist",
+    "InconsistentVersionWarning": "fastbp.exceptions",
     "load_digits": "fastbp.datasets",
     "Sequential": "fastbp.nn",
     "Dense": "fastbp.nn",
@@ -31,14 +30,14 @@ _LAZY = {
     "VAE": "fastbp.models.vae",
     "GAN": "fastbp.models.gan",
 }
-__all__ = ["kernels", "__version__", *_LAZY]
+__all__ = ["kernels", "exceptions", *_LAZY]
 
 
 def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name == "kernels":
-        return importlib.import_module("fastbp.kernels")
+    if name in ("kernels", "exceptions"):
+        return importlib.import_module(f"fastbp.{name}")
     raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
 
 

@@ -28,9 +28,9 @@ It returns sum_B n_B F_B / n (the mean over the rows of the batch values, scikit
 ``loss_curve_`` entry) and writes into ``grad_norms_out`` the plain mean over the minibatches of
 ||dW^l||_F, one float64 entry per Dense layer.
 
-A compiled fast path: at the start of every fit call, when the compiled backend is active, the
-loop calls ``fastbp.engine.make_trainer(network, loss, optimizer, batch_size)`` (if that module
-exists); a trainer it returns (not None) runs each epoch as ``trainer.train_epoch(X, Y, order,
+A compiled fast path: at the start of every fit call the loop calls
+``fastbp.engine.make_trainer(network, loss, optimizer, batch_size)`` (if that module exists); a
+trainer it returns (not None) runs each epoch as ``trainer.train_epoch(X, Y, order,
 grad_norms_out) -> mean loss`` with exactly the semantics above, reading ``optimizer.lr`` at the
 start of each epoch (schedules change it between epochs; everything else about the optimizer,
 including ``weight_decay``, is fixed for the trainer's life, one fit call), and leaving the
@@ -38,8 +38,13 @@ network's W/b/dW/db, the optimizer's state arrays and ``optimizer.t`` as the lay
 would.  X and Y are C-contiguous arrays of the network's dtype; for softmax cross-entropy Y is a
 1-D intp label vector; ``order`` is an intp array (a permutation of the rows, or arange when not
 shuffling); ``grad_norms_out`` a float64 array with one entry per Dense layer.  The factory
-returns None for what it does not handle (other layer kinds, dtypes, backends) and the
-:class:`LayerwiseTrainer` (a thin wrapper of :func:`train_epoch`) runs instead.
+returns None for what it does not handle (other layer kinds, dtypes, backends; ``engine_decline``
+says why) and the :class:`LayerwiseTrainer` (a thin wrapper of :func:`train_epoch`) runs instead.
+Which of the two ran, and why, is never silent: ``TrainState.fit_path`` records it
+(``"engine"`` or ``"layerwise: <reason>"``), the estimators publish it as ``fit_path_`` and the
+first verbose line says it.  A model whose epoch is not one network's backprop (the GAN) brings
+its own epoch trainer through the ``trainer`` hook of :func:`fit_network`: the loop around it is
+this one.
 
 Around the epochs :func:`fit_network` does what scikit-learn's MLP does: shuffling with the given
 generator (one ``rng.permutation(n)`` per epoch when ``shuffle``; 'gd' never shuffles: its one
@@ -52,7 +57,8 @@ Learning-rate schedules (the rate used by an epoch is recorded in ``TrainState.l
 
 - 'constant': ``learning_rate_init`` throughout.
 - 'invscaling': epoch e+1 uses ``learning_rate_init / (t + 1) ** power_t`` with t the number of
-  training rows seen so far (scikit-learn's rule); the first epoch uses ``learning_rate_init``.
+  training rows seen so far (scikit-learn's rule); the first epoch of a fit uses
+  ``learning_rate_init``; a partial fit's epoch continues the schedule.
 - 'adaptive': constant while the epochs improve; each time ``n_iter_no_change`` consecutive
   epochs fail to improve (training loss down by ``tol``, or validation score up by ``tol`` with
   early stopping) the rate is divided by 5 and the count restarts; training stops when such an
@@ -92,7 +98,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastbp import _backend
+from fastbp.exceptions import ConvergenceWarning
 from fastbp.optim import SGD, Adam
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
@@ -107,14 +113,6 @@ ADAPTIVE_MIN_LR = 1e-6
 DIVERGENCE_RISE = 0.1  # a rise of the loss by this fraction of its scale is divergence, not noise
 MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
                     "hasn't converged yet.")  # scikit-learn's words
-
-USE_FUSED = True  # tests switch the compiled trainer off to compare it with the layer-by-layer path
-
-
-class ConvergenceWarning(UserWarning):
-    """Training stopped before the convergence criterion was met: at ``max_iter`` epochs, or
-    because the loss rose (diverged)."""
-
 
 @dataclass
 class TrainConfig:
@@ -175,6 +173,8 @@ class TrainState:
     ``learning_rates``, ``epoch_times`` (seconds) and, for 'backtracking', ``line_search``
     (tuples F(w), accepted step, ||g||^2, F(w - step g)).  Totals: ``n_iter`` epochs, ``t``
     training rows seen, ``best_loss``, ``best_validation_score``; ``optimizer`` and ``lr`` carry on.
+    ``fit_path``: which path trained the last fit call (``"engine"`` or ``"layerwise: <reason>"``,
+    see :func:`make_trainer`); None before any.
     """
 
     def __init__(self):
@@ -193,6 +193,7 @@ class TrainState:
         self.lr = None
         self.best_params = None
         self.converged = False
+        self.fit_path = None
 
 
 def resolve_batch_size(batch_size, n, solver):
@@ -308,27 +309,32 @@ class LayerwiseTrainer:
                            grad_norms_out, self._work)
 
 
-_fused_warned = False
+_engine_warned = False
 
 
 def make_trainer(network, loss, optimizer, batch_size):
-    """The compiled trainer when it exists and accepts this network, else a LayerwiseTrainer."""
-    global _fused_warned
-    if USE_FUSED and _backend.backend() == "compiled":
-        try:
-            fused = importlib.import_module("fastbp.engine")
-        except ImportError as error:  # absent is fine; present but broken is worth one warning
-            fused = None
-            absent = isinstance(error, ModuleNotFoundError) and error.name == "fastbp.engine"
-            if not absent and not _fused_warned:
-                _fused_warned = True
-                warnings.warn(f"fastbp.engine cannot be imported ({error}); training layer by layer",
-                              RuntimeWarning, stacklevel=3)
-        if fused is not None:
-            trainer = fused.make_trainer(network, loss, optimizer, batch_size)
-            if trainer is not None:
-                return trainer
-    return LayerwiseTrainer(network, loss, optimizer, batch_size)
+    """(trainer, fit path): the compiled trainer and ``"engine"`` when ``fastbp.engine`` accepts
+    this network, loss and optimizer, else a :class:`LayerwiseTrainer` and ``"layerwise: "`` with
+    the engine's reason (``fastbp.engine.engine_decline``: "float64", "numpy backend", "not a plain
+    Dense/Dropout stack (SparsityPenalty layer)", ...; "engine unavailable (ImportError: ...)"
+    when the module cannot be imported -- then also one RuntimeWarning, unless it is absent)."""
+    global _engine_warned
+    try:
+        engine = importlib.import_module("fastbp.engine")
+    except ImportError as error:
+        reason = f"engine unavailable ({type(error).__name__}: {error})"
+        absent = isinstance(error, ModuleNotFoundError) and error.name == "fastbp.engine"
+        if not absent and not _engine_warned:
+            _engine_warned = True
+            warnings.warn(f"fastbp.engine cannot be imported ({error}); training layer by layer",
+                          RuntimeWarning, stacklevel=3)
+    else:
+        reason = engine.engine_decline(network, loss, optimizer, batch_size)
+        trainer = engine.make_trainer(network, loss, optimizer, batch_size)
+        if trainer is not None:
+            return trainer, "engine"
+        reason = reason or "the engine made no trainer"
+    return LayerwiseTrainer(network, loss, optimizer, batch_size), f"layerwise: {reason}"
 
 
 # ---------------------------------------------------------------------------- Armijo line search
@@ -438,7 +444,7 @@ def divergence(state, start, tol, window):
 # ---------------------------------------------------------------------------------- the fit loop
 def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation_score=None,
                 early_stopping=True, incremental=False, callback=None, log=print, name="training",
-                stacklevel=2):
+                stacklevel=2, trainer=None, converge=True):
     """Train ``network`` on (X, Y) and return the :class:`TrainState` (``state`` updated in place).
 
     X: C-contiguous (n, d) array of the network's dtype; Y: (n, k) array of that dtype, or for
@@ -451,8 +457,26 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     end; with ``early_stopping=False`` it is only recorded and convergence is judged on the loss.
     ``incremental``: one epoch (partial fit): keep the optimizer, no convergence test, no warning.
     ``callback``: callable(state) after every epoch; a true return value stops training.
-    ``log``: where verbose progress lines go.  ``stacklevel``: of the warnings, as seen from the
-    caller of ``fit_network`` (estimators pass the depth of their public method's caller).
+    ``log``: where verbose progress lines go (the first names the fit path).  ``stacklevel``: of
+    the warnings, as seen from the caller of ``fit_network`` (estimators pass the depth of their
+    public method's caller).
+
+    ``trainer``: the step hook, for models whose epoch is not the network's own minibatch backprop
+    (the GAN's alternating discriminator and generator steps): None (the engine or the layer-by-
+    layer epoch, :func:`make_trainer`), or a callable ``trainer(optimizer, batch_size, fresh) ->
+    (epoch trainer, fit path)``, called once per fit with the network's optimizer (``fresh``: made
+    by this call, not carried on by a partial fit).  The epoch trainer runs each epoch as
+    ``train_epoch(X, Y, order, grad_norms_out) -> loss`` (as :class:`LayerwiseTrainer`: reading
+    ``optimizer.lr``, writing one gradient norm per Dense layer of ``network``) and may define
+    ``epoch_values(loss, grad_norms) -> dict`` (the named values checked finite and shown in the
+    verbose line; default ``loss`` and ``gradient_norms``) and ``params()`` (the arrays checked
+    finite; default ``network.params()``).  Everything around the epochs -- shuffling, schedules,
+    bookkeeping, ``max_iter``, the non-finite check, verbose lines -- is this loop's.
+    ``converge``: False for an objective with no minimum to settle at (a GAN's): no start loss,
+    no convergence or divergence test, no ConvergenceWarning; ``max_iter`` epochs run.
+
+    The returned state's ``fit_path`` names the path that trained (``"engine"``, or
+    ``"layerwise: <reason>"``; see :func:`make_trainer`).
     """
     config.validate()
     state = TrainState() if state is None else state
@@ -464,13 +488,23 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         raise ValueError("learning_rate='backtracking' needs dropout=0: the line search needs a "
                          "deterministic objective")
 
-    if state.optimizer is None or not incremental:
+    fresh = state.optimizer is None or not incremental
+    if fresh:
         state.optimizer = make_optimizer(network, config, batch_size)
         state.lr = config.learning_rate_init
         state.no_improvement_count = 0
     optimizer = state.optimizer
     optimizer.weight_decay = weight_decays(network, config.alpha, batch_size)
-    trainer = None if backtracking else make_trainer(network, loss, optimizer, batch_size)
+    if backtracking:
+        epochs_by, state.fit_path = None, "layerwise: Armijo line search (learning_rate='backtracking')"
+    elif trainer is not None:
+        epochs_by, state.fit_path = trainer(optimizer, batch_size, fresh)
+    else:
+        epochs_by, state.fit_path = make_trainer(network, loss, optimizer, batch_size)
+    if config.verbose:
+        log(f"{name}: training path: {state.fit_path}")
+    epoch_values = getattr(epochs_by, "epoch_values", None)
+    checked_params = getattr(epochs_by, "params", network.params)
     search = _LineSearch(network) if backtracking else None
     scoring = validation_score is not None and not incremental
     early_stopping = scoring and early_stopping
@@ -478,7 +512,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         state.best_params = network.get_weights()
     n_dense = len(network.dense_layers)
     identity = np.arange(n, dtype=np.intp)
-    start = (None if incremental or backtracking or not n else
+    start = (None if incremental or backtracking or not n or not converge else
              start_loss(network, loss, X, Y, optimizer.weight_decay, min(n, batch_size)))
 
     epochs = 1 if incremental else config.max_iter
@@ -496,7 +530,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         else:
             optimizer.lr = lr = state.lr
             order = rng.permutation(n) if config.shuffle and config.solver != "gd" else identity
-            value = float(trainer.train_epoch(X, Y, order, norms))
+            value = float(epochs_by.train_epoch(X, Y, order, norms))
         elapsed = time.perf_counter() - started
         state.n_iter += 1
         state.t += n
@@ -509,18 +543,27 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
             score = float(validation_score(network))
             state.validation_scores.append(score)
 
+        values = (epoch_values(value, norms) if epoch_values is not None else
+                  {"loss": value, "gradient_norms": norms})
         if config.verbose:
-            line = f"{name}: epoch {state.n_iter:4d}  loss {value:.6f}"
+            line = f"{name}: epoch {state.n_iter:4d}" + "".join(
+                f"  {key.replace('_', ' ')} {item:.6f}" for key, item in values.items()
+                if isinstance(item, float))
             if score is not None:
                 line += f"  validation score {score:.4f}"
             log(f"{line}  lr {lr:.3g}  {elapsed:.3f} s")
 
-        check_finite(state.n_iter, lr, config.learning_rate_init, network.params(), X, name,
-                     loss=value, gradient_norms=norms)
-        if incremental:
+        check_finite(state.n_iter, lr, config.learning_rate_init, checked_params(), X, name,
+                     **values)
+        if config.learning_rate == "invscaling":  # after every epoch, a partial fit's too
+            state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
+        if incremental or not converge:
             state.best_loss = min(state.best_loss, value)
-            break
-        _update_no_improvement(state, value, score if early_stopping else None, config.tol, network)
+            if incremental:
+                break
+        else:
+            _update_no_improvement(state, value, score if early_stopping else None, config.tol,
+                                   network)
         if scoring and not early_stopping:
             state.best_validation_score = max(state.best_validation_score, score)
         if backtracking and lr == 0.0:
@@ -531,7 +574,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         if callback is not None and callback(state):
             stopped = True
             break
-        if state.no_improvement_count >= config.n_iter_no_change:
+        if converge and state.no_improvement_count >= config.n_iter_no_change:
             what = "Validation score" if early_stopping else "Training loss"
             if config.learning_rate == "adaptive" and state.lr > ADAPTIVE_MIN_LR:
                 state.lr /= 5.0
@@ -551,12 +594,10 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                     log(f"{name}: {what} did not improve more than tol={config.tol} for "
                         f"{config.n_iter_no_change} consecutive epochs. Stopping.")
                 break
-        if config.learning_rate == "invscaling":
-            state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
 
     if early_stopping:
         network.set_weights(state.best_params)
-    if not incremental and not stopped:
+    if converge and not incremental and not stopped:
         warnings.warn(MAX_ITER_WARNING.format(config.max_iter), ConvergenceWarning,
                       stacklevel=stacklevel + 1)
     return state

@@ -221,7 +221,8 @@ def test_fit_network_uses_the_fused_trainer(rng):
     from fastbp.training import make_trainer
     net = make_mlp(4, [6], 3, rng=0)
     opt = make_optimizer(net, "sgd", 0.0)
-    assert isinstance(make_trainer(net, "softmax_cross_entropy", opt, 8), fused.FusedTrainer)
+    trainer, fit_path = make_trainer(net, "softmax_cross_entropy", opt, 8)
+    assert isinstance(trainer, fused.FusedTrainer) and fit_path == "engine"
 
 
 def test_unsupported_networks_get_no_trainer():
@@ -364,9 +365,9 @@ def test_sequential_predict_runs_the_engine_where_it_can(n, rng, monkeypatch):
     assert pickle.loads(pickle.dumps(net))._predictor is None
     with fastbp.use_backend("numpy"):
         assert net._engine_predictor() is None
-    monkeypatch.setattr(_training, "USE_FUSED", False)
+    monkeypatch.setattr(fused, "USE_FUSED", False)
     assert net._engine_predictor() is None
-    monkeypatch.setattr(_training, "USE_FUSED", True)
+    monkeypatch.setattr(fused, "USE_FUSED", True)
     wide = make_mlp(13, [40], 6, dtype="float64", rng=3)
     assert wide._engine_predictor() is None
     np.testing.assert_allclose(wide.predict(X), layerwise_predict(wide, X), rtol=1e-12)

@@ -139,3 +139,40 @@ if importlib.util.find_spec("sklearn"):  # a test-only dependency
                                   max_iter=5, n_threads=1)])
     def test_sklearn_estimator_checks(estimator, check):
         check(estimator)
+
+
+def test_trains_through_the_one_loop(monkeypatch, capsys):
+    """The GAN's epochs are fastbp.training.fit_network's, its alternating steps the loop's step
+    hook: the schedule (invscaling, continued by partial_fit), the records, the verbose lines and
+    the path come from the loop."""
+    from fastbp import training
+    calls = []
+    fit_network = training.fit_network
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return fit_network(*args, **kwargs)
+
+    monkeypatch.setattr(fastbp.models.gan, "fit_network", recording)
+    X = mixture(n=400)
+    gan = small(max_iter=3, learning_rate="invscaling", power_t=0.5, learning_rate_init=0.01,
+                verbose=True).fit(X)
+    gan.partial_fit(X)
+    assert len(calls) == 2 and callable(calls[0]["trainer"]) and calls[0]["converge"] is False
+    # scikit-learn's invscaling: epoch e + 1 at learning_rate_init / (t + 1) ** power_t, t the
+    # rows seen so far (400 per epoch); a partial fit continues the schedule
+    want = [0.01] + [0.01 / (400 * e + 1) ** 0.5 for e in (1, 2, 3)]
+    np.testing.assert_allclose(gan.learning_rates_, want, rtol=1e-12)
+    assert gan._d_optimizer.lr == pytest.approx(want[-1])  # D's rate follows G's (ratio 1)
+    assert gan.fit_path_ == fastbp.models.gan.FIT_PATH
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"GAN: training path: {gan.fit_path_}"
+    assert lines[1].startswith("GAN: epoch    1  discriminator loss ") and " generator loss " in lines[1]
+    assert len([line for line in lines if " epoch " in line]) == 4
+
+
+def test_discriminator_learning_rate_is_a_fixed_ratio_of_the_schedule():
+    X = mixture(n=400)
+    gan = small(max_iter=2, learning_rate="invscaling", learning_rate_init=0.01,
+                discriminator_learning_rate=0.03).fit(X)
+    assert gan._d_optimizer.lr == pytest.approx(3 * gan.learning_rates_[-1], rel=1e-12)

@@ -329,3 +329,15 @@ def test_classifier_specific_bad_input():
         MLPClassifier().predict(X)
     with pytest.raises(fastbp.NotFittedError):
         MLPRegressor().predict(X)
+
+
+@quiet
+def test_partial_fit_continues_the_invscaling_schedule():
+    """As scikit-learn's: every epoch, a partial fit's too, ends with the rate
+    learning_rate_init / (t + 1) ** power_t for the next (t: training rows seen)."""
+    X, y = blobs(50, 4, 3)
+    model = MLPClassifier((6,), solver="sgd", learning_rate="invscaling", power_t=0.25,
+                          learning_rate_init=0.1, max_iter=2, random_state=0).fit(X, y)
+    model.partial_fit(X, y).partial_fit(X, y)
+    want = [0.1] + [0.1 / (50 * e + 1) ** 0.25 for e in (1, 2, 3)]
+    np.testing.assert_allclose(model.learning_rates_, want, rtol=1e-12)

@@ -11,6 +11,7 @@ from _helpers import assert_refit_fails_unchanged, one_blas_thread  # noqa: F401
 from conftest import require_compiled
 
 import fastbp
+import fastbp.engine
 from fastbp import training as _training
 from fastbp.models._validation import NotFittedError, check_is_fitted
 
@@ -36,13 +37,13 @@ def path(request, monkeypatch):
     backend, _, how = request.param.partition("-")
     if backend == "compiled":
         require_compiled()
-    monkeypatch.setattr(_training, "USE_FUSED", how != "layerwise")
+    monkeypatch.setattr(fastbp.engine, "USE_FUSED", how != "layerwise")
     made, make = [], _training.make_trainer
 
     def recording(*args):
-        trainer = make(*args)
+        trainer, fit_path = make(*args)
         made.append(type(trainer).__name__)
-        return trainer
+        return trainer, fit_path
 
     monkeypatch.setattr(_training, "make_trainer", recording)
     with fastbp.use_backend(backend):

@@ -30,6 +30,13 @@ def test_default_job_trains_digits_on_both_backends(capsys):
     assert set(table) == expected
     for score, seconds, epochs in table.values():
         assert score >= 0.96 and seconds > 0 and epochs >= 1
+    # the path that trained each backend's model is printed: the float32 default MLP on the engine
+    paths = dict(re.findall(r"^fit path \((compiled|numpy)\): (.*)$", output, re.MULTILINE))
+    assert paths["numpy"] == "layerwise: numpy backend"
+    if "compiled" in expected:
+        assert paths["compiled"] == "engine"
+    first = "compiled" if "compiled" in expected else "numpy"
+    assert f"MLPClassifier: training path: {paths[first]}" in output  # verbose: at the start
 
 
 @pytest.mark.filterwarnings("ignore::fastbp.ConvergenceWarning")

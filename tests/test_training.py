@@ -12,6 +12,7 @@ import pytest
 from _helpers import blobs, one_blas_thread  # noqa: F401  (autouse fixture)
 
 import fastbp
+import fastbp.engine
 from fastbp import kernels
 from fastbp import training as _training
 from fastbp.training import (ConvergenceWarning, LayerwiseTrainer, TrainConfig, armijo_step,
@@ -171,12 +172,13 @@ def test_callback_can_stop_and_verbose_lines():
     state = fit_network(net, "softmax_cross_entropy", X.astype(np.float32), y, config, rng=0,
                         callback=lambda s: s.n_iter == 3, log=lines.append, name="net")
     assert state.n_iter == 3
-    assert len(lines) == 3 and lines[0].startswith("net: epoch    1  loss ") and lines[0].endswith(" s")
+    assert len(lines) == 4 and lines[0] == f"net: training path: {state.fit_path}"
+    assert lines[1].startswith("net: epoch    1  loss ") and lines[1].endswith(" s")
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["engine", "layerwise"])
 def test_non_finite_training_raises_naming_epoch_rate_and_input_scale(backend, fused, monkeypatch):
-    monkeypatch.setattr(_training, "USE_FUSED", fused)
+    monkeypatch.setattr(fastbp.engine, "USE_FUSED", fused)
     X, y = _data()
     X = X * 1e30
     net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
@@ -227,7 +229,7 @@ def test_a_rising_loss_is_divergence_not_convergence(monkeypatch, losses, why):
     start = _training.start_loss(net, "softmax_cross_entropy", X, y, [0.0] * 4, len(X))
     assert start == pytest.approx(kernels.loss("softmax_cross_entropy", net.predict(X), y)[0])
     assert 0.5 < start < 2
-    monkeypatch.setattr(_training, "make_trainer", lambda *args: _ScriptedTrainer(losses))
+    monkeypatch.setattr(_training, "make_trainer", lambda *args: (_ScriptedTrainer(losses), "scripted"))
     config = TrainConfig(n_iter_no_change=3, max_iter=len(losses) + 5, alpha=0.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -315,30 +317,31 @@ class _CountingTrainer:
 
 
 def test_compiled_trainer_hook(monkeypatch):
-    made = []
+    """fit_network trains through whatever ``fastbp.engine`` makes, and when the engine declines
+    it trains layer by layer and records the engine's reason as the fit path."""
+    made, decline = [], [None]
 
     def make_trainer(network, loss, optimizer, batch_size):
+        if decline[0] is not None:
+            return None
         trainer = _CountingTrainer(LayerwiseTrainer(network, loss, optimizer, batch_size))
         made.append((loss, batch_size, trainer))
         return trainer
 
-    monkeypatch.setitem(sys.modules, "fastbp.engine", types.SimpleNamespace(make_trainer=make_trainer))
-    monkeypatch.setattr(_training._backend, "backend", lambda: "compiled")
+    engine = types.SimpleNamespace(make_trainer=make_trainer,
+                                   engine_decline=lambda *args: decline[0])
+    monkeypatch.setitem(sys.modules, "fastbp.engine", engine)
     X, y = _data(dtype=np.float32)
     net = make_mlp(4, (6,), 3, rng=0)
     with pytest.warns(ConvergenceWarning):
-        fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=3, batch_size=20), rng=0)
+        state = fit_network(net, "softmax_cross_entropy", X, y,
+                            TrainConfig(max_iter=3, batch_size=20), rng=0)
     assert [(loss, size) for loss, size, _ in made] == [("softmax_cross_entropy", 20)]
-    assert made[0][2].calls == 3
-    monkeypatch.setattr(_training, "USE_FUSED", False)
+    assert made[0][2].calls == 3 and state.fit_path == "engine"
+    decline[0] = "a reason"
     with pytest.warns(ConvergenceWarning):
-        fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=1), rng=0)
-    assert len(made) == 1
-    # a trainer factory that declines (returns None) means layer by layer
-    monkeypatch.setattr(_training, "USE_FUSED", True)
-    monkeypatch.setitem(sys.modules, "fastbp.engine", types.SimpleNamespace(make_trainer=lambda *a: None))
-    with pytest.warns(ConvergenceWarning):
-        fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=1), rng=0)
+        state = fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(max_iter=1), rng=0)
+    assert len(made) == 1 and state.fit_path == "layerwise: a reason"
 
 
 FUSED_CASES = [
@@ -362,7 +365,7 @@ def test_fused_and_layerwise_paths_agree(compiled, monkeypatch, dtype, loss, sol
     Y = y if loss == "softmax_cross_entropy" else np.eye(3, dtype=dtype)[y]
     results = []
     for use_fused in (True, False):
-        monkeypatch.setattr(_training, "USE_FUSED", use_fused)
+        monkeypatch.setattr(fastbp.engine, "USE_FUSED", use_fused)
         with fastbp.use_backend("compiled"):
             net = make_mlp(d, hidden, 3, activation="tanh", dropout=dropout, dtype=dtype, rng=0)
             config = TrainConfig(solver=solver, max_iter=4, batch_size=batch_size, tol=0.0,
@@ -405,7 +408,7 @@ def test_early_stopping_of_a_still_falling_loss_is_no_divergence(monkeypatch):
     X, y = _data()
     net = make_mlp(4, (6,), 3, dtype=np.float64, rng=0)
     monkeypatch.setattr(_training, "make_trainer",
-                        lambda *args: _ScriptedTrainer([1.0, 0.5, 0.3, 0.2]))
+                        lambda *args: (_ScriptedTrainer([1.0, 0.5, 0.3, 0.2]), "scripted"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         state = fit_network(net, "softmax_cross_entropy", X, y, TrainConfig(n_iter_no_change=3),
@@ -426,3 +429,16 @@ def test_start_loss_is_a_training_batch_objective_that_draws_nothing():
     penalty = sum(0.5 * 0.1 / 20 * float(np.vdot(layer.W, layer.W)) for layer in net.dense_layers)
     masked = net.loss_and_grad("softmax_cross_entropy", X[:20], y[:20]) + penalty  # same draws
     assert value == masked != net.loss_and_grad("softmax_cross_entropy", X[:20], y[:20], False) + penalty
+
+
+def test_exceptions_have_one_public_home():
+    """fastbp.exceptions defines them; the package's names and the raising modules' are those."""
+    from fastbp import exceptions
+    from fastbp.models import _validation
+    for name in ("NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning"):
+        cls = getattr(exceptions, name)
+        assert cls.__module__ == "fastbp.exceptions" and getattr(fastbp, name) is cls
+    assert _training.ConvergenceWarning is exceptions.ConvergenceWarning
+    assert issubclass(exceptions.NotFittedError, (ValueError, AttributeError))
+    with pytest.raises(exceptions.NotFittedError, match="not fitted"):
+        _validation.check_is_fitted(fastbp.MLPClassifier())

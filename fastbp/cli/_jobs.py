@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 __all__ = ["parse_sizes", "load_table", "split_rows", "choose_backends", "require_matplotlib",
-           "pyplot", "print_speedup", "save_model"]
+           "pyplot", "print_fit_paths", "print_speedup", "save_model"]
 
 
 def parse_sizes(text):
@@ -94,7 +94,8 @@ def fit_noting_convergence(fit, *args, **kwargs):
     That ConvergenceWarning is swallowed (the jobs print a short note instead); any other warning
     (a diverging loss among them) is shown as usual.
     """
-    from fastbp.training import MAX_ITER_WARNING, ConvergenceWarning
+    from fastbp.exceptions import ConvergenceWarning
+    from fastbp.training import MAX_ITER_WARNING
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -128,6 +129,13 @@ def warm_up(model, *data):
             twin.fit(*(array[rows] for array in data))
     except Exception:  # only a warm-up: the timed fit reports any real problem
         pass
+
+
+def print_fit_paths(models):
+    """One line per backend naming the path that trained its model (``fit_path_``: "engine", or
+    "layerwise: <why the engine declined>"); ``models``: (backend name, fitted model) pairs."""
+    for backend, model in models:
+        print(f"fit path ({backend}): {model.fit_path_}")
 
 
 def print_speedup(seconds):

@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from fastbp.cli._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
-                    print_speedup, pyplot, require_matplotlib, save_model, split_rows, warm_up)
+                    print_fit_paths, print_speedup, pyplot, require_matplotlib, save_model,
+                    split_rows, warm_up)
 
 __all__ = ["add_generative_arguments", "run_generative", "MODELS"]
 
@@ -160,7 +161,7 @@ def run_generative(model_name, args):
           f"{X.shape[1]} features")
     if note:
         print(f"note: {note}; training with NumPy only")
-    results, first = [], None
+    results, models, first = [], [], None
     for i, backend in enumerate(backends):
         model = _model(model_name, args, X, verbose=i == 0 and not args.quiet)
         if i == 0:
@@ -180,11 +181,13 @@ def run_generative(model_name, args):
         if i == 0 and unconverged:
             print(f"note: training stopped at --epochs={args.epochs} before the loss converged")
         results.append((backend, seconds, model.n_iter_, line))
+        models.append((backend, model))
         if first is None:
             first = model
     print()
     for backend, seconds, epochs, line in results:
         print(f"{backend:<9} {seconds:7.2f} s, {epochs} epochs: {line}")
+    print_fit_paths(models)
     print_speedup([seconds for _, seconds, _, _ in results])
     if args.save:
         save_model(first, args.save)

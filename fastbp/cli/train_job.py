@@ -19,7 +19,8 @@ import time
 import numpy as np
 
 from fastbp.cli._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
-                    print_speedup, pyplot, require_matplotlib, save_model, split_rows, warm_up)
+                    print_fit_paths, print_speedup, pyplot, require_matplotlib, save_model,
+                    split_rows, warm_up)
 
 __all__ = ["add_arguments", "run", "load_table"]
 
@@ -146,7 +147,7 @@ def run(args):
           f"{args.dtype}")
     if note:
         print(f"note: {note}; training with NumPy only")
-    results = []
+    results, models = [], []
     first_model = None
     for i, name in enumerate(backends):
         model = _model(args, "first" if i == 0 else "other")
@@ -166,6 +167,7 @@ def run(args):
         if i == 0 and unconverged:
             print(f"note: training stopped at --epochs={args.epochs} before the loss converged")
         results.append((name, score, seconds, model.n_iter_))
+        models.append((name, model))
         if first_model is None:
             first_model = model
 
@@ -174,6 +176,7 @@ def run(args):
     print(f"{'backend':<10}{metric:>15}{'training time':>16}{'epochs':>8}{'s/epoch':>10}")
     for name, score, seconds, epochs in results:
         print(f"{name:<10}{score:>15.4f}{seconds:>14.2f} s{epochs:>8}{seconds / epochs:>10.4f}")
+    print_fit_paths(models)
     print_speedup([seconds for _, _, seconds, _ in results])
     if args.save:
         save_model(first_model, args.save)

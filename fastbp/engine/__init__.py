@@ -3,10 +3,14 @@
 :func:`make_trainer` returns a :class:`FusedTrainer` for a ``fastbp.nn.Sequential`` made only of
 ``Dense`` layers (and ``Dropout`` layers between them or before the first), float32, on the
 compiled backend; otherwise None, and the caller trains layer by layer
-(``fastbp.training.LayerwiseTrainer``).  The two are interchangeable at any epoch: the trainer
-works on the network's own ``W``/``b``/``dW``/``db`` arrays and the optimizer's own state arrays,
-in place, with the semantics of ``fastbp.training.train_epoch`` (read it for the exact
-definition of an epoch, its returned objective and the gradient norms).
+(``fastbp.training.LayerwiseTrainer``), recording why: :func:`engine_decline` names the reason
+(it returns None exactly when make_trainer makes a trainer).  ``USE_FUSED = False`` switches the
+engine off for training and prediction alike (tests compare the two paths with it).
+
+The two are interchangeable at any epoch: the trainer works on the network's own
+``W``/``b``/``dW``/``db`` arrays and the optimizer's own state arrays, in place, with the
+semantics of ``fastbp.training.train_epoch`` (read it for the exact definition of an epoch, its
+returned objective and the gradient norms).
 
 ``trainer.train_epoch(X, Y, order, grad_norms_out)`` runs the epoch in one call of the engine
 (``fastbp/engine/_train_engine.h`` through ``fastbp.engine._c_train``) with the GIL released: it gathers each
@@ -55,7 +59,8 @@ from fastbp import _backend
 from fastbp._platform._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
-__all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THREAD",
+__all__ = ["make_trainer", "engine_decline", "make_predictor", "USE_FUSED", "FusedTrainer",
+           "MIN_FLOPS_PER_THREAD",
            "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "SIGNAL_FLOPS", "PREDICT_CHUNK",
            "cpu_count"]
 
@@ -82,6 +87,7 @@ SIGNAL_FLOPS = 2e9
 PREDICT_CHUNK = 256            # rows per thread and pass of the forward-only path (at least)
 PREDICT_BUFFER = 1 << 16       # entries of a work buffer of the forward-only path (at most)
 SUPPORTED_DTYPES = (np.dtype(np.float32),)
+USE_FUSED = True  # False switches the engine off (tests compare it with the layer-by-layer path)
 
 
 def cpu_count():
@@ -219,43 +225,67 @@ def make_predictor(network):
                         predict_only=True)
 
 
-def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False):
-    """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
-    engine cannot run it (backend 'numpy', engine not built or damaged -- one RuntimeWarning says
-    so, naming the import error --, not a plain Dense/Dropout stack, dtype other than float32,
-    unknown loss or optimizer).  ``n_threads`` caps the threads;
-    ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor)."""
-    global _c_train_warned
-    if _backend.backend() != "compiled" or loss_name not in LOSS_CODES:
-        return None
-    if _c_train is None:  # said once, as for the compiled kernels (fastbp._backend)
-        if not _c_train_warned:
-            _c_train_warned = True
-            warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
-                          f"; the compiled backend trains and predicts layer by layer",
-                          RuntimeWarning, stacklevel=3)
-        return None
+def engine_decline(network, loss_name, optimizer, batch_size):
+    """Why the compiled engine cannot train this network with this loss and optimizer (a short
+    phrase, e.g. ``"float64"``, ``"numpy backend"``, ``"not a plain Dense/Dropout stack
+    (SparsityPenalty layer)"``), or None when it can: :func:`make_trainer` makes a trainer exactly
+    when this returns None, and ``fastbp.training`` records the phrase as the fit's path."""
+    if not USE_FUSED:
+        return "engine switched off (fastbp.engine.USE_FUSED)"
+    if _backend.backend() != "compiled":
+        return "numpy backend"
+    if loss_name not in LOSS_CODES:
+        return f"loss {loss_name!r} not in the engine"
+    if _c_train is None:
+        return f"engine unavailable ({_c_train_error})"
     stack = _plain_stack(network)
-    if stack is None or int(batch_size) < 1:
-        return None
+    if stack is None:
+        from fastbp.nn import Dense, Dropout
+        kinds = sorted({type(layer).__name__ for layer in getattr(network, "layers", ())
+                        if type(layer) not in (Dense, Dropout)})
+        return "not a plain Dense/Dropout stack" + (
+            f" ({', '.join(kinds)} layer)" if kinds else
+            f" (a Dropout last or doubled, a dropout generator that is not a numpy Generator, "
+            f"or more than {MAX_LAYERS} Dense layers)")
+    if int(batch_size) < 1:
+        return f"batch_size {batch_size} < 1"
     dense, dropouts = stack
     dtype = dense[0].W.dtype
     if dtype not in SUPPORTED_DTYPES:
-        return None
+        return f"{dtype}"
     params = []
     for layer in dense:
         if layer.activation not in ACTIVATION_CODES:
-            return None
+            return f"activation {layer.activation!r} not in the engine"
         for name, shape in (("W", (layer.n_in, layer.n_out)), ("b", (layer.n_out,))):
-            if not _own_array(getattr(layer, name), shape, dtype):
-                return None
-            if not _own_array(getattr(layer, "d" + name), shape, dtype):
-                return None
+            for array in (getattr(layer, name), getattr(layer, "d" + name)):
+                if not _own_array(array, shape, dtype):
+                    return (f"a layer's {name} or d{name} is not an aligned, writeable, "
+                            f"C-contiguous {dtype} ndarray of shape {shape}")
         params += [layer.W, layer.b]
     if not _optimizer_ok(optimizer, params):
-        return None
+        return (f"optimizer {type(optimizer).__name__} is not SGD/Adam over this network's "
+                "parameters with its own state arrays")
     if len({id(d.rng) for d in dropouts.values()}) > MAX_GENERATORS:
+        return f"more than {MAX_GENERATORS} dropout generators"
+    return None
+
+
+def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False):
+    """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
+    engine cannot run it (:func:`engine_decline` says why: backend 'numpy', engine not built or
+    damaged -- one RuntimeWarning says so, naming the import error --, not a plain Dense/Dropout
+    stack, dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads;
+    ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor)."""
+    global _c_train_warned
+    if _c_train is None and USE_FUSED and _backend.backend() == "compiled" and not _c_train_warned:
+        _c_train_warned = True  # said once, as for the compiled kernels (fastbp._backend)
+        warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
+                      f"; the compiled backend trains and predicts layer by layer",
+                      RuntimeWarning, stacklevel=3)
+    if engine_decline(network, loss_name, optimizer, batch_size) is not None:
         return None
+    dense, dropouts = _plain_stack(network)
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),
                         n_threads, predict_only)
 

@@ -10,7 +10,8 @@ the encoder's and the decoder's Dense layers.  Their backward adds the penalty's
 gradient that arrives from the decoder, so a whole model stays one network that
 ``fastbp.training.fit_network`` trains like any other (:class:`PenalisedSequential` adds the
 penalty values to the loss).  The compiled fast path (``fastbp.engine``) takes plain stacks of
-Dense layers only; a network with one of these layers trains layer by layer.
+Dense layers only; a network with one of these layers trains layer by layer, and its
+``fit_path_`` says so ("layerwise: not a plain Dense/Dropout stack (SparsityPenalty layer)").
 """
 import math
 

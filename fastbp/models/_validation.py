@@ -10,16 +10,10 @@ import sys
 
 import numpy as np
 
-__all__ = ["NotFittedError", "check_X", "check_targets", "check_n_features", "check_is_fitted",
+from fastbp.exceptions import NotFittedError
+
+__all__ = ["check_X", "check_targets", "check_n_features", "check_is_fitted",
            "check_classes", "check_labels", "label_kind"]
-
-
-class NotFittedError(ValueError, AttributeError):
-    """A method that needs a fitted model was called before ``fit``.
-
-    When scikit-learn is loaded, the error raised also derives from scikit-learn's
-    NotFittedError, so that its tools recognise it (scikit-learn is never imported for this).
-    """
 
 
 _combined_not_fitted = None

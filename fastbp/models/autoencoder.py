@@ -48,6 +48,18 @@ class Autoencoder(EncoderDecoder):
     Fitted attributes as for the MLPs: ``coefs_``, ``intercepts_`` (encoder then decoder),
     ``loss_curve_``, ``validation_scores_``, ``n_iter_``, ``grad_norms_``, ..., and
     ``encoder_`` / ``decoder_`` (Sequentials sharing those arrays).
+
+    Attributes
+    ----------
+    fit_path_ : str or None
+        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
+        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled backend)
+        or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``), e.g.
+        ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line search
+        (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError: ...)"``.
+        A sparse autoencoder (``sparsity`` 'l1' or 'kl') trains layer by layer: ``"layerwise: not a
+        plain Dense/Dropout stack (SparsityPenalty layer)"``.  None for a model loaded from a file,
+        until it trains again. Verbose output prints it at the start of every fit.
     """
 
     def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,

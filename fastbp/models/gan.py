@@ -19,31 +19,33 @@ minibatch of real points with as many fresh G(z) makes one discriminator step; a
 fresh z.  Each player has its own optimizer (``solver``, same settings; D's learning rate is
 ``discriminator_learning_rate`` when given).  An epoch is one pass over the data; there is no
 convergence test (a GAN's losses do not settle to a minimum): training runs ``max_iter`` epochs.
-After every epoch both players' losses and parameters must be finite (the training loop's check,
-``fastbp.training.check_finite``): otherwise ``fit``/``partial_fit`` raise ValueError and leave
-the model as it was before the call.
+The epochs are those of the one training loop, ``fastbp.training.fit_network``, with the
+alternating steps as its step hook: shuffling, the learning-rate schedule, the per-epoch records,
+verbose lines and the non-finite check are the loop's.  After every epoch both players' losses and
+parameters must be finite (``fastbp.training.check_finite``): otherwise ``fit``/``partial_fit``
+raise ValueError and leave the model as it was before the call.  ``fit_path_`` is always
+``"layerwise: GAN (...)"``: the compiled engine trains one network's plain backprop, not a game.
 
 Loss curves, one entry per epoch: ``discriminator_loss_curve_`` (mean -L over D's steps, i.e.
 -log D(x) - log(1 - D(G(z)))), ``generator_loss_curve_`` (= ``loss_curve_``: mean of G's
 objective, -log D(G(z)) or log(1 - D(G(z)))).  ``coefs_``/``intercepts_`` are G's
 (``generator_``), ``discriminator_coefs_``/``discriminator_intercepts_`` D's (``discriminator_``).
 """
-import time
-
 import numpy as np
 from scipy import special
 
 from fastbp.kernels import ops
 from fastbp.models._generative import GenerativeBase, check_n_components, check_sizes, store_params
-from fastbp.training import check_finite, make_optimizer, resolve_batch_size
 from fastbp.models._validation import check_is_fitted
-from fastbp.models.mlp import _make_rng
+from fastbp.models.mlp import _make_rng, user_stacklevel
+from fastbp.training import fit_network, make_optimizer
 from fastbp.nn import activation_name, make_mlp
 from fastbp.models.persist import register
 
 __all__ = ["GAN"]
 
 GENERATOR_LOSSES = ("non_saturating", "minimax")
+FIT_PATH = "layerwise: GAN (alternating discriminator and generator steps on two networks)"
 
 
 class _Buffers:
@@ -59,6 +61,45 @@ class _Buffers:
         self.g_grad = np.empty((m, 1), dtype)
 
 
+class _AlternatingSteps:
+    """One GAN epoch for the training loop's step hook (``fastbp.training.fit_network``'s
+    ``trainer``): walking ``order`` in minibatches of ``batch_size`` rows, one discriminator step
+    per minibatch and, after every ``n_discriminator_steps`` of those (counted across epochs),
+    ``n_generator_steps`` generator steps.  ``train_epoch`` returns the mean of G's objective over
+    its steps (NaN if it took none), appends D's mean -L to ``gan._d_losses`` and writes the mean
+    ||dW||_F of G's Dense layers; D's learning rate is G's (``optimizer.lr``, set by the loop's
+    schedule) times ``discriminator_learning_rate / learning_rate_init``."""
+
+    def __init__(self, gan, optimizer, batch_size):
+        self.gan, self.optimizer, self.batch_size = gan, optimizer, batch_size
+        rate = gan.discriminator_learning_rate
+        self.d_ratio = 1.0 if rate is None else rate / gan.learning_rate_init
+        self.d_loss, self.g_steps = None, 0
+
+    def train_epoch(self, X, Y, order, grad_norms_out):
+        gan, m = self.gan, self.batch_size
+        gan._d_optimizer.lr = self.optimizer.lr * self.d_ratio
+        d_losses, g_losses = [], []
+        for start in range(0, order.shape[0], m):
+            d_losses.append(gan._discriminator_step(X, order[start:start + m]))
+            if gan._d_optimizer.t % gan.n_discriminator_steps == 0:
+                g_losses += [gan._generator_step(m, grad_norms_out)
+                             for _ in range(gan.n_generator_steps)]
+        grad_norms_out /= max(len(g_losses), 1)
+        self.d_loss, self.g_steps = float(np.mean(d_losses)), len(g_losses)
+        gan._d_losses.append(self.d_loss)
+        return float(np.mean(g_losses)) if g_losses else float("nan")
+
+    def epoch_values(self, loss, grad_norms):
+        """What the loop checks finite and shows (an epoch without a G step has no G loss)."""
+        return {"discriminator_loss": self.d_loss,
+                "generator_loss": loss if self.g_steps else None,
+                "generator_gradient_norms": grad_norms}
+
+    def params(self):
+        return self.gan.generator_.params() + self.gan.discriminator_.params()
+
+
 @register("GAN")
 class GAN(GenerativeBase):
     """Generative adversarial network, scikit-learn style (see the module docstring).
@@ -69,6 +110,14 @@ class GAN(GenerativeBase):
     log D(x) / (1 - D(x)); ``input_gradient(X)`` = the gradient of G's objective with respect to a
     generated point x (what trains G).  Training parameters as for the MLP estimators except the
     convergence and early-stopping ones; ``learning_rate`` is 'constant' or 'invscaling'.
+
+    Attributes
+    ----------
+    fit_path_ : str or None
+        Which path trained the last ``fit`` or ``partial_fit`` call, and why: always
+        ``"layerwise: GAN (alternating discriminator and generator steps on two networks)"`` (the
+        compiled engine trains one network's backprop, not the game); None for a model loaded
+        from a file, until it trains again.  Verbose output prints it at the start of every fit.
     """
 
     # No convergence test or validation split: fixed for the shared parameter checks.
@@ -177,42 +226,16 @@ class GAN(GenerativeBase):
         return value
 
     def _train(self, X, Y, config, validation, incremental, callback=None):
-        state, n = self._state, X.shape[0]
-        m = resolve_batch_size(config.batch_size, n, config.solver)
-        if state.optimizer is None or not incremental:
-            state.optimizer = make_optimizer(self.generator_, config, m)
-            self._d_optimizer = make_optimizer(self.discriminator_, config, m)
-            state.lr = config.learning_rate_init
-        d_ratio = (1.0 if self.discriminator_learning_rate is None
-                   else self.discriminator_learning_rate / config.learning_rate_init)
-        for _ in range(1 if incremental else config.max_iter):
-            started = time.perf_counter()
-            state.optimizer.lr, self._d_optimizer.lr = state.lr, state.lr * d_ratio
-            order = self._rng.permutation(n) if config.shuffle else np.arange(n)
-            norms = np.zeros(len(self.generator_.dense_layers))
-            d_losses, g_losses = [], []
-            for start in range(0, n, m):
-                d_losses.append(self._discriminator_step(X, order[start:start + m]))
-                if self._d_optimizer.t % self.n_discriminator_steps == 0:  # counts across epochs
-                    g_losses += [self._generator_step(m, norms)
-                                 for _ in range(self.n_generator_steps)]
-            state.n_iter += 1
-            state.t += n
-            state.loss_curve.append(float(np.mean(g_losses)) if g_losses else float("nan"))
-            self._d_losses.append(float(np.mean(d_losses)))
-            state.grad_norms.append(norms / max(len(g_losses), 1))
-            state.learning_rates.append(state.lr)
-            state.epoch_times.append(time.perf_counter() - started)
-            if config.verbose:
-                print(f"GAN: epoch {state.n_iter:4d}  discriminator loss {self._d_losses[-1]:.4f}  "
-                      f"generator loss {state.loss_curve[-1]:.4f}  {state.epoch_times[-1]:.3f} s")
-            check_finite(state.n_iter, state.lr, config.learning_rate_init,
-                         self.generator_.params() + self.discriminator_.params(), X, "GAN",
-                         discriminator_loss=self._d_losses[-1],
-                         generator_loss=state.loss_curve[-1] if g_losses else None,
-                         generator_gradient_norms=norms)
-            if config.learning_rate == "invscaling":
-                state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
+        """The training loop's epochs, bookkeeping and checks (``fastbp.training.fit_network``),
+        with the alternating steps of :class:`_AlternatingSteps` as each epoch."""
+        def trainer(optimizer, batch_size, fresh):
+            if fresh or self._d_optimizer is None:
+                self._d_optimizer = make_optimizer(self.discriminator_, config, batch_size)
+            return _AlternatingSteps(self, optimizer, batch_size), FIT_PATH
+
+        fit_network(self.generator_, self.loss_, X, X, config, self._state, rng=self._rng,
+                    incremental=incremental, name="GAN", stacklevel=user_stacklevel(),
+                    trainer=trainer, converge=False)
 
     def _publish(self):
         super()._publish()

@@ -39,6 +39,7 @@ previous fit); a loss that rose when training stopped is reported by a ``Converg
 taken for convergence.
 """
 import copy
+import dataclasses
 import inspect
 import math
 import sys
@@ -47,15 +48,16 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from fastbp import __version__
+from fastbp._version import __version__
 from fastbp._platform._blas_threads import limit_blas_threads
-from fastbp.training import ConvergenceWarning, TrainConfig, TrainState, fit_network
-from fastbp.models._validation import (NotFittedError, check_classes, check_is_fitted, check_labels,
+from fastbp.exceptions import InconsistentVersionWarning
+from fastbp.training import TrainConfig, TrainState, fit_network
+from fastbp.models._validation import (check_classes, check_is_fitted, check_labels,
                           check_n_features, check_targets, check_X, label_kind)
 from fastbp.nn import Sequential, activation_name, make_mlp
-from fastbp.models.persist import InconsistentVersionWarning, register
+from fastbp.models.persist import register
 
-__all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator", "ConvergenceWarning", "NotFittedError"]
+__all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator"]
 
 
 class BaseEstimator:
@@ -256,14 +258,12 @@ class _BaseMLP(BaseEstimator):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an int, got {value!r}")
-        return TrainConfig(
-            solver=self.solver, learning_rate=self.learning_rate,
-            learning_rate_init=float(self.learning_rate_init), power_t=float(self.power_t),
-            momentum=float(self.momentum), nesterovs_momentum=bool(self.nesterovs_momentum),
-            beta_1=float(self.beta_1), beta_2=float(self.beta_2), epsilon=float(self.epsilon),
-            alpha=float(self.alpha), batch_size=self.batch_size, max_iter=int(self.max_iter),
-            shuffle=bool(self.shuffle), tol=float(self.tol),
-            n_iter_no_change=int(self.n_iter_no_change), verbose=bool(self.verbose)).validate()
+        # every training setting is the estimator parameter of the same name (TrainConfig's
+        # fields are the one list), converted to the field's type
+        return TrainConfig(**{
+            field.name: (field.type(getattr(self, field.name)) if field.type in (float, bool, int)
+                         else getattr(self, field.name))
+            for field in dataclasses.fields(TrainConfig)}).validate()
 
     def _threads(self):
         """Cap the BLAS threads to ``n_threads`` for the duration of a call (None: no cap)."""
@@ -379,6 +379,7 @@ class _BaseMLP(BaseEstimator):
         self.grad_norms_ = (np.array(state.grad_norms) if state.grad_norms
                             else np.zeros((0, len(dense))))
         self.learning_rates_ = list(state.learning_rates)
+        self.fit_path_ = state.fit_path
         if state.validation_scores:
             self.validation_scores_ = list(state.validation_scores)
             self.best_validation_score_ = state.best_validation_score
@@ -475,6 +476,17 @@ class MLPRegressor(_BaseMLP):
     output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``; ``score`` is the
     coefficient of determination R^2 averaged over the outputs.  Parameters: see the module
     docstring and scikit-learn's ``MLPRegressor``.
+
+    Attributes
+    ----------
+    fit_path_ : str or None
+        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
+        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled
+        backend) or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``),
+        e.g. ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line
+        search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
+        ...)"``.  None for a model loaded from a file, until it trains again.  Verbose
+        output prints it at the start of every fit.
     """
 
     def partial_fit(self, X, y):
@@ -550,6 +562,17 @@ class MLPClassifier(_BaseMLP):
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
     returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
     accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.
+
+    Attributes
+    ----------
+    fit_path_ : str or None
+        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
+        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled
+        backend) or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``),
+        e.g. ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line
+        search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
+        ...)"``.  None for a model loaded from a file, until it trains again.  Verbose
+        output prints it at the start of every fit.
     """
 
     def partial_fit(self, X, y, classes=None):

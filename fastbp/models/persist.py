@@ -51,7 +51,7 @@ import numpy as np
 
 from fastbp.nn import parameter_budget
 
-__all__ = ["save", "load", "register", "InconsistentVersionWarning", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["save", "load", "register", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "fastbp-model"
 FORMAT_VERSION = 1
@@ -60,21 +60,6 @@ _MAX_META_BYTES = 64 << 20   # the JSON document (parameters such as a VAE's pri
 _MAX_DEFLATE_RATIO = 1032    # deflate cannot expand data more than this
 _ARRAY_KINDS = "biufUS"      # the dtypes a model's arrays have (no objects, no records)
 _TEMPORARY = re.compile(r"\.fastbp-(\d+)-[^/]*\.tmp$")
-
-
-class InconsistentVersionWarning(UserWarning):
-    """An estimator pickled by another fastbp version was unpickled (as scikit-learn's warning
-    of that name): its attributes may not be what this version expects.  Refit it, or save it
-    with ``model.save`` (a format read across versions) under the version that made it."""
-
-    def __init__(self, estimator_name, original_version, current_version):
-        self.estimator_name = estimator_name
-        self.original_version = original_version
-        self.current_version = current_version
-        super().__init__(f"Trying to unpickle estimator {estimator_name} from fastbp version "
-                         f"{original_version} when using version {current_version}. This might "
-                         "lead to breaking code or invalid results; refit it, or save it with "
-                         "model.save() under the version that made it.")
 
 
 def register(name):
@@ -239,7 +224,7 @@ def save(model, path):
     OSError
         writing failed; ``path`` is then as it was, and no temporary file is left.
     """
-    from fastbp import __version__
+    from fastbp._version import __version__
 
     name = getattr(type(model), "_persist_name", None)
     if name is None:

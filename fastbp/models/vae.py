@@ -54,6 +54,18 @@ class VAE(EncoderDecoder):
     exact for the N(0, I) prior, else estimated at the same z), ``score(X)`` its mean.
     Training parameters and fitted attributes as for the MLP estimators, plus ``encoder_``
     (x -> [mu, log sigma^2]) and ``decoder_``.
+
+    Attributes
+    ----------
+    fit_path_ : str or None
+        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
+        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled backend)
+        or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``), e.g.
+        ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line search
+        (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError: ...)"``.
+        A VAE trains layer by layer: ``"layerwise: not a plain Dense/Dropout stack (Reparameterize
+        layer)"``.  None for a model loaded from a file, until it trains again. Verbose output
+        prints it at the start of every fit.
     """
 
     def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,

@@ -435,17 +435,17 @@ class Sequential:
 
     def _engine_predictor(self):
         """The engine's predictor for this network (made once, not pickled), or None."""
-        from fastbp import training as _training
-        if not _training.USE_FUSED or _backend.backend() != "compiled":
+        if _backend.backend() != "compiled":
+            return None
+        try:
+            from fastbp import engine
+        except ImportError:
+            return None
+        if not engine.USE_FUSED:
             return None
         predictor = getattr(self, "_predictor", None)  # (absent on a network built by __new__)
         if predictor is None:
-            try:
-                from fastbp import engine as fused
-                predictor = fused.make_predictor(self) or False
-            except ImportError:
-                predictor = False
-            self._predictor = predictor
+            predictor = self._predictor = engine.make_predictor(self) or False
         return predictor or None
 
     __call__ = predict

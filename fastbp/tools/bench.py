@@ -147,12 +147,12 @@ class FastbpFused(Contender):
 @contextlib.contextmanager
 def _layer_by_layer():
     """Sequential.predict layer by layer (on the compiled backend it would take the engine)."""
-    from fastbp import training as _training
-    saved, _training.USE_FUSED = _training.USE_FUSED, False
+    from fastbp import engine
+    saved, engine.USE_FUSED = engine.USE_FUSED, False
     try:
         yield
     finally:
-        _training.USE_FUSED = saved
+        engine.USE_FUSED = saved
 
 
 class FastbpLayers(Contender):
