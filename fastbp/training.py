@@ -40,9 +40,13 @@ would.  X and Y are C-contiguous arrays of the network's dtype; for softmax cros
 shuffling); ``grad_norms_out`` a float64 array with one entry per Dense layer.  The factory
 returns None for what it does not handle (other layer kinds, dtypes, backends; ``engine_decline``
 says why) and the :class:`LayerwiseTrainer` (a thin wrapper of :func:`train_epoch`) runs instead.
-Which of the two ran, and why, is never silent: ``TrainState.fit_path`` records it
-(``"engine"`` or ``"layerwise: <reason>"``), the estimators publish it as ``fit_path_`` and the
-first verbose line says it.  A model whose epoch is not one network's backprop (the GAN) brings
+Which of the two ran, and why, is never silent: ``TrainState.fit_path`` records it, the
+estimators publish it as ``fit_path_`` and the first verbose line says it.  It is ``"engine"``
+(the compiled training engine: a float32 plain Dense/Dropout stack on the compiled backend) or
+``"layerwise: <reason>"``, for example ``"layerwise: float64"``, ``"layerwise: numpy backend"``,
+``"layerwise: not a plain Dense/Dropout stack (SparsityPenalty layer)"``, ``"layerwise: Armijo
+line search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
+...)"`` (``fastbp.engine.engine_decline`` gives the engine's reasons).  A model whose epoch is not one network's backprop (the GAN) brings
 its own epoch trainer through the ``trainer`` hook of :func:`fit_network`: the loop around it is
 this one.
 

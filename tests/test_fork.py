@@ -35,6 +35,19 @@ p = est.predict_proba(X[:600])
 assert fastbp.backend() == "compiled"
 """
 
+# the parent waits at most 60 s for the forked child `pid`, then kills it (a hang fails, never blocks)
+WAIT_FOR_CHILD = r"""
+deadline = time.monotonic() + 60
+while True:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done or time.monotonic() > deadline:
+        break
+    time.sleep(0.02)
+if not done:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+"""
+
 OS_FORK = SETUP + r"""
 read, write = os.pipe()
 pid = os.fork()
@@ -50,16 +63,7 @@ if pid == 0:
     os.close(write)
     sys.exit(0)                              # a normal interpreter exit (cleanup runs)
 os.close(write)
-deadline = time.monotonic() + 60
-while True:
-    done, status = os.waitpid(pid, os.WNOHANG)
-    if done or time.monotonic() > deadline:
-        break
-    time.sleep(0.02)
-if not done:
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-child = json.loads(os.read(read, 4096).decode() or "{}")
+""" + WAIT_FOR_CHILD + r"""child = json.loads(os.read(read, 4096).decode() or "{}")
 print(json.dumps({"exited": bool(done), "status": status if done else None, **child,
                   "parent_again": bool(np.array_equal(p, est.predict_proba(X[:600])))}))
 """
@@ -165,16 +169,7 @@ if pid == 0:
     os.write(write, json.dumps({"predict": bool(np.array_equal(p, q)),
                                 "blas": blas.get()}).encode())
     sys.exit(0)
-deadline = time.monotonic() + 60
-while True:
-    done, status = os.waitpid(pid, os.WNOHANG)
-    if done or time.monotonic() > deadline:
-        break
-    time.sleep(0.02)
-if not done:
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-os.close(write)
+""" + WAIT_FOR_CHILD + r"""os.close(write)
 child = json.loads(os.read(read, 4096).decode() or "{}")
 print(json.dumps({"before": before, "held": held, "exited": bool(done),
                   "status": status if done else None, **child}), flush=True)

@@ -480,12 +480,9 @@ class MLPRegressor(_BaseMLP):
     Attributes
     ----------
     fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
-        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled
-        backend) or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``),
-        e.g. ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line
-        search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
-        ...)"``.  None for a model loaded from a file, until it trains again.  Verbose
+        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
+        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
+        docstring).  None for a model loaded from a file, until it trains again; verbose
         output prints it at the start of every fit.
     """
 
@@ -566,12 +563,9 @@ class MLPClassifier(_BaseMLP):
     Attributes
     ----------
     fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
-        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled
-        backend) or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``),
-        e.g. ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line
-        search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
-        ...)"``.  None for a model loaded from a file, until it trains again.  Verbose
+        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
+        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
+        docstring).  None for a model loaded from a file, until it trains again; verbose
         output prints it at the start of every fit.
     """
 

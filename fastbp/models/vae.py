@@ -58,14 +58,11 @@ class VAE(EncoderDecoder):
     Attributes
     ----------
     fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call, and why: ``"engine"`` (the
-        compiled training engine, ``fastbp.engine``: a float32 plain stack on the compiled backend)
-        or ``"layerwise: <reason>"`` (the layer-by-layer epoch of ``fastbp.training``), e.g.
-        ``"layerwise: float64"``, ``"layerwise: numpy backend"``, ``"layerwise: Armijo line search
-        (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError: ...)"``.
-        A VAE trains layer by layer: ``"layerwise: not a plain Dense/Dropout stack (Reparameterize
-        layer)"``.  None for a model loaded from a file, until it trains again. Verbose output
-        prints it at the start of every fit.
+        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
+        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
+        docstring).  A VAE trains layer by layer (the reparameterisation is not a plain Dense/Dropout
+        stack).  None for a model loaded from a file, until it trains again; verbose
+        output prints it at the start of every fit.
     """
 
     def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,
