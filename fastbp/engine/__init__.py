@@ -262,10 +262,10 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
 
 def _in_place(layer):
     """Whether A may share Z's memory: the derivative is then had from A (or from the sign of A,
-    which is the sign of Z for relu, and for leaky_relu/elu with alpha >= 0)."""
+    which is the sign of Z for relu, and for leaky_relu with alpha >= 0)."""
     if layer.activation in ("identity", "sigmoid", "tanh", "relu", "softmax"):
         return True
-    if layer.activation in ("leaky_relu", "elu"):
+    if layer.activation == "leaky_relu":
         return (layer.alpha or 0.0) >= 0
     return False
 
