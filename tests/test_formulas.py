@@ -163,3 +163,51 @@ def test_sigmoid_tanh_slopes_in_double_engine(activation):
         A = np.array([[a]], np.float32)
         got = kernels.activation_grad(activation, A, A, np.full((1, 1), d, np.float32))
         assert float(got[0, 0]) == float(net.layers[0].db[0])
+
+
+# ------------------------------------------------------------------------------ one registry
+def test_engine_codes_are_the_registry_codes():
+    """The compiled engine reports the names of its C enums (generated from registry.py at build
+    time) in code order: a module built from another table shows here."""
+    from fastbp.kernels import registry
+    if engine._c_train is None:
+        pytest.skip("fastbp.engine._c_train is not built")
+    compiled = tuple(names.decode().split(",") for names in engine._c_train.NAMES)
+    assert compiled == (list(registry.ACTIVATIONS), list(registry.LOSSES), list(registry.STEPS))
+    for table in (registry.ACTIVATIONS, registry.LOSSES, registry.STEPS):
+        assert [entry.code for entry in table.values()] == list(range(len(table)))
+    assert engine.ACTIVATION_CODES == {n: e.code for n, e in registry.ACTIVATIONS.items()}
+    assert engine.LOSS_CODES == {n: e.code for n, e in registry.LOSSES.items()}
+
+
+def test_checks_tables_derive_from_the_registry():
+    from fastbp.kernels import _checks, registry
+    assert _checks.ACTIVATIONS == {n: e.alpha for n, e in registry.ACTIVATIONS.items()}
+    assert _checks.LOSSES == tuple(registry.LOSSES)
+    assert kernels.ACTIVATIONS is _checks.ACTIVATIONS
+
+
+@pytest.mark.parametrize("name", ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus",
+                                  "elu", "gelu", "softmax"])
+def test_compiled_kernels_know_every_registry_activation(name, rng):
+    """Each name resolves to its own code in the compiled kernels (the twin's values)."""
+    require_compiled()
+    from fastbp.kernels import registry
+    assert name in registry.ACTIVATIONS
+    Z = rng.standard_normal((3, 4)).astype(np.float64)
+    with fastbp.use_backend("numpy"):
+        want = kernels.activation(name, Z)
+    with fastbp.use_backend("compiled"):
+        got = kernels.activation(name, Z)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
+
+
+def test_compiled_kernels_refuse_unknown_names():
+    require_compiled()
+    from fastbp.kernels import _c_activation, _c_step
+    Z = np.zeros((1, 2))
+    for bad in ("relu\x00", "rel", "RELU", 3):
+        with pytest.raises(ValueError, match="unknown activation"):
+            _c_activation.activation(bad, Z, Z, 0.0)
+    with pytest.raises(ValueError, match="unknown loss"):
+        _c_step.loss("squared_errorx", Z, Z, Z.copy())

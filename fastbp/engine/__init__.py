@@ -52,6 +52,7 @@ import weakref
 import numpy as np
 
 from fastbp import _backend
+from fastbp.kernels import registry
 from fastbp._platform._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
@@ -59,10 +60,10 @@ __all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THRE
            "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "SIGNAL_FLOPS", "PREDICT_CHUNK",
            "cpu_count"]
 
-ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
-                    "softplus": 5, "elu": 6, "gelu": 7, "softmax": 8}
-LOSS_CODES = {"squared_error": 0, "softmax_cross_entropy": 1, "sigmoid_cross_entropy": 2}
-SGD_PLAIN, SGD_MOMENTUM, SGD_NESTEROV, ADAM = range(4)
+ACTIVATION_CODES = {name: entry.code for name, entry in registry.ACTIVATIONS.items()}
+LOSS_CODES = {name: entry.code for name, entry in registry.LOSSES.items()}
+SGD_PLAIN, SGD_MOMENTUM, SGD_NESTEROV, ADAM = (registry.STEPS[name].code
+                                               for name in ("sgd", "momentum", "nesterov", "adam"))
 
 # A second thread pays off once a minibatch step does about this many floating-point operations
 # per thread (measured on 2-core Zen 2: 64-32-10 at batch 32, ~0.4 MFLOP, is fastest on one).
@@ -261,13 +262,9 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
 
 
 def _in_place(layer):
-    """Whether A may share Z's memory: the derivative is then had from A (or from the sign of A,
-    which is the sign of Z for relu, and for leaky_relu with alpha >= 0)."""
-    if layer.activation in ("identity", "sigmoid", "tanh", "relu", "softmax"):
-        return True
-    if layer.activation == "leaky_relu":
-        return (layer.alpha or 0.0) >= 0
-    return False
+    """Whether A may share Z's memory (registry.a_may_share_z): the derivative is then had from A
+    or from the sign of A (the sign of Z when alpha >= 0)."""
+    return registry.a_may_share_z(layer.activation, layer.alpha)
 
 
 class FusedTrainer:

@@ -37,11 +37,16 @@ cdef extern from "_train_engine.h" nogil:
     int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
     void fb_run(fb_net *N, int dbl, int predict)
     void fb_blas_after_fork()
+    const char* FB_ACTIVATION_NAMES
+    const char* FB_LOSS_NAMES
+    const char* FB_STEP_NAMES
 
 fb_sgemm = <fb_sgemm_t>sgemm
 fb_dgemm = <fb_dgemm_t>dgemm
 
 LIMITS = (FB_MAXL, FB_MAXT, FB_MAXG)  # dense layers, threads, dropout generators
+# the names of the codes in code order, as compiled (tests check them against registry.py)
+NAMES = (FB_ACTIVATION_NAMES, FB_LOSS_NAMES, FB_STEP_NAMES)  # bytes
 
 
 def after_fork():

@@ -75,10 +75,8 @@
 #define FB_RELAX() ((void)0)
 #endif
 
-enum { FB_IDENTITY, FB_SIGMOID, FB_TANH, FB_RELU, FB_LEAKY_RELU, FB_SOFTPLUS, FB_ELU, FB_GELU,
-       FB_SOFTMAX };
-enum { FB_SQUARED_ERROR, FB_SOFTMAX_CE, FB_SIGMOID_CE };
-enum { FB_SGD, FB_MOMENTUM, FB_NESTEROV, FB_ADAM };
+/* the codes of activations, losses and optimizer steps: generated from fastbp/kernels/registry.py */
+#include "_registry.h"
 
 typedef void (*fb_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *,
                            int *, float *, float *, int *);
@@ -762,7 +760,7 @@ FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const 
                 g[j] = (REAL)(d * inv_n);
             }
             total += 0.5 * acc;
-        } else if (loss == FB_SOFTMAX_CE) { /* p = exp(o - max) / sum: one exp per entry */
+        } else if (loss == FB_SOFTMAX_CROSS_ENTROPY) { /* p = exp(o - max) / sum: one exp per entry */
             REAL mx = -INFINITY, s = 0;
             for (j = 0; j < k; j++) mx = o[j] > mx ? o[j] : mx;
             R(exp_shifted)(k, o, mx, g);

@@ -10,23 +10,29 @@ cimport numpy as cnp
 from libc.math cimport exp, expm1, log1p
 from libc.string cimport memcpy, memset
 
-from fastbp.kernels._c_common cimport CHUNK, check, data, dim, fail, float_type, floating, total, dot
+from fastbp.kernels._c_common cimport (CHUNK, check, data, dim, float_type, floating, table_code,
+                                       total, dot)
 
 cnp.import_array()
 
-cdef enum:
-    IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTPLUS, ELU, GELU, SOFTMAX
-
-CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU,
-         "leaky_relu": LEAKY_RELU, "softplus": SOFTPLUS, "elu": ELU, "gelu": GELU,
-         "softmax": SOFTMAX}
+# The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
+cdef extern from "_registry.h":
+    enum:
+        IDENTITY "FB_IDENTITY"
+        SIGMOID "FB_SIGMOID"
+        TANH "FB_TANH"
+        RELU "FB_RELU"
+        LEAKY_RELU "FB_LEAKY_RELU"
+        SOFTPLUS "FB_SOFTPLUS"
+        ELU "FB_ELU"
+        GELU "FB_GELU"
+        SOFTMAX "FB_SOFTMAX"
+        FB_ACTIVATION_COUNT
+    const char* fb_activation_names[]
 
 
 cdef int activation_code(object name) except -1:
-    code = CODES.get(name)
-    if code is None:
-        return fail(ValueError, "unknown activation %r", (name,))
-    return code
+    return table_code(name, fb_activation_names, FB_ACTIVATION_COUNT, "activation")
 
 
 # ------------------------------------ array math: _vmath.h for float32, libm for float64 (y may be x)

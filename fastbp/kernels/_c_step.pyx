@@ -17,7 +17,7 @@ from libc.math cimport log
 
 from fastbp.kernels._c_activation cimport v_exp, v_log1p_pos, v_max
 from fastbp.kernels._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
-                               floating, total)
+                                       floating, table_code, total)
 
 cnp.import_array()
 
@@ -37,18 +37,18 @@ cdef extern from "_formulas.h" nogil:
                         double c2, double step, double rs, double eps)
     void fb_adam_scales(double lr, double b1, double b2, long t, double* step, double* rs)
 
-cdef enum:
-    SQUARED_ERROR, SOFTMAX_CROSS_ENTROPY, SIGMOID_CROSS_ENTROPY
-
-CODES = {"squared_error": SQUARED_ERROR, "softmax_cross_entropy": SOFTMAX_CROSS_ENTROPY,
-         "sigmoid_cross_entropy": SIGMOID_CROSS_ENTROPY}
+# The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
+cdef extern from "_registry.h":
+    enum:
+        SQUARED_ERROR "FB_SQUARED_ERROR"
+        SOFTMAX_CROSS_ENTROPY "FB_SOFTMAX_CROSS_ENTROPY"
+        SIGMOID_CROSS_ENTROPY "FB_SIGMOID_CROSS_ENTROPY"
+        FB_LOSS_COUNT
+    const char* fb_loss_names[]
 
 
 cdef int loss_code(object name) except -1:
-    code = CODES.get(name)
-    if code is None:
-        return fail(ValueError, "unknown loss %r", (name,))
-    return code
+    return table_code(name, fb_loss_names, FB_LOSS_COUNT, "loss")
 
 
 cdef double squared_error(const floating* o, const floating* t, floating* g, Py_ssize_t size,

@@ -46,6 +46,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from fastbp import _backend
+from fastbp.kernels import registry
 from fastbp.kernels._checks import ACTIVATIONS, LOSSES, activation_alpha
 
 __all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MAX_CACHED_SIZES"]
@@ -53,7 +54,7 @@ __all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MA
 MAX_CACHED_SIZES = 4
 
 # Activations whose derivative needs only A (not Z): their A may share Z's memory.
-_GRAD_FROM_A = frozenset({"identity", "sigmoid", "tanh", "softmax"})
+_GRAD_FROM_A = frozenset(name for name, a in registry.ACTIVATIONS.items() if a.slope_from_a)
 
 ACTIVATION_ALIASES = {"logistic": "sigmoid"}  # scikit-learn's name
 
