@@ -43,20 +43,22 @@ else:
 KERNEL_HEADERS = os.path.join("fastbp", "kernels")
 
 
-def write_registry_header():
-    """fastbp/kernels/_registry.h (build output) from fastbp/kernels/registry.py, the one table of
-    activations, losses and optimizer steps; rewritten only when it changes (no needless rebuild)."""
-    spec = importlib.util.spec_from_file_location(
-        "_fastbp_registry", os.path.join(KERNEL_HEADERS, "registry.py"))  # without fastbp (NumPy)
-    registry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(registry)
-    path, text = os.path.join(KERNEL_HEADERS, "_registry.h"), registry.c_header()
-    if not os.path.exists(path) or open(path).read() != text:
-        with open(path, "w") as f:
+def write_header(source, header):
+    """Generated C headers (build output): fastbp/kernels/_registry.h from registry.py, the one
+    table of activations, losses and optimizer steps, and fastbp/engine/_layout.h from layout.py,
+    the engine's network description; rewritten only when they change (no needless rebuild)."""
+    spec = importlib.util.spec_from_file_location("_fastbp_" + os.path.basename(source)[:-3],
+                                                  source)  # without fastbp (which needs NumPy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.c_header()
+    if not os.path.exists(header) or open(header).read() != text:
+        with open(header, "w") as f:
             f.write(text)
 
 
-write_registry_header()
+write_header(os.path.join(KERNEL_HEADERS, "registry.py"), os.path.join(KERNEL_HEADERS, "_registry.h"))
+write_header(os.path.join("fastbp", "engine", "layout.py"), os.path.join("fastbp", "engine", "_layout.h"))
 
 extensions = [
     Extension(

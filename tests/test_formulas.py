@@ -211,3 +211,18 @@ def test_compiled_kernels_refuse_unknown_names():
             _c_activation.activation(bad, Z, Z, 0.0)
     with pytest.raises(ValueError, match="unknown loss"):
         _c_step.loss("squared_errorx", Z, Z, Z.copy())
+
+
+def test_engine_description_is_one_named_structure():
+    """fb_desc (C) and DESC_DTYPE (NumPy) come from one field list (fastbp/engine/layout.py): the
+    compiled struct has the dtype's size, every field is 8 bytes (no padding), names are unique."""
+    from fastbp.engine import layout
+    if engine._c_train is None:
+        pytest.skip("fastbp.engine._c_train is not built")
+    assert engine._c_train.DESC_SIZE == engine.DESC_DTYPE.itemsize
+    assert engine.DESC_DTYPE.itemsize == 8 * sum(count for _, _, count, _ in layout.FIELDS)
+    assert len({name for name, *_ in layout.FIELDS}) == len(layout.FIELDS)
+    assert engine._c_train.LIMITS == (layout.MAX_LAYERS, layout.MAX_THREADS, layout.MAX_GENERATORS)
+    for name, _, count, _ in layout.FIELDS:
+        line = next(l for l in layout.c_header().splitlines() if f" {name}" in l and ";" in l)
+        assert (f" {name};" in line) == (count == 1)

@@ -52,6 +52,7 @@ import weakref
 import numpy as np
 
 from fastbp import _backend
+from fastbp.engine import layout
 from fastbp.kernels import registry
 from fastbp._platform._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
@@ -128,14 +129,21 @@ def _pthread_entry_points():
 
 
 # ------------------------------------------------------------------------------ the trainer
+# The network description the engine loads: fb_desc, named fields (fastbp/engine/layout.py)
+DESC_DTYPE = np.dtype([(name, kind) if count == 1 else (name, kind, (count,))
+                       for name, kind, count, _ in layout.FIELDS])
+MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = layout.MAX_LAYERS, layout.MAX_THREADS, layout.MAX_GENERATORS
+
 try:
     from fastbp.engine import _c_train
-    MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = _c_train.LIMITS
+    if _c_train.DESC_SIZE != DESC_DTYPE.itemsize or _c_train.LIMITS != (MAX_LAYERS, MAX_THREADS,
+                                                                        MAX_GENERATORS):
+        raise ImportError(f"fastbp.engine._c_train was built from another fastbp/engine/layout.py "
+                          f"(fb_desc of {_c_train.DESC_SIZE} bytes, expected {DESC_DTYPE.itemsize})")
     _c_train_error = None
 except ImportError as error:  # not built or damaged: every make_trainer call answers None
     _c_train = None
     _c_train_error = f"{type(error).__name__}: {error}"
-    MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = 32, 16, 8
 _c_train_warned = False
 
 
@@ -334,9 +342,7 @@ class FusedTrainer:
         self._ctl = np.zeros(16, np.int64)
         self._io = np.zeros(4 + L, np.float64)  # layout: fb_run in _train_engine.h
         self._io_norms = self._io[4:]
-        self._ints = np.zeros(8 + (L + 1) + 4 * L + MAX_GENERATORS, np.int64)
-        self._floats = np.zeros(7 + 2 * L + 2 * L, np.float64)
-        self._ptrs = np.zeros(8 + 8 * L + 4 * L + MAX_GENERATORS, np.uintp)
+        self._desc = np.zeros((), DESC_DTYPE)  # fb_desc, filled by field name
         self._pplan = (0, 1, 1)  # prediction: rows, threads, chunk of the last call
         self._bound = None
         self._labels = 0
@@ -368,54 +374,58 @@ class FusedTrainer:
                     raise ValueError(f"{name} of {layer!r} is no longer a writeable C-contiguous "
                                      f"{self.dtype} array")
         s1, s2 = self._state_arrays()
-        ints = [L, B, LOSS_CODES[self.loss], self._labels, 0, len(self._groups),
-                self._dw_scratch.shape[1], self._dw_scratch.shape[0]] + list(self.widths)
+        desc = self._desc
+        desc["L"], desc["B"], desc["loss"], desc["labels"] = L, B, LOSS_CODES[self.loss], self._labels
+        desc["groups"] = len(self._groups)
+        desc["dws_threads"], desc["dws_size"] = self._dw_scratch.shape
+        desc["d"][:L + 1] = self.widths
         for l, layer in enumerate(dense):
             dropout = self._dropouts.get(l)
             group = 0
             if dropout is not None:
                 group = next(i for i, g in enumerate(self._groups) if g[0] is dropout.rng)
-            ints += [ACTIVATION_CODES[layer.activation], int(dropout is not None), group,
-                     self._draw_offset.get(l, 0)]
-        ints += [g[1] for g in self._groups]
-        self._ints[:len(ints)] = ints
-        ptrs = [_address(self._ctl), _address(self._io), self._blas_get, self._blas_set,
-                self._sgemm, self._sgemm64,
-                _address(self._Xb), _address(self._dw_scratch)]
-        for l, layer in enumerate(dense):
+            desc["act"][l] = ACTIVATION_CODES[layer.activation]
+            desc["drop"][l], desc["dgroup"][l] = int(dropout is not None), group
+            desc["doff"][l] = self._draw_offset.get(l, 0)
             D = self._D[l]
-            ptrs += [_address(layer.W), _address(layer.b), _address(layer.dW), _address(layer.db),
-                     _address(self._Z[l]), _address(self._A[l]),
-                     0 if D is None else _address(D), _address(self._dZ[l])]
-        for a, b in zip(s1, s2):
-            ptrs += [0 if a is None else _address(a), 0 if b is None else _address(b)]
-        ptrs += [_address(u) for u in self._draws]
-        self._ptrs[:len(ptrs)] = ptrs
+            for name, array in (("W", layer.W), ("b", layer.b), ("dW", layer.dW), ("db", layer.db),
+                                ("Z", self._Z[l]), ("A", self._A[l]), ("D", D), ("dZ", self._dZ[l])):
+                desc[name][l] = 0 if array is None else _address(array)
+        desc["gwidth"][:len(self._groups)] = [g[1] for g in self._groups]
+        desc["U"][:len(self._draws)] = [_address(u) for u in self._draws]
+        desc["s1"][:2 * L] = [0 if a is None else _address(a) for a in s1]
+        desc["s2"][:2 * L] = [0 if a is None else _address(a) for a in s2]
+        for name, value in (("ctl", _address(self._ctl)), ("io", _address(self._io)),
+                            ("blas_get", self._blas_get), ("blas_set", self._blas_set),
+                            ("sgemm", self._sgemm), ("sgemm64", self._sgemm64),
+                            ("Xb", _address(self._Xb)), ("dWs", _address(self._dw_scratch))):
+            desc[name] = value or 0
         self._ctl[11] = _address(self._pbuf)
         self._ctl[12] = self._pwidth
         self._bound = self._current()
         self._load_floats()
 
     def _load_floats(self):
-        opt, L = self.optimizer, self.n_layers
-        f = self._floats
+        """The optimizer's kind and hyperparameters, the layers' alpha and dropout rates, and the
+        weight decays: read again before every epoch (they may change between epochs)."""
+        opt, L, desc = self.optimizer, self.n_layers, self._desc
         if hasattr(opt, "m"):
             kind = ADAM
-            f[0:7] = (opt.lr, 0.0, opt.beta1, opt.beta2, opt.eps, 1.0 - opt.beta1, 1.0 - opt.beta2)
+            desc["lr"], desc["beta1"], desc["beta2"], desc["eps"] = opt.lr, opt.beta1, opt.beta2, opt.eps
+            desc["momentum"] = 0.0
         else:
             if opt.momentum > 0 and opt.velocities is None:
                 raise ValueError("SGD momentum > 0 without velocity buffers")
             kind = SGD_PLAIN if opt.momentum == 0 else (SGD_NESTEROV if opt.nesterov else SGD_MOMENTUM)
-            f[0:7] = (opt.lr, opt.momentum, 0.0, 0.0, 1.0, 1.0, 1.0)
+            desc["lr"], desc["momentum"] = opt.lr, opt.momentum
+            desc["beta1"], desc["beta2"], desc["eps"] = 0.0, 0.0, 1.0
         for l, layer in enumerate(self._dense):
             dropout = self._dropouts.get(l)
-            f[7 + 2 * l] = 0.0 if layer.alpha is None else layer.alpha
-            f[8 + 2 * l] = 0.0 if dropout is None else dropout.rate
-        decays = opt.weight_decay
-        for i in range(2 * L):
-            f[7 + 2 * L + i] = decays[i]
-        self._ints[4] = kind
-        self._engine.load(_address(self._ints), _address(self._floats), _address(self._ptrs))
+            desc["alpha"][l] = 0.0 if layer.alpha is None else layer.alpha
+            desc["rate"][l] = 0.0 if dropout is None else dropout.rate
+        desc["wd"][:2 * L] = opt.weight_decay
+        desc["opt"] = kind
+        self._engine.load(_address(desc))
 
     def _refresh(self):
         current = self._current()
@@ -514,7 +524,7 @@ class FusedTrainer:
             if n == 0:
                 return 0.0
             batches = -(-n // B)
-            self._ints[3] = self._labels = int(labels)  # read by the engine at load (_refresh)
+            self._desc["labels"] = self._labels = int(labels)  # read by the engine at load (_refresh)
             self._refresh()
             ctl, io = self._ctl, self._io
             ctl[0], ctl[1], ctl[2], ctl[3] = _address(X), _address(Y), _address(order), n

@@ -51,9 +51,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FB_MAXL 32 /* dense layers */
-#define FB_MAXT 16 /* threads (fewer than 64: a job's count shares a word with its number) */
-#define FB_MAXG 8  /* random generators of the dropout layers */
+/* FB_MAXL (dense layers), FB_MAXT (threads), FB_MAXG (dropout generators) and fb_desc, the
+ * network description fb_load reads: generated from fastbp/engine/layout.py */
+#include "_layout.h"
 
 /* The element math (activations, losses, optimizer steps) and FB_CLONES, shared with the
  * kernels. */
@@ -359,60 +359,47 @@ typedef struct fb_net {
     fb_sgemm64_t sgemm64;  /* ... or this ILP64 one, when set */
 } fb_net;
 
-/* Load a network's description, packed by fastbp.fused (FUSED_LAYOUT there mirrors this order):
- *   ints:   L, B, loss, labels, opt, ngroups, dW scratch entries per thread and threads, d[0..L],
- *           then per layer act, drop, dgroup, doff, then gwidth[0..ngroups-1];
- *   floats: lr, momentum, beta1, beta2, eps, 1 - beta1, 1 - beta2, then per layer alpha, rate,
- *           then wd of each parameter (W1, b1, W2, b2, ...);
- *   ptrs:   ctl, io (see fb_run), the BLAS's get/set thread count functions (or 0), its LP64
- *           sgemm (or 0: SciPy's), its ILP64 sgemm (or 0), Xb, the dW scratch (or 0), then
- *           per layer W, b, dW, db, Z, A, D, dZ, then per parameter s1, s2, then U of each
- *           group.
- * Returns 0, or -1 when the sizes are out of range. */
-FB_COLD static int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
+/* Load a network's description (fb_desc, filled by field name by fastbp.engine; see
+ * fastbp/engine/layout.py).  Returns 0, or -1 when the sizes are out of range. */
+FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
 {
-    int L = (int)ints[0], G = (int)ints[5];
+    int L = (int)D->L, G = (int)D->groups;
     if (L < 1 || L > FB_MAXL || G < 0 || G > FB_MAXG) return -1;
-    N->L = L; N->B = (int)ints[1]; N->loss = (int)ints[2]; N->labels = (int)ints[3];
-    N->opt = (int)ints[4];
-    N->dWs_size = (long)ints[6];
-    N->dWs_threads = (int)ints[7];
-    ints += 8;
-    for (int l = 0; l <= L; l++) N->d[l] = (int)*ints++;
+    N->L = L; N->B = (int)D->B; N->loss = (int)D->loss; N->labels = (int)D->labels;
+    N->opt = (int)D->opt;
+    N->dWs_size = (long)D->dws_size;
+    N->dWs_threads = (int)D->dws_threads;
+    for (int l = 0; l <= L; l++) N->d[l] = (int)D->d[l];
     for (int l = 0; l < L; l++) {
-        N->act[l] = (int)*ints++; N->drop[l] = (int)*ints++;
-        N->dgroup[l] = (int)*ints++; N->doff[l] = (long)*ints++;
-    }
-    for (int g = 0; g < G; g++) N->gwidth[g] = (long)*ints++;
-    N->lr = floats[0]; N->mom = floats[1]; N->b1 = floats[2]; N->b2 = floats[3];
-    N->eps = floats[4]; N->one_b1 = floats[5]; N->one_b2 = floats[6];
-    floats += 7;
-    for (int l = 0; l < L; l++) {
-        N->alpha[l] = *floats++;
-        N->rate[l] = *floats++;
+        N->act[l] = (int)D->act[l]; N->drop[l] = (int)D->drop[l];
+        N->dgroup[l] = (int)D->dgroup[l]; N->doff[l] = (long)D->doff[l];
+        N->alpha[l] = D->alpha[l];
+        N->rate[l] = D->rate[l];
         N->dscale[l] = 1.0 / (1.0 - N->rate[l]);
+        N->W[l] = (void *)(uintptr_t)D->W[l]; N->b[l] = (void *)(uintptr_t)D->b[l];
+        N->dW[l] = (void *)(uintptr_t)D->dW[l]; N->db[l] = (void *)(uintptr_t)D->db[l];
+        N->Z[l] = (void *)(uintptr_t)D->Z[l]; N->A[l] = (void *)(uintptr_t)D->A[l];
+        N->D[l] = (void *)(uintptr_t)D->D[l]; N->dZ[l] = (void *)(uintptr_t)D->dZ[l];
     }
-    for (int q = 0; q < 2 * L; q++) N->wd[q] = *floats++;
-    N->ctl = (const int64_t *)*ptrs++;
-    N->io = (double *)*ptrs++;
-    N->blas_get = (int (*)(void))*ptrs++;
-    N->blas_set = (void (*)(int))*ptrs++;
-    N->sgemm = (fb_sgemm_t)*ptrs++;
-    N->sgemm64 = (fb_sgemm64_t)*ptrs++;
-    N->Xb = (void *)*ptrs++;
-    N->dWs = (void *)*ptrs++;
-    for (int l = 0; l < L; l++) {
-        N->W[l] = (void *)ptrs[0]; N->b[l] = (void *)ptrs[1]; N->dW[l] = (void *)ptrs[2];
-        N->db[l] = (void *)ptrs[3]; N->Z[l] = (void *)ptrs[4]; N->A[l] = (void *)ptrs[5];
-        N->D[l] = (void *)ptrs[6]; N->dZ[l] = (void *)ptrs[7];
-        ptrs += 8;
+    for (int g = 0; g < G; g++) {
+        N->gwidth[g] = (long)D->gwidth[g];
+        N->U[g] = (void *)(uintptr_t)D->U[g];
     }
+    N->lr = D->lr; N->mom = D->momentum; N->b1 = D->beta1; N->b2 = D->beta2;
+    N->eps = D->eps; N->one_b1 = 1.0 - D->beta1; N->one_b2 = 1.0 - D->beta2;
     for (int q = 0; q < 2 * L; q++) {
-        N->s1[q] = (void *)ptrs[0];
-        N->s2[q] = (void *)ptrs[1];
-        ptrs += 2;
+        N->wd[q] = D->wd[q];
+        N->s1[q] = (void *)(uintptr_t)D->s1[q];
+        N->s2[q] = (void *)(uintptr_t)D->s2[q];
     }
-    for (int g = 0; g < G; g++) N->U[g] = (void *)*ptrs++;
+    N->ctl = (const int64_t *)(uintptr_t)D->ctl;
+    N->io = (double *)(uintptr_t)D->io;
+    N->blas_get = (int (*)(void))(uintptr_t)D->blas_get;
+    N->blas_set = (void (*)(int))(uintptr_t)D->blas_set;
+    N->sgemm = (fb_sgemm_t)(uintptr_t)D->sgemm;
+    N->sgemm64 = (fb_sgemm64_t)(uintptr_t)D->sgemm64;
+    N->Xb = (void *)(uintptr_t)D->Xb;
+    N->dWs = (void *)(uintptr_t)D->dWs;
     return 0;
 }
 
