@@ -226,3 +226,25 @@ def test_engine_description_is_one_named_structure():
     for name, _, count, _ in layout.FIELDS:
         line = next(l for l in layout.c_header().splitlines() if f" {name}" in l and ";" in l)
         assert (f" {name};" in line) == (count == 1)
+
+
+def test_engine_imports_only_downward():
+    """fastbp.engine imports only the backend, the platform layer and the kernels (the layers and
+    optimizers describe themselves to it: Sequential.engine_stack, SGD/Adam.describe)."""
+    import ast
+    import pathlib
+    above = ("fastbp.nn", "fastbp.optim", "fastbp.training", "fastbp.models", "fastbp.cli",
+             "fastbp.tools")
+    for path in pathlib.Path(engine.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            bad = [n for n in names if n.startswith(above) or n in ("fastbp.nn", "fastbp.optim")]
+            bad += [f"fastbp.{a.name}" for a in getattr(node, "names", ())
+                    if getattr(node, "module", None) == "fastbp"
+                    and a.name in ("nn", "optim", "training", "models", "cli", "tools")]
+            assert not bad, f"{path.name} imports {bad}"

@@ -63,8 +63,6 @@ __all__ = ["make_trainer", "make_predictor", "FusedTrainer", "MIN_FLOPS_PER_THRE
 
 ACTIVATION_CODES = {name: entry.code for name, entry in registry.ACTIVATIONS.items()}
 LOSS_CODES = {name: entry.code for name, entry in registry.LOSSES.items()}
-SGD_PLAIN, SGD_MOMENTUM, SGD_NESTEROV, ADAM = (registry.STEPS[name].code
-                                               for name in ("sgd", "momentum", "nesterov", "adam"))
 
 # A second thread pays off once a minibatch step does about this many floating-point operations
 # per thread (measured on 2-core Zen 2: 64-32-10 at batch 32, ~0.4 MFLOP, is fastest on one).
@@ -173,45 +171,47 @@ def _address(array):
 
 def _plain_stack(network):
     """(dense layers, {dense index: Dropout on its input}) or None if the network is not a plain
-    stack: Dense layers, each optionally preceded by one Dropout, none after the last."""
-    from fastbp.nn import Dense, Dropout
-    dense, dropouts, pending = [], {}, None
-    for layer in getattr(network, "layers", ()):
-        if type(layer) is Dense:
-            if pending is not None:
-                dropouts[len(dense)] = pending
-                pending = None
-            dense.append(layer)
-        elif type(layer) is Dropout:
-            if pending is not None:
-                return None
-            if layer.rate > 0:  # a rate-0 dropout is the identity and draws nothing
-                if not isinstance(layer.rng, np.random.Generator):
-                    return None
-                pending = layer
-        else:
-            return None
-    if pending is not None or not dense or len(dense) > MAX_LAYERS:
+    stack (the network describes itself: fastbp.nn.Sequential.engine_stack)."""
+    describe = getattr(network, "engine_stack", None)
+    stack = describe() if callable(describe) else None
+    if stack is None or len(stack[0]) > MAX_LAYERS:
         return None
-    return dense, dropouts
+    return stack
 
 
 def _optimizer_ok(optimizer, params):
-    from fastbp.optim import SGD, Adam
-    if type(optimizer) not in (SGD, Adam) or len(optimizer.params) != len(params):
+    """Whether the engine can run this optimizer's step (it describes itself: ``describe()`` of
+    fastbp.optim's SGD and Adam) on exactly these parameters."""
+    describe = getattr(optimizer, "describe", None)
+    step = describe() if callable(describe) else None
+    if step is None or step[0] not in registry.STEPS or len(optimizer.params) != len(params):
         return False
     if any(a is not b for a, b in zip(optimizer.params, params)):
         return False
     if len(optimizer.weight_decay) != len(params):
         return False
-    states = [optimizer.m, optimizer.v] if type(optimizer) is Adam else [optimizer.velocities]
-    for state in states:
-        if state is None:
-            continue
-        if len(state) != len(params) or any(not _own_array(s, p.shape, p.dtype)
+    for state in step[1:]:
+        if len(state) != len(params) or any(s is not None and not _own_array(s, p.shape, p.dtype)
                                             for s, p in zip(state, params)):
             return False
     return True
+
+
+# the engine's hyperparameter fields, and their values for a step that has none of them
+_HYPER_DEFAULTS = (("momentum", 0.0), ("beta1", 0.0), ("beta2", 0.0), ("eps", 1.0))
+
+
+class _NoStep:
+    """The optimizer of a forward-only trainer (make_predictor): SGD at lr 0, never stepped."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        self.weight_decay = [0.0] * len(self.params)
+        self.t, self.lr = 0, 0.0
+
+    def describe(self):
+        n = len(self.params)
+        return "sgd", [None] * n, [None] * n
 
 
 def _own_array(a, shape, dtype):
@@ -223,9 +223,7 @@ def make_predictor(network):
     """A :class:`FusedTrainer` for forward passes only (what ``fastbp.nn.Sequential.predict``
     runs on): the engine's prediction with one row of training buffers and no weight-gradient
     scratch; None when the engine cannot run the network (as for make_trainer)."""
-    from fastbp.optim import SGD
-    return make_trainer(network, "squared_error", SGD(network.params(), lr=0.0), 1,
-                        predict_only=True)
+    return make_trainer(network, "squared_error", _NoStep(network.params()), 1, predict_only=True)
 
 
 def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False):
@@ -349,23 +347,15 @@ class FusedTrainer:
         self._bind()
 
     # ------------------------------------------------------------------ tables
-    def _state_arrays(self):
-        opt = self.optimizer
-        n = 2 * self.n_layers
-        if hasattr(opt, "m"):
-            return list(opt.m), list(opt.v)
-        velocities = opt.velocities
-        return (list(velocities) if velocities is not None else [None] * n), [None] * n
-
-    def _current(self):
-        """The arrays the engine points at, as they are now (rebinding when any was replaced)."""
+    def _current(self, step):
+        """The arrays the engine points at, as they are now (rebinding when any was replaced);
+        ``step``: the optimizer's describe()."""
         arrays = []
         for layer in self._dense:
             arrays += [layer.W, layer.b, layer.dW, layer.db]
-        s1, s2 = self._state_arrays()
-        return arrays + s1 + s2 + self._draws
+        return arrays + step[1] + step[2] + self._draws
 
-    def _bind(self):
+    def _bind(self, step=None):
         dense, L, B = self._dense, self.n_layers, self.batch_size
         for layer in dense:
             for name in ("W", "b", "dW", "db"):
@@ -373,7 +363,8 @@ class FusedTrainer:
                 if not _own_array(array, array.shape, self.dtype):
                     raise ValueError(f"{name} of {layer!r} is no longer a writeable C-contiguous "
                                      f"{self.dtype} array")
-        s1, s2 = self._state_arrays()
+        step = step or self.optimizer.describe()
+        s1, s2 = step[1], step[2]
         desc = self._desc
         desc["L"], desc["B"], desc["loss"], desc["labels"] = L, B, LOSS_CODES[self.loss], self._labels
         desc["groups"] = len(self._groups)
@@ -402,37 +393,38 @@ class FusedTrainer:
             desc[name] = value or 0
         self._ctl[11] = _address(self._pbuf)
         self._ctl[12] = self._pwidth
-        self._bound = self._current()
-        self._load_floats()
+        self._bound = self._current(step)
+        self._load_floats(step)
 
-    def _load_floats(self):
-        """The optimizer's kind and hyperparameters, the layers' alpha and dropout rates, and the
-        weight decays: read again before every epoch (they may change between epochs)."""
+    def _load_floats(self, step):
+        """The optimizer's kind and hyperparameters (``step``: its describe()), the layers' alpha
+        and dropout rates, and the weight decays: read again before every epoch (they may change
+        between epochs)."""
         opt, L, desc = self.optimizer, self.n_layers, self._desc
-        if hasattr(opt, "m"):
-            kind = ADAM
-            desc["lr"], desc["beta1"], desc["beta2"], desc["eps"] = opt.lr, opt.beta1, opt.beta2, opt.eps
-            desc["momentum"] = 0.0
-        else:
-            if opt.momentum > 0 and opt.velocities is None:
-                raise ValueError("SGD momentum > 0 without velocity buffers")
-            kind = SGD_PLAIN if opt.momentum == 0 else (SGD_NESTEROV if opt.nesterov else SGD_MOMENTUM)
-            desc["lr"], desc["momentum"] = opt.lr, opt.momentum
-            desc["beta1"], desc["beta2"], desc["eps"] = 0.0, 0.0, 1.0
+        kind, s1 = step[0], step[1]
+        if kind in ("momentum", "nesterov") and s1 and s1[0] is None:
+            raise ValueError("SGD momentum > 0 without velocity buffers")
+        for name, value in _HYPER_DEFAULTS:
+            desc[name] = value
+        for name in registry.STEPS[kind].hyper:  # the optimizer's attributes of these names
+            if name != "weight_decay":
+                desc[name] = getattr(opt, name)
         for l, layer in enumerate(self._dense):
             dropout = self._dropouts.get(l)
             desc["alpha"][l] = 0.0 if layer.alpha is None else layer.alpha
             desc["rate"][l] = 0.0 if dropout is None else dropout.rate
         desc["wd"][:2 * L] = opt.weight_decay
-        desc["opt"] = kind
+        desc["opt"] = registry.STEPS[kind].code
         self._engine.load(_address(desc))
 
     def _refresh(self):
-        current = self._current()
-        if any(a is not b for a, b in zip(current, self._bound)):
-            self._bind()
-        else:
-            self._load_floats()
+        step = self.optimizer.describe()
+        current = self._current(step)
+        for a, b in zip(current, self._bound):
+            if a is not b:
+                self._bind(step)
+                return
+        self._load_floats(step)
 
     # ------------------------------------------------------------------ threads
     @property

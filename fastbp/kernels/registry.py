@@ -12,8 +12,9 @@ Activation fields: ``alpha``, the default of its one parameter (None: takes none
 buffer: ``fastbp.nn.Dense`` does); ``slope_from_sign``, whether f'(z) depends only on the sign of
 z, which A keeps when alpha >= 0 (the engine keeps such A in Z's buffer too).
 Loss fields: ``labels``, whether integer class labels are accepted as targets besides arrays of
-the output's shape.  Optimizer steps (the engine's kinds; ``fastbp.optim`` classes choose one):
-``hyper``, the hyperparameters and their defaults.
+the output's shape.  Optimizer steps (the engine's kinds; a ``fastbp.optim`` class names its own
+in ``describe()``): ``hyper``, the hyperparameters and their defaults -- the engine reads them as
+the optimizer's attributes of these names, into the fb_desc fields of these names.
 """
 from collections import namedtuple
 

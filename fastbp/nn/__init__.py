@@ -379,6 +379,31 @@ class Sequential:
     def dense_layers(self):
         return [layer for layer in self.layers if isinstance(layer, Dense)]
 
+    def engine_stack(self):
+        """The network as the compiled engine runs it (fastbp.engine takes no layer types):
+        (dense layers, {dense index: the Dropout on its input}), or None unless it is a plain
+        stack -- Dense layers (not subclasses), each optionally preceded by one Dropout with a
+        NumPy Generator, none after the last.  A rate-0 Dropout is the identity and is left out."""
+        dense, dropouts, pending = [], {}, None
+        for layer in self.layers:
+            if type(layer) is Dense:
+                if pending is not None:
+                    dropouts[len(dense)] = pending
+                    pending = None
+                dense.append(layer)
+            elif type(layer) is Dropout:
+                if pending is not None:
+                    return None
+                if layer.rate > 0:  # a rate-0 dropout is the identity and draws nothing
+                    if not isinstance(layer.rng, np.random.Generator):
+                        return None
+                    pending = layer
+            else:
+                return None
+        if pending is not None or not dense:
+            return None
+        return dense, dropouts
+
     @property
     def dtype(self):
         return self.dense_layers[0].dtype
