@@ -134,10 +134,11 @@ MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = layout.MAX_LAYERS, layout.MAX_THREADS,
 
 try:
     from fastbp.engine import _c_train
-    if _c_train.DESC_SIZE != DESC_DTYPE.itemsize or _c_train.LIMITS != (MAX_LAYERS, MAX_THREADS,
-                                                                        MAX_GENERATORS):
+    _size = getattr(_c_train, "DESC_SIZE", None)
+    if _size != DESC_DTYPE.itemsize or getattr(_c_train, "LIMITS", None) != (
+            MAX_LAYERS, MAX_THREADS, MAX_GENERATORS):
         raise ImportError(f"fastbp.engine._c_train was built from another fastbp/engine/layout.py "
-                          f"(fb_desc of {_c_train.DESC_SIZE} bytes, expected {DESC_DTYPE.itemsize})")
+                          f"(fb_desc of {_size} bytes, expected {DESC_DTYPE.itemsize})")
     _c_train_error = None
 except ImportError as error:  # not built or damaged: every make_trainer call answers None
     _c_train = None
