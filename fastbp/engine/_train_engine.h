@@ -797,7 +797,7 @@ static void R(colsum)(int m, int k, const REAL *restrict G, int k0, int k1,
  * doubles, two SSE registers) so that it vectorises without -ffast-math */
 typedef REAL R(vec) __attribute__((vector_size(32)));
 #define FB_VL ((long)(32 / sizeof(REAL)))
-static double R(sum_squares)(long count, const REAL *x)
+FB_CLONES_T static double R(sum_squares)(long count, const REAL *x)
 {
     const R(vec) zero = {0};
     R(vec) part = zero;
