@@ -8,6 +8,7 @@ as ReLU's.  ``FASTBP_DEBUG=1`` at build time turns on Cython's bounds and initia
 keeps debug info, for memory-error hunts.
 """
 import glob
+import importlib.util
 import os
 
 import numpy
@@ -37,8 +38,27 @@ else:
                     "-fno-asynchronous-unwind-tables"]  # C code needs no unwind tables: smaller files
     link_args = ["-s"]
 
-# the kernels' C headers (_vmath.h, ...) are the engine's too: one home for the float math
+# the kernels' C headers (_vmath.h, _formulas.h, _registry.h) are the engine's too: one home for
+# the element math and the codes
 KERNEL_HEADERS = os.path.join("fastbp", "kernels")
+
+
+def write_header(source, header):
+    """Generated C headers (build output): fastbp/kernels/_registry.h from registry.py, the one
+    table of activations, losses and optimizer steps, and fastbp/engine/_layout.h from layout.py,
+    the engine's network description; rewritten only when they change (no needless rebuild)."""
+    spec = importlib.util.spec_from_file_location("_fastbp_" + os.path.basename(source)[:-3],
+                                                  source)  # without fastbp (which needs NumPy)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.c_header()
+    if not os.path.exists(header) or open(header).read() != text:
+        with open(header, "w") as f:
+            f.write(text)
+
+
+write_header(os.path.join(KERNEL_HEADERS, "registry.py"), os.path.join(KERNEL_HEADERS, "_registry.h"))
+write_header(os.path.join("fastbp", "engine", "layout.py"), os.path.join("fastbp", "engine", "_layout.h"))
 
 extensions = [
     Extension(
@@ -48,6 +68,7 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
+        depends=sorted(glob.glob(os.path.join("fastbp", "*", "*.h"))),  # rebuild when a header changes
     )
     for path in sorted(glob.glob(os.path.join("fastbp", "*", "_c_*.pyx")))
     # developers may rebuild a subset: FASTBP_BUILD_ONLY=_c_linear,_c_loss

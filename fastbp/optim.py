@@ -33,6 +33,18 @@ class SGD:
         self.velocities = [np.zeros_like(p) for p in self.params] if momentum > 0 else None
         self.t = 0
 
+    def describe(self):
+        """The step as the compiled engine runs it (fastbp.engine takes no optimizer types):
+        (kind -- a ``fastbp.kernels.registry.STEPS`` name, whose hyperparameters are attributes
+        of the same names --, per parameter the state arrays s1 (velocity or None) and s2 (None));
+        None for a subclass, whose step may differ."""
+        if type(self) is not SGD:
+            return None
+        kind = "sgd" if self.momentum == 0 else ("nesterov" if self.nesterov else "momentum")
+        n = len(self.params)
+        s1 = list(self.velocities) if self.velocities is not None else [None] * n
+        return kind, s1, [None] * n
+
     def step(self, grads):
         update = ops().sgd_update
         for i, (param, grad) in enumerate(zip(self.params, grads)):
@@ -55,6 +67,13 @@ class Adam:
         self.m = [np.zeros_like(p) for p in self.params]
         self.v = [np.zeros_like(p) for p in self.params]
         self.t = 0
+
+    def describe(self):
+        """The step as the compiled engine runs it: ("adam", m, v); None for a subclass (see
+        SGD.describe)."""
+        if type(self) is not Adam:
+            return None
+        return "adam", list(self.m), list(self.v)
 
     def step(self, grads):
         self.t += 1

@@ -56,6 +56,8 @@ import weakref
 import numpy as np
 
 from fastbp import _backend
+from fastbp.engine import layout
+from fastbp.kernels import registry
 from fastbp._platform._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
@@ -64,10 +66,8 @@ __all__ = ["make_trainer", "engine_decline", "make_predictor", "USE_FUSED", "Fus
            "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "SIGNAL_FLOPS", "PREDICT_CHUNK",
            "cpu_count"]
 
-ACTIVATION_CODES = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "leaky_relu": 4,
-                    "softplus": 5, "elu": 6, "gelu": 7, "softmax": 8}
-LOSS_CODES = {"squared_error": 0, "softmax_cross_entropy": 1, "sigmoid_cross_entropy": 2}
-SGD_PLAIN, SGD_MOMENTUM, SGD_NESTEROV, ADAM = range(4)
+ACTIVATION_CODES = {name: entry.code for name, entry in registry.ACTIVATIONS.items()}
+LOSS_CODES = {name: entry.code for name, entry in registry.LOSSES.items()}
 
 # A second thread pays off once a minibatch step does about this many floating-point operations
 # per thread (measured on 2-core Zen 2: 64-32-10 at batch 32, ~0.4 MFLOP, is fastest on one).
@@ -133,14 +133,22 @@ def _pthread_entry_points():
 
 
 # ------------------------------------------------------------------------------ the trainer
+# The network description the engine loads: fb_desc, named fields (fastbp/engine/layout.py)
+DESC_DTYPE = np.dtype([(name, kind) if count == 1 else (name, kind, (count,))
+                       for name, kind, count, _ in layout.FIELDS])
+MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = layout.MAX_LAYERS, layout.MAX_THREADS, layout.MAX_GENERATORS
+
 try:
     from fastbp.engine import _c_train
-    MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = _c_train.LIMITS
+    _size = getattr(_c_train, "DESC_SIZE", None)
+    if _size != DESC_DTYPE.itemsize or getattr(_c_train, "LIMITS", None) != (
+            MAX_LAYERS, MAX_THREADS, MAX_GENERATORS):
+        raise ImportError(f"fastbp.engine._c_train was built from another fastbp/engine/layout.py "
+                          f"(fb_desc of {_size} bytes, expected {DESC_DTYPE.itemsize})")
     _c_train_error = None
 except ImportError as error:  # not built or damaged: every make_trainer call answers None
     _c_train = None
     _c_train_error = f"{type(error).__name__}: {error}"
-    MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = 32, 16, 8
 _c_train_warned = False
 
 
@@ -170,45 +178,47 @@ def _address(array):
 
 def _plain_stack(network):
     """(dense layers, {dense index: Dropout on its input}) or None if the network is not a plain
-    stack: Dense layers, each optionally preceded by one Dropout, none after the last."""
-    from fastbp.nn import Dense, Dropout
-    dense, dropouts, pending = [], {}, None
-    for layer in getattr(network, "layers", ()):
-        if type(layer) is Dense:
-            if pending is not None:
-                dropouts[len(dense)] = pending
-                pending = None
-            dense.append(layer)
-        elif type(layer) is Dropout:
-            if pending is not None:
-                return None
-            if layer.rate > 0:  # a rate-0 dropout is the identity and draws nothing
-                if not isinstance(layer.rng, np.random.Generator):
-                    return None
-                pending = layer
-        else:
-            return None
-    if pending is not None or not dense or len(dense) > MAX_LAYERS:
+    stack (the network describes itself: fastbp.nn.Sequential.engine_stack)."""
+    describe = getattr(network, "engine_stack", None)
+    stack = describe() if callable(describe) else None
+    if stack is None or len(stack[0]) > MAX_LAYERS:
         return None
-    return dense, dropouts
+    return stack
 
 
 def _optimizer_ok(optimizer, params):
-    from fastbp.optim import SGD, Adam
-    if type(optimizer) not in (SGD, Adam) or len(optimizer.params) != len(params):
+    """Whether the engine can run this optimizer's step (it describes itself: ``describe()`` of
+    fastbp.optim's SGD and Adam) on exactly these parameters."""
+    describe = getattr(optimizer, "describe", None)
+    step = describe() if callable(describe) else None
+    if step is None or step[0] not in registry.STEPS or len(optimizer.params) != len(params):
         return False
     if any(a is not b for a, b in zip(optimizer.params, params)):
         return False
     if len(optimizer.weight_decay) != len(params):
         return False
-    states = [optimizer.m, optimizer.v] if type(optimizer) is Adam else [optimizer.velocities]
-    for state in states:
-        if state is None:
-            continue
-        if len(state) != len(params) or any(not _own_array(s, p.shape, p.dtype)
+    for state in step[1:]:
+        if len(state) != len(params) or any(s is not None and not _own_array(s, p.shape, p.dtype)
                                             for s, p in zip(state, params)):
             return False
     return True
+
+
+# the engine's hyperparameter fields, and their values for a step that has none of them
+_HYPER_DEFAULTS = (("momentum", 0.0), ("beta1", 0.0), ("beta2", 0.0), ("eps", 1.0))
+
+
+class _NoStep:
+    """The optimizer of a forward-only trainer (make_predictor): SGD at lr 0, never stepped."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        self.weight_decay = [0.0] * len(self.params)
+        self.t, self.lr = 0, 0.0
+
+    def describe(self):
+        n = len(self.params)
+        return "sgd", [None] * n, [None] * n
 
 
 def _own_array(a, shape, dtype):
@@ -220,9 +230,7 @@ def make_predictor(network):
     """A :class:`FusedTrainer` for forward passes only (what ``fastbp.nn.Sequential.predict``
     runs on): the engine's prediction with one row of training buffers and no weight-gradient
     scratch; None when the engine cannot run the network (as for make_trainer)."""
-    from fastbp.optim import SGD
-    return make_trainer(network, "squared_error", SGD(network.params(), lr=0.0), 1,
-                        predict_only=True)
+    return make_trainer(network, "squared_error", _NoStep(network.params()), 1, predict_only=True)
 
 
 def engine_decline(network, loss_name, optimizer, batch_size):
@@ -291,13 +299,9 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
 
 
 def _in_place(layer):
-    """Whether A may share Z's memory: the derivative is then had from A (or from the sign of A,
-    which is the sign of Z for relu, and for leaky_relu/elu with alpha >= 0)."""
-    if layer.activation in ("identity", "sigmoid", "tanh", "relu", "softmax"):
-        return True
-    if layer.activation in ("leaky_relu", "elu"):
-        return (layer.alpha or 0.0) >= 0
-    return False
+    """Whether A may share Z's memory (registry.a_may_share_z): the derivative is then had from A
+    or from the sign of A (the sign of Z when alpha >= 0)."""
+    return registry.a_may_share_z(layer.activation, layer.alpha)
 
 
 class FusedTrainer:
@@ -367,32 +371,22 @@ class FusedTrainer:
         self._ctl = np.zeros(16, np.int64)
         self._io = np.zeros(4 + L, np.float64)  # layout: fb_run in _train_engine.h
         self._io_norms = self._io[4:]
-        self._ints = np.zeros(8 + (L + 1) + 4 * L + MAX_GENERATORS, np.int64)
-        self._floats = np.zeros(7 + 2 * L + 2 * L, np.float64)
-        self._ptrs = np.zeros(8 + 8 * L + 4 * L + MAX_GENERATORS, np.uintp)
+        self._desc = np.zeros((), DESC_DTYPE)  # fb_desc, filled by field name
         self._pplan = (0, 1, 1)  # prediction: rows, threads, chunk of the last call
         self._bound = None
         self._labels = 0
         self._bind()
 
     # ------------------------------------------------------------------ tables
-    def _state_arrays(self):
-        opt = self.optimizer
-        n = 2 * self.n_layers
-        if hasattr(opt, "m"):
-            return list(opt.m), list(opt.v)
-        velocities = opt.velocities
-        return (list(velocities) if velocities is not None else [None] * n), [None] * n
-
-    def _current(self):
-        """The arrays the engine points at, as they are now (rebinding when any was replaced)."""
+    def _current(self, step):
+        """The arrays the engine points at, as they are now (rebinding when any was replaced);
+        ``step``: the optimizer's describe()."""
         arrays = []
         for layer in self._dense:
             arrays += [layer.W, layer.b, layer.dW, layer.db]
-        s1, s2 = self._state_arrays()
-        return arrays + s1 + s2 + self._draws
+        return arrays + step[1] + step[2] + self._draws
 
-    def _bind(self):
+    def _bind(self, step=None):
         dense, L, B = self._dense, self.n_layers, self.batch_size
         for layer in dense:
             for name in ("W", "b", "dW", "db"):
@@ -400,62 +394,68 @@ class FusedTrainer:
                 if not _own_array(array, array.shape, self.dtype):
                     raise ValueError(f"{name} of {layer!r} is no longer a writeable C-contiguous "
                                      f"{self.dtype} array")
-        s1, s2 = self._state_arrays()
-        ints = [L, B, LOSS_CODES[self.loss], self._labels, 0, len(self._groups),
-                self._dw_scratch.shape[1], self._dw_scratch.shape[0]] + list(self.widths)
+        step = step or self.optimizer.describe()
+        s1, s2 = step[1], step[2]
+        desc = self._desc
+        desc["L"], desc["B"], desc["loss"], desc["labels"] = L, B, LOSS_CODES[self.loss], self._labels
+        desc["groups"] = len(self._groups)
+        desc["dws_threads"], desc["dws_size"] = self._dw_scratch.shape
+        desc["d"][:L + 1] = self.widths
         for l, layer in enumerate(dense):
             dropout = self._dropouts.get(l)
             group = 0
             if dropout is not None:
                 group = next(i for i, g in enumerate(self._groups) if g[0] is dropout.rng)
-            ints += [ACTIVATION_CODES[layer.activation], int(dropout is not None), group,
-                     self._draw_offset.get(l, 0)]
-        ints += [g[1] for g in self._groups]
-        self._ints[:len(ints)] = ints
-        ptrs = [_address(self._ctl), _address(self._io), self._blas_get, self._blas_set,
-                self._sgemm, self._sgemm64,
-                _address(self._Xb), _address(self._dw_scratch)]
-        for l, layer in enumerate(dense):
+            desc["act"][l] = ACTIVATION_CODES[layer.activation]
+            desc["drop"][l], desc["dgroup"][l] = int(dropout is not None), group
+            desc["doff"][l] = self._draw_offset.get(l, 0)
             D = self._D[l]
-            ptrs += [_address(layer.W), _address(layer.b), _address(layer.dW), _address(layer.db),
-                     _address(self._Z[l]), _address(self._A[l]),
-                     0 if D is None else _address(D), _address(self._dZ[l])]
-        for a, b in zip(s1, s2):
-            ptrs += [0 if a is None else _address(a), 0 if b is None else _address(b)]
-        ptrs += [_address(u) for u in self._draws]
-        self._ptrs[:len(ptrs)] = ptrs
+            for name, array in (("W", layer.W), ("b", layer.b), ("dW", layer.dW), ("db", layer.db),
+                                ("Z", self._Z[l]), ("A", self._A[l]), ("D", D), ("dZ", self._dZ[l])):
+                desc[name][l] = 0 if array is None else _address(array)
+        desc["gwidth"][:len(self._groups)] = [g[1] for g in self._groups]
+        desc["U"][:len(self._draws)] = [_address(u) for u in self._draws]
+        desc["s1"][:2 * L] = [0 if a is None else _address(a) for a in s1]
+        desc["s2"][:2 * L] = [0 if a is None else _address(a) for a in s2]
+        for name, value in (("ctl", _address(self._ctl)), ("io", _address(self._io)),
+                            ("blas_get", self._blas_get), ("blas_set", self._blas_set),
+                            ("sgemm", self._sgemm), ("sgemm64", self._sgemm64),
+                            ("Xb", _address(self._Xb)), ("dWs", _address(self._dw_scratch))):
+            desc[name] = value or 0
         self._ctl[11] = _address(self._pbuf)
         self._ctl[12] = self._pwidth
-        self._bound = self._current()
-        self._load_floats()
+        self._bound = self._current(step)
+        self._load_floats(step)
 
-    def _load_floats(self):
-        opt, L = self.optimizer, self.n_layers
-        f = self._floats
-        if hasattr(opt, "m"):
-            kind = ADAM
-            f[0:7] = (opt.lr, 0.0, opt.beta1, opt.beta2, opt.eps, 1.0 - opt.beta1, 1.0 - opt.beta2)
-        else:
-            if opt.momentum > 0 and opt.velocities is None:
-                raise ValueError("SGD momentum > 0 without velocity buffers")
-            kind = SGD_PLAIN if opt.momentum == 0 else (SGD_NESTEROV if opt.nesterov else SGD_MOMENTUM)
-            f[0:7] = (opt.lr, opt.momentum, 0.0, 0.0, 1.0, 1.0, 1.0)
+    def _load_floats(self, step):
+        """The optimizer's kind and hyperparameters (``step``: its describe()), the layers' alpha
+        and dropout rates, and the weight decays: read again before every epoch (they may change
+        between epochs)."""
+        opt, L, desc = self.optimizer, self.n_layers, self._desc
+        kind, s1 = step[0], step[1]
+        if kind in ("momentum", "nesterov") and s1 and s1[0] is None:
+            raise ValueError("SGD momentum > 0 without velocity buffers")
+        for name, value in _HYPER_DEFAULTS:
+            desc[name] = value
+        for name in registry.STEPS[kind].hyper:  # the optimizer's attributes of these names
+            if name != "weight_decay":
+                desc[name] = getattr(opt, name)
         for l, layer in enumerate(self._dense):
             dropout = self._dropouts.get(l)
-            f[7 + 2 * l] = 0.0 if layer.alpha is None else layer.alpha
-            f[8 + 2 * l] = 0.0 if dropout is None else dropout.rate
-        decays = opt.weight_decay
-        for i in range(2 * L):
-            f[7 + 2 * L + i] = decays[i]
-        self._ints[4] = kind
-        self._engine.load(_address(self._ints), _address(self._floats), _address(self._ptrs))
+            desc["alpha"][l] = 0.0 if layer.alpha is None else layer.alpha
+            desc["rate"][l] = 0.0 if dropout is None else dropout.rate
+        desc["wd"][:2 * L] = opt.weight_decay
+        desc["opt"] = registry.STEPS[kind].code
+        self._engine.load(_address(desc))
 
     def _refresh(self):
-        current = self._current()
-        if any(a is not b for a, b in zip(current, self._bound)):
-            self._bind()
-        else:
-            self._load_floats()
+        step = self.optimizer.describe()
+        current = self._current(step)
+        for a, b in zip(current, self._bound):
+            if a is not b:
+                self._bind(step)
+                return
+        self._load_floats(step)
 
     # ------------------------------------------------------------------ threads
     @property
@@ -547,7 +547,7 @@ class FusedTrainer:
             if n == 0:
                 return 0.0
             batches = -(-n // B)
-            self._ints[3] = self._labels = int(labels)  # read by the engine at load (_refresh)
+            self._desc["labels"] = self._labels = int(labels)  # read by the engine at load (_refresh)
             self._refresh()
             ctl, io = self._ctl, self._io
             ctl[0], ctl[1], ctl[2], ctl[3] = _address(X), _address(Y), _address(order), n

@@ -1,8 +1,9 @@
 # cython: auto_pickle=False
 # Compiled training engine: whole epochs of minibatch backprop, and prediction, for a plain stack of
 # dense layers; fastbp.engine drives it.  The work is done in fastbp/engine/_train_engine.h with the GIL
-# released.  This module only hands the engine the addresses of three tables (layout in
-# fb_load / fb_run there), filled by fastbp.engine from arrays it has checked and keeps alive: no
+# released.  This module only hands the engine the address of the network's description (fb_desc,
+# a named structure: fastbp/engine/layout.py) and of the control block (fb_run), filled by
+# fastbp.engine from arrays it has checked and keeps alive: no
 # NumPy C-API, no memoryviews and argument-free calls keep the .so small.
 # Products go to SciPy's BLAS (scipy.linalg.cython_blas), or to the sgemm whose address
 # fastbp.engine hands over (NumPy's OpenBLAS), held at one thread while the engine runs its own.
@@ -27,6 +28,8 @@ cdef extern from "_train_engine.h" nogil:
                                 double *, int *, double *, double *, int *)
     fb_sgemm_t fb_sgemm
     fb_dgemm_t fb_dgemm
+    ctypedef struct fb_desc:
+        pass
     ctypedef struct fb_net:
         fb_pool *pool
         int L
@@ -34,14 +37,20 @@ cdef extern from "_train_engine.h" nogil:
         const int64_t *ctl
     void fb_pool_init(fb_pool *pool, int size, uintptr_t create, uintptr_t join)
     void fb_pool_stop(fb_pool *pool)
-    int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
+    int fb_load(fb_net *N, const fb_desc *D)
     void fb_run(fb_net *N, int dbl, int predict)
     void fb_blas_after_fork()
+    const char* FB_ACTIVATION_NAMES
+    const char* FB_LOSS_NAMES
+    const char* FB_STEP_NAMES
 
 fb_sgemm = <fb_sgemm_t>sgemm
 fb_dgemm = <fb_dgemm_t>dgemm
 
 LIMITS = (FB_MAXL, FB_MAXT, FB_MAXG)  # dense layers, threads, dropout generators
+# the names of the codes in code order, as compiled (tests check them against registry.py)
+NAMES = (FB_ACTIVATION_NAMES, FB_LOSS_NAMES, FB_STEP_NAMES)  # bytes
+DESC_SIZE = sizeof(fb_desc)  # fastbp.engine checks its structured dtype against it
 
 
 def after_fork():
@@ -83,10 +92,9 @@ cdef class Engine:
             fb_pool_stop(&self.pool)
         free(self.net)
 
-    def load(self, uintptr_t ints, uintptr_t floats, uintptr_t ptrs):
-        """Addresses of the int64, float64 and pointer tables describing the network."""
-        if fb_load(self.net, <const int64_t *>ints, <const double *>floats,
-                   <const uintptr_t *>ptrs) != 0:
+    def load(self, uintptr_t desc):
+        """The address of the network's description (an fb_desc, see fastbp/engine/layout.py)."""
+        if fb_load(self.net, <const fb_desc *>desc) != 0:
             raise ValueError("network layout out of range")
 
     def train(self):

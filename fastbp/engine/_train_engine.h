@@ -51,15 +51,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FB_MAXL 32 /* dense layers */
-#define FB_MAXT 16 /* threads (fewer than 64: a job's count shares a word with its number) */
-#define FB_MAXG 8  /* random generators of the dropout layers */
+/* FB_MAXL (dense layers), FB_MAXT (threads), FB_MAXG (dropout generators) and fb_desc, the
+ * network description fb_load reads: generated from fastbp/engine/layout.py */
+#include "_layout.h"
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define FB_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define FB_CLONES
-#endif
+/* The element math (activations, losses, optimizer steps) and FB_CLONES, shared with the
+ * kernels. */
+#include "_formulas.h"
 
 /* Cold code (per-row losses, libm-bound activations, set-up) is not worth vectorising: keeping
  * GCC's vectoriser out of it keeps the .so within its size budget. */
@@ -77,10 +75,8 @@
 #define FB_RELAX() ((void)0)
 #endif
 
-enum { FB_IDENTITY, FB_SIGMOID, FB_TANH, FB_RELU, FB_LEAKY_RELU, FB_SOFTPLUS, FB_ELU, FB_GELU,
-       FB_SOFTMAX };
-enum { FB_SQUARED_ERROR, FB_SOFTMAX_CE, FB_SIGMOID_CE };
-enum { FB_SGD, FB_MOMENTUM, FB_NESTEROV, FB_ADAM };
+/* the codes of activations, losses and optimizer steps: generated from fastbp/kernels/registry.py */
+#include "_registry.h"
 
 typedef void (*fb_sgemm_t)(char *, char *, int *, int *, int *, float *, float *, int *, float *,
                            int *, float *, float *, int *);
@@ -363,75 +359,47 @@ typedef struct fb_net {
     fb_sgemm64_t sgemm64;  /* ... or this ILP64 one, when set */
 } fb_net;
 
-/* --------------------------------------------------------------- vectorisable float math */
-/* exp and tanh for float: _vmath.h's, the ones the kernels use (no libm calls, so loops over them
- * vectorise).
- * Its array functions go unused here (and are dropped): no warning for them. */
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wunused-function"
-#include "_vmath.h"
-#pragma GCC diagnostic pop
-
-static inline double fb_expd(double x) { return exp(x); }
-static inline double fb_tanhd(double x) { return tanh(x); }
-
-#define FB_SQRT_HALF 0.70710678118654752440
-#define FB_INV_SQRT_2PI 0.39894228040143267794
-
-/* Load a network's description, packed by fastbp.fused (FUSED_LAYOUT there mirrors this order):
- *   ints:   L, B, loss, labels, opt, ngroups, dW scratch entries per thread and threads, d[0..L],
- *           then per layer act, drop, dgroup, doff, then gwidth[0..ngroups-1];
- *   floats: lr, momentum, beta1, beta2, eps, 1 - beta1, 1 - beta2, then per layer alpha, rate,
- *           then wd of each parameter (W1, b1, W2, b2, ...);
- *   ptrs:   ctl, io (see fb_run), the BLAS's get/set thread count functions (or 0), its LP64
- *           sgemm (or 0: SciPy's), its ILP64 sgemm (or 0), Xb, the dW scratch (or 0), then
- *           per layer W, b, dW, db, Z, A, D, dZ, then per parameter s1, s2, then U of each
- *           group.
- * Returns 0, or -1 when the sizes are out of range. */
-FB_COLD static int fb_load(fb_net *N, const int64_t *ints, const double *floats, const uintptr_t *ptrs)
+/* Load a network's description (fb_desc, filled by field name by fastbp.engine; see
+ * fastbp/engine/layout.py).  Returns 0, or -1 when the sizes are out of range. */
+FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
 {
-    int L = (int)ints[0], G = (int)ints[5];
+    int L = (int)D->L, G = (int)D->groups;
     if (L < 1 || L > FB_MAXL || G < 0 || G > FB_MAXG) return -1;
-    N->L = L; N->B = (int)ints[1]; N->loss = (int)ints[2]; N->labels = (int)ints[3];
-    N->opt = (int)ints[4];
-    N->dWs_size = (long)ints[6];
-    N->dWs_threads = (int)ints[7];
-    ints += 8;
-    for (int l = 0; l <= L; l++) N->d[l] = (int)*ints++;
+    N->L = L; N->B = (int)D->B; N->loss = (int)D->loss; N->labels = (int)D->labels;
+    N->opt = (int)D->opt;
+    N->dWs_size = (long)D->dws_size;
+    N->dWs_threads = (int)D->dws_threads;
+    for (int l = 0; l <= L; l++) N->d[l] = (int)D->d[l];
     for (int l = 0; l < L; l++) {
-        N->act[l] = (int)*ints++; N->drop[l] = (int)*ints++;
-        N->dgroup[l] = (int)*ints++; N->doff[l] = (long)*ints++;
-    }
-    for (int g = 0; g < G; g++) N->gwidth[g] = (long)*ints++;
-    N->lr = floats[0]; N->mom = floats[1]; N->b1 = floats[2]; N->b2 = floats[3];
-    N->eps = floats[4]; N->one_b1 = floats[5]; N->one_b2 = floats[6];
-    floats += 7;
-    for (int l = 0; l < L; l++) {
-        N->alpha[l] = *floats++;
-        N->rate[l] = *floats++;
+        N->act[l] = (int)D->act[l]; N->drop[l] = (int)D->drop[l];
+        N->dgroup[l] = (int)D->dgroup[l]; N->doff[l] = (long)D->doff[l];
+        N->alpha[l] = D->alpha[l];
+        N->rate[l] = D->rate[l];
         N->dscale[l] = 1.0 / (1.0 - N->rate[l]);
+        N->W[l] = (void *)(uintptr_t)D->W[l]; N->b[l] = (void *)(uintptr_t)D->b[l];
+        N->dW[l] = (void *)(uintptr_t)D->dW[l]; N->db[l] = (void *)(uintptr_t)D->db[l];
+        N->Z[l] = (void *)(uintptr_t)D->Z[l]; N->A[l] = (void *)(uintptr_t)D->A[l];
+        N->D[l] = (void *)(uintptr_t)D->D[l]; N->dZ[l] = (void *)(uintptr_t)D->dZ[l];
     }
-    for (int q = 0; q < 2 * L; q++) N->wd[q] = *floats++;
-    N->ctl = (const int64_t *)*ptrs++;
-    N->io = (double *)*ptrs++;
-    N->blas_get = (int (*)(void))*ptrs++;
-    N->blas_set = (void (*)(int))*ptrs++;
-    N->sgemm = (fb_sgemm_t)*ptrs++;
-    N->sgemm64 = (fb_sgemm64_t)*ptrs++;
-    N->Xb = (void *)*ptrs++;
-    N->dWs = (void *)*ptrs++;
-    for (int l = 0; l < L; l++) {
-        N->W[l] = (void *)ptrs[0]; N->b[l] = (void *)ptrs[1]; N->dW[l] = (void *)ptrs[2];
-        N->db[l] = (void *)ptrs[3]; N->Z[l] = (void *)ptrs[4]; N->A[l] = (void *)ptrs[5];
-        N->D[l] = (void *)ptrs[6]; N->dZ[l] = (void *)ptrs[7];
-        ptrs += 8;
+    for (int g = 0; g < G; g++) {
+        N->gwidth[g] = (long)D->gwidth[g];
+        N->U[g] = (void *)(uintptr_t)D->U[g];
     }
+    N->lr = D->lr; N->mom = D->momentum; N->b1 = D->beta1; N->b2 = D->beta2;
+    N->eps = D->eps; N->one_b1 = 1.0 - D->beta1; N->one_b2 = 1.0 - D->beta2;
     for (int q = 0; q < 2 * L; q++) {
-        N->s1[q] = (void *)ptrs[0];
-        N->s2[q] = (void *)ptrs[1];
-        ptrs += 2;
+        N->wd[q] = D->wd[q];
+        N->s1[q] = (void *)(uintptr_t)D->s1[q];
+        N->s2[q] = (void *)(uintptr_t)D->s2[q];
     }
-    for (int g = 0; g < G; g++) N->U[g] = (void *)*ptrs++;
+    N->ctl = (const int64_t *)(uintptr_t)D->ctl;
+    N->io = (double *)(uintptr_t)D->io;
+    N->blas_get = (int (*)(void))(uintptr_t)D->blas_get;
+    N->blas_set = (void (*)(int))(uintptr_t)D->blas_set;
+    N->sgemm = (fb_sgemm_t)(uintptr_t)D->sgemm;
+    N->sgemm64 = (fb_sgemm64_t)(uintptr_t)D->sgemm64;
+    N->Xb = (void *)(uintptr_t)D->Xb;
+    N->dWs = (void *)(uintptr_t)D->dWs;
     return 0;
 }
 
@@ -469,40 +437,16 @@ static void fb_combine(fb_net *N, int nb)
 #define FB_CLONES_T FB_CLONES
 #define R(name) name##_f
 #define FB_FLOAT 1
-#define FBM_EXP fb_expf
-#define FBM_TANH fb_tanhf
-#define FBM_LOG1P log1pf
-#define FBM_EXPM1 expm1f
-#define FBM_ERF erff
-#define FBM_LOG logf
-#define FBM_SQRT sqrtf
-#define FBM_FABS fabsf
 #include "_train_engine.h"
 #undef REAL
 #undef R
 #undef FB_CLONES_T
 #undef FB_FLOAT
-#undef FBM_EXP
-#undef FBM_TANH
-#undef FBM_LOG1P
-#undef FBM_EXPM1
-#undef FBM_ERF
-#undef FBM_LOG
-#undef FBM_SQRT
-#undef FBM_FABS
 #ifdef FB_WITH_DOUBLE /* float64 engine: off by default (size budget of the .so) */
 #define REAL double
 #define FB_CLONES_T /* double: no speed target, no clones (size) */
 #define R(name) name##_d
 #define FB_FLOAT 0
-#define FBM_EXP fb_expd
-#define FBM_TANH fb_tanhd
-#define FBM_LOG1P log1p
-#define FBM_EXPM1 expm1
-#define FBM_ERF erf
-#define FBM_LOG log
-#define FBM_SQRT sqrt
-#define FBM_FABS fabs
 #include "_train_engine.h"
 #endif
 #undef FB_TRAIN_ENGINE_BODY
@@ -676,7 +620,7 @@ static void R(fill_rows)(int m, int k, REAL *restrict C, const REAL *restrict b)
 FB_CLONES_T FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL shift,
                                               REAL *out) /* out may be in */
 {
-    for (long j = 0; j < count; j++) out[j] = FBM_EXP(in[j] - shift);
+    for (long j = 0; j < count; j++) out[j] = fb_exp((REAL)(in[j] - shift));
 }
 
 /* In place over count entries: relu, sigmoid or tanh.  The exp-bound activations are the ones worth a
@@ -686,15 +630,11 @@ FB_CLONES_T FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL s
 FB_CLONES_T static void R(sigmoid_tanh)(int act, long count, REAL *restrict Z)
 {
     if (act == FB_RELU) {
-        for (long e = 0; e < count; e++) Z[e] = Z[e] < 0 ? 0 : Z[e]; /* NaN stays NaN, like np.maximum */
+        for (long e = 0; e < count; e++) Z[e] = fb_relu(Z[e]);
     } else if (act == FB_SIGMOID) {
-        for (long e = 0; e < count; e++) {
-            REAL v = Z[e];
-            REAL x = FBM_EXP(-FBM_FABS(v));
-            Z[e] = (v >= 0 ? 1 : x) / (1 + x);
-        }
+        for (long e = 0; e < count; e++) Z[e] = fb_sigmoid(Z[e]);
     } else {
-        for (long e = 0; e < count; e++) Z[e] = FBM_TANH(Z[e]);
+        for (long e = 0; e < count; e++) Z[e] = fb_tanh(Z[e]);
     }
 }
 
@@ -721,10 +661,10 @@ FB_COLD static void R(act_forward)(int act, REAL alpha, int m, int k, REAL *Z, R
     }
     for (long e = 0; e < count; e++) {
         REAL v = Z[e], out;
-        if (act == FB_LEAKY_RELU) out = v < 0 ? v * alpha : v;
-        else if (act == FB_SOFTPLUS) out = (v > 0 ? v : 0) + FBM_LOG1P(FBM_EXP(-FBM_FABS(v)));
-        else if (act == FB_ELU) out = v < 0 ? alpha * FBM_EXPM1(v) : v;
-        else out = v * ((FBM_ERF(v * (REAL)FB_SQRT_HALF) + 1) * (REAL)0.5); /* gelu */
+        if (act == FB_LEAKY_RELU) out = fb_leaky_relu(v, alpha);
+        else if (act == FB_SOFTPLUS) out = fb_softplus(v);
+        else if (act == FB_ELU) out = fb_elu(v, alpha);
+        else out = fb_gelu(v);
         A[e] = out;
     }
 }
@@ -748,13 +688,13 @@ FB_HOT static void R(act_backward_fast)(int act, int m, int k, const REAL *restr
         for (long e = 0; e < count; e++) G[e] = (G[e] * (REAL)(u[e] >= rate)) * scale;
     switch (act) {
     case FB_RELU:
-        for (long e = 0; e < count; e++) G[e] = G[e] * (REAL)(Z[e] > 0);
+        for (long e = 0; e < count; e++) G[e] = G[e] * fb_relu_slope(Z[e]);
         break;
     case FB_SIGMOID:
-        for (long e = 0; e < count; e++) G[e] = G[e] * (A[e] * (1 - A[e]));
+        for (long e = 0; e < count; e++) G[e] = fb_sigmoid_slope(A[e], G[e]);
         break;
     case FB_TANH:
-        for (long e = 0; e < count; e++) G[e] = G[e] * (1 - A[e] * A[e]);
+        for (long e = 0; e < count; e++) G[e] = fb_tanh_slope(A[e], G[e]);
         break;
     case FB_SOFTMAX:
         for (int i = 0; i < m; i++) {
@@ -776,14 +716,10 @@ FB_COLD static void R(act_backward)(int act, REAL alpha, int m, int k, const REA
     long count = (long)m * k;
     for (long e = 0; e < count; e++) {
         REAL v = Z[e], slope;
-        if (act == FB_LEAKY_RELU) slope = v > 0 ? (REAL)1 : alpha;
-        else if (act == FB_SOFTPLUS) {
-            REAL x = FBM_EXP(-FBM_FABS(v));
-            slope = (v >= 0 ? 1 : x) / (1 + x);
-        } else if (act == FB_ELU) slope = v > 0 ? (REAL)1 : A[e] + alpha;
-        else if (act == FB_GELU)
-            slope = (REAL)0.5 * (1 + FBM_ERF(v * (REAL)FB_SQRT_HALF))
-                    + v * (REAL)FB_INV_SQRT_2PI * FBM_EXP((REAL)-0.5 * v * v);
+        if (act == FB_LEAKY_RELU) slope = fb_leaky_relu_slope(v, alpha);
+        else if (act == FB_SOFTPLUS) slope = fb_sigmoid(v);
+        else if (act == FB_ELU) slope = fb_elu_slope(v, alpha);
+        else if (act == FB_GELU) slope = fb_gelu_slope(v);
         else return; /* done by the clone */
         G[e] = G[e] * slope;
     }
@@ -796,45 +732,51 @@ FB_COLD static void R(act_backward)(int act, REAL alpha, int m, int k, const REA
 FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const REAL *Y,
                                      const intptr_t *lab, const intptr_t *rows, int n, REAL *G)
 {
-    double total = 0;
-    REAL rn = (REAL)n;
+    double total = 0, inv_n = 1.0 / n;
+    REAL scale = (REAL)1 / (REAL)n;
     for (int i = 0; i < m; i++) {
         const REAL *o = O + (long)i * k;
         REAL *g = G + (long)i * k;
         const REAL *y = lab ? NULL : Y + (long)rows[i] * k;
         int j;
         if (loss == FB_SQUARED_ERROR) {
-            REAL acc = 0;
-            for (j = 0; j < k; j++) { REAL diff = o[j] - y[j]; acc += diff * diff; g[j] = diff / rn; }
-            total += 0.5 * (double)acc;
-        } else if (loss == FB_SOFTMAX_CE) { /* p = exp(o - max) / sum: one exp per entry */
+            double acc = 0;
+            for (j = 0; j < k; j++) {
+                double d = fb_squared_error_d(o[j], y[j]);
+                acc += d * d;
+                g[j] = (REAL)(d * inv_n);
+            }
+            total += 0.5 * acc;
+        } else if (loss == FB_SOFTMAX_CROSS_ENTROPY) { /* p = exp(o - max) / sum: one exp per entry */
             REAL mx = -INFINITY, s = 0;
             for (j = 0; j < k; j++) mx = o[j] > mx ? o[j] : mx;
             R(exp_shifted)(k, o, mx, g);
             for (j = 0; j < k; j++) s += g[j];
-            REAL lse = FBM_LOG(s), scale = 1 / (s * rn);
+            double lse = log((double)s), value = 0;
+            REAL p = 1 / s;
             if (lab) {
                 intptr_t c = lab[rows[i]];
-                total -= (double)((o[c] - mx) - lse);
-                for (j = 0; j < k; j++) g[j] = g[j] * scale;
-                g[c] -= 1 / rn;
+                value = ((double)o[c] - (double)mx) - lse;
+                for (j = 0; j < k; j++) g[j] = (g[j] * p - (j == c ? (REAL)1 : (REAL)0)) * scale;
             } else {
-                REAL acc = 0;
+                double t_sum = 0;
                 for (j = 0; j < k; j++) {
-                    acc += y[j] * ((o[j] - mx) - lse);
-                    g[j] = g[j] * scale - y[j] / rn;
+                    value += fb_softmax_ce_term(y[j], (double)o[j] - (double)mx);
+                    t_sum += y[j];
+                    g[j] = (g[j] * p - y[j]) * scale;
                 }
-                total -= (double)acc;
+                value -= lse * t_sum;
             }
+            total -= value;
         } else { /* sigmoid cross-entropy from logits */
-            REAL acc = 0;
+            double acc = 0;
             for (j = 0; j < k; j++) {
                 REAL v = o[j];
-                REAL e = FBM_EXP(-FBM_FABS(v));
-                acc += (v > 0 ? v : 0) + FBM_LOG1P(e) - y[j] * v;
-                g[j] = ((v >= 0 ? 1 : e) / (1 + e) - y[j]) / rn;
+                REAL e = fb_exp(fb_neg_abs(v));
+                acc += fb_sigmoid_ce(v, y[j], fb_log1p_pos(e));
+                g[j] = fb_sigmoid_ce_grad(v, y[j], e, scale);
             }
-            total += (double)acc;
+            total += acc;
         }
     }
     return total;
@@ -851,94 +793,71 @@ static void R(colsum)(int m, int k, const REAL *restrict G, int k0, int k1,
     }
 }
 
-/* Optimizer update of count entries of one parameter, as in fastbp/kernels/_reference.py (same operation
- * order).  out[0] += ||g||^2 (the gradient before the decay term), out[1] += ||p_new||^2.
- * Written with GCC vector types (8 floats or 4 doubles, two SSE registers each) so that the sums
- * vectorise without -ffast-math; they are flushed to double every 4096 entries. */
+/* sum of x[i]^2 over count (at most a few thousand) entries, in GCC vector types (8 floats or 4
+ * doubles, two SSE registers) so that it vectorises without -ffast-math */
 typedef REAL R(vec) __attribute__((vector_size(32)));
 #define FB_VL ((long)(32 / sizeof(REAL)))
-
-/* count / FB_VL whole vectors; sums[0] += ||g||^2, sums[1] += ||p_new||^2 */
-#define FB_UPDATE_LOOP(...)                                                                     \
-    for (long i = 0; i < count; i += FB_VL) {                                                   \
-        R(vec) pe, gi, m = zero, v = zero;                                                      \
-        memcpy(&pe, p + i, sizeof pe);                                                          \
-        memcpy(&gi, g + i, sizeof gi);                                                          \
-        if (s1) memcpy(&m, s1 + i, sizeof m);                                                   \
-        if (s2) memcpy(&v, s2 + i, sizeof v);                                                   \
-        gsum += gi * gi;                                                                        \
-        R(vec) gg = gi + wd * pe;                                                               \
-        __VA_ARGS__;                                                                            \
-        psum += pe * pe;                                                                        \
-        memcpy(p + i, &pe, sizeof pe);                                                          \
-        if (s1) memcpy(s1 + i, &m, sizeof m);                                                   \
-        if (s2) memcpy(s2 + i, &v, sizeof v);                                                   \
-        if ((i & 4095) == 4096 - FB_VL) {                                                       \
-            for (int q = 0; q < FB_VL; q++) { sums[0] += gsum[q]; sums[1] += psum[q]; }         \
-            gsum = psum = zero;                                                                 \
-        }                                                                                       \
-    }                                                                                           \
-    for (int q = 0; q < FB_VL; q++) { sums[0] += gsum[q]; sums[1] += psum[q]; }
-
-FB_CLONES_T static void R(update_vectors)(int opt, long count, REAL *restrict p,
-                                          const REAL *restrict g, REAL *restrict s1,
-                                          REAL *restrict s2, const REAL *h, double *sums)
+FB_CLONES_T static double R(sum_squares)(long count, const REAL *x)
 {
     const R(vec) zero = {0};
-    R(vec) gsum = zero, psum = zero;
-    REAL lr = h[0], wd = h[1], mom = h[2], b1 = h[3], b2 = h[4], one_b1 = h[5], one_b2 = h[6];
-    REAL eps = h[7], c1 = h[8], c2 = h[9];
-    switch (opt) {
-    case FB_SGD:
-        FB_UPDATE_LOOP(pe = pe - lr * gg)
-        break;
-    case FB_MOMENTUM: /* v = momentum v - lr g; p += v (the velocity lives in m here) */
-        FB_UPDATE_LOOP(m = m * mom - lr * gg; pe = pe + m)
-        break;
-    case FB_NESTEROV:
-        FB_UPDATE_LOOP(m = m * mom - lr * gg; pe = pe + (mom * m - lr * gg))
-        break;
-    default: { /* Adam */
-        FB_UPDATE_LOOP(m = m * b1 + one_b1 * gg; v = v * b2 + one_b2 * (gg * gg);
-                       R(vec) root; R(vec) vh = v / c2;
-                       for (int q = 0; q < FB_VL; q++) root[q] = FBM_SQRT(vh[q]);
-                       pe = pe - lr * (m / c1) / (root + eps))
-        break;
+    R(vec) part = zero;
+    double sum = 0;
+    long i = 0;
+    for (; i + FB_VL <= count; i += FB_VL) {
+        R(vec) e;
+        memcpy(&e, x + i, sizeof e);
+        part += e * e;
     }
-    }
-}
-#undef FB_UPDATE_LOOP
-
-/* Optimizer update of count entries of one parameter, as in fastbp/kernels/_reference.py (same operation
- * order; h = lr, decay, momentum, beta1, beta2, 1 - beta1, 1 - beta2, eps, and Adam's bias
- * corrections 1 - beta1^t, 1 - beta2^t).  sums[0] += ||g||^2 (the gradient before the decay
- * term), sums[1] += ||p_new||^2.  Written with GCC vector types (8 floats, two SSE registers)
- * so that the sums vectorise without -ffast-math, flushed to
- * double every 4096 entries; the tail runs as one zero-padded vector (padding stays zero under
- * every rule and adds nothing to the sums). */
-static void R(update)(int opt, long count, REAL *p, const REAL *g, REAL *s1, REAL *s2,
-                      const REAL *h, double *sums)
-{
-    if (opt != FB_ADAM) s2 = NULL;
-    if (opt == FB_SGD) s1 = NULL;
-    long whole = count - count % FB_VL, rest = count - whole;
-    R(update_vectors)(opt, whole, p, g, s1, s2, h, sums);
-    if (rest) {
-        REAL tp[FB_VL], tg[FB_VL], t1[FB_VL], t2[FB_VL];
-        size_t bytes = (size_t)rest * sizeof(REAL);
-        memset(tp, 0, sizeof tp); memset(tg, 0, sizeof tg);
-        memset(t1, 0, sizeof t1); memset(t2, 0, sizeof t2);
-        memcpy(tp, p + whole, bytes);
-        memcpy(tg, g + whole, bytes);
-        if (s1) memcpy(t1, s1 + whole, bytes);
-        if (s2) memcpy(t2, s2 + whole, bytes);
-        R(update_vectors)(opt, FB_VL, tp, tg, s1 ? t1 : NULL, s2 ? t2 : NULL, h, sums);
-        memcpy(p + whole, tp, bytes);
-        if (s1) memcpy(s1 + whole, t1, bytes);
-        if (s2) memcpy(s2 + whole, t2, bytes);
-    }
+    for (int q = 0; q < FB_VL; q++) sum += part[q];
+    for (; i < count; i++) sum += (double)x[i] * x[i];
+    return sum;
 }
 #undef FB_VL
+
+/* Optimizer update of count entries of one parameter, each element by _formulas.h's step in
+ * double, as the kernels (h = lr, decay, momentum, beta1, beta2, 1 - beta1, 1 - beta2, eps, and
+ * Adam's step and rs, see fb_adam_scales): plain loops, which gcc vectorises. */
+FB_CLONES_T static void R(update_elements)(int opt, long count, REAL *restrict p,
+                                           const REAL *restrict g, REAL *restrict s1,
+                                           REAL *restrict s2, const double *h)
+{
+    double lr = h[0], wd = h[1], mom = h[2], b1 = h[3], b2 = h[4], c1 = h[5], c2 = h[6];
+    double eps = h[7], step = h[8], rs = h[9];
+    if (opt == FB_ADAM) {
+        for (long i = 0; i < count; i++) {
+            double m = s1[i], v = s2[i];
+            double pn = fb_adam_step(p[i], fb_decayed(g[i], p[i], wd), &m, &v, b1, b2, c1, c2,
+                                     step, rs, eps);
+            s1[i] = (REAL)m;
+            s2[i] = (REAL)v;
+            p[i] = (REAL)pn;
+        }
+    } else if (opt == FB_SGD) {
+        for (long i = 0; i < count; i++) p[i] = (REAL)fb_sgd_step(p[i], fb_decayed(g[i], p[i], wd), lr);
+    } else { /* the velocity lives in s1 */
+        int nesterov = opt == FB_NESTEROV;
+        for (long i = 0; i < count; i++) {
+            double v = s1[i];
+            double pn = fb_momentum_step(p[i], fb_decayed(g[i], p[i], wd), &v, mom, lr, nesterov);
+            s1[i] = (REAL)v;
+            p[i] = (REAL)pn;
+        }
+    }
+}
+
+/* The update of one parameter's count entries; sums[0] += ||g||^2 (the gradient before the
+ * decay term), sums[1] += ||p_new||^2.  Block by block, so that the sums read g and p from L1
+ * (one pass over memory, as a fused loop; a fused loop's sums would not vectorise). */
+static void R(update)(int opt, long count, REAL *p, const REAL *g, REAL *s1, REAL *s2,
+                      const double *h, double *sums)
+{
+    for (long i = 0; i < count; i += 1024) {
+        long c = count - i < 1024 ? count - i : 1024;
+        sums[0] += R(sum_squares)(c, g + i);
+        R(update_elements)(opt, c, p + i, g + i, s1 ? s1 + i : NULL, s2 ? s2 + i : NULL, h);
+        sums[1] += R(sum_squares)(c, p + i);
+    }
+}
 
 /* ------------------------------------------------------------------------------ one epoch */
 static inline int R(split)(int total, int part, int parts)
@@ -1011,13 +930,9 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
 static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, int last)
 {
     REAL *scratch = N->dWs && tid < N->dWs_threads && !last ? FB_P(N->dWs) + tid * N->dWs_size : NULL;
-    REAL h[10] = {(REAL)N->lr, 0, (REAL)N->mom, (REAL)N->b1, (REAL)N->b2, (REAL)N->one_b1,
-                  (REAL)N->one_b2, (REAL)N->eps, 1, 1};
+    double h[10] = {N->lr, 0, N->mom, N->b1, N->b2, N->one_b1, N->one_b2, N->eps, 1, 1};
     double pen = 0;
-    if (N->opt == FB_ADAM) {
-        h[8] = (REAL)(1.0 - pow(N->b1, (double)step));
-        h[9] = (REAL)(1.0 - pow(N->b2, (double)step));
-    }
+    if (N->opt == FB_ADAM) fb_adam_scales(N->lr, N->b1, N->b2, step, &h[8], &h[9]);
     for (int l = 0; l < N->L; l++) {
         int di = N->d[l], k = N->d[l + 1];
         int p0 = N->p_lo[l][tid], p1 = N->p_lo[l][tid + 1];
@@ -1029,7 +944,7 @@ static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, in
             REAL *dW = scratch && (long)(p1 - p0) * k <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
             R(fill_rows)(p1 - p0, k, dW, NULL);
             R(gemm)(N, 'T', 'N', p1 - p0, k, nb, in + p0, di, FB_P(N->dZ[l]), k, dW, k);
-            h[1] = (REAL)N->wd[2 * l];
+            h[1] = N->wd[2 * l];
             R(update)(N->opt, (long)(p1 - p0) * k, FB_P(N->W[l]) + off, dW,
                       N->s1[2 * l] ? FB_P(N->s1[2 * l]) + off : NULL,
                       N->s2[2 * l] ? FB_P(N->s2[2 * l]) + off : NULL, h, sums);
@@ -1040,7 +955,7 @@ static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, in
             double bs[2] = {0, 0};
             REAL *db = FB_P(N->db[l]);
             R(colsum)(nb, k, FB_P(N->dZ[l]), k0, k1, db);
-            h[1] = (REAL)N->wd[2 * l + 1];
+            h[1] = N->wd[2 * l + 1];
             R(update)(N->opt, k1 - k0, FB_P(N->b[l]) + k0, db + k0,
                       N->s1[2 * l + 1] ? FB_P(N->s1[2 * l + 1]) + k0 : NULL,
                       N->s2[2 * l + 1] ? FB_P(N->s2[2 * l + 1]) + k0 : NULL, h, bs);

@@ -7,29 +7,32 @@ when a row is needed (softmax, the bias of a fused forward, the bias gradient of
 so each row is read from memory once and reworked while it sits in L1.
 """
 cimport numpy as cnp
-from libc.math cimport erfc, exp, expm1, log1p
+from libc.math cimport exp, expm1, log1p
 from libc.string cimport memcpy, memset
 
-from fastbp.kernels._c_common cimport CHUNK, check, data, dim, fail, float_type, floating, total, dot
+from fastbp.kernels._c_common cimport (CHUNK, check, data, dim, float_type, floating, table_code,
+                                       total, dot)
 
 cnp.import_array()
 
-cdef enum:
-    IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTPLUS, ELU, GELU, SOFTMAX
-
-CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU,
-         "leaky_relu": LEAKY_RELU, "softplus": SOFTPLUS, "elu": ELU, "gelu": GELU,
-         "softmax": SOFTMAX}
-
-cdef double SQRT_HALF = 0.7071067811865476
-cdef double INV_SQRT_2PI = 0.3989422804014327
+# The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
+cdef extern from "_registry.h":
+    enum:
+        IDENTITY "FB_IDENTITY"
+        SIGMOID "FB_SIGMOID"
+        TANH "FB_TANH"
+        RELU "FB_RELU"
+        LEAKY_RELU "FB_LEAKY_RELU"
+        SOFTPLUS "FB_SOFTPLUS"
+        ELU "FB_ELU"
+        GELU "FB_GELU"
+        SOFTMAX "FB_SOFTMAX"
+        FB_ACTIVATION_COUNT
+    const char* fb_activation_names[]
 
 
 cdef int activation_code(object name) except -1:
-    code = CODES.get(name)
-    if code is None:
-        return fail(ValueError, "unknown activation %r", (name,))
-    return code
+    return table_code(name, fb_activation_names, FB_ACTIVATION_COUNT, "activation")
 
 
 # ------------------------------------ array math: _vmath.h for float32, libm for float64 (y may be x)
@@ -39,6 +42,27 @@ cdef extern from "_vmath.h" nogil:
     void fb_vexpm1_neg(const float* x, float* y, Py_ssize_t n)
     void fb_vlog1p_pos(const float* x, float* y, Py_ssize_t n)
     void fb_vnormal(const float* x, float* cdf, float* pdf, Py_ssize_t n)
+
+# The element math of each activation, f beside f' (one home: _formulas.h, shared with the engine);
+# each C name is a C11 _Generic macro that picks the float or double function by its first
+# argument's type (declared here once, as double; C calls the right one).
+cdef extern from "_formulas.h" nogil:
+    void fb_normal_d(double z, double* cdf, double* pdf)
+    double fb_neg_abs(double z)
+    double fb_min0(double z)
+    double fb_relu(double z)
+    double fb_relu_slope(double z)
+    double fb_leaky_relu(double z, double alpha)
+    double fb_leaky_relu_slope(double z, double alpha)
+    double fb_sigmoid_e(double z, double e)
+    double fb_sigmoid_slope(double a, double da)
+    double fb_tanh_t(double z, double t)
+    double fb_tanh_slope(double a, double da)
+    double fb_softplus_l(double z, double l)
+    double fb_elu_t(double z, double t, double alpha)
+    double fb_elu_slope_e(double z, double e, double alpha)
+    double fb_gelu_c(double z, double cdf)
+    double fb_gelu_slope_c(double z, double cdf, double pdf)
 
 
 cdef floating v_max(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -90,67 +114,58 @@ cdef inline void v_normal(const floating* x, floating* cdf, floating* pdf,
         fb_vnormal(x, cdf, pdf, n)
     else:
         for i in range(n):
-            cdf[i] = 0.5 * erfc(x[i] * -SQRT_HALF)
-            pdf[i] = INV_SQRT_2PI * exp(-0.5 * x[i] * x[i])
+            fb_normal_d(x[i], <double*>cdf + i, <double*>pdf + i)
 
 # ------------------------------------------------------------------------------- activations
 cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
                        floating alpha) noexcept nogil:
     """a = f(z) over m elements (any code but SOFTMAX); a may be z.
 
-    Transcendental functions run as array math over blocks of CHUNK, through a scratch buffer t.
-    sigmoid and softplus use e = exp(-|z|) <= 1, which never overflows; GELU is z Phi(z) with
-    Phi the normal CDF, erfc(-z / sqrt 2) / 2, exact and accurate far into the left tail.
+    Transcendental functions run as array math over blocks of CHUNK, through a scratch buffer t;
+    the element math is _formulas.h's (its forms and why they are the accurate ones are there).
     """
     cdef floating t[CHUNK]
     cdef floating u[CHUNK]
     cdef Py_ssize_t j, c
-    cdef floating x, one = 1, two = 2  # typed constants: a literal 1 would be a C double
     if code == IDENTITY:
         if a != z:
             memcpy(a, z, m * sizeof(floating))
     elif code == RELU:
         for j in range(m):
-            x = z[j]
-            a[j] = 0 if x < 0 else x  # NaN stays NaN, like np.maximum
+            a[j] = fb_relu(z[j])
     elif code == LEAKY_RELU:
         for j in range(m):
-            x = z[j]
-            a[j] = x * alpha if x < 0 else x
+            a[j] = fb_leaky_relu(z[j], alpha)
     else:
         while m > 0:
             c = CHUNK if m > CHUNK else m
             if code == SIGMOID or code == SOFTPLUS:
                 for j in range(c):
-                    t[j] = -z[j] if z[j] > 0 else z[j]
+                    t[j] = fb_neg_abs(z[j])
                 v_exp(t, t, c, 0)
                 if code == SIGMOID:
                     for j in range(c):
-                        a[j] = (one if z[j] >= 0 else t[j]) / (one + t[j])
+                        a[j] = fb_sigmoid_e(z[j], t[j])
                 else:
                     v_log1p_pos(t, t, c)
                     for j in range(c):
-                        x = z[j]
-                        a[j] = (x if x > 0 else 0) + t[j]
-            elif code == TANH:  # tanh|z| = -expm1(-2|z|) / (2 + expm1(-2|z|))
+                        a[j] = fb_softplus_l(z[j], t[j])
+            elif code == TANH:
                 for j in range(c):
-                    x = z[j] + z[j]
-                    t[j] = -x if x > 0 else x
+                    t[j] = fb_neg_abs(z[j] + z[j])
                 v_expm1_neg(t, t, c)
                 for j in range(c):
-                    x = t[j] / (t[j] + two)
-                    a[j] = x if z[j] < 0 else -x
+                    a[j] = fb_tanh_t(z[j], t[j])
             elif code == ELU:
                 for j in range(c):
-                    t[j] = z[j] if z[j] < 0 else 0
+                    t[j] = fb_min0(z[j])
                 v_expm1_neg(t, t, c)
                 for j in range(c):
-                    x = z[j]
-                    a[j] = t[j] * alpha if x < 0 else x
+                    a[j] = fb_elu_t(z[j], t[j], alpha)
             elif code == GELU:
                 v_normal(z, t, u, c)
                 for j in range(c):
-                    a[j] = z[j] * t[j]
+                    a[j] = fb_gelu_c(z[j], t[j])
             z += c
             a += c
             m -= c
@@ -189,52 +204,46 @@ cdef void span_backward(int code, const floating* z, const floating* a, const fl
                         floating* dz, Py_ssize_t m, floating alpha) noexcept nogil:
     """dz = f'(z) * da over m elements (any code but SOFTMAX); dz may be da.
 
-    Sigmoid's and tanh's slopes come from A = f(Z) (A (1 - A), 1 - A^2: the layers keep only A,
-    in Z's buffer); the others from z, through array math over blocks of CHUNK: softplus' is the
-    sigmoid, elu's alpha exp(z) for z <= 0 (from A, A + alpha would cancel), GELU's
-    Phi(z) + z phi(z).
+    Sigmoid's and tanh's slopes come from A = f(Z) (the layers keep only A, in Z's buffer); the
+    others from z, through array math over blocks of CHUNK; the element math is _formulas.h's.
     """
     cdef floating t[CHUNK]
     cdef floating u[CHUNK]
     cdef Py_ssize_t j, c
-    cdef floating one = 1, zero = 0  # typed constants: a literal 1 would be a C double
-    cdef double w
     if code == IDENTITY:
         if dz != da:
             memcpy(dz, da, m * sizeof(floating))
-    elif code == SIGMOID:  # slopes in double: an A outside [0, 1] must not overflow them
+    elif code == SIGMOID:
         for j in range(m):
-            w = a[j]
-            dz[j] = <floating>(da[j] * (w * (1 - w)))
+            dz[j] = fb_sigmoid_slope(a[j], da[j])
     elif code == TANH:
         for j in range(m):
-            w = a[j]
-            dz[j] = <floating>(da[j] * ((1 - w) * (1 + w)))  # 1 - w^2 would cancel near |w| = 1
+            dz[j] = fb_tanh_slope(a[j], da[j])
     elif code == RELU:
         for j in range(m):
-            dz[j] = da[j] * (one if z[j] > 0 else zero)
+            dz[j] = da[j] * fb_relu_slope(z[j])
     elif code == LEAKY_RELU:
         for j in range(m):
-            dz[j] = da[j] * (one if z[j] > 0 else alpha)
+            dz[j] = da[j] * fb_leaky_relu_slope(z[j], alpha)
     else:
         while m > 0:
             c = CHUNK if m > CHUNK else m
             if code == ELU:
                 for j in range(c):
-                    t[j] = 0 if z[j] > 0 else z[j]  # NaN stays NaN
+                    t[j] = fb_min0(z[j])
                 v_exp(t, t, c, 0)
                 for j in range(c):
-                    dz[j] = da[j] * (one if z[j] > 0 else alpha * t[j])
+                    dz[j] = da[j] * fb_elu_slope_e(z[j], t[j], alpha)
             elif code == SOFTPLUS:
                 for j in range(c):
-                    t[j] = -z[j] if z[j] > 0 else z[j]
+                    t[j] = fb_neg_abs(z[j])
                 v_exp(t, t, c, 0)
                 for j in range(c):
-                    dz[j] = da[j] * ((one if z[j] >= 0 else t[j]) / (one + t[j]))
+                    dz[j] = da[j] * fb_sigmoid_e(z[j], t[j])
             elif code == GELU:
                 v_normal(z, t, u, c)
                 for j in range(c):
-                    dz[j] = da[j] * (t[j] + z[j] * u[j])
+                    dz[j] = da[j] * fb_gelu_slope_c(z[j], t[j], u[j])
             z += c
             da += c
             dz += c

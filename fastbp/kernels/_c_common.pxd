@@ -3,6 +3,7 @@
 # checks live in fastbp/kernels/_checks.py; the guard only keeps arrays the C loops cannot take away from
 # them, since the compiled modules can be called directly.
 cimport numpy as cnp
+from libc.string cimport strlen, strncmp
 
 ctypedef fused floating:
     float
@@ -112,3 +113,21 @@ cdef inline bint overlaps(object a, object b) noexcept:
     cdef char* pb = cnp.PyArray_BYTES(<cnp.ndarray>b)
     return (pa < pb + cnp.PyArray_NBYTES(<cnp.ndarray>b)
             and pb < pa + cnp.PyArray_NBYTES(<cnp.ndarray>a))
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+
+
+cdef inline int table_code(object name, const char* const* names, int n, str kind) except -1:
+    """The code of ``name`` in a registry table (its names in code order: fastbp/kernels/registry.py
+    via the generated _registry.h); ValueError for any other name."""
+    cdef Py_ssize_t size
+    cdef const char* s
+    cdef int code
+    if isinstance(name, str):
+        s = PyUnicode_AsUTF8AndSize(name, &size)
+        for code in range(n):
+            if strlen(names[code]) == <size_t>size and strncmp(s, names[code], size) == 0:
+                return code
+    return fail(ValueError, "unknown %s %r", (kind, name))

@@ -13,27 +13,42 @@ An optimizer step is one fused pass over the parameter and its state, in place, 
 computed in double and rounded once.
 """
 cimport numpy as cnp
-from libc.float cimport DBL_MAX
-from libc.math cimport log, sqrt
+from libc.math cimport log
 
 from fastbp.kernels._c_activation cimport v_exp, v_log1p_pos, v_max
 from fastbp.kernels._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
-                               floating, total)
+                                       floating, table_code, total)
 
 cnp.import_array()
 
-cdef enum:
-    SQUARED_ERROR, SOFTMAX_CROSS_ENTROPY, SIGMOID_CROSS_ENTROPY
+# The element math of each loss and optimizer step (one home: _formulas.h, shared with the
+# engine); the loss names are C11 _Generic macros that pick the float or double function by their
+# first argument's type (declared here once, as double; C calls the right one).
+cdef extern from "_formulas.h" nogil:
+    double fb_neg_abs(double z)
+    double fb_squared_error_d(double o, double t)
+    double fb_sigmoid_ce(double o, double t, double l)
+    double fb_sigmoid_ce_grad(double o, double t, double e, double scale)
+    double fb_softmax_ce_term(double t, double s)
+    double fb_decayed(double g, double p, double wd)
+    double fb_sgd_step(double p, double g, double lr)
+    double fb_momentum_step(double p, double g, double* v, double mu, double lr, bint nesterov)
+    double fb_adam_step(double p, double g, double* m, double* v, double b1, double b2, double c1,
+                        double c2, double step, double rs, double eps)
+    void fb_adam_scales(double lr, double b1, double b2, long t, double* step, double* rs)
 
-CODES = {"squared_error": SQUARED_ERROR, "softmax_cross_entropy": SOFTMAX_CROSS_ENTROPY,
-         "sigmoid_cross_entropy": SIGMOID_CROSS_ENTROPY}
+# The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
+cdef extern from "_registry.h":
+    enum:
+        SQUARED_ERROR "FB_SQUARED_ERROR"
+        SOFTMAX_CROSS_ENTROPY "FB_SOFTMAX_CROSS_ENTROPY"
+        SIGMOID_CROSS_ENTROPY "FB_SIGMOID_CROSS_ENTROPY"
+        FB_LOSS_COUNT
+    const char* fb_loss_names[]
 
 
 cdef int loss_code(object name) except -1:
-    code = CODES.get(name)
-    if code is None:
-        return fail(ValueError, "unknown loss %r", (name,))
-    return code
+    return table_code(name, fb_loss_names, FB_LOSS_COUNT, "loss")
 
 
 cdef double squared_error(const floating* o, const floating* t, floating* g, Py_ssize_t size,
@@ -48,12 +63,12 @@ cdef double squared_error(const floating* o, const floating* t, floating* g, Py_
     j = 0
     while j < body:
         for l in range(LANES):
-            d = <double>o[j + l] - t[j + l]
+            d = fb_squared_error_d(o[j + l], t[j + l])
             part[l] += d * d
             g[j + l] = <floating>(d * scale)
         j += LANES
     for j in range(body, size):
-        d = <double>o[j] - t[j]
+        d = fb_squared_error_d(o[j], t[j])
         part[0] += d * d
         g[j] = <floating>(d * scale)
     return 0.5 * total(part, LANES)
@@ -81,7 +96,7 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
             t_sum = 0
             for j in range(k):
                 s = <double>o[j] - <double>top
-                value += t[j] * (-DBL_MAX if s < -DBL_MAX else s)
+                value += fb_softmax_ce_term(t[j], s)
                 t_sum += t[j]
         v_exp(o, g, k, top)
         p = total(g, k)
@@ -110,19 +125,17 @@ cdef double sigmoid_cross_entropy(const floating* o, const floating* t, floating
     cdef floating sp[CHUNK]
     cdef double terms[CHUNK]
     cdef Py_ssize_t j, c
-    cdef floating x, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
     cdef floating scale = 1 / n
     cdef double value = 0
     while size > 0:
         c = CHUNK if size > CHUNK else size
         for j in range(c):
-            e[j] = -o[j] if o[j] > 0 else o[j]
+            e[j] = fb_neg_abs(o[j])
         v_exp(e, e, c, 0)
         v_log1p_pos(e, sp, c)
         for j in range(c):
-            x = o[j]
-            terms[j] = sp[j] + <double>x * ((one if x > 0 else zero) - <double>t[j])
-            g[j] = ((one if x >= 0 else e[j]) / (one + e[j]) - t[j]) * scale
+            terms[j] = fb_sigmoid_ce(o[j], t[j], sp[j])
+            g[j] = fb_sigmoid_ce_grad(o[j], t[j], e[j], scale)
         value += total(terms, c)
         o += c
         t += c
@@ -183,8 +196,8 @@ def loss(name, output, target, grad):
 
 
 # ---------------------------------------------------------------------------- optimizers
-# Each element's step is computed in double and rounded once into the arrays (a float32 gradient
-# of 1e20 has a square that overflows float32 but not the state v), as in the twins.
+# Each element's step is _formulas.h's, in double, rounded once into the arrays (a float32
+# gradient of 1e20 has a square that overflows float32 but not the state v), as in the twins.
 cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, double lr,
               double mu, bint nesterov, double wd) noexcept nogil:
     """g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g); without v: p -= lr g."""
@@ -192,37 +205,30 @@ cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, doub
     cdef double gi, vi
     if v == NULL:
         for i in range(size):
-            gi = g[i] + wd * p[i] if wd else g[i]
-            p[i] = <floating>(p[i] - lr * gi)
-    elif nesterov:
-        for i in range(size):
-            gi = g[i] + wd * p[i] if wd else g[i]
-            vi = v[i] * mu - lr * gi
-            v[i] = <floating>vi
-            p[i] = <floating>(p[i] + (mu * vi - lr * gi))
+            p[i] = <floating>fb_sgd_step(p[i], fb_decayed(g[i], p[i], wd), lr)
     else:
         for i in range(size):
-            gi = g[i] + wd * p[i] if wd else g[i]
-            vi = v[i] * mu - lr * gi
+            vi = v[i]
+            gi = fb_momentum_step(p[i], fb_decayed(g[i], p[i], wd), &vi, mu, lr, nesterov)
             v[i] = <floating>vi
-            p[i] = <floating>(p[i] + vi)
+            p[i] = <floating>gi
 
 
 cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t size,
-               double b1, double b2, double c1, double c2, double step, double rs, double eps,
+               double b1, double b2, double step, double rs, double eps,
                double wd) noexcept nogil:
-    """m = b1 m + c1 g; v = b2 v + c2 g^2; p -= step m / (rs sqrt(v) + eps), which is the
-    reference's lr (m / bc1) / (sqrt(v / bc2) + eps) with step = lr / bc1 and rs = 1 / sqrt(bc2)
-    taken out of the loop (one division per element instead of three)."""
+    """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step m / (rs sqrt(v) + eps) (see
+    fb_adam_step)."""
     cdef Py_ssize_t i
-    cdef double gi, mi, vi
+    cdef double mi, vi, pi
     for i in range(size):
-        gi = g[i] + wd * p[i] if wd else g[i]
-        mi = m[i] * b1 + c1 * gi
-        vi = v[i] * b2 + c2 * (gi * gi)
+        mi = m[i]
+        vi = v[i]
+        pi = fb_adam_step(p[i], fb_decayed(g[i], p[i], wd), &mi, &vi, b1, b2, 1 - b1, 1 - b2,
+                          step, rs, eps)
         m[i] = <floating>mi
         v[i] = <floating>vi
-        p[i] = <floating>(p[i] - step * mi / (rs * sqrt(vi) + eps))
+        p[i] = <floating>pi
 
 
 cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
@@ -260,15 +266,16 @@ def adam_update(param, grad, m, v, long step, double lr, double beta1, double be
         raise TypeError("adam_update needs the m and v buffers")
     check_set(param, grad, m, "m", v, "v")
     cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>param)
-    cdef double step_size = lr / (1 - beta1 ** step), rs = 1 / sqrt(1 - beta2 ** step)
+    cdef double step_size, rs
+    fb_adam_scales(lr, beta1, beta2, step, &step_size, &rs)
     cdef char* p = data(param)
     cdef char* g = data(grad)
     cdef char* pm = data(m)
     cdef char* pv = data(v)
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, beta1, beta2, 1 - beta1,
-                 1 - beta2, step_size, rs, eps, weight_decay)
+            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, beta1, beta2, step_size, rs,
+                 eps, weight_decay)
         else:
-            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, beta1, beta2, 1 - beta1,
-                 1 - beta2, step_size, rs, eps, weight_decay)
+            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, beta1, beta2, step_size,
+                 rs, eps, weight_decay)

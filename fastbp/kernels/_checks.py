@@ -8,15 +8,15 @@ import math
 
 import numpy as np
 
+from fastbp.kernels import registry
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _F32, _F64 = FLOAT_DTYPES  # NumPy hands out these very objects for native arrays: `is` is enough
 
-# Activation name -> default of its one parameter ``alpha`` (None: takes no parameter).
-ACTIVATIONS = {
-    "identity": None, "sigmoid": None, "tanh": None, "relu": None, "leaky_relu": 0.01,
-    "softplus": None, "elu": 1.0, "gelu": None, "softmax": None,
-}
-LOSSES = ("squared_error", "softmax_cross_entropy", "sigmoid_cross_entropy")
+# Activation name -> default of its one parameter ``alpha`` (None: takes no parameter), and the
+# loss names: from the one table, fastbp/kernels/registry.py.
+ACTIVATIONS = {name: entry.alpha for name, entry in registry.ACTIVATIONS.items()}
+LOSSES = tuple(registry.LOSSES)
 
 
 def float_array(x, name, ndim):

@@ -15,6 +15,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* FB_CLONES: the one rule for run-time dispatched AVX2+FMA clones, for the kernels and the training
+ * engine alike (both include this header).  target_clones("arch=x86-64-v3") dispatches on the CPU's
+ * features (not its model name, as "arch=haswell" would: no clone on AMD); GCC accepts an
+ * arch=x86-64-vN clone from GCC 12 on (GCC bug 101696; GCC 11 knows x86-64-v3 only for -march),
+ * clang not yet, so older compilers (manylinux2014's GCC 10) build the portable baseline only.
+ * The dispatch is an ifunc: glibc only. */
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && defined(__x86_64__) && defined(__GLIBC__)
 #define FB_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else

@@ -46,7 +46,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from fastbp import _backend
-from fastbp.kernels import ops
+from fastbp.kernels import ops, registry
 from fastbp.kernels._checks import ACTIVATIONS, LOSSES, activation_alpha
 
 __all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MAX_CACHED_SIZES"]
@@ -54,7 +54,7 @@ __all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MA
 MAX_CACHED_SIZES = 4
 
 # Activations whose derivative needs only A (not Z): their A may share Z's memory.
-_GRAD_FROM_A = frozenset({"identity", "sigmoid", "tanh", "softmax"})
+_GRAD_FROM_A = frozenset(name for name, a in registry.ACTIVATIONS.items() if a.slope_from_a)
 
 ACTIVATION_ALIASES = {"logistic": "sigmoid"}  # scikit-learn's name
 
@@ -378,6 +378,31 @@ class Sequential:
     @property
     def dense_layers(self):
         return [layer for layer in self.layers if isinstance(layer, Dense)]
+
+    def engine_stack(self):
+        """The network as the compiled engine runs it (fastbp.engine takes no layer types):
+        (dense layers, {dense index: the Dropout on its input}), or None unless it is a plain
+        stack -- Dense layers (not subclasses), each optionally preceded by one Dropout with a
+        NumPy Generator, none after the last.  A rate-0 Dropout is the identity and is left out."""
+        dense, dropouts, pending = [], {}, None
+        for layer in self.layers:
+            if type(layer) is Dense:
+                if pending is not None:
+                    dropouts[len(dense)] = pending
+                    pending = None
+                dense.append(layer)
+            elif type(layer) is Dropout:
+                if pending is not None:
+                    return None
+                if layer.rate > 0:  # a rate-0 dropout is the identity and draws nothing
+                    if not isinstance(layer.rng, np.random.Generator):
+                        return None
+                    pending = layer
+            else:
+                return None
+        if pending is not None or not dense:
+            return None
+        return dense, dropouts
 
     @property
     def dtype(self):

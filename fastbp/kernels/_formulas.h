@@ -1,0 +1,165 @@
+/* One home for the element math of fastbp's activations, losses and optimizer steps: the compiled
+ * kernels (_c_activation.pyx, _c_step.pyx) and the training engine (fastbp/engine/_train_engine.h)
+ * both compute with these functions, so the two compiled paths agree to the bit.  (The NumPy twins
+ * in _reference.py are the independent specification they are tested against.)
+ *
+ * Each function is `static inline` and branch-free enough for gcc to vectorise the loops that call
+ * it.  Activations and losses exist for float (_f) and double (_d); the plain name picks by the
+ * argument type (C11 _Generic), so typed callers (a Cython fused function, the engine's REAL) write
+ * one call.  The transcendental part comes in as an argument where an array pass computes it
+ * (e = exp(-|z|), t = expm1(...), the normal CDF): the kernels run those as vectorised array
+ * math over blocks (_vmath.h), the engine calls the scalar forms below in its loops.
+ * Accuracy choices (the most accurate form of each, see tests/test_formulas.py):
+ *   - sigmoid, softplus from e = exp(-|z|) <= 1 (never overflows); tanh from expm1(-2|z|) (no
+ *     cancellation near 0); elu from expm1, its slope alpha exp(z) (A + alpha would cancel);
+ *   - GELU z Phi(z) with Phi(z) = erfc(-z / sqrt 2) / 2 (erf + 1 loses everything below z = -4:
+ *     GELU(-6) is -5.92e-9, not 0), its slope Phi(z) + z phi(z);
+ *   - sigmoid's and tanh's slopes from A in double (an A outside [0, 1] must not overflow them;
+ *     (1 - A)(1 + A): 1 - A^2 would cancel near |A| = 1);
+ *   - loss terms in double (a float32 difference of 6e38, a square of 1e30 are finite there);
+ *   - optimizer steps in double per element, rounded once (a float32 gradient of 1e20 has a
+ *     square that overflows float32, not the double state update).
+ */
+#ifndef FASTBP_FORMULAS_H
+#define FASTBP_FORMULAS_H
+#include <float.h>
+/* a module may use none of _vmath.h's array functions (they are then dropped): no warning */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include "_vmath.h"
+#pragma GCC diagnostic pop
+
+#define FB_SQRT_HALF 0.70710678118654752440
+#define FB_INV_SQRT_2PI 0.39894228040143267794
+
+/* ------------------------------------------------------------ scalar transcendental math */
+static inline float fb_exp_f(float x) { return fb_expf(x); }
+static inline double fb_exp_d(double x) { return exp(x); }
+static inline float fb_expm1_neg_f(float x) { return fb_expm1f_neg(x); }  /* x <= 0 */
+static inline double fb_expm1_neg_d(double x) { return expm1(x); }
+static inline float fb_log1p_pos_f(float x) { return fb_log1pf_pos(x); }  /* x >= 0 */
+static inline double fb_log1p_pos_d(double x) { return log1p(x); }
+static inline void fb_normal_f(float z, float *cdf, float *pdf) { fb_normal(z, cdf, pdf); }
+/* Phi(z) = erfc(-z / sqrt 2) / 2 and phi(z) = exp(-z^2 / 2) / sqrt(2 pi) */
+static inline void fb_normal_d(double z, double *cdf, double *pdf)
+{
+    *cdf = 0.5 * erfc(z * -FB_SQRT_HALF);
+    *pdf = FB_INV_SQRT_2PI * exp(-0.5 * z * z);
+}
+
+/* ------------------------------------------------------------ activations, f beside f' */
+#define FB_ELEMENT_MATH(T, S)                                                                    \
+/* -|z|, NaN kept */                                                                             \
+static inline T fb_neg_abs##S(T z) { return z > 0 ? -z : z; }                                    \
+/* identity: f = z, f' = 1.  relu: */                                                            \
+static inline T fb_relu##S(T z) { return z < 0 ? (T)0 : z; } /* NaN stays NaN, as np.maximum */ \
+static inline T fb_relu_slope##S(T z) { return z > 0 ? (T)1 : (T)0; }                            \
+static inline T fb_leaky_relu##S(T z, T alpha) { return z < 0 ? z * alpha : z; }                 \
+static inline T fb_leaky_relu_slope##S(T z, T alpha) { return z > 0 ? (T)1 : alpha; }            \
+/* sigmoid from e = exp(-|z|); also softplus' slope */                                           \
+static inline T fb_sigmoid_e##S(T z, T e) { return (z >= 0 ? (T)1 : e) / ((T)1 + e); }           \
+static inline T fb_sigmoid##S(T z) { return fb_sigmoid_e##S(z, fb_exp##S(fb_neg_abs##S(z))); }   \
+static inline T fb_sigmoid_slope##S(T a, T da) /* da f'(z) from a = f(z), in double */           \
+{ double w = a; return (T)(da * (w * (1 - w))); }                                                \
+/* tanh from t = expm1(-2|z|): tanh|z| = -t / (t + 2) */                                         \
+static inline T fb_tanh_t##S(T z, T t) { T x = t / (t + (T)2); return z < 0 ? x : -x; }           \
+static inline T fb_tanh##S(T z) { return fb_tanh_t##S(z, fb_expm1_neg##S(fb_neg_abs##S(z + z))); } \
+static inline T fb_tanh_slope##S(T a, T da) { double w = a; return (T)(da * ((1 - w) * (1 + w))); } \
+/* softplus from l = log1p(exp(-|z|)) */                                                         \
+static inline T fb_softplus_l##S(T z, T l) { return (z > 0 ? z : (T)0) + l; }                     \
+static inline T fb_softplus##S(T z)                                                              \
+{ return fb_softplus_l##S(z, fb_log1p_pos##S(fb_exp##S(fb_neg_abs##S(z)))); }                    \
+/* elu from t = expm1(min(z, 0)); slope alpha exp(min(z, 0)) from e = exp(min(z, 0)) */         \
+static inline T fb_min0##S(T z) { return z > 0 ? (T)0 : z; }  /* NaN kept */                     \
+static inline T fb_elu_t##S(T z, T t, T alpha) { return z < 0 ? t * alpha : z; }                 \
+static inline T fb_elu##S(T z, T alpha) { return fb_elu_t##S(z, fb_expm1_neg##S(fb_min0##S(z)), alpha); } \
+static inline T fb_elu_slope_e##S(T z, T e, T alpha) { return z > 0 ? (T)1 : alpha * e; }         \
+static inline T fb_elu_slope##S(T z, T alpha) { return fb_elu_slope_e##S(z, fb_exp##S(fb_min0##S(z)), alpha); } \
+/* gelu = z Phi(z), slope Phi(z) + z phi(z) */                                                   \
+static inline T fb_gelu_c##S(T z, T cdf) { return z * cdf; }                                     \
+static inline T fb_gelu_slope_c##S(T z, T cdf, T pdf) { return cdf + z * pdf; }                 \
+static inline T fb_gelu##S(T z) { T c, p; fb_normal##S(z, &c, &p); return fb_gelu_c##S(z, c); }  \
+static inline T fb_gelu_slope##S(T z) { T c, p; fb_normal##S(z, &c, &p); return fb_gelu_slope_c##S(z, c, p); } \
+/* ------------------------------------------------------------ losses (terms in double) */      \
+/* squared error: term d^2 / 2 (summed by the caller), gradient d / n, d = o - t in double */    \
+static inline double fb_squared_error_d##S(T o, T t) { return (double)o - (double)t; }           \
+/* sigmoid cross-entropy from logits: softplus(o) - t o = l + o ([o > 0] - t), l = log1p(e), */  \
+/* e = exp(-|o|); gradient (sigmoid(o) - t) / n */                                               \
+static inline double fb_sigmoid_ce##S(T o, T t, T l)                                             \
+{ return (double)l + (double)o * ((o > 0 ? 1.0 : 0.0) - (double)t); }                           \
+static inline T fb_sigmoid_ce_grad##S(T o, T t, T e, T scale)                                    \
+{ return (fb_sigmoid_e##S(o, e) - t) * scale; }
+
+FB_ELEMENT_MATH(float, _f)
+FB_ELEMENT_MATH(double, _d)
+#undef FB_ELEMENT_MATH
+
+/* the plain names, by argument type */
+#define FB_GENERIC(name, x) _Generic((x), float: name##_f, default: name##_d)
+#define fb_exp(x) FB_GENERIC(fb_exp, x)(x)
+#define fb_log1p_pos(x) FB_GENERIC(fb_log1p_pos, x)(x)
+#define fb_expm1_neg(x) FB_GENERIC(fb_expm1_neg, x)(x)
+#define fb_neg_abs(z) FB_GENERIC(fb_neg_abs, z)(z)
+#define fb_min0(z) FB_GENERIC(fb_min0, z)(z)
+#define fb_relu(z) FB_GENERIC(fb_relu, z)(z)
+#define fb_relu_slope(z) FB_GENERIC(fb_relu_slope, z)(z)
+#define fb_leaky_relu(z, alpha) FB_GENERIC(fb_leaky_relu, z)(z, alpha)
+#define fb_leaky_relu_slope(z, alpha) FB_GENERIC(fb_leaky_relu_slope, z)(z, alpha)
+#define fb_sigmoid_e(z, e) FB_GENERIC(fb_sigmoid_e, z)(z, e)
+#define fb_sigmoid(z) FB_GENERIC(fb_sigmoid, z)(z)
+#define fb_sigmoid_slope(a, da) FB_GENERIC(fb_sigmoid_slope, a)(a, da)
+#define fb_tanh_t(z, t) FB_GENERIC(fb_tanh_t, z)(z, t)
+#define fb_tanh(z) FB_GENERIC(fb_tanh, z)(z)
+#define fb_tanh_slope(a, da) FB_GENERIC(fb_tanh_slope, a)(a, da)
+#define fb_softplus_l(z, l) FB_GENERIC(fb_softplus_l, z)(z, l)
+#define fb_softplus(z) FB_GENERIC(fb_softplus, z)(z)
+#define fb_elu_t(z, t, alpha) FB_GENERIC(fb_elu_t, z)(z, t, alpha)
+#define fb_elu(z, alpha) FB_GENERIC(fb_elu, z)(z, alpha)
+#define fb_elu_slope_e(z, e, alpha) FB_GENERIC(fb_elu_slope_e, z)(z, e, alpha)
+#define fb_elu_slope(z, alpha) FB_GENERIC(fb_elu_slope, z)(z, alpha)
+#define fb_gelu_c(z, c) FB_GENERIC(fb_gelu_c, z)(z, c)
+#define fb_gelu_slope_c(z, c, p) FB_GENERIC(fb_gelu_slope_c, z)(z, c, p)
+#define fb_gelu(z) FB_GENERIC(fb_gelu, z)(z)
+#define fb_gelu_slope(z) FB_GENERIC(fb_gelu_slope, z)(z)
+#define fb_squared_error_d(o, t) FB_GENERIC(fb_squared_error_d, o)(o, t)
+#define fb_sigmoid_ce(o, t, l) FB_GENERIC(fb_sigmoid_ce, o)(o, t, l)
+#define fb_sigmoid_ce_grad(o, t, e, s) FB_GENERIC(fb_sigmoid_ce_grad, o)(o, t, e, s)
+
+/* softmax cross-entropy: a row's value is sum_j t_j (lse - s_j), s = o - max o in double; a term
+ * t_j s_j with s_j clamped at -DBL_MAX (a zero t_j beside an o_j of -inf adds 0, not NaN) */
+static inline double fb_softmax_ce_term(double t, double s) { return t * (s < -DBL_MAX ? -DBL_MAX : s); }
+
+/* ------------------------------------------------------------ optimizer steps, per element */
+/* In double; the caller rounds the results once into its arrays.  g is the gradient with the
+ * weight decay in (fb_decayed: wd p added only when wd != 0, so that a decay of 0 leaves an
+ * infinite p's gradient alone). */
+static inline double fb_decayed(double g, double p, double wd) { return wd != 0 ? g + wd * p : g; }
+/* SGD: p - lr g */
+static inline double fb_sgd_step(double p, double g, double lr) { return p - lr * g; }
+/* momentum: v = mu v - lr g; p + v (Nesterov: p + mu v - lr g) */
+static inline double fb_momentum_step(double p, double g, double *v, double mu, double lr,
+                                      int nesterov)
+{
+    double vi = *v * mu - lr * g;
+    *v = vi;
+    return p + (nesterov ? mu * vi - lr * g : vi);
+}
+/* Adam: m = b1 m + c1 g; v = b2 v + c2 g^2; p - step m / (rs sqrt(v) + eps), which is
+ * lr (m / bc1) / (sqrt(v / bc2) + eps) with c1 = 1 - b1, c2 = 1 - b2, step = lr / bc1 and
+ * rs = 1 / sqrt(bc2) (bc = 1 - beta^t) taken out of the loop: one division per element. */
+static inline double fb_adam_step(double p, double g, double *m, double *v, double b1, double b2,
+                                  double c1, double c2, double step, double rs, double eps)
+{
+    double mi = *m * b1 + c1 * g, vi = *v * b2 + c2 * (g * g);
+    *m = mi;
+    *v = vi;
+    return p - step * mi / (rs * sqrt(vi) + eps);
+}
+/* Adam's loop constants for step t >= 1: step = lr / (1 - b1^t), rs = 1 / sqrt(1 - b2^t) */
+static inline void fb_adam_scales(double lr, double b1, double b2, long t, double *step, double *rs)
+{
+    *step = lr / (1 - pow(b1, (double)t));
+    *rs = 1 / sqrt(1 - pow(b2, (double)t));
+}
+
+#endif
