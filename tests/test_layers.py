@@ -30,11 +30,8 @@ LAYERS = {
     "fastbp": 8,
 }
 
-# Upward edges still to go: fastbp.engine checks nn/optim types by name (removed by
-# arch-formulas, whose "describe yourself" methods replace the checks; delete at merge).
+# Upward edges allowed, each with its reason.
 ALLOWED_UPWARD = {
-    ("fastbp.engine", "fastbp.nn"),     # removed by arch-formulas
-    ("fastbp.engine", "fastbp.optim"),  # removed by arch-formulas
     # fastbp.backend() asked before fastbp.kernels was imported: the backend imports the kernels
     # by name so that they register whether the compiled ones load (fastbp._backend's one
     # deliberate dynamic edge; never taken once the kernels are imported, as every layer above does)

@@ -177,12 +177,15 @@ def _address(array):
 
 
 def _plain_stack(network):
-    """(dense layers, {dense index: Dropout on its input}) or None if the network is not a plain
-    stack (the network describes itself: fastbp.nn.Sequential.engine_stack)."""
+    """(dense layers, {dense index: Dropout on its input}), or a phrase saying why the network is
+    not a plain stack the engine runs (the network describes itself:
+    fastbp.nn.Sequential.engine_stack)."""
     describe = getattr(network, "engine_stack", None)
-    stack = describe() if callable(describe) else None
-    if stack is None or len(stack[0]) > MAX_LAYERS:
-        return None
+    if not callable(describe):
+        return f"{type(network).__name__} has no engine_stack()"
+    stack = describe()
+    if not isinstance(stack, str) and len(stack[0]) > MAX_LAYERS:
+        return f"more than {MAX_LAYERS} Dense layers"
     return stack
 
 
@@ -247,14 +250,8 @@ def engine_decline(network, loss_name, optimizer, batch_size):
     if _c_train is None:
         return f"engine unavailable ({_c_train_error})"
     stack = _plain_stack(network)
-    if stack is None:
-        from fastbp.nn import Dense, Dropout
-        kinds = sorted({type(layer).__name__ for layer in getattr(network, "layers", ())
-                        if type(layer) not in (Dense, Dropout)})
-        return "not a plain Dense/Dropout stack" + (
-            f" ({', '.join(kinds)} layer)" if kinds else
-            f" (a Dropout last or doubled, a dropout generator that is not a numpy Generator, "
-            f"or more than {MAX_LAYERS} Dense layers)")
+    if isinstance(stack, str):
+        return f"not a plain Dense/Dropout stack ({stack})"
     if int(batch_size) < 1:
         return f"batch_size {batch_size} < 1"
     dense, dropouts = stack

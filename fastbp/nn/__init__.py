@@ -381,9 +381,10 @@ class Sequential:
 
     def engine_stack(self):
         """The network as the compiled engine runs it (fastbp.engine takes no layer types):
-        (dense layers, {dense index: the Dropout on its input}), or None unless it is a plain
-        stack -- Dense layers (not subclasses), each optionally preceded by one Dropout with a
-        NumPy Generator, none after the last.  A rate-0 Dropout is the identity and is left out."""
+        (dense layers, {dense index: the Dropout on its input}) for a plain stack -- Dense layers
+        (not subclasses), each optionally preceded by one Dropout with a NumPy Generator, none
+        after the last --, else a phrase saying why not (the engine reports it as the fit's path).
+        A rate-0 Dropout is the identity and is left out."""
         dense, dropouts, pending = [], {}, None
         for layer in self.layers:
             if type(layer) is Dense:
@@ -393,15 +394,17 @@ class Sequential:
                 dense.append(layer)
             elif type(layer) is Dropout:
                 if pending is not None:
-                    return None
+                    return "a Dropout doubled"
                 if layer.rate > 0:  # a rate-0 dropout is the identity and draws nothing
                     if not isinstance(layer.rng, np.random.Generator):
-                        return None
+                        return "a dropout generator that is not a numpy Generator"
                     pending = layer
             else:
-                return None
-        if pending is not None or not dense:
-            return None
+                return f"{type(layer).__name__} layer"
+        if pending is not None:
+            return "a Dropout last"
+        if not dense:
+            return "no Dense layer"
         return dense, dropouts
 
     @property
