@@ -794,21 +794,33 @@ static void R(colsum)(int m, int k, const REAL *restrict G, int k0, int k1,
 }
 
 /* sum of x[i]^2 over count (at most a few thousand) entries, in GCC vector types (8 floats or 4
- * doubles, two SSE registers) so that it vectorises without -ffast-math */
+ * doubles, two SSE registers) so that it vectorises without -ffast-math; four partial sums, so
+ * that the adds do not wait for each other (one chain is latency-bound: measured 7% of a
+ * 64-32-10 step against 2% with four) */
 typedef REAL R(vec) __attribute__((vector_size(32)));
 #define FB_VL ((long)(32 / sizeof(REAL)))
 FB_CLONES_T static double R(sum_squares)(long count, const REAL *x)
 {
     const R(vec) zero = {0};
-    R(vec) part = zero;
+    R(vec) p0 = zero, p1 = zero, p2 = zero, p3 = zero, e0, e1, e2, e3;
     double sum = 0;
     long i = 0;
-    for (; i + FB_VL <= count; i += FB_VL) {
-        R(vec) e;
-        memcpy(&e, x + i, sizeof e);
-        part += e * e;
+    for (; i + 4 * FB_VL <= count; i += 4 * FB_VL) {
+        memcpy(&e0, x + i, sizeof e0);
+        memcpy(&e1, x + i + FB_VL, sizeof e1);
+        memcpy(&e2, x + i + 2 * FB_VL, sizeof e2);
+        memcpy(&e3, x + i + 3 * FB_VL, sizeof e3);
+        p0 += e0 * e0;
+        p1 += e1 * e1;
+        p2 += e2 * e2;
+        p3 += e3 * e3;
     }
-    for (int q = 0; q < FB_VL; q++) sum += part[q];
+    for (; i + FB_VL <= count; i += FB_VL) {
+        memcpy(&e0, x + i, sizeof e0);
+        p0 += e0 * e0;
+    }
+    p0 += (p1 + p2) + p3;
+    for (int q = 0; q < FB_VL; q++) sum += p0[q];
     for (; i < count; i++) sum += (double)x[i] * x[i];
     return sum;
 }
