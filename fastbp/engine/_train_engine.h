@@ -671,7 +671,10 @@ FB_COLD static void R(act_backward)(int act, REAL alpha, int m, int k, const REA
         }
         return;
     }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wrestrict" /* in place: the same index, _act_span.h says why */
     R(fb_span_backward)(act, Z, A, G, G, (ptrdiff_t)m * k, alpha);
+#pragma GCC diagnostic pop
 }
 
 /* The loss over m rows of the output O (k columns) against the targets of those rows (row i is
