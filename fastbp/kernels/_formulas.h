@@ -107,6 +107,12 @@ static inline T fb_df_elu##S(T z, T a, T da, T e, T u, T al)                    
 static inline T fb_f_gelu##S(T z, T c, T p, T al) { (void)p; (void)al; return fb_gelu_c##S(z, c); } \
 static inline T fb_df_gelu##S(T z, T a, T da, T c, T p, T al)                                    \
 { (void)a; (void)al; return da * fb_gelu_slope_c##S(z, c, p); }                                  \
+/* silu (PyTorch's SiLU, swish) = z s with s = sigmoid(z) from e = exp(-|z|); slope */           \
+/* s + z s (1 - s) = s (1 + z (1 - s)), 1 - s = sigmoid(-z) from e too (no cancellation: */       \
+/* 1 - s would be 0 beyond z = 17 in float32; z (1 - s) never overflows, |1 - s| <= 1) */         \
+static inline T fb_f_silu##S(T z, T e, T u, T al) { (void)u; (void)al; return z * fb_sigmoid_e##S(z, e); } \
+static inline T fb_df_silu##S(T z, T a, T da, T e, T u, T al)                                    \
+{ (void)a; (void)u; (void)al; return da * (fb_sigmoid_e##S(z, e) * ((T)1 + z * fb_sigmoid_e##S(-z, e))); } \
 /* ------------------------------------------------------------ losses (terms in double) */      \
 /* squared error: term d^2 / 2 (summed by the caller), gradient d / n, d = o - t in double */    \
 static inline double fb_squared_error_d##S(T o, T t) { return (double)o - (double)t; }           \

@@ -48,6 +48,7 @@ ACTIVATIONS = _table(Activation, [
     ("softplus", None, False, False, "log1p_exp_negabs", "exp_negabs"),
     ("elu", 1.0, False, False, "expm1_min0", "exp_min0"),
     ("gelu", None, False, False, "normal", "normal"),
+    ("silu", None, False, False, "exp_negabs", "exp_negabs"),
     ("softmax", None, True, False, "none", "none", True),
 ])
 
