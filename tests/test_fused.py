@@ -15,13 +15,13 @@ import pytest
 
 import fastbp
 from fastbp import _backend
+from fastbp.kernels import registry
 from fastbp import training as _training
 from fastbp import engine as fused
 from fastbp.nn import Dense, Dropout, Sequential, make_mlp
 from fastbp.optim import SGD, Adam
 
-ACTIVATIONS = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus", "elu", "gelu",
-               "softmax"]
+ACTIVATIONS = list(registry.ACTIVATIONS)  # every one the registry names, a new one included
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam"]
 RTOL = 2e-5  # float32, a few epochs: products summed in another order by BLAS
 

@@ -196,6 +196,7 @@ FORMULAS = {
     "softplus": lambda z, alpha: max(z, 0.0) + math.log1p(math.exp(-abs(z))),
     "elu": lambda z, alpha: z if z > 0 else alpha * math.expm1(z),
     "gelu": lambda z, alpha: 0.5 * z * (1.0 + math.erf(z / math.sqrt(2.0))),
+    "silu": lambda z, alpha: z / (1.0 + math.exp(-z)),
 }
 
 
@@ -475,6 +476,8 @@ EXACT = {  # name -> (f(z, alpha), f'(z, alpha))
     "elu": (lambda z, a: z if z > 0 else a * math.expm1(z),
             lambda z, a: 1.0 if z > 0 else a * math.exp(z)),
     "gelu": (lambda z, a: z * _Phi(z), lambda z, a: _Phi(z) + z * _phi(z)),
+    "silu": (lambda z, a: z * EXACT["sigmoid"][0](z, a),  # s (1 + z (1 - s)), 1 - s = s(-z)
+             lambda z, a: EXACT["sigmoid"][0](z, a) * (1 + z * EXACT["sigmoid"][0](-z, a))),
 }
 # sigmoid' and tanh' are taken from A = f(Z) (the layers keep only A): exact given A
 SLOPE_FROM_A = {"sigmoid": lambda a: a * (1 - a), "tanh": lambda a: (1 - a) * (1 + a)}

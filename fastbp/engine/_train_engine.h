@@ -55,9 +55,10 @@
  * network description fb_load reads: generated from fastbp/engine/layout.py */
 #include "_layout.h"
 
-/* The element math (activations, losses, optimizer steps) and FB_CLONES, shared with the
- * kernels. */
-#include "_formulas.h"
+/* The element math (activations, losses, optimizer steps), FB_CLONES and the activations' span
+ * loops generated from the registry, shared with the kernels. */
+#define FB_ACT_SPAN_SMALL /* log1p, the normal CDF: scalar passes here (size budget) */
+#include "_act_span.h"
 
 /* Cold code (per-row losses, libm-bound activations, set-up) is not worth vectorising: keeping
  * GCC's vectoriser out of it keeps the .so within its size budget. */
@@ -623,32 +624,11 @@ FB_CLONES_T FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL s
     for (long j = 0; j < count; j++) out[j] = fb_exp((REAL)(in[j] - shift));
 }
 
-/* In place over count entries: relu, sigmoid or tanh.  The exp-bound activations are the ones worth a
- * runtime-dispatched AVX2/FMA clone (twice the lanes, fused multiply-adds in the polynomial);
- * so is the optimizer update (below); the rest of the elementwise work is memory-bound and stays
- * baseline SSE2 (size budget). */
-FB_CLONES_T static void R(sigmoid_tanh)(int act, long count, REAL *restrict Z)
-{
-    if (act == FB_RELU) {
-        for (long e = 0; e < count; e++) Z[e] = fb_relu(Z[e]);
-    } else if (act == FB_SIGMOID) {
-        for (long e = 0; e < count; e++) Z[e] = fb_sigmoid(Z[e]);
-    } else {
-        for (long e = 0; e < count; e++) Z[e] = fb_tanh(Z[e]);
-    }
-}
-
-/* A = f(Z) over m rows of k (the bias is already in Z).  identity, relu, sigmoid, tanh and
- * softmax run in place (A == Z); the others (leaky_relu, and softplus, elu, gelu: a log1p, expm1
- * or erf per entry) write A beside Z. */
+/* A = f(Z) over m rows of k (the bias is already in Z; A is Z where the layer keeps A in Z's
+ * buffer, registry.a_may_share_z): softmax by rows, every other activation through the span loop
+ * generated from the registry (_act_span.h, shared with the kernels; float's has the AVX2 clone). */
 FB_COLD static void R(act_forward)(int act, REAL alpha, int m, int k, REAL *Z, REAL *A)
 {
-    long count = (long)m * k;
-    if (act == FB_IDENTITY) return;
-    if (act == FB_RELU || act == FB_SIGMOID || act == FB_TANH) {
-        R(sigmoid_tanh)(act, count, Z);
-        return;
-    }
     if (act == FB_SOFTMAX) {
         for (int i = 0; i < m; i++) {
             REAL *z = Z + (long)i * k, mx = -INFINITY, s = 0;
@@ -659,14 +639,7 @@ FB_COLD static void R(act_forward)(int act, REAL alpha, int m, int k, REAL *Z, R
         }
         return;
     }
-    for (long e = 0; e < count; e++) {
-        REAL v = Z[e], out;
-        if (act == FB_LEAKY_RELU) out = fb_leaky_relu(v, alpha);
-        else if (act == FB_SOFTPLUS) out = fb_softplus(v);
-        else if (act == FB_ELU) out = fb_elu(v, alpha);
-        else out = fb_gelu(v);
-        A[e] = out;
-    }
+    R(fb_span_forward)(act, Z, A, (ptrdiff_t)m * k, alpha);
 }
 
 /* Inverted dropout of m rows of k: out = in where u >= rate (scaled by 1/(1-rate)), else 0. */
@@ -677,52 +650,31 @@ static void R(dropout_forward)(long count, const REAL *restrict in,
     for (long i = 0; i < count; i++) out[i] = (in[i] * (REAL)(u[i] >= rate)) * scale;
 }
 
-/* In place: G = f'(Z) * (G masked by the dropout draws u, when u is given), m rows of k.
- * The common activations (and the dropout mask) in one vectorised pass, the others plain. */
-FB_HOT static void R(act_backward_fast)(int act, int m, int k, const REAL *restrict Z,
-                                             const REAL *restrict A, REAL *restrict G,
-                                             const REAL *restrict u, REAL rate, REAL scale)
+/* In place: G = f'(Z) * (G masked by the dropout draws u, when u is given), m rows of k: the
+ * mask in one vectorised pass, then softmax by rows or the registry's span loop (_act_span.h). */
+FB_HOT static void R(dropout_mask)(long count, REAL *restrict G, const REAL *restrict u, REAL rate,
+                                   REAL scale)
 {
-    long count = (long)m * k;
-    if (u)
-        for (long e = 0; e < count; e++) G[e] = (G[e] * (REAL)(u[e] >= rate)) * scale;
-    switch (act) {
-    case FB_RELU:
-        for (long e = 0; e < count; e++) G[e] = G[e] * fb_relu_slope(Z[e]);
-        break;
-    case FB_SIGMOID:
-        for (long e = 0; e < count; e++) G[e] = fb_sigmoid_slope(A[e], G[e]);
-        break;
-    case FB_TANH:
-        for (long e = 0; e < count; e++) G[e] = fb_tanh_slope(A[e], G[e]);
-        break;
-    case FB_SOFTMAX:
+    for (long e = 0; e < count; e++) G[e] = (G[e] * (REAL)(u[e] >= rate)) * scale;
+}
+
+FB_COLD static void R(act_backward)(int act, REAL alpha, int m, int k, const REAL *Z, const REAL *A,
+                            REAL *G, const REAL *u, REAL rate, REAL scale)
+{
+    if (u) R(dropout_mask)((long)m * k, G, u, rate, scale);
+    if (act == FB_SOFTMAX) {
         for (int i = 0; i < m; i++) {
             const REAL *a = A + (long)i * k;
             REAL *g = G + (long)i * k, dot = 0;
             for (int j = 0; j < k; j++) dot += g[j] * a[j];
             for (int j = 0; j < k; j++) g[j] = (g[j] - dot) * a[j];
         }
-        break;
+        return;
     }
-}
-
-FB_COLD static void R(act_backward)(int act, REAL alpha, int m, int k, const REAL *Z, const REAL *A,
-                            REAL *G, const REAL *u, REAL rate, REAL scale)
-{
-    if (act == FB_IDENTITY || act == FB_RELU || act == FB_SIGMOID || act == FB_TANH
-        || act == FB_SOFTMAX || u)
-        R(act_backward_fast)(act, m, k, Z, A, G, u, rate, scale);
-    long count = (long)m * k;
-    for (long e = 0; e < count; e++) {
-        REAL v = Z[e], slope;
-        if (act == FB_LEAKY_RELU) slope = fb_leaky_relu_slope(v, alpha);
-        else if (act == FB_SOFTPLUS) slope = fb_sigmoid(v);
-        else if (act == FB_ELU) slope = fb_elu_slope(v, alpha);
-        else if (act == FB_GELU) slope = fb_gelu_slope(v);
-        else return; /* done by the clone */
-        G[e] = G[e] * slope;
-    }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wrestrict" /* in place: the same index, _act_span.h says why */
+    R(fb_span_backward)(act, Z, A, G, G, (ptrdiff_t)m * k, alpha);
+#pragma GCC diagnostic pop
 }
 
 /* The loss over m rows of the output O (k columns) against the targets of those rows (row i is

@@ -2,15 +2,17 @@
 fastbp/kernels/_reference.py).  The loops are also exported to fastbp/kernels/_c_linear.pyx for the fused layers,
 and the array math (exp, log1p) to fastbp/kernels/_c_step.pyx for the losses.
 
-Elementwise work runs over one flat span when it can (long, vectorisable loops) and row by row
+The elementwise loops are not written here: _act_span.h generates them from the registry
+(fastbp/kernels/registry.py) over _formulas.h's element math, for these kernels and the engine
+alike.  Elementwise work runs over one flat span when it can (long, vectorisable loops) and row by row
 when a row is needed (softmax, the bias of a fused forward, the bias gradient of a fused backward),
 so each row is read from memory once and reworked while it sits in L1.
 """
 cimport numpy as cnp
-from libc.math cimport exp, expm1, log1p
-from libc.string cimport memcpy, memset
+from libc.math cimport exp, log1p
+from libc.string cimport memset
 
-from fastbp.kernels._c_common cimport (CHUNK, check, data, dim, float_type, floating, table_code,
+from fastbp.kernels._c_common cimport (check, data, dim, float_type, floating, table_code,
                                        total, dot)
 
 cnp.import_array()
@@ -18,14 +20,6 @@ cnp.import_array()
 # The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
 cdef extern from "_registry.h":
     enum:
-        IDENTITY "FB_IDENTITY"
-        SIGMOID "FB_SIGMOID"
-        TANH "FB_TANH"
-        RELU "FB_RELU"
-        LEAKY_RELU "FB_LEAKY_RELU"
-        SOFTPLUS "FB_SOFTPLUS"
-        ELU "FB_ELU"
-        GELU "FB_GELU"
         SOFTMAX "FB_SOFTMAX"
         FB_ACTIVATION_COUNT
     const char* fb_activation_names[]
@@ -39,30 +33,17 @@ cdef int activation_code(object name) except -1:
 cdef extern from "_vmath.h" nogil:
     float fb_vmax(const float* x, Py_ssize_t n)
     void fb_vexp(const float* x, float* y, Py_ssize_t n, float shift)
-    void fb_vexpm1_neg(const float* x, float* y, Py_ssize_t n)
     void fb_vlog1p_pos(const float* x, float* y, Py_ssize_t n)
-    void fb_vnormal(const float* x, float* cdf, float* pdf, Py_ssize_t n)
 
-# The element math of each activation, f beside f' (one home: _formulas.h, shared with the engine);
-# each C name is a C11 _Generic macro that picks the float or double function by its first
-# argument's type (declared here once, as double; C calls the right one).
-cdef extern from "_formulas.h" nogil:
-    void fb_normal_d(double z, double* cdf, double* pdf)
-    double fb_neg_abs(double z)
-    double fb_min0(double z)
-    double fb_relu(double z)
-    double fb_relu_slope(double z)
-    double fb_leaky_relu(double z, double alpha)
-    double fb_leaky_relu_slope(double z, double alpha)
-    double fb_sigmoid_e(double z, double e)
-    double fb_sigmoid_slope(double a, double da)
-    double fb_tanh_t(double z, double t)
-    double fb_tanh_slope(double a, double da)
-    double fb_softplus_l(double z, double l)
-    double fb_elu_t(double z, double t, double alpha)
-    double fb_elu_slope_e(double z, double e, double alpha)
-    double fb_gelu_c(double z, double cdf)
-    double fb_gelu_slope_c(double z, double cdf, double pdf)
+# The span loops of the elementwise activations (every registry row but softmax), generated from the
+# registry's list over _formulas.h's element math (f beside f'): _act_span.h, shared with the engine.
+cdef extern from "_act_span.h" nogil:
+    void fb_span_forward_f(int code, const float* z, float* a, Py_ssize_t m, float alpha)
+    void fb_span_forward_d(int code, const double* z, double* a, Py_ssize_t m, double alpha)
+    void fb_span_backward_f(int code, const float* z, const float* a, const float* da, float* dz,
+                            Py_ssize_t m, float alpha)
+    void fb_span_backward_d(int code, const double* z, const double* a, const double* da,
+                            double* dz, Py_ssize_t m, double alpha)
 
 
 cdef floating v_max(const floating* x, Py_ssize_t n) noexcept nogil:
@@ -87,15 +68,6 @@ cdef void v_exp(const floating* x, floating* y, Py_ssize_t n, floating shift) no
         for i in range(n):
             y[i] = exp(x[i] - shift)
 
-cdef inline void v_expm1_neg(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
-    """expm1 for x <= 0."""
-    cdef Py_ssize_t i
-    if floating is float:
-        fb_vexpm1_neg(x, y, n)
-    else:
-        for i in range(n):
-            y[i] = expm1(x[i])
-
 cdef void v_log1p_pos(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
     """log1p for x >= 0."""
     cdef Py_ssize_t i
@@ -105,70 +77,14 @@ cdef void v_log1p_pos(const floating* x, floating* y, Py_ssize_t n) noexcept nog
         for i in range(n):
             y[i] = log1p(x[i])
 
-cdef inline void v_normal(const floating* x, floating* cdf, floating* pdf,
-                          Py_ssize_t n) noexcept nogil:
-    """cdf = Phi(x) = erfc(-x / sqrt 2) / 2 and pdf = phi(x) = exp(-x^2 / 2) / sqrt(2 pi), the
-    standard normal's."""
-    cdef Py_ssize_t i
-    if floating is float:
-        fb_vnormal(x, cdf, pdf, n)
-    else:
-        for i in range(n):
-            fb_normal_d(x[i], <double*>cdf + i, <double*>pdf + i)
-
 # ------------------------------------------------------------------------------- activations
-cdef void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
-                       floating alpha) noexcept nogil:
-    """a = f(z) over m elements (any code but SOFTMAX); a may be z.
-
-    Transcendental functions run as array math over blocks of CHUNK, through a scratch buffer t;
-    the element math is _formulas.h's (its forms and why they are the accurate ones are there).
-    """
-    cdef floating t[CHUNK]
-    cdef floating u[CHUNK]
-    cdef Py_ssize_t j, c
-    if code == IDENTITY:
-        if a != z:
-            memcpy(a, z, m * sizeof(floating))
-    elif code == RELU:
-        for j in range(m):
-            a[j] = fb_relu(z[j])
-    elif code == LEAKY_RELU:
-        for j in range(m):
-            a[j] = fb_leaky_relu(z[j], alpha)
+cdef inline void span_forward(int code, const floating* z, floating* a, Py_ssize_t m,
+                              floating alpha) noexcept nogil:
+    """a = f(z) over m elements (any code but SOFTMAX); a may be z."""
+    if floating is float:
+        fb_span_forward_f(code, z, a, m, alpha)
     else:
-        while m > 0:
-            c = CHUNK if m > CHUNK else m
-            if code == SIGMOID or code == SOFTPLUS:
-                for j in range(c):
-                    t[j] = fb_neg_abs(z[j])
-                v_exp(t, t, c, 0)
-                if code == SIGMOID:
-                    for j in range(c):
-                        a[j] = fb_sigmoid_e(z[j], t[j])
-                else:
-                    v_log1p_pos(t, t, c)
-                    for j in range(c):
-                        a[j] = fb_softplus_l(z[j], t[j])
-            elif code == TANH:
-                for j in range(c):
-                    t[j] = fb_neg_abs(z[j] + z[j])
-                v_expm1_neg(t, t, c)
-                for j in range(c):
-                    a[j] = fb_tanh_t(z[j], t[j])
-            elif code == ELU:
-                for j in range(c):
-                    t[j] = fb_min0(z[j])
-                v_expm1_neg(t, t, c)
-                for j in range(c):
-                    a[j] = fb_elu_t(z[j], t[j], alpha)
-            elif code == GELU:
-                v_normal(z, t, u, c)
-                for j in range(c):
-                    a[j] = fb_gelu_c(z[j], t[j])
-            z += c
-            a += c
-            m -= c
+        fb_span_forward_d(code, z, a, m, alpha)
 
 
 cdef void softmax_row(const floating* z, floating* a, Py_ssize_t k) noexcept nogil:
@@ -200,54 +116,14 @@ cdef void act_forward(int code, floating* Z, const floating* b, floating* A, Py_
             span_forward(code, z, A + i * k, k, alpha)
 
 
-cdef void span_backward(int code, const floating* z, const floating* a, const floating* da,
-                        floating* dz, Py_ssize_t m, floating alpha) noexcept nogil:
-    """dz = f'(z) * da over m elements (any code but SOFTMAX); dz may be da.
-
-    Sigmoid's and tanh's slopes come from A = f(Z) (the layers keep only A, in Z's buffer); the
-    others from z, through array math over blocks of CHUNK; the element math is _formulas.h's.
-    """
-    cdef floating t[CHUNK]
-    cdef floating u[CHUNK]
-    cdef Py_ssize_t j, c
-    if code == IDENTITY:
-        if dz != da:
-            memcpy(dz, da, m * sizeof(floating))
-    elif code == SIGMOID:
-        for j in range(m):
-            dz[j] = fb_sigmoid_slope(a[j], da[j])
-    elif code == TANH:
-        for j in range(m):
-            dz[j] = fb_tanh_slope(a[j], da[j])
-    elif code == RELU:
-        for j in range(m):
-            dz[j] = da[j] * fb_relu_slope(z[j])
-    elif code == LEAKY_RELU:
-        for j in range(m):
-            dz[j] = da[j] * fb_leaky_relu_slope(z[j], alpha)
+cdef inline void span_backward(int code, const floating* z, const floating* a,
+                               const floating* da, floating* dz, Py_ssize_t m,
+                               floating alpha) noexcept nogil:
+    """dz = f'(z) * da over m elements (any code but SOFTMAX) given a = f(z); dz may be da."""
+    if floating is float:
+        fb_span_backward_f(code, z, a, da, dz, m, alpha)
     else:
-        while m > 0:
-            c = CHUNK if m > CHUNK else m
-            if code == ELU:
-                for j in range(c):
-                    t[j] = fb_min0(z[j])
-                v_exp(t, t, c, 0)
-                for j in range(c):
-                    dz[j] = da[j] * fb_elu_slope_e(z[j], t[j], alpha)
-            elif code == SOFTPLUS:
-                for j in range(c):
-                    t[j] = fb_neg_abs(z[j])
-                v_exp(t, t, c, 0)
-                for j in range(c):
-                    dz[j] = da[j] * fb_sigmoid_e(z[j], t[j])
-            elif code == GELU:
-                v_normal(z, t, u, c)
-                for j in range(c):
-                    dz[j] = da[j] * fb_gelu_slope_c(z[j], t[j], u[j])
-            z += c
-            da += c
-            dz += c
-            m -= c
+        fb_span_backward_d(code, z, a, da, dz, m, alpha)
 
 
 cdef void softmax_grad_row(const floating* a, const floating* da, floating* dz,

@@ -80,6 +80,39 @@ static inline T fb_gelu_c##S(T z, T cdf) { return z * cdf; }                    
 static inline T fb_gelu_slope_c##S(T z, T cdf, T pdf) { return cdf + z * pdf; }                 \
 static inline T fb_gelu##S(T z) { T c, p; fb_normal##S(z, &c, &p); return fb_gelu_c##S(z, c); }  \
 static inline T fb_gelu_slope##S(T z) { T c, p; fb_normal##S(z, &c, &p); return fb_gelu_slope_c##S(z, c, p); } \
+/* ---- each elementwise activation of the registry as the pair the span loops call (_act_span.h), */ \
+/* given its registry row's array passes t, u: f = fb_f_<name>(z, t, u, alpha) and */             \
+/* f' da = fb_df_<name>(z, a = f(z), da, t, u, alpha) */                                         \
+static inline T fb_f_identity##S(T z, T t, T u, T al) { (void)t; (void)u; (void)al; return z; }  \
+static inline T fb_df_identity##S(T z, T a, T da, T t, T u, T al)                                \
+{ (void)z; (void)a; (void)t; (void)u; (void)al; return da; }                                     \
+static inline T fb_f_sigmoid##S(T z, T e, T u, T al) { (void)u; (void)al; return fb_sigmoid_e##S(z, e); } \
+static inline T fb_df_sigmoid##S(T z, T a, T da, T t, T u, T al)                                 \
+{ (void)z; (void)t; (void)u; (void)al; return fb_sigmoid_slope##S(a, da); }                      \
+static inline T fb_f_tanh##S(T z, T t, T u, T al) { (void)u; (void)al; return fb_tanh_t##S(z, t); } \
+static inline T fb_df_tanh##S(T z, T a, T da, T t, T u, T al)                                    \
+{ (void)z; (void)t; (void)u; (void)al; return fb_tanh_slope##S(a, da); }                         \
+static inline T fb_f_relu##S(T z, T t, T u, T al) { (void)t; (void)u; (void)al; return fb_relu##S(z); } \
+static inline T fb_df_relu##S(T z, T a, T da, T t, T u, T al)                                    \
+{ (void)a; (void)t; (void)u; (void)al; return da * fb_relu_slope##S(z); }                        \
+static inline T fb_f_leaky_relu##S(T z, T t, T u, T al) { (void)t; (void)u; return fb_leaky_relu##S(z, al); } \
+static inline T fb_df_leaky_relu##S(T z, T a, T da, T t, T u, T al)                              \
+{ (void)a; (void)t; (void)u; return da * fb_leaky_relu_slope##S(z, al); }                        \
+static inline T fb_f_softplus##S(T z, T l, T u, T al) { (void)u; (void)al; return fb_softplus_l##S(z, l); } \
+static inline T fb_df_softplus##S(T z, T a, T da, T e, T u, T al)                                \
+{ (void)a; (void)u; (void)al; return da * fb_sigmoid_e##S(z, e); }                               \
+static inline T fb_f_elu##S(T z, T t, T u, T al) { (void)u; return fb_elu_t##S(z, t, al); }      \
+static inline T fb_df_elu##S(T z, T a, T da, T e, T u, T al)                                     \
+{ (void)a; (void)u; return da * fb_elu_slope_e##S(z, e, al); }                                  \
+static inline T fb_f_gelu##S(T z, T c, T p, T al) { (void)p; (void)al; return fb_gelu_c##S(z, c); } \
+static inline T fb_df_gelu##S(T z, T a, T da, T c, T p, T al)                                    \
+{ (void)a; (void)al; return da * fb_gelu_slope_c##S(z, c, p); }                                  \
+/* silu (PyTorch's SiLU, swish) = z s with s = sigmoid(z) from e = exp(-|z|); slope */           \
+/* s + z s (1 - s) = s (1 + z (1 - s)), 1 - s = sigmoid(-z) from e too (no cancellation: */       \
+/* 1 - s would be 0 beyond z = 17 in float32; z (1 - s) never overflows, |1 - s| <= 1) */         \
+static inline T fb_f_silu##S(T z, T e, T u, T al) { (void)u; (void)al; return z * fb_sigmoid_e##S(z, e); } \
+static inline T fb_df_silu##S(T z, T a, T da, T e, T u, T al)                                    \
+{ (void)a; (void)u; (void)al; return da * (fb_sigmoid_e##S(z, e) * ((T)1 + z * fb_sigmoid_e##S(-z, e))); } \
 /* ------------------------------------------------------------ losses (terms in double) */      \
 /* squared error: term d^2 / 2 (summed by the caller), gradient d / n, d = o - t in double */    \
 static inline double fb_squared_error_d##S(T o, T t) { return (double)o - (double)t; }           \

@@ -106,6 +106,11 @@ def _gelu(z, alpha):
     return z * (0.5 * special.erfc(-SQRT_HALF * z))
 
 
+def _silu(z, alpha):
+    """SiLU (PyTorch's nn.SiLU): z sigmoid(z), with expit's stable sigmoid (no overflow at any z)."""
+    return z * special.expit(z)
+
+
 def _softmax(z, alpha):
     """Row-wise softmax, shifted by the row maximum so exp never overflows."""
     if z.shape[1] == 0:
@@ -118,7 +123,7 @@ def _softmax(z, alpha):
 _FORWARD = {
     "identity": _identity, "sigmoid": _sigmoid, "tanh": _tanh, "relu": _relu,
     "leaky_relu": _leaky_relu, "softplus": _softplus, "elu": _elu, "gelu": _gelu,
-    "softmax": _softmax,
+    "silu": _silu, "softmax": _softmax,
 }
 
 
@@ -166,10 +171,15 @@ def _gelu_grad(z, a, alpha):
     return 0.5 * special.erfc(-SQRT_HALF * z) + z * (INV_SQRT_2PI * np.exp(-0.5 * near * near))
 
 
+def _silu_grad(z, a, alpha):
+    """d/dz [z s(z)] = s (1 + z (1 - s)), with 1 - s as expit(-z) (1 - s cancels to 0 for large z)."""
+    return special.expit(z) * (1 + z * special.expit(-z))
+
+
 _SLOPES = {
     "identity": _identity_grad, "sigmoid": _sigmoid_grad, "tanh": _tanh_grad,
     "relu": _relu_grad, "leaky_relu": _leaky_relu_grad, "softplus": _softplus_grad,
-    "elu": _elu_grad, "gelu": _gelu_grad,
+    "elu": _elu_grad, "gelu": _gelu_grad, "silu": _silu_grad,
 }
 
 
