@@ -827,33 +827,27 @@ FB_CLONES_T static double R(sum_squares)(long count, const REAL *x)
 #undef FB_VL
 
 /* Optimizer update of count entries of one parameter, each element by _formulas.h's step in
- * double, as the kernels (h = lr, decay, momentum, beta1, beta2, 1 - beta1, 1 - beta2, eps, and
+ * REAL, as the kernels (h = lr, decay, momentum, beta1, beta2, 1 - beta1, 1 - beta2, eps, and
  * Adam's step and rs, see fb_adam_scales): plain loops, which gcc vectorises. */
 FB_CLONES_T static void R(update_elements)(int opt, long count, REAL *restrict p,
                                            const REAL *restrict g, REAL *restrict s1,
                                            REAL *restrict s2, const double *h)
 {
-    double lr = h[0], wd = h[1], mom = h[2], b1 = h[3], b2 = h[4], c1 = h[5], c2 = h[6];
-    double eps = h[7], step = h[8], rs = h[9];
+    double wd = h[1], r2 = sqrt(h[6]);
+    REAL lr = (REAL)h[0], lrwd = (REAL)(h[0] * wd), mom = (REAL)h[2];
     if (opt == FB_ADAM) {
-        for (long i = 0; i < count; i++) {
-            double m = s1[i], v = s2[i];
-            double pn = fb_adam_step(p[i], fb_decayed(g[i], p[i], wd), &m, &v, b1, b2, c1, c2,
-                                     step, rs, eps);
-            s1[i] = (REAL)m;
-            s2[i] = (REAL)v;
-            p[i] = (REAL)pn;
-        }
+        REAL b1 = (REAL)h[3], b2 = (REAL)h[4], c1 = (REAL)h[5], c1wd = (REAL)(h[5] * wd);
+        REAL r2f = (REAL)r2, r2wd = (REAL)(r2 * wd), eps = (REAL)h[7], step = (REAL)h[8];
+        REAL rs = (REAL)h[9];
+        for (long i = 0; i < count; i++)
+            p[i] = fb_adam_step(p[i], g[i], &s1[i], &s2[i], b1, b2, c1, c1wd, r2f, r2wd, step,
+                                rs, eps);
     } else if (opt == FB_SGD) {
-        for (long i = 0; i < count; i++) p[i] = (REAL)fb_sgd_step(p[i], fb_decayed(g[i], p[i], wd), lr);
+        for (long i = 0; i < count; i++) p[i] = fb_sgd_step(p[i], g[i], lr, lrwd);
     } else { /* the velocity lives in s1 */
         int nesterov = opt == FB_NESTEROV;
-        for (long i = 0; i < count; i++) {
-            double v = s1[i];
-            double pn = fb_momentum_step(p[i], fb_decayed(g[i], p[i], wd), &v, mom, lr, nesterov);
-            s1[i] = (REAL)v;
-            p[i] = (REAL)pn;
-        }
+        for (long i = 0; i < count; i++)
+            p[i] = fb_momentum_step(p[i], g[i], &s1[i], mom, lr, lrwd, nesterov);
     }
 }
 

@@ -13,7 +13,7 @@ An optimizer step is one fused pass over the parameter and its state, in place, 
 computed in double and rounded once.
 """
 cimport numpy as cnp
-from libc.math cimport log
+from libc.math cimport log, sqrt
 
 from fastbp.kernels._c_activation cimport v_exp, v_log1p_pos, v_max
 from fastbp.kernels._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
@@ -30,11 +30,17 @@ cdef extern from "_formulas.h" nogil:
     double fb_sigmoid_ce(double o, double t, double l)
     double fb_sigmoid_ce_grad(double o, double t, double e, double scale)
     double fb_softmax_ce_term(double t, double s)
-    double fb_decayed(double g, double p, double wd)
-    double fb_sgd_step(double p, double g, double lr)
-    double fb_momentum_step(double p, double g, double* v, double mu, double lr, bint nesterov)
-    double fb_adam_step(double p, double g, double* m, double* v, double b1, double b2, double c1,
-                        double c2, double step, double rs, double eps)
+    float fb_sgd_step_f(float p, float g, float lr, float lrwd)
+    double fb_sgd_step_d(double p, double g, double lr, double lrwd)
+    float fb_momentum_step_f(float p, float g, float* v, float mu, float lr, float lrwd,
+                             bint nesterov)
+    double fb_momentum_step_d(double p, double g, double* v, double mu, double lr, double lrwd,
+                              bint nesterov)
+    float fb_adam_step_f(float p, float g, float* m, float* v, float b1, float b2, float c1,
+                         float c1wd, float r2, float r2wd, float step, float rs, float eps)
+    double fb_adam_step_d(double p, double g, double* m, double* v, double b1, double b2,
+                          double c1, double c1wd, double r2, double r2wd, double step, double rs,
+                          double eps)
     void fb_adam_scales(double lr, double b1, double b2, long t, double* step, double* rs)
 
 # The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
@@ -196,22 +202,26 @@ def loss(name, output, target, grad):
 
 
 # ---------------------------------------------------------------------------- optimizers
-# Each element's step is _formulas.h's, in double, rounded once into the arrays (a float32
-# gradient of 1e20 has a square that overflows float32 but not the state v), as in the twins.
+# Each element's step is _formulas.h's, in the parameter's type (the decay and Adam's square
+# scaled first, so that a float32 gradient of 1e20 or a decay term of 1e39 overflows nothing the
+# result does not), as the engine's.
 cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, double lr,
               double mu, bint nesterov, double wd) noexcept nogil:
     """g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g); without v: p -= lr g."""
     cdef Py_ssize_t i
-    cdef double gi, vi
+    cdef floating lrf = <floating>lr, lrwd = <floating>(lr * wd), muf = <floating>mu
     if v == NULL:
         for i in range(size):
-            p[i] = <floating>fb_sgd_step(p[i], fb_decayed(g[i], p[i], wd), lr)
+            if floating is float:
+                p[i] = fb_sgd_step_f(p[i], g[i], lrf, lrwd)
+            else:
+                p[i] = fb_sgd_step_d(p[i], g[i], lrf, lrwd)
     else:
         for i in range(size):
-            vi = v[i]
-            gi = fb_momentum_step(p[i], fb_decayed(g[i], p[i], wd), &vi, mu, lr, nesterov)
-            v[i] = <floating>vi
-            p[i] = <floating>gi
+            if floating is float:
+                p[i] = fb_momentum_step_f(p[i], g[i], &v[i], muf, lrf, lrwd, nesterov)
+            else:
+                p[i] = fb_momentum_step_d(p[i], g[i], &v[i], muf, lrf, lrwd, nesterov)
 
 
 cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t size,
@@ -220,15 +230,17 @@ cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssiz
     """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step m / (rs sqrt(v) + eps) (see
     fb_adam_step)."""
     cdef Py_ssize_t i
-    cdef double mi, vi, pi
+    cdef double r2 = sqrt(1 - b2)
+    cdef floating b1f = <floating>b1, b2f = <floating>b2, c1 = <floating>(1 - b1)
+    cdef floating c1wd = <floating>((1 - b1) * wd), r2f = <floating>r2, r2wd = <floating>(r2 * wd)
+    cdef floating stepf = <floating>step, rsf = <floating>rs, epsf = <floating>eps
     for i in range(size):
-        mi = m[i]
-        vi = v[i]
-        pi = fb_adam_step(p[i], fb_decayed(g[i], p[i], wd), &mi, &vi, b1, b2, 1 - b1, 1 - b2,
-                          step, rs, eps)
-        m[i] = <floating>mi
-        v[i] = <floating>vi
-        p[i] = <floating>pi
+        if floating is float:
+            p[i] = fb_adam_step_f(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2f, r2wd, stepf,
+                                  rsf, epsf)
+        else:
+            p[i] = fb_adam_step_d(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2f, r2wd, stepf,
+                                  rsf, epsf)
 
 
 cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
