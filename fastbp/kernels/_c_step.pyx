@@ -13,7 +13,7 @@ An optimizer step is one fused pass over the parameter and its state, in place, 
 computed in double and rounded once.
 """
 cimport numpy as cnp
-from libc.math cimport log, sqrt
+from libc.math cimport log
 
 from fastbp.kernels._c_activation cimport v_exp, v_log1p_pos, v_max
 from fastbp.kernels._c_common cimport (CHUNK, LANES, check, check_like, data, dim, fail, float_type,
@@ -41,6 +41,10 @@ cdef extern from "_formulas.h" nogil:
     double fb_adam_step_d(double p, double g, double* m, double* v, double b1, double b2,
                           double c1, double c1wd, double r2, double r2wd, double step, double rs,
                           double eps)
+    ctypedef struct fb_step_consts:
+        double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps
+    fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1, double b2,
+                                     double eps)
     void fb_adam_scales(double lr, double b1, double b2, long t, double* step, double* rs)
 
 # The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
@@ -209,7 +213,8 @@ cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, doub
               double mu, bint nesterov, double wd) noexcept nogil:
     """g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g); without v: p -= lr g."""
     cdef Py_ssize_t i
-    cdef floating lrf = <floating>lr, lrwd = <floating>(lr * wd), muf = <floating>mu
+    cdef fb_step_consts k = fb_step_constants(lr, wd, mu, 0, 0, 0)
+    cdef floating lrf = <floating>k.lr, lrwd = <floating>k.lrwd, muf = <floating>k.mu
     if v == NULL:
         for i in range(size):
             if floating is float:
@@ -225,21 +230,21 @@ cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, doub
 
 
 cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t size,
-               double b1, double b2, double step, double rs, double eps,
+               double lr, double b1, double b2, double step, double rs, double eps,
                double wd) noexcept nogil:
     """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step m / (rs sqrt(v) + eps) (see
     fb_adam_step)."""
     cdef Py_ssize_t i
-    cdef double r2 = sqrt(1 - b2)
-    cdef floating b1f = <floating>b1, b2f = <floating>b2, c1 = <floating>(1 - b1)
-    cdef floating c1wd = <floating>((1 - b1) * wd), r2f = <floating>r2, r2wd = <floating>(r2 * wd)
-    cdef floating stepf = <floating>step, rsf = <floating>rs, epsf = <floating>eps
+    cdef fb_step_consts k = fb_step_constants(lr, wd, 0, b1, b2, eps)
+    cdef floating b1f = <floating>k.b1, b2f = <floating>k.b2, c1 = <floating>k.c1
+    cdef floating c1wd = <floating>k.c1wd, r2 = <floating>k.r2, r2wd = <floating>k.r2wd
+    cdef floating stepf = <floating>step, rsf = <floating>rs, epsf = <floating>k.eps
     for i in range(size):
         if floating is float:
-            p[i] = fb_adam_step_f(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2f, r2wd, stepf,
+            p[i] = fb_adam_step_f(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2, r2wd, stepf,
                                   rsf, epsf)
         else:
-            p[i] = fb_adam_step_d(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2f, r2wd, stepf,
+            p[i] = fb_adam_step_d(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2, r2wd, stepf,
                                   rsf, epsf)
 
 
@@ -286,8 +291,8 @@ def adam_update(param, grad, m, v, long step, double lr, double beta1, double be
     cdef char* pv = data(v)
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, beta1, beta2, step_size, rs,
-                 eps, weight_decay)
-        else:
-            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, beta1, beta2, step_size,
+            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, lr, beta1, beta2, step_size,
                  rs, eps, weight_decay)
+        else:
+            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, lr, beta1, beta2,
+                 step_size, rs, eps, weight_decay)

@@ -170,6 +170,16 @@ FB_STEP_MATH(double, _d, sqrt)
 #define fb_adam_step(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)                     \
     FB_GENERIC(fb_adam_step, p)(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)
 
+/* The loop constants of the steps above, from the hyperparameters (the scalings' one home;
+ * callers convert each to the parameter's type) */
+typedef struct { double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps; } fb_step_consts;
+static inline fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1,
+                                               double b2, double eps)
+{
+    double r2 = sqrt(1 - b2);
+    fb_step_consts k = {lr, lr * wd, mu, b1, b2, 1 - b1, (1 - b1) * wd, r2, r2 * wd, eps};
+    return k;
+}
 /* Adam's loop constants for step t >= 1: step = lr / (1 - b1^t), rs = 1 / sqrt(1 - b2^t) */
 static inline void fb_adam_scales(double lr, double b1, double b2, long t, double *step, double *rs)
 {
