@@ -759,7 +759,9 @@ FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const 
             if (lab) {
                 intptr_t c = lab[rows[i]];
                 value = ((double)o[c] - (double)mx) - lse;
-                for (j = 0; j < k; j++) g[j] = (g[j] * p - (j == c ? (REAL)1 : (REAL)0)) * scale;
+                REAL ps = p * scale; /* softmax / n, the label less 1 / n (as the kernel) */
+                for (j = 0; j < k; j++) g[j] = g[j] * ps;
+                g[c] -= scale;
             } else {
                 double t_sum = 0;
                 for (j = 0; j < k; j++) {

@@ -95,7 +95,7 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
     and lse = log sum_j exp(s_j); t is a row of ``t`` or the one-hot of ``labels``.
     g = (softmax(o) - t) / n."""
     cdef Py_ssize_t i, j, label = -1
-    cdef floating top, p, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef floating top, p
     cdef floating scale = 1 / n
     cdef double value = 0, lse, s, t_sum = 0
     if k == 0:
@@ -122,8 +122,10 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
             t += k
         else:
             value -= lse
+            p = p * scale  # g = softmax(o) / n, then the label's entry less 1 / n (the engine's)
             for j in range(k):
-                g[j] = (g[j] * p - (one if j == label else zero)) * scale
+                g[j] = g[j] * p
+            g[label] -= scale
         o += k
         g += k
     return -value
