@@ -84,7 +84,8 @@ def test_gelu_engine_exact_in_the_left_tail():
 
 @pytest.mark.parametrize("backend", _backends())
 def test_adam_kernel_with_a_gradient_of_1e20(backend):
-    """g^2 = 1e40 overflows float32 but not the update in double: step t = 1 moves p by -lr."""
+    """g^2 = 1e40 overflows float32, (sqrt(1 - b2) g)^2 = v = 1e37 does not (the float32 step
+    scales before squaring): step t = 1 moves p by -lr."""
     if backend == "compiled":
         require_compiled()
     p = np.zeros(3, np.float32)
@@ -113,6 +114,21 @@ def test_adam_engine_with_a_gradient_of_1e20():
     assert float(layer.W[0, 0]) == pytest.approx(-0.01, rel=1e-6)  # old engine: 0 (v = inf)
     assert float(layer.b[0]) == pytest.approx(-0.01, rel=1e-6)
     assert float(opt.v[0][0, 0]) == pytest.approx(1e-3 * 1e40, rel=1e-6)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_engine_momentum_with_a_decay_term_of_1e39(nesterov):
+    """W = 1e38, weight decay 10: wd W = 1e39 overflows float32, the step does not (the decay
+    enters as (lr wd) W): velocity -lr wd W = -5e37, W + v = 5e37 (Nesterov: W + mu v + v)."""
+    net, _ = _engine_net("identity", 1, 1, np.full((1, 1), 1e38), np.zeros(1))
+    opt = SGD(net.params(), lr=0.05, momentum=0.5, nesterov=nesterov, weight_decay=10.0)
+    X, Y = np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)  # zero gradients
+    with fastbp.use_backend("compiled"):
+        trainer = engine.make_trainer(net, "squared_error", opt, 1)
+        assert trainer is not None
+        trainer.train_epoch(X, Y, np.arange(1, dtype=np.intp), np.zeros(1))
+    want = 2.5e37 if nesterov else 5e37
+    assert float(net.layers[0].W[0, 0]) == pytest.approx(want, rel=1e-6)
 
 
 @pytest.mark.parametrize("backend", _backends())

@@ -593,7 +593,8 @@ def test_squared_error_exact_where_float32_squares_overflow(dtype, backend):
 @dtypes
 def test_optimizer_steps_exact_where_float32_intermediates_overflow(dtype, backend):
     """Adam with g = 1e20 (g^2 overflows float32, v = 1e37 does not) moves by lr; SGD's decay
-    term wd p = 1e39 overflows float32, the new p = p (1 - lr wd) does not."""
+    term wd p = 1e39 overflows float32, the new p = p (1 - lr wd) (and momentum's velocity
+    -lr wd p) does not."""
     param, grad = np.full((1, 2), 1.0, dtype), np.array([[1e20, -1e20]], dtype)
     m, v = np.zeros_like(param), np.zeros_like(param)
     kernels.adam_update(param, grad, m, v, step=1, lr=0.01)
@@ -606,3 +607,9 @@ def test_optimizer_steps_exact_where_float32_intermediates_overflow(dtype, backe
     want = param.astype(float) * 0.5
     kernels.sgd_update(param, np.zeros_like(param), lr=0.05, weight_decay=10.0)
     assert_exact(param, want, dtype, rtol, "sgd param")
+    for nesterov in (False, True):  # the decay term 1e39 inside the velocity, too
+        param, velocity = np.full((1, 2), 1e38, dtype), np.zeros((1, 2), dtype)
+        kernels.sgd_update(param, np.zeros_like(param), velocity, lr=0.05, momentum=0.5,
+                           nesterov=nesterov, weight_decay=10.0)
+        assert_exact(velocity, [[-5e37, -5e37]], dtype, rtol, "momentum velocity")
+        assert_exact(param, [[2.5e37 if nesterov else 5e37] * 2], dtype, rtol, "momentum param")

@@ -333,7 +333,7 @@ typedef struct fb_net {
     int dWs_threads;               /* threads it has room for */
     void *s1[2 * FB_MAXL], *s2[2 * FB_MAXL]; /* velocity, or Adam's m and v */
     double wd[2 * FB_MAXL];
-    double lr, mom, b1, b2, eps, one_b1, one_b2;
+    double lr, mom, b1, b2, eps;
     long t;                        /* optimizer steps before this call */
     int p_lo[FB_MAXL][FB_MAXT + 1]; /* rows of dW per thread */
     int k_lo[FB_MAXL][FB_MAXT + 1]; /* entries of db per thread */
@@ -387,7 +387,7 @@ FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
         N->U[g] = (void *)(uintptr_t)D->U[g];
     }
     N->lr = D->lr; N->mom = D->momentum; N->b1 = D->beta1; N->b2 = D->beta2;
-    N->eps = D->eps; N->one_b1 = 1.0 - D->beta1; N->one_b2 = 1.0 - D->beta2;
+    N->eps = D->eps;
     for (int q = 0; q < 2 * L; q++) {
         N->wd[q] = D->wd[q];
         N->s1[q] = (void *)(uintptr_t)D->s1[q];
@@ -704,12 +704,16 @@ FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const 
             for (j = 0; j < k; j++) mx = o[j] > mx ? o[j] : mx;
             R(exp_shifted)(k, o, mx, g);
             for (j = 0; j < k; j++) s += g[j];
-            double lse = log((double)s), value = 0;
+            /* log in REAL: s is a REAL sum (a few ulps), so a double log would add no accuracy
+             * worth its cost (a double log per row was 4% of a 64-32-10 step) */
+            double lse = _Generic(s, float: logf, default: log)(s), value = 0;
             REAL p = 1 / s;
             if (lab) {
                 intptr_t c = lab[rows[i]];
                 value = ((double)o[c] - (double)mx) - lse;
-                for (j = 0; j < k; j++) g[j] = (g[j] * p - (j == c ? (REAL)1 : (REAL)0)) * scale;
+                REAL ps = p * scale; /* softmax / n, the label less 1 / n (as the kernel) */
+                for (j = 0; j < k; j++) g[j] = g[j] * ps;
+                g[c] -= scale;
             } else {
                 double t_sum = 0;
                 for (j = 0; j < k; j++) {
@@ -779,47 +783,44 @@ FB_CLONES_T static double R(sum_squares)(long count, const REAL *x)
 #undef FB_VL
 
 /* Optimizer update of count entries of one parameter, each element by _formulas.h's step in
- * double, as the kernels (h = lr, decay, momentum, beta1, beta2, 1 - beta1, 1 - beta2, eps, and
- * Adam's step and rs, see fb_adam_scales): plain loops, which gcc vectorises. */
+ * REAL, as the kernels (k: fb_step_constants; step, rs: Adam's, see fb_adam_scales): plain
+ * loops, which gcc vectorises. */
 FB_CLONES_T static void R(update_elements)(int opt, long count, REAL *restrict p,
                                            const REAL *restrict g, REAL *restrict s1,
-                                           REAL *restrict s2, const double *h)
+                                           REAL *restrict s2, const fb_step_consts *k,
+                                           double step, double rs)
 {
-    double lr = h[0], wd = h[1], mom = h[2], b1 = h[3], b2 = h[4], c1 = h[5], c2 = h[6];
-    double eps = h[7], step = h[8], rs = h[9];
+    REAL lr = (REAL)k->lr, lrwd = (REAL)k->lrwd, mu = (REAL)k->mu;
     if (opt == FB_ADAM) {
-        for (long i = 0; i < count; i++) {
-            double m = s1[i], v = s2[i];
-            double pn = fb_adam_step(p[i], fb_decayed(g[i], p[i], wd), &m, &v, b1, b2, c1, c2,
-                                     step, rs, eps);
-            s1[i] = (REAL)m;
-            s2[i] = (REAL)v;
-            p[i] = (REAL)pn;
-        }
+        REAL b1 = (REAL)k->b1, b2 = (REAL)k->b2, c1 = (REAL)k->c1, c1wd = (REAL)k->c1wd;
+        REAL r2 = (REAL)k->r2, r2wd = (REAL)k->r2wd, eps = (REAL)k->eps;
+        REAL st = (REAL)step, rsr = (REAL)rs;
+        for (long i = 0; i < count; i++)
+            p[i] = fb_adam_step(p[i], g[i], &s1[i], &s2[i], b1, b2, c1, c1wd, r2, r2wd, st, rsr,
+                                eps);
     } else if (opt == FB_SGD) {
-        for (long i = 0; i < count; i++) p[i] = (REAL)fb_sgd_step(p[i], fb_decayed(g[i], p[i], wd), lr);
+        for (long i = 0; i < count; i++) p[i] = fb_sgd_step(p[i], g[i], lr, lrwd);
     } else { /* the velocity lives in s1 */
         int nesterov = opt == FB_NESTEROV;
-        for (long i = 0; i < count; i++) {
-            double v = s1[i];
-            double pn = fb_momentum_step(p[i], fb_decayed(g[i], p[i], wd), &v, mom, lr, nesterov);
-            s1[i] = (REAL)v;
-            p[i] = (REAL)pn;
-        }
+        for (long i = 0; i < count; i++)
+            p[i] = fb_momentum_step(p[i], g[i], &s1[i], mu, lr, lrwd, nesterov);
     }
 }
 
-/* The update of one parameter's count entries; sums[0] += ||g||^2 (the gradient before the
- * decay term), sums[1] += ||p_new||^2.  Block by block, so that the sums read g and p from L1
- * (one pass over memory, as a fused loop; a fused loop's sums would not vectorise). */
+/* The update of one parameter's count entries; *gsum += ||g||^2 (the gradient before the decay
+ * term) and *psum += ||p_new||^2, each only when asked for (non-NULL: the gradient norm is
+ * recorded for weights only, the penalty needs ||p||^2 only under a decay).  Block by block, so
+ * that the sums read g and p from L1 (one pass over memory, as a fused loop; a fused loop's sums
+ * would not vectorise). */
 static void R(update)(int opt, long count, REAL *p, const REAL *g, REAL *s1, REAL *s2,
-                      const double *h, double *sums)
+                      const fb_step_consts *k, const double *adam, double *gsum, double *psum)
 {
     for (long i = 0; i < count; i += 1024) {
         long c = count - i < 1024 ? count - i : 1024;
-        sums[0] += R(sum_squares)(c, g + i);
-        R(update_elements)(opt, c, p + i, g + i, s1 ? s1 + i : NULL, s2 ? s2 + i : NULL, h);
-        sums[1] += R(sum_squares)(c, p + i);
+        if (gsum) *gsum += R(sum_squares)(c, g + i);
+        R(update_elements)(opt, c, p + i, g + i, s1 ? s1 + i : NULL, s2 ? s2 + i : NULL, k,
+                           adam[0], adam[1]);
+        if (psum) *psum += R(sum_squares)(c, p + i);
     }
 }
 
@@ -894,9 +895,9 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
 static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, int last)
 {
     REAL *scratch = N->dWs && tid < N->dWs_threads && !last ? FB_P(N->dWs) + tid * N->dWs_size : NULL;
-    double h[10] = {N->lr, 0, N->mom, N->b1, N->b2, N->one_b1, N->one_b2, N->eps, 1, 1};
-    double pen = 0;
-    if (N->opt == FB_ADAM) fb_adam_scales(N->lr, N->b1, N->b2, step, &h[8], &h[9]);
+    double adam[2] = {1, 1}, pen = 0, wd; /* Adam's step and rs */
+    fb_step_consts sc; /* the step constants of each parameter (its decay) */
+    if (N->opt == FB_ADAM) fb_adam_scales(N->lr, N->b1, N->b2, step, &adam[0], &adam[1]);
     for (int l = 0; l < N->L; l++) {
         int di = N->d[l], k = N->d[l + 1];
         int p0 = N->p_lo[l][tid], p1 = N->p_lo[l][tid + 1];
@@ -908,22 +909,26 @@ static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, in
             REAL *dW = scratch && (long)(p1 - p0) * k <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
             R(fill_rows)(p1 - p0, k, dW, NULL);
             R(gemm)(N, 'T', 'N', p1 - p0, k, nb, in + p0, di, FB_P(N->dZ[l]), k, dW, k);
-            h[1] = N->wd[2 * l];
+            wd = N->wd[2 * l];
+            sc = fb_step_constants(N->lr, wd, N->mom, N->b1, N->b2, N->eps);
             R(update)(N->opt, (long)(p1 - p0) * k, FB_P(N->W[l]) + off, dW,
                       N->s1[2 * l] ? FB_P(N->s1[2 * l]) + off : NULL,
-                      N->s2[2 * l] ? FB_P(N->s2[2 * l]) + off : NULL, h, sums);
-            pen += 0.5 * N->wd[2 * l] * sums[1];
+                      N->s2[2 * l] ? FB_P(N->s2[2 * l]) + off : NULL, &sc, adam, &sums[0],
+                      wd != 0 ? &sums[1] : NULL);
+            pen += 0.5 * wd * sums[1];
         }
         N->gn_part[tid][l] = sums[0];
         if (k1 > k0) {
-            double bs[2] = {0, 0};
+            double bs = 0;
             REAL *db = FB_P(N->db[l]);
             R(colsum)(nb, k, FB_P(N->dZ[l]), k0, k1, db);
-            h[1] = N->wd[2 * l + 1];
+            wd = N->wd[2 * l + 1];
+            sc = fb_step_constants(N->lr, wd, N->mom, N->b1, N->b2, N->eps);
             R(update)(N->opt, k1 - k0, FB_P(N->b[l]) + k0, db + k0,
                       N->s1[2 * l + 1] ? FB_P(N->s1[2 * l + 1]) + k0 : NULL,
-                      N->s2[2 * l + 1] ? FB_P(N->s2[2 * l + 1]) + k0 : NULL, h, bs);
-            pen += 0.5 * N->wd[2 * l + 1] * bs[1];
+                      N->s2[2 * l + 1] ? FB_P(N->s2[2 * l + 1]) + k0 : NULL, &sc, adam, NULL,
+                      wd != 0 ? &bs : NULL);
+            pen += 0.5 * wd * bs;
         }
     }
     N->pen_part[tid] = pen;

@@ -10,7 +10,10 @@ the output, so ``grad`` may be ``output``.
 Log-sum-exp and softplus are shifted, so logits of any finite size give finite values.
 
 An optimizer step is one fused pass over the parameter and its state, in place, each element
-computed in double and rounded once.
+computed in the parameter's type by _formulas.h's step (the engine's too), scaled so that no
+intermediate overflows where the result does not (a float32 gradient of 1e20: Adam squares
+sqrt(1 - b2) g; a decay term wd p of 1e39: it enters as (lr wd) p); within a few ulps of the
+float64 twin.
 """
 cimport numpy as cnp
 from libc.math cimport log
@@ -30,11 +33,21 @@ cdef extern from "_formulas.h" nogil:
     double fb_sigmoid_ce(double o, double t, double l)
     double fb_sigmoid_ce_grad(double o, double t, double e, double scale)
     double fb_softmax_ce_term(double t, double s)
-    double fb_decayed(double g, double p, double wd)
-    double fb_sgd_step(double p, double g, double lr)
-    double fb_momentum_step(double p, double g, double* v, double mu, double lr, bint nesterov)
-    double fb_adam_step(double p, double g, double* m, double* v, double b1, double b2, double c1,
-                        double c2, double step, double rs, double eps)
+    float fb_sgd_step_f(float p, float g, float lr, float lrwd)
+    double fb_sgd_step_d(double p, double g, double lr, double lrwd)
+    float fb_momentum_step_f(float p, float g, float* v, float mu, float lr, float lrwd,
+                             bint nesterov)
+    double fb_momentum_step_d(double p, double g, double* v, double mu, double lr, double lrwd,
+                              bint nesterov)
+    float fb_adam_step_f(float p, float g, float* m, float* v, float b1, float b2, float c1,
+                         float c1wd, float r2, float r2wd, float step, float rs, float eps)
+    double fb_adam_step_d(double p, double g, double* m, double* v, double b1, double b2,
+                          double c1, double c1wd, double r2, double r2wd, double step, double rs,
+                          double eps)
+    ctypedef struct fb_step_consts:
+        double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps
+    fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1, double b2,
+                                     double eps)
     void fb_adam_scales(double lr, double b1, double b2, long t, double* step, double* rs)
 
 # The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
@@ -82,7 +95,7 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
     and lse = log sum_j exp(s_j); t is a row of ``t`` or the one-hot of ``labels``.
     g = (softmax(o) - t) / n."""
     cdef Py_ssize_t i, j, label = -1
-    cdef floating top, p, one = 1, zero = 0  # typed constants: a literal 1 would be a C double
+    cdef floating top, p
     cdef floating scale = 1 / n
     cdef double value = 0, lse, s, t_sum = 0
     if k == 0:
@@ -109,8 +122,10 @@ cdef double softmax_cross_entropy(const floating* o, const floating* t, const Py
             t += k
         else:
             value -= lse
+            p = p * scale  # g = softmax(o) / n, then the label's entry less 1 / n (the engine's)
             for j in range(k):
-                g[j] = (g[j] * p - (one if j == label else zero)) * scale
+                g[j] = g[j] * p
+            g[label] -= scale
         o += k
         g += k
     return -value
@@ -196,39 +211,46 @@ def loss(name, output, target, grad):
 
 
 # ---------------------------------------------------------------------------- optimizers
-# Each element's step is _formulas.h's, in double, rounded once into the arrays (a float32
-# gradient of 1e20 has a square that overflows float32 but not the state v), as in the twins.
+# Each element's step is _formulas.h's, in the parameter's type (the decay and Adam's square
+# scaled first, so that a float32 gradient of 1e20 or a decay term of 1e39 overflows nothing the
+# result does not), as the engine's.
 cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, double lr,
               double mu, bint nesterov, double wd) noexcept nogil:
     """g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g); without v: p -= lr g."""
     cdef Py_ssize_t i
-    cdef double gi, vi
+    cdef fb_step_consts k = fb_step_constants(lr, wd, mu, 0, 0, 0)
+    cdef floating lrf = <floating>k.lr, lrwd = <floating>k.lrwd, muf = <floating>k.mu
     if v == NULL:
         for i in range(size):
-            p[i] = <floating>fb_sgd_step(p[i], fb_decayed(g[i], p[i], wd), lr)
+            if floating is float:
+                p[i] = fb_sgd_step_f(p[i], g[i], lrf, lrwd)
+            else:
+                p[i] = fb_sgd_step_d(p[i], g[i], lrf, lrwd)
     else:
         for i in range(size):
-            vi = v[i]
-            gi = fb_momentum_step(p[i], fb_decayed(g[i], p[i], wd), &vi, mu, lr, nesterov)
-            v[i] = <floating>vi
-            p[i] = <floating>gi
+            if floating is float:
+                p[i] = fb_momentum_step_f(p[i], g[i], &v[i], muf, lrf, lrwd, nesterov)
+            else:
+                p[i] = fb_momentum_step_d(p[i], g[i], &v[i], muf, lrf, lrwd, nesterov)
 
 
 cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t size,
-               double b1, double b2, double step, double rs, double eps,
+               double lr, double b1, double b2, double step, double rs, double eps,
                double wd) noexcept nogil:
     """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step m / (rs sqrt(v) + eps) (see
     fb_adam_step)."""
     cdef Py_ssize_t i
-    cdef double mi, vi, pi
+    cdef fb_step_consts k = fb_step_constants(lr, wd, 0, b1, b2, eps)
+    cdef floating b1f = <floating>k.b1, b2f = <floating>k.b2, c1 = <floating>k.c1
+    cdef floating c1wd = <floating>k.c1wd, r2 = <floating>k.r2, r2wd = <floating>k.r2wd
+    cdef floating stepf = <floating>step, rsf = <floating>rs, epsf = <floating>k.eps
     for i in range(size):
-        mi = m[i]
-        vi = v[i]
-        pi = fb_adam_step(p[i], fb_decayed(g[i], p[i], wd), &mi, &vi, b1, b2, 1 - b1, 1 - b2,
-                          step, rs, eps)
-        m[i] = <floating>mi
-        v[i] = <floating>vi
-        p[i] = <floating>pi
+        if floating is float:
+            p[i] = fb_adam_step_f(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2, r2wd, stepf,
+                                  rsf, epsf)
+        else:
+            p[i] = fb_adam_step_d(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2, r2wd, stepf,
+                                  rsf, epsf)
 
 
 cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
@@ -274,8 +296,8 @@ def adam_update(param, grad, m, v, long step, double lr, double beta1, double be
     cdef char* pv = data(v)
     with nogil:
         if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, beta1, beta2, step_size, rs,
-                 eps, weight_decay)
-        else:
-            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, beta1, beta2, step_size,
+            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, lr, beta1, beta2, step_size,
                  rs, eps, weight_decay)
+        else:
+            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, lr, beta1, beta2,
+                 step_size, rs, eps, weight_decay)

@@ -17,8 +17,8 @@
  *   - sigmoid's and tanh's slopes from A in double (an A outside [0, 1] must not overflow them;
  *     (1 - A)(1 + A): 1 - A^2 would cancel near |A| = 1);
  *   - loss terms in double (a float32 difference of 6e38, a square of 1e30 are finite there);
- *   - optimizer steps in double per element, rounded once (a float32 gradient of 1e20 has a
- *     square that overflows float32, not the double state update).
+ *   - optimizer steps in the parameter's type, scaled before squaring or decaying (a float32
+ *     gradient of 1e20 has a square that overflows float32; sqrt(1 - b2) times it does not).
  */
 #ifndef FASTBP_FORMULAS_H
 #define FASTBP_FORMULAS_H
@@ -163,30 +163,55 @@ FB_ELEMENT_MATH(double, _d)
 static inline double fb_softmax_ce_term(double t, double s) { return t * (s < -DBL_MAX ? -DBL_MAX : s); }
 
 /* ------------------------------------------------------------ optimizer steps, per element */
-/* In double; the caller rounds the results once into its arrays.  g is the gradient with the
- * weight decay in (fb_decayed: wd p added only when wd != 0, so that a decay of 0 leaves an
- * infinite p's gradient alone). */
-static inline double fb_decayed(double g, double p, double wd) { return wd != 0 ? g + wd * p : g; }
-/* SGD: p - lr g */
-static inline double fb_sgd_step(double p, double g, double lr) { return p - lr * g; }
-/* momentum: v = mu v - lr g; p + v (Nesterov: p + mu v - lr g) */
-static inline double fb_momentum_step(double p, double g, double *v, double mu, double lr,
-                                      int nesterov)
-{
-    double vi = *v * mu - lr * g;
-    *v = vi;
-    return p + (nesterov ? mu * vi - lr * g : vi);
+/* In the parameter's type T (float: 8-wide vectors; within an ulp or two of the float64 twin).  g
+ * is the raw gradient; the weight decay enters scaled, as sw p with sw = s wd taken out of the
+ * loop (lr wd for SGD, (1 - b1) wd and sqrt(1 - b2) wd for Adam), so that no intermediate is
+ * larger than the result it makes: wd p = 1e39 would overflow float32, lr wd p = 5e37 does not.
+ * sw = 0 (no decay) adds nothing, even to an infinite p.  Likewise Adam squares sqrt(1 - b2) g,
+ * not g: (1e20)^2 overflows float32, (0.0316 1e20)^2 = v does not; the square overflows only
+ * where v itself would. */
+#define FB_STEP_MATH(T, S, SQRT)                                                                 \
+static inline T fb_decay##S(T p, T sw) { return sw != 0 ? sw * p : 0; }                         \
+/* SGD: p - lr (g + wd p) */                                                                    \
+static inline T fb_sgd_step##S(T p, T g, T lr, T lrwd)                                           \
+{ return p - (lr * g + fb_decay##S(p, lrwd)); }                                                 \
+/* momentum: v = mu v - lr (g + wd p); p + v (Nesterov: p + mu v - lr (g + wd p)) */            \
+static inline T fb_momentum_step##S(T p, T g, T *v, T mu, T lr, T lrwd, int nesterov)            \
+{                                                                                               \
+    T s = lr * g + fb_decay##S(p, lrwd), vi = *v * mu - s;                                      \
+    *v = vi;                                                                                    \
+    return p + (nesterov ? mu * vi - s : vi);                                                   \
+}                                                                                               \
+/* Adam: m = b1 m + c1 gd; v = b2 v + (r2 gd)^2 (c1 = 1 - b1, r2 = sqrt(1 - b2), gd = g + wd p); \
+ * p - step m / (rs sqrt(v) + eps), which is lr (m / bc1) / (sqrt(v / bc2) + eps) with          \
+ * step = lr / bc1 and rs = 1 / sqrt(bc2) (bc = 1 - beta^t) out of the loop: one division. */  \
+static inline T fb_adam_step##S(T p, T g, T *m, T *v, T b1, T b2, T c1, T c1wd, T r2, T r2wd,   \
+                                T step, T rs, T eps)                                            \
+{                                                                                               \
+    T mi = *m * b1 + (c1 * g + fb_decay##S(p, c1wd)), gs = r2 * g + fb_decay##S(p, r2wd);       \
+    T vi = *v * b2 + gs * gs;                                                                   \
+    *m = mi;                                                                                    \
+    *v = vi;                                                                                    \
+    return p - step * mi / (rs * SQRT(vi) + eps);                                               \
 }
-/* Adam: m = b1 m + c1 g; v = b2 v + c2 g^2; p - step m / (rs sqrt(v) + eps), which is
- * lr (m / bc1) / (sqrt(v / bc2) + eps) with c1 = 1 - b1, c2 = 1 - b2, step = lr / bc1 and
- * rs = 1 / sqrt(bc2) (bc = 1 - beta^t) taken out of the loop: one division per element. */
-static inline double fb_adam_step(double p, double g, double *m, double *v, double b1, double b2,
-                                  double c1, double c2, double step, double rs, double eps)
+
+FB_STEP_MATH(float, _f, sqrtf)
+FB_STEP_MATH(double, _d, sqrt)
+#undef FB_STEP_MATH
+#define fb_sgd_step(p, g, lr, lrwd) FB_GENERIC(fb_sgd_step, p)(p, g, lr, lrwd)
+#define fb_momentum_step(p, g, v, mu, lr, lrwd, nes) FB_GENERIC(fb_momentum_step, p)(p, g, v, mu, lr, lrwd, nes)
+#define fb_adam_step(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)                     \
+    FB_GENERIC(fb_adam_step, p)(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)
+
+/* The loop constants of the steps above, from the hyperparameters (the scalings' one home;
+ * callers convert each to the parameter's type) */
+typedef struct { double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps; } fb_step_consts;
+static inline fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1,
+                                               double b2, double eps)
 {
-    double mi = *m * b1 + c1 * g, vi = *v * b2 + c2 * (g * g);
-    *m = mi;
-    *v = vi;
-    return p - step * mi / (rs * sqrt(vi) + eps);
+    double r2 = sqrt(1 - b2);
+    fb_step_consts k = {lr, lr * wd, mu, b1, b2, 1 - b1, (1 - b1) * wd, r2, r2 * wd, eps};
+    return k;
 }
 /* Adam's loop constants for step t >= 1: step = lr / (1 - b1^t), rs = 1 / sqrt(1 - b2^t) */
 static inline void fb_adam_scales(double lr, double b1, double b2, long t, double *step, double *rs)
