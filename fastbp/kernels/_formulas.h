@@ -193,6 +193,29 @@ static inline T fb_adam_step##S(T p, T g, T *m, T *v, T b1, T b2, T c1, T c1wd, 
     *m = mi;                                                                                    \
     *v = vi;                                                                                    \
     return p - step * mi / (rs * SQRT(vi) + eps);                                               \
+}                                                                                               \
+/* RMSprop (PyTorch's): gd = g + wd p; v = a v + (r gd)^2 (r = sqrt(1 - a)); centered: ga = a ga  \
+ * + c gd (c = 1 - a), d = sqrt(max(v - ga^2, 0)) + eps (the max: v >= ga^2 but for rounding),  \
+ * else d = sqrt(v) + eps; momentum (b != NULL): b = mu b + gd / d, p - lr b; else p - lr gd / d \
+ * (lr gd as lr g + lrwd p).  ga, b: NULL when not centered, without momentum. */               \
+static inline T fb_rmsprop_step##S(T p, T g, T *v, T *ga, T *b, T a, T r, T rwd, T c, T cwd,     \
+                                   T lr, T lrwd, T wd, T mu, T eps)                             \
+{                                                                                               \
+    T gs = r * g + fb_decay##S(p, rwd), vi = *v * a + gs * gs, var = vi, d;                     \
+    *v = vi;                                                                                    \
+    if (ga) {                                                                                   \
+        T gi = *ga * a + (c * g + fb_decay##S(p, cwd));                                         \
+        *ga = gi;                                                                               \
+        var = vi - gi * gi;                                                                     \
+        var = var > 0 ? var : 0;                                                                \
+    }                                                                                           \
+    d = SQRT(var) + eps;                                                                        \
+    if (b) {                                                                                    \
+        T bi = *b * mu + (g + fb_decay##S(p, wd)) / d;                                          \
+        *b = bi;                                                                                \
+        return p - lr * bi;                                                                     \
+    }                                                                                           \
+    return p - (lr * g + fb_decay##S(p, lrwd)) / d;                                             \
 }
 
 FB_STEP_MATH(float, _f, sqrtf)
@@ -203,8 +226,12 @@ FB_STEP_MATH(double, _d, sqrt)
 #define fb_adam_step(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)                     \
     FB_GENERIC(fb_adam_step, p)(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)
 
+#define fb_rmsprop_step(p, g, v, ga, b, a, r, rwd, c, cwd, lr, lrwd, wd, mu, eps)              \
+    FB_GENERIC(fb_rmsprop_step, p)(p, g, v, ga, b, a, r, rwd, c, cwd, lr, lrwd, wd, mu, eps)
+
 /* The loop constants of the steps above, from the hyperparameters (the scalings' one home;
- * callers convert each to the parameter's type) */
+ * callers convert each to the parameter's type).  RMSprop's: b1 = b2 = alpha, so that c1, c1wd
+ * are its c, c wd and r2, r2wd its r, r wd. */
 typedef struct { double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps; } fb_step_consts;
 static inline fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1,
                                                double b2, double eps)
