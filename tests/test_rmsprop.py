@@ -203,3 +203,35 @@ def test_every_estimator_trains_with_rmsprop(make):
         assert curve[-1] < curve[0]
     else:
         assert isinstance(model._d_optimizer, RMSprop)
+
+
+def test_eps_that_vanishes_in_the_dtype_refused(backend):
+    p, g, v = np.ones(2, np.float32), np.ones(2, np.float32), np.zeros(2, np.float32)
+    with pytest.raises(ValueError, match="eps must be >= .* for float32"):
+        kernels.rmsprop_update(p, g, v, eps=1e-40)
+    np.testing.assert_array_equal(p, 1)
+    p64 = np.ones(2)
+    kernels.rmsprop_update(p64, np.ones(2), np.zeros(2), eps=1e-40, lr=0.1)  # normal in float64
+    np.testing.assert_allclose(p64, 1 - 0.1 / math.sqrt(1 - 0.99), atol=1e-12)
+
+
+def test_centered_overflowing_square_avg_is_not_nan(backend):
+    """float32: v = (0.1 * 3e37)^2 overflows (as the float64 twin's does when stored); the
+    centered divisor is inf there, not inf - inf = NaN: the step is 0, as PyTorch's ratio
+    g / sqrt(v - ga^2) tends to for a growing v."""
+    p, g = np.ones(3, np.float32), np.full(3, 3e37, np.float32)
+    v, ga = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    with np.errstate(over="ignore"):
+        kernels.rmsprop_update(p, g, v, ga, centered=True, lr=0.01)
+    assert np.isinf(v).all() and np.isfinite(ga).all()
+    assert np.isfinite(p).all()
+
+
+def test_zero_lr_leaves_param(backend):
+    """lr = 0: the state moves, the parameter does not, even where the divided step overflows."""
+    p, g = np.array([1.0, -2.0]), np.array([1e300, 3.0])
+    v, buf = np.zeros(2), np.zeros(2)
+    with np.errstate(over="ignore"):
+        kernels.rmsprop_update(p, g, v, None, buf, lr=0.0, eps=1e-300, momentum=0.9)
+    np.testing.assert_array_equal(p, [1.0, -2.0])
+    np.testing.assert_allclose(v, [np.inf, (1 - 0.99) * 9.0])

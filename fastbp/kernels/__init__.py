@@ -362,10 +362,12 @@ def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None,
     momentum_buffer : array like square_avg, or None
         Required when ``momentum > 0``, unused otherwise.
     lr : float >= 0, default 0.01
+        0 leaves param unchanged (the state buffers still update).
     alpha : float in [0, 1), default 0.99
         Smoothing constant of the running means.
     eps : float > 0, default 1e-8
-        Added to the root mean square (the divisor).
+        Added to the root mean square (the divisor); at least the smallest normal number of
+        param's dtype.
     weight_decay : float >= 0, default 0
         The step uses ``grad + weight_decay * param``.
     momentum : float >= 0, default 0
@@ -399,6 +401,10 @@ def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None,
     work, (grad, square_avg, grad_avg, momentum_buffer) = _param_set(
         param, [(grad, "grad", False), (square_avg, "square_avg", True), (grad_avg, "grad_avg", True),
                 (momentum_buffer, "momentum_buffer", True)])
+    tiny = float(np.finfo(work.dtype).tiny)
+    if eps < tiny:
+        raise ValueError(f"eps must be >= {tiny} for {work.dtype} params (a smaller eps vanishes "
+                         f"in the divisor), got {eps}")
     grad, = unaliased("rmsprop_update", dict(grad=grad),
                       dict(param=work, square_avg=square_avg, grad_avg=grad_avg,
                            momentum_buffer=momentum_buffer))

@@ -45,11 +45,10 @@ cdef extern from "_formulas.h" nogil:
                           double c1, double c1wd, double r2, double r2wd, double step, double rs,
                           double eps)
     float fb_rmsprop_step_f(float p, float g, float* v, float* ga, float* b, float a, float r,
-                            float rwd, float c, float cwd, float lr, float lrwd, float wd,
-                            float mu, float eps)
+                            float rwd, float c, float cwd, float lr, float wd, float mu, float eps)
     double fb_rmsprop_step_d(double p, double g, double* v, double* ga, double* b, double a,
-                             double r, double rwd, double c, double cwd, double lr, double lrwd,
-                             double wd, double mu, double eps)
+                             double r, double rwd, double c, double cwd, double lr, double wd,
+                             double mu, double eps)
     ctypedef struct fb_step_consts:
         double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps
     fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1, double b2,
@@ -268,7 +267,7 @@ cdef void rmsprop(floating* p, const floating* g, floating* v, floating* ga, flo
     cdef fb_step_consts k = fb_step_constants(lr, wd, mu, alpha, alpha, eps)
     cdef floating a = <floating>alpha, r = <floating>k.r2, rwd = <floating>k.r2wd
     cdef floating c = <floating>k.c1, cwd = <floating>k.c1wd, lrf = <floating>k.lr
-    cdef floating lrwd = <floating>k.lrwd, wdf = <floating>wd, muf = <floating>k.mu
+    cdef floating wdf = <floating>wd, muf = <floating>k.mu
     cdef floating epsf = <floating>k.eps
     cdef floating* gai = NULL
     cdef floating* bi = NULL
@@ -278,11 +277,11 @@ cdef void rmsprop(floating* p, const floating* g, floating* v, floating* ga, flo
         if buf != NULL:
             bi = &buf[i]
         if floating is float:
-            p[i] = fb_rmsprop_step_f(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, lrwd, wdf,
-                                     muf, epsf)
+            p[i] = fb_rmsprop_step_f(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, wdf, muf,
+                                     epsf)
         else:
-            p[i] = fb_rmsprop_step_d(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, lrwd, wdf,
-                                     muf, epsf)
+            p[i] = fb_rmsprop_step_d(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, wdf, muf,
+                                     epsf)
 
 
 cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:

@@ -311,8 +311,9 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
                    weight_decay, momentum):
     """In place RMSprop as torch.optim.RMSprop: g = grad + weight_decay * param;
     v = alpha v + (1-alpha) g^2; centered (grad_avg given): ga = alpha ga + (1-alpha) g and
-    d = sqrt(max(v - ga^2, 0)) + eps (the max only catches rounding: v >= ga^2), else
-    d = sqrt(v) + eps; with momentum_buffer b: b = momentum b + g / d, param -= lr b; without:
+    d = sqrt(v - ga^2) + eps, computed as sqrt(max(s - |ga|, 0)) sqrt(s + |ga|) + eps with
+    s = sqrt(v) (the max only catches rounding, v >= ga^2; a negative v, never a valid state,
+    gives NaN as uncentered), else d = sqrt(v) + eps; with momentum_buffer b: b = momentum b + g / d, param -= lr b; without:
     param -= lr g / d.
     """
     p = _wide(param)
@@ -322,9 +323,13 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
     if grad_avg is not None:
         ga = alpha * _wide(grad_avg) + (1 - alpha) * g
         np.copyto(grad_avg, ga, casting="same_kind")
-        v = np.maximum(v - ga * ga, 0.0)
-    step = g / (np.sqrt(v) + eps)
+        s, m = np.sqrt(v), np.abs(ga)
+        d = np.sqrt(np.maximum(s - m, 0.0)) * np.sqrt(s + m)
+    else:
+        d = np.sqrt(v)
+    step = g / (d + eps)
     if momentum_buffer is not None:
         step = momentum * _wide(momentum_buffer) + step
         np.copyto(momentum_buffer, step, casting="same_kind")
-    np.copyto(param, p - lr * step, casting="same_kind")
+    if lr:  # lr = 0 leaves param as it is, even beside an infinite step
+        np.copyto(param, p - lr * step, casting="same_kind")
