@@ -103,13 +103,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastbp.exceptions import ConvergenceWarning
-from fastbp.optim import SGD, Adam
+from fastbp.optim import SGD, Adam, RMSprop
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
            "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
 
-SOLVERS = ("sgd", "adam", "gd")
+SOLVERS = ("sgd", "adam", "gd", "rmsprop")
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "backtracking")
 ARMIJO_C = 1e-4
 ARMIJO_MAX_HALVINGS = 50
@@ -227,6 +227,9 @@ def make_optimizer(network, config, batch_size):
     if config.solver == "adam":
         return Adam(network.params(), lr=config.learning_rate_init, beta1=config.beta_1,
                     beta2=config.beta_2, eps=config.epsilon, weight_decay=decays)
+    if config.solver == "rmsprop":  # PyTorch's RMSprop; its alpha (smoothing) is beta_2
+        return RMSprop(network.params(), lr=config.learning_rate_init, alpha=config.beta_2,
+                       eps=config.epsilon, weight_decay=decays, momentum=config.momentum)
     momentum = 0.0 if config.learning_rate == "backtracking" else config.momentum
     return SGD(network.params(), lr=config.learning_rate_init, momentum=momentum,
                nesterov=config.nesterovs_momentum, weight_decay=decays)

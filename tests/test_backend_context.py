@@ -237,7 +237,7 @@ print(json.dumps({"backend": fastbp.backend(), "implementations": kernels.implem
 @pytest.mark.parametrize("env", ["auto", "compiled"])
 @pytest.mark.parametrize("prelude, missing, reason", [
     (MISSING_OP, ["adam_update"], "not in _c_activation, _c_linear, _c_step"),
-    (MISSING_MODULE, ["loss", "sgd_update", "adam_update"],
+    (MISSING_MODULE, ["loss", "sgd_update", "adam_update", "rmsprop_update"],
      "not in _c_activation, _c_linear; ImportError: blocked _c_step for the test"),
 ], ids=["op_not_compiled", "module_not_imported"])
 def test_a_missing_compiled_op_runs_on_its_twin_said_once(compiled, prelude, missing, reason, env):

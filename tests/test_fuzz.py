@@ -66,10 +66,13 @@ KERNELS = {
     "loss": (dict(output="nk", target="nk"), dict(out="nk")),
     "sgd_update": (dict(grad="dk"), dict(param="dk", velocity="dk")),
     "adam_update": (dict(grad="dk"), dict(param="dk", m="dk", v="dk")),
+    "rmsprop_update": (dict(grad="dk"), dict(param="dk", square_avg="dk", grad_avg="dk",
+                                             momentum_buffer="dk")),
 }
 OUT_TUPLES = {"linear_backward": ("dX", "dW", "db"), "dense_forward": ("Z", "A"),
               "dense_backward": ("dX", "dW", "db", "dZ")}
-IN_PLACE = {"sgd_update": ("param", "velocity"), "adam_update": ("param", "m", "v")}
+IN_PLACE = {"sgd_update": ("param", "velocity"), "adam_update": ("param", "m", "v"),
+            "rmsprop_update": ("param", "square_avg", "grad_avg", "momentum_buffer")}
 
 BAD_DTYPES = ["int64", "int32", "bool", "float16", "complex64", "complex128", "object", ">f8",
               ">f4", "uint8", "list"]
@@ -144,6 +147,13 @@ def kernel_cases(draw):
                     beta2=draw(_mostly([0.999, 0.0], [1.5])),
                     eps=draw(_mostly([1e-8, 1e-300, 1e30], [0.0])),
                     weight_decay=draw(st.sampled_from([0.0, 0.1])))
+    if kernel == "rmsprop_update":
+        opts.update(lr=draw(_mostly([1e-2, 0.0, 1e30], [-1.0])),
+                    alpha=draw(_mostly([0.99, 0.0, 0.999999], [1.0])),
+                    eps=draw(_mostly([1e-8, 1e-30, 1e30], [0.0, 1e-300])),
+                    weight_decay=draw(st.sampled_from([0.0, 0.1])),
+                    momentum=draw(_mostly([0.0, 0.9], [-0.5])),
+                    centered=draw(st.booleans()))
     return case
 
 
@@ -281,6 +291,9 @@ def call(case, args, made):
     settings_ = {k: v for k, v in opts.items()}
     if kernel == "sgd_update":
         return kernels.sgd_update(made["param"], args["grad"], made["velocity"], **settings_)
+    if kernel == "rmsprop_update":
+        return kernels.rmsprop_update(made["param"], args["grad"], made["square_avg"],
+                                      made["grad_avg"], made["momentum_buffer"], **settings_)
     return kernels.adam_update(made["param"], args["grad"], made["m"], made["v"], **settings_)
 
 
@@ -537,7 +550,9 @@ def test_every_kernel_is_fuzzed_with_misaligned_nonfinite_and_aliased_arguments(
                "loss": dict(name="softmax_cross_entropy", labels=None),
                "sgd_update": dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1),
                "adam_update": dict(step=1, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8,
-                                   weight_decay=0.0)}[kernel]
+                                   weight_decay=0.0),
+               "rmsprop_update": dict(lr=0.1, alpha=0.9, eps=1e-8, weight_decay=0.1,
+                                      momentum=0.9, centered=True)}[kernel]
     for dtype in ("float32", "float64"):
         for first in (dict(spec, layout="C"), "alias:0", "alias:1"):
             out_specs = {name: dict(spec, layout="C", values="normal") for name in outs}

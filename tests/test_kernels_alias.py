@@ -38,6 +38,12 @@ SPECS = {
     "adam_update": (dict(grad=2, param=2, m=2, v=2), lambda a: (kernels.adam_update(
         a["param"], a["grad"], a["m"], a["v"], step=2, lr=0.1, weight_decay=0.1),
         a["param"], a["m"], a["v"])),
+    "rmsprop_update": (dict(grad=2, param=2, square_avg=2, grad_avg=2, momentum_buffer=2),
+                       lambda a: (kernels.rmsprop_update(
+                           a["param"], a["grad"], a["square_avg"], a["grad_avg"],
+                           a["momentum_buffer"], lr=0.1, momentum=0.9, centered=True,
+                           weight_decay=0.1),
+                           a["param"], a["square_avg"], a["grad_avg"], a["momentum_buffer"])),
 }
 
 RESULTS = {"dense_forward": ("Z", "A")}  # the names of the results, where two outputs may share

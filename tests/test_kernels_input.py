@@ -35,6 +35,8 @@ VALID = {
     "loss": lambda a: dict(name="softmax_cross_entropy", output=a.Z, target=a.labels),
     "sgd_update": lambda a: dict(param=a.param, grad=a.grad, velocity=a.m, lr=0.1, momentum=0.9),
     "adam_update": lambda a: dict(param=a.param, grad=a.grad, m=a.m, v=a.v, step=1),
+    "rmsprop_update": lambda a: dict(param=a.param, grad=a.grad, square_avg=a.v, grad_avg=a.m,
+                                     centered=True),
 }
 
 
@@ -150,6 +152,14 @@ BAD = [
     ("adam_update", "beta1", 1.0, ValueError, "beta1"),
     ("adam_update", "beta2", -0.1, ValueError, "beta2"),
     ("adam_update", "eps", -1e-8, ValueError, "eps"),
+    ("rmsprop_update", "alpha", 1.0, ValueError, "alpha"),
+    ("rmsprop_update", "eps", 0.0, ValueError, "eps"),
+    ("rmsprop_update", "momentum", -0.5, ValueError, "momentum"),
+    ("rmsprop_update", "grad_avg", None, ValueError, "grad_avg", "centered"),
+    ("rmsprop_update", "momentum", 0.9, ValueError, "momentum_buffer"),
+    ("rmsprop_update", "square_avg", lambda a: a.v.astype(np.float32), TypeError, "square_avg"),
+    ("rmsprop_update", "grad", lambda a: a.grad[:2], ValueError, "grad", "(3, 2)"),
+    ("rmsprop_update", "square_avg", lambda a: a.grad, ValueError, "square_avg", "grad"),
 ]
 
 

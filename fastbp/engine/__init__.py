@@ -192,9 +192,8 @@ def _plain_stack(network):
 def _optimizer_ok(optimizer, params):
     """Whether the engine can run this optimizer's step (it describes itself: ``describe()`` of
     fastbp.optim's SGD and Adam) on exactly these parameters."""
-    describe = getattr(optimizer, "describe", None)
-    step = describe() if callable(describe) else None
-    if step is None or step[0] not in registry.STEPS or len(optimizer.params) != len(params):
+    step = _step(optimizer)
+    if step is None or len(optimizer.params) != len(params):
         return False
     if any(a is not b for a, b in zip(optimizer.params, params)):
         return False
@@ -205,6 +204,13 @@ def _optimizer_ok(optimizer, params):
                                             for s, p in zip(state, params)):
             return False
     return True
+
+
+def _step(optimizer):
+    """The optimizer's describe() when the engine has its step (a registry.STEPS kind), else None."""
+    describe = getattr(optimizer, "describe", None)
+    step = describe() if callable(describe) else None
+    return step if step is not None and step[0] in registry.STEPS else None
 
 
 # the engine's hyperparameter fields, and their values for a step that has none of them
@@ -268,6 +274,8 @@ def engine_decline(network, loss_name, optimizer, batch_size):
                     return (f"a layer's {name} or d{name} is not an aligned, writeable, "
                             f"C-contiguous {dtype} ndarray of shape {shape}")
         params += [layer.W, layer.b]
+    if _step(optimizer) is None:
+        return f"optimizer {type(optimizer).__name__} not in the engine"
     if not _optimizer_ok(optimizer, params):
         return (f"optimizer {type(optimizer).__name__} is not SGD/Adam over this network's "
                 "parameters with its own state arrays")

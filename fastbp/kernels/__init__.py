@@ -35,7 +35,7 @@ from fastbp.kernels._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activatio
 
 # the kernels: one name per public function here, per twin in _reference, per compiled op
 KERNELS = ("linear_forward", "linear_backward", "activation", "activation_grad", "dense_forward",
-           "dense_backward", "loss", "sgd_update", "adam_update")
+           "dense_backward", "loss", "sgd_update", "adam_update", "rmsprop_update")
 __all__ = ["ACTIVATIONS", "LOSSES", "KERNELS", *KERNELS, "implementations", "ops"]
 
 
@@ -343,6 +343,79 @@ def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps
     if work is not param:
         param[...] = work
 
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01,
+                   alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    """In-place RMSprop step with PyTorch's semantics (``torch.optim.RMSprop``; see the NumPy
+    twin's docstring for the formula).
+
+    Parameters
+    ----------
+    param : float32 or float64 array, any shape
+        Updated in place.
+    grad : array of param's shape and dtype
+    square_avg : array of param's shape and dtype, writeable, C-contiguous
+        The running mean of the squared gradient (starts at zero), updated in place.
+    grad_avg : array like square_avg, or None
+        The running mean of the gradient; required when ``centered``, unused otherwise.
+    momentum_buffer : array like square_avg, or None
+        Required when ``momentum > 0``, unused otherwise.
+    lr : float >= 0, default 0.01
+        0 leaves param unchanged (the state buffers still update).
+    alpha : float in [0, 1), default 0.99
+        Smoothing constant of the running means.
+    eps : float > 0, default 1e-8
+        Added to the root mean square (the divisor); at least the smallest normal number of
+        param's dtype.
+    weight_decay : float >= 0, default 0
+        The step uses ``grad + weight_decay * param``.
+    momentum : float >= 0, default 0
+    centered : bool, default False
+        Divide by the root of the estimated variance, ``square_avg - grad_avg**2``.
+
+    Raises
+    ------
+    TypeError
+        A non-float dtype, or buffers whose dtype differs from param's.
+    ValueError
+        A hyperparameter out of range, a missing buffer, a shape mismatch, a read-only or
+        non-contiguous state buffer, or any overlap of param, grad and the buffers.
+    """
+    lr = finite_scalar(lr, "lr", 0.0)
+    eps = finite_scalar(eps, "eps", 0.0)
+    if eps == 0:
+        raise ValueError("eps must be > 0 (RMSprop divides by sqrt(square_avg) + eps)")
+    weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
+    momentum = finite_scalar(momentum, "momentum", 0.0)
+    alpha = finite_scalar(alpha, "alpha", 0.0)
+    if alpha >= 1:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    centered = bool(centered)
+    for needed, array, name in ((True, square_avg, "square_avg"), (centered, grad_avg, "grad_avg"),
+                                (momentum > 0, momentum_buffer, "momentum_buffer")):
+        if needed and array is None:
+            raise ValueError(f"rmsprop_update needs the {name} buffer (an array of param's shape)"
+                             + ("" if name == "square_avg" else
+                                " when " + ("centered" if name == "grad_avg" else "momentum > 0")))
+    work, (grad, square_avg, grad_avg, momentum_buffer) = _param_set(
+        param, [(grad, "grad", False), (square_avg, "square_avg", True), (grad_avg, "grad_avg", True),
+                (momentum_buffer, "momentum_buffer", True)])
+    tiny = float(np.finfo(work.dtype).tiny)
+    if eps < tiny:
+        raise ValueError(f"eps must be >= {tiny} for {work.dtype} params (a smaller eps vanishes "
+                         f"in the divisor), got {eps}")
+    grad, = unaliased("rmsprop_update", dict(grad=grad),
+                      dict(param=work, square_avg=square_avg, grad_avg=grad_avg,
+                           momentum_buffer=momentum_buffer))
+    # checked when given, used when needed (as sgd_update's velocity)
+    grad_avg = grad_avg if centered else None
+    momentum_buffer = momentum_buffer if momentum > 0 else None
+    _TABLES[_get(_backend.default)].rmsprop_update(work, grad, square_avg, grad_avg,
+                                                   momentum_buffer, lr, alpha, eps, weight_decay,
+                                                   momentum)
+    if work is not param:
+        param[...] = work
 
 
 _backend.register_compiled(_NONE_COMPILED)  # last: the start may raise (FASTBP_BACKEND)

@@ -1,6 +1,6 @@
 """Compiled losses and optimizer steps, the two ends of a training step's update (twins: ``loss``,
-``sgd_update``, ``adam_update`` in fastbp/kernels/_reference.py); one module, to share the fixed size of
-a compiled module.
+``sgd_update``, ``adam_update``, ``rmsprop_update`` in fastbp/kernels/_reference.py); one module,
+to share the fixed size of a compiled module.
 
 Each loss is a mean over the n rows.  Its terms and their sum are in double where a term can
 exceed the dtype's range (squared error, sigmoid cross-entropy, the logit differences of the
@@ -44,6 +44,11 @@ cdef extern from "_formulas.h" nogil:
     double fb_adam_step_d(double p, double g, double* m, double* v, double b1, double b2,
                           double c1, double c1wd, double r2, double r2wd, double step, double rs,
                           double eps)
+    float fb_rmsprop_step_f(float p, float g, float* v, float* ga, float* b, float a, float r,
+                            float rwd, float c, float cwd, float lr, float wd, float mu, float eps)
+    double fb_rmsprop_step_d(double p, double g, double* v, double* ga, double* b, double a,
+                             double r, double rwd, double c, double cwd, double lr, double wd,
+                             double mu, double eps)
     ctypedef struct fb_step_consts:
         double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps
     fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1, double b2,
@@ -253,6 +258,32 @@ cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssiz
                                   rsf, epsf)
 
 
+cdef void rmsprop(floating* p, const floating* g, floating* v, floating* ga, floating* buf,
+                  Py_ssize_t size, double lr, double alpha, double eps, double wd,
+                  double mu) noexcept nogil:
+    """v = alpha v + (1 - alpha) g^2 (centered: ga = alpha ga + (1 - alpha) g); buf = mu buf +
+    g / d, p -= lr buf, or without buf p -= lr g / d (see fb_rmsprop_step); ga, buf may be NULL."""
+    cdef Py_ssize_t i
+    cdef fb_step_consts k = fb_step_constants(lr, wd, mu, alpha, alpha, eps)
+    cdef floating a = <floating>alpha, r = <floating>k.r2, rwd = <floating>k.r2wd
+    cdef floating c = <floating>k.c1, cwd = <floating>k.c1wd, lrf = <floating>k.lr
+    cdef floating wdf = <floating>wd, muf = <floating>k.mu
+    cdef floating epsf = <floating>k.eps
+    cdef floating* gai = NULL
+    cdef floating* bi = NULL
+    for i in range(size):
+        if ga != NULL:
+            gai = &ga[i]
+        if buf != NULL:
+            bi = &buf[i]
+        if floating is float:
+            p[i] = fb_rmsprop_step_f(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, wdf, muf,
+                                     epsf)
+        else:
+            p[i] = fb_rmsprop_step_d(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, wdf, muf,
+                                     epsf)
+
+
 cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
     """The parameter (any shape, writeable), its gradient and state buffers a, b (or None)."""
     check(param, "param", float_type(param, "param"), cnp.PyArray_NDIM(<cnp.ndarray>param), -1, -1,
@@ -301,3 +332,27 @@ def adam_update(param, grad, m, v, long step, double lr, double beta1, double be
         else:
             adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, lr, beta1, beta2,
                  step_size, rs, eps, weight_decay)
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, double lr, double alpha,
+                   double eps, double weight_decay, double momentum, /):
+    """In-place RMSprop step (PyTorch's): centered when grad_avg is given, with momentum when
+    momentum_buffer is given (None otherwise)."""
+    if square_avg is None:
+        raise TypeError("rmsprop_update needs the square_avg buffer")
+    check_set(param, grad, square_avg, "square_avg", grad_avg, "grad_avg")
+    if momentum_buffer is not None:
+        check_like(momentum_buffer, "momentum_buffer", param, True)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef char* p = data(param)
+    cdef char* g = data(grad)
+    cdef char* v = data(square_avg)
+    cdef char* ga = data(grad_avg)
+    cdef char* b = data(momentum_buffer)
+    with nogil:
+        if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
+            rmsprop(<float*>p, <float*>g, <float*>v, <float*>ga, <float*>b, size, lr, alpha, eps,
+                    weight_decay, momentum)
+        else:
+            rmsprop(<double*>p, <double*>g, <double*>v, <double*>ga, <double*>b, size, lr, alpha,
+                    eps, weight_decay, momentum)

@@ -138,6 +138,7 @@ ALIASES = {
     "loss": {"out": {"output": "same"}},
     "sgd_update": {"param": {}, "velocity": {}},
     "adam_update": {"param": {}, "m": {}, "v": {}},
+    "rmsprop_update": {"param": {}, "square_avg": {}, "grad_avg": {}, "momentum_buffer": {}},
 }
 
 

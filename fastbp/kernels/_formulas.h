@@ -193,6 +193,30 @@ static inline T fb_adam_step##S(T p, T g, T *m, T *v, T b1, T b2, T c1, T c1wd, 
     *m = mi;                                                                                    \
     *v = vi;                                                                                    \
     return p - step * mi / (rs * SQRT(vi) + eps);                                               \
+}                                                                                               \
+/* RMSprop (PyTorch's): gd = g + wd p; v = a v + (r gd)^2 (r = sqrt(1 - a)); centered: ga = a ga \
+ * + c gd (c = 1 - a), d = sqrt(v - ga^2) + eps, else d = sqrt(v) + eps; momentum (b != NULL):  \
+ * b = mu b + gd / d, p - lr b; else p - lr gd / d (ga: NULL when not centered).  v - ga^2 as   \
+ * sqrt(s - |ga|) sqrt(s + |ga|), s = sqrt(v) (s - |ga| clamped at 0 for rounding: v >= ga^2):  \
+ * no square of ga to overflow, no inf - inf where v alone overflows; a NaN stays NaN.  gd / d  \
+ * before lr (finite beside an infinite v); lr = 0 leaves p, even beside an infinite step. */   \
+static inline T fb_rmsprop_step##S(T p, T g, T *v, T *ga, T *b, T a, T r, T rwd, T c, T cwd,    \
+                                   T lr, T wd, T mu, T eps)                                     \
+{                                                                                               \
+    T gs = r * g + fb_decay##S(p, rwd), vi = *v * a + gs * gs, d = SQRT(vi);                    \
+    *v = vi;                                                                                    \
+    if (ga) {                                                                                   \
+        T gi = *ga * a + (c * g + fb_decay##S(p, cwd)), m = gi < 0 ? -gi : gi, lo = d - m;      \
+        *ga = gi;                                                                               \
+        d = SQRT(lo < 0 ? 0 : lo) * SQRT(d + m);                                                \
+    }                                                                                           \
+    d += eps;                                                                                   \
+    gs = (g + fb_decay##S(p, wd)) / d;                                                          \
+    if (b) {                                                                                    \
+        gs += *b * mu;                                                                          \
+        *b = gs;                                                                                \
+    }                                                                                           \
+    return lr != 0 ? p - lr * gs : p;                                                           \
 }
 
 FB_STEP_MATH(float, _f, sqrtf)
@@ -203,8 +227,12 @@ FB_STEP_MATH(double, _d, sqrt)
 #define fb_adam_step(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)                     \
     FB_GENERIC(fb_adam_step, p)(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)
 
+#define fb_rmsprop_step(p, g, v, ga, b, a, r, rwd, c, cwd, lr, wd, mu, eps)                    \
+    FB_GENERIC(fb_rmsprop_step, p)(p, g, v, ga, b, a, r, rwd, c, cwd, lr, wd, mu, eps)
+
 /* The loop constants of the steps above, from the hyperparameters (the scalings' one home;
- * callers convert each to the parameter's type) */
+ * callers convert each to the parameter's type).  RMSprop's: b1 = b2 = alpha, so that c1, c1wd
+ * are its c, c wd and r2, r2wd its r, r wd. */
 typedef struct { double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps; } fb_step_consts;
 static inline fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1,
                                                double b2, double eps)

@@ -305,3 +305,31 @@ def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
     m_hat = m_new / (1 - beta1 ** step)
     v_hat = v_new / (1 - beta2 ** step)
     np.copyto(param, p - lr * m_hat / (np.sqrt(v_hat) + eps), casting="same_kind")
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
+                   weight_decay, momentum):
+    """In place RMSprop as torch.optim.RMSprop: g = grad + weight_decay * param;
+    v = alpha v + (1-alpha) g^2; centered (grad_avg given): ga = alpha ga + (1-alpha) g and
+    d = sqrt(v - ga^2) + eps, computed as sqrt(max(s - |ga|, 0)) sqrt(s + |ga|) + eps with
+    s = sqrt(v) (the max only catches rounding, v >= ga^2; a negative v, never a valid state,
+    gives NaN as uncentered), else d = sqrt(v) + eps; with momentum_buffer b: b = momentum b + g / d, param -= lr b; without:
+    param -= lr g / d.
+    """
+    p = _wide(param)
+    g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)
+    v = alpha * _wide(square_avg) + (1 - alpha) * (g * g)
+    np.copyto(square_avg, v, casting="same_kind")
+    if grad_avg is not None:
+        ga = alpha * _wide(grad_avg) + (1 - alpha) * g
+        np.copyto(grad_avg, ga, casting="same_kind")
+        s, m = np.sqrt(v), np.abs(ga)
+        d = np.sqrt(np.maximum(s - m, 0.0)) * np.sqrt(s + m)
+    else:
+        d = np.sqrt(v)
+    step = g / (d + eps)
+    if momentum_buffer is not None:
+        step = momentum * _wide(momentum_buffer) + step
+        np.copyto(momentum_buffer, step, casting="same_kind")
+    if lr:  # lr = 0 leaves param as it is, even beside an infinite step
+        np.copyto(param, p - lr * step, casting="same_kind")

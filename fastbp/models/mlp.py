@@ -12,8 +12,8 @@ by the loss from the logits.  Training minimises, per minibatch of ``batch_size`
 
     mean data loss over the batch + alpha / (2 * batch_size) * sum_l ||W^l||_F^2
 
-(biases not penalised) with 'sgd' (momentum, Nesterov), 'adam' or 'gd' (full batch), by the loop
-of :mod:`fastbp.training` (see there for the learning-rate schedules, the Armijo line search,
+(biases not penalised) with 'sgd' (momentum, Nesterov), 'adam', 'rmsprop' or 'gd' (full batch),
+by the loop of :mod:`fastbp.training` (see there for the learning-rate schedules, the Armijo line search,
 convergence and early stopping).
 
 The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``
@@ -170,7 +170,10 @@ class _BaseMLP(BaseEstimator):
     - ``activation_alpha`` None (*fastbp*): the parameter of leaky_relu (slope, default 0.01) or
       elu (scale, default 1.0).
     - ``solver`` 'adam': 'sgd' (minibatch, with ``momentum``/``nesterovs_momentum``), 'adam'
-      (``beta_1``, ``beta_2``, ``epsilon``) or 'gd' (full-batch gradient descent, one step per epoch).
+      (``beta_1``, ``beta_2``, ``epsilon``), 'rmsprop' (*fastbp*: ``torch.optim.RMSprop`` with
+      ``beta_2`` as its smoothing constant alpha, ``epsilon`` as eps, ``momentum``; not centered;
+      layer by layer, not in the compiled engine) or 'gd' (full-batch gradient descent, one step
+      per epoch).
     - ``learning_rate_init`` 0.001; ``learning_rate`` 'constant' | 'invscaling' (``power_t``) |
       'adaptive' | 'backtracking' (Armijo line search, 'gd' only): see ``fastbp.training``.
     - ``batch_size`` 'auto' = min(200, n); ``max_iter`` 200 epochs; ``shuffle`` True.
