@@ -90,3 +90,9 @@ def test_python_dash_m_entry_point():
                           text=True, timeout=60)
     assert proc.returncode == 0
     assert "--data" in proc.stdout and "last column" in proc.stdout
+
+
+def test_every_solver_is_a_choice_with_a_default_step_length():
+    from fastbp.cli import train_job
+    from fastbp.training import SOLVERS
+    assert set(train_job.DEFAULT_LR) == set(SOLVERS)

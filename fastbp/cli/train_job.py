@@ -22,6 +22,10 @@ from fastbp.cli._jobs import (choose_backends, fit_noting_convergence, load_tabl
                     print_fit_paths, print_speedup, pyplot, require_matplotlib, save_model,
                     split_rows, warm_up)
 
+# --lr when not given, per solver of fastbp.training.SOLVERS (tests/test_train_job.py checks
+# that every solver has one): a step length that trains the digits network well
+DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "gd": 1.0, "rmsprop": 1e-3}
+
 __all__ = ["add_arguments", "run", "load_table"]
 
 
@@ -39,7 +43,7 @@ def add_arguments(parser):
     parser.add_argument("--hidden", default="100", metavar="SIZES",
                         help="hidden layer sizes, comma-separated, e.g. 256,128 (default 100)")
     parser.add_argument("--activation", default="relu", help="hidden activation (default relu)")
-    parser.add_argument("--solver", default="adam", choices=("adam", "sgd", "gd"), help="default adam")
+    parser.add_argument("--solver", default="adam", choices=sorted(DEFAULT_LR), help="default adam")
     parser.add_argument("--learning-rate", default="constant",
                         choices=("constant", "invscaling", "adaptive", "backtracking"),
                         help="learning-rate schedule (backtracking needs --solver gd)")
@@ -75,7 +79,7 @@ def _model(args, backend):
     cls = MLPRegressor if args.task == "regress" else MLPClassifier
     lr = args.lr
     if lr is None:
-        lr = {"adam": 1e-3, "sgd": 1e-2, "gd": 1.0}[args.solver]
+        lr = DEFAULT_LR[args.solver]
     return cls(hidden_layer_sizes=parse_sizes(args.hidden), activation=args.activation,
                solver=args.solver, learning_rate=args.learning_rate, learning_rate_init=lr,
                max_iter=args.epochs, batch_size="auto" if args.batch_size is None else args.batch_size,
