@@ -297,7 +297,7 @@ cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
 
 
 def sgd_update(param, grad, velocity, double lr, double momentum, bint nesterov,
-               double weight_decay):
+               double weight_decay, /):
     """In place: g = grad + weight_decay * param; velocity = momentum velocity - lr g; param +=
     velocity (Nesterov: param += momentum velocity - lr g).  velocity None: param -= lr g."""
     check_set(param, grad, velocity, "velocity", None, "")
@@ -313,7 +313,7 @@ def sgd_update(param, grad, velocity, double lr, double momentum, bint nesterov,
 
 
 def adam_update(param, grad, m, v, long step, double lr, double beta1, double beta2, double eps,
-                double weight_decay):
+                double weight_decay, /):
     """In-place Adam step with bias correction; step = t >= 1 counts this update."""
     if m is None or v is None:
         raise TypeError("adam_update needs the m and v buffers")
