@@ -3,7 +3,7 @@
  *
  * Layout.  Batch-major, row-major, as in the rest of fastbp: a layer maps its input X (n x d) to
  * Z = X W + b (n x k) and A = f(Z).  The products go to BLAS (NumPy's OpenBLAS sgemm, found at run
- * time by fastbp.fused, or SciPy's, passed in by the Cython module), always accumulating
+ * time by fastbp.engine, or SciPy's, passed in by the Cython module), always accumulating
  * (beta = 1) onto a C that the engine prepares: the bias rows for a forward product, zeros for a
  * gradient (OpenBLAS's beta = 0 clears C with one memset per row of ours, which costs more than
  * the product on small layers).  Everything else is fused into single passes that the C compiler
@@ -83,7 +83,7 @@ typedef void (*fb_sgemm_t)(char *, char *, int *, int *, int *, float *, float *
                            int *, float *, float *, int *);
 typedef void (*fb_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
                            double *, int *, double *, double *, int *);
-/* an ILP64 sgemm (64-bit integers): NumPy's OpenBLAS, found at run time by fastbp.fused */
+/* an ILP64 sgemm (64-bit integers): NumPy's OpenBLAS, found at run time by fastbp.engine */
 typedef void (*fb_sgemm64_t)(char *, char *, int64_t *, int64_t *, int64_t *, float *, float *,
                              int64_t *, float *, int64_t *, float *, float *, int64_t *);
 static fb_sgemm_t fb_sgemm; /* SciPy's (scipy.linalg.cython_blas), set by _c_train at import */
@@ -180,7 +180,7 @@ typedef struct fb_pool {
     int started; /* worker threads running */
     pid_t owner; /* the process that started them (a forked child has none of them) */
     pthread_t threads[FB_MAXT];
-    /* pthread_create/pthread_join, passed in at run time (fastbp.fused resolves them with
+    /* pthread_create/pthread_join, passed in at run time (fastbp.engine resolves them with
      * ctypes): glibc >= 2.34 versions them GLIBC_2.34 in libc, and a link-time reference would
      * make the wheel need glibc 2.34 (manylinux_2_34) instead of 2.17.  NULL: no threads. */
     int (*create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
@@ -455,7 +455,7 @@ static void fb_combine(fb_net *N, int nb)
 /* One call from Python, its arguments in the control block ctl (int64):
  *   training:   X, Y (targets or intp labels), order, n, mb0, mb1, t, T
  *   prediction: [8..15] X, out, n, buf, width, chunk, T, and whether BLAS may run its own
- *               threads (a one-thread pass over few rows: see fastbp.fused)
+ *               threads (a one-thread pass over few rows: see fastbp.engine)
  * Both run on at most T threads (and at most the BLAS's thread limit, so that threadpoolctl
  * caps them), with the BLAS held at one thread meanwhile.
  * Training trains minibatches [mb0, mb1) of the epoch (order[mb*B ...]) after t optimizer steps,
@@ -498,7 +498,7 @@ static int fb_blas_hold(fb_net *N)
     return limit < 1 ? 1 : limit;
 }
 
-/* In a forked child (called by fastbp.fused after a fork, while the child has one thread): the
+/* In a forked child (called by fastbp.engine after a fork, while the child has one thread): the
  * holders were threads of the parent, which the child does not have.  Give each held BLAS its
  * saved count back, as they would have, and free the lock, which one of them may have held. */
 static void fb_blas_after_fork(void)
