@@ -1,122 +1,156 @@
 """Optimizers: update a list of parameter arrays in place from their gradients.
 
-They own their state (velocities; Adam's moments and step count; RMSprop's running means) as
-arrays made once, beside the parameters, so a step allocates nothing.  ``lr`` is a plain
-attribute: learning-rate schedules change it between steps.  ``weight_decay`` is one L2 coefficient per parameter (0 for biases):
-the step uses ``grad + weight_decay * param``.  The arrays are trusted (made by the network), so
-the steps call the active backend directly, skipping the public kernels' checks.
+Each optimizer is one step of ``fastbp.kernels.registry.STEPS``: its hyperparameters are
+attributes of the registry's names (PyTorch's names and defaults), its state arrays are
+attributes too, one list per state with one array per parameter (or None where the settings
+leave the state out: SGD's ``velocity`` without momentum), made once beside the parameters, so a
+step allocates no arrays.  ``lr`` is a plain attribute: learning-rate schedules change it between
+steps.  ``weight_decay`` is one L2 coefficient per parameter (0 for biases): the step uses
+``grad + weight_decay * param``.  The arrays are trusted (made by the network), so a step calls
+the active backend directly (``fastbp.kernels.ops().step_update``), skipping the public kernels'
+checks; the compiled training engine runs the same step (see ``describe``).
+
+A new optimizer is a registry row, its C step in _formulas.h, its NumPy twin in
+fastbp/kernels/_reference.py and a class here naming its step.
 """
+import math
+
 import numpy as np
 
-from fastbp.kernels import ops
+from fastbp.kernels import ops, registry
+from fastbp.kernels._checks import hyperparameter
+
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "OPTIMIZERS"]
 
 
 def _decays(params, weight_decay):
     if np.ndim(weight_decay) == 0:
-        return [float(weight_decay)] * len(params)
-    if len(weight_decay) != len(params):
+        decays = [float(weight_decay)] * len(params)
+    elif len(weight_decay) != len(params):
         raise ValueError(f"{len(weight_decay)} weight decays for {len(params)} parameters")
-    return [float(w) for w in weight_decay]
+    else:
+        decays = [float(w) for w in weight_decay]
+    if not all(math.isfinite(w) and w >= 0 for w in decays):
+        raise ValueError(f"weight_decay must be finite and >= 0, got {weight_decay}")
+    return decays
 
 
-class SGD:
-    """Stochastic gradient descent with optional momentum (classical or Nesterov)."""
+class Optimizer:
+    """The optimizer of one registry step (``step_name``), its hyperparameters checked against the
+    registry's domains and kept as attributes.
 
-    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
-        if lr < 0 or not 0 <= momentum < 1:
-            raise ValueError(f"need lr >= 0 and 0 <= momentum < 1, got lr={lr}, momentum={momentum}")
+    Parameters
+    ----------
+    params : list of float32 or float64 arrays
+        Updated in place by ``step``; C-contiguous and writeable.
+    weight_decay : float >= 0 or sequence of them (one per parameter), default 0
+    **hyper
+        The step's other hyperparameters by their registry names (defaults: the registry's).
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter outside its domain, or a weight-decay list of the wrong length.
+    TypeError
+        An unknown hyperparameter.
+    """
+
+    step_name = None  # a key of fastbp.kernels.registry.STEPS, set by each subclass
+
+    def __init__(self, params, weight_decay=0.0, **hyper):
+        entry = registry.STEPS[self.step_name]
+        names = [h.name for h in entry.hyper if h.name != "weight_decay"]
+        unknown = set(hyper) - set(names)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown hyperparameters {sorted(unknown)}")
         self.params = list(params)
-        self.lr = float(lr)
-        self.momentum = float(momentum)
-        self.nesterov = bool(nesterov)
+        for h in entry.hyper:
+            if h.name != "weight_decay":
+                setattr(self, h.name, hyperparameter(h, hyper.get(h.name, h.default)))
         self.weight_decay = _decays(self.params, weight_decay)
-        self.velocities = [np.zeros_like(p) for p in self.params] if momentum > 0 else None
+        for name, wanted_by in entry.state.items():
+            kept = wanted_by is None or getattr(self, wanted_by)
+            setattr(self, name, [np.zeros_like(p) for p in self.params] if kept else None)
         self.t = 0
+
+    def state_arrays(self):
+        """{state name: one array per parameter, or None for each where the settings now leave the
+        state out}, in the registry's order: what a step reads and writes.
+
+        Raises
+        ------
+        ValueError
+            When a setting changed after construction asks for a state this optimizer never made
+            (``centered=True`` set on an RMSprop made without it).
+        """
+        n, arrays = len(self.params), {}
+        for name, wanted_by in registry.STEPS[self.step_name].state.items():
+            kept = getattr(self, name)
+            if wanted_by is not None and not getattr(self, wanted_by):
+                kept = None
+            elif kept is None:
+                raise ValueError(f"{type(self).__name__} has no {name} arrays, which its settings "
+                                 f"need ({wanted_by}); make a new optimizer")
+            arrays[name] = kept if kept is not None else [None] * n  # the lists themselves
+        return arrays
 
     def describe(self):
         """The step as the compiled engine runs it (fastbp.engine takes no optimizer types):
-        (kind -- a ``fastbp.kernels.registry.STEPS`` name, whose hyperparameters are attributes
-        of the same names --, per parameter the state arrays s1 (velocity or None) and s2 (None));
-        None for a subclass, whose step may differ."""
-        if type(self) is not SGD:
+        (the registry step's name, ``state_arrays()``); the hyperparameters are this object's
+        attributes of the registry's names.  None for a subclass that overrides ``step`` (its
+        step may differ)."""
+        if type(self).step is not Optimizer.step:
             return None
-        kind = "sgd" if self.momentum == 0 else ("nesterov" if self.nesterov else "momentum")
-        n = len(self.params)
-        s1 = list(self.velocities) if self.velocities is not None else [None] * n
-        return kind, s1, [None] * n
+        return self.step_name, self.state_arrays()
 
     def step(self, grads):
-        update = ops().sgd_update
-        for i, (param, grad) in enumerate(zip(self.params, grads)):
-            velocity = self.velocities[i] if self.velocities is not None else None
-            update(param, grad, velocity, self.lr, self.momentum, self.nesterov,
-                   self.weight_decay[i])
+        """Update every parameter in place from its gradient (a list in ``params`` order)."""
         self.t += 1
+        entry = registry.STEPS[self.step_name]
+        update = ops().step_update
+        states = list(zip(*self.state_arrays().values()))
+        hyper = [getattr(self, h.name, None) for h in entry.hyper]
+        decay = [h.name for h in entry.hyper].index("weight_decay")
+        for i, (param, grad) in enumerate(zip(self.params, grads)):
+            hyper[decay] = self.weight_decay[i]
+            update(self.step_name, param, grad, states[i], tuple(hyper), self.t)
 
 
-class Adam:
-    """Adam with bias correction (Kingma & Ba, 2015)."""
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum (classical or Nesterov), in
+    scikit-learn's velocity form: ``v = momentum v - lr g``, ``p += v`` (Nesterov: ``p +=
+    momentum v - lr g``), ``g = grad + weight_decay p``.  State: ``velocity`` (momentum > 0)."""
+
+    step_name = "sgd"
+
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(params, weight_decay, lr=lr, momentum=momentum, nesterov=nesterov)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma & Ba, 2015, "Adam: A Method for Stochastic
+    Optimization"), ``torch.optim.Adam``'s defaults.  State: ``m``, ``v`` (the moment
+    estimates)."""
+
+    step_name = "adam"
 
     def __init__(self, params, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        if lr < 0 or not (0 <= beta1 < 1 and 0 <= beta2 < 1) or eps <= 0:
-            raise ValueError("need lr >= 0, 0 <= beta1, beta2 < 1 and eps > 0")
-        self.params = list(params)
-        self.lr = float(lr)
-        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
-        self.weight_decay = _decays(self.params, weight_decay)
-        self.m = [np.zeros_like(p) for p in self.params]
-        self.v = [np.zeros_like(p) for p in self.params]
-        self.t = 0
-
-    def describe(self):
-        """The step as the compiled engine runs it: ("adam", m, v); None for a subclass (see
-        SGD.describe)."""
-        if type(self) is not Adam:
-            return None
-        return "adam", list(self.m), list(self.v)
-
-    def step(self, grads):
-        self.t += 1
-        update = ops().adam_update
-        for i, (param, grad) in enumerate(zip(self.params, grads)):
-            update(param, grad, self.m[i], self.v[i], self.t, self.lr, self.beta1, self.beta2,
-                   self.eps, self.weight_decay[i])
+        super().__init__(params, weight_decay, lr=lr, beta1=beta1, beta2=beta2, eps=eps)
 
 
-class RMSprop:
+class RMSprop(Optimizer):
     """RMSprop with PyTorch's semantics (``torch.optim.RMSprop``, same names and defaults): the
     step divides the gradient by the root of a running mean of its square (``alpha`` its
     smoothing constant, ``eps`` added to the root); ``centered`` subtracts the square of the
     running mean of the gradient first; ``momentum`` > 0 keeps a buffer of the divided steps.
-    State arrays: ``square_avg``, ``grad_avg`` (centered, else None), ``momentum_buffer``
-    (momentum > 0, else None), each a list with one array per parameter.  Not in the compiled
-    engine (its ``describe()`` is None): networks train with it layer by layer."""
+    State: ``square_avg``, ``grad_avg`` (centered), ``momentum_buffer`` (momentum > 0)."""
+
+    step_name = "rmsprop"
 
     def __init__(self, params, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False):
-        if lr < 0 or not 0 <= alpha < 1 or eps <= 0 or momentum < 0:
-            raise ValueError(f"need lr >= 0, 0 <= alpha < 1, eps > 0 and momentum >= 0, got lr={lr}, "
-                             f"alpha={alpha}, eps={eps}, momentum={momentum}")
-        self.params = list(params)
-        self.lr = float(lr)
-        self.alpha, self.eps, self.momentum = float(alpha), float(eps), float(momentum)
-        self.centered = bool(centered)
-        self.weight_decay = _decays(self.params, weight_decay)
-        self.square_avg = [np.zeros_like(p) for p in self.params]
-        self.grad_avg = [np.zeros_like(p) for p in self.params] if self.centered else None
-        self.momentum_buffer = ([np.zeros_like(p) for p in self.params] if self.momentum > 0
-                                else None)
-        self.t = 0
+        super().__init__(params, weight_decay, lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                         centered=centered)
 
-    def describe(self):
-        """None: the compiled engine has no RMSprop step."""
-        return None
 
-    def step(self, grads):
-        update = ops().rmsprop_update
-        for i, (param, grad) in enumerate(zip(self.params, grads)):
-            update(param, grad, self.square_avg[i],
-                   self.grad_avg[i] if self.grad_avg is not None else None,
-                   self.momentum_buffer[i] if self.momentum_buffer is not None else None,
-                   self.lr, self.alpha, self.eps, self.weight_decay[i], self.momentum)
-        self.t += 1
+OPTIMIZERS = {cls.step_name: cls for cls in (SGD, Adam, RMSprop)}  # by registry step name

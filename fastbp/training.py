@@ -95,6 +95,7 @@ network is then left as the failed epoch made it: the estimators put back their 
 before the call (see ``fastbp.models.mlp``).
 """
 import importlib
+import inspect
 import math
 import time
 import warnings
@@ -103,13 +104,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastbp.exceptions import ConvergenceWarning
-from fastbp.optim import SGD, Adam, RMSprop
+from fastbp.optim import OPTIMIZERS
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
-           "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
+           "resolve_batch_size", "SOLVERS", "LEARNING_RATES", "CONFIG_NAMES"]
 
-SOLVERS = ("sgd", "adam", "gd", "rmsprop")
+# 'gd' is full-batch SGD; every other solver is an optimizer of fastbp.optim, by its step's name
+SOLVERS = ("gd", *OPTIMIZERS)
+# the optimizers' hyperparameters as TrainConfig names them (scikit-learn's); RMSprop's smoothing
+# constant alpha is beta_2, as Adam's second-moment decay (TrainConfig's alpha is the L2 penalty)
+CONFIG_NAMES = {"lr": "learning_rate_init", "momentum": "momentum",
+                "nesterov": "nesterovs_momentum", "beta1": "beta_1", "beta2": "beta_2",
+                "eps": "epsilon", "alpha": "beta_2"}
 LEARNING_RATES = ("constant", "invscaling", "adaptive", "backtracking")
 ARMIJO_C = 1e-4
 ARMIJO_MAX_HALVINGS = 50
@@ -223,16 +230,17 @@ def weight_decays(network, alpha, batch_size):
 
 
 def make_optimizer(network, config, batch_size):
-    decays = weight_decays(network, config.alpha, batch_size)
-    if config.solver == "adam":
-        return Adam(network.params(), lr=config.learning_rate_init, beta1=config.beta_1,
-                    beta2=config.beta_2, eps=config.epsilon, weight_decay=decays)
-    if config.solver == "rmsprop":  # PyTorch's RMSprop; its alpha (smoothing) is beta_2
-        return RMSprop(network.params(), lr=config.learning_rate_init, alpha=config.beta_2,
-                       eps=config.epsilon, weight_decay=decays, momentum=config.momentum)
-    momentum = 0.0 if config.learning_rate == "backtracking" else config.momentum
-    return SGD(network.params(), lr=config.learning_rate_init, momentum=momentum,
-               nesterov=config.nesterovs_momentum, weight_decay=decays)
+    """The solver's optimizer over the network's parameters, its hyperparameters from ``config``
+    (CONFIG_NAMES; the others at the optimizer's defaults), the L2 penalty as weight decays."""
+    optimizer = OPTIMIZERS["sgd" if config.solver == "gd" else config.solver]
+    settings = {}
+    for name in inspect.signature(optimizer).parameters:
+        if name in CONFIG_NAMES:
+            settings[name] = getattr(config, CONFIG_NAMES[name])
+    if config.learning_rate == "backtracking":  # the Armijo line search takes plain steps
+        settings["momentum"] = 0.0
+    return optimizer(network.params(), weight_decay=weight_decays(network, config.alpha, batch_size),
+                     **settings)
 
 
 def _penalty(params, decays):

@@ -175,7 +175,7 @@ import importlib.machinery, sys
 
 
 class Strip:
-    '''Load fastbp.kernels._c_step without adam_update, as a build from before that kernel.'''
+    '''Load fastbp.kernels._c_step without step_update, as a build from before that kernel.'''
 
     def find_spec(self, name, path=None, target=None):
         if name != "fastbp.kernels._c_step":
@@ -185,7 +185,7 @@ class Strip:
         class Loader(type(spec.loader)):
             def exec_module(self, module):
                 super().exec_module(module)
-                del module.adam_update
+                del module.step_update
         spec.loader = Loader(spec.loader.name, spec.loader.path)
         return spec
 
@@ -221,7 +221,7 @@ with warnings.catch_warnings(record=True) as caught:
             m, v = np.zeros_like(p), np.zeros_like(p)
             state = [p.copy(), g, m.copy(), v.copy()]
             kernels.adam_update(p, g, m, v, step=step, lr=0.1)
-            _reference.adam_update(*state, step, 0.1, 0.9, 0.999, 1e-8, 0.0)
+            _reference.adam_update(*state, 0.1, 0.9, 0.999, 1e-8, 0.0, step)
             exact &= all(np.array_equal(a, b) for a, b in zip((p, m, v), state[:1] + state[2:]))
             exact &= p.dtype == dtype
             value, grad = kernels.loss("squared_error", p, np.zeros_like(p))
@@ -236,8 +236,8 @@ print(json.dumps({"backend": fastbp.backend(), "implementations": kernels.implem
 
 @pytest.mark.parametrize("env", ["auto", "compiled"])
 @pytest.mark.parametrize("prelude, missing, reason", [
-    (MISSING_OP, ["adam_update"], "not in _c_activation, _c_linear, _c_step"),
-    (MISSING_MODULE, ["loss", "sgd_update", "adam_update", "rmsprop_update"],
+    (MISSING_OP, ["step_update"], "not in _c_activation, _c_linear, _c_step"),
+    (MISSING_MODULE, ["loss", "step_update"],
      "not in _c_activation, _c_linear; ImportError: blocked _c_step for the test"),
 ], ids=["op_not_compiled", "module_not_imported"])
 def test_a_missing_compiled_op_runs_on_its_twin_said_once(compiled, prelude, missing, reason, env):
@@ -245,7 +245,7 @@ def test_a_missing_compiled_op_runs_on_its_twin_said_once(compiled, prelude, mis
     assert (report["backend"], report["exact"]) == ("compiled", True)
     assert report["implementations"] == {
         kernel: f"numpy ({reason})" if kernel in missing else "compiled" for kernel in kernels.KERNELS}
-    called = [kernel for kernel in ("adam_update", "loss") if kernel in missing]  # linear_forward compiled
+    called = [kernel for kernel in ("step_update", "loss") if kernel in missing]  # linear_forward compiled
     assert report["warnings"] == [
         ["RuntimeWarning", f"fastbp: compiled kernel {kernel} is missing ({reason}); it runs on its "
                            "NumPy twin"] for kernel in called]

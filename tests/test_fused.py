@@ -19,10 +19,22 @@ from fastbp.kernels import registry
 from fastbp import training as _training
 from fastbp import engine as fused
 from fastbp.nn import Dense, Dropout, Sequential, make_mlp
-from fastbp.optim import SGD, Adam
+from fastbp.optim import SGD, Adam, RMSprop
 
 ACTIVATIONS = list(registry.ACTIVATIONS)  # every one the registry names, a new one included
-OPTIMIZERS = ["sgd", "momentum", "nesterov", "adam"]
+# every optimizer step of the registry, in each layout of its state arrays
+OPTIMIZER_KINDS = {
+    "sgd": lambda p, d: SGD(p, lr=0.1, weight_decay=d),
+    "momentum": lambda p, d: SGD(p, lr=0.05, momentum=0.9, weight_decay=d),
+    "nesterov": lambda p, d: SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=d),
+    "adam": lambda p, d: Adam(p, lr=1e-2, weight_decay=d),
+    "rmsprop": lambda p, d: RMSprop(p, lr=1e-2, weight_decay=d),
+    "rmsprop_centered": lambda p, d: RMSprop(p, lr=1e-2, centered=True, weight_decay=d),
+    "rmsprop_momentum": lambda p, d: RMSprop(p, lr=1e-2, momentum=0.5, weight_decay=d),
+    "rmsprop_centered_momentum": lambda p, d: RMSprop(p, lr=1e-2, momentum=0.5, centered=True,
+                                                      weight_decay=d),
+}
+OPTIMIZERS = list(OPTIMIZER_KINDS)
 RTOL = 2e-5  # float32, a few epochs: products summed in another order by BLAS
 
 
@@ -52,12 +64,13 @@ def threads(request, monkeypatch):
 
 def make_optimizer(net, kind, decay):
     decays = [decay if i % 2 == 0 else 0.0 for i in range(len(net.params()))]
-    if kind == "adam":
-        return Adam(net.params(), lr=1e-2, weight_decay=decays)
-    if kind == "sgd":
-        return SGD(net.params(), lr=0.1, weight_decay=decays)
-    return SGD(net.params(), lr=0.05, momentum=0.9, nesterov=kind == "nesterov",
-               weight_decay=decays)
+    return OPTIMIZER_KINDS[kind](net.params(), decays)
+
+
+def test_every_registry_step_is_tried():
+    """A new optimizer step of the registry is in OPTIMIZERS, so the engine is held to it."""
+    made = {make_optimizer(make_mlp(2, [], 1, rng=0), kind, 0.0).step_name for kind in OPTIMIZERS}
+    assert made == set(registry.STEPS)
 
 
 def layerwise_predict(net, X):
@@ -92,12 +105,13 @@ def assert_same_state(nets, opts):
     for a, b in zip(nets[0].params(), nets[1].params()):
         np.testing.assert_allclose(b, a, rtol=RTOL, atol=RTOL * max(1.0, float(np.abs(a).max())))
     assert opts[0].t == opts[1].t
-    for name in ("velocities", "m", "v"):
-        states = [getattr(o, name, None) for o in opts]
-        if states[0] is None:
-            assert states[1] is None
-            continue
-        for a, b in zip(*states):
+    states = [o.state_arrays() for o in opts]
+    assert states[0].keys() == states[1].keys()
+    for name in states[0]:
+        for a, b in zip(states[0][name], states[1][name]):
+            if a is None:
+                assert b is None
+                continue
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * max(1e-6, float(np.abs(a).max())))
 
 

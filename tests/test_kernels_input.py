@@ -290,10 +290,21 @@ def make_args(name):
         "dense_backward": lambda: ["relu", X, W, Y, np.maximum(Y, 0), arr(6, 5), e((6, 5)), e((6, 4)),
                                    e((4, 5)), e(5), 0.0],
         "loss": lambda: ["softmax_cross_entropy", Y, np.eye(5)[[0, 1, 2, 3, 4, 0]], e((6, 5))],
-        "sgd_update": lambda: [arr(4, 5), arr(4, 5), np.zeros((4, 5)), 0.1, 0.9, True, 0.01],
-        "adam_update": lambda: [arr(4, 5), arr(4, 5), np.zeros((4, 5)), np.zeros((4, 5)), 1, 1e-3,
-                                0.9, 0.999, 1e-8, 0.0],
+        # step_update(name, param, grad, states, hyper, t): its arrays spread out here, gathered by
+        # step_args (the state arrays last, so read_only_out freezes one)
+        "sgd_update": lambda: [arr(4, 5), arr(4, 5), np.zeros((4, 5)), (0.1, 0.9, True, 0.01)],
+        "adam_update": lambda: [arr(4, 5), arr(4, 5), np.zeros((4, 5)), np.zeros((4, 5)),
+                                (1e-3, 0.9, 0.999, 1e-8, 0.0)],
+        "rmsprop_update": lambda: [arr(4, 5), arr(4, 5), np.zeros((4, 5)), np.zeros((4, 5)),
+                                   np.zeros((4, 5)), (0.01, 0.99, 1e-8, 0.0, 0.9, True)],
     }[name]()
+
+
+def call(module, name, args):
+    if not name.endswith("_update"):
+        return getattr(module, name)(*args)
+    step = name[:-len("_update")]
+    return module.step_update(step, args[0], args[1], tuple(args[2:-1]), args[-1], 1)
 
 
 def frozen(a):
@@ -318,8 +329,8 @@ def probe(name, variant):
     arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray)]
     i = arrays[-1] if variant == "read_only_out" else next(i for i in arrays if args[i].ndim == 2)
     args[i] = CORRUPT[variant](args[i])
-    getattr(_compiled, name)(*args)
-    getattr(_reference, name)(*twin_args)  # reached only when the compiled kernel accepted the call
+    call(_compiled, name, args)
+    call(_reference, name, twin_args)  # reached only when the compiled kernel accepted the call
     return all(np.allclose(a, t) for a, t in zip(args, twin_args) if isinstance(a, np.ndarray))
 
 
@@ -340,7 +351,7 @@ run_probes(probes)
 """
 
 KERNEL_NAMES = ["linear_forward", "linear_backward", "activation", "activation_grad", "dense_forward",
-                "dense_backward", "loss", "sgd_update", "adam_update"]
+                "dense_backward", "loss", "sgd_update", "adam_update", "rmsprop_update"]
 DIRECT_VARIANTS = ["fortran", "int64", "mixed_float32", "none", "wrong_shape", "read_only_out"]
 
 

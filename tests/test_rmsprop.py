@@ -161,21 +161,19 @@ def test_optimizer_steps_match_torch_algorithm(backend):
                              decay, 0.5, True)
         np.testing.assert_allclose(p.ravel(), want[0], rtol=1e-12)
         np.testing.assert_allclose(opt.momentum_buffer[i].ravel(), want[3], rtol=1e-12)
-    assert opt.describe() is None
 
 
 @pytest.mark.filterwarnings("ignore::fastbp.ConvergenceWarning")
 def test_digits_classifier(backend, tmp_path):
-    """solver='rmsprop' learns digits (> 0.9 held out), trains layer by layer saying why, and
-    survives a save/load round trip."""
+    """solver='rmsprop' learns digits (> 0.9 held out), on the engine where it runs, and survives
+    a save/load round trip."""
     X, y = fastbp.load_digits()
     order = np.random.default_rng(0).permutation(len(y))
     train, test = order[:1400], order[1400:]
     model = fastbp.MLPClassifier((32,), solver="rmsprop", learning_rate_init=0.003, max_iter=40,
                                  random_state=0).fit(X[train], y[train])
     assert model.score(X[test], y[test]) > 0.9
-    want = ("layerwise: optimizer RMSprop not in the engine" if backend == "compiled"
-            else "layerwise: numpy backend")
+    want = "engine" if backend == "compiled" else "layerwise: numpy backend"
     assert model.fit_path_ == want
     model.save(tmp_path / "m.npz")
     loaded = fastbp.load(tmp_path / "m.npz")
@@ -196,7 +194,6 @@ def test_every_estimator_trains_with_rmsprop(make):
     X = X[:200, :16]
     model = make()
     model.fit(X, X[:, :2] - X[:, 2:4]) if isinstance(model, fastbp.MLPRegressor) else model.fit(X)
-    assert model.fit_path_.startswith("layerwise: ")
     curve = np.asarray(model.loss_curve_)
     assert np.isfinite(curve).all()
     if not isinstance(model, fastbp.GAN):  # a GAN's objective need not fall
@@ -207,7 +204,7 @@ def test_every_estimator_trains_with_rmsprop(make):
 
 def test_eps_that_vanishes_in_the_dtype_refused(backend):
     p, g, v = np.ones(2, np.float32), np.ones(2, np.float32), np.zeros(2, np.float32)
-    with pytest.raises(ValueError, match="eps must be >= .* for float32"):
+    with pytest.raises(ValueError, match=r"eps must be in \[1.17549e-38, inf\) for float32"):
         kernels.rmsprop_update(p, g, v, eps=1e-40)
     np.testing.assert_array_equal(p, 1)
     p64 = np.ones(2)

@@ -140,6 +140,10 @@ MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = layout.MAX_LAYERS, layout.MAX_THREADS,
 
 try:
     from fastbp.engine import _c_train
+    from fastbp.kernels import _c_step  # its optimizer loops, which the engine calls (STEP_SPAN)
+    _STEP_SPAN = getattr(_c_step, "STEP_SPAN", None)
+    if _STEP_SPAN is None:
+        raise ImportError("fastbp.kernels._c_step has no STEP_SPAN (built from another fastbp)")
     _size = getattr(_c_train, "DESC_SIZE", None)
     if _size != DESC_DTYPE.itemsize or getattr(_c_train, "LIMITS", None) != (
             MAX_LAYERS, MAX_THREADS, MAX_GENERATORS):
@@ -191,7 +195,7 @@ def _plain_stack(network):
 
 def _optimizer_ok(optimizer, params):
     """Whether the engine can run this optimizer's step (it describes itself: ``describe()`` of
-    fastbp.optim's SGD and Adam) on exactly these parameters."""
+    fastbp.optim's optimizers) on exactly these parameters, with its own state arrays."""
     step = _step(optimizer)
     if step is None or len(optimizer.params) != len(params):
         return False
@@ -199,7 +203,7 @@ def _optimizer_ok(optimizer, params):
         return False
     if len(optimizer.weight_decay) != len(params):
         return False
-    for state in step[1:]:
+    for state in step[1].values():
         if len(state) != len(params) or any(s is not None and not _own_array(s, p.shape, p.dtype)
                                             for s, p in zip(state, params)):
             return False
@@ -207,14 +211,10 @@ def _optimizer_ok(optimizer, params):
 
 
 def _step(optimizer):
-    """The optimizer's describe() when the engine has its step (a registry.STEPS kind), else None."""
+    """The optimizer's describe() when the engine has its step (a registry.STEPS name), else None."""
     describe = getattr(optimizer, "describe", None)
     step = describe() if callable(describe) else None
     return step if step is not None and step[0] in registry.STEPS else None
-
-
-# the engine's hyperparameter fields, and their values for a step that has none of them
-_HYPER_DEFAULTS = (("momentum", 0.0), ("beta1", 0.0), ("beta2", 0.0), ("eps", 1.0))
 
 
 class _NoStep:
@@ -223,11 +223,10 @@ class _NoStep:
     def __init__(self, params):
         self.params = list(params)
         self.weight_decay = [0.0] * len(self.params)
-        self.t, self.lr = 0, 0.0
+        self.t, self.lr, self.momentum, self.nesterov = 0, 0.0, 0.0, False
 
     def describe(self):
-        n = len(self.params)
-        return "sgd", [None] * n, [None] * n
+        return "sgd", {"velocity": [None] * len(self.params)}
 
 
 def _own_array(a, shape, dtype):
@@ -277,8 +276,8 @@ def engine_decline(network, loss_name, optimizer, batch_size):
     if _step(optimizer) is None:
         return f"optimizer {type(optimizer).__name__} not in the engine"
     if not _optimizer_ok(optimizer, params):
-        return (f"optimizer {type(optimizer).__name__} is not SGD/Adam over this network's "
-                "parameters with its own state arrays")
+        return (f"optimizer {type(optimizer).__name__} is not over this network's parameters "
+                "with its own state arrays")
     if len({id(d.rng) for d in dropouts.values()}) > MAX_GENERATORS:
         return f"more than {MAX_GENERATORS} dropout generators"
     return None
@@ -389,7 +388,7 @@ class FusedTrainer:
         arrays = []
         for layer in self._dense:
             arrays += [layer.W, layer.b, layer.dW, layer.db]
-        return arrays + step[1] + step[2] + self._draws
+        return arrays + [a for state in step[1].values() for a in state] + self._draws
 
     def _bind(self, step=None):
         dense, L, B = self._dense, self.n_layers, self.batch_size
@@ -400,7 +399,6 @@ class FusedTrainer:
                     raise ValueError(f"{name} of {layer!r} is no longer a writeable C-contiguous "
                                      f"{self.dtype} array")
         step = step or self.optimizer.describe()
-        s1, s2 = step[1], step[2]
         desc = self._desc
         desc["L"], desc["B"], desc["loss"], desc["labels"] = L, B, LOSS_CODES[self.loss], self._labels
         desc["groups"] = len(self._groups)
@@ -420,8 +418,11 @@ class FusedTrainer:
                 desc[name][l] = 0 if array is None else _address(array)
         desc["gwidth"][:len(self._groups)] = [g[1] for g in self._groups]
         desc["U"][:len(self._draws)] = [_address(u) for u in self._draws]
-        desc["s1"][:2 * L] = [0 if a is None else _address(a) for a in s1]
-        desc["s2"][:2 * L] = [0 if a is None else _address(a) for a in s2]
+        states = desc["state"].reshape(-1, layout.registry.MAX_STATE)
+        states[:] = 0
+        for j, arrays in enumerate(step[1].values()):  # registry order
+            states[:2 * L, j] = [0 if a is None else _address(a) for a in arrays]
+        desc["step_span"] = _STEP_SPAN
         for name, value in (("ctl", _address(self._ctl)), ("io", _address(self._io)),
                             ("blas_get", self._blas_get), ("blas_set", self._blas_set),
                             ("sgemm", self._sgemm), ("sgemm64", self._sgemm64),
@@ -437,20 +438,18 @@ class FusedTrainer:
         and dropout rates, and the weight decays: read again before every epoch (they may change
         between epochs)."""
         opt, L, desc = self.optimizer, self.n_layers, self._desc
-        kind, s1 = step[0], step[1]
-        if kind in ("momentum", "nesterov") and s1 and s1[0] is None:
-            raise ValueError("SGD momentum > 0 without velocity buffers")
-        for name, value in _HYPER_DEFAULTS:
-            desc[name] = value
-        for name in registry.STEPS[kind].hyper:  # the optimizer's attributes of these names
-            if name != "weight_decay":
-                desc[name] = getattr(opt, name)
+        entry = registry.STEPS[step[0]]
+        names = [h.name for h in entry.hyper]
+        desc["hyper"][:] = 0
+        desc["hyper"][:len(names)] = [0.0 if n == "weight_decay" else float(getattr(opt, n))
+                                      for n in names]
+        desc["wd_index"] = names.index("weight_decay")
         for l, layer in enumerate(self._dense):
             dropout = self._dropouts.get(l)
             desc["alpha"][l] = 0.0 if layer.alpha is None else layer.alpha
             desc["rate"][l] = 0.0 if dropout is None else dropout.rate
         desc["wd"][:2 * L] = opt.weight_decay
-        desc["opt"] = registry.STEPS[kind].code
+        desc["opt"] = entry.code
         self._engine.load(_address(desc))
 
     def _refresh(self):

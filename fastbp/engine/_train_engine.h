@@ -331,9 +331,11 @@ typedef struct fb_net {
     void *dWs;                     /* per-thread scratch for dW slices (or NULL), see phase2 */
     long dWs_size;                 /* its entries per thread */
     int dWs_threads;               /* threads it has room for */
-    void *s1[2 * FB_MAXL], *s2[2 * FB_MAXL]; /* velocity, or Adam's m and v */
-    double wd[2 * FB_MAXL];
-    double lr, mom, b1, b2, eps;
+    void *state[2 * FB_MAXL][FB_STEP_MAXS]; /* per parameter, the step's state arrays or NULL */
+    double wd[2 * FB_MAXL];                  /* per parameter, its weight decay */
+    double hyper[FB_STEP_MAXH];              /* the step's hyperparameters (registry order) */
+    int wd_index;                            /* weight_decay's place among them */
+    fb_step_span_fn step_span;               /* _c_step's loops (kernels/_step_span.h) */
     long t;                        /* optimizer steps before this call */
     int p_lo[FB_MAXL][FB_MAXT + 1]; /* rows of dW per thread */
     int k_lo[FB_MAXL][FB_MAXT + 1]; /* entries of db per thread */
@@ -386,12 +388,15 @@ FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
         N->gwidth[g] = (long)D->gwidth[g];
         N->U[g] = (void *)(uintptr_t)D->U[g];
     }
-    N->lr = D->lr; N->mom = D->momentum; N->b1 = D->beta1; N->b2 = D->beta2;
-    N->eps = D->eps;
+    for (int j = 0; j < FB_STEP_MAXH; j++) N->hyper[j] = D->hyper[j];
+    N->wd_index = (int)D->wd_index;
+    if (N->opt < 0 || N->opt >= FB_STEP_COUNT || N->wd_index < 0 || N->wd_index >= FB_STEP_MAXH
+        || !D->step_span) return -1;
+    N->step_span = (fb_step_span_fn)(uintptr_t)D->step_span;
     for (int q = 0; q < 2 * L; q++) {
         N->wd[q] = D->wd[q];
-        N->s1[q] = (void *)(uintptr_t)D->s1[q];
-        N->s2[q] = (void *)(uintptr_t)D->s2[q];
+        for (int j = 0; j < FB_STEP_MAXS; j++)
+            N->state[q][j] = (void *)(uintptr_t)D->state[q * FB_STEP_MAXS + j];
     }
     N->ctl = (const int64_t *)(uintptr_t)D->ctl;
     N->io = (double *)(uintptr_t)D->io;
@@ -782,46 +787,33 @@ FB_CLONES_T static double R(sum_squares)(long count, const REAL *x)
 }
 #undef FB_VL
 
-/* Optimizer update of count entries of one parameter, each element by _formulas.h's step in
- * REAL, as the kernels (k: fb_step_constants; step, rs: Adam's, see fb_adam_scales): plain
- * loops, which gcc vectorises. */
-FB_CLONES_T static void R(update_elements)(int opt, long count, REAL *restrict p,
-                                           const REAL *restrict g, REAL *restrict s1,
-                                           REAL *restrict s2, const fb_step_consts *k,
-                                           double step, double rs)
+/* The optimizer update of entries [off, off + count) of parameter q (p and its gradient g from
+ * there), by _c_step's loops (N->step_span; k: the step's constants, fb_step_consts); *gsum +=
+ * ||g||^2 (the gradient before the decay term) and *psum += ||p_new||^2, each only when asked for
+ * (non-NULL: the gradient norm is recorded for weights only, the penalty needs ||p||^2 only under
+ * a decay).  Block by block, so that the sums read g and p from L1 (one pass over memory, as a
+ * fused loop; a fused loop's sums would not vectorise). */
+static void R(update)(fb_net *N, int q, long off, long count, REAL *p, const REAL *g,
+                      const double *k, double *gsum, double *psum)
 {
-    REAL lr = (REAL)k->lr, lrwd = (REAL)k->lrwd, mu = (REAL)k->mu;
-    if (opt == FB_ADAM) {
-        REAL b1 = (REAL)k->b1, b2 = (REAL)k->b2, c1 = (REAL)k->c1, c1wd = (REAL)k->c1wd;
-        REAL r2 = (REAL)k->r2, r2wd = (REAL)k->r2wd, eps = (REAL)k->eps;
-        REAL st = (REAL)step, rsr = (REAL)rs;
-        for (long i = 0; i < count; i++)
-            p[i] = fb_adam_step(p[i], g[i], &s1[i], &s2[i], b1, b2, c1, c1wd, r2, r2wd, st, rsr,
-                                eps);
-    } else if (opt == FB_SGD) {
-        for (long i = 0; i < count; i++) p[i] = fb_sgd_step(p[i], g[i], lr, lrwd);
-    } else { /* the velocity lives in s1 */
-        int nesterov = opt == FB_NESTEROV;
-        for (long i = 0; i < count; i++)
-            p[i] = fb_momentum_step(p[i], g[i], &s1[i], mu, lr, lrwd, nesterov);
+    void *s[FB_STEP_MAXS];
+    for (long i = 0; i < count; i += 1024) {
+        long c = count - i < 1024 ? count - i : 1024;
+        for (int j = 0; j < FB_STEP_MAXS; j++)
+            s[j] = N->state[q][j] ? FB_P(N->state[q][j]) + off + i : NULL;
+        if (gsum) *gsum += R(sum_squares)(c, g + i);
+        N->step_span(N->opt, FB_FLOAT, c, p + i, g + i, s, k);
+        if (psum) *psum += R(sum_squares)(c, p + i);
     }
 }
 
-/* The update of one parameter's count entries; *gsum += ||g||^2 (the gradient before the decay
- * term) and *psum += ||p_new||^2, each only when asked for (non-NULL: the gradient norm is
- * recorded for weights only, the penalty needs ||p||^2 only under a decay).  Block by block, so
- * that the sums read g and p from L1 (one pass over memory, as a fused loop; a fused loop's sums
- * would not vectorise). */
-static void R(update)(int opt, long count, REAL *p, const REAL *g, REAL *s1, REAL *s2,
-                      const fb_step_consts *k, const double *adam, double *gsum, double *psum)
+/* The step's constants for parameter q at update t (its weight decay in the hyperparameters). */
+static void R(step_consts)(fb_net *N, int q, long t, double *k)
 {
-    for (long i = 0; i < count; i += 1024) {
-        long c = count - i < 1024 ? count - i : 1024;
-        if (gsum) *gsum += R(sum_squares)(c, g + i);
-        R(update_elements)(opt, c, p + i, g + i, s1 ? s1 + i : NULL, s2 ? s2 + i : NULL, k,
-                           adam[0], adam[1]);
-        if (psum) *psum += R(sum_squares)(c, p + i);
-    }
+    double h[FB_STEP_MAXH];
+    for (int j = 0; j < FB_STEP_MAXH; j++) h[j] = N->hyper[j];
+    h[N->wd_index] = N->wd[q];
+    fb_step_consts(N->opt, h, t, k);
 }
 
 /* ------------------------------------------------------------------------------ one epoch */
@@ -895,25 +887,21 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
 static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, int last)
 {
     REAL *scratch = N->dWs && tid < N->dWs_threads && !last ? FB_P(N->dWs) + tid * N->dWs_size : NULL;
-    double adam[2] = {1, 1}, pen = 0, wd; /* Adam's step and rs */
-    fb_step_consts sc; /* the step constants of each parameter (its decay) */
-    if (N->opt == FB_ADAM) fb_adam_scales(N->lr, N->b1, N->b2, step, &adam[0], &adam[1]);
+    double k[FB_STEP_MAXK], pen = 0;
     for (int l = 0; l < N->L; l++) {
-        int di = N->d[l], k = N->d[l + 1];
+        int di = N->d[l], kw = N->d[l + 1];
         int p0 = N->p_lo[l][tid], p1 = N->p_lo[l][tid + 1];
         int k0 = N->k_lo[l][tid], k1 = N->k_lo[l][tid + 1];
-        double sums[2] = {0, 0};
+        double sums[2] = {0, 0}, wd;
         if (p1 > p0) {
             const REAL *in = R(layer_input)(N, l, Xin);
-            long off = (long)p0 * k;
-            REAL *dW = scratch && (long)(p1 - p0) * k <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
-            R(fill_rows)(p1 - p0, k, dW, NULL);
-            R(gemm)(N, 'T', 'N', p1 - p0, k, nb, in + p0, di, FB_P(N->dZ[l]), k, dW, k);
+            long off = (long)p0 * kw;
+            REAL *dW = scratch && (long)(p1 - p0) * kw <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
+            R(fill_rows)(p1 - p0, kw, dW, NULL);
+            R(gemm)(N, 'T', 'N', p1 - p0, kw, nb, in + p0, di, FB_P(N->dZ[l]), kw, dW, kw);
             wd = N->wd[2 * l];
-            sc = fb_step_constants(N->lr, wd, N->mom, N->b1, N->b2, N->eps);
-            R(update)(N->opt, (long)(p1 - p0) * k, FB_P(N->W[l]) + off, dW,
-                      N->s1[2 * l] ? FB_P(N->s1[2 * l]) + off : NULL,
-                      N->s2[2 * l] ? FB_P(N->s2[2 * l]) + off : NULL, &sc, adam, &sums[0],
+            R(step_consts)(N, 2 * l, step, k);
+            R(update)(N, 2 * l, off, (long)(p1 - p0) * kw, FB_P(N->W[l]) + off, dW, k, &sums[0],
                       wd != 0 ? &sums[1] : NULL);
             pen += 0.5 * wd * sums[1];
         }
@@ -921,12 +909,10 @@ static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, in
         if (k1 > k0) {
             double bs = 0;
             REAL *db = FB_P(N->db[l]);
-            R(colsum)(nb, k, FB_P(N->dZ[l]), k0, k1, db);
+            R(colsum)(nb, kw, FB_P(N->dZ[l]), k0, k1, db);
             wd = N->wd[2 * l + 1];
-            sc = fb_step_constants(N->lr, wd, N->mom, N->b1, N->b2, N->eps);
-            R(update)(N->opt, k1 - k0, FB_P(N->b[l]) + k0, db + k0,
-                      N->s1[2 * l + 1] ? FB_P(N->s1[2 * l + 1]) + k0 : NULL,
-                      N->s2[2 * l + 1] ? FB_P(N->s2[2 * l + 1]) + k0 : NULL, &sc, adam, NULL,
+            R(step_consts)(N, 2 * l + 1, step, k);
+            R(update)(N, 2 * l + 1, k0, k1 - k0, FB_P(N->b[l]) + k0, db + k0, k, NULL,
                       wd != 0 ? &bs : NULL);
             pen += 0.5 * wd * bs;
         }

@@ -2,12 +2,23 @@
 once.  setup.py generates the C struct (fastbp/engine/_layout.h, build output) from ``FIELDS``, and
 fastbp.engine builds the NumPy structured dtype from the same list, fills it by field name and
 checks at import that the compiled struct has the dtype's size (``_c_train.DESC_SIZE``).
-Pure Python: setup.py reads it without NumPy.
+Pure Python: setup.py reads it without NumPy (and this file reads the registry's limits from its
+file then, as it does).
 
 Every field is 8 bytes (int64 "i8", float64 "f8", or an address "u8"), so the C struct and the
 dtype have the same layout, with no padding.  A count is the number of entries (per dense layer,
 per parameter W1, b1, W2, ..., per dropout generator group); layer l maps d[l] -> d[l + 1].
 """
+if __package__:
+    from fastbp.kernels import registry
+else:  # loaded alone, by setup.py
+    import importlib.util
+    import os
+    _spec = importlib.util.spec_from_file_location(
+        "_fastbp_registry", os.path.join(os.path.dirname(__file__), "..", "kernels", "registry.py"))
+    registry = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(registry)
+
 MAX_LAYERS = 32      # dense layers (FB_MAXL)
 MAX_THREADS = 16     # engine threads (FB_MAXT; fewer than 64: a job's count shares a word with its number)
 MAX_GENERATORS = 8   # random generators of the dropout layers (FB_MAXG)
@@ -29,11 +40,8 @@ FIELDS = [
     ("dgroup", "i8", _L, "its generator group"),
     ("doff", "i8", _L, "offset of its draws in the group's block, in row widths"),
     ("gwidth", "i8", _G, "total width of a group's layers"),
-    ("lr", "f8", 1, "learning rate"),
-    ("momentum", "f8", 1, "SGD momentum"),
-    ("beta1", "f8", 1, "Adam beta1"),
-    ("beta2", "f8", 1, "Adam beta2"),
-    ("eps", "f8", 1, "Adam eps"),
+    ("hyper", "f8", registry.MAX_HYPER, "the step's hyperparameters (registry.STEPS order)"),
+    ("wd_index", "i8", 1, "the position of weight_decay among them (per parameter: wd)"),
     ("alpha", "f8", _L, "activation parameter per layer"),
     ("rate", "f8", _L, "dropout rate per layer"),
     ("wd", "f8", _P, "weight decay per parameter"),
@@ -53,8 +61,9 @@ FIELDS = [
     ("A", "u8", _L, "activations (== Z when A lives in Z's buffer)"),
     ("D", "u8", _L, "dropped-out input of layer l, or 0"),
     ("dZ", "u8", _L, "gradients of Z"),
-    ("s1", "u8", _P, "per parameter: velocity, or Adam's m (or 0)"),
-    ("s2", "u8", _P, "per parameter: Adam's v (or 0)"),
+    ("state", "u8", _P * registry.MAX_STATE,
+     "per parameter q, its state arrays at q * FB_STEP_MAXS + j (registry.STEPS order; 0: absent)"),
+    ("step_span", "u8", 1, "fb_step_span of fastbp.kernels._c_step (STEP_SPAN)"),
     ("U", "u8", _G, "dropout draws per group"),
 ]
 

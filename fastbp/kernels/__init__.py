@@ -20,6 +20,7 @@ in a compiled module that failed to import while others loaded) runs on its twin
 RuntimeWarning at its first call naming the op and the reason; ``implementations()`` tells which
 runs.  ``ops()`` gives the current context's unchecked implementations, for the layers' hot paths.
 """
+import inspect
 import operator
 import threading
 import warnings
@@ -28,15 +29,20 @@ from types import SimpleNamespace
 import numpy as np
 
 from fastbp import _backend
-from fastbp.kernels import _reference
-from fastbp.kernels._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activation_alpha, class_labels, finite_scalar,
-                      float_array, loss_name, out_array, out_tuple, same_dtype, shapes_match,
-                      unaliased)
+from fastbp.kernels import _reference, registry
+from fastbp.kernels._checks import (ACTIVATIONS, FLOAT_DTYPES, LOSSES, activation_alpha,
+                                    class_labels, float_array, hyperparameter,
+                                    loss_name, out_array, out_tuple, same_dtype, shapes_match,
+                                    unaliased)
+
+STEPS = tuple(registry.STEPS)  # the optimizer steps' names
 
 # the kernels: one name per public function here, per twin in _reference, per compiled op
 KERNELS = ("linear_forward", "linear_backward", "activation", "activation_grad", "dense_forward",
-           "dense_backward", "loss", "sgd_update", "adam_update", "rmsprop_update")
-__all__ = ["ACTIVATIONS", "LOSSES", "KERNELS", *KERNELS, "implementations", "ops"]
+           "dense_backward", "loss", "step_update")
+# and one public kernel per optimizer step of the registry: <name>_update (step_update for it)
+__all__ = ["ACTIVATIONS", "LOSSES", "KERNELS", "STEPS", *KERNELS,
+           *(f"{name}_update" for name in registry.STEPS), "implementations", "ops"]
 
 
 def _compiled_table():
@@ -299,123 +305,122 @@ def _same_nd(param, array, name):
     return array
 
 
-def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-    """In-place SGD step with optional (Nesterov) momentum and L2 decay (see the NumPy twin's
-    docstring for the formula).  ``velocity`` (same shape as param) is required when momentum > 0.
-    param, grad and velocity must not overlap (ValueError)."""
-    lr = finite_scalar(lr, "lr", 0.0)
-    momentum = finite_scalar(momentum, "momentum", 0.0)
-    weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
-    if momentum > 0 and velocity is None:
-        raise ValueError("momentum > 0 needs a velocity buffer")
-    work, (grad, velocity) = _param_set(param, [(grad, "grad", False),
-                                                (velocity, "velocity", True)])
-    grad, = unaliased("sgd_update", dict(grad=grad), dict(param=work, velocity=velocity))
-    velocity = velocity if momentum > 0 else None  # checked when given, used with momentum
-    _TABLES[_get(_backend.default)].sgd_update(work, grad, velocity, lr, momentum, bool(nesterov),
-                                               weight_decay)
-    if work is not param:
-        param[...] = work
-
-
-def adam_update(param, grad, m, v, *, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0):
-    """In-place Adam step with bias correction; ``step`` = t >= 1 counts this update; m and v are
-    the first and second moment buffers (same shape as param, start at zero).  param, grad, m and
-    v must not overlap (ValueError)."""
-    step = operator.index(step)
-    if step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
-    lr = finite_scalar(lr, "lr", 0.0)
-    eps = finite_scalar(eps, "eps", 0.0)
-    if eps == 0:
-        raise ValueError("eps must be > 0 (Adam divides by sqrt(v) + eps)")
-    if m is None or v is None:
-        raise ValueError("adam_update needs the m and v buffers (arrays of param's shape)")
-    weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
-    for value, name in ((beta1, "beta1"), (beta2, "beta2")):
-        if not 0.0 <= float(value) < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
-    work, (grad, m, v) = _param_set(param, [(grad, "grad", False), (m, "m", True), (v, "v", True)])
-    grad, = unaliased("adam_update", dict(grad=grad), dict(param=work, m=m, v=v))
-    _TABLES[_get(_backend.default)].adam_update(work, grad, m, v, step, lr, float(beta1),
-                                                float(beta2), eps, weight_decay)
-    if work is not param:
-        param[...] = work
-
-
-
-def rmsprop_update(param, grad, square_avg, grad_avg=None, momentum_buffer=None, *, lr=0.01,
-                   alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
-    """In-place RMSprop step with PyTorch's semantics (``torch.optim.RMSprop``; see the NumPy
-    twin's docstring for the formula).
+def step_update(name, param, grad, *states, step=None, **hyper):
+    """In place: one step of the optimizer ``name`` (a ``registry.STEPS`` name: 'sgd', 'adam',
+    'rmsprop') on ``param`` and its state arrays; the same as ``<name>_update``.
 
     Parameters
     ----------
+    name : str
     param : float32 or float64 array, any shape
-        Updated in place.
+        Updated in place (a non-contiguous or misaligned one through a copy).
     grad : array of param's shape and dtype
-    square_avg : array of param's shape and dtype, writeable, C-contiguous
-        The running mean of the squared gradient (starts at zero), updated in place.
-    grad_avg : array like square_avg, or None
-        The running mean of the gradient; required when ``centered``, unused otherwise.
-    momentum_buffer : array like square_avg, or None
-        Required when ``momentum > 0``, unused otherwise.
-    lr : float >= 0, default 0.01
-        0 leaves param unchanged (the state buffers still update).
-    alpha : float in [0, 1), default 0.99
-        Smoothing constant of the running means.
-    eps : float > 0, default 1e-8
-        Added to the root mean square (the divisor); at least the smallest normal number of
-        param's dtype.
-    weight_decay : float >= 0, default 0
-        The step uses ``grad + weight_decay * param``.
-    momentum : float >= 0, default 0
-    centered : bool, default False
-        Divide by the root of the estimated variance, ``square_avg - grad_avg**2``.
+    *states : arrays of param's shape and dtype, writeable, C-contiguous, or None
+        The step's state arrays in the registry's order (start at zero); each is needed when
+        always kept or when the hyperparameter that asks for it is true or > 0 (ValueError if
+        missing), checked when given, and left alone when not needed.
+    step : int >= 1
+        This update's count (t of Adam's bias correction); only for steps that count.
+    **hyper
+        The step's hyperparameters by name; missing ones take the registry's defaults.
 
     Raises
     ------
     TypeError
-        A non-float dtype, or buffers whose dtype differs from param's.
+        A non-float dtype, buffers whose dtype differs from param's, an unknown hyperparameter.
     ValueError
-        A hyperparameter out of range, a missing buffer, a shape mismatch, a read-only or
-        non-contiguous state buffer, or any overlap of param, grad and the buffers.
+        An unknown step, a hyperparameter outside its domain, a missing state array, a shape
+        mismatch, a read-only or non-contiguous state array, or any overlap of param, grad and
+        the state arrays.
     """
-    lr = finite_scalar(lr, "lr", 0.0)
-    eps = finite_scalar(eps, "eps", 0.0)
-    if eps == 0:
-        raise ValueError("eps must be > 0 (RMSprop divides by sqrt(square_avg) + eps)")
-    weight_decay = finite_scalar(weight_decay, "weight_decay", 0.0)
-    momentum = finite_scalar(momentum, "momentum", 0.0)
-    alpha = finite_scalar(alpha, "alpha", 0.0)
-    if alpha >= 1:
-        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
-    centered = bool(centered)
-    for needed, array, name in ((True, square_avg, "square_avg"), (centered, grad_avg, "grad_avg"),
-                                (momentum > 0, momentum_buffer, "momentum_buffer")):
-        if needed and array is None:
-            raise ValueError(f"rmsprop_update needs the {name} buffer (an array of param's shape)"
-                             + ("" if name == "square_avg" else
-                                " when " + ("centered" if name == "grad_avg" else "momentum > 0")))
-    work, (grad, square_avg, grad_avg, momentum_buffer) = _param_set(
-        param, [(grad, "grad", False), (square_avg, "square_avg", True), (grad_avg, "grad_avg", True),
-                (momentum_buffer, "momentum_buffer", True)])
-    tiny = float(np.finfo(work.dtype).tiny)
-    if eps < tiny:
-        raise ValueError(f"eps must be >= {tiny} for {work.dtype} params (a smaller eps vanishes "
-                         f"in the divisor), got {eps}")
-    grad, = unaliased("rmsprop_update", dict(grad=grad),
-                      dict(param=work, square_avg=square_avg, grad_avg=grad_avg,
-                           momentum_buffer=momentum_buffer))
-    # checked when given, used when needed (as sgd_update's velocity)
-    grad_avg = grad_avg if centered else None
-    momentum_buffer = momentum_buffer if momentum > 0 else None
-    _TABLES[_get(_backend.default)].rmsprop_update(work, grad, square_avg, grad_avg,
-                                                   momentum_buffer, lr, alpha, eps, weight_decay,
-                                                   momentum)
+    entry = registry.STEPS.get(name) if isinstance(name, str) else None
+    if entry is None:
+        raise ValueError(f"unknown optimizer step {name!r}; expected one of {STEPS}")
+    kernel = f"{name}_update"
+    names = [h.name for h in entry.hyper]
+    unknown = set(hyper) - set(names)
+    if unknown:
+        raise TypeError(f"{kernel} got unknown hyperparameters {sorted(unknown)}")
+    if len(states) > len(entry.state):
+        raise TypeError(f"{kernel} takes {len(entry.state)} state arrays "
+                        f"({', '.join(entry.state)}), got {len(states)}")
+    if entry.counts_steps:
+        if step is None:
+            raise TypeError(f"{kernel} needs step=t, the count of this update (t >= 1)")
+        step = operator.index(step)
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
+    elif step is not None:
+        raise TypeError(f"{kernel} takes no step count")
+    states = states + (None,) * (len(entry.state) - len(states))
+    values = {h.name: hyperparameter(h, hyper.get(h.name, h.default))
+              for h in entry.hyper if not h.domain.startswith("[tiny")}
+    needed = [wanted_by is None or values[wanted_by] for wanted_by in entry.state.values()]
+    for (state, wanted_by), array, need in zip(entry.state.items(), states, needed):
+        if need and array is None:
+            raise ValueError(f"{kernel} needs the {state} buffer (an array of param's shape)"
+                             + ("" if wanted_by is None else f" when {wanted_by} is set"))
+    work, checked = _param_set(param, [(grad, "grad", False),
+                                       *((a, s, True) for a, s in zip(states, entry.state))])
+    for h in entry.hyper:  # the eps-like bounds depend on param's dtype
+        if h.domain.startswith("[tiny"):
+            values[h.name] = hyperparameter(h, hyper.get(h.name, h.default), work.dtype)
+    grad, = unaliased(kernel, dict(grad=checked[0]),
+                      dict(param=work, **dict(zip(entry.state, checked[1:]))))
+    states = tuple(a if need else None for a, need in zip(checked[1:], needed))
+    _TABLES[_get(_backend.default)].step_update(name, work, grad, states,
+                                                tuple(values[n] for n in names), step or 1)
     if work is not param:
         param[...] = work
 
+
+def _named_step(name):
+    """``fastbp.kernels.<name>_update``: step_update for one step, its signature and docstring
+    made from the registry and the twin."""
+    entry = registry.STEPS[name]
+
+    def update(*args, **kwargs):
+        try:
+            given = update.__signature__.bind(*args, **kwargs).arguments
+        except TypeError as error:  # Python's words, with the kernel's name
+            raise TypeError(f"{update.__name__}(): {error}") from None
+        return step_update(name, given.pop("param"), given.pop("grad"),
+                           *(given.pop(s, None) for s in entry.state), **given)
+
+    states = [inspect.Parameter(s, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                default=inspect.Parameter.empty if wanted_by is None else None)
+              for s, wanted_by in entry.state.items()]
+    counts = [inspect.Parameter("step", inspect.Parameter.KEYWORD_ONLY)] if entry.counts_steps else []
+    hyper = [inspect.Parameter(h.name, inspect.Parameter.KEYWORD_ONLY, default=h.default)
+             for h in entry.hyper]
+    update.__signature__ = inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("param", "grad")]
+        + states + counts + hyper)
+    update.__name__ = update.__qualname__ = f"{name}_update"
+    lines = [f"In place: one {name} step (``step_update('{name}', ...)``; the formula: the NumPy "
+             f"twin below).", "", "Parameters", "----------",
+             "param : float32 or float64 array, any shape", "    Updated in place.",
+             "grad : array of param's shape and dtype"]
+    for s, wanted_by in entry.state.items():
+        lines += [f"{s} : array of param's shape and dtype, writeable, C-contiguous"
+                  + ("" if wanted_by is None else ", or None"),
+                  "    State, updated in place (starts at zero)"
+                  + ("." if wanted_by is None else f"; needed when ``{wanted_by}`` is set.")]
+    if entry.counts_steps:
+        lines += ["step : int >= 1", "    This update's count t."]
+    for h in entry.hyper:
+        lines += [f"{h.name} : {'bool' if h.domain == 'bool' else 'float in ' + h.domain}, "
+                  f"default {h.default!r}"]
+        if "tiny" in h.domain:
+            lines += ["    tiny: the smallest normal number of param's dtype (a smaller value "
+                      "vanishes in the divisor)."]
+    lines += ["", "Raises", "------", "TypeError, ValueError", "    As ``step_update``.", "",
+              "Notes", "-----", inspect.cleandoc(getattr(_reference, f"{name}_update").__doc__)]
+    update.__doc__ = "\n".join(lines)
+    return update
+
+
+for _name in registry.STEPS:
+    globals()[f"{_name}_update"] = _named_step(_name)
 
 _backend.register_compiled(_NONE_COMPILED)  # last: the start may raise (FASTBP_BACKEND)

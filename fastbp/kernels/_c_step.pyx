@@ -1,6 +1,6 @@
-"""Compiled losses and optimizer steps, the two ends of a training step's update (twins: ``loss``,
-``sgd_update``, ``adam_update``, ``rmsprop_update`` in fastbp/kernels/_reference.py); one module,
-to share the fixed size of a compiled module.
+"""Compiled losses and optimizer steps, the two ends of a training step's update (twins: ``loss``
+and ``step_update`` in fastbp/kernels/_reference.py); one module, to share the fixed size of a
+compiled module.
 
 Each loss is a mean over the n rows.  Its terms and their sum are in double where a term can
 exceed the dtype's range (squared error, sigmoid cross-entropy, the logit differences of the
@@ -10,7 +10,7 @@ the output, so ``grad`` may be ``output``.
 Log-sum-exp and softplus are shifted, so logits of any finite size give finite values.
 
 An optimizer step is one fused pass over the parameter and its state, in place, each element
-computed in the parameter's type by _formulas.h's step (the engine's too), scaled so that no
+computed in the parameter's type by _formulas.h's step, in _step_span.h's loop (the engine's too), scaled so that no
 intermediate overflows where the result does not (a float32 gradient of 1e20: Adam squares
 sqrt(1 - b2) g; a decay term wd p of 1e39: it enters as (lr wd) p); within a few ulps of the
 float64 twin.
@@ -33,27 +33,6 @@ cdef extern from "_formulas.h" nogil:
     double fb_sigmoid_ce(double o, double t, double l)
     double fb_sigmoid_ce_grad(double o, double t, double e, double scale)
     double fb_softmax_ce_term(double t, double s)
-    float fb_sgd_step_f(float p, float g, float lr, float lrwd)
-    double fb_sgd_step_d(double p, double g, double lr, double lrwd)
-    float fb_momentum_step_f(float p, float g, float* v, float mu, float lr, float lrwd,
-                             bint nesterov)
-    double fb_momentum_step_d(double p, double g, double* v, double mu, double lr, double lrwd,
-                              bint nesterov)
-    float fb_adam_step_f(float p, float g, float* m, float* v, float b1, float b2, float c1,
-                         float c1wd, float r2, float r2wd, float step, float rs, float eps)
-    double fb_adam_step_d(double p, double g, double* m, double* v, double b1, double b2,
-                          double c1, double c1wd, double r2, double r2wd, double step, double rs,
-                          double eps)
-    float fb_rmsprop_step_f(float p, float g, float* v, float* ga, float* b, float a, float r,
-                            float rwd, float c, float cwd, float lr, float wd, float mu, float eps)
-    double fb_rmsprop_step_d(double p, double g, double* v, double* ga, double* b, double a,
-                             double r, double rwd, double c, double cwd, double lr, double wd,
-                             double mu, double eps)
-    ctypedef struct fb_step_consts:
-        double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps
-    fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1, double b2,
-                                     double eps)
-    void fb_adam_scales(double lr, double b1, double b2, long t, double* step, double* rs)
 
 # The codes: the C enum generated from fastbp/kernels/registry.py (setup.py writes _registry.h)
 cdef extern from "_registry.h":
@@ -63,6 +42,20 @@ cdef extern from "_registry.h":
         SIGMOID_CROSS_ENTROPY "FB_SIGMOID_CROSS_ENTROPY"
         FB_LOSS_COUNT
     const char* fb_loss_names[]
+    enum:
+        FB_STEP_COUNT
+        FB_STEP_MAXH
+        FB_STEP_MAXK
+        FB_STEP_MAXS
+    const char* fb_step_names[]
+    ctypedef struct fb_step_shape_t:
+        int hyper, states, required, counts_steps
+    const fb_step_shape_t fb_step_shape[]
+
+cdef extern from "_step_span.h" nogil:
+    void fb_step_consts(int code, const double* h, long t, double* k)
+    void fb_step_span(int code, int single, long n, void* p, const void* g, void* const* s,
+                      const double* k)
 
 
 cdef int loss_code(object name) except -1:
@@ -216,143 +209,47 @@ def loss(name, output, target, grad):
 
 
 # ---------------------------------------------------------------------------- optimizers
-# Each element's step is _formulas.h's, in the parameter's type (the decay and Adam's square
+# Every step is _formulas.h's, each element in the parameter's type (the decay and Adam's square
 # scaled first, so that a float32 gradient of 1e20 or a decay term of 1e39 overflows nothing the
-# result does not), as the engine's.
-cdef void sgd(floating* p, const floating* g, floating* v, Py_ssize_t size, double lr,
-              double mu, bint nesterov, double wd) noexcept nogil:
-    """g += wd p; v = mu v - lr g; p += v (Nesterov: p += mu v - lr g); without v: p -= lr g."""
-    cdef Py_ssize_t i
-    cdef fb_step_consts k = fb_step_constants(lr, wd, mu, 0, 0, 0)
-    cdef floating lrf = <floating>k.lr, lrwd = <floating>k.lrwd, muf = <floating>k.mu
-    if v == NULL:
-        for i in range(size):
-            if floating is float:
-                p[i] = fb_sgd_step_f(p[i], g[i], lrf, lrwd)
-            else:
-                p[i] = fb_sgd_step_d(p[i], g[i], lrf, lrwd)
-    else:
-        for i in range(size):
-            if floating is float:
-                p[i] = fb_momentum_step_f(p[i], g[i], &v[i], muf, lrf, lrwd, nesterov)
-            else:
-                p[i] = fb_momentum_step_d(p[i], g[i], &v[i], muf, lrf, lrwd, nesterov)
+# result does not), run by _step_span.h's loops: this module's fb_step_span, which the engine
+# calls too (STEP_SPAN).
+STEP_SPAN = <size_t>&fb_step_span  # the address fastbp.engine hands to the training engine
 
 
-cdef void adam(floating* p, const floating* g, floating* m, floating* v, Py_ssize_t size,
-               double lr, double b1, double b2, double step, double rs, double eps,
-               double wd) noexcept nogil:
-    """m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= step m / (rs sqrt(v) + eps) (see
-    fb_adam_step)."""
-    cdef Py_ssize_t i
-    cdef fb_step_consts k = fb_step_constants(lr, wd, 0, b1, b2, eps)
-    cdef floating b1f = <floating>k.b1, b2f = <floating>k.b2, c1 = <floating>k.c1
-    cdef floating c1wd = <floating>k.c1wd, r2 = <floating>k.r2, r2wd = <floating>k.r2wd
-    cdef floating stepf = <floating>step, rsf = <floating>rs, epsf = <floating>k.eps
-    for i in range(size):
-        if floating is float:
-            p[i] = fb_adam_step_f(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2, r2wd, stepf,
-                                  rsf, epsf)
-        else:
-            p[i] = fb_adam_step_d(p[i], g[i], &m[i], &v[i], b1f, b2f, c1, c1wd, r2, r2wd, stepf,
-                                  rsf, epsf)
-
-
-cdef void rmsprop(floating* p, const floating* g, floating* v, floating* ga, floating* buf,
-                  Py_ssize_t size, double lr, double alpha, double eps, double wd,
-                  double mu) noexcept nogil:
-    """v = alpha v + (1 - alpha) g^2 (centered: ga = alpha ga + (1 - alpha) g); buf = mu buf +
-    g / d, p -= lr buf, or without buf p -= lr g / d (see fb_rmsprop_step); ga, buf may be NULL."""
-    cdef Py_ssize_t i
-    cdef fb_step_consts k = fb_step_constants(lr, wd, mu, alpha, alpha, eps)
-    cdef floating a = <floating>alpha, r = <floating>k.r2, rwd = <floating>k.r2wd
-    cdef floating c = <floating>k.c1, cwd = <floating>k.c1wd, lrf = <floating>k.lr
-    cdef floating wdf = <floating>wd, muf = <floating>k.mu
-    cdef floating epsf = <floating>k.eps
-    cdef floating* gai = NULL
-    cdef floating* bi = NULL
-    for i in range(size):
-        if ga != NULL:
-            gai = &ga[i]
-        if buf != NULL:
-            bi = &buf[i]
-        if floating is float:
-            p[i] = fb_rmsprop_step_f(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, wdf, muf,
-                                     epsf)
-        else:
-            p[i] = fb_rmsprop_step_d(p[i], g[i], &v[i], gai, bi, a, r, rwd, c, cwd, lrf, wdf, muf,
-                                     epsf)
-
-
-cdef int check_set(param, grad, a, str a_name, b, str b_name) except -1:
-    """The parameter (any shape, writeable), its gradient and state buffers a, b (or None)."""
+def step_update(name, param, grad, tuple states, tuple hyper, long t, /):
+    """In place: optimizer step ``name`` (a registry.STEPS name) of param (any shape) from grad,
+    its ``states`` arrays (the registry's order; None for one the settings leave out) updated
+    too; ``hyper`` its hyperparameters (the registry's order); t >= 1 counts this update (read by
+    the steps that count).  The checks are fastbp.kernels'; this guard keeps only what the C loop
+    cannot take (a missing state it always keeps, a wrong count, arrays of another shape)."""
+    cdef int code = table_code(name, fb_step_names, FB_STEP_COUNT, "optimizer step")
+    cdef int j, nh = len(hyper), ns = len(states)
+    if nh != fb_step_shape[code].hyper or ns != fb_step_shape[code].states:
+        fail(ValueError, "%s takes %d hyperparameters and %d state arrays, got %d and %d",
+             (name, fb_step_shape[code].hyper, fb_step_shape[code].states, nh, ns))
+    if fb_step_shape[code].counts_steps and t < 1:
+        fail(ValueError, "t must be >= 1 (this update's count), got %d", (t,))
     check(param, "param", float_type(param, "param"), cnp.PyArray_NDIM(<cnp.ndarray>param), -1, -1,
           True)
     check_like(grad, "grad", param, False)
-    if a is not None:
-        check_like(a, a_name, param, True)
-    if b is not None:
-        check_like(b, b_name, param, True)
-    return 0
-
-
-def sgd_update(param, grad, velocity, double lr, double momentum, bint nesterov,
-               double weight_decay, /):
-    """In place: g = grad + weight_decay * param; velocity = momentum velocity - lr g; param +=
-    velocity (Nesterov: param += momentum velocity - lr g).  velocity None: param -= lr g."""
-    check_set(param, grad, velocity, "velocity", None, "")
+    cdef void* s[FB_STEP_MAXS]
+    cdef double h[FB_STEP_MAXH]
+    cdef double k[FB_STEP_MAXK]
+    for j in range(FB_STEP_MAXS):
+        s[j] = NULL
+    for j in range(ns):
+        if states[j] is None:
+            if fb_step_shape[code].required >> j & 1:
+                fail(TypeError, "%s needs state array %d, got None", (name, j))
+        else:
+            check_like(states[j], "state", param, True)
+            s[j] = data(states[j])
+    for j in range(nh):
+        h[j] = hyper[j]
+    fb_step_consts(code, h, t, k)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>param)
+    cdef int single = cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT
     cdef char* p = data(param)
     cdef char* g = data(grad)
-    cdef char* v = data(velocity)
     with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            sgd(<float*>p, <float*>g, <float*>v, size, lr, momentum, nesterov, weight_decay)
-        else:
-            sgd(<double*>p, <double*>g, <double*>v, size, lr, momentum, nesterov, weight_decay)
-
-
-def adam_update(param, grad, m, v, long step, double lr, double beta1, double beta2, double eps,
-                double weight_decay, /):
-    """In-place Adam step with bias correction; step = t >= 1 counts this update."""
-    if m is None or v is None:
-        raise TypeError("adam_update needs the m and v buffers")
-    check_set(param, grad, m, "m", v, "v")
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>param)
-    cdef double step_size, rs
-    fb_adam_scales(lr, beta1, beta2, step, &step_size, &rs)
-    cdef char* p = data(param)
-    cdef char* g = data(grad)
-    cdef char* pm = data(m)
-    cdef char* pv = data(v)
-    with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            adam(<float*>p, <float*>g, <float*>pm, <float*>pv, size, lr, beta1, beta2, step_size,
-                 rs, eps, weight_decay)
-        else:
-            adam(<double*>p, <double*>g, <double*>pm, <double*>pv, size, lr, beta1, beta2,
-                 step_size, rs, eps, weight_decay)
-
-
-def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, double lr, double alpha,
-                   double eps, double weight_decay, double momentum, /):
-    """In-place RMSprop step (PyTorch's): centered when grad_avg is given, with momentum when
-    momentum_buffer is given (None otherwise)."""
-    if square_avg is None:
-        raise TypeError("rmsprop_update needs the square_avg buffer")
-    check_set(param, grad, square_avg, "square_avg", grad_avg, "grad_avg")
-    if momentum_buffer is not None:
-        check_like(momentum_buffer, "momentum_buffer", param, True)
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(<cnp.ndarray>param)
-    cdef char* p = data(param)
-    cdef char* g = data(grad)
-    cdef char* v = data(square_avg)
-    cdef char* ga = data(grad_avg)
-    cdef char* b = data(momentum_buffer)
-    with nogil:
-        if cnp.PyArray_TYPE(<cnp.ndarray>param) == cnp.NPY_FLOAT:
-            rmsprop(<float*>p, <float*>g, <float*>v, <float*>ga, <float*>b, size, lr, alpha, eps,
-                    weight_decay, momentum)
-        else:
-            rmsprop(<double*>p, <double*>g, <double*>v, <double*>ga, <double*>b, size, lr, alpha,
-                    eps, weight_decay, momentum)
+        fb_step_span(code, single, size, p, g, s, k)

@@ -116,6 +116,28 @@ def finite_scalar(value, name, low=None):
     return value
 
 
+def hyperparameter(entry, value, dtype=None):
+    """``value`` of an optimizer step's hyperparameter (a registry.Hyper: name, default, domain)
+    checked against its domain: "bool" (any truth value), or an interval such as "[0, 1)" of
+    finite numbers, whose bound "tiny" is the smallest normal number of ``dtype`` (a smaller eps
+    vanishes in the divisor: 0 / 0), or just > 0 without a dtype.  ValueError naming it."""
+    if entry.domain == "bool":
+        return bool(value)
+    value = float(value)
+    low, high = (part.strip() for part in entry.domain[1:-1].split(","))
+    closed_low = entry.domain[0] == "["
+    if low == "tiny":
+        low, closed_low = (float(np.finfo(dtype).tiny), True) if dtype is not None else (0.0, False)
+    low, high = float(low), float(high)
+    if not (math.isfinite(value) and (value >= low if closed_low else value > low)
+            and (value <= high if entry.domain[-1] == "]" else value < high)):
+        shown = f"{'[' if closed_low else '('}{low:g}, {high:g}{entry.domain[-1]}"
+        where = f" for {np.dtype(dtype)} params (a smaller eps vanishes in the divisor)" \
+            if entry.domain.startswith("[tiny") and dtype is not None else ""
+        raise ValueError(f"{entry.name} must be in {shown}{where}, got {value}")
+    return value
+
+
 # Which output buffer may overlap which argument, per kernel: the one home of the aliasing rules,
 # checked by fastbp.kernels before either backend runs (so both see the same arrays).
 #   "same": the very same buffer works in place (an elementwise kernel reads each entry before it
@@ -136,9 +158,9 @@ ALIASES = {
     "activation": {"out": {"Z": "same"}},
     "activation_grad": {"out": {"dA": "same"}},
     "loss": {"out": {"output": "same"}},
-    "sgd_update": {"param": {}, "velocity": {}},
-    "adam_update": {"param": {}, "m": {}, "v": {}},
-    "rmsprop_update": {"param": {}, "square_avg": {}, "grad_avg": {}, "momentum_buffer": {}},
+    # an optimizer step writes its parameter and state arrays, each only where it reads it
+    **{f"{name}_update": dict.fromkeys(("param", *step.state), {})
+       for name, step in registry.STEPS.items()},
 }
 
 

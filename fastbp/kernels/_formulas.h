@@ -23,6 +23,7 @@
 #ifndef FASTBP_FORMULAS_H
 #define FASTBP_FORMULAS_H
 #include <float.h>
+#include "_registry.h"
 /* a module may use none of _vmath.h's array functions (they are then dropped): no warning */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-function"
@@ -163,89 +164,108 @@ FB_ELEMENT_MATH(double, _d)
 static inline double fb_softmax_ce_term(double t, double s) { return t * (s < -DBL_MAX ? -DBL_MAX : s); }
 
 /* ------------------------------------------------------------ optimizer steps, per element */
-/* In the parameter's type T (float: 8-wide vectors; within an ulp or two of the float64 twin).  g
- * is the raw gradient; the weight decay enters scaled, as sw p with sw = s wd taken out of the
- * loop (lr wd for SGD, (1 - b1) wd and sqrt(1 - b2) wd for Adam), so that no intermediate is
- * larger than the result it makes: wd p = 1e39 would overflow float32, lr wd p = 5e37 does not.
- * sw = 0 (no decay) adds nothing, even to an infinite p.  Likewise Adam squares sqrt(1 - b2) g,
- * not g: (1e20)^2 overflows float32, (0.0316 1e20)^2 = v does not; the square overflows only
- * where v itself would. */
+/* A step <name> of registry.STEPS is here a pair, the one home of its math:
+ *   fb_<name>_consts(h, t, k): its loop constants k[0 .. FB_STEP_MAXK) from h, its
+ *     hyperparameters in the registry's order, and t >= 1, the count of this update (double);
+ *   fb_<name>_step_f / _d(p, g, s0, s1, s2, k): the new value of the parameter entry p from its
+ *     gradient g, its state entries s0, s1, s2 (the registry's state order; NULL when absent)
+ *     updated in place, k in the parameter's type T.
+ * Both compiled paths run them through _step_span.h's loops.  In T (float: 8-wide vectors; within
+ * an ulp or two of the float64 twin).  g is the raw gradient; the weight decay enters scaled, as
+ * sw p with sw = s wd a constant (lr wd for SGD, (1 - b1) wd and sqrt(1 - b2) wd for Adam), so
+ * that no intermediate is larger than the result it makes: wd p = 1e39 would overflow float32,
+ * lr wd p = 5e37 does not.  sw = 0 (no decay) adds nothing, even to an infinite p.  Likewise
+ * Adam squares sqrt(1 - b2) g, not g: (1e20)^2 overflows float32, (0.0316 1e20)^2 = v does not;
+ * the square overflows only where v itself would. */
+
+/* SGD (h: lr, momentum, nesterov, weight_decay; s0: the velocity, or NULL): p - lr (g + wd p);
+ * with the velocity v = mu v - lr (g + wd p), p + v (Nesterov: p + mu v - lr (g + wd p)). */
+static inline void fb_sgd_consts(const double *h, long t, double *k)
+{
+    (void)t;
+    k[0] = h[0]; k[1] = h[0] * h[3]; k[2] = h[1]; k[3] = h[2];
+}
+/* Adam (h: lr, beta1, beta2, eps, weight_decay; s0, s1: m, v): m = b1 m + c1 gd;
+ * v = b2 v + (r2 gd)^2 (c1 = 1 - b1, r2 = sqrt(1 - b2), gd = g + wd p);
+ * p - step m / (rs sqrt(v) + eps), which is lr (m / bc1) / (sqrt(v / bc2) + eps) with
+ * step = lr / bc1 and rs = 1 / sqrt(bc2) (bc = 1 - beta^t) constants: one division. */
+static inline void fb_adam_consts(const double *h, long t, double *k)
+{
+    double r2 = sqrt(1 - h[2]);
+    k[0] = h[1]; k[1] = h[2]; k[2] = 1 - h[1]; k[3] = (1 - h[1]) * h[4]; k[4] = r2;
+    k[5] = r2 * h[4]; k[6] = h[0] / (1 - pow(h[1], (double)t));
+    k[7] = 1 / sqrt(1 - pow(h[2], (double)t)); k[8] = h[3];
+}
+/* RMSprop, PyTorch's (h: lr, alpha, eps, weight_decay, momentum, centered; s0: v, s1: ga when
+ * centered, s2: b with momentum): gd = g + wd p; v = a v + (r gd)^2 (r = sqrt(1 - a)); centered:
+ * ga = a ga + c gd (c = 1 - a), d = sqrt(v - ga^2) + eps, else d = sqrt(v) + eps; momentum:
+ * b = mu b + gd / d, p - lr b; else p - lr gd / d.  v - ga^2 as sqrt(s - |ga|) sqrt(s + |ga|),
+ * s = sqrt(v) (s - |ga| clamped at 0 for rounding: v >= ga^2): no square of ga to overflow, no
+ * inf - inf where v alone overflows; a NaN stays NaN.  gd / d before lr (finite beside an
+ * infinite v); lr = 0 leaves p, even beside an infinite step. */
+static inline void fb_rmsprop_consts(const double *h, long t, double *k)
+{
+    double r = sqrt(1 - h[1]);
+    (void)t;
+    k[0] = h[1]; k[1] = r; k[2] = r * h[3]; k[3] = 1 - h[1]; k[4] = (1 - h[1]) * h[3];
+    k[5] = h[0]; k[6] = h[3]; k[7] = h[4]; k[8] = h[2];
+}
+
 #define FB_STEP_MATH(T, S, SQRT)                                                                 \
 static inline T fb_decay##S(T p, T sw) { return sw != 0 ? sw * p : 0; }                         \
-/* SGD: p - lr (g + wd p) */                                                                    \
-static inline T fb_sgd_step##S(T p, T g, T lr, T lrwd)                                           \
-{ return p - (lr * g + fb_decay##S(p, lrwd)); }                                                 \
-/* momentum: v = mu v - lr (g + wd p); p + v (Nesterov: p + mu v - lr (g + wd p)) */            \
-static inline T fb_momentum_step##S(T p, T g, T *v, T mu, T lr, T lrwd, int nesterov)            \
+static inline T fb_sgd_step##S(T p, T g, T *v, T *s1, T *s2, const T *k)                         \
 {                                                                                               \
-    T s = lr * g + fb_decay##S(p, lrwd), vi = *v * mu - s;                                      \
+    T s = k[0] * g + fb_decay##S(p, k[1]), vi;                                                  \
+    (void)s1; (void)s2;                                                                         \
+    if (!v) return p - s;                                                                       \
+    vi = *v * k[2] - s;                                                                         \
     *v = vi;                                                                                    \
-    return p + (nesterov ? mu * vi - s : vi);                                                   \
+    return p + (k[3] != 0 ? k[2] * vi - s : vi);                                                \
 }                                                                                               \
-/* Adam: m = b1 m + c1 gd; v = b2 v + (r2 gd)^2 (c1 = 1 - b1, r2 = sqrt(1 - b2), gd = g + wd p); \
- * p - step m / (rs sqrt(v) + eps), which is lr (m / bc1) / (sqrt(v / bc2) + eps) with          \
- * step = lr / bc1 and rs = 1 / sqrt(bc2) (bc = 1 - beta^t) out of the loop: one division. */  \
-static inline T fb_adam_step##S(T p, T g, T *m, T *v, T b1, T b2, T c1, T c1wd, T r2, T r2wd,   \
-                                T step, T rs, T eps)                                            \
+static inline T fb_adam_step##S(T p, T g, T *m, T *v, T *s2, const T *k)                         \
 {                                                                                               \
-    T mi = *m * b1 + (c1 * g + fb_decay##S(p, c1wd)), gs = r2 * g + fb_decay##S(p, r2wd);       \
-    T vi = *v * b2 + gs * gs;                                                                   \
+    T mi = *m * k[0] + (k[2] * g + fb_decay##S(p, k[3])), gs = k[4] * g + fb_decay##S(p, k[5]);   \
+    T vi = *v * k[1] + gs * gs;                                                                 \
+    (void)s2;                                                                                   \
     *m = mi;                                                                                    \
     *v = vi;                                                                                    \
-    return p - step * mi / (rs * SQRT(vi) + eps);                                               \
+    return p - k[6] * mi / (k[7] * SQRT(vi) + k[8]);                                            \
 }                                                                                               \
-/* RMSprop (PyTorch's): gd = g + wd p; v = a v + (r gd)^2 (r = sqrt(1 - a)); centered: ga = a ga \
- * + c gd (c = 1 - a), d = sqrt(v - ga^2) + eps, else d = sqrt(v) + eps; momentum (b != NULL):  \
- * b = mu b + gd / d, p - lr b; else p - lr gd / d (ga: NULL when not centered).  v - ga^2 as   \
- * sqrt(s - |ga|) sqrt(s + |ga|), s = sqrt(v) (s - |ga| clamped at 0 for rounding: v >= ga^2):  \
- * no square of ga to overflow, no inf - inf where v alone overflows; a NaN stays NaN.  gd / d  \
- * before lr (finite beside an infinite v); lr = 0 leaves p, even beside an infinite step. */   \
-static inline T fb_rmsprop_step##S(T p, T g, T *v, T *ga, T *b, T a, T r, T rwd, T c, T cwd,    \
-                                   T lr, T wd, T mu, T eps)                                     \
+static inline T fb_rmsprop_step##S(T p, T g, T *v, T *ga, T *b, const T *k)                      \
 {                                                                                               \
-    T gs = r * g + fb_decay##S(p, rwd), vi = *v * a + gs * gs, d = SQRT(vi);                    \
+    T gs = k[1] * g + fb_decay##S(p, k[2]), vi = *v * k[0] + gs * gs, d = SQRT(vi);             \
     *v = vi;                                                                                    \
     if (ga) {                                                                                   \
-        T gi = *ga * a + (c * g + fb_decay##S(p, cwd)), m = gi < 0 ? -gi : gi, lo = d - m;      \
+        T gi = *ga * k[0] + (k[3] * g + fb_decay##S(p, k[4])), m = gi < 0 ? -gi : gi;           \
+        T lo = d - m;                                                                           \
         *ga = gi;                                                                               \
         d = SQRT(lo < 0 ? 0 : lo) * SQRT(d + m);                                                \
     }                                                                                           \
-    d += eps;                                                                                   \
-    gs = (g + fb_decay##S(p, wd)) / d;                                                          \
+    d += k[8];                                                                                  \
+    gs = (g + fb_decay##S(p, k[6])) / d;                                                        \
     if (b) {                                                                                    \
-        gs += *b * mu;                                                                          \
+        gs += *b * k[7];                                                                        \
         *b = gs;                                                                                \
     }                                                                                           \
-    return lr != 0 ? p - lr * gs : p;                                                           \
+    return k[5] != 0 ? p - k[5] * gs : p;                                                       \
 }
 
 FB_STEP_MATH(float, _f, sqrtf)
 FB_STEP_MATH(double, _d, sqrt)
 #undef FB_STEP_MATH
-#define fb_sgd_step(p, g, lr, lrwd) FB_GENERIC(fb_sgd_step, p)(p, g, lr, lrwd)
-#define fb_momentum_step(p, g, v, mu, lr, lrwd, nes) FB_GENERIC(fb_momentum_step, p)(p, g, v, mu, lr, lrwd, nes)
-#define fb_adam_step(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)                     \
-    FB_GENERIC(fb_adam_step, p)(p, g, m, v, b1, b2, c1, c1wd, r2, r2wd, step, rs, eps)
 
-#define fb_rmsprop_step(p, g, v, ga, b, a, r, rwd, c, cwd, lr, wd, mu, eps)                    \
-    FB_GENERIC(fb_rmsprop_step, p)(p, g, v, ga, b, a, r, rwd, c, cwd, lr, wd, mu, eps)
-
-/* The loop constants of the steps above, from the hyperparameters (the scalings' one home;
- * callers convert each to the parameter's type).  RMSprop's: b1 = b2 = alpha, so that c1, c1wd
- * are its c, c wd and r2, r2wd its r, r wd. */
-typedef struct { double lr, lrwd, mu, b1, b2, c1, c1wd, r2, r2wd, eps; } fb_step_consts;
-static inline fb_step_consts fb_step_constants(double lr, double wd, double mu, double b1,
-                                               double b2, double eps)
+/* The loop constants of step `code` (a registry.STEPS code), k[FB_STEP_MAXK] (the unused zero). */
+static inline void fb_step_consts(int code, const double *h, long t, double *k)
 {
-    double r2 = sqrt(1 - b2);
-    fb_step_consts k = {lr, lr * wd, mu, b1, b2, 1 - b1, (1 - b1) * wd, r2, r2 * wd, eps};
-    return k;
+    for (int j = 0; j < FB_STEP_MAXK; j++) k[j] = 0;
+    switch (code) {
+#define FB_CONSTS_CASE(CODE, name) case CODE: fb_##name##_consts(h, t, k); break;
+    FB_STEPS(FB_CONSTS_CASE)
+#undef FB_CONSTS_CASE
+    }
 }
-/* Adam's loop constants for step t >= 1: step = lr / (1 - b1^t), rs = 1 / sqrt(1 - b2^t) */
-static inline void fb_adam_scales(double lr, double b1, double b2, long t, double *step, double *rs)
-{
-    *step = lr / (1 - pow(b1, (double)t));
-    *rs = 1 / sqrt(1 - pow(b2, (double)t));
-}
+/* _step_span.h's fb_step_span (compiled in _c_step; the engine calls it through this type) */
+typedef void (*fb_step_span_fn)(int code, int single, long n, void *p, const void *g,
+                                void *const *s, const double *k);
 
 #endif

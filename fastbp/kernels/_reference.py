@@ -19,6 +19,8 @@ h^l = A = f(Z).  dX, dW, db, dZ, dA are gradients of the loss with respect to X,
 import numpy as np
 from scipy import special
 
+from fastbp.kernels.registry import STEPS
+
 SQRT_HALF = np.sqrt(0.5)
 INV_SQRT_2PI = 1.0 / np.sqrt(2.0 * np.pi)
 
@@ -271,6 +273,8 @@ def loss(name, output, target, grad):
 
 
 # ------------------------------------------------------------------------------------- optimizers
+# The steps of fastbp.kernels.registry.STEPS: <name>_update(param, grad, *state, *hyper[, t]),
+# each state array or None where the settings leave it out (registry order), run by step_update.
 # One step is computed in float64 (a float32 parameter and its state are widened) and rounded once
 # into the arrays: g^2 of a float32 gradient of 1e20 overflows float32 but not the state v.
 
@@ -290,7 +294,7 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     np.copyto(param, p + step, casting="same_kind")
 
 
-def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """In place Adam (Kingma & Ba) with bias correction; step is t >= 1, counting this update.
 
     g = grad + weight_decay * param; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
@@ -308,9 +312,9 @@ def adam_update(param, grad, m, v, step, lr, beta1, beta2, eps, weight_decay):
 
 
 def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
-                   weight_decay, momentum):
+                   weight_decay, momentum, centered):
     """In place RMSprop as torch.optim.RMSprop: g = grad + weight_decay * param;
-    v = alpha v + (1-alpha) g^2; centered (grad_avg given): ga = alpha ga + (1-alpha) g and
+    v = alpha v + (1-alpha) g^2; centered (and grad_avg given): ga = alpha ga + (1-alpha) g and
     d = sqrt(v - ga^2) + eps, computed as sqrt(max(s - |ga|, 0)) sqrt(s + |ga|) + eps with
     s = sqrt(v) (the max only catches rounding, v >= ga^2; a negative v, never a valid state,
     gives NaN as uncentered), else d = sqrt(v) + eps; with momentum_buffer b: b = momentum b + g / d, param -= lr b; without:
@@ -320,7 +324,7 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
     g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)
     v = alpha * _wide(square_avg) + (1 - alpha) * (g * g)
     np.copyto(square_avg, v, casting="same_kind")
-    if grad_avg is not None:
+    if centered and grad_avg is not None:
         ga = alpha * _wide(grad_avg) + (1 - alpha) * g
         np.copyto(grad_avg, ga, casting="same_kind")
         s, m = np.sqrt(v), np.abs(ga)
@@ -333,3 +337,11 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
         np.copyto(momentum_buffer, step, casting="same_kind")
     if lr:  # lr = 0 leaves param as it is, even beside an infinite step
         np.copyto(param, p - lr * step, casting="same_kind")
+
+
+def step_update(name, param, grad, states, hyper, t):
+    """In place: the optimizer step ``name`` of fastbp.kernels.registry.STEPS (its twin
+    <name>_update above) with the ``states`` arrays and the ``hyper`` values in the registry's
+    order; t >= 1 counts this update (passed to the steps that count it)."""
+    entry = STEPS[name]
+    globals()[name + "_update"](param, grad, *states, *hyper, *((t,) if entry.counts_steps else ()))

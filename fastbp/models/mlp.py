@@ -171,9 +171,8 @@ class _BaseMLP(BaseEstimator):
       elu (scale, default 1.0).
     - ``solver`` 'adam': 'sgd' (minibatch, with ``momentum``/``nesterovs_momentum``), 'adam'
       (``beta_1``, ``beta_2``, ``epsilon``), 'rmsprop' (*fastbp*: ``torch.optim.RMSprop`` with
-      ``beta_2`` as its smoothing constant alpha, ``epsilon`` as eps, ``momentum``; not centered;
-      layer by layer, not in the compiled engine) or 'gd' (full-batch gradient descent, one step
-      per epoch).
+      ``beta_2`` as its smoothing constant alpha, ``epsilon`` as eps, ``momentum``; not centered)
+      or 'gd' (full-batch gradient descent, one step per epoch).
     - ``learning_rate_init`` 0.001; ``learning_rate`` 'constant' | 'invscaling' (``power_t``) |
       'adaptive' | 'backtracking' (Armijo line search, 'gd' only): see ``fastbp.training``.
     - ``batch_size`` 'auto' = min(200, n); ``max_iter`` 200 epochs; ``shuffle`` True.
