@@ -230,14 +230,17 @@ def test_compiled_kernels_refuse_unknown_names():
 
 
 def test_engine_description_is_one_named_structure():
-    """fb_desc (C) and DESC_DTYPE (NumPy) come from one field list (fastbp/engine/layout.py): the
-    compiled struct has the dtype's size, every field is 8 bytes (no padding), names are unique."""
+    """fb_desc, fb_call, fb_result (C) and their NumPy dtypes come from one field list each
+    (fastbp/engine/layout.py): each compiled struct has its dtype's size, every field is 8 bytes
+    (no padding), names are unique."""
     from fastbp.engine import layout
     if engine._c_train is None:
         pytest.skip("fastbp.engine._c_train is not built")
-    assert engine._c_train.DESC_SIZE == engine.DESC_DTYPE.itemsize
-    assert engine.DESC_DTYPE.itemsize == 8 * sum(count for _, _, count, _ in layout.FIELDS)
-    assert len({name for name, *_ in layout.FIELDS}) == len(layout.FIELDS)
+    assert set(engine._c_train.STRUCT_SIZES) == {struct for struct, _ in layout.STRUCTS}
+    for struct, fields in layout.STRUCTS:
+        assert engine._c_train.STRUCT_SIZES[struct] == engine.DTYPES[struct].itemsize
+        assert engine.DTYPES[struct].itemsize == 8 * sum(count for _, _, count, _ in fields)
+        assert len({name for name, *_ in fields}) == len(fields)
     assert engine._c_train.LIMITS == (layout.MAX_LAYERS, layout.MAX_THREADS, layout.MAX_GENERATORS)
     for name, _, count, _ in layout.FIELDS:
         line = next(l for l in layout.c_header().splitlines() if f" {name}" in l and ";" in l)

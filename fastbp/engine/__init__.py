@@ -134,8 +134,8 @@ def _pthread_entry_points():
 
 # ------------------------------------------------------------------------------ the trainer
 # The network description the engine loads: fb_desc, named fields (fastbp/engine/layout.py)
-DESC_DTYPE = np.dtype([(name, kind) if count == 1 else (name, kind, (count,))
-                       for name, kind, count, _ in layout.FIELDS])
+DTYPES = {struct: np.dtype(layout.dtype_fields(fields)) for struct, fields in layout.STRUCTS}
+DESC_DTYPE, CALL_DTYPE, RESULT_DTYPE = DTYPES["fb_desc"], DTYPES["fb_call"], DTYPES["fb_result"]
 MAX_LAYERS, MAX_THREADS, MAX_GENERATORS = layout.MAX_LAYERS, layout.MAX_THREADS, layout.MAX_GENERATORS
 
 try:
@@ -144,11 +144,12 @@ try:
     _STEP_SPAN = getattr(_c_step, "STEP_SPAN", None)
     if _STEP_SPAN is None:
         raise ImportError("fastbp.kernels._c_step has no STEP_SPAN (built from another fastbp)")
-    _size = getattr(_c_train, "DESC_SIZE", None)
-    if _size != DESC_DTYPE.itemsize or getattr(_c_train, "LIMITS", None) != (
+    _sizes = getattr(_c_train, "STRUCT_SIZES", None)
+    _want = {struct: dtype.itemsize for struct, dtype in DTYPES.items()}
+    if _sizes != _want or getattr(_c_train, "LIMITS", None) != (
             MAX_LAYERS, MAX_THREADS, MAX_GENERATORS):
         raise ImportError(f"fastbp.engine._c_train was built from another fastbp/engine/layout.py "
-                          f"(fb_desc of {_size} bytes, expected {DESC_DTYPE.itemsize})")
+                          f"(structs of {_sizes} bytes, expected {_want})")
     _c_train_error = None
 except ImportError as error:  # not built or damaged: every make_trainer call answers None
     _c_train = None
@@ -372,9 +373,9 @@ class FusedTrainer:
                                 MIN_PREDICT_ROWS_PER_THREAD * min(cpu_count(), MAX_THREADS))
 
         # tables read by the engine (layout: fb_load and fb_run in _train_engine.h)
-        self._ctl = np.zeros(16, np.int64)
-        self._io = np.zeros(4 + L, np.float64)  # layout: fb_run in _train_engine.h
-        self._io_norms = self._io[4:]
+        self._call = np.zeros((), CALL_DTYPE)  # fb_call, filled by field name
+        self._result = np.zeros((), RESULT_DTYPE)  # fb_result
+        self._grad_norms = self._result["grad_norms"][:L]
         self._desc = np.zeros((), DESC_DTYPE)  # fb_desc, filled by field name
         self._pplan = (0, 1, 1)  # prediction: rows, threads, chunk of the last call
         self._bound = None
@@ -423,13 +424,13 @@ class FusedTrainer:
         for j, arrays in enumerate(step[1].values()):  # registry order
             states[:2 * L, j] = [0 if a is None else _address(a) for a in arrays]
         desc["step_span"] = _STEP_SPAN
-        for name, value in (("ctl", _address(self._ctl)), ("io", _address(self._io)),
+        for name, value in (("call", _address(self._call)), ("result", _address(self._result)),
                             ("blas_get", self._blas_get), ("blas_set", self._blas_set),
                             ("sgemm", self._sgemm), ("sgemm64", self._sgemm64),
                             ("Xb", _address(self._Xb)), ("dWs", _address(self._dw_scratch))):
             desc[name] = value or 0
-        self._ctl[11] = _address(self._pbuf)
-        self._ctl[12] = self._pwidth
+        self._call["pbuf"] = _address(self._pbuf)
+        self._call["pwidth"] = self._pwidth
         self._bound = self._current(step)
         self._load_floats(step)
 
@@ -475,7 +476,7 @@ class FusedTrainer:
     @property
     def last_threads(self):
         """Threads that the last train_epoch or predict call ran on."""
-        return int(self._io[3])
+        return int(self._result["threads"])
 
     def threads_for(self, rows, flops_per_row, limit=None, min_rows=None):
         """Threads for a call over ``rows`` rows of ``flops_per_row`` each (the engine also
@@ -489,13 +490,13 @@ class FusedTrainer:
 
     def _run(self, run, threads_slot, rows, flops_per_row):
         """Run the engine (train or predict) with the BLAS held at one thread."""
-        ctl = self._ctl
+        call = self._call
         if self._blas_fallback is None:
-            ctl[threads_slot] = self.threads_for(rows, flops_per_row)
+            call[threads_slot] = self.threads_for(rows, flops_per_row)
             run()
             return
         with self._blas_fallback as blas:
-            ctl[threads_slot] = self.threads_for(rows, flops_per_row, blas.limit)
+            call[threads_slot] = self.threads_for(rows, flops_per_row, blas.limit)
             run()
 
     # ------------------------------------------------------------------ training
@@ -553,9 +554,10 @@ class FusedTrainer:
             batches = -(-n // B)
             self._desc["labels"] = self._labels = int(labels)  # read by the engine at load (_refresh)
             self._refresh()
-            ctl, io = self._ctl, self._io
-            ctl[0], ctl[1], ctl[2], ctl[3] = _address(X), _address(Y), _address(order), n
-            io[0] = self._penalty()
+            call, result = self._call, self._result
+            call["X"], call["Y"], call["order"], call["n"] = (_address(X), _address(Y),
+                                                              _address(order), n)
+            result["penalty"] = self._penalty()
             losses = penalties = 0.0
             t0, trained = self.optimizer.t, self._engine.trained
             # calls of whole dropout chunks and at most SIGNAL_FLOPS each (Ctrl-C between them)
@@ -566,11 +568,11 @@ class FusedTrainer:
                     last = min(batches, first + chunk)
                     if self._groups:
                         self._draw(min(n, last * B) - first * B)
-                    ctl[4], ctl[5], ctl[6] = first, last, t0 + first
-                    self._run(self._engine.train, 7, min(n, B), self.train_flops_per_row)
-                    losses += float(io[2])
-                    penalties += float(io[1])
-                    np.add(grad_norms_out, self._io_norms, out=grad_norms_out)
+                    call["mb0"], call["mb1"], call["t"] = first, last, t0 + first
+                    self._run(self._engine.train, "threads", min(n, B), self.train_flops_per_row)
+                    losses += float(result["loss_sum"])
+                    penalties += float(result["penalty_sum"])
+                    np.add(grad_norms_out, self._grad_norms, out=grad_norms_out)
             finally:  # interrupted or not: the optimizer counts the steps the weights took
                 self.optimizer.t = t0 + (self._engine.trained - trained)
             grad_norms_out /= batches
@@ -592,12 +594,12 @@ class FusedTrainer:
         rows = max(PREDICT_CHUNK, PREDICT_BUFFER // self._pwidth)
         chunk = min(rows, -(-n // threads))
         # one engine thread, but work for more: the BLAS may thread the products itself
-        self._ctl[15] = int(threads == 1 and self.threads_for(n, self.flops_per_row) > 1)
+        self._call["pblas"] = int(threads == 1 and self.threads_for(n, self.flops_per_row) > 1)
         need = threads * 2 * chunk * self._pwidth
         if self._pbuf.shape[0] < need:
             self._pbuf = np.empty(need, self.dtype)
-            self._ctl[11] = _address(self._pbuf)
-        self._ctl[13], self._ctl[14] = chunk, threads
+            self._call["pbuf"] = _address(self._pbuf)
+        self._call["pchunk"], self._call["pthreads"] = chunk, threads
         self._pplan = (n, threads, chunk)
         return threads, chunk
 

@@ -2,8 +2,8 @@
 # Compiled training engine: whole epochs of minibatch backprop, and prediction, for a plain stack of
 # dense layers; fastbp.engine drives it.  The work is done in fastbp/engine/_train_engine.h with the GIL
 # released.  This module only hands the engine the address of the network's description (fb_desc,
-# a named structure: fastbp/engine/layout.py) and of the control block (fb_run), filled by
-# fastbp.engine from arrays it has checked and keeps alive: no
+# a named structure: fastbp/engine/layout.py, which points at a call's fb_call and fb_result),
+# filled by fastbp.engine from arrays it has checked and keeps alive: no
 # NumPy C-API, no memoryviews and argument-free calls keep the .so small.
 # Products go to SciPy's BLAS (scipy.linalg.cython_blas), or to the sgemm whose address
 # fastbp.engine hands over (NumPy's OpenBLAS), held at one thread while the engine runs its own.
@@ -14,7 +14,7 @@ cdef extern from "Python.h":
     # the same function, declared without Cython's exception check: a refusal is an answer here
     int _get_buffer_or_not "PyObject_GetBuffer" (object, Py_buffer *, int)
     void PyErr_Clear()
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -30,11 +30,16 @@ cdef extern from "_train_engine.h" nogil:
     fb_dgemm_t fb_dgemm
     ctypedef struct fb_desc:
         pass
+    ctypedef struct fb_result:
+        pass
+    ctypedef struct fb_call:
+        int64_t mb0, mb1, pn
+        uint64_t px, pout
     ctypedef struct fb_net:
         fb_pool *pool
         int L
         int d[1]
-        const int64_t *ctl
+        fb_call *call
     void fb_pool_init(fb_pool *pool, int size, uintptr_t create, uintptr_t join)
     void fb_pool_stop(fb_pool *pool)
     int fb_load(fb_net *N, const fb_desc *D)
@@ -50,7 +55,8 @@ fb_dgemm = <fb_dgemm_t>dgemm
 LIMITS = (FB_MAXL, FB_MAXT, FB_MAXG)  # dense layers, threads, dropout generators
 # the names of the codes in code order, as compiled (tests check them against registry.py)
 NAMES = (FB_ACTIVATION_NAMES, FB_LOSS_NAMES, FB_STEP_NAMES)  # bytes
-DESC_SIZE = sizeof(fb_desc)  # fastbp.engine checks its structured dtype against it
+# fastbp.engine checks its structured dtypes against these
+STRUCT_SIZES = {"fb_desc": sizeof(fb_desc), "fb_call": sizeof(fb_call), "fb_result": sizeof(fb_result)}
 
 
 def after_fork():
@@ -101,14 +107,14 @@ cdef class Engine:
         """Train the minibatches named in the control block (GIL released)."""
         with nogil:
             fb_run(self.net, self.dbl, 0)
-        self.trained += self.net.ctl[5] - self.net.ctl[4]
+        self.trained += self.net.call.mb1 - self.net.call.mb0
 
     def forward(self, X, out, Py_ssize_t rows):
         """Forward pass of X into out (GIL released), both C-contiguous aligned float32 with
         ``rows`` rows and the network's widths, out writeable and apart from X, the rest of the
         control block (plan, workspace) set by the caller; False, without running, otherwise."""
         cdef Py_buffer x, o
-        cdef int64_t *ctl = <int64_t *>self.net.ctl
+        cdef fb_call *call = self.net.call
         if self.dbl:
             return False
         if _get_buffer_or_not(X, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0:
@@ -120,16 +126,16 @@ cdef class Engine:
             return False
         cdef char *xb = <char *>x.buf
         cdef char *ob = <char *>o.buf
-        cdef bint ok = (ctl != NULL and _is_float32(&x) and _is_float32(&o)
+        cdef bint ok = (call != NULL and _is_float32(&x) and _is_float32(&o)
                         and x.ndim == 2 and o.ndim == 2
                         and x.shape[0] == rows and o.shape[0] == rows
                         and x.shape[1] == self.net.d[0] and o.shape[1] == self.net.d[self.net.L]
                         and <uintptr_t>xb % 4 == 0 and <uintptr_t>ob % 4 == 0
                         and (xb + x.len <= ob or ob + o.len <= xb))  # aligned, apart
         if ok:
-            ctl[8] = <int64_t><uintptr_t>x.buf
-            ctl[9] = <int64_t><uintptr_t>o.buf
-            ctl[10] = rows
+            call.px = <uintptr_t>x.buf
+            call.pout = <uintptr_t>o.buf
+            call.pn = rows
             with nogil:
                 fb_run(self.net, 0, 1)
         PyBuffer_Release(&x)

@@ -354,8 +354,8 @@ typedef struct fb_net {
     int PT, Pchunk;
     void *Pbuf;   /* PT blocks of 2 * Pchunk * Pwidth */
     fb_pool *pool;
-    const int64_t *ctl; /* the caller's control block and result block, see fb_run */
-    double *io;
+    fb_call *call;         /* the caller's arguments and results of a call (fb_run) */
+    fb_result *result;
     int (*blas_get)(void); /* the BLAS's thread count (OpenBLAS), or NULL */
     void (*blas_set)(int);
     fb_sgemm_t sgemm;      /* the float products: this LP64 sgemm (NULL: fb_sgemm) ... */
@@ -398,8 +398,8 @@ FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
         for (int j = 0; j < FB_STEP_MAXS; j++)
             N->state[q][j] = (void *)(uintptr_t)D->state[q * FB_STEP_MAXS + j];
     }
-    N->ctl = (const int64_t *)(uintptr_t)D->ctl;
-    N->io = (double *)(uintptr_t)D->io;
+    N->call = (fb_call *)(uintptr_t)D->call;
+    N->result = (fb_result *)(uintptr_t)D->result;
     N->blas_get = (int (*)(void))(uintptr_t)D->blas_get;
     N->blas_set = (void (*)(int))(uintptr_t)D->blas_set;
     N->sgemm = (fb_sgemm_t)(uintptr_t)D->sgemm;
@@ -457,16 +457,10 @@ static void fb_combine(fb_net *N, int nb)
 #endif
 #undef FB_TRAIN_ENGINE_BODY
 
-/* One call from Python, its arguments in the control block ctl (int64):
- *   training:   X, Y (targets or intp labels), order, n, mb0, mb1, t, T
- *   prediction: [8..15] X, out, n, buf, width, chunk, T, and whether BLAS may run its own
- *               threads (a one-thread pass over few rows: see fastbp.engine)
- * Both run on at most T threads (and at most the BLAS's thread limit, so that threadpoolctl
- * caps them), with the BLAS held at one thread meanwhile.
- * Training trains minibatches [mb0, mb1) of the epoch (order[mb*B ...]) after t optimizer steps,
- * with io[0] the L2 penalty at the current weights; it leaves in io: [0] the penalty
- * at the new weights, [1] the sum over minibatches of rows x penalty, [2] the summed row losses,
- * [4 + l] the sum over minibatches of ||dW_l||_F.  io[3] is the number of threads that ran. */
+/* One call from Python, its arguments in N->call and its results in N->result (fb_call and
+ * fb_result, fastbp/engine/layout.py): training or prediction, on at most the threads wanted (and
+ * at most the BLAS's thread limit, so that threadpoolctl caps them), with the BLAS held at one
+ * thread meanwhile. */
 /* OpenBLAS runs a product on one thread anyway when m n k is at most this (its
  * GEMM_MULTITHREAD_THRESHOLD x 65536): a one-thread call with only such products needs no
  * (costly) BLAS thread switching. */
@@ -531,34 +525,36 @@ static void fb_blas_release(fb_net *N)
 
 static void fb_run(fb_net *N, int dbl, int predict)
 {
-    const int64_t *c = N->ctl;
+    const fb_call *c = N->call;
+    fb_result *r = N->result;
     int blas = FB_MAXT; /* the BLAS's thread limit: it caps ours, BLAS runs on one thread meanwhile */
-    int wanted = (int)(predict ? c[14] : c[7]);
-    double rows = predict ? (double)c[13] : (double)N->B, mnk = 0;
+    int wanted = (int)(predict ? c->pthreads : c->threads);
+    double rows = predict ? (double)c->pchunk : (double)N->B, mnk = 0;
     (void)dbl;
     for (int l = 0; l < N->L; l++) {
         double size = rows * N->d[l] * N->d[l + 1];
         mnk = size > mnk ? size : mnk;
     }
-    /* a one-thread forward pass may leave the products to a threaded BLAS (ctl[15]) */
+    /* a one-thread forward pass may leave the products to a threaded BLAS (pblas) */
     int control = N->blas_get && N->blas_set && (wanted > 1 || mnk > FB_BLAS_SMALL)
-                  && !(predict && c[15]);
+                  && !(predict && c->pblas);
     if (control) blas = fb_blas_hold(N);
     if (predict) {
-        N->PX = (const void *)c[8]; N->Pout = (void *)c[9]; N->Pn = (long)c[10];
-        N->Pbuf = (void *)c[11]; N->Pwidth = (long)c[12]; N->Pchunk = (int)c[13];
-        N->PT = c[14] < 1 ? 1 : (c[14] > blas ? blas : (int)c[14]);
+        N->PX = (const void *)(uintptr_t)c->px; N->Pout = (void *)(uintptr_t)c->pout;
+        N->Pn = (long)c->pn; N->Pbuf = (void *)(uintptr_t)c->pbuf; N->Pwidth = (long)c->pwidth;
+        N->Pchunk = (int)c->pchunk;
+        N->PT = wanted < 1 ? 1 : (wanted > blas ? blas : wanted);
 #ifdef FB_WITH_DOUBLE
         if (dbl) predict_d(N); else
 #endif
         predict_f(N);
-        N->io[3] = N->PT;
+        r->threads = N->PT;
     } else {
-        N->X = (const void *)c[0]; N->Y = (const void *)c[1]; N->lab = (const intptr_t *)c[1];
-        N->order = (const intptr_t *)c[2]; N->n = (long)c[3]; N->mb0 = (long)c[4];
-        N->mb1 = (long)c[5]; N->t = (long)c[6];
-        N->T = c[7] < 1 ? 1 : (c[7] > blas ? blas : (int)c[7]);
-        N->pen_cur = N->io[0];
+        N->X = (const void *)(uintptr_t)c->X; N->Y = (const void *)(uintptr_t)c->Y;
+        N->lab = (const intptr_t *)(uintptr_t)c->Y; N->order = (const intptr_t *)(uintptr_t)c->order;
+        N->n = (long)c->n; N->mb0 = (long)c->mb0; N->mb1 = (long)c->mb1; N->t = (long)c->t;
+        N->T = wanted < 1 ? 1 : (wanted > blas ? blas : wanted);
+        N->pen_cur = r->penalty;
         N->pen_sum = 0;
         for (int l = 0; l < N->L; l++) N->gn_sum[l] = 0;
 #ifdef FB_WITH_DOUBLE
@@ -573,11 +569,11 @@ static void fb_run(fb_net *N, int dbl, int predict)
             memset(fb_prof[t], 0, sizeof fb_prof[t]);
         }
 #endif
-        N->io[0] = N->pen_cur;
-        N->io[1] = N->pen_sum;
-        N->io[2] = N->loss_sum;
-        N->io[3] = N->T;
-        for (int l = 0; l < N->L; l++) N->io[4 + l] = N->gn_sum[l];
+        r->penalty = N->pen_cur;
+        r->penalty_sum = N->pen_sum;
+        r->loss_sum = N->loss_sum;
+        r->threads = N->T;
+        for (int l = 0; l < N->L; l++) r->grad_norms[l] = N->gn_sum[l];
     }
     if (control) fb_blas_release(N);
 }
