@@ -152,7 +152,7 @@ BUSY_AT_FORK = SETUP + r"""
 import threading
 from fastbp import engine as fused
 
-blas = fused.engine_blas()[2][0]  # the BLAS the engine holds at one thread while it runs
+blas = fused.engine_blas()[1][0]  # the BLAS the engine holds at one thread while it runs
 before = blas.get()
 est._network._predictor._lock.acquire()  # as by a thread inside predict at the fork
 big = fastbp.MLPClassifier((1024, 1024), solver="sgd", max_iter=1000, random_state=0)

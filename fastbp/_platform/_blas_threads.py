@@ -81,13 +81,15 @@ def all_blas():
 
 
 class NumpyOpenblas:
-    """NumPy's own OpenBLAS: the addresses of its sgemm and dgemm (Fortran interface), whether they
-    take 64-bit integers (always, for now: only ILP64 builds are used), and its thread controls."""
+    """NumPy's own OpenBLAS: the addresses of its sgemm, dgemm and sgemv (Fortran interface),
+    whether they take 64-bit integers (always, for now: only ILP64 builds are used), and its
+    thread controls."""
 
-    __slots__ = ("sgemm", "dgemm", "ilp64", "threads")
+    __slots__ = ("sgemm", "dgemm", "sgemv", "ilp64", "threads")
 
-    def __init__(self, sgemm, dgemm, ilp64, threads):
-        self.sgemm, self.dgemm, self.ilp64, self.threads = sgemm, dgemm, ilp64, threads
+    def __init__(self, sgemm, dgemm, sgemv, ilp64, threads):
+        self.sgemm, self.dgemm, self.sgemv = sgemm, dgemm, sgemv
+        self.ilp64, self.threads = ilp64, threads
 
 
 def numpy_openblas():
@@ -115,10 +117,11 @@ def _lookup(threads, controller):
     # only the 64_-suffixed names: they say ILP64 for sure (an unsuffixed sgemm_ could be either,
     # and a wrong integer width would pass garbage sizes)
     for prefix in ("scipy_", ""):
-        s, d = (getattr(library, f"{prefix}{t}gemm_64_", None) for t in "sd")
-        if s is not None and d is not None:
+        s, d, v = (getattr(library, f"{prefix}{name}_64_", None)
+                   for name in ("sgemm", "dgemm", "sgemv"))
+        if s is not None and d is not None and v is not None:
             address = lambda f: ctypes.cast(f, ctypes.c_void_p).value  # noqa: E731
-            return NumpyOpenblas(address(s), address(d), True, threads)
+            return NumpyOpenblas(address(s), address(d), address(v), True, threads)
     return None
 
 

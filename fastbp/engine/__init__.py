@@ -100,14 +100,17 @@ def cpu_count():
 
 # ------------------------------------------------------------------------------ BLAS and threads
 def engine_blas():
-    """The BLAS for the engine's float32 products, as (LP64 sgemm address or 0, ILP64 sgemm
-    address or 0, its thread controls, name): NumPy's own OpenBLAS unless ``FASTBP_BLAS`` says
-    otherwise or NumPy has none (see fastbp._platform._blas_threads.blas_choice), else SciPy's
-    (cython_blas, the engine's built-in one: 0, 0)."""
+    """The BLAS for the engine's float32 products, as ({"sgemm", "sgemm64", "sgemv", "sgemv64":
+    address or 0 -- the LP64 or the ILP64 functions}, its thread controls, name): NumPy's own
+    OpenBLAS unless ``FASTBP_BLAS`` says otherwise or NumPy has none (see
+    fastbp._platform._blas_threads.blas_choice), else SciPy's (cython_blas, the engine's built-in
+    ones: all 0)."""
     if blas_choice() == "numpy":
         found = numpy_openblas()
-        return ((0, found.sgemm) if found.ilp64 else (found.sgemm, 0)) + ([found.threads], "numpy")
-    return 0, 0, scipy_blas(), "scipy"
+        suffix = "64" if found.ilp64 else ""
+        return ({f"sgemm{suffix}": found.sgemm, f"sgemv{suffix}": found.sgemv}, [found.threads],
+                "numpy")
+    return {}, scipy_blas(), "scipy"
 
 
 _pthreads = None
@@ -331,7 +334,7 @@ class FusedTrainer:
         # a pool of at most one thread per CPU: more could only queue for the cores
         self._engine = _c_train.Engine(False, min(cpu_count(), MAX_THREADS),
                                        *_pthread_entry_points())
-        self._sgemm, self._sgemm64, libraries, self.blas = engine_blas()
+        self._blas_functions, libraries, self.blas = engine_blas()
         self._blas_get, self._blas_set = thread_entry_points(libraries)
         self._blas_fallback = None if self._blas_get else SingleThreadBlas(libraries)
 
@@ -426,9 +429,10 @@ class FusedTrainer:
         desc["step_span"] = _STEP_SPAN
         for name, value in (("call", _address(self._call)), ("result", _address(self._result)),
                             ("blas_get", self._blas_get), ("blas_set", self._blas_set),
-                            ("sgemm", self._sgemm), ("sgemm64", self._sgemm64),
                             ("Xb", _address(self._Xb)), ("dWs", _address(self._dw_scratch))):
             desc[name] = value or 0
+        for name in ("sgemm", "sgemm64", "sgemv", "sgemv64"):
+            desc[name] = self._blas_functions.get(name, 0)
         self._call["pbuf"] = _address(self._pbuf)
         self._call["pwidth"] = self._pwidth
         self._bound = self._current(step)

@@ -16,7 +16,7 @@ cdef extern from "Python.h":
     void PyErr_Clear()
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from scipy.linalg.cython_blas cimport dgemm, sgemm, sgemv
 
 cdef extern from "_train_engine.h" nogil:
     int FB_MAXL, FB_MAXT, FB_MAXG
@@ -26,8 +26,11 @@ cdef extern from "_train_engine.h" nogil:
                                 float *, int *, float *, float *, int *)
     ctypedef void (*fb_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
                                 double *, int *, double *, double *, int *)
+    ctypedef void (*fb_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *,
+                                float *, float *, int *)
     fb_sgemm_t fb_sgemm
     fb_dgemm_t fb_dgemm
+    fb_sgemv_t fb_sgemv
     ctypedef struct fb_desc:
         pass
     ctypedef struct fb_result:
@@ -51,6 +54,7 @@ cdef extern from "_train_engine.h" nogil:
 
 fb_sgemm = <fb_sgemm_t>sgemm
 fb_dgemm = <fb_dgemm_t>dgemm
+fb_sgemv = <fb_sgemv_t>sgemv
 
 LIMITS = (FB_MAXL, FB_MAXT, FB_MAXG)  # dense layers, threads, dropout generators
 # the names of the codes in code order, as compiled (tests check them against registry.py)

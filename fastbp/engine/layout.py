@@ -53,6 +53,8 @@ FIELDS = [
     ("blas_set", "u8", 1, "its set-thread-count function, or 0"),
     ("sgemm", "u8", 1, "an LP64 sgemm, or 0 (SciPy's)"),
     ("sgemm64", "u8", 1, "an ILP64 sgemm, or 0"),
+    ("sgemv", "u8", 1, "an LP64 sgemv, or 0 (SciPy's)"),
+    ("sgemv64", "u8", 1, "an ILP64 sgemv, or 0"),
     ("Xb", "u8", 1, "gathered minibatch input"),
     ("dWs", "u8", 1, "per-thread dW scratch, or 0"),
     ("W", "u8", _L, "weights per layer"),
