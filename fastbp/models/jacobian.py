@@ -67,7 +67,7 @@ def jacobian(estimator, X, method=None, wrt="X"):
     ndarray of float64
         ``wrt='X'``: shape (n_samples, k, n_inputs), entry [i, j, l] = d output_j / d x_l at
         row i, for the method's k outputs (a 1-D output is k = 1; a binary classifier's
-        probabilities are k = 2).  A weight array of shape s: shape (k, *s), the Jacobian at
+        probabilities are k = 2).  A weight array of shape s: shape ``(k, *s)``, the Jacobian at
         the one sample (zero for the columns the method does not use, such as the VAE encoder's
         log-variance units under ``transform``).
 

@@ -426,7 +426,7 @@ class _BaseMLP(BaseEstimator):
             - GAN: ``'sample'`` (input ``"z"``: noise rows of ``n_components`` numbers drawn
               from N(0, I); output G(z)), ``'decision_function'``.
 
-            The input is ``"X"`` (n x n_features_in_, the model's dtype) unless named above; a
+            The input is ``"X"`` (n x ``n_features_in_``, the model's dtype) unless named above; a
             single output is named after the method.
 
         Returns

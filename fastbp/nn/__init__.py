@@ -2,7 +2,7 @@
 
 In the lecture's notation a deep net computes h^l = f((W^l)^T h^(l-1)) for l = 1..L (h^0 = x)
 and outputs g(V^T h^L).  Here a batch of n examples is a matrix with one example per row, so a
-:class:`Dense` layer computes, for the whole batch at once,
+:class:`Dense` layer computes, for the whole batch at once::
 
     Z = X W + b        (X = h^(l-1) is n x d, W = W^l is d x k: column j of W is the weight
                         vector w_j of unit j; b is the bias the lecture folds into W)
