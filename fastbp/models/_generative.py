@@ -498,9 +498,9 @@ class EncoderDecoder(Transformer, GenerativeBase):
 
     def _exports(self):
         """transform, inverse_transform, reconstruct as dense paths (``fastbp.models.export``):
-        the code is the first n_components outputs of the encoder (the VAE's mean)."""
+        the code is the encoder's first outputs, as many as the decoder takes (the VAE's mean)."""
         encoder = list(export.layer_steps(self.encoder_))
-        encoder[-1] = dataclasses.replace(encoder[-1], n_out=check_n_components(self.n_components))
+        encoder[-1] = dataclasses.replace(encoder[-1], n_out=self.decoder_.n_inputs)
         decoder = export.layer_steps(
             self.decoder_, "sigmoid" if self.loss_ == "sigmoid_cross_entropy" else None)
         return {"transform": export.Path(tuple(encoder), "transform"),

@@ -85,7 +85,7 @@ def layer_steps(network, output_activation=None):
 
 
 def exported_path(estimator, method=None):
-    """The :class:`Path` of ``estimator``'s ``method`` (None: its first, the main one).
+    """(method, its :class:`Path`) for ``estimator``'s ``method`` (None: its first, the main one).
 
     Raises NotFittedError before ``fit`` and ValueError for a method the estimator does not
     export."""
@@ -96,7 +96,7 @@ def exported_path(estimator, method=None):
     if method not in paths:
         raise ValueError(f"{type(estimator).__name__} exports the methods {list(paths)}, "
                          f"not {method!r}")
-    return paths[method]
+    return method, paths[method]
 
 
 # ------------------------------------------------------------------------------------ ONNX graphs
@@ -214,9 +214,7 @@ def _class_array(classes):
 def to_onnx(estimator, method=None):
     """The ONNX graph (``onnx.ModelProto``) of ``estimator``'s ``method``; see
     :meth:`fastbp.MLPClassifier.to_onnx`."""
-    path = exported_path(estimator, method)
-    if method is None:
-        method = next(iter(estimator._exports()))
+    method, path = exported_path(estimator, method)
     return onnx_graph(path, f"{type(estimator).__name__}.{method}")
 
 

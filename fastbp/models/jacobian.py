@@ -80,11 +80,11 @@ def jacobian(estimator, X, method=None, wrt="X"):
         infinity, ``wrt`` not a weight array of the method's path, or more than one sample
         with a weight array.
     """
-    path = exported_path(estimator, method)
+    method, path = exported_path(estimator, method)
     X = check_X(X, np.float64)
     if X.shape[1] != path.n_inputs:
-        raise ValueError(f"X has {X.shape[1]} features, but the {method or 'default'} method of "
-                         f"{type(estimator).__name__} takes {path.n_inputs}")
+        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__}.{method} "
+                         f"takes {path.n_inputs}")
     target = None if isinstance(wrt, str) and wrt == "X" else _find(path, wrt)
     if target is not None and X.shape[0] != 1:
         raise ValueError(f"the Jacobian with respect to a weight array is for one sample; X has "
