@@ -78,8 +78,8 @@ class _Lenient(logging.Filter):
         if not (any(part in source for part in LENIENT_SOURCES)
                 or any(f"docstring for '{name}" in message for name in LENIENT_NAMES)):
             return True
-        print(f"reported, not fatal (docstring being rewritten): {source}: {message}",
-              file=sys.stderr)
+        where = f"{source}: " if source else ""
+        print(f"reported, not fatal (docstring being rewritten): {where}{message}", file=sys.stderr)
         return False
 
 
