@@ -17,6 +17,7 @@ _LAZY = {
     "NotFittedError": "fastbp.exceptions",
     "ConvergenceWarning": "fastbp.exceptions",
     "gradcheck": "fastbp.models.gradcheck",
+    "jacobian": "fastbp.models.jacobian",
     "load": "fastbp.models.persist",
     "InconsistentVersionWarning": "fastbp.exceptions",
     "load_digits": "fastbp.datasets",

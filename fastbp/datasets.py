@@ -16,7 +16,20 @@ DIGITS_PATH = resources.files("fastbp") / "data" / "digits.npz"
 
 
 def load_digits(dtype=np.float32):
-    """(X, y): X (1797 x 64, ``dtype``) pixel intensities scaled to [0, 1], y (1797,) int labels 0..9."""
+    """The handwritten digits shipped with fastbp (see the module docstring).
+
+    Parameters
+    ----------
+    dtype : numpy dtype, default=numpy.float32
+        The dtype of X.
+
+    Returns
+    -------
+    X : ndarray of shape (1797, 64)
+        Pixel intensities scaled to [0, 1], one 8 x 8 image per row (row-major pixels).
+    y : ndarray of shape (1797,), int64
+        The digits' labels, 0 to 9.
+    """
     with resources.as_file(DIGITS_PATH) as path, np.load(path, allow_pickle=False) as data:
         images, labels = data["images"], data["labels"]
     X = images.astype(dtype) / dtype(16.0)

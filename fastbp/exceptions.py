@@ -33,7 +33,19 @@ class InconsistentVersionWarning(UserWarning):
     of that name): its attributes may not be what this version expects.  Refit it, or save it
     with ``model.save`` (a format read across versions) under the version that made it.
 
-    Attributes ``estimator_name``, ``original_version``, ``current_version`` (str).
+    Parameters
+    ----------
+    estimator_name : str
+        The unpickled estimator's class name.
+    original_version : str
+        The fastbp version that pickled it.
+    current_version : str
+        This fastbp's version.
+
+    Attributes
+    ----------
+    estimator_name, original_version, current_version : str
+        The parameters, as given.
     """
 
     def __init__(self, estimator_name, original_version, current_version):

@@ -81,11 +81,11 @@ stops (for 'adaptive', see above); running out of ``max_iter`` epochs first warn
 of improvement is convergence only when the loss has not risen (:func:`divergence`): if the mean
 loss of those last ``n_iter_no_change`` epochs (a mean, so that the noise of a stochastic objective
 is not taken for a rise) exceeds the best loss of the epochs before them by more than max(tol,
-``DIVERGENCE_RISE`` * max(|first epoch's loss|, |that best|)) (the first epoch of the model's whole
+``DIVERGENCE_RISE * max(|first epoch's loss|, |that best|)``) (the first epoch of the model's whole
 history, so a warm start keeps the scale of the original fit; and the epochs before, so that a
 loss still falling when early stopping ends the fit is no rise), or if the best loss exceeds the
 loss F at the weights the fit
-started from (:func:`start_loss`, on the first minibatch of rows) by more than max(tol, |F|),
+started from (:func:`start_loss`, on the first minibatch of rows) by more than ``max(tol, |F|)``,
 training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
 
 Non-finite values (:func:`check_finite`, the one check of every training loop, the GAN's too):

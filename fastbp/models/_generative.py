@@ -13,11 +13,13 @@ penalty values to the loss).  The compiled fast path (``fastbp.engine``) takes p
 Dense layers only; a network with one of these layers trains layer by layer, and its
 ``fit_path_`` says so ("layerwise: not a plain Dense/Dropout stack (SparsityPenalty layer)").
 """
+import dataclasses
 import math
 
 import numpy as np
 from scipy import special
 
+from fastbp.models import export
 from fastbp.models._validation import check_is_fitted, check_n_features, check_X
 from fastbp.models.mlp import _BaseMLP
 from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp
@@ -493,6 +495,17 @@ class EncoderDecoder(Transformer, GenerativeBase):
     def reconstruct(self, X):
         """d(code of x) for every row of X: d(e(x)) (the VAE: d(mu(x)))."""
         return decoded(self.loss_, self._forward(X))
+
+    def _exports(self):
+        """transform, inverse_transform, reconstruct as dense paths (``fastbp.models.export``):
+        the code is the encoder's first outputs, as many as the decoder takes (the VAE's mean)."""
+        encoder = list(export.layer_steps(self.encoder_))
+        encoder[-1] = dataclasses.replace(encoder[-1], n_out=self.decoder_.n_inputs)
+        decoder = export.layer_steps(
+            self.decoder_, "sigmoid" if self.loss_ == "sigmoid_cross_entropy" else None)
+        return {"transform": export.Path(tuple(encoder), "transform"),
+                "inverse_transform": export.Path(decoder, "inverse_transform", input="H"),
+                "reconstruct": export.Path((*encoder, *decoder), "reconstruct")}
 
     def score(self, X, y=None):
         """The mean of ``score_samples(X)`` (higher is better)."""

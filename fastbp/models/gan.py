@@ -35,6 +35,7 @@ import numpy as np
 from scipy import special
 
 from fastbp.kernels import ops
+from fastbp.models import export
 from fastbp.models._generative import GenerativeBase, check_n_components, check_sizes, store_params
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng, user_stacklevel
@@ -273,6 +274,11 @@ class GAN(GenerativeBase):
             else:
                 np.negative(upstream, out=upstream)
             return D.backward(upstream, need_dX=True).copy()
+
+    def _exports(self):
+        return {"sample": export.Path(export.layer_steps(self.generator_), "sample", input="z"),
+                "decision_function": export.Path(export.layer_steps(self.discriminator_),
+                                                 "decision_function", ravel=True)}
 
     # ---------------------------------------------------------------------------- persistence
     def _fitted_arrays(self):

@@ -64,14 +64,45 @@ def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_st
               return_details=False):
     """Worst norm-wise relative error between backprop and central-difference gradients.
 
-    ``model``: a fitted fastbp estimator -- ``MLPClassifier``/``MLPRegressor`` (its loss and target
-    encoding are used) or a model of X alone such as ``Autoencoder`` or ``VAE`` (y None: the
-    target is X) -- or a :class:`fastbp.nn.Sequential` (then ``loss`` names one of
-    ``fastbp.kernels.LOSSES``, default 'squared_error', and y is given as
-    ``fastbp.kernels.loss`` takes it).  The check runs on a float64 copy of the network; keep X to
-    a few rows.  ``max_entries``: check at most that many randomly chosen entries per parameter
-    array (None: all).  With ``return_details`` the result is (worst, {"W1": error, "b1": error,
-    ...}).
+    The check runs on a float64 copy of the network (see the module docstring); keep X to a few
+    rows.
+
+    Parameters
+    ----------
+    model : fitted fastbp estimator or fastbp.nn.Sequential
+        ``MLPClassifier``/``MLPRegressor`` (its loss and target encoding are used), a model of X
+        alone such as ``Autoencoder`` or ``VAE`` (y None: the target is X), or a Sequential.
+    X : array-like of shape (n_samples, n_features)
+        The rows the objective is evaluated on.
+    y : array-like or None, default=None
+        The targets, as the estimator's ``fit`` takes them (for a Sequential: as
+        ``fastbp.kernels.loss`` takes them; required).
+    loss : str or None, default=None
+        For a Sequential: one of ``fastbp.kernels.LOSSES`` (None: 'squared_error'); an
+        estimator's own loss otherwise.
+    eps : float, default=1e-6
+        The finite-difference step h.
+    max_entries : int or None, default=None
+        Check at most that many randomly chosen entries per parameter array (None: all).
+    random_state : int or None, default=0
+        Seed of the choice of entries.
+    return_details : bool, default=False
+        Also return the error of every parameter array.
+
+    Returns
+    -------
+    float
+        The worst error over all parameter arrays; with ``return_details`` the pair
+        (worst, {"W1": error, "b1": error, ...}).
+
+    Raises
+    ------
+    ValueError
+        For X with no row or of the wrong width, bad targets, or a Sequential without y.
+    TypeError
+        For anything other than a fitted fastbp estimator trained on one loss, or a Sequential.
+    NotFittedError
+        For an estimator before ``fit``.
     """
     network, X, Y = _model_network(model, X, y)
     if loss is None:

@@ -55,6 +55,7 @@ from fastbp.training import TrainConfig, TrainState, fit_network
 from fastbp.models._validation import (check_classes, check_is_fitted, check_labels,
                           check_n_features, check_targets, check_X, label_kind)
 from fastbp.nn import Sequential, activation_name, make_mlp
+from fastbp.models import export
 from fastbp.models.persist import register
 
 __all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator"]
@@ -404,6 +405,46 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self)
         return self._network
 
+    def to_onnx(self, method=None):
+        """The fitted network as an ONNX graph, to serve it without Python or fastbp.
+
+        The graph computes in the model's dtype (float32 or float64) with one ``Gemm`` per dense
+        layer and ONNX operators for the activations; ONNX Runtime's results equal the method's
+        within float tolerance.  Needs the ``onnx`` package (``pip install 'fastbp[onnx]'``).
+
+        Parameters
+        ----------
+        method : str or None, default=None
+            The method the graph computes (None: the first listed):
+
+            - MLPClassifier: ``'predict_proba'``, with two outputs, ``"label"`` (what ``predict``
+              returns) and ``"probabilities"``;
+            - MLPRegressor: ``'predict'`` (output ``"predict"``, 1-D for one output);
+            - Autoencoder, VAE: ``'transform'`` (the code; the VAE's posterior mean),
+              ``'inverse_transform'`` (input ``"H"``: codes), ``'reconstruct'``;
+            - GAN: ``'sample'`` (input ``"z"``: noise rows of ``n_components`` numbers drawn
+              from N(0, I); output G(z)), ``'decision_function'``.
+
+            The input is ``"X"`` (n x ``n_features_in_``, the model's dtype) unless named above; a
+            single output is named after the method.
+
+        Returns
+        -------
+        onnx.ModelProto
+            Run it with ``onnxruntime.InferenceSession(model.SerializeToString())``, or write
+            it with ``onnx.save(model, path)``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            For a method the estimator does not export.
+        ImportError
+            When the ``onnx`` package is not installed.
+        """
+        return export.to_onnx(self, method)
+
     # ------------------------------------------------------------------------------ persistence
     def _fitted_arrays(self):
         check_is_fitted(self)
@@ -538,6 +579,34 @@ class MLPRegressor(_BaseMLP):
         """R^2 of ``predict(X)`` against y (averaged over the outputs)."""
         predicted = self.predict(X)
         return _r2_score(check_targets(y, predicted.shape[0], np.float64), predicted)
+
+    def _exports(self):
+        return {"predict": export.Path(export.layer_steps(self._network), "predict",
+                                       ravel=self.n_outputs_ == 1)}
+
+    def to_sklearn(self):
+        """The fitted network as scikit-learn's estimator of the same name, with a copy of its
+        weights: its ``predict`` (and ``predict_proba``) equal this model's within float
+        tolerance.
+
+        The parameters scikit-learn shares are copied as they are (a ``solver`` or schedule it
+        lacks, such as 'gd' or 'rmsprop', then makes its ``fit`` raise; prediction does not use
+        them), as are the fitted attributes it knows.
+
+        Returns
+        -------
+        sklearn.neural_network.MLPRegressor
+            A fitted estimator.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            When scikit-learn cannot represent the network: its MLPs have only the activations
+            identity, logistic (sigmoid), tanh and relu.
+        """
+        return export.to_sklearn(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -737,6 +806,37 @@ class MLPClassifier(_BaseMLP):
         if predicted.ndim == 2:
             return float(np.mean(np.all(predicted == y, axis=1)))
         return float(np.mean(predicted == y))
+
+    def _exports(self):
+        output = "softmax" if self.loss_ == "softmax_cross_entropy" else "sigmoid"
+        multilabel = self._kind == "multilabel"
+        return {"predict_proba": export.Path(
+            export.layer_steps(self._network, output), "probabilities", classes=self.classes_,
+            two_class=not multilabel and self.n_outputs_ == 1, multilabel=multilabel)}
+
+    def to_sklearn(self):
+        """The fitted network as scikit-learn's estimator of the same name, with a copy of its
+        weights: its ``predict`` (and ``predict_proba``) equal this model's within float
+        tolerance.
+
+        The parameters scikit-learn shares are copied as they are (a ``solver`` or schedule it
+        lacks, such as 'gd' or 'rmsprop', then makes its ``fit`` raise; prediction does not use
+        them), as are the fitted attributes it knows.
+
+        Returns
+        -------
+        sklearn.neural_network.MLPClassifier
+            A fitted estimator.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            When scikit-learn cannot represent the network: its MLPs have only the activations
+            identity, logistic (sigmoid), tanh and relu.
+        """
+        return export.to_sklearn(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

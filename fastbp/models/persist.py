@@ -407,10 +407,12 @@ def load(path):
     Parameters
     ----------
     path : str or os.PathLike
+        The ``.npz`` file.
 
     Returns
     -------
-    estimator : the saved class (``type(model)``), predicting as the saved model did.
+    estimator
+        An estimator of the saved class (``type(model)``), predicting as the saved model did.
 
     Raises
     ------

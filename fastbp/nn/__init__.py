@@ -2,7 +2,7 @@
 
 In the lecture's notation a deep net computes h^l = f((W^l)^T h^(l-1)) for l = 1..L (h^0 = x)
 and outputs g(V^T h^L).  Here a batch of n examples is a matrix with one example per row, so a
-:class:`Dense` layer computes, for the whole batch at once,
+:class:`Dense` layer computes, for the whole batch at once::
 
     Z = X W + b        (X = h^(l-1) is n x d, W = W^l is d x k: column j of W is the weight
                         vector w_j of unit j; b is the bias the lecture folds into W)
@@ -85,6 +85,18 @@ def parameter_budget(nbytes, source):
 
     ``fastbp.load`` builds a file's network under the bytes of arrays the file declares, so that
     parameters claiming a huge network cannot exhaust the memory.
+
+    Parameters
+    ----------
+    nbytes : int
+        The budget, in bytes, for all the parameters built in the block.
+    source : str
+        What declared the budget (e.g. the file), named by the error.
+
+    Raises
+    ------
+    ValueError
+        When a Dense layer built in the block would exceed what is left of the budget.
     """
     token = _budget.set([int(nbytes), source])
     try:
@@ -153,17 +165,42 @@ class Dense(Layer):
 
     Parameters
     ----------
-    n_in, n_out : sizes d and k.
-    activation : one of ``fastbp.kernels.ACTIVATIONS`` (``'logistic'`` is accepted for
-        ``'sigmoid'``); 'identity' for an output layer whose g is applied by the loss.
-    alpha : the activation's parameter (leaky_relu slope, elu scale); None = its default.
-    dtype : float32 (default) or float64.
-    rng : ``numpy.random.Generator`` (or seed) for the initial weights.
-    init_factor : Glorot-uniform factor: W and b drawn from U(-r, r), r = sqrt(factor / (d + k)),
-        as scikit-learn does; None = 2 for sigmoid, else 6.
+    n_in, n_out : int
+        The sizes d (inputs) and k (units), each >= 1.
+    activation : str, default='relu'
+        One of ``fastbp.kernels.ACTIVATIONS`` (``'logistic'`` is accepted for ``'sigmoid'``);
+        'identity' for an output layer whose g is applied by the loss.
+    alpha : float or None, default=None
+        The activation's parameter (leaky_relu slope, elu scale); None: its default.
+    dtype : numpy dtype, default=numpy.float32
+        float32 or float64.
+    rng : numpy.random.Generator, int or None, default=None
+        Generator (or seed) of the initial weights.
+    init_factor : float or None, default=None
+        Glorot-uniform factor: W and b drawn from U(-r, r), r = sqrt(factor / (d + k)), as
+        scikit-learn does; None: 2 for sigmoid, else 6.
 
-    Attributes: ``W`` (d x k, C-contiguous), ``b`` (k,), their gradients ``dW``, ``db`` (written by
-    ``backward``), ``activation``, ``alpha``, and after ``forward`` the cached ``X``, ``Z``, ``A``.
+    Attributes
+    ----------
+    W : ndarray of shape (d, k)
+        The weights (C-contiguous, of ``dtype``).
+    b : ndarray of shape (k,)
+        The biases.
+    dW, db : ndarray
+        Their gradients, written by ``backward``.
+    activation : str
+        The activation's kernel name.
+    alpha : float or None
+        Its parameter (None for activations without one).
+    X, Z, A : ndarray or None
+        After ``forward``: the cached input, pre-activation and output of the last batch.
+
+    Raises
+    ------
+    ValueError
+        For sizes below 1, an unknown activation or a bad ``alpha``.
+    TypeError
+        For a dtype other than float32 and float64.
     """
 
     param_names = ("W", "b")
@@ -201,7 +238,15 @@ class Dense(Layer):
         return self.W.dtype
 
     def reset_parameters(self, rng=None, init_factor=None):
-        """Glorot-uniform initialisation (scikit-learn's MLP): W, then b, from U(-r, r)."""
+        """Glorot-uniform initialisation (scikit-learn's MLP): W, then b, from U(-r, r).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator, int or None, default=None
+            Generator (or seed) of the draws.
+        init_factor : float or None, default=None
+            r = sqrt(init_factor / (d + k)); None: 2 for sigmoid, else 6.
+        """
         rng = np.random.default_rng(rng)
         if init_factor is None:
             init_factor = 2.0 if self.activation == "sigmoid" else 6.0
@@ -225,10 +270,27 @@ class Dense(Layer):
         return 0.0 if self.alpha is None else self.alpha
 
     def forward(self, X, training=False, keep=True):
-        """A = f(X W + b) for a C-contiguous X of the layer's dtype (n x d); caches X, Z, A.
+        """A = f(X W + b); caches X, Z, A for ``backward``.
 
-        ``training`` is accepted for a uniform layer interface (a Dense layer ignores it).
-        ``keep=False`` computes into fresh arrays and caches nothing (no backward possible).
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The inputs (converted to a C-contiguous array of the layer's dtype if needed).
+        training : bool, default=False
+            Accepted for a uniform layer interface (a Dense layer ignores it).
+        keep : bool, default=True
+            False: compute into fresh arrays and cache nothing (no backward possible).
+
+        Returns
+        -------
+        ndarray of shape (n, k)
+            A: a work buffer of the layer when ``keep`` (valid until the next forward with the
+            same batch size).
+
+        Raises
+        ------
+        ValueError
+            When X is not 2-D with d columns.
         """
         X = _as_input(X, self.dtype, self.n_in)
         return self._forward(X, training, keep)
@@ -245,10 +307,27 @@ class Dense(Layer):
         return A
 
     def backward(self, dA, need_dX=True):
-        """Given dA = dL/dA for the last forward batch, set dW, db and return dX (None if not needed).
+        """Given dA = dL/dA for the last forward batch, set dW, db and return dX.
 
-        dA is not modified.  The returned dX is a buffer of this layer (valid until the next
-        backward with the same batch size).
+        Parameters
+        ----------
+        dA : array-like of shape (n, k)
+            The gradient of the loss with respect to the last forward's output (not modified).
+        need_dX : bool, default=True
+            Whether to compute dX = dL/dX.
+
+        Returns
+        -------
+        ndarray of shape (n, d) or None
+            dX (a buffer of this layer, valid until the next backward with the same batch size),
+            or None when not needed.
+
+        Raises
+        ------
+        RuntimeError
+            Before any forward pass.
+        ValueError
+            When dA is not shaped like the last forward's output.
         """
         if self.A is None:
             raise RuntimeError("backward needs a forward pass first")
@@ -281,6 +360,18 @@ class Dropout(Layer):
     ``u`` of the input's shape and dtype; a unit is kept where ``u >= dtype(rate)`` and its output
     is ``x * dtype(1 / (1 - rate))``, the others are 0 (a compiled trainer reproduces the same
     masks from the same generator).
+
+    Parameters
+    ----------
+    rate : float
+        The probability p of dropping a unit, in [0, 1).
+    rng : numpy.random.Generator, int or None, default=None
+        Generator (or seed) of the masks.
+
+    Raises
+    ------
+    ValueError
+        For a rate outside [0, 1).
     """
 
     _transient = ("_cache", "mask")
@@ -349,6 +440,19 @@ class Sequential:
     ``backward(dOut)`` runs the layers backwards from dOut = dL/d(output) and fills every
     layer's gradients; ``params()`` = [W1, b1, W2, b2, ...] in layer order and ``grads()`` the
     matching [dW1, db1, ...] (the same array objects every call, so optimizers hold on to them).
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        The layers in order, at least one of them a :class:`Dense` layer; the Dense layers'
+        sizes must chain and share one dtype.
+
+    Raises
+    ------
+    ValueError
+        Without a Dense layer, or when their sizes do not chain.
+    TypeError
+        When the Dense layers' dtypes differ.
     """
 
     def __init__(self, layers):
@@ -384,7 +488,13 @@ class Sequential:
         (dense layers, {dense index: the Dropout on its input}) for a plain stack -- Dense layers
         (not subclasses), each optionally preceded by one Dropout with a NumPy Generator, none
         after the last --, else a phrase saying why not (the engine reports it as the fit's path).
-        A rate-0 Dropout is the identity and is left out."""
+        A rate-0 Dropout is the identity and is left out.
+
+        Returns
+        -------
+        tuple (list of Dense, dict) or str
+            The stack, or the reason it is not one.
+        """
         dense, dropouts, pending = [], {}, None
         for layer in self.layers:
             if type(layer) is Dense:
@@ -426,11 +536,28 @@ class Sequential:
         return [getattr(layer, name) for layer in self.layers for name in layer.grad_names]
 
     def get_weights(self):
-        """Copies of ``params()``."""
+        """Copies of ``params()``.
+
+        Returns
+        -------
+        list of ndarray
+            [W1, b1, W2, b2, ...], copied.
+        """
         return [p.copy() for p in self.params()]
 
     def set_weights(self, weights):
-        """Copy ``weights`` (a list shaped like ``params()``) into the parameters, in place."""
+        """Copy ``weights`` into the parameters, in place.
+
+        Parameters
+        ----------
+        weights : list of array-like
+            Shaped like ``params()``: [W1, b1, W2, b2, ...].
+
+        Raises
+        ------
+        ValueError
+            For a wrong number of arrays or a wrong shape.
+        """
         params = self.params()
         if len(weights) != len(params):
             raise ValueError(f"{len(weights)} arrays for {len(params)} parameters")
@@ -441,7 +568,25 @@ class Sequential:
             np.copyto(param, value, casting="same_kind")
 
     def forward(self, X, training=False):
-        """The network output for the rows of X (converted to the network's dtype if needed)."""
+        """The network output for the rows of X, caching what ``backward`` needs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_inputs)
+            Converted to the network's dtype if needed.
+        training : bool, default=False
+            Training mode (dropout on).
+
+        Returns
+        -------
+        ndarray of shape (n, n_outputs)
+            The output: a work buffer (see the module docstring).
+
+        Raises
+        ------
+        ValueError
+            When X is not 2-D with ``n_inputs`` columns.
+        """
         X = _as_input(X, self.dtype, self.n_inputs)
         return self._forward(X, training)
 
@@ -454,7 +599,23 @@ class Sequential:
         """The output for X in a fresh array (inference mode: dropout off; no layer keeps X, Z
         or A).  On the compiled backend a plain float32 stack runs the training engine's forward
         pass (fastbp.engine.make_predictor: fused bias + activation, rows split over threads,
-        chunks that stay in cache); anything else goes layer by layer."""
+        chunks that stay in cache); anything else goes layer by layer.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, n_inputs)
+            Converted to the network's dtype if needed.
+
+        Returns
+        -------
+        ndarray of shape (n, n_outputs)
+            A fresh array of the network's dtype.
+
+        Raises
+        ------
+        ValueError
+            When X is not 2-D with ``n_inputs`` columns.
+        """
         X = _as_input(X, self.dtype, self.n_inputs)
         predictor = self._engine_predictor()
         if predictor is not None:
@@ -479,7 +640,26 @@ class Sequential:
     __call__ = predict
 
     def backward(self, dOut, need_dX=False):
-        """Backprop dOut = dL/d(output) of the last forward; returns dL/dX if ``need_dX``."""
+        """Backprop the gradient of the loss through every layer of the last forward.
+
+        Parameters
+        ----------
+        dOut : array-like of shape (n, n_outputs)
+            dL/d(output) for the last forward batch.
+        need_dX : bool, default=False
+            Whether to return dL/dX.
+
+        Returns
+        -------
+        ndarray of shape (n, n_inputs) or None
+            dL/dX (a work buffer) when ``need_dX``, else None.  The gradients land in
+            ``grads()``.
+
+        Raises
+        ------
+        ValueError
+            When dOut is not shaped like the last forward's output.
+        """
         dOut = _as_input(dOut, self.dtype, self.n_outputs)
         last = self.dense_layers[-1]
         if last.A is None or dOut.shape != last.A.shape:
@@ -496,10 +676,30 @@ class Sequential:
         return np.empty((n, self.n_outputs), self.dtype)
 
     def loss_and_grad(self, loss, X, Y, training=True):
-        """Forward, loss and backward on one batch; returns the loss value (a mean over the rows).
+        """Forward, loss and backward on one batch; the gradients land in ``grads()``.
 
-        ``loss`` is one of ``fastbp.kernels.LOSSES``, computed from the network output (logits for
-        the cross-entropies); Y as for ``fastbp.kernels.loss``.  Gradients land in ``grads()``.
+        Parameters
+        ----------
+        loss : str
+            One of ``fastbp.kernels.LOSSES``, computed from the network output (logits for the
+            cross-entropies).
+        X : array-like of shape (n, n_inputs)
+            The batch.
+        Y : array-like
+            The targets, as ``fastbp.kernels.loss`` takes them: (n, n_outputs), or n integer
+            labels for softmax cross-entropy.
+        training : bool, default=True
+            Training mode (dropout on).
+
+        Returns
+        -------
+        float
+            The loss value, a mean over the rows.
+
+        Raises
+        ------
+        ValueError
+            For an unknown loss or misshapen X or Y.
         """
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
@@ -549,6 +749,35 @@ def make_mlp(n_inputs, hidden_layer_sizes, n_outputs, activation="relu", output_
     ``dropout`` > 0 a Dropout layer follows every hidden Dense layer (each with its own generator
     spawned from ``rng``).  The weights are drawn from ``rng`` layer by layer (W then b), with the
     Glorot factor of the hidden activation for every layer (2 for sigmoid, else 6).
+
+    Parameters
+    ----------
+    n_inputs, n_outputs : int
+        The sizes d and k.
+    hidden_layer_sizes : sequence of int
+        The hidden widths, input to output (empty: no hidden layer).
+    activation : str, default='relu'
+        The hidden layers' activation (one of ``fastbp.kernels.ACTIVATIONS``, or 'logistic').
+    output_activation : str, default='identity'
+        The output layer's.
+    dropout : float, default=0.0
+        Dropout rate after every hidden layer (0: no Dropout layers).
+    dtype : numpy dtype, default=numpy.float32
+        float32 or float64.
+    rng : numpy.random.Generator, int or None, default=None
+        Generator (or seed) of the weights.
+    activation_alpha : float or None, default=None
+        The hidden activation's parameter (leaky_relu slope, elu scale); None: its default.
+
+    Returns
+    -------
+    Sequential
+        The network.
+
+    Raises
+    ------
+    ValueError
+        For an unknown activation or bad sizes.
     """
     rng = np.random.default_rng(rng)
     activation = activation_name(activation)

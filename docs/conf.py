@@ -1,0 +1,89 @@
+"""Sphinx configuration of fastbp's documentation: an API reference generated from the numpydoc
+docstrings, and a guide whose code runs as doctests (``sphinx-build -b doctest``).
+
+Built in CI with warnings as errors (.ci/run), on the installed package::
+
+    pip install ".[docs]"
+    sphinx-build -W -b html docs docs/_build/html
+    sphinx-build -W -b doctest docs docs/_build/doctest
+
+(or, in a tree built in place, with ``PYTHONPATH=.`` in front of each ``sphinx-build``).
+"""
+import logging
+import os
+import sys
+
+import fastbp
+
+project = "fastbp"
+author = "the fastbp developers"
+copyright = "fastbp developers"
+release = version = fastbp.__version__
+
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.doctest", "sphinx.ext.mathjax", "numpydoc"]
+exclude_patterns = ["_build"]
+html_theme = "pydata_sphinx_theme"
+html_title = f"fastbp {release}"
+
+autodoc_default_options = {"members": True, "member-order": "bysource"}
+numpydoc_show_class_members = False   # members are documented by autodoc, below each class
+numpydoc_xref_param_type = False
+nitpicky = False
+
+# The guide's code: each document's doctests share one namespace.
+doctest_global_setup = """
+import warnings
+import numpy as np
+import fastbp
+warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+try:
+    import onnxruntime
+except ImportError:
+    onnxruntime = None
+"""
+
+# Docstrings being rewritten to numpydoc elsewhere (issue 15: the estimators' in fastbp/models, the
+# kernels' and optimizers' by the lead; fastbp.training and nn.Layer being extended): their
+# warnings -- docutils' and numpydoc's checks below -- are printed as reports, not fatal, until they
+# are clean.  Every other docstring must build without a warning.
+LENIENT_SOURCES = tuple(os.path.join("fastbp", *part) for part in [
+    ("models", "mlp.py"), ("models", "autoencoder.py"), ("models", "vae.py"), ("models", "gan.py"),
+    ("models", "_generative.py"), ("kernels", ""), ("optim.py",), ("training.py",)])
+LENIENT_NAMES = ("fastbp.MLPClassifier", "fastbp.MLPRegressor", "fastbp.Autoencoder",
+                 "fastbp.VAE", "fastbp.GAN", "fastbp.kernels.", "fastbp.optim.",
+                 "fastbp.training.", "fastbp.nn.Layer")
+
+# numpydoc's checks: every parameter documented and no unknown one, a Returns section where
+# something is returned
+numpydoc_validation_checks = {"PR01", "PR02", "RT01"}
+
+
+def _source(record):
+    location = getattr(record, "location", None)
+    if isinstance(location, tuple):
+        location = location[0]
+    line = getattr(location, "line", None)
+    source = str(getattr(location, "source", None) or location or "")
+    return f"{source}:{line}" if line else source
+
+
+class _Lenient(logging.Filter):
+    """Warnings about LENIENT_SOURCES or LENIENT_NAMES are printed as reports and do not count as
+    warnings."""
+
+    def filter(self, record):
+        if record.levelno < logging.WARNING:
+            return True
+        source, message = _source(record), record.getMessage()
+        if not (any(part in source for part in LENIENT_SOURCES)
+                or any(f"docstring for '{name}" in message for name in LENIENT_NAMES)):
+            return True
+        where = f"{source}: " if source else ""
+        print(f"reported, not fatal (docstring being rewritten): {where}{message}", file=sys.stderr)
+        return False
+
+
+def setup(app):
+    # before Sphinx's own filters (which turn a warning into an error under -W)
+    for handler in logging.getLogger("sphinx").handlers:
+        handler.filters.insert(0, _Lenient())
