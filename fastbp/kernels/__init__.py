@@ -414,8 +414,10 @@ def _named_step(name):
         if "tiny" in h.domain:
             lines += ["    tiny: the smallest normal number of param's dtype (a smaller value "
                       "vanishes in the divisor)."]
+    twin = inspect.cleandoc(getattr(_reference, f"{name}_update").__doc__)
     lines += ["", "Raises", "------", "TypeError, ValueError", "    As ``step_update``.", "",
-              "Notes", "-----", inspect.cleandoc(getattr(_reference, f"{name}_update").__doc__)]
+              "Notes", "-----", "The NumPy twin's formula (``fastbp.kernels._reference``)::", "",
+              *("    " + line for line in twin.splitlines())]
     update.__doc__ = "\n".join(lines)
     return update
 
