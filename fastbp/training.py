@@ -103,7 +103,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastbp import distributed
 from fastbp.exceptions import ConvergenceWarning
+from fastbp.nn import Dense, Dropout
 from fastbp.optim import OPTIMIZERS
 
 __all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
@@ -311,17 +313,93 @@ def train_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_ou
 
 
 class LayerwiseTrainer:
-    """The Python epoch behind the compiled trainer's interface."""
+    """The Python epoch behind the compiled trainer's interface (``parallel``: a
+    ``fastbp.distributed.DataParallel``, for :func:`data_parallel_epoch`)."""
 
-    def __init__(self, network, loss, optimizer, batch_size):
+    def __init__(self, network, loss, optimizer, batch_size, parallel=None):
         self.network, self.loss, self.optimizer, self.batch_size = network, loss, optimizer, batch_size
+        self.parallel = parallel
         self._work = None
 
     def train_epoch(self, X, Y, order, grad_norms_out):
         if self._work is None or self._work.y_tail != Y.shape[1:] or self._work.y_dtype != Y.dtype:
             self._work = _Workspace(self.network, Y)
+        if self.parallel is not None:
+            return data_parallel_epoch(self.network, self.loss, self.optimizer, X, Y, order,
+                                       self.batch_size, grad_norms_out, self._work, self.parallel)
         return train_epoch(self.network, self.loss, self.optimizer, X, Y, order, self.batch_size,
                            grad_norms_out, self._work)
+
+
+def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_out, work,
+                        parallel):
+    """One epoch of data-parallel minibatch backprop (``fastbp.distributed``): returns the mean
+    objective over the rows of every rank, the same on every rank.
+
+    Each step: this rank's share of the global minibatch (replicated data: the contiguous share of
+    the rows one process would take; sharded: the next ``share`` rows of its own ``order``), the
+    gradient and loss summed over those rows, one allreduce of [gradients, loss, rows] over the
+    ranks, then every rank divides by the global rows and takes the same optimizer step: the exact
+    minibatch mean, an uneven or empty share included.  Dropout layers draw the whole global
+    minibatch's masks and use the share's rows.
+    """
+    P, rank = parallel.size, parallel.rank
+    n = order.shape[0]
+    grads, dense = work.grads, work.dense
+    dropouts = [layer for layer in network.layers if isinstance(layer, Dropout)]
+    flat = work.flat if getattr(work, "flat", None) is not None else None
+    if flat is None:
+        flat = work.flat = np.empty(sum(g.size for g in grads) + 2, network.dtype)
+    if parallel.sharded:
+        lo, hi = distributed.share(batch_size, rank, P)
+        step_rows = max(hi - lo, 1)
+        steps = parallel.maximum(-(-n // step_rows))
+    else:
+        steps = -(-n // batch_size)
+    decayed = [(param, 0.5 * decay) for param, decay in zip(work.params, optimizer.weight_decay)
+               if decay]
+    grad_norms_out[:] = 0.0
+    total = rows_seen = 0.0
+    try:
+        for step in range(steps):
+            if parallel.sharded:
+                rows = order[step * step_rows:(step + 1) * step_rows]
+            else:
+                whole = order[step * batch_size:(step + 1) * batch_size]
+                lo, hi = distributed.share(whole.shape[0], rank, P)
+                rows = whole[lo:hi]
+                for layer in dropouts:
+                    layer.rows = (lo, hi, whole.shape[0])
+            n_b = rows.shape[0]
+            x_b, y_b = work.batch(n_b)
+            np.take(X, rows, axis=0, out=x_b, mode="clip")
+            np.take(Y, rows, axis=0, out=y_b, mode="clip")
+            value = network._loss_and_grad(loss, x_b, y_b, True)  # means over this rank's rows
+            offset = 0
+            for grad in grads:  # sums over this rank's rows
+                np.multiply(grad.reshape(-1), n_b, out=flat[offset:offset + grad.size])
+                offset += grad.size
+            flat[-2], flat[-1] = value * n_b, n_b
+            parallel.allreduce(flat)
+            count = float(flat[-1])
+            offset = 0
+            for grad in grads:  # means over the global minibatch
+                np.multiply(flat[offset:offset + grad.size], 1.0 / count, out=grad.reshape(-1))
+                offset += grad.size
+            value = float(flat[-2]) / count
+            for param, half_decay in decayed:
+                value += half_decay * float(np.vdot(param, param))
+            total += value * count
+            rows_seen += count
+            for j, layer in enumerate(dense):
+                grad_norms_out[j] += math.sqrt(float(np.vdot(layer.dW, layer.dW)))
+            optimizer.step(grads)
+    finally:
+        for layer in dropouts:
+            layer.rows = None
+    if steps:
+        grad_norms_out /= steps
+    return total / rows_seen if rows_seen else 0.0
 
 
 _engine_warned = False
@@ -497,8 +575,15 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     state = TrainState() if state is None else state
     rng = np.random.default_rng(rng)
     n = X.shape[0]
-    batch_size = resolve_batch_size(config.batch_size, n, config.solver)
+    parallel = distributed.current()
+    rows = n if parallel is None or not parallel.sharded else parallel.comm.allreduce(n)
+    batch_size = resolve_batch_size(config.batch_size, rows, config.solver)
     backtracking = config.learning_rate == "backtracking"
+    if parallel is not None:
+        _data_parallel_ready(network, parallel, trainer, backtracking, name)
+        parallel.start(network, X, Y, rng)
+        if parallel.rank != 0:
+            log = _silent
     if backtracking and any(getattr(layer, "rate", 0.0) > 0 for layer in network.layers):
         raise ValueError("learning_rate='backtracking' needs dropout=0: the line search needs a "
                          "deterministic objective")
@@ -514,6 +599,10 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         epochs_by, state.fit_path = None, "layerwise: Armijo line search (learning_rate='backtracking')"
     elif trainer is not None:
         epochs_by, state.fit_path = trainer(optimizer, batch_size, fresh)
+    elif parallel is not None:
+        epochs_by = LayerwiseTrainer(network, loss, optimizer, batch_size, parallel)
+        state.fit_path = (f"layerwise: data-parallel over {parallel.size} ranks (the engine has no "
+                          "reduction step yet)")
     else:
         epochs_by, state.fit_path = make_trainer(network, loss, optimizer, batch_size)
     if config.verbose:
@@ -529,6 +618,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     identity = np.arange(n, dtype=np.intp)
     start = (None if incremental or backtracking or not n or not converge else
              start_loss(network, loss, X, Y, optimizer.weight_decay, min(n, batch_size)))
+    if parallel is not None:  # every figure that decides when to stop is rank 0's
+        start = parallel.broadcast(start)
 
     epochs = 1 if incremental else config.max_iter
     stopped = False
@@ -548,7 +639,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
             value = float(epochs_by.train_epoch(X, Y, order, norms))
         elapsed = time.perf_counter() - started
         state.n_iter += 1
-        state.t += n
+        state.t += rows
         state.loss_curve.append(value)
         state.grad_norms.append(norms)
         state.learning_rates.append(lr)
@@ -556,6 +647,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         score = None
         if scoring:
             score = float(validation_score(network))
+            if parallel is not None:
+                score = parallel.broadcast(score)
             state.validation_scores.append(score)
 
         values = (epoch_values(value, norms) if epoch_values is not None else
@@ -586,7 +679,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
             if config.verbose:
                 log(f"{name}: no step decreases the loss (line search): converged")
             break
-        if callback is not None and callback(state):
+        if callback is not None and (callback(state) if parallel is None
+                                     else parallel.broadcast(bool(callback(state)))):
             stopped = True
             break
         if converge and state.no_improvement_count >= config.n_iter_no_change:
@@ -616,6 +710,27 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         warnings.warn(MAX_ITER_WARNING.format(config.max_iter), ConvergenceWarning,
                       stacklevel=stacklevel + 1)
     return state
+
+
+def _silent(*args):
+    """The progress log of ranks other than 0 in a data-parallel fit (rank 0 says it once)."""
+
+
+def _data_parallel_ready(network, parallel, trainer, backtracking, name):
+    """ValueError (on every rank alike) for what does not train data-parallel yet."""
+    why = None
+    if trainer is not None:
+        why = "a model with its own epoch (the GAN)"
+    elif backtracking:
+        why = "learning_rate='backtracking'"
+    else:
+        other = [type(layer).__name__ for layer in network.layers
+                 if type(layer) not in (Dense, Dropout)]
+        if other:
+            why = f"{other[0]} layers (the VAE, the sparse autoencoder)"
+    if why is not None:
+        raise ValueError(f"{name}: {why} does not train data-parallel yet; fastbp.distributed "
+                         "trains networks of Dense and Dropout layers")
 
 
 def _update_no_improvement(state, value, score, tol, network):

@@ -21,6 +21,7 @@ LAYERS = {
     "fastbp.models": 6,                                           # estimators
     "fastbp.training": 5,                                         # the one training loop
     "fastbp.nn": 4, "fastbp.optim": 4,                            # layers
+    "fastbp.distributed": 4,                                      # data-parallel context (MPI)
     "fastbp.kernels": 3, "fastbp.engine": 3,                      # kernels (twins, compiled), engine
     "fastbp._backend": 2,                                         # the choice of implementation
     # leaves that import nothing of fastbp: the platform (BLAS, ELF), the public exceptions, the

@@ -49,6 +49,7 @@ import zipfile
 
 import numpy as np
 
+from fastbp import distributed
 from fastbp.nn import parameter_budget
 
 __all__ = ["save", "load", "register", "FORMAT", "FORMAT_VERSION"]
@@ -223,6 +224,11 @@ def save(model, path):
         holds NaN or infinity.
     OSError
         writing failed; ``path`` is then as it was, and no temporary file is left.
+
+    Notes
+    -----
+    In a ``fastbp.distributed.data_parallel`` block (where every rank holds the same model) only
+    rank 0 writes, and every rank returns once the file is whole.
     """
     from fastbp._version import __version__
 
@@ -242,8 +248,12 @@ def save(model, path):
                 "params": {key: _encode(value) for key, value in model.get_params().items()},
                 "meta": model._fitted_meta()}
     payload = np.frombuffer(json.dumps(document).encode("utf-8"), dtype=np.uint8)
-    _write_atomically(os.fspath(path), lambda file: np.savez(file, **{_META_KEY: payload},
-                                                             **arrays))
+    parallel = distributed.current()
+    if parallel is None or parallel.rank == 0:  # in a data-parallel block: rank 0 writes, once
+        _write_atomically(os.fspath(path), lambda file: np.savez(file, **{_META_KEY: payload},
+                                                                 **arrays))
+    if parallel is not None:
+        parallel.comm.Barrier()  # the file is whole before any rank goes on
 
 
 # ------------------------------------------------------------------------------------- reading

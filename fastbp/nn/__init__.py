@@ -359,7 +359,9 @@ class Dropout(Layer):
     The random draw of one training forward is exactly ``rng.random(dtype=dtype, out=u)`` with
     ``u`` of the input's shape and dtype; a unit is kept where ``u >= dtype(rate)`` and its output
     is ``x * dtype(1 / (1 - rate))``, the others are 0 (a compiled trainer reproduces the same
-    masks from the same generator).
+    masks from the same generator).  In a data-parallel epoch (``fastbp.distributed``) ``rows``
+    is (lo, hi, total): the input is rows [lo, hi) of a minibatch of ``total`` rows, and ``u`` is
+    those rows of the draw for the whole minibatch (the masks one process would draw).
 
     Parameters
     ----------
@@ -375,6 +377,7 @@ class Dropout(Layer):
     """
 
     _transient = ("_cache", "mask")
+    rows = None  # (lo, hi, total) in a data-parallel epoch, see above
 
     def __init__(self, rate, rng=None):
         rate = float(rate)
@@ -401,7 +404,13 @@ class Dropout(Layer):
             self.mask = None
             return X
         u, mask, out, _ = self._cache.get((X.shape, X.dtype))
-        self.rng.random(dtype=X.dtype, out=u)
+        if self.rows is None:
+            self.rng.random(dtype=X.dtype, out=u)
+        else:  # this rank's rows of the whole minibatch's draw
+            lo, hi, total = self.rows
+            whole = self._cache.get(((total, *X.shape[1:]), X.dtype))[0]
+            self.rng.random(dtype=X.dtype, out=whole)
+            u = whole[lo:hi]
         np.greater_equal(u, X.dtype.type(self.rate), out=mask)
         out.fill(0)  # (multiplying by the bool mask would cast through a temporary buffer)
         np.multiply(X, X.dtype.type(1.0 / (1.0 - self.rate)), out=out, where=mask)

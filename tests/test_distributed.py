@@ -1,0 +1,84 @@
+"""Data-parallel training over MPI (fastbp.distributed): real runs under ``mpiexec -n 2`` and
+``-n 3`` in subprocesses (each under a timeout), on the current backend, against one process's
+fit of the same settings (tests/_mpi_fits.py), and a rank that fails (tests/_mpi_fault.py)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fastbp import distributed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def mpiexec():
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install \"fastbp[mpi]\")")
+    found = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    if found is None:
+        pytest.skip("no mpiexec on PATH (pip install mpich brings one)")
+    return found
+
+
+def run(ranks, script, *args, timeout=240):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+    started = time.monotonic()
+    proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, os.path.join(HERE, script),
+                           *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return proc, time.monotonic() - started
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2ranks", "3ranks"])
+def report(request, tmp_path_factory):
+    proc, _ = run(request.param, "_mpi_fits.py", str(tmp_path_factory.mktemp("mpi") / "m.npz"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return request.param, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case, tol", [
+    ("nesterov_dropout_early_stopping", 1e-12), ("adam_regressor", 1e-12), ("adam_float32", 1e-5),
+    ("autoencoder", 1e-12)])
+def test_equals_one_process_with_identical_replicas(report, case, tol):
+    """SGD with Nesterov momentum and dropout and early stopping, Adam with L2, float32, an
+    autoencoder: every minibatch (the last uneven, 70 rows) split over the ranks unevenly."""
+    ranks, got = report
+    assert got[case]["identical"]
+    assert got[case]["diff"] < tol, got[case]
+    assert got[case]["path"].startswith(f"layerwise: data-parallel over {ranks} ranks")
+
+
+@pytest.mark.parametrize("control", ["control_mean_of_means", "control_l2_per_rank"])
+def test_negative_controls_differ(report, control):
+    """Averaging the ranks' means by 1/P (DDP's and Horovod's default) and L2 scaled by the
+    per-rank batch are wrong where shares are uneven: the test above would catch them."""
+    assert report[1][control]["diff"] > 1e-6
+
+
+def test_sharded_rows_train_one_model(report):
+    got = report[1]["sharded"]
+    assert got["identical"] and got["score"] > 0.8, got
+
+
+def test_save_writes_once_a_whole_file(report):
+    assert report[1]["save"]["same"]
+
+
+def test_one_rank_failing_ends_the_job_with_its_error():
+    proc, seconds = run(2, "_mpi_fault.py", timeout=60)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "rank 1 of 2 failed" in output and "contains NaN" in output, output[-2000:]
+    assert seconds < 10
+
+
+@pytest.mark.parametrize("n, size", [(7, 3), (2, 3), (0, 2), (90, 3), (128, 1)])
+def test_shares_cover_the_rows_once(n, size):
+    bounds = [distributed.share(n, rank, size) for rank in range(size)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [hi - lo for lo, hi in bounds]
+    assert max(sizes) - min(sizes) <= 1
