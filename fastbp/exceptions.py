@@ -1,31 +1,29 @@
-"""fastbp's exceptions and warnings (as ``sklearn.exceptions``): one public home for each.
+"""fastbp's exceptions and warnings: one public home for each.
 
 - :class:`NotFittedError` (ValueError, AttributeError): a method that needs a fitted model was
-  called before ``fit``.
+  called before ``fit``.  It *is* ``sklearn.exceptions.NotFittedError``.
 - :class:`ConvergenceWarning` (UserWarning): training stopped before converging (``max_iter``
-  epochs ran out, or the loss rose: divergence).
+  epochs ran out, or the loss rose: divergence).  It *is* ``sklearn.exceptions.ConvergenceWarning``,
+  so ``warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)`` silences fastbp too.
 - :class:`InconsistentVersionWarning` (UserWarning): an estimator pickled by another fastbp
   version was unpickled.
 
-The modules that raise them (``fastbp.models._validation``, ``fastbp.training``,
-``fastbp.models.mlp``) import them from here; ``fastbp.NotFittedError`` etc. are these classes.
+The two scikit-learn classes load on first use (``import sklearn`` takes about a second, and the
+modules below the estimators -- ``fastbp.training`` among them -- import this one): ``from
+fastbp.exceptions import ConvergenceWarning`` imports scikit-learn then, plain ``import
+fastbp.exceptions`` does not.
 """
+import importlib
 
 __all__ = ["NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning"]
 
-
-class NotFittedError(ValueError, AttributeError):
-    """A method that needs a fitted model was called before ``fit``.
-
-    When scikit-learn is loaded, the error raised also derives from scikit-learn's
-    NotFittedError, so that its tools recognise it (scikit-learn is never imported for this:
-    see ``fastbp.models._validation.check_is_fitted``).
-    """
+_SKLEARN = ("NotFittedError", "ConvergenceWarning")
 
 
-class ConvergenceWarning(UserWarning):
-    """Training stopped before the convergence criterion was met: at ``max_iter`` epochs, or
-    because the loss rose (diverged)."""
+def __getattr__(name):
+    if name in _SKLEARN:
+        return getattr(importlib.import_module("sklearn.exceptions"), name)
+    raise AttributeError(f"module 'fastbp.exceptions' has no attribute {name!r}")
 
 
 class InconsistentVersionWarning(UserWarning):

@@ -102,10 +102,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastbp.exceptions import ConvergenceWarning
+from fastbp import exceptions
 from fastbp.optim import SGD, Adam, RMSprop
 
-__all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
+__all__ = ["TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
            "resolve_batch_size", "SOLVERS", "LEARNING_RATES"]
 
@@ -593,7 +593,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 stopped = True
                 warnings.warn(f"{name}: {why} at epoch {state.n_iter} (learning rate {lr:.3g}): "
                               "training diverged and stopped without converging. Try a smaller "
-                              "learning_rate_init.", ConvergenceWarning, stacklevel=stacklevel + 1)
+                              "learning_rate_init.", exceptions.ConvergenceWarning,
+                              stacklevel=stacklevel + 1)
                 break
             else:
                 state.converged = stopped = True
@@ -605,7 +606,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     if early_stopping:
         network.set_weights(state.best_params)
     if converge and not incremental and not stopped:
-        warnings.warn(MAX_ITER_WARNING.format(config.max_iter), ConvergenceWarning,
+        warnings.warn(MAX_ITER_WARNING.format(config.max_iter), exceptions.ConvergenceWarning,
                       stacklevel=stacklevel + 1)
     return state
 

@@ -15,7 +15,8 @@ import fastbp
 import fastbp.engine
 from fastbp import kernels
 from fastbp import training as _training
-from fastbp.training import (ConvergenceWarning, LayerwiseTrainer, TrainConfig, armijo_step,
+from fastbp.exceptions import ConvergenceWarning
+from fastbp.training import (LayerwiseTrainer, TrainConfig, armijo_step,
                               fit_network, make_optimizer, train_epoch, weight_decays)
 from fastbp.nn import make_mlp
 
@@ -432,13 +433,17 @@ def test_start_loss_is_a_training_batch_objective_that_draws_nothing():
 
 
 def test_exceptions_have_one_public_home():
-    """fastbp.exceptions defines them; the package's names and the raising modules' are those."""
+    """fastbp.exceptions is their home: scikit-learn's own NotFittedError and ConvergenceWarning
+    (so that scikit-learn's filters and handlers see fastbp's), fastbp's InconsistentVersionWarning;
+    the package's names are those."""
+    import sklearn.exceptions
     from fastbp import exceptions
     from fastbp.models import _validation
+    for name in ("NotFittedError", "ConvergenceWarning"):
+        assert getattr(exceptions, name) is getattr(sklearn.exceptions, name)
     for name in ("NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning"):
-        cls = getattr(exceptions, name)
-        assert cls.__module__ == "fastbp.exceptions" and getattr(fastbp, name) is cls
-    assert _training.ConvergenceWarning is exceptions.ConvergenceWarning
+        assert getattr(fastbp, name) is getattr(exceptions, name)
+    assert exceptions.InconsistentVersionWarning.__module__ == "fastbp.exceptions"
     assert issubclass(exceptions.NotFittedError, (ValueError, AttributeError))
     with pytest.raises(exceptions.NotFittedError, match="not fitted"):
         _validation.check_is_fitted(fastbp.MLPClassifier())

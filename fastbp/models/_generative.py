@@ -18,11 +18,13 @@ import math
 import numpy as np
 from scipy import special
 
-from fastbp.models._validation import check_is_fitted, check_n_features, check_X
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
+
+from fastbp.models._validation import check_data, check_is_fitted, check_X
 from fastbp.models.mlp import _BaseMLP
 from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp
 
-__all__ = ["GenerativeBase", "EncoderDecoder", "Transformer", "SparsityPenalty", "Reparameterize",
+__all__ = ["GenerativeBase", "EncoderDecoder", "SparsityPenalty", "Reparameterize",
            "log_variance", "LOG_VARIANCE_KNEE", "PenalisedSequential", "hourglass", "store_params",
            "check_fraction", "check_nonnegative", "check_sizes", "check_n_components"]
 
@@ -366,14 +368,6 @@ class PenalisedSequential(Sequential):
         return value, grad
 
 
-class Transformer:
-    """Mixin of the models whose ``transform`` gives codes (scikit-learn's transformer API)."""
-
-    def fit_transform(self, X, y=None):
-        """``fit(X)``, then the codes of X."""
-        return self.fit(X).transform(X)
-
-
 class GenerativeBase(_BaseMLP):
     """The MLP estimators' machinery for models of X alone: parameters and their checks
     (``_config``), dtype, thread cap, fitting, validation split, fitted attributes, prediction
@@ -394,9 +388,6 @@ class GenerativeBase(_BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False  # models of X alone
-        if isinstance(self, Transformer):
-            from sklearn.utils import TransformerTags
-            tags.transformer_tags = TransformerTags(preserves_dtype=[np.dtype(self.dtype).name])
         return tags
 
     def _check_model_params(self):
@@ -429,10 +420,10 @@ class GenerativeBase(_BaseMLP):
 
     def _encode_like(self, y, n, dtype, target):
         """The target of n rows given as ``y``: data rows like X (``fastbp.models.gradcheck``)."""
-        Y = check_X(y, dtype)
-        if Y.shape[0] != n:
-            raise ValueError(f"the target has {Y.shape[0]} rows, X has {n}")
-        check_n_features(self, Y)
+        Y = check_X(y, dtype, "y")
+        if Y.shape != (n, self.n_features_in_):
+            raise ValueError(f"the target must have shape {(n, self.n_features_in_)} (rows like "
+                             f"X), got {Y.shape}")
         return Y
 
     def _set_target(self, target):
@@ -449,21 +440,37 @@ class GenerativeBase(_BaseMLP):
 
     # -------------------------------------------------------------------------------- inference
     def _checked(self, X, n_columns=None):
-        """X validated for a fitted model (n_features_in_ columns, or ``n_columns``)."""
+        """X validated for a fitted model (n_features_in_ columns and the names seen in fit, or
+        ``n_columns`` for what is not X: codes to decode)."""
         check_is_fitted(self)
-        X = check_X(X, self._network.dtype)
         if n_columns is None:
-            check_n_features(self, X)
-        elif X.shape[1] != n_columns:
+            return check_data(self, X, self._network.dtype, reset=False)
+        X = check_X(X, self._network.dtype)
+        if X.shape[1] != n_columns:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {n_columns} features as input.")
         return X
 
 
-class EncoderDecoder(Transformer, GenerativeBase):
+class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, GenerativeBase):
     """What the autoencoder and the VAE share: the encoder's and decoder's widths (the decoder's
     default: the encoder's mirror), the reconstruction ``loss`` (cross-entropy needs X in [0, 1]),
-    decoding, reconstruction and the mean score.  A subclass sets ``encoder_``/``decoder_``."""
+    decoding, reconstruction and the mean score.  A subclass sets ``encoder_``/``decoder_``.
+
+    scikit-learn's transformer API: ``fit_transform``, ``set_output`` (e.g. pandas DataFrames out
+    of ``transform``), ``get_feature_names_out`` (the class name and the code unit:
+    ``autoencoder0``, ``autoencoder1``, ... / ``vae0``, ...).
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = [np.dtype(self.dtype).name]  # codes of that dtype
+        return tags
+
+    @property
+    def _n_features_out(self):
+        """The width of ``transform``'s output (AttributeError before fit)."""
+        return self.decoder_.n_inputs
 
     def _sizes(self):
         encoder = check_sizes(self.encoder_layer_sizes, "encoder_layer_sizes")

@@ -53,9 +53,8 @@ def _model_network(model, X, y):
     if getattr(model, "loss_", None) not in LOSSES:
         raise TypeError(f"gradcheck needs a model trained on one loss; {type(model).__name__} "
                         f"trains with {getattr(model, 'loss_', None)!r}")
-    from fastbp.models._validation import check_n_features, check_X
-    X = check_X(X, np.float64)
-    check_n_features(model, X)
+    from fastbp.models._validation import check_data
+    X = check_data(model, X, np.float64, reset=False)
     Y = model._encode_like(X if y is None else y, X.shape[0], np.float64, model._fitted_target())
     return network, X, Y
 

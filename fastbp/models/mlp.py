@@ -40,101 +40,43 @@ taken for convergence.
 """
 import copy
 import dataclasses
-import inspect
 import math
+import numbers
 import sys
 import warnings
 from contextlib import nullcontext
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import DataConversionWarning
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import _check_sample_weight
 
 from fastbp._version import __version__
 from fastbp._platform._blas_threads import limit_blas_threads
 from fastbp.exceptions import InconsistentVersionWarning
 from fastbp.training import TrainConfig, TrainState, fit_network
-from fastbp.models._validation import (check_classes, check_is_fitted, check_labels,
-                          check_n_features, check_targets, check_X, label_kind)
+from fastbp.models._validation import (check_classes, check_data, check_is_fitted, check_labels,
+                                      check_targets, check_X, label_kind)
 from fastbp.nn import Sequential, activation_name, make_mlp
 from fastbp.models.persist import register
 
-__all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator"]
-
-
-class BaseEstimator:
-    """scikit-learn's estimator protocol without scikit-learn: ``get_params``/``set_params`` from
-    the ``__init__`` signature (every argument is stored unchanged under its own name), a repr
-    naming the changed parameters, tags for scikit-learn's tools when it is installed, and
-    ``save`` (see :mod:`fastbp.models.persist`)."""
-
-    @classmethod
-    def _get_param_names(cls):
-        signature = inspect.signature(cls.__init__)
-        return sorted(p.name for p in signature.parameters.values()
-                      if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-    def get_params(self, deep=True):
-        """The constructor parameters as a dict (``deep`` is accepted for scikit-learn's API)."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params):
-        """Set constructor parameters; returns self."""
-        valid = self._get_param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}. "
-                                 f"Valid parameters are: {valid!r}.")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        changed = []
-        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
-            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                continue
-            value = getattr(self, name, parameter.default)
-            try:
-                same = type(value) is type(parameter.default) and bool(value == parameter.default)
-            except Exception:  # arrays and other values without a plain ==
-                same = False
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    def __sklearn_tags__(self):
-        from sklearn.utils import Tags, TargetTags  # only scikit-learn's tools ask for tags
-        return Tags(estimator_type=None, target_tags=TargetTags(required=True))
-
-    def save(self, path):
-        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
-        from fastbp.models.persist import save
-        save(self, path)
-
-    def __getstate__(self):
-        """Pickles record the fastbp version that made them (see ``__setstate__``)."""
-        state = self.__dict__.copy()
-        state["_fastbp_version"] = __version__
-        return state
-
-    def __setstate__(self, state):
-        """Unpickling a model of another fastbp version warns (InconsistentVersionWarning)."""
-        state = dict(state)
-        version = state.pop("_fastbp_version", "unknown (not recorded)")
-        if version != __version__:
-            warnings.warn(InconsistentVersionWarning(type(self).__name__, version, __version__),
-                          stacklevel=2)
-        self.__dict__.update(state)
+__all__ = ["MLPClassifier", "MLPRegressor"]
 
 
 def _make_rng(random_state):
-    """A numpy Generator from scikit-learn-style ``random_state`` (None, int, RandomState, Generator)."""
-    if random_state is None or (isinstance(random_state, (int, np.integer))
-                                and not isinstance(random_state, bool)):
-        return np.random.default_rng(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    """The numpy Generator that draws a fit's randomness, from ``random_state`` as scikit-learn
+    documents it (``sklearn.utils.check_random_state``): an int gives the same draws on every call;
+    a RandomState instance, or None (NumPy's global RandomState, ``np.random.seed``), is drawn from,
+    so successive calls differ.  A numpy Generator is used as it is (drawn from, as a RandomState)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
-    raise ValueError(f"random_state must be None, an int, a RandomState or a Generator, got {random_state!r}")
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        check_random_state(random_state)  # ValueError for ints NumPy cannot seed with
+        return np.random.default_rng(random_state)
+    return np.random.default_rng(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
 def user_stacklevel():
@@ -144,19 +86,6 @@ def user_stacklevel():
     while frame is not None and frame.f_globals.get("__name__", "").startswith("fastbp."):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _r2_score(y_true, y_pred):
-    """Coefficient of determination averaged over the outputs (scikit-learn's r2_score)."""
-    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
-    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_true), -1)
-    residual = ((y_true - y_pred) ** 2).sum(axis=0)
-    total = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
-    scores = np.ones(y_true.shape[1])
-    nonzero = total != 0
-    scores[nonzero] = 1.0 - residual[nonzero] / total[nonzero]
-    scores[~nonzero & (residual != 0)] = 0.0
-    return float(scores.mean())
 
 
 class _BaseMLP(BaseEstimator):
@@ -226,6 +155,31 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.n_threads = n_threads
 
+    def save(self, path):
+        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
+        from fastbp.models.persist import save
+        save(self, path)
+
+    def __getstate__(self):
+        """Pickles record the fastbp version that made them (see ``__setstate__``)."""
+        state = self.__dict__.copy()
+        state["_fastbp_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        """Unpickling a model of another fastbp version warns (InconsistentVersionWarning)."""
+        state = dict(state)
+        version = state.pop("_fastbp_version", "unknown (not recorded)")
+        if version != __version__:
+            warnings.warn(InconsistentVersionWarning(type(self).__name__, version, __version__),
+                          stacklevel=2)
+        self.__dict__.update(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
+
     # ------------------------------------------------------------------------------- parameters
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
@@ -292,24 +246,9 @@ class _BaseMLP(BaseEstimator):
         config = self._config()
         dtype = self._dtype()
         fresh = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X = check_X(X, dtype, min_samples=1 if incremental else 2)
-        if not fresh:
-            check_n_features(self, X)
-        Y, target = self._encode_targets(y, X, dtype, fresh, incremental, classes)
-        validation = None
-        if validation_data is not None and not incremental:
-            try:
-                X_val, y_val = validation_data
-            except (TypeError, ValueError):
-                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            X_val = check_X(X_val, dtype)
-            if X_val.shape[1] != X.shape[1]:
-                raise ValueError(f"validation_data has {X_val.shape[1]} features, X has {X.shape[1]}")
-            Y_val = self._encode_like(y_val, X_val.shape[0], dtype, target)
-            validation = self._scorer(X_val, Y_val)
-        # A failed call (non-finite training, an interrupt) leaves the estimator as it was: a fresh
-        # fit replaces every fitted attribute, so they are kept by reference; training in place
-        # (warm start, partial fit) changes the arrays, so they are copied -- all but the
+        # A failed call (bad data, non-finite training, an interrupt) leaves the estimator as it
+        # was: a fresh fit replaces every fitted attribute, so they are kept by reference; training
+        # in place (warm start, partial fit) changes the arrays, so they are copied -- all but the
         # networks' gradients, scratch that every step rewrites.
         if fresh:
             before = self.__dict__.copy()
@@ -318,12 +257,22 @@ class _BaseMLP(BaseEstimator):
                        for grad in value.grads()]
             before = copy.deepcopy(self.__dict__, {id(grad): grad for grad in scratch})
         try:
+            X = check_data(self, X, dtype, reset=fresh, min_samples=1 if incremental else 2)
+            Y, target = self._encode_targets(y, X, dtype, fresh, incremental, classes)
+            validation = None
+            if validation_data is not None and not incremental:
+                try:
+                    X_val, y_val = validation_data
+                except (TypeError, ValueError):
+                    raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+                X_val = check_data(self, X_val, dtype, reset=False)
+                Y_val = self._encode_like(y_val, X_val.shape[0], dtype, target)
+                validation = self._scorer(X_val, Y_val)
             # training reports non-finite values itself (fastbp.training.check_finite): NumPy's
             # floating-point warnings on the way would only forerun that error, on one backend
             with self._threads(), np.errstate(all="ignore"):
                 if fresh:
                     self._rng = _make_rng(self.random_state)
-                    self.n_features_in_ = X.shape[1]
                     self._set_target(target)
                     self._network = self._build_network(X.shape[1], dtype)
                     self._state = TrainState()
@@ -351,16 +300,22 @@ class _BaseMLP(BaseEstimator):
                     stacklevel=user_stacklevel())
 
     def _split_validation(self, X, Y):
-        """Hold out ``validation_fraction`` of the rows at random for the early-stopping score."""
+        """Hold out ``validation_fraction`` of the rows for the early-stopping score, by
+        scikit-learn's ``train_test_split`` (stratified by class for the classifier's labels)."""
         n = X.shape[0]
-        n_val = math.ceil(self.validation_fraction * n)
-        if n_val < 1 or n - n_val < 1:
-            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training or no "
-                             f"validation sample out of {n}")
-        order = self._rng.permutation(n)
-        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]),
-                self._scorer(X[val], Y[val]))
+        try:
+            X_train, X_val, Y_train, Y_val = train_test_split(
+                X, Y, test_size=self.validation_fraction, stratify=self._stratify(Y),
+                random_state=int(self._rng.integers(np.iinfo(np.int32).max)))
+        except ValueError as error:
+            raise ValueError(f"validation_fraction={self.validation_fraction} of {n} samples: "
+                             f"{error}") from None
+        return (np.ascontiguousarray(X_train), np.ascontiguousarray(Y_train),
+                self._scorer(X_val, Y_val))
+
+    def _stratify(self, Y):
+        """The labels the validation split keeps in proportion (None: a plain random split)."""
+        return None
 
     def _scorer(self, X_val, Y_val):
         """The per-epoch validation score on encoded targets (accuracy, or R^2)."""
@@ -394,8 +349,7 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         """The network output (logits for the classifier) for validated X."""
         check_is_fitted(self)
-        X = check_X(X, self._network.dtype)
-        check_n_features(self, X)
+        X = check_data(self, X, self._network.dtype, reset=False)
         with self._threads():
             return self._network.predict(X)
 
@@ -417,6 +371,8 @@ class _BaseMLP(BaseEstimator):
         arrays["learning_rates_"] = np.asarray(self.learning_rates_, dtype=np.float64)
         if self.validation_scores_ is not None:
             arrays["validation_scores_"] = np.asarray(self.validation_scores_, dtype=np.float64)
+        if hasattr(self, "feature_names_in_"):  # strings: saved as a plain array
+            arrays["feature_names_in_"] = np.array(self.feature_names_in_.tolist(), dtype=str)
         return arrays
 
     def _fitted_meta(self):
@@ -429,6 +385,12 @@ class _BaseMLP(BaseEstimator):
         self._config()
         self._rng = _make_rng(self.random_state)
         self.n_features_in_ = int(meta["n_features_in_"])
+        if "feature_names_in_" in arrays:
+            names = arrays["feature_names_in_"]
+            if names.dtype.kind != "U" or names.shape != (self.n_features_in_,):
+                raise ValueError(f"feature_names_in_ must be {self.n_features_in_} strings, got "
+                                 f"{names.dtype} of shape {names.shape}")
+            self.feature_names_in_ = names.astype(object)
         self._set_target(self._target_from_meta(meta["target"], arrays))
         if int(meta["n_outputs_"]) != self.n_outputs_:
             raise ValueError("inconsistent model file: n_outputs_ does not match the target")
@@ -472,7 +434,7 @@ class _BaseMLP(BaseEstimator):
 
 
 @register("MLPRegressor")
-class MLPRegressor(_BaseMLP):
+class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-output regression by a deep network: identity output, squared error.
 
     ``fit(X, y)`` with y of shape (n,) or (n, k); ``predict`` returns the same shape (a single
@@ -528,30 +490,21 @@ class MLPRegressor(_BaseMLP):
         return {"y_ndim": y_ndim, "n_outputs": n_outputs}
 
     def _score_output(self, output, Y):
-        return _r2_score(Y, output)
+        return r2_score(Y, output)
 
     def predict(self, X):
         """Predicted targets (float64): shape (n,) for one output, else (n, k)."""
         output = self._forward(X).astype(np.float64, copy=False)
         return output.ravel() if output.shape[1] == 1 else output
 
-    def score(self, X, y):
-        """R^2 of ``predict(X)`` against y (averaged over the outputs)."""
-        predicted = self.predict(X)
-        return _r2_score(check_targets(y, predicted.shape[0], np.float64), predicted)
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        from sklearn.utils import RegressorTags
-        tags.estimator_type = "regressor"
-        tags.regressor_tags = RegressorTags()
         tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
         return tags
 
 
 @register("MLPClassifier")
-class MLPClassifier(_BaseMLP):
+class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Classification by a deep network trained with cross-entropy.
 
     - multiclass (y 1-D with > 2 classes): softmax output, softmax cross-entropy;
@@ -586,7 +539,7 @@ class MLPClassifier(_BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. Please change "
                           "the shape of y to (n_samples, ), for example using ravel().",
-                          UserWarning, stacklevel=4)
+                          DataConversionWarning, stacklevel=4)
             y = y.ravel()
         kind = label_kind(y)
         first_partial = incremental and not hasattr(self, "classes_")
@@ -729,22 +682,26 @@ class MLPClassifier(_BaseMLP):
         """Class probabilities (float64): softmax rows, or sigmoid per label for binary/multilabel."""
         return np.exp(self.predict_log_proba(X))
 
-    def score(self, X, y):
-        """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel)."""
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel), weighted by
+        ``sample_weight`` when given (scikit-learn's ``accuracy_score``, computed here: labels
+        of any type fastbp fits -- object ints, bytes -- compare, where scikit-learn's metrics
+        refuse some)."""
         predicted = self.predict(X)
         y = check_targets(y, predicted.shape[0])
-        if self._kind != "multilabel" and y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        if predicted.ndim == 2:
-            return float(np.mean(np.all(predicted == y, axis=1)))
-        return float(np.mean(predicted == y))
+        if self._kind == "multilabel":  # as indicator matrices, whatever the sign convention
+            correct = np.all((predicted > 0) == (y > 0), axis=1)
+        else:
+            correct = predicted == (y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, predicted)
+        return float(np.average(correct, weights=sample_weight))
+
+    def _stratify(self, Y):
+        return Y if self._kind == "labels" else None
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        from sklearn.utils import ClassifierTags
-        tags.estimator_type = "classifier"
-        tags.classifier_tags = ClassifierTags(multi_label=True)
+        tags.classifier_tags.multi_label = True
         tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
         return tags
-
