@@ -26,9 +26,21 @@ _FLOAT32_SUBSETS = (
     "rtol=atol=1e-7 does not allow.  With dtype='float64' the check passes.")
 
 
+_MINIBATCHES = (
+    "minibatch training with shuffled rows: repeating a row changes which rows share a minibatch "
+    "and how many steps an epoch takes, so a weighted fit is not a fit on repeated rows (as for "
+    "scikit-learn's own MLPs, which list this check as an expected failure).  With the whole data "
+    "in one batch it is: tests/test_sample_weight.py holds every estimator to repeated rows there.")
+_SAMPLED = (
+    "a draw per row (the VAE's eps, the GAN's fake for each real row): repeated rows draw other "
+    "noise.  tests/test_sample_weight.py holds the weighted objective with the noise fixed.")
+
+
 def expected_failures(estimator):
     # Not strict: whether the last bits agree depends on the backend and the rows.
-    return {"check_methods_subset_invariance": _FLOAT32_SUBSETS}
+    sampled = isinstance(estimator, (VAE, GAN))
+    return {"check_methods_subset_invariance": _FLOAT32_SUBSETS,
+            "check_sample_weight_equivalence_on_dense_data": _SAMPLED if sampled else _MINIBATCHES}
 
 
 @parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures, xfail_strict=False)

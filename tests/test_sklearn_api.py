@@ -111,7 +111,7 @@ def test_early_stopping_split_is_stratified():
     for seed in range(5):
         model = quiet_fit(fastbp.MLPClassifier((3,), max_iter=1, random_state=seed), X30, y30)
         model.validation_fraction = 0.3
-        X_train, Y_train, _ = model._split_validation(X30.astype(np.float32),
+        X_train, Y_train, _, _ = model._split_validation(X30.astype(np.float32),
                                                       model._encode_like(y30, 30, np.float32,
                                                                          model._fitted_target()))
         assert X_train.shape == (21, 3) and int(Y_train.sum()) == 7

@@ -112,9 +112,9 @@ class Autoencoder(EncoderDecoder):
         penalty = SparsityPenalty(self.sparsity, self.sparsity_weight, self.sparsity_target)
         return PenalisedSequential(self.encoder_.layers + [penalty] + self.decoder_.layers)
 
-    def _train(self, X, Y, config, validation, incremental, callback=None):
+    def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         if self.noise is None or self.noise_level == 0:
-            return super()._train(X, Y, config, validation, incremental)
+            return super()._train(X, Y, config, validation, incremental, sample_weight, callback)
         noisy = np.empty_like(X)  # one buffer, fresh noise each epoch, clean targets X
 
         def corrupt(state=None):
@@ -126,10 +126,10 @@ class Autoencoder(EncoderDecoder):
                 self._rng.random(dtype=X.dtype, out=noisy)
                 np.greater_equal(noisy, X.dtype.type(self.noise_level), out=noisy)
                 np.multiply(noisy, X, out=noisy)
-            return False
+            return callback is not None and state is not None and callback(state)
 
         corrupt()
-        super()._train(noisy, Y, config, validation, incremental, callback=corrupt)
+        super()._train(noisy, Y, config, validation, incremental, sample_weight, corrupt)
 
     # ------------------------------------------------------------------------------- inference
     def transform(self, X):
@@ -144,6 +144,7 @@ class Autoencoder(EncoderDecoder):
         with self._threads():
             return -row_errors(self.loss_, self._network.predict(X), X)
 
-    def _score_output(self, output, X):
-        """Early-stopping score: minus the mean reconstruction error on the validation rows."""
-        return -float(np.mean(row_errors(self.loss_, output, X)))
+    def _score_output(self, output, X, sample_weight=None):
+        """Early-stopping score: minus the (weighted) mean reconstruction error on the validation
+        rows."""
+        return -float(np.average(row_errors(self.loss_, output, X), weights=sample_weight))

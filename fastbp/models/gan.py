@@ -39,7 +39,7 @@ from fastbp.models._generative import GenerativeBase, check_n_components, check_
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng, user_stacklevel
 from fastbp.training import fit_network, make_optimizer
-from fastbp.nn import activation_name, make_mlp
+from fastbp.nn import activation_name, make_mlp, row_losses, row_weights
 from fastbp.models.persist import register
 
 __all__ = ["GAN"]
@@ -68,10 +68,13 @@ class _AlternatingSteps:
     ``n_generator_steps`` generator steps.  ``train_epoch`` returns the mean of G's objective over
     its steps (NaN if it took none), appends D's mean -L to ``gan._d_losses`` and writes the mean
     ||dW||_F of G's Dense layers; D's learning rate is G's (``optimizer.lr``, set by the loop's
-    schedule) times ``discriminator_learning_rate / learning_rate_init``."""
+    schedule) times ``discriminator_learning_rate / learning_rate_init``.  With ``sample_weight``
+    (one weight per row of X) D's mean over the real rows of a minibatch is their weighted mean.
+    """
 
-    def __init__(self, gan, optimizer, batch_size):
+    def __init__(self, gan, optimizer, batch_size, sample_weight=None):
         self.gan, self.optimizer, self.batch_size = gan, optimizer, batch_size
+        self.sample_weight = sample_weight
         rate = gan.discriminator_learning_rate
         self.d_ratio = 1.0 if rate is None else rate / gan.learning_rate_init
         self.d_loss, self.g_steps = None, 0
@@ -81,7 +84,9 @@ class _AlternatingSteps:
         gan._d_optimizer.lr = self.optimizer.lr * self.d_ratio
         d_losses, g_losses = [], []
         for start in range(0, order.shape[0], m):
-            d_losses.append(gan._discriminator_step(X, order[start:start + m]))
+            rows = order[start:start + m]
+            weights = None if self.sample_weight is None else self.sample_weight[rows]
+            d_losses.append(gan._discriminator_step(X, rows, weights))
             if gan._d_optimizer.t % gan.n_discriminator_steps == 0:
                 g_losses += [gan._generator_step(m, grad_norms_out)
                              for _ in range(gan.n_generator_steps)]
@@ -191,8 +196,10 @@ class GAN(GenerativeBase):
                                                   self.generator_.dtype)
         return buffers
 
-    def _discriminator_step(self, X, rows):
-        """One step of D up L on the real rows X[rows] and as many fresh G(z); returns -L."""
+    def _discriminator_step(self, X, rows, sample_weight=None):
+        """One step of D up L on the real rows X[rows] and as many fresh G(z); returns -L.
+        ``sample_weight`` (of the real rows): L's mean over them is their weighted mean
+        (``fastbp.nn.row_weights``; a batch of weight 0 keeps only the fake rows' term)."""
         m = rows.shape[0]
         b = self._buffer(m)
         np.take(X, rows, axis=0, out=b.batch[:m], mode="clip")
@@ -202,9 +209,15 @@ class GAN(GenerativeBase):
         logits = D._forward(b.batch, True)
         value, _ = ops().loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
         b.d_grad *= 2  # the kernel averages over 2m rows; -L = mean over real + mean over fake
+        value *= 2
+        if sample_weight is not None:
+            real = row_losses("sigmoid_cross_entropy", logits[:m], b.target[:m])
+            v = row_weights(sample_weight) if sample_weight.sum() > 0 else np.zeros(m)
+            b.d_grad[:m] *= v.astype(b.d_grad.dtype)[:, None]
+            value += float(v @ real - real.sum()) / m
         D._backward(b.d_grad, False)
         self._d_optimizer.step(D.grads())
-        return 2 * value
+        return value
 
     def _generator_step(self, m, norms):
         """One step of G on m fresh z, through D's input gradient; returns G's objective."""
@@ -225,17 +238,17 @@ class GAN(GenerativeBase):
         self._state.optimizer.step(G.grads())
         return value
 
-    def _train(self, X, Y, config, validation, incremental, callback=None):
+    def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         """The training loop's epochs, bookkeeping and checks (``fastbp.training.fit_network``),
         with the alternating steps of :class:`_AlternatingSteps` as each epoch."""
         def trainer(optimizer, batch_size, fresh):
             if fresh or self._d_optimizer is None:
                 self._d_optimizer = make_optimizer(self.discriminator_, config, batch_size)
-            return _AlternatingSteps(self, optimizer, batch_size), FIT_PATH
+            return _AlternatingSteps(self, optimizer, batch_size, sample_weight), FIT_PATH
 
         fit_network(self.generator_, self.loss_, X, X, config, self._state, rng=self._rng,
                     incremental=incremental, name="GAN", stacklevel=user_stacklevel(),
-                    trainer=trainer, converge=False)
+                    trainer=trainer, converge=False, callback=callback)
 
     def _publish(self):
         super()._publish()

@@ -79,6 +79,20 @@ def _make_rng(random_state):
     return np.random.default_rng(check_random_state(random_state).randint(np.iinfo(np.int32).max))
 
 
+def _chain(callbacks):
+    """``fit``'s ``callbacks`` as the training loop's one callback (None for none): every
+    callback runs after each epoch; training stops when any returns a true value."""
+    if callbacks is None:
+        return None
+    callbacks = list(callbacks)
+    if not all(callable(callback) for callback in callbacks):
+        raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}")
+
+    def callback(state):
+        return any([bool(callback(state)) for callback in callbacks])
+    return callback
+
+
 def user_stacklevel():
     """The ``stacklevel`` (as ``fit_network`` counts it, from its caller) that points warnings at
     the first frame outside fastbp: the user's call of fit / partial_fit."""
@@ -229,23 +243,55 @@ class _BaseMLP(BaseEstimator):
         return limit_blas_threads(self.n_threads)
 
     # ----------------------------------------------------------------------------------- fitting
-    def fit(self, X, y, validation_data=None):
+    def fit(self, X, y, sample_weight=None, *, validation_data=None, callbacks=None):
         """Train on (X, y) for up to ``max_iter`` epochs (continuing from the current weights when
-        ``warm_start``); returns self.
+        ``warm_start``).
 
-        ``validation_data``: optional (X_val, y_val), scored after every epoch (accuracy or R^2,
-        in ``validation_scores_`` and the verbose lines).  Without ``early_stopping`` it only
-        watches; with it, it replaces the random ``validation_fraction`` split.
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training inputs (converted to ``dtype``); a DataFrame's columns become
+            ``feature_names_in_``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets (see the class docstring).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights >= 0, not all 0: each minibatch's loss is the weighted mean of the rows'
+            losses, and the L2 term is taken over the batch's weight (``fastbp.training``); with
+            the whole data in one batch, integer weights train as rows repeated that many times.
+            Weighted fits train layer by layer (``fit_path_`` ``"layerwise: sample_weight"``).
+            The early-stopping split and its score are weighted too.
+        validation_data : tuple (X_val, y_val), default=None
+            Scored after every epoch (accuracy or R^2, in ``validation_scores_`` and the verbose
+            lines).  Without ``early_stopping`` it only watches; with it, it replaces the random
+            ``validation_fraction`` split.
+        callbacks : list of callables, default=None
+            Each is called after every epoch as ``callback(state)`` with the
+            :class:`fastbp.training.TrainState` (``n_iter``, ``loss_curve``,
+            ``validation_scores``, ``grad_norms``, ``learning_rates``, ...); a true return value
+            stops training after that epoch (not a convergence: no warning is silenced by it).
 
-        Raises ValueError for bad parameters or data, and when training produces non-finite
-        values (the model is then left as it was before the call).
+        Returns
+        -------
+        self : the fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            Bad parameters or data (NaN, infinity, wrong shapes, other column names than in the
+            last fit), and training that produces non-finite values; the model is then left as it
+            was before the call.
+        TypeError
+            Sparse or non-numeric X.
         """
-        return self._fit(X, y, incremental=False, validation_data=validation_data)
+        return self._fit(X, y, incremental=False, validation_data=validation_data,
+                         sample_weight=sample_weight, callbacks=callbacks)
 
-    def _fit(self, X, y, incremental, classes=None, validation_data=None):
+    def _fit(self, X, y, incremental, classes=None, validation_data=None, sample_weight=None,
+             callbacks=None):
         config = self._config()
         dtype = self._dtype()
         fresh = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        callback = _chain(callbacks)
         # A failed call (bad data, non-finite training, an interrupt) leaves the estimator as it
         # was: a fresh fit replaces every fitted attribute, so they are kept by reference; training
         # in place (warm start, partial fit) changes the arrays, so they are copied -- all but the
@@ -258,6 +304,9 @@ class _BaseMLP(BaseEstimator):
             before = copy.deepcopy(self.__dict__, {id(grad): grad for grad in scratch})
         try:
             X = check_data(self, X, dtype, reset=fresh, min_samples=1 if incremental else 2)
+            if sample_weight is not None:
+                sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                     ensure_non_negative=True)
             Y, target = self._encode_targets(y, X, dtype, fresh, incremental, classes)
             validation = None
             if validation_data is not None and not incremental:
@@ -277,8 +326,9 @@ class _BaseMLP(BaseEstimator):
                     self._network = self._build_network(X.shape[1], dtype)
                     self._state = TrainState()
                 if self.early_stopping and not incremental and validation is None:
-                    X, Y, validation = self._split_validation(X, Y)
-                self._train(X, Y, config, validation, incremental)
+                    X, Y, sample_weight, validation = self._split_validation(X, Y, sample_weight)
+                self._train(X, Y, config, validation, incremental, sample_weight=sample_weight,
+                            callback=callback)
             self._publish()
         except BaseException:
             self.__dict__.clear()
@@ -292,35 +342,40 @@ class _BaseMLP(BaseEstimator):
                         dropout=float(self.dropout), dtype=dtype, rng=self._rng,
                         activation_alpha=self.activation_alpha)
 
-    def _train(self, X, Y, config, validation, incremental, callback=None):
+    def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         """Train ``_network`` from inputs X to targets Y by the generic loop (subclasses may not)."""
         fit_network(self._network, self.loss_, X, Y, config, self._state, rng=self._rng,
                     validation_score=validation, early_stopping=bool(self.early_stopping),
                     incremental=incremental, callback=callback, name=type(self).__name__,
-                    stacklevel=user_stacklevel())
+                    stacklevel=user_stacklevel(), sample_weight=sample_weight)
 
-    def _split_validation(self, X, Y):
-        """Hold out ``validation_fraction`` of the rows for the early-stopping score, by
-        scikit-learn's ``train_test_split`` (stratified by class for the classifier's labels)."""
+    def _split_validation(self, X, Y, sample_weight=None):
+        """Hold out ``validation_fraction`` of the rows (and their weights) for the early-stopping
+        score, by scikit-learn's ``train_test_split`` (stratified by class for the classifier's
+        labels)."""
         n = X.shape[0]
+        arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
         try:
-            X_train, X_val, Y_train, Y_val = train_test_split(
-                X, Y, test_size=self.validation_fraction, stratify=self._stratify(Y),
-                random_state=int(self._rng.integers(np.iinfo(np.int32).max)))
+            parts = train_test_split(*arrays, test_size=self.validation_fraction,
+                                     stratify=self._stratify(Y),
+                                     random_state=int(self._rng.integers(np.iinfo(np.int32).max)))
         except ValueError as error:
             raise ValueError(f"validation_fraction={self.validation_fraction} of {n} samples: "
                              f"{error}") from None
-        return (np.ascontiguousarray(X_train), np.ascontiguousarray(Y_train),
-                self._scorer(X_val, Y_val))
+        X_train, X_val, Y_train, Y_val = parts[:4]
+        w_train, w_val = parts[4:] or (None, None)
+        return (np.ascontiguousarray(X_train), np.ascontiguousarray(Y_train), w_train,
+                self._scorer(X_val, Y_val, w_val))
 
     def _stratify(self, Y):
         """The labels the validation split keeps in proportion (None: a plain random split)."""
         return None
 
-    def _scorer(self, X_val, Y_val):
-        """The per-epoch validation score on encoded targets (accuracy, or R^2)."""
+    def _scorer(self, X_val, Y_val, sample_weight=None):
+        """The per-epoch validation score on encoded targets (accuracy, or R^2), weighted by
+        ``sample_weight`` when given."""
         def score(network):
-            return self._score_output(network.predict(X_val), Y_val)
+            return self._score_output(network.predict(X_val), Y_val, sample_weight)
         return score
 
     def _publish(self):
@@ -451,9 +506,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         output prints it at the start of every fit.
     """
 
-    def partial_fit(self, X, y):
-        """One epoch over (X, y) continuing from the current state (the first call initialises)."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y) continuing from the current state (the first call initialises);
+        ``sample_weight`` as for ``fit``.  Returns self; raises as ``fit`` does."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
         n = X.shape[0]
@@ -489,8 +545,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              "output(s) is not one fit makes")
         return {"y_ndim": y_ndim, "n_outputs": n_outputs}
 
-    def _score_output(self, output, Y):
-        return r2_score(Y, output)
+    def _score_output(self, output, Y, sample_weight=None):
+        """R^2 of network outputs against the targets (early-stopping score)."""
+        return r2_score(Y, output, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted targets (float64): shape (n,) for one output, else (n, k)."""
@@ -525,13 +582,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         output prints it at the start of every fit.
     """
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y) continuing from the current state.
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y) continuing from the current state; returns self.
 
         ``classes`` (all the labels that will ever appear) is required on the first call for
-        1-D labels; later calls must only use labels from it.
+        1-D labels; later calls must only use labels from it.  ``sample_weight`` as for ``fit``.
+        Raises as ``fit`` does.
         """
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
         n = X.shape[0]
@@ -649,11 +707,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         arrays["classes_"] = classes
         return arrays
 
-    def _score_output(self, output, Y):
+    def _score_output(self, output, Y, sample_weight=None):
         """Accuracy of network outputs against encoded targets (early-stopping score)."""
         if Y.ndim == 1:
-            return float(np.mean(output.argmax(axis=1) == Y))
-        return float(np.mean(np.all((output > 0) == (Y > 0.5), axis=1)))
+            correct = output.argmax(axis=1) == Y
+        else:
+            correct = np.all((output > 0) == (Y > 0.5), axis=1)
+        return float(np.average(correct, weights=sample_weight))
 
     def _predict_indices(self, logits):
         if self._kind == "multilabel":

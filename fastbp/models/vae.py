@@ -161,6 +161,6 @@ class VAE(EncoderDecoder):
         with self._threads():
             return self._elbo(X)
 
-    def _score_output(self, output, X):
-        """Early-stopping score: the mean ELBO of the validation rows."""
-        return float(np.mean(self._elbo(X)))
+    def _score_output(self, output, X, sample_weight=None):
+        """Early-stopping score: the (weighted) mean ELBO of the validation rows."""
+        return float(np.average(self._elbo(X), weights=sample_weight))

@@ -49,7 +49,8 @@ from fastbp import _backend
 from fastbp.kernels import ops, registry
 from fastbp.kernels._checks import ACTIVATIONS, LOSSES, activation_alpha
 
-__all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MAX_CACHED_SIZES"]
+__all__ = ["Layer", "Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "row_losses",
+           "row_weights", "MAX_CACHED_SIZES"]
 
 MAX_CACHED_SIZES = 4
 
@@ -495,34 +496,80 @@ class Sequential:
     def _make_loss_buffer(self, n):
         return np.empty((n, self.n_outputs), self.dtype)
 
-    def loss_and_grad(self, loss, X, Y, training=True):
+    def loss_and_grad(self, loss, X, Y, training=True, sample_weight=None):
         """Forward, loss and backward on one batch; returns the loss value (a mean over the rows).
 
         ``loss`` is one of ``fastbp.kernels.LOSSES``, computed from the network output (logits for
         the cross-entropies); Y as for ``fastbp.kernels.loss``.  Gradients land in ``grads()``.
+        ``sample_weight`` (n,) >= 0, not all 0: the value is the weighted mean
+        sum_i w_i l_i / sum_i w_i instead (see :func:`row_weights`).
         """
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
         X = _as_input(X, self.dtype, self.n_inputs)
         Y = _as_target(loss, Y, self.dtype, X.shape[0], self.n_outputs)
-        return self._loss_and_grad(loss, X, Y, training)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if (sample_weight.shape != (X.shape[0],) or not np.isfinite(sample_weight).all()
+                    or (sample_weight < 0).any() or not sample_weight.sum() > 0):
+                raise ValueError(f"sample_weight must be {X.shape[0]} finite weights >= 0, not "
+                                 f"all 0, got shape {sample_weight.shape}")
+        return self._loss_and_grad(loss, X, Y, training, sample_weight)
 
-    def _objective(self, loss, X, Y, training):
+    def _objective(self, loss, X, Y, training, sample_weight=None):
         """Forward and loss on one batch: (the objective's value, its gradient with respect to the
-        output, a buffer).  Subclasses with extra terms in the objective extend this."""
+        output, a buffer); weighted by ``sample_weight`` when given (:func:`row_weights`).
+        Subclasses with extra terms in the objective extend this."""
         output = self._forward(X, training)
         grad = self._loss_cache.get(X.shape[0])
         value, _ = ops().loss(loss, output, Y, grad)
+        if sample_weight is not None:
+            v = row_weights(sample_weight)
+            value = float(np.dot(v, row_losses(loss, output, Y))) / v.shape[0]
+            grad *= v.astype(grad.dtype)[:, None]
         return value, grad
 
-    def _loss_and_grad(self, loss, X, Y, training):
-        value, grad = self._objective(loss, X, Y, training)
+    def _loss_and_grad(self, loss, X, Y, training, sample_weight=None):
+        value, grad = self._objective(loss, X, Y, training, sample_weight)
         self._backward(grad, False)
         return value
 
     def __repr__(self):
         inner = ",\n    ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n    {inner}])"
+
+
+def row_weights(sample_weight):
+    """The weights of a batch's rows scaled to mean 1: v_i = n w_i / sum_j w_j (float64).
+
+    The weighted objective of a batch is the weighted mean sum_i w_i l_i / sum_i w_i = mean_i
+    v_i l_i: its gradient with respect to the output is the unweighted one (l_i's gradient / n)
+    with row i scaled by v_i -- backprop carries the scale to every layer, as the rows of a
+    Dense layer are independent --, and a layer adding a per-row term to the objective (a
+    penalty, ``row_weights`` attribute) weights its rows by v alike.  Unit weights give v = 1,
+    the unweighted objective; integer weights give that of the batch with each row repeated
+    w_i times.
+    """
+    w = np.asarray(sample_weight, dtype=np.float64)
+    return w * (w.shape[0] / w.sum())
+
+
+def row_losses(loss, output, target):
+    """The loss of every row (float64), the terms whose mean ``fastbp.kernels.loss`` returns:
+    1/2 ||o_i - t_i||^2 (squared_error), -sum_j t_ij log softmax(o_i)_j (softmax_cross_entropy;
+    t_i a label or a row of probabilities) or sum_j softplus(o_ij) - t_ij o_ij
+    (sigmoid_cross_entropy), from the logits o, in stable forms."""
+    o = np.asarray(output, dtype=np.float64)
+    if loss == "squared_error":
+        return 0.5 * np.sum((o - target) ** 2, axis=1)
+    if loss == "sigmoid_cross_entropy":
+        return np.sum(np.logaddexp(0.0, o) - target * o, axis=1)
+    top = o.max(axis=1, keepdims=True)
+    log_p = o - top - np.log(np.exp(o - top).sum(axis=1, keepdims=True))
+    np.maximum(log_p, -np.finfo(np.float64).max, out=log_p)  # 0 * log 0 is 0, as the kernel's
+    if target.ndim == 1:  # labels
+        return -log_p[np.arange(o.shape[0]), target]
+    return -np.sum(target * log_p, axis=1)
 
 
 def _as_target(loss, Y, dtype, n, k):
