@@ -66,8 +66,9 @@ def check_data(estimator, X, dtype, reset, min_samples=1):
     of ``dtype`` with >= ``min_samples`` rows; ``reset`` (a fresh fit) sets ``n_features_in_`` and
     ``feature_names_in_`` (a DataFrame's columns), else X must match them (ValueError)."""
     try:
-        return validate_data(estimator, X, reset=reset, dtype=dtype, order="C",
-                             ensure_min_samples=min_samples)
+        with np.errstate(over="ignore"):  # too large for dtype: reported as infinity
+            return validate_data(estimator, X, reset=reset, dtype=dtype, order="C",
+                                 ensure_min_samples=min_samples)
     except TypeError:
         _missing_value(X, "X")
         raise
@@ -77,7 +78,8 @@ def check_X(X, dtype, name="X"):
     """An array that is not the estimator's X (codes to decode, validation rows, a target like X)
     checked as X is, without the feature bookkeeping."""
     try:
-        return check_array(X, dtype=dtype, order="C", input_name=name)
+        with np.errstate(over="ignore"):  # too large for dtype: reported as infinity
+            return check_array(X, dtype=dtype, order="C", input_name=name)
     except TypeError:
         _missing_value(X, name)
         raise
