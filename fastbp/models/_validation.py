@@ -177,15 +177,16 @@ def check_labels(y, name="y"):
 
 
 def label_kind(y):
-    """'multilabel' for a 2-D 0/1 indicator matrix, else 'labels' (1-D class labels).
+    """'multilabel' for a 2-D indicator matrix of 0/1 or of -1/+1 (the lecture's sign
+    convention), else 'labels' (1-D class labels).
 
     ValueError for continuous targets (scikit-learn's "Unknown label type") and for 2-D targets
     that are not indicator matrices.
     """
     if y.ndim == 2:
-        if y.dtype.kind not in "fiub" or not np.isin(y, (0, 1)).all():
-            raise ValueError("Unknown label type: multiclass-multioutput. A 2-D y must be a 0/1 "
-                             "indicator matrix (multilabel classification).")
+        if y.dtype.kind not in "fiub" or not (np.isin(y, (0, 1)).all() or np.isin(y, (-1, 1)).all()):
+            raise ValueError("Unknown label type: multiclass-multioutput. A 2-D y must be an "
+                             "indicator matrix of 0/1 or of -1/+1 (multilabel classification).")
         return "multilabel"
     if y.dtype.kind == "f" and np.any(y != np.round(y)):
         raise ValueError("Unknown label type: continuous. Maybe you are trying to fit a classifier, "

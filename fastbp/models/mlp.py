@@ -566,8 +566,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     - multiclass (y 1-D with > 2 classes): softmax output, softmax cross-entropy;
     - binary (2 classes): one sigmoid output, sigmoid cross-entropy;
-    - multilabel (y an n x k 0/1 indicator matrix): k sigmoid outputs, sigmoid cross-entropy;
-      ``predict`` gives the labels whose logit is > 0 (probability > 1/2) as an int matrix.
+    - multilabel (y an n x k indicator matrix of 0/1, or of -1/+1: the lecture's sign
+      convention): k sigmoid outputs, sigmoid cross-entropy; ``predict`` gives the labels whose
+      logit is > 0 (probability > 1/2) as an int matrix in the targets' convention (1 present,
+      0 or -1 absent).
 
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
     returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
@@ -606,11 +608,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              "indicator matrix")
         if kind == "multilabel":
             k = y.shape[1]
-            target = {"kind": "multilabel", "classes": np.arange(k)}
-            if not fresh and (self._kind != "multilabel" or self.n_outputs_ != k):
-                raise ValueError(f"y is a multilabel indicator matrix with {k} labels, unlike the "
-                                 "targets the model was fitted with")
-            return np.ascontiguousarray(y, dtype=dtype), target
+            negative = -1 if (y < 0).any() else 0  # the sign convention {-1, +1}, else {0, 1}
+            if not fresh:
+                if self._kind != "multilabel" or self.n_outputs_ != k:
+                    raise ValueError(f"y is a multilabel indicator matrix with {k} labels, unlike "
+                                     "the targets the model was fitted with")
+                negative = self._negative
+            target = {"kind": "multilabel", "classes": np.arange(k), "negative": negative}
+            return self._encode_like(y, n, dtype, target), target
         if incremental:
             if first_partial and classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -641,8 +646,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if target["kind"] == "multilabel":
             k = len(target["classes"])
             if label_kind(y) != "multilabel" or y.shape[1] != k:
-                raise ValueError(f"y must be a 0/1 indicator matrix with {k} columns, got shape {y.shape}")
-            return np.ascontiguousarray(y, dtype=dtype)
+                raise ValueError(f"y must be a 0/1 (or -1/+1) indicator matrix with {k} columns, "
+                                 f"got shape {y.shape}")
+            return np.ascontiguousarray(y > 0, dtype=dtype)  # the network's targets are 0/1
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
         if label_kind(y) != "labels":
@@ -661,6 +667,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _set_target(self, target):
         self._kind = target["kind"]
         self.classes_ = target["classes"]
+        self._negative = target.get("negative", 0)  # what predict gives for an absent label
         if self._kind == "multilabel":
             self.n_outputs_ = len(self.classes_)
             self.out_activation_, self.loss_ = "logistic", "sigmoid_cross_entropy"
@@ -673,21 +680,27 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _target_meta(self):
         meta = {"kind": self._kind}
+        if self._negative:  # multilabel in the sign convention (0/1 files stay as they were)
+            meta["negative"] = self._negative
         if self.classes_.dtype == object:  # e.g. pandas' strings, saved as a plain array
             meta["object_labels"] = True
         return meta
 
     def _fitted_target(self):
-        return {"kind": self._kind, "classes": self.classes_}
+        return {"kind": self._kind, "classes": self.classes_, "negative": self._negative}
 
     def _target_from_meta(self, meta, arrays):
         """The saved target, refused unless it is one that fit makes."""
         kind, classes = meta["kind"], arrays["classes_"]
         if classes.ndim != 1:
             raise ValueError(f"classes_ must be 1-D, got shape {classes.shape}")
+        negative = meta.get("negative", 0)
         if kind == "multilabel":
             if classes.dtype != np.intp or not np.array_equal(classes, np.arange(len(classes))):
                 raise ValueError("a multilabel model's classes_ must be the ints 0, 1, ..., k-1")
+            if type(negative) is not int or negative not in (0, -1):
+                raise ValueError(f"a multilabel model's negative label must be 0 or -1, got "
+                                 f"{negative!r}")
         elif kind == "labels":
             if meta.get("object_labels"):
                 classes = classes.astype(object)
@@ -696,7 +709,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError(f"classes_ must be 2 or more sorted unique labels, got {classes}")
         else:
             raise ValueError(f"unknown target kind {kind!r}; expected 'labels' or 'multilabel'")
-        return {"kind": kind, "classes": classes}
+        return {"kind": kind, "classes": classes, "negative": negative}
 
     def _fitted_arrays(self):
         arrays = super()._fitted_arrays()
@@ -716,14 +729,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return float(np.average(correct, weights=sample_weight))
 
     def _predict_indices(self, logits):
-        if self._kind == "multilabel":
-            return (logits > 0).astype(np.intp)
+        if self._kind == "multilabel":  # sign(t): 1 where the logit is > 0, else 0 (or -1)
+            return np.where(logits > 0, 1, self._negative).astype(np.intp)
         if logits.shape[1] == 1:
             return (logits[:, 0] > 0).astype(np.intp)
         return logits.argmax(axis=1)
 
     def predict(self, X):
-        """Class labels (an n x k 0/1 int matrix for multilabel)."""
+        """Class labels (for multilabel an n x k int matrix in the convention of the targets fit
+        saw: 0/1, or the lecture's sign(t) in -1/+1)."""
         indices = self._predict_indices(self._forward(X))
         return indices if self._kind == "multilabel" else self.classes_[indices]
 
