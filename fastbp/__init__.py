@@ -19,6 +19,7 @@ _LAZY = {
     "gradcheck": "fastbp.models.gradcheck",
     "load": "fastbp.models.persist",
     "InconsistentVersionWarning": "fastbp.exceptions",
+    "GradientWarning": "fastbp.exceptions",
     "load_digits": "fastbp.datasets",
     "Sequential": "fastbp.nn",
     "Dense": "fastbp.nn",

@@ -7,6 +7,8 @@
   so ``warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)`` silences fastbp too.
 - :class:`InconsistentVersionWarning` (UserWarning): an estimator pickled by another fastbp
   version was unpickled.
+- :class:`GradientWarning` (UserWarning): vanishing or exploding gradients in training (the
+  first layer's gradient norm far below or above the last's for several epochs).
 
 The two scikit-learn classes load on first use (``import sklearn`` takes about a second, and the
 modules below the estimators -- ``fastbp.training`` among them -- import this one): ``from
@@ -15,7 +17,7 @@ fastbp.exceptions`` does not.
 """
 import importlib
 
-__all__ = ["NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning"]
+__all__ = ["NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning", "GradientWarning"]
 
 _SKLEARN = ("NotFittedError", "ConvergenceWarning")
 
@@ -42,3 +44,10 @@ class InconsistentVersionWarning(UserWarning):
                          f"{original_version} when using version {current_version}. This might "
                          "lead to breaking code or invalid results; refit it, or save it with "
                          "model.save() under the version that made it.")
+
+
+class GradientWarning(UserWarning):
+    """Vanishing or exploding gradients: for several epochs the first Dense layer's gradient
+    norm stayed below 1e-4 (or above 1e4) times the last's (``fastbp.training.gradient_imbalance``;
+    the norms are the estimators' ``grad_norms_``).  The message names the layers and the
+    activation and suggests a relu-family activation or another learning rate."""

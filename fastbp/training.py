@@ -103,6 +103,12 @@ loss F at the weights the fit
 started from (:func:`start_loss`, on the first minibatch of rows) by more than max(tol, |F|),
 training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
 
+Vanishing and exploding gradients (:func:`gradient_imbalance`): when the first Dense layer's
+gradient norm stays below ``VANISHING_RATIO`` times the last's (or above ``EXPLODING_RATIO``
+times it) for ``GRADIENT_EPOCHS`` epochs in a row, a ``fastbp.exceptions.GradientWarning`` names
+the two layers and the activation and suggests a relu-family activation or another step length;
+once per model (``TrainState.gradient_warned``).  Training goes on.
+
 Non-finite values (:func:`check_finite`, the one check of every training loop, the GAN's too):
 after every epoch the loss, the gradient norms and the parameters must be finite; otherwise
 training stops with a ValueError naming the epoch, the learning rate and the input's scale.  The
@@ -130,6 +136,8 @@ ARMIJO_C = 1e-4
 ARMIJO_MAX_HALVINGS = 50
 ADAPTIVE_MIN_LR = 1e-6
 DIVERGENCE_RISE = 0.1  # a rise of the loss by this fraction of its scale is divergence, not noise
+VANISHING_RATIO, EXPLODING_RATIO = 1e-4, 1e4  # first / last layer gradient norm (grad_norms_)
+GRADIENT_EPOCHS = 5  # epochs in a row beyond one of them before a GradientWarning
 MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
                     "hasn't converged yet.")  # scikit-learn's words
 
@@ -213,6 +221,7 @@ class TrainState:
         self.best_params = None
         self.converged = False
         self.fit_path = None
+        self.gradient_warned = False
 
 
 def resolve_batch_size(batch_size, n, solver):
@@ -449,6 +458,35 @@ def check_finite(epoch, lr, learning_rate_init, params, X=None, name="training",
                      f"the optimization diverged. Try {hint}.")
 
 
+def gradient_imbalance(grad_norms, dense_layers, epochs=GRADIENT_EPOCHS):
+    """Vanishing or exploding gradients (module docstring), as a message naming the layers and
+    the activation and saying what to try; None when the last ``epochs`` entries of
+    ``grad_norms`` (per epoch, one ||dW||_F per Dense layer) look healthy or are too few."""
+    if len(grad_norms) < epochs or len(dense_layers) < 2:
+        return None
+    recent = np.array(grad_norms[-epochs:])
+    first, last = recent[:, 0], recent[:, -1]
+    if not (np.isfinite(recent).all() and (last > 0).all()):
+        return None
+    ratio = first / last
+    if (ratio < VANISHING_RATIO).all():
+        what, bound, advice = ("vanishing", f"below {VANISHING_RATIO:g}",
+                               "the first layers barely learn. Try a relu-family activation "
+                               "(relu, leaky_relu, elu, gelu, silu), fewer layers, or a larger "
+                               "learning_rate_init")
+    elif (ratio > EXPLODING_RATIO).all():
+        what, bound, advice = ("exploding", f"above {EXPLODING_RATIO:g}",
+                               "training is unstable. Try a smaller learning_rate_init, or a "
+                               "relu-family activation (relu, leaky_relu, elu, gelu, silu)")
+    else:
+        return None
+    head, tail = dense_layers[0], dense_layers[-1]
+    return (f"{what} gradients: the gradient norm of the first Dense layer ({head.n_in} -> "
+            f"{head.n_out}, activation {head.activation!r}) stayed {bound} times that of the last "
+            f"Dense layer (the {len(dense_layers)}th, {tail.n_in} -> {tail.n_out}) for {epochs} "
+            f"epochs (ratio {ratio[-1]:.2g} in the last epoch): {advice}.")
+
+
 def start_loss(network, loss, X, Y, decays, rows, sample_weight=None):
     """The objective F at the current weights on the first ``rows`` rows of (X, Y), as an epoch
     computes it (training mode: dropout and sampling on; weighted by ``sample_weight``, one
@@ -612,6 +650,12 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
 
         check_finite(state.n_iter, lr, config.learning_rate_init, checked_params(), X, name,
                      **values)
+        if not state.gradient_warned:
+            message = gradient_imbalance(state.grad_norms, network.dense_layers)
+            if message is not None:
+                state.gradient_warned = True
+                warnings.warn(f"{name}: {message}", exceptions.GradientWarning,
+                              stacklevel=stacklevel + 1)
         if config.learning_rate == "invscaling":  # after every epoch, a partial fit's too
             state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
         if incremental or not converge:

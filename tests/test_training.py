@@ -447,3 +447,42 @@ def test_exceptions_have_one_public_home():
     assert issubclass(exceptions.NotFittedError, (ValueError, AttributeError))
     with pytest.raises(exceptions.NotFittedError, match="not fitted"):
         _validation.check_is_fitted(fastbp.MLPClassifier())
+
+
+def test_vanishing_gradients_warn_naming_layers_and_activation():
+    """The issue's case: a 10-layer sigmoid net on digits (first/last gradient-norm ratio ~1e-8)
+    warns once, naming the first and last layers and the activation and suggesting relu; the same
+    net with relu (ratio ~0.5) does not."""
+    X, y = fastbp.load_digits()
+    X, y = X[:300], y[:300]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sigmoid = fastbp.MLPClassifier((32,) * 9, activation="logistic", max_iter=7,
+                                       random_state=0).fit(X, y)
+    ratios = sigmoid.grad_norms_[:, 0] / sigmoid.grad_norms_[:, -1]
+    assert (ratios < 1e-4).all()  # the independent truth: the recorded norms
+    found = [w for w in caught if issubclass(w.category, fastbp.GradientWarning)]
+    assert len(found) == 1
+    message = str(found[0].message)
+    assert "vanishing" in message and "'sigmoid'" in message and "64 -> 32" in message
+    assert "32 -> 10" in message and "relu" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastbp.GradientWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        relu = fastbp.MLPClassifier((32,) * 9, max_iter=7, random_state=0).fit(X, y)
+    assert ((relu.grad_norms_[:, 0] / relu.grad_norms_[:, -1]) > 1e-2).all()
+
+
+def test_gradient_imbalance_thresholds():
+    layers = make_mlp(3, (4, 4), 2, "tanh").dense_layers
+    healthy = [np.array([1.0, 1.0, 1.0])] * 5
+    vanishing = [np.array([1e-5, 1.0, 1.0])] * 5
+    exploding = [np.array([2e4, 1.0, 1.0])] * 5
+    assert _training.gradient_imbalance(healthy, layers) is None
+    assert _training.gradient_imbalance(vanishing[:4], layers) is None  # too few epochs
+    assert _training.gradient_imbalance(vanishing[:4] + healthy[:1], layers) is None
+    assert "vanishing" in _training.gradient_imbalance(vanishing, layers)
+    message = _training.gradient_imbalance(exploding, layers)
+    assert "exploding" in message and "'tanh'" in message and "smaller learning_rate_init" in message
+    assert _training.gradient_imbalance([np.array([1.0, 0.0, 0.0])] * 5, layers) is None
