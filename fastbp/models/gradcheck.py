@@ -23,7 +23,7 @@ import copy
 import numpy as np
 
 from fastbp.kernels._checks import LOSSES
-from fastbp.nn import Sequential, _as_input, _as_target
+from fastbp.nn import Dense, Sequential, _as_input, _as_target
 
 __all__ = ["gradcheck"]
 
@@ -59,6 +59,19 @@ def _model_network(model, X, y):
     return network, X, Y
 
 
+def _param_names(net):
+    """The name of every parameter in ``params()`` order: W1, b1, W2, ... for the Dense layers
+    (numbered among them), ``<Class><position>.<name>`` for any other layer's (e.g. Affine2.gamma)."""
+    names, n_dense = [], 0
+    for position, layer in enumerate(net.layers, 1):
+        if isinstance(layer, Dense):
+            n_dense += 1
+            names += [f"{name}{n_dense}" for name in layer.param_names]
+        else:
+            names += [f"{type(layer).__name__}{position}.{name}" for name in layer.param_names]
+    return names
+
+
 def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_state=0,
               return_details=False):
     """Worst norm-wise relative error between backprop and central-difference gradients.
@@ -70,7 +83,7 @@ def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_st
     ``fastbp.kernels.loss`` takes it).  The check runs on a float64 copy of the network; keep X to
     a few rows.  ``max_entries``: check at most that many randomly chosen entries per parameter
     array (None: all).  With ``return_details`` the result is (worst, {"W1": error, "b1": error,
-    ...}).
+    ...}) with one entry per parameter array, custom layers' included (``Affine2.gamma``).
     """
     network, X, Y = _model_network(model, X, y)
     if loss is None:
@@ -94,7 +107,7 @@ def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_st
     reset_draws()
     net._loss_and_grad(loss, X, Y, True)
     analytic = [g.copy() for g in net.grads()]
-    names = [f"{name}{i + 1}" for i, layer in enumerate(net.dense_layers) for name in ("W", "b")]
+    names = _param_names(net)
     rng = np.random.default_rng(random_state)
     details = {}
     for name, param, grad in zip(names, net.params(), analytic):

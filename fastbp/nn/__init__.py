@@ -130,10 +130,62 @@ class _BufferCache:
 
 
 class Layer:
-    """Base class: ``forward(X, training)`` -> output, ``backward(dOut, need_dX)`` -> dX or None."""
+    """Base class of the network's layers, and the extension point for layers of your own.
+
+    A layer implements
+
+    - ``forward(X, training=False)`` -> its output for a batch X (n x d, the network's dtype),
+      keeping what ``backward`` needs (``training``: dropout-like behaviour on);
+    - ``backward(dA, need_dX=True)`` -> dL/dX, given dA = dL/d(output) of the last forward (None
+      when ``need_dX`` is False), after writing the gradients of its parameters;
+    - ``param_names`` / ``grad_names``: the names of the attributes holding its trainable arrays
+      and their gradients, in the same order (``Sequential.params()`` / ``grads()`` collect them
+      and optimizers update them in place: ``backward`` writes into those same arrays).
+
+    Such a layer trains in any :class:`Sequential` by ``fastbp.training.fit_network`` (layer by
+    layer: the compiled engine runs plain Dense/Dropout stacks only, and ``fit_path`` says so),
+    and ``fastbp.gradcheck`` holds its backward to finite differences.  It may keep the width of
+    its input or, between Dense layers whose sizes match it, change it.  For example a learnable
+    scale and shift of every unit (``gamma * x + beta``, a normalisation layer's affine part):
+
+    >>> import numpy as np
+    >>> import fastbp
+    >>> from fastbp.nn import Dense, Layer, Sequential
+    >>> from fastbp.training import TrainConfig, fit_network
+    >>> class Affine(Layer):
+    ...     param_names, grad_names = ("gamma", "beta"), ("dgamma", "dbeta")
+    ...     def __init__(self, n, dtype=np.float32):
+    ...         self.gamma, self.beta = np.ones(n, dtype), np.zeros(n, dtype)
+    ...         self.dgamma, self.dbeta = np.zeros(n, dtype), np.zeros(n, dtype)
+    ...     def forward(self, X, training=False):
+    ...         self.X = X
+    ...         return X * self.gamma + self.beta
+    ...     def backward(self, dA, need_dX=True):
+    ...         np.sum(dA * self.X, axis=0, out=self.dgamma)
+    ...         np.sum(dA, axis=0, out=self.dbeta)
+    ...         return dA * self.gamma if need_dX else None
+    >>> rng = np.random.default_rng(0)
+    >>> net = Sequential([Dense(4, 8, "tanh", rng=rng), Affine(8), Dense(8, 3, "identity", rng=rng)])
+    >>> X = rng.standard_normal((64, 4)).astype(np.float32)
+    >>> y = ((X[:, 0] > 0).astype(np.intp) + (X[:, 1] > 0))       # 3 classes
+    >>> state = fit_network(net, "softmax_cross_entropy", X, y,
+    ...                     TrainConfig(max_iter=60, learning_rate_init=0.05, tol=0.0), rng=0)
+    >>> state.fit_path.startswith("layerwise"), state.loss_curve[-1] < 0.5 * state.loss_curve[0]
+    (True, True)
+    >>> bool(fastbp.gradcheck(net, X[:8], y[:8], loss="softmax_cross_entropy") < 1e-6)
+    True
+    """
 
     param_names = ()  # names of the trainable arrays, e.g. ("W", "b")
     grad_names = ()   # names of their gradients, same order, e.g. ("dW", "db")
+
+    def _forward(self, X, training=False, keep=True):
+        """What ``Sequential`` calls: the layer's ``forward`` (fastbp's layers bypass their input
+        checks here; ``keep=False``, inference without caching, is a hint)."""
+        return self.forward(X, training)
+
+    def _backward(self, dA, need_dX):
+        return self.backward(dA, need_dX)
 
     def _reset_cache(self):
         pass
