@@ -184,6 +184,9 @@ class GAN(GenerativeBase):
         self._buffers = {}
         return self.generator_  # coefs_, loss_curve_ etc. are the generator's
 
+    def _summary_networks(self):
+        return [("generator", self.generator_), ("discriminator", self.discriminator_)]
+
     def __getstate__(self):
         state = super().__getstate__()
         state["_buffers"] = {}  # work arrays, made again on use

@@ -408,6 +408,29 @@ class _BaseMLP(BaseEstimator):
         with self._threads():
             return self._network.predict(X)
 
+    def summary(self, print_fn=print):
+        """Print the fitted network (Keras' ``model.summary()``): every layer with its widths
+        in -> out, activation and parameter count, the totals, and the loss, one line at a time
+        through ``print_fn`` (e.g. ``lines.append`` to keep them).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        """
+        check_is_fitted(self)
+        for title, network in self._summary_networks():
+            print_fn(f"{type(self).__name__} {title}: {network.n_inputs} inputs -> "
+                     f"{network.n_outputs} outputs")
+            network.summary(print_fn)
+        output = getattr(self, "out_activation_", None)
+        print_fn((f"output activation {output!r} (applied by the loss to the logits), "
+                  if output not in (None, "identity") else "") + f"loss {self.loss_!r}")
+
+    def _summary_networks(self):
+        """(title, Sequential) of every network ``summary`` shows."""
+        return [("network", self._network)]
+
     @property
     def network_(self):
         """The fitted :class:`fastbp.nn.Sequential` (its arrays are ``coefs_``/``intercepts_``)."""

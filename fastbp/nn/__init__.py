@@ -586,6 +586,30 @@ class Sequential:
         self._backward(grad, False)
         return value
 
+    def summary(self, print_fn=print):
+        """Print a table of the layers (Keras' ``model.summary()``): kind, widths in -> out,
+        activation, parameter count, and the total, one line at a time through ``print_fn``."""
+        rows = [("#", "layer", "in -> out", "activation", "parameters")]
+        widths = [self.n_inputs] + [None] * len(self.layers)
+        for i, layer in enumerate(self.layers):  # a Dense layer fixes its widths, others pass on
+            if isinstance(layer, Dense):
+                widths[i], widths[i + 1] = layer.n_in, layer.n_out
+            else:
+                following = next((later.n_in for later in self.layers[i + 1:]
+                                  if isinstance(later, Dense)), None)
+                widths[i + 1] = following if following is not None else widths[i]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            count = sum(int(np.size(getattr(layer, name))) for name in layer.param_names)
+            total += count
+            rows.append((str(i + 1), type(layer).__name__, f"{widths[i]} -> {widths[i + 1]}",
+                         getattr(layer, "activation", None) or "-", f"{count:,}"))
+        sizes = [max(len(row[j]) for row in rows) for j in range(5)]
+        for row in rows:
+            print_fn("  ".join(cell.rjust(size) if j in (0, 4) else cell.ljust(size)
+                               for j, (cell, size) in enumerate(zip(row, sizes))).rstrip())
+        print_fn(f"{total:,} parameters ({self.dtype.name})")
+
     def __repr__(self):
         inner = ",\n    ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n    {inner}])"
