@@ -126,3 +126,25 @@ def test_core_layers_import_without_sklearn():
             "fastbp.exceptions; print(sorted(m for m in sys.modules if m.startswith('sklearn')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("cls", [fastbp.MLPClassifier, fastbp.MLPRegressor, fastbp.Autoencoder,
+                                 fastbp.VAE, fastbp.GAN])
+def test_help_lists_every_parameter_and_the_fitted_attributes(cls):
+    """numpydoc sections on the public class: every __init__ argument with its default, and the
+    fitted attributes -- each of which a fitted model has, and no public one undocumented."""
+    import inspect
+    import pydoc
+    text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+    doc = inspect.getdoc(cls)
+    assert "Parameters\n----------" in doc and "Attributes\n----------" in doc
+    for name, parameter in inspect.signature(cls).parameters.items():
+        assert f"{name} : " in doc and f"default={parameter.default!r}" in text
+    model = cls() if cls is not fastbp.GAN else cls(max_iter=1)
+    model.set_params(max_iter=2)
+    quiet_fit(model, FRAME, y)
+    attributes = doc.split("Attributes\n----------\n")[1]
+    documented = {line.split(" : ")[0] for line in attributes.splitlines() if " : " in line
+                  and not line.startswith(" ")}
+    public = {name for name in vars(model) if name.endswith("_") and not name.startswith("_")}
+    assert public <= documented and all(hasattr(model, name) for name in documented)

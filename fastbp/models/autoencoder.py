@@ -33,11 +33,13 @@ from fastbp.models._generative import (EncoderDecoder, PenalisedSequential, Spar
                           check_nonnegative, hourglass, row_errors, store_params)
 from fastbp.nn import Sequential, activation_name
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["Autoencoder"]
 
 
 @register("Autoencoder")
+@numpydoc(*MLP_ATTRIBUTES, "encoder_", "decoder_")
 class Autoencoder(EncoderDecoder):
     """Autoencoder x -> h = e(x) -> r = d(h), scikit-learn style (see the module docstring).
 
@@ -49,14 +51,6 @@ class Autoencoder(EncoderDecoder):
     ``loss_curve_``, ``validation_scores_``, ``n_iter_``, ``grad_norms_``, ..., and
     ``encoder_`` / ``decoder_`` (Sequentials sharing those arrays).
 
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  A sparse autoencoder trains layer by layer (its penalty is not a plain
-        Dense/Dropout stack).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
     """
 
     def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,

@@ -41,6 +41,7 @@ from fastbp.models.mlp import _make_rng, user_stacklevel
 from fastbp.training import fit_network, make_optimizer
 from fastbp.nn import activation_name, make_mlp, row_losses, row_weights
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["GAN"]
 
@@ -106,6 +107,9 @@ class _AlternatingSteps:
 
 
 @register("GAN")
+@numpydoc(*(name for name in MLP_ATTRIBUTES if name != "out_activation_"), "generator_",
+          "discriminator_", "discriminator_coefs_", "discriminator_intercepts_",
+          "generator_loss_curve_", "discriminator_loss_curve_")
 class GAN(GenerativeBase):
     """Generative adversarial network, scikit-learn style (see the module docstring).
 
@@ -116,13 +120,6 @@ class GAN(GenerativeBase):
     generated point x (what trains G).  Training parameters as for the MLP estimators except the
     convergence and early-stopping ones; ``learning_rate`` is 'constant' or 'invscaling'.
 
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call, and why: always
-        ``"layerwise: GAN (alternating discriminator and generator steps on two networks)"`` (the
-        compiled engine trains one network's backprop, not the game); None for a model loaded
-        from a file, until it trains again.  Verbose output prints it at the start of every fit.
     """
 
     # No convergence test or validation split: fixed for the shared parameter checks.

@@ -62,6 +62,7 @@ from fastbp.models._validation import (check_classes, check_data, check_is_fitte
                                       check_targets, check_X, label_kind)
 from fastbp.nn import Sequential, activation_name, make_mlp
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -103,36 +104,9 @@ def user_stacklevel():
 
 
 class _BaseMLP(BaseEstimator):
-    """What the regressor and the classifier share: parameters, fitting, the network.
-
-    Parameters (scikit-learn's names and defaults unless marked *fastbp*):
-
-    - ``hidden_layer_sizes`` (100,): widths of the hidden layers; () for none.
-    - ``activation`` 'relu': hidden f, any of ``fastbp.kernels.ACTIVATIONS`` ('identity',
-      'sigmoid' = 'logistic', 'tanh', 'relu', 'leaky_relu', 'softplus', 'elu', 'gelu', 'softmax').
-    - ``activation_alpha`` None (*fastbp*): the parameter of leaky_relu (slope, default 0.01) or
-      elu (scale, default 1.0).
-    - ``solver`` 'adam': 'sgd' (minibatch, with ``momentum``/``nesterovs_momentum``), 'adam'
-      (``beta_1``, ``beta_2``, ``epsilon``), 'rmsprop' (*fastbp*: ``torch.optim.RMSprop`` with
-      ``beta_2`` as its smoothing constant alpha, ``epsilon`` as eps, ``momentum``; not centered;
-      layer by layer, not in the compiled engine) or 'gd' (full-batch gradient descent, one step
-      per epoch).
-    - ``learning_rate_init`` 0.001; ``learning_rate`` 'constant' | 'invscaling' (``power_t``) |
-      'adaptive' | 'backtracking' (Armijo line search, 'gd' only): see ``fastbp.training``.
-    - ``batch_size`` 'auto' = min(200, n); ``max_iter`` 200 epochs; ``shuffle`` True.
-    - ``alpha`` 0.0001: L2 penalty alpha / (2 batch_size) sum ||W||^2 per minibatch.
-    - ``dropout`` 0.0 (*fastbp*): inverted dropout rate after every hidden layer in training.
-    - ``tol`` 1e-4, ``n_iter_no_change`` 10: stop after that many epochs without the loss
-      falling (or, with ``early_stopping``, the validation score rising) by ``tol``;
-      ``ConvergenceWarning`` when ``max_iter`` comes first.
-    - ``early_stopping`` False, ``validation_fraction`` 0.1: hold out that fraction (or use
-      ``fit``'s ``validation_data``), stop on its score, restore the best weights.
-    - ``warm_start`` False: ``fit`` continues from the current weights.
-    - ``random_state`` None: int, RandomState or Generator: weights, split, shuffling, dropout.
-    - ``dtype`` 'float32' (*fastbp*): or 'float64' (weights, activations and training).
-    - ``n_threads`` None (*fastbp*): cap on BLAS threads (and the engine's) during fit/predict;
-      None leaves the libraries' defaults.
-    - ``verbose`` False: one progress line per epoch.
+    """What all the estimators share: parameters and their checks, fitting, the validation
+    split, fitted attributes, prediction checks, summary, save/load (the parameters and
+    attributes are documented on each public class, from ``fastbp.models._docs``).
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
@@ -512,21 +486,15 @@ class _BaseMLP(BaseEstimator):
 
 
 @register("MLPRegressor")
+@numpydoc(*MLP_ATTRIBUTES)
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-output regression by a deep network: identity output, squared error.
 
     ``fit(X, y)`` with y of shape (n,) or (n, k); ``predict`` returns the same shape (a single
-    output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``; ``score`` is the
-    coefficient of determination R^2 averaged over the outputs.  Parameters: see the module
-    docstring and scikit-learn's ``MLPRegressor``.
-
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
+    output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``;
+    ``score`` is the coefficient of determination R^2 averaged over the outputs
+    (scikit-learn's ``RegressorMixin``).  The parameters are scikit-learn's ``MLPRegressor``'s
+    (without 'lbfgs'), plus ``dropout``, ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
     def partial_fit(self, X, y, sample_weight=None):
@@ -584,6 +552,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
 
 @register("MLPClassifier")
+@numpydoc("classes_", *MLP_ATTRIBUTES)
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Classification by a deep network trained with cross-entropy.
 
@@ -596,15 +565,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
     returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
-    accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.
-
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
+    accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.  The
+    parameters are scikit-learn's ``MLPClassifier``'s (without 'lbfgs'), plus ``dropout``,
+    ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):

@@ -38,6 +38,7 @@ from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng
 from fastbp.nn import make_mlp
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["VAE"]
 
@@ -45,6 +46,7 @@ SCORE_SEED, SCORE_NOISE_DRAWS = 0, 8  # score_samples' noise: the same draws for
 
 
 @register("VAE")
+@numpydoc(*MLP_ATTRIBUTES, "encoder_", "decoder_")
 class VAE(EncoderDecoder):
     """Variational autoencoder, scikit-learn style (see the module docstring).
 
@@ -55,14 +57,6 @@ class VAE(EncoderDecoder):
     Training parameters and fitted attributes as for the MLP estimators, plus ``encoder_``
     (x -> [mu, log sigma^2]) and ``decoder_``.
 
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  A VAE trains layer by layer (the reparameterisation is not a plain Dense/Dropout
-        stack).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
     """
 
     def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,
