@@ -201,7 +201,8 @@ class TrainState:
     (tuples F(w), accepted step, ||g||^2, F(w - step g)).  Totals: ``n_iter`` epochs, ``t``
     training rows seen, ``best_loss``, ``best_validation_score``; ``optimizer`` and ``lr`` carry on.
     ``fit_path``: which path trained the last fit call (``"engine"`` or ``"layerwise: <reason>"``,
-    see :func:`make_trainer`); None before any.
+    see :func:`make_trainer`); None before any.  ``gradient_warned``: a GradientWarning was given
+    (:func:`gradient_imbalance`: once per state).
     """
 
     def __init__(self):

@@ -535,8 +535,24 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
         self.out_activation_ = "logistic" if self.loss_ == "sigmoid_cross_entropy" else "identity"
 
     def inverse_transform(self, H):
-        """Decode codes: d(h) for every row of H (n x n_components; probabilities for
-        cross-entropy)."""
+        """Decode codes: d(h) for every row of H.
+
+        Parameters
+        ----------
+        H : array-like of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            float64 probabilities for ``loss='cross_entropy'``, else of the model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            H with NaN or infinity, or not n_components columns.
+        """
         H = self._checked(H, self.decoder_.n_inputs)
         with self._threads():
             return decoded(self.loss_, self.decoder_.predict(H))

@@ -127,7 +127,26 @@ class Autoencoder(EncoderDecoder):
 
     # ------------------------------------------------------------------------------- inference
     def transform(self, X):
-        """The codes h = e(x), one row per sample (n x n_components)."""
+        """The codes h = e(x).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        H : ndarray of shape (n_samples, n_components)
+            Of the model's ``dtype`` (a DataFrame with columns ``get_feature_names_out()`` under
+            ``set_output(transform="pandas")``).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         X = self._checked(X)
         with self._threads():
             return self.encoder_.predict(X)

@@ -259,7 +259,24 @@ class GAN(GenerativeBase):
 
     # ------------------------------------------------------------------------------- inference
     def sample(self, n_samples=1, random_state=None):
-        """``n_samples`` points G(z), z ~ N(0, I) (the model's own generator by default)."""
+        """New points G(z), z ~ N(0, I).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance, numpy Generator or None, default=None
+            The draws of z; None: the model's own generator (successive calls differ).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            Of the model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        """
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = rng.standard_normal((int(n_samples), self.generator_.n_inputs))

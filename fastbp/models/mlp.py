@@ -541,7 +541,24 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return r2_score(Y, output, sample_weight=sample_weight)
 
     def predict(self, X):
-        """Predicted targets (float64): shape (n,) for one output, else (n, k)."""
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of float64, shape (n_samples,) for one output, else (n_samples, n_outputs)
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         output = self._forward(X).astype(np.float64, copy=False)
         return output.ravel() if output.shape[1] == 1 else output
 
@@ -722,13 +739,40 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return logits.argmax(axis=1)
 
     def predict(self, X):
-        """Class labels (for multilabel an n x k int matrix in the convention of the targets fit
-        saw: 0/1, or the lecture's sign(t) in -1/+1)."""
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Labels from ``classes_``; for multilabel an int matrix in the convention of the
+            targets ``fit`` saw: 1 where the logit is > 0, else 0 (or -1: the lecture's sign(t)).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         indices = self._predict_indices(self._forward(X))
         return indices if self._kind == "multilabel" else self.classes_[indices]
 
     def predict_log_proba(self, X):
-        """log of ``predict_proba``, computed stably from the logits."""
+        """log of ``predict_proba``, computed stably from the logits (float64, same shape).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         logits = self._forward(X).astype(np.float64)
         if self.loss_ == "softmax_cross_entropy":
             logits -= logits.max(axis=1, keepdims=True)
@@ -739,7 +783,26 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.hstack([-np.logaddexp(0.0, logits), log_p])
 
     def predict_proba(self, X):
-        """Class probabilities (float64): softmax rows, or sigmoid per label for binary/multilabel."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of float64, shape (n_samples, n_classes)
+            Softmax rows (multiclass), [1 - p, p] (binary), or the sigmoid of every label's logit
+            (multilabel: (n_samples, n_outputs), rows need not sum to 1).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         return np.exp(self.predict_log_proba(X))
 
     def score(self, X, y, sample_weight=None):

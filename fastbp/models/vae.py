@@ -116,13 +116,50 @@ class VAE(EncoderDecoder):
         return H[:, :k], H[:, k:]
 
     def transform(self, X):
-        """The posterior means mu(x) (n x n_components)."""
+        """The posterior means mu(x) of q(z | x).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+            Of the model's ``dtype`` (a DataFrame with columns ``get_feature_names_out()`` under
+            ``set_output(transform="pandas")``).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         X = self._checked(X)
         with self._threads():
             return np.ascontiguousarray(self._posterior(X)[0])
 
     def sample(self, n_samples=1, random_state=None):
-        """``n_samples`` new data points d(z), z ~ p(z) (the model's own generator by default)."""
+        """New data points d(z), z ~ p(z).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance, numpy Generator or None, default=None
+            The draws of z; None: the model's own generator (successive calls differ).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            The decoder's mean: float64 probabilities for ``loss='cross_entropy'``, else of the
+            model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        """
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = self._sampler.sample_prior(int(n_samples), rng, self._network.dtype)
