@@ -174,3 +174,27 @@ def test_score_takes_weights_like_sklearn():
     w = np.random.default_rng(6).uniform(0, 1, len(X))
     assert model.score(X, y, sample_weight=w) == pytest.approx(
         accuracy_score(y, model.predict(X), sample_weight=w))
+
+
+def test_early_stopping_split_carries_the_weights(backend, monkeypatch):
+    """The held-out rows keep their own weights, and the validation score is weighted by them."""
+    captured = []
+    scorer = fastbp.models.mlp._BaseMLP._scorer
+
+    def spy(self, X_val, Y_val, sample_weight=None):
+        captured.append((X_val, sample_weight))
+        return scorer(self, X_val, Y_val, sample_weight)
+
+    monkeypatch.setattr(fastbp.models.mlp._BaseMLP, "_scorer", spy)
+    w = np.arange(1.0, len(X) + 1)  # a row's weight names the row
+    model = quiet_fit(fastbp.MLPClassifier((4,), early_stopping=True, validation_fraction=0.25,
+                                           max_iter=3, dtype="float64", random_state=0), X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+        model.fit(X, y, sample_weight=w)
+    X_val, w_val = captured[-1]
+    rows = [int(np.flatnonzero((X == row).all(axis=1))[0]) for row in X_val]
+    np.testing.assert_array_equal(w_val, w[rows])
+    predicted = model.network_.predict(X_val).argmax(axis=1)  # the best weights, restored
+    assert model.best_validation_score_ == pytest.approx(
+        accuracy_score(y[rows], model.classes_[predicted], sample_weight=w_val))
