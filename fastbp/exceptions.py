@@ -28,6 +28,10 @@ def __getattr__(name):
     raise AttributeError(f"module 'fastbp.exceptions' has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
 class InconsistentVersionWarning(UserWarning):
     """An estimator pickled by another fastbp version was unpickled (as scikit-learn's warning
     of that name): its attributes may not be what this version expects.  Refit it, or save it

@@ -18,13 +18,9 @@ convergence and early stopping).
 
 The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``
 (without 'lbfgs' and ``max_fun``); fastbp adds ``dropout``, ``activation_alpha``, ``dtype`` and
-``n_threads``.  Fitted attributes: ``coefs_``, ``intercepts_`` (the network's own arrays),
-``loss_curve_``, ``validation_scores_``, ``best_validation_score_`` (with early stopping or
-``fit(..., validation_data=(X_val, y_val))``, else None),
-``best_loss_``, ``n_iter_``, ``t_``, ``grad_norms_`` (epochs x layers: the mean ||dW||_F of each
-layer in each epoch, which shows vanishing gradients), ``learning_rates_``, ``n_features_in_``,
-``n_outputs_``, ``n_layers_``, ``out_activation_``, ``loss_`` and, for the classifier, ``classes_``.
-``network_`` is the fitted :class:`fastbp.nn.Sequential`.
+``n_threads``.  The estimators are scikit-learn's kind (its ``BaseEstimator`` and mixins, its
+input validation with ``feature_names_in_``); the parameters and fitted attributes are listed in
+each class's docstring (written once, in :mod:`fastbp.models._docs`).
 
 ``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
 identically (:mod:`fastbp.models.persist`); models pickle too (unpickling one pickled by another fastbp
