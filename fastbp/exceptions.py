@@ -6,25 +6,30 @@
   epochs ran out, or the loss rose: divergence).  It *is* ``sklearn.exceptions.ConvergenceWarning``,
   so ``warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)`` silences fastbp too.
 - :class:`InconsistentVersionWarning` (UserWarning): an estimator pickled by another fastbp
-  version was unpickled.
+  version was unpickled.  A subclass of ``sklearn.exceptions.InconsistentVersionWarning``.
 - :class:`GradientWarning` (UserWarning): vanishing or exploding gradients in training (the
   first layer's gradient norm far below or above the last's for several epochs).
 
-The two scikit-learn classes load on first use (``import sklearn`` takes about a second, and the
-modules below the estimators -- ``fastbp.training`` among them -- import this one): ``from
-fastbp.exceptions import ConvergenceWarning`` imports scikit-learn then, plain ``import
-fastbp.exceptions`` does not.
+The scikit-learn classes (and the subclass) load on first use (``import sklearn`` takes about a
+second, and the modules below the estimators -- ``fastbp.training`` among them -- import this
+one): ``from fastbp.exceptions import ConvergenceWarning`` imports scikit-learn then, plain
+``import fastbp.exceptions`` does not.
 """
 import importlib
 
 __all__ = ["NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning", "GradientWarning"]
 
 _SKLEARN = ("NotFittedError", "ConvergenceWarning")
+_made = {}
 
 
 def __getattr__(name):
     if name in _SKLEARN:
         return getattr(importlib.import_module("sklearn.exceptions"), name)
+    if name == "InconsistentVersionWarning":
+        if name not in _made:
+            _made[name] = _inconsistent_version_warning()
+        return _made[name]
     raise AttributeError(f"module 'fastbp.exceptions' has no attribute {name!r}")
 
 
@@ -32,22 +37,36 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-class InconsistentVersionWarning(UserWarning):
-    """An estimator pickled by another fastbp version was unpickled (as scikit-learn's warning
-    of that name): its attributes may not be what this version expects.  Refit it, or save it
-    with ``model.save`` (a format read across versions) under the version that made it.
+def _inconsistent_version_warning():
+    """fastbp's InconsistentVersionWarning: a subclass of scikit-learn's (so that its filters
+    apply to fastbp's pickles too), made on first use."""
+    from sklearn.exceptions import InconsistentVersionWarning as SklearnWarning
 
-    Attributes ``estimator_name``, ``original_version``, ``current_version`` (str).
-    """
+    class InconsistentVersionWarning(SklearnWarning):
+        """An estimator pickled by another fastbp version was unpickled (a subclass of
+        scikit-learn's warning of that name): its attributes may not be what this version
+        expects.  Refit it, or save it with ``model.save`` (a format read across versions) under
+        the version that made it.
 
-    def __init__(self, estimator_name, original_version, current_version):
-        self.estimator_name = estimator_name
-        self.original_version = original_version
-        self.current_version = current_version
-        super().__init__(f"Trying to unpickle estimator {estimator_name} from fastbp version "
-                         f"{original_version} when using version {current_version}. This might "
-                         "lead to breaking code or invalid results; refit it, or save it with "
-                         "model.save() under the version that made it.")
+        Attributes ``estimator_name``, ``original_version``, ``current_version`` (str: fastbp's
+        versions; also under scikit-learn's names ``original_sklearn_version`` and
+        ``current_sklearn_version``).
+        """
+
+        def __init__(self, estimator_name, original_version, current_version):
+            super().__init__(estimator_name=estimator_name, current_sklearn_version=current_version,
+                             original_sklearn_version=original_version)
+            self.original_version = original_version
+            self.current_version = current_version
+
+        def __str__(self):
+            return (f"Trying to unpickle estimator {self.estimator_name} from fastbp version "
+                    f"{self.original_version} when using version {self.current_version}. This "
+                    "might lead to breaking code or invalid results; refit it, or save it with "
+                    "model.save() under the version that made it.")
+
+    InconsistentVersionWarning.__module__ = __name__
+    return InconsistentVersionWarning
 
 
 class GradientWarning(UserWarning):

@@ -148,3 +148,19 @@ def test_help_lists_every_parameter_and_the_fitted_attributes(cls):
                   and not line.startswith(" ")}
     public = {name for name in vars(model) if name.endswith("_") and not name.startswith("_")}
     assert public <= documented and all(hasattr(model, name) for name in documented)
+
+
+def test_unpickling_another_version_is_filtered_by_sklearns_warning_class():
+    """fastbp's InconsistentVersionWarning is a scikit-learn one: its filters apply."""
+    import pickle
+    model = quiet_fit(fastbp.MLPClassifier((3,), max_iter=1, random_state=0), X, y)
+    state = model.__getstate__()
+    state["_fastbp_version"] = "0.0.1"
+    blob = pickle.dumps(model)
+    restored = pickle.loads(blob)
+    with pytest.warns(sklearn.exceptions.InconsistentVersionWarning, match="fastbp version 0.0.1"):
+        restored.__setstate__(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", sklearn.exceptions.InconsistentVersionWarning)
+        restored.__setstate__(state)

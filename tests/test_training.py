@@ -444,6 +444,9 @@ def test_exceptions_have_one_public_home():
     for name in ("NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning"):
         assert getattr(fastbp, name) is getattr(exceptions, name)
     assert exceptions.InconsistentVersionWarning.__module__ == "fastbp.exceptions"
+    assert issubclass(exceptions.InconsistentVersionWarning,
+                      sklearn.exceptions.InconsistentVersionWarning)
+    assert exceptions.InconsistentVersionWarning is exceptions.InconsistentVersionWarning
     assert issubclass(exceptions.NotFittedError, (ValueError, AttributeError))
     with pytest.raises(exceptions.NotFittedError, match="not fitted"):
         _validation.check_is_fitted(fastbp.MLPClassifier())
