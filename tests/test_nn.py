@@ -223,3 +223,24 @@ def test_gradcheck_catches_a_wrong_custom_backward():
     assert list(details) == ["W1", "b1", "Shift2.beta", "W2", "b2"]
     assert worst == details["Shift2.beta"] > 0.1
     assert max(error for name, error in details.items() if name != "Shift2.beta") < 1e-6
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "sigmoid_cross_entropy", "softmax_cross_entropy"])
+def test_row_losses_are_the_terms_of_the_kernels_mean(backend, loss):
+    """fastbp.nn.row_losses (the weighted objective's per-row terms) average to the loss kernel's
+    value, at ordinary and at huge logits."""
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 1e4):
+        output = rng.standard_normal((7, 3)) * scale
+        target = rng.integers(0, 3, 7) if loss == "softmax_cross_entropy" else rng.uniform(0, 1, (7, 3))
+        value, _ = kernels.loss(loss, output, target)
+        np.testing.assert_allclose(fastbp.nn.row_losses(loss, output, target).mean(), value,
+                                   rtol=1e-12)
+
+
+def test_loss_and_grad_refuses_bad_sample_weight():
+    net = make_mlp(3, (4,), 2, "tanh", dtype=np.float64, rng=0)
+    X, Y = np.ones((5, 3)), np.zeros((5, 2))
+    for weights in (np.ones(4), -np.ones(5), np.zeros(5), np.full(5, np.nan)):
+        with pytest.raises(ValueError, match="sample_weight must be 5 finite weights"):
+            net.loss_and_grad("squared_error", X, Y, sample_weight=weights)
