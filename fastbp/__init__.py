@@ -20,6 +20,7 @@ _LAZY = {
     "jacobian": "fastbp.models.jacobian",
     "load": "fastbp.models.persist",
     "InconsistentVersionWarning": "fastbp.exceptions",
+    "GradientWarning": "fastbp.exceptions",
     "load_digits": "fastbp.datasets",
     "Sequential": "fastbp.nn",
     "Dense": "fastbp.nn",

@@ -28,6 +28,21 @@ It returns sum_B n_B F_B / n (the mean over the rows of the batch values, scikit
 ``loss_curve_`` entry) and writes into ``grad_norms_out`` the plain mean over the minibatches of
 ||dW^l||_F, one float64 entry per Dense layer.
 
+Sample weights (``sample_weight`` of :func:`fit_network`: one weight w_i >= 0 per row, as
+scikit-learn's MLP takes them).  The weighted objective of a minibatch B, with W_B = sum_{i in B} w_i,
+
+    F_B(w) = sum_{i in B} w_i l_i / W_B + n_B / W_B * 1/2 * sum_i lambda_i ||p_i||^2
+
+is the weighted mean data loss (its gradient with respect to the output is the unweighted one with
+row i scaled by v_i = n_B w_i / W_B: ``fastbp.nn.row_weights``, whose docstring says why that is
+the whole backward; a penalty layer weights its per-row terms alike) plus the L2 term over the
+batch's weight instead of its row count (lambda_i n_B / W_B = alpha / W_B for the weights, as
+scikit-learn divides by the batch's weight sum).  Unit weights give exactly the unweighted F_B;
+integer weights give, for a batch holding every row (solver 'gd', or ``batch_size`` >= n), the
+objective of the data with row i repeated w_i times.  A batch of weight 0 takes no step.  The
+epoch's value is sum_B W_B F_B / sum_B W_B.  Weighted epochs run layer by layer (``fit_path``
+``"layerwise: sample_weight"``): the compiled engine has no weights yet.
+
 A compiled fast path: at the start of every fit call the loop calls
 ``fastbp.engine.make_trainer(network, loss, optimizer, batch_size)`` (if that module exists); a
 trainer it returns (not None) runs each epoch as ``trainer.train_epoch(X, Y, order,
@@ -88,6 +103,12 @@ loss F at the weights the fit
 started from (:func:`start_loss`, on the first minibatch of rows) by more than ``max(tol, |F|)``,
 training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
 
+Vanishing and exploding gradients (:func:`gradient_imbalance`): when the first Dense layer's
+gradient norm stays below ``VANISHING_RATIO`` times the last's (or above ``EXPLODING_RATIO``
+times it) for ``GRADIENT_EPOCHS`` epochs in a row, a ``fastbp.exceptions.GradientWarning`` names
+the two layers and the activation and suggests a relu-family activation or another step length;
+once per model (``TrainState.gradient_warned``).  Training goes on.
+
 Non-finite values (:func:`check_finite`, the one check of every training loop, the GAN's too):
 after every epoch the loss, the gradient norms and the parameters must be finite; otherwise
 training stops with a ValueError naming the epoch, the learning rate and the input's scale.  The
@@ -103,12 +124,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastbp import distributed
-from fastbp.exceptions import ConvergenceWarning
+from fastbp import distributed, exceptions
 from fastbp.nn import Dense, Dropout
 from fastbp.optim import OPTIMIZERS
 
-__all__ = ["ConvergenceWarning", "TrainConfig", "TrainState", "fit_network", "train_epoch",
+__all__ = ["TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
            "resolve_batch_size", "SOLVERS", "LEARNING_RATES", "CONFIG_NAMES"]
 
@@ -124,6 +144,8 @@ ARMIJO_C = 1e-4
 ARMIJO_MAX_HALVINGS = 50
 ADAPTIVE_MIN_LR = 1e-6
 DIVERGENCE_RISE = 0.1  # a rise of the loss by this fraction of its scale is divergence, not noise
+VANISHING_RATIO, EXPLODING_RATIO = 1e-4, 1e4  # first / last layer gradient norm (grad_norms_)
+GRADIENT_EPOCHS = 5  # epochs in a row beyond one of them before a GradientWarning
 MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
                     "hasn't converged yet.")  # scikit-learn's words
 
@@ -187,7 +209,8 @@ class TrainState:
     (tuples F(w), accepted step, ||g||^2, F(w - step g)).  Totals: ``n_iter`` epochs, ``t``
     training rows seen, ``best_loss``, ``best_validation_score``; ``optimizer`` and ``lr`` carry on.
     ``fit_path``: which path trained the last fit call (``"engine"`` or ``"layerwise: <reason>"``,
-    see :func:`make_trainer`); None before any.
+    see :func:`make_trainer`); None before any.  ``gradient_warned``: a GradientWarning was given
+    (:func:`gradient_imbalance`: once per state).
     """
 
     def __init__(self):
@@ -207,6 +230,7 @@ class TrainState:
         self.best_params = None
         self.converged = False
         self.fit_path = None
+        self.gradient_warned = False
 
 
 def resolve_batch_size(batch_size, n, solver):
@@ -276,48 +300,65 @@ class _Workspace:
         return buffers
 
 
-def train_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_out, work=None):
+def train_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_out, work=None,
+                sample_weight=None):
     """One epoch of minibatch backprop, layer by layer; returns the mean objective.
 
-    See the module docstring for the exact definition (what a compiled trainer reproduces).
+    See the module docstring for the exact definition (what a compiled trainer reproduces), and
+    for the weighted epoch (``sample_weight``: one float64 weight >= 0 per row of X, or None).
     ``work`` is a workspace reused across epochs (made if None).
     """
     if work is None:
         work = _Workspace(network, Y)
     n = order.shape[0]
     dense, grads = work.dense, work.grads
-    decayed = [(param, 0.5 * decay) for param, decay in zip(work.params, optimizer.weight_decay)
-               if decay]
+    decays = list(optimizer.weight_decay)
+    decayed = [(param, 0.5 * decay) for param, decay in zip(work.params, decays) if decay]
     vdot = np.vdot
     loss_and_grad = network._loss_and_grad
     grad_norms_out[:] = 0.0
-    total = 0.0
+    total = total_weight = 0.0
     n_batches = 0
-    for start in range(0, n, batch_size):
-        rows = order[start:start + batch_size]
-        n_b = rows.shape[0]
-        x_b, y_b = work.batch(n_b)
-        np.take(X, rows, axis=0, out=x_b, mode="clip")
-        np.take(Y, rows, axis=0, out=y_b, mode="clip")
-        value = loss_and_grad(loss, x_b, y_b, True)
-        for param, half_decay in decayed:  # 1/2 sum_i lambda_i ||p_i||^2
-            value += half_decay * float(vdot(param, param))
-        total += value * n_b
-        for j, layer in enumerate(dense):
-            grad_norms_out[j] += math.sqrt(float(vdot(layer.dW, layer.dW)))
-        optimizer.step(grads)
-        n_batches += 1
+    w_b, ratio = None, 1.0
+    try:
+        for start in range(0, n, batch_size):
+            rows = order[start:start + batch_size]
+            n_b = rows.shape[0]
+            weight = n_b
+            if sample_weight is not None:
+                w_b = sample_weight[rows]
+                weight = float(w_b.sum())
+                if weight == 0.0:
+                    continue  # a batch of weight 0 counts for nothing: no step
+                ratio = n_b / weight  # the L2 term is over the batch's weight, not its rows
+                optimizer.weight_decay = [decay * ratio for decay in decays]
+            x_b, y_b = work.batch(n_b)
+            np.take(X, rows, axis=0, out=x_b, mode="clip")
+            np.take(Y, rows, axis=0, out=y_b, mode="clip")
+            value = loss_and_grad(loss, x_b, y_b, True, w_b)
+            for param, half_decay in decayed:  # 1/2 sum_i lambda_i ||p_i||^2 (over the weight)
+                value += ratio * half_decay * float(vdot(param, param))
+            total += value * weight
+            total_weight += weight
+            for j, layer in enumerate(dense):
+                grad_norms_out[j] += math.sqrt(float(vdot(layer.dW, layer.dW)))
+            optimizer.step(grads)
+            n_batches += 1
+    finally:
+        optimizer.weight_decay = decays
     if n_batches:
         grad_norms_out /= n_batches
-    return total / n if n else 0.0
+    return total / total_weight if total_weight else 0.0
 
 
 class LayerwiseTrainer:
-    """The Python epoch behind the compiled trainer's interface (``parallel``: a
+    """The Python epoch behind the compiled trainer's interface (weighted by ``sample_weight``,
+    one weight per row of the X it trains on, when given; ``parallel``: a
     ``fastbp.distributed.DataParallel``, for :func:`data_parallel_epoch`)."""
 
-    def __init__(self, network, loss, optimizer, batch_size, parallel=None):
+    def __init__(self, network, loss, optimizer, batch_size, sample_weight=None, parallel=None):
         self.network, self.loss, self.optimizer, self.batch_size = network, loss, optimizer, batch_size
+        self.sample_weight = sample_weight
         self.parallel = parallel
         self._work = None
 
@@ -328,7 +369,7 @@ class LayerwiseTrainer:
             return data_parallel_epoch(self.network, self.loss, self.optimizer, X, Y, order,
                                        self.batch_size, grad_norms_out, self._work, self.parallel)
         return train_epoch(self.network, self.loss, self.optimizer, X, Y, order, self.batch_size,
-                           grad_norms_out, self._work)
+                           grad_norms_out, self._work, self.sample_weight)
 
 
 def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_out, work,
@@ -439,22 +480,23 @@ class _LineSearch:
         self.gradient = [np.empty_like(p) for p in network.params()]
 
 
-def _objective(network, loss, X, Y, decays):
+def _objective(network, loss, X, Y, decays, sample_weight=None):
     """F(w) on (X, Y) without a backward pass (no dropout: the objective must be deterministic)."""
-    value, _ = network._objective(loss, X, Y, False)
+    value, _ = network._objective(loss, X, Y, False, sample_weight)
     return value + _penalty(network.params(), decays)
 
 
 def armijo_step(network, loss, X, Y, decays, lr_start, grad_norms_out, search=None,
-                c=ARMIJO_C, max_halvings=ARMIJO_MAX_HALVINGS):
-    """One full-batch gradient step with Armijo backtracking.
+                c=ARMIJO_C, max_halvings=ARMIJO_MAX_HALVINGS, sample_weight=None):
+    """One full-batch gradient step with Armijo backtracking (on the weighted objective with
+    ``sample_weight``, whose ``decays`` the caller scales: see the module docstring).
 
     Returns (F(w), accepted step, ||g||^2, F(w_new)); an accepted step of 0.0 means none of
     ``max_halvings`` halvings of ``lr_start`` decreased F enough (the weights are unchanged).
     """
     search = search or _LineSearch(network)
     params, grads = network.params(), network.grads()
-    f0 = network._loss_and_grad(loss, X, Y, True) + _penalty(params, decays)
+    f0 = network._loss_and_grad(loss, X, Y, True, sample_weight) + _penalty(params, decays)
     for j, layer in enumerate(network.dense_layers):
         grad_norms_out[j] = math.sqrt(float(np.vdot(layer.dW, layer.dW)))
     sq_norm = 0.0
@@ -468,7 +510,7 @@ def armijo_step(network, loss, X, Y, decays, lr_start, grad_norms_out, search=No
         for param, start, full in zip(params, search.start, search.gradient):
             np.multiply(full, param.dtype.type(-lr), out=param)
             param += start
-        f1 = _objective(network, loss, X, Y, decays)
+        f1 = _objective(network, loss, X, Y, decays, sample_weight)
         if f1 <= f0 - c * lr * sq_norm:
             return f0, lr, sq_norm, f1
         lr *= 0.5
@@ -502,15 +544,50 @@ def check_finite(epoch, lr, learning_rate_init, params, X=None, name="training",
                      f"the optimization diverged. Try {hint}.")
 
 
-def start_loss(network, loss, X, Y, decays, rows):
+def gradient_imbalance(grad_norms, dense_layers, epochs=GRADIENT_EPOCHS):
+    """Vanishing or exploding gradients (module docstring), as a message naming the layers and
+    the activation and saying what to try; None when the last ``epochs`` entries of
+    ``grad_norms`` (per epoch, one ||dW||_F per Dense layer) look healthy or are too few."""
+    if len(grad_norms) < epochs or len(dense_layers) < 2:
+        return None
+    recent = np.array(grad_norms[-epochs:])
+    first, last = recent[:, 0], recent[:, -1]
+    if not (np.isfinite(recent).all() and (last > 0).all()):
+        return None
+    ratio = first / last
+    if (ratio < VANISHING_RATIO).all():
+        what, bound, advice = ("vanishing", f"below {VANISHING_RATIO:g}",
+                               "the first layers barely learn. Try a relu-family activation "
+                               "(relu, leaky_relu, elu, gelu, silu), fewer layers, or a larger "
+                               "learning_rate_init")
+    elif (ratio > EXPLODING_RATIO).all():
+        what, bound, advice = ("exploding", f"above {EXPLODING_RATIO:g}",
+                               "training is unstable. Try a smaller learning_rate_init, or a "
+                               "relu-family activation (relu, leaky_relu, elu, gelu, silu)")
+    else:
+        return None
+    head, tail = dense_layers[0], dense_layers[-1]
+    return (f"{what} gradients: the gradient norm of the first Dense layer ({head.n_in} -> "
+            f"{head.n_out}, activation {head.activation!r}) stayed {bound} times that of the last "
+            f"Dense layer (the {len(dense_layers)}th, {tail.n_in} -> {tail.n_out}) for {epochs} "
+            f"epochs (ratio {ratio[-1]:.2g} in the last epoch): {advice}.")
+
+
+def start_loss(network, loss, X, Y, decays, rows, sample_weight=None):
     """The objective F at the current weights on the first ``rows`` rows of (X, Y), as an epoch
-    computes it (training mode: dropout and sampling on), with every layer's generator put back:
-    the training that follows draws what it would have drawn."""
+    computes it (training mode: dropout and sampling on; weighted by ``sample_weight``, one
+    weight per row of X, when given and not all 0 on those rows), with every layer's generator
+    put back: the training that follows draws what it would have drawn."""
+    weights = None if sample_weight is None else sample_weight[:rows]
+    if weights is not None and weights.sum() > 0:
+        decays = [decay * rows / weights.sum() for decay in decays]
+    else:
+        weights = None
     generators = list({id(layer.rng): layer.rng for layer in network.layers
                        if isinstance(getattr(layer, "rng", None), np.random.Generator)}.values())
     states = [generator.bit_generator.state for generator in generators]
     try:
-        value, _ = network._objective(loss, X[:rows], Y[:rows], True)
+        value, _ = network._objective(loss, X[:rows], Y[:rows], True, weights)
     finally:
         for generator, state in zip(generators, states):
             generator.bit_generator.state = state
@@ -537,7 +614,7 @@ def divergence(state, start, tol, window):
 # ---------------------------------------------------------------------------------- the fit loop
 def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation_score=None,
                 early_stopping=True, incremental=False, callback=None, log=print, name="training",
-                stacklevel=2, trainer=None, converge=True):
+                stacklevel=2, trainer=None, converge=True, sample_weight=None):
     """Train ``network`` on (X, Y) and return the :class:`TrainState` (``state`` updated in place).
 
     X: C-contiguous (n, d) array of the network's dtype; Y: (n, k) array of that dtype, or for
@@ -567,6 +644,10 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     bookkeeping, ``max_iter``, the non-finite check, verbose lines -- is this loop's.
     ``converge``: False for an objective with no minimum to settle at (a GAN's): no start loss,
     no convergence or divergence test, no ConvergenceWarning; ``max_iter`` epochs run.
+    ``sample_weight``: None, or one float64 weight >= 0 per row of X (not all 0): every batch's
+    objective is weighted (the module docstring); the epochs run layer by layer (the engine has
+    no weights yet: ``fit_path`` ``"layerwise: sample_weight"``).  A ``trainer`` hook weights its
+    own steps.
 
     The returned state's ``fit_path`` names the path that trained (``"engine"``, or
     ``"layerwise: <reason>"``; see :func:`make_trainer`).
@@ -580,7 +661,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     batch_size = resolve_batch_size(config.batch_size, rows, config.solver)
     backtracking = config.learning_rate == "backtracking"
     if parallel is not None:
-        _data_parallel_ready(network, parallel, trainer, backtracking, name)
+        _data_parallel_ready(network, parallel, trainer, backtracking, sample_weight, name)
         parallel.start(network, X, Y, rng)
         if parallel.rank != 0:
             log = _silent
@@ -597,12 +678,18 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     optimizer.weight_decay = weight_decays(network, config.alpha, batch_size)
     if backtracking:
         epochs_by, state.fit_path = None, "layerwise: Armijo line search (learning_rate='backtracking')"
+        line_decays = optimizer.weight_decay  # the full batch's L2 term, over its weight
+        if sample_weight is not None:
+            line_decays = [decay * n / sample_weight.sum() for decay in line_decays]
     elif trainer is not None:
         epochs_by, state.fit_path = trainer(optimizer, batch_size, fresh)
     elif parallel is not None:
-        epochs_by = LayerwiseTrainer(network, loss, optimizer, batch_size, parallel)
+        epochs_by = LayerwiseTrainer(network, loss, optimizer, batch_size, parallel=parallel)
         state.fit_path = (f"layerwise: data-parallel over {parallel.size} ranks (the engine has no "
                           "reduction step yet)")
+    elif sample_weight is not None:
+        epochs_by = LayerwiseTrainer(network, loss, optimizer, batch_size, sample_weight)
+        state.fit_path = "layerwise: sample_weight"
     else:
         epochs_by, state.fit_path = make_trainer(network, loss, optimizer, batch_size)
     if config.verbose:
@@ -617,7 +704,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     n_dense = len(network.dense_layers)
     identity = np.arange(n, dtype=np.intp)
     start = (None if incremental or backtracking or not n or not converge else
-             start_loss(network, loss, X, Y, optimizer.weight_decay, min(n, batch_size)))
+             start_loss(network, loss, X, Y, optimizer.weight_decay, min(n, batch_size),
+                        sample_weight))
     if parallel is not None:  # every figure that decides when to stop is rank 0's
         start = parallel.broadcast(start)
 
@@ -627,8 +715,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         started = time.perf_counter()
         norms = np.zeros(n_dense)
         if backtracking:
-            f0, lr, sq_norm, f1 = armijo_step(network, loss, X, Y, optimizer.weight_decay, state.lr,
-                                              norms, search)
+            f0, lr, sq_norm, f1 = armijo_step(network, loss, X, Y, line_decays, state.lr, norms,
+                                              search, sample_weight=sample_weight)
             state.line_search.append((f0, lr, sq_norm, f1))
             value = f0
             if lr > 0:
@@ -663,6 +751,12 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
 
         check_finite(state.n_iter, lr, config.learning_rate_init, checked_params(), X, name,
                      **values)
+        if not state.gradient_warned:
+            message = gradient_imbalance(state.grad_norms, network.dense_layers)
+            if message is not None:
+                state.gradient_warned = True
+                warnings.warn(f"{name}: {message}", exceptions.GradientWarning,
+                              stacklevel=stacklevel + 1)
         if config.learning_rate == "invscaling":  # after every epoch, a partial fit's too
             state.lr = config.learning_rate_init / (state.t + 1) ** config.power_t
         if incremental or not converge:
@@ -695,7 +789,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 stopped = True
                 warnings.warn(f"{name}: {why} at epoch {state.n_iter} (learning rate {lr:.3g}): "
                               "training diverged and stopped without converging. Try a smaller "
-                              "learning_rate_init.", ConvergenceWarning, stacklevel=stacklevel + 1)
+                              "learning_rate_init.", exceptions.ConvergenceWarning,
+                              stacklevel=stacklevel + 1)
                 break
             else:
                 state.converged = stopped = True
@@ -707,7 +802,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     if early_stopping:
         network.set_weights(state.best_params)
     if converge and not incremental and not stopped:
-        warnings.warn(MAX_ITER_WARNING.format(config.max_iter), ConvergenceWarning,
+        warnings.warn(MAX_ITER_WARNING.format(config.max_iter), exceptions.ConvergenceWarning,
                       stacklevel=stacklevel + 1)
     return state
 
@@ -716,10 +811,12 @@ def _silent(*args):
     """The progress log of ranks other than 0 in a data-parallel fit (rank 0 says it once)."""
 
 
-def _data_parallel_ready(network, parallel, trainer, backtracking, name):
+def _data_parallel_ready(network, parallel, trainer, backtracking, sample_weight, name):
     """ValueError (on every rank alike) for what does not train data-parallel yet."""
     why = None
-    if trainer is not None:
+    if sample_weight is not None:
+        why = "sample_weight"
+    elif trainer is not None:
         why = "a model with its own epoch (the GAN)"
     elif backtracking:
         why = "learning_rate='backtracking'"

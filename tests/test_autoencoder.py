@@ -4,7 +4,6 @@ Training tests run on the active backend (CI runs the suite with FASTBP_BACKEND=
 =numpy); they are seeded and small.
 """
 import argparse
-import importlib.util
 import pickle
 import warnings
 
@@ -300,13 +299,3 @@ def test_train_job_bad_option(capsys):
 
     assert run_generative("autoencoder", job_args(["--components", "0"])) == 2
     assert "n_components" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------- scikit-learn's checks
-if importlib.util.find_spec("sklearn"):  # a test-only dependency
-    from sklearn.utils.estimator_checks import parametrize_with_checks
-
-    @pytest.mark.filterwarnings("ignore::UserWarning")
-    @parametrize_with_checks([Autoencoder(encoder_layer_sizes=(8,), max_iter=20, n_threads=1)])
-    def test_sklearn_estimator_checks(estimator, check):
-        check(estimator)

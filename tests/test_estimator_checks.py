@@ -1,17 +1,22 @@
-"""scikit-learn's estimator checks for both estimators (scikit-learn is a test-only dependency)."""
+"""scikit-learn's estimator checks for all five estimators, built on scikit-learn's own bases.
+
+No warning is allowed but the ConvergenceWarning of the checks' short fits, filtered by
+scikit-learn's class (which is fastbp's)."""
 import warnings
 
 import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-pytest.importorskip("sklearn")
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from fastbp import GAN, VAE, Autoencoder, MLPClassifier, MLPRegressor
 
-from fastbp import MLPClassifier, MLPRegressor  # noqa: E402
-
-# Small settings keep the ~100 checks fast; they still train enough to pass the score checks.
+# Small settings keep the checks fast; they still train enough to pass the score checks.
 ESTIMATORS = [
     MLPClassifier(hidden_layer_sizes=(16,), max_iter=60, learning_rate_init=0.02, n_threads=1),
     MLPRegressor(hidden_layer_sizes=(16,), max_iter=60, learning_rate_init=0.02, n_threads=1),
+    Autoencoder(2, (8,), max_iter=20, learning_rate_init=0.02, n_threads=1),
+    VAE(2, (8,), max_iter=20, learning_rate_init=0.02, n_threads=1),
+    GAN(2, (8,), (8,), max_iter=5, n_threads=1),
 ]
 
 _FLOAT32_SUBSETS = (
@@ -20,27 +25,37 @@ _FLOAT32_SUBSETS = (
     "differ from those on the whole batch by ~1 float32 ulp (~1e-7 relative), which the check's "
     "rtol=atol=1e-7 does not allow.  With dtype='float64' the check passes.")
 
-EXPECTED_FAILURES = {
-    "MLPRegressor": {"check_methods_subset_invariance": _FLOAT32_SUBSETS},
-    "MLPClassifier": {"check_methods_subset_invariance": _FLOAT32_SUBSETS},
-}
+
+_MINIBATCHES = (
+    "minibatch training with shuffled rows: repeating a row changes which rows share a minibatch "
+    "and how many steps an epoch takes, so a weighted fit is not a fit on repeated rows (as for "
+    "scikit-learn's own MLPs, which list this check as an expected failure).  With the whole data "
+    "in one batch it is: tests/test_sample_weight.py holds every estimator to repeated rows there.")
+_SAMPLED = (
+    "a draw per row (the VAE's eps, the GAN's fake for each real row): repeated rows draw other "
+    "noise.  tests/test_sample_weight.py holds the weighted objective with the noise fixed.")
 
 
 def expected_failures(estimator):
-    return EXPECTED_FAILURES.get(type(estimator).__name__, {})
+    # Not strict: whether the last bits agree depends on the backend and the rows.
+    sampled = isinstance(estimator, (VAE, GAN))
+    return {"check_methods_subset_invariance": _FLOAT32_SUBSETS,
+            "check_sample_weight_equivalence_on_dense_data": _SAMPLED if sampled else _MINIBATCHES}
 
 
-# Not strict: the classifier passes when its probabilities happen to round alike (predict_proba is
-# computed in float64 from float32 logits), and the backends round differently.
-with warnings.catch_warnings():
-    # fastbp's estimators follow scikit-learn's protocol without inheriting its BaseEstimator
-    warnings.filterwarnings("ignore", message="Estimator .* does not inherit from")
-    CHECKS = parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures,
-                                     xfail_strict=False)
-
-
-@CHECKS
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=expected_failures, xfail_strict=False)
 def test_sklearn_estimator_checks(estimator, check):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # ConvergenceWarning at small max_iter
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the checks' fits are short
         check(estimator)
+
+
+def test_float64_passes_subset_invariance():
+    """The one expected failure above is float32 rounding: in float64 the check passes."""
+    from sklearn.utils.estimator_checks import check_methods_subset_invariance
+    for estimator in ESTIMATORS:
+        estimator = estimator.__class__(**{**estimator.get_params(), "dtype": "float64"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            check_methods_subset_invariance(type(estimator).__name__, estimator)

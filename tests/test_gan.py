@@ -1,6 +1,5 @@
 """fastbp.GAN: a mixture of Gaussians learned with every mode covered, D's input gradient against
 finite differences, the alternating step counts, save/load, bad input."""
-import importlib.util
 import pickle
 
 import numpy as np
@@ -128,17 +127,6 @@ def test_bad_data_raise():
                 method(X)
     with pytest.raises(fastbp.NotFittedError):
         small().sample(2)
-
-
-# ----------------------------------------------------------------------- scikit-learn's checks
-if importlib.util.find_spec("sklearn"):  # a test-only dependency
-    from sklearn.utils.estimator_checks import parametrize_with_checks
-
-    @pytest.mark.filterwarnings("ignore::UserWarning")
-    @parametrize_with_checks([GAN(generator_layer_sizes=(8,), discriminator_layer_sizes=(8,),
-                                  max_iter=5, n_threads=1)])
-    def test_sklearn_estimator_checks(estimator, check):
-        check(estimator)
 
 
 def test_trains_through_the_one_loop(monkeypatch, capsys):

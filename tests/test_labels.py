@@ -84,15 +84,40 @@ def test_pandas_missing_values_in_numeric_input_are_a_value_error(backend):
     nullable = pd.DataFrame({"a": pd.array([1, None] * (N // 2), dtype="Int64"), "b": 1.0})
     y = X[:, 0]
     for fit in (lambda: fastbp.MLPRegressor((3,), max_iter=2).fit(with_na, y),
-                lambda: fastbp.MLPRegressor((3,), max_iter=2).fit(nullable, y),
                 lambda: fastbp.MLPClassifier((3,), max_iter=2).fit(with_na, y > 0),
                 lambda: fastbp.Autoencoder(1, (3,), max_iter=2).fit(with_na),
                 lambda: fastbp.MLPRegressor((3,), max_iter=2).fit(
                     X, pd.Series([1.0, pd.NA] * (N // 2), dtype=object))):
         with pytest.raises(ValueError, match=r"contains a missing value \(<NA>\)"):
             fit()
+    with pytest.raises(ValueError, match="contains NaN"):  # a nullable column's NA is NaN
+        fastbp.MLPRegressor((3,), max_iter=2).fit(nullable, y)
     with pytest.raises(ValueError, match="contains NaN"):
         fastbp.MLPRegressor((3,), max_iter=2).fit(X, pd.Series([1.0, None] * (N // 2),
                                                                 dtype="Float64"))
     with pytest.raises(TypeError, match="dict"):  # an object that is no number: a type error
         fastbp.MLPRegressor((3,), max_iter=2).fit(np.array([[{}, 1]] * N, dtype=object), y)
+
+
+def test_multilabel_in_the_lectures_sign_convention(backend, tmp_path):
+    """A -1/+1 indicator matrix trains exactly as its 0/1 twin (the same network targets), and
+    predict answers in the convention it was given: sign(t) in {-1, +1}; save/load keeps it."""
+    rng = np.random.default_rng(0)
+    Xm = rng.standard_normal((60, 4))
+    Y01 = (Xm[:, :3] + 0.3 * rng.standard_normal((60, 3)) > 0).astype(int)
+    Ysign = 2 * Y01 - 1
+    params = dict(hidden_layer_sizes=(8,), max_iter=60, learning_rate_init=0.05, random_state=0)
+    zero_one = quiet_fit(fastbp.MLPClassifier(**params), Xm, Y01)
+    signs = quiet_fit(fastbp.MLPClassifier(**params), Xm, Ysign)
+    for a, b in zip(zero_one.coefs_, signs.coefs_):
+        np.testing.assert_array_equal(a, b)
+    predicted = signs.predict(Xm)
+    np.testing.assert_array_equal(predicted, 2 * zero_one.predict(Xm) - 1)
+    assert set(np.unique(predicted)) <= {-1, 1}
+    logits = signs.network_.predict(Xm.astype(np.float32))
+    np.testing.assert_array_equal(predicted, np.where(logits > 0, 1, -1))  # sign(t)
+    assert signs.score(Xm, Ysign) == zero_one.score(Xm, Y01) > 0.5
+    signs.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(fastbp.load(tmp_path / "m.npz").predict(Xm), predicted)
+    with pytest.raises(ValueError, match="indicator matrix of 0/1 or of -1/\\+1"):
+        fastbp.MLPClassifier(**params).fit(Xm, np.where(Y01, 1, [0, -1, -1]))  # 0 and -1

@@ -172,10 +172,10 @@ def test_early_stopping_restores_the_best_weights(monkeypatch):
     held_out = []
     split = fastbp.models.mlp._BaseMLP._split_validation
 
-    def spy(self, X, Y):
-        X_train, Y_train, score = split(self, X, Y)
+    def spy(self, X, Y, sample_weight=None):
+        X_train, Y_train, w_train, score = split(self, X, Y, sample_weight)
         held_out.append((X, Y, X_train))
-        return X_train, Y_train, score
+        return X_train, Y_train, w_train, score
 
     monkeypatch.setattr(fastbp.models.mlp._BaseMLP, "_split_validation", spy)
     X, y = blobs(200, 5, 3, spread=1.0)

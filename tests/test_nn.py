@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from _helpers import one_blas_thread  # noqa: F401  (autouse fixture)
 
+import fastbp
 from fastbp import kernels
 from fastbp.kernels import _reference
 from fastbp.training import LayerwiseTrainer, make_optimizer, TrainConfig
@@ -183,3 +184,63 @@ def test_training_step_allocates_nothing_once_warm(compiled):
             tracemalloc.stop()
         # a few small Python objects per step (views, floats) but no batch-sized array (32 x 64 x 4 B)
         assert peak < 4096, peak
+
+
+def test_layer_extension_example_trains_and_gradchecks(backend):
+    """fastbp.nn.Layer's documented example runs as written (a doctest): a subclass implementing
+    forward/backward trains by fit_network and passes gradcheck."""
+    import doctest
+    import warnings
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+        for test in doctest.DocTestFinder().find(fastbp.nn.Layer, "Layer", globs={}):
+            runner.run(test)
+    assert runner.tries >= 10 and runner.failures == 0
+
+
+def test_gradcheck_catches_a_wrong_custom_backward():
+    """The check that holds a custom layer can fail: a backward whose bias gradient is off by a
+    factor 2 is caught."""
+    class Shift(fastbp.nn.Layer):
+        param_names, grad_names = ("beta",), ("dbeta",)
+
+        def __init__(self, n):
+            self.beta, self.dbeta = np.full(n, 0.3), np.zeros(n)
+
+        def forward(self, X, training=False):
+            return X + self.beta
+
+        def backward(self, dA, need_dX=True):
+            np.multiply(dA.sum(axis=0), 2.0, out=self.dbeta)  # wrong: the factor 2
+            return dA
+
+    rng = np.random.default_rng(0)
+    net = Sequential([Dense(3, 4, "tanh", dtype=np.float64, rng=rng), Shift(4),
+                      Dense(4, 2, "identity", dtype=np.float64, rng=rng)])
+    X = rng.standard_normal((6, 3))
+    worst, details = fastbp.gradcheck(net, X, rng.standard_normal((6, 2)), return_details=True)
+    assert list(details) == ["W1", "b1", "Shift2.beta", "W2", "b2"]
+    assert worst == details["Shift2.beta"] > 0.1
+    assert max(error for name, error in details.items() if name != "Shift2.beta") < 1e-6
+
+
+@pytest.mark.parametrize("loss", ["squared_error", "sigmoid_cross_entropy", "softmax_cross_entropy"])
+def test_row_losses_are_the_terms_of_the_kernels_mean(backend, loss):
+    """fastbp.nn.row_losses (the weighted objective's per-row terms) average to the loss kernel's
+    value, at ordinary and at huge logits."""
+    rng = np.random.default_rng(0)
+    for scale in (1.0, 1e4):
+        output = rng.standard_normal((7, 3)) * scale
+        target = rng.integers(0, 3, 7) if loss == "softmax_cross_entropy" else rng.uniform(0, 1, (7, 3))
+        value, _ = kernels.loss(loss, output, target)
+        np.testing.assert_allclose(fastbp.nn.row_losses(loss, output, target).mean(), value,
+                                   rtol=1e-12)
+
+
+def test_loss_and_grad_refuses_bad_sample_weight():
+    net = make_mlp(3, (4,), 2, "tanh", dtype=np.float64, rng=0)
+    X, Y = np.ones((5, 3)), np.zeros((5, 2))
+    for weights in (np.ones(4), -np.ones(5), np.zeros(5), np.full(5, np.nan)):
+        with pytest.raises(ValueError, match="sample_weight must be 5 finite weights"):
+            net.loss_and_grad("squared_error", X, Y, sample_weight=weights)

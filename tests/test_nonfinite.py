@@ -13,7 +13,8 @@ from conftest import require_compiled
 import fastbp
 import fastbp.engine
 from fastbp import training as _training
-from fastbp.models._validation import NotFittedError, check_is_fitted
+from fastbp.exceptions import NotFittedError
+from fastbp.models._validation import check_is_fitted
 
 PATHS = ("numpy", "compiled-engine", "compiled-layerwise")
 SANE = dict(solver="adam", learning_rate_init=1e-3, max_iter=2)

@@ -15,7 +15,8 @@ import fastbp
 import fastbp.engine
 from fastbp import kernels
 from fastbp import training as _training
-from fastbp.training import (ConvergenceWarning, LayerwiseTrainer, TrainConfig, armijo_step,
+from fastbp.exceptions import ConvergenceWarning
+from fastbp.training import (LayerwiseTrainer, TrainConfig, armijo_step,
                               fit_network, make_optimizer, train_epoch, weight_decays)
 from fastbp.nn import make_mlp
 
@@ -432,13 +433,59 @@ def test_start_loss_is_a_training_batch_objective_that_draws_nothing():
 
 
 def test_exceptions_have_one_public_home():
-    """fastbp.exceptions defines them; the package's names and the raising modules' are those."""
+    """fastbp.exceptions is their home: scikit-learn's own NotFittedError and ConvergenceWarning
+    (so that scikit-learn's filters and handlers see fastbp's), fastbp's InconsistentVersionWarning;
+    the package's names are those."""
+    import sklearn.exceptions
     from fastbp import exceptions
     from fastbp.models import _validation
+    for name in ("NotFittedError", "ConvergenceWarning"):
+        assert getattr(exceptions, name) is getattr(sklearn.exceptions, name)
     for name in ("NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning"):
-        cls = getattr(exceptions, name)
-        assert cls.__module__ == "fastbp.exceptions" and getattr(fastbp, name) is cls
-    assert _training.ConvergenceWarning is exceptions.ConvergenceWarning
+        assert getattr(fastbp, name) is getattr(exceptions, name)
+    assert exceptions.InconsistentVersionWarning.__module__ == "fastbp.exceptions"
+    assert issubclass(exceptions.InconsistentVersionWarning,
+                      sklearn.exceptions.InconsistentVersionWarning)
+    assert exceptions.InconsistentVersionWarning is exceptions.InconsistentVersionWarning
     assert issubclass(exceptions.NotFittedError, (ValueError, AttributeError))
     with pytest.raises(exceptions.NotFittedError, match="not fitted"):
         _validation.check_is_fitted(fastbp.MLPClassifier())
+
+
+def test_vanishing_gradients_warn_naming_layers_and_activation():
+    """The issue's case: a 10-layer sigmoid net on digits (first/last gradient-norm ratio ~1e-8)
+    warns once, naming the first and last layers and the activation and suggesting relu; the same
+    net with relu (ratio ~0.5) does not."""
+    X, y = fastbp.load_digits()
+    X, y = X[:300], y[:300]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        sigmoid = fastbp.MLPClassifier((32,) * 9, activation="logistic", max_iter=7,
+                                       random_state=0).fit(X, y)
+    ratios = sigmoid.grad_norms_[:, 0] / sigmoid.grad_norms_[:, -1]
+    assert (ratios < 1e-4).all()  # the independent truth: the recorded norms
+    found = [w for w in caught if issubclass(w.category, fastbp.GradientWarning)]
+    assert len(found) == 1
+    message = str(found[0].message)
+    assert "vanishing" in message and "'sigmoid'" in message and "64 -> 32" in message
+    assert "32 -> 10" in message and "relu" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fastbp.GradientWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        relu = fastbp.MLPClassifier((32,) * 9, max_iter=7, random_state=0).fit(X, y)
+    assert ((relu.grad_norms_[:, 0] / relu.grad_norms_[:, -1]) > 1e-2).all()
+
+
+def test_gradient_imbalance_thresholds():
+    layers = make_mlp(3, (4, 4), 2, "tanh").dense_layers
+    healthy = [np.array([1.0, 1.0, 1.0])] * 5
+    vanishing = [np.array([1e-5, 1.0, 1.0])] * 5
+    exploding = [np.array([2e4, 1.0, 1.0])] * 5
+    assert _training.gradient_imbalance(healthy, layers) is None
+    assert _training.gradient_imbalance(vanishing[:4], layers) is None  # too few epochs
+    assert _training.gradient_imbalance(vanishing[:4] + healthy[:1], layers) is None
+    assert "vanishing" in _training.gradient_imbalance(vanishing, layers)
+    message = _training.gradient_imbalance(exploding, layers)
+    assert "exploding" in message and "'tanh'" in message and "smaller learning_rate_init" in message
+    assert _training.gradient_imbalance([np.array([1.0, 0.0, 0.0])] * 5, layers) is None

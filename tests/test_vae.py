@@ -1,6 +1,5 @@
 """fastbp.VAE: the reparameterised gradient, the ELBO, samples of a known Gaussian, save/load,
 bad input.  Training tests run on the active backend, seeded and small."""
-import importlib.util
 import math
 import pickle
 
@@ -229,14 +228,3 @@ def test_bad_data_raise():
         small(loss="cross_entropy").fit(gaussian_data(n=40))
     with pytest.raises(fastbp.NotFittedError):
         small().sample(3)
-
-
-# ----------------------------------------------------------------------- scikit-learn's checks
-if importlib.util.find_spec("sklearn"):  # a test-only dependency
-    from sklearn.utils.estimator_checks import parametrize_with_checks
-
-    @pytest.mark.filterwarnings("ignore::UserWarning")
-    @parametrize_with_checks([VAE(encoder_layer_sizes=(8,), activation="tanh", max_iter=20,
-                                  n_threads=1)])
-    def test_sklearn_estimator_checks(estimator, check):
-        check(estimator)

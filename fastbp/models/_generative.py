@@ -19,12 +19,15 @@ import math
 import numpy as np
 from scipy import special
 
-from fastbp.models import export
-from fastbp.models._validation import check_is_fitted, check_n_features, check_X
-from fastbp.models.mlp import _BaseMLP
-from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
-__all__ = ["GenerativeBase", "EncoderDecoder", "Transformer", "SparsityPenalty", "Reparameterize",
+from fastbp.models import export
+
+from fastbp.models._validation import check_data, check_is_fitted, check_X
+from fastbp.models.mlp import _BaseMLP
+from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp, row_losses, row_weights
+
+__all__ = ["GenerativeBase", "EncoderDecoder", "SparsityPenalty", "Reparameterize",
            "log_variance", "LOG_VARIANCE_KNEE", "PenalisedSequential", "hourglass", "store_params",
            "check_fraction", "check_nonnegative", "check_sizes", "check_n_components"]
 
@@ -96,10 +99,8 @@ def check_unit_interval(X, loss):
 def row_errors(loss, output, X):
     """Per-row reconstruction error (float64): ||r - x||^2 for squared error, the binary
     cross-entropy sum_j [softplus(o_j) - x_j o_j] from the logits o for cross-entropy."""
-    output, X = output.astype(np.float64), X.astype(np.float64)
-    if loss == "squared_error":
-        return np.sum((output - X) ** 2, axis=1)
-    return np.sum(np.logaddexp(0.0, output) - X * output, axis=1)
+    errors = row_losses(loss, output, X.astype(np.float64))
+    return 2 * errors if loss == "squared_error" else errors
 
 
 def decoded(loss, output):
@@ -120,13 +121,23 @@ def hourglass(n_features, encoder_sizes, n_components, decoder_sizes, activation
 
 class _Penalty(Layer):
     """A layer with no parameters that adds a term to the objective: ``value`` is that term for
-    the last training forward (a mean over the rows), 0 otherwise."""
+    the last training forward (a mean over the rows, weighted by ``row_weights`` -- the batch's
+    ``fastbp.nn.row_weights``, mean 1 -- when set), 0 otherwise."""
 
     value = 0.0
+    row_weights = None
+
+    def _row_scale(self, n, dtype, coefficient=1.0):
+        """``coefficient`` times the factor of row i in the mean over the rows: v_i / n as an
+        (n, 1) column of ``dtype``, or 1 / n (a ``dtype`` scalar) without row weights."""
+        if self.row_weights is None:
+            return dtype.type(coefficient / max(n, 1))
+        return (coefficient / max(n, 1) * self.row_weights).astype(dtype)[:, None]
 
     def _reset_cache(self):
         self._cache = _BufferCache(self._make_buffers)
         self.value = 0.0
+        self.row_weights = None
 
     def forward(self, X, training=False, keep=True):
         return self._forward(np.ascontiguousarray(X), training, keep)
@@ -144,7 +155,7 @@ class SparsityPenalty(_Penalty):
       weight * (-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j)) / n.
     """
 
-    _transient = ("_cache", "H")
+    _transient = ("_cache", "H", "row_weights")
 
     def __init__(self, kind, weight, rho=0.05):
         if kind not in ("l1", "kl"):
@@ -165,28 +176,35 @@ class SparsityPenalty(_Penalty):
         self.H = X
         if self.kind == "l1":
             scratch = self._cache.get((X.shape, X.dtype))  # backward's buffer, free until then
-            self.value = self.weight * float(np.abs(X, out=scratch).sum()) / max(X.shape[0], 1)
+            np.abs(X, out=scratch)
+            if self.row_weights is None:
+                self.value = self.weight * float(scratch.sum()) / max(X.shape[0], 1)
+            else:
+                scratch *= self._row_scale(X.shape[0], X.dtype)
+                self.value = self.weight * float(scratch.sum())
         else:
             rho, rho_hat = self.rho, self._rho_hat(X)
             self.value = self.weight * float(np.sum(special.rel_entr(rho, rho_hat)
                                                     + special.rel_entr(1 - rho, 1 - rho_hat)))
         return X
 
-    @staticmethod
-    def _rho_hat(H):
+    def _rho_hat(self, H):
+        """The (weighted) mean activation of every code unit over the batch."""
         eps = np.finfo(H.dtype).eps
-        return np.clip(H.mean(axis=0, dtype=np.float64), eps, 1 - eps)
+        mean = (H.mean(axis=0, dtype=np.float64) if self.row_weights is None
+                else self.row_weights @ H / max(H.shape[0], 1))
+        return np.clip(mean, eps, 1 - eps)
 
     def _backward(self, dA, need_dX):
         H = self.H
-        n = max(H.shape[0], 1)
         dX = self._cache.get((H.shape, H.dtype))
         if self.kind == "l1":
             np.sign(H, out=dX)
-            dX *= H.dtype.type(self.weight / n)
+            dX *= self._row_scale(H.shape[0], H.dtype, self.weight)
         else:
             rho, rho_hat = self.rho, self._rho_hat(H)
-            dX[...] = (self.weight / n * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)).astype(H.dtype)
+            scale = self._row_scale(H.shape[0], np.dtype(np.float64), self.weight)
+            dX[...] = (scale * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)).astype(H.dtype)
         dX += dA
         return dX
 
@@ -230,7 +248,7 @@ class Reparameterize(_Penalty):
     closed form and is estimated by Monte Carlo with the same z: log q(z | x) - log p(z).
     """
 
-    _transient = ("_cache", "saved")
+    _transient = ("_cache", "saved", "row_weights")
 
     def __init__(self, n_components, rng=None, prior_means=None, prior_std=1.0):
         self.k = int(n_components)
@@ -270,7 +288,9 @@ class Reparameterize(_Penalty):
         z += mu
         self.saved = (mu, s, logvar, z, eps, sigma, work)
         n = X.shape[0]
-        if self.prior_means is None:  # mean of the closed form, without temporaries
+        if self.row_weights is not None:
+            self.value = float(self.row_weights @ self.kl(mu, logvar, z, eps)) / max(n, 1)
+        elif self.prior_means is None:  # mean of the closed form, without temporaries
             self.value = 0.5 * float(np.einsum("ij,ij->", mu, mu) + np.vdot(sigma, sigma)
                                      - logvar.sum() - mu.size) / max(n, 1)
         else:
@@ -309,15 +329,16 @@ class Reparameterize(_Penalty):
 
     def _backward(self, dA, need_dX):
         mu, s, logvar, z, eps, sigma, work = self.saved
-        n, one = max(mu.shape[0], 1), mu.dtype.type(1)
+        one = mu.dtype.type(1)
+        scale = self._row_scale(mu.shape[0], mu.dtype)  # each row's factor in the mean: 1/n
         dX = self._cache.get(((mu.shape[0], 2 * self.k), mu.dtype))[4]
         dmu, dlogvar = dX[:, :self.k], dX[:, self.k:]
         if self.prior_means is None:  # closed form: dKL/dmu = mu / n, dKL/dlogvar = (s^2 - 1) / 2n
-            np.multiply(mu, one / n, out=dmu)
+            np.multiply(mu, scale, out=dmu)
             dmu += dA
             np.multiply(sigma, sigma, out=work)
             work -= one
-            work *= one / n
+            work *= scale
             np.multiply(dA, eps, out=dlogvar)
             dlogvar *= sigma
             dlogvar += work
@@ -325,11 +346,12 @@ class Reparameterize(_Penalty):
         else:  # Monte Carlo: -log p(z) through z, and d log q / d logvar = -1/2
             resp = special.softmax(self._mixture(z), axis=1)  # responsibilities r_c(z)
             z64 = z.astype(np.float64)
-            grad_z = (z64 - resp @ self.prior_means) / (self.prior_std ** 2 * n)
-            np.add(dA, grad_z.astype(mu.dtype), out=dmu)
+            grad_z = (z64 - resp @ self.prior_means) / self.prior_std ** 2
+            np.multiply(grad_z.astype(mu.dtype), scale, out=dmu)
+            dmu += dA
             np.multiply(dmu, eps, out=dlogvar)
             dlogvar *= sigma
-            dlogvar -= 1.0 / n
+            dlogvar -= scale
             dlogvar *= mu.dtype.type(0.5)
         if logvar is not s:  # through the bend: d log sigma^2 / ds = 1 / (1 + max(s - knee, 0))
             np.subtract(s, mu.dtype.type(LOG_VARIANCE_KNEE), out=work)
@@ -358,22 +380,17 @@ class PenalisedSequential(Sequential):
         self.penalties = [layer for layer in self.layers if isinstance(layer, _Penalty)]
         self._loss_cache = _BufferCache(self._make_loss_buffer)
 
-    def _objective(self, loss, X, Y, training):
-        value, grad = super()._objective(loss, X, Y, training)
+    def _objective(self, loss, X, Y, training, sample_weight=None):
+        weights = None if sample_weight is None else row_weights(sample_weight)
+        for layer in self.penalties:
+            layer.row_weights = weights
+        value, grad = super()._objective(loss, X, Y, training, sample_weight)
         if self.loss_scale != 1.0:
             grad *= grad.dtype.type(self.loss_scale)
             value *= self.loss_scale
         for layer in self.penalties:
             value += layer.value
         return value, grad
-
-
-class Transformer:
-    """Mixin of the models whose ``transform`` gives codes (scikit-learn's transformer API)."""
-
-    def fit_transform(self, X, y=None):
-        """``fit(X)``, then the codes of X."""
-        return self.fit(X).transform(X)
 
 
 class GenerativeBase(_BaseMLP):
@@ -396,9 +413,6 @@ class GenerativeBase(_BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.required = False  # models of X alone
-        if isinstance(self, Transformer):
-            from sklearn.utils import TransformerTags
-            tags.transformer_tags = TransformerTags(preserves_dtype=[np.dtype(self.dtype).name])
         return tags
 
     def _check_model_params(self):
@@ -411,18 +425,40 @@ class GenerativeBase(_BaseMLP):
     def _check_data(self, X):
         """Extra checks on validated training data (e.g. [0, 1] for a cross-entropy loss)."""
 
-    def fit(self, X, y=None):
-        """Train on X for up to ``max_iter`` epochs (``y`` is ignored); returns self.
+    def fit(self, X, y=None, sample_weight=None, *, callbacks=None):
+        """Train on X for up to ``max_iter`` epochs.
 
-        Raises ValueError for bad parameters or data, and when training produces non-finite
-        values (the model is then left as it was before the call).
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training data (converted to ``dtype``); a DataFrame's columns become
+            ``feature_names_in_``.
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights >= 0, not all 0: every per-row term of each minibatch's objective (the
+            reconstruction error, a sparse code's penalty, the VAE's KL term; the GAN's real rows)
+            is a weighted mean (``fastbp.training``).  Weighted fits train layer by layer.
+        callbacks : list of callables, default=None
+            Each is called after every epoch as ``callback(state)`` with the
+            :class:`fastbp.training.TrainState`; a true return value stops training.
+
+        Returns
+        -------
+        self : the fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            Bad parameters or data, and training that produces non-finite values (the model is
+            then left as it was before the call).
         """
-        return self._fit(X, None, incremental=False)
+        return self._fit(X, None, incremental=False, sample_weight=sample_weight,
+                         callbacks=callbacks)
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X, y=None, sample_weight=None):
         """One epoch over X, continuing from the current state (the first call initialises);
-        raises as ``fit`` does."""
-        return self._fit(X, None, incremental=True)
+        ``sample_weight`` as for ``fit``.  Returns self; raises as ``fit`` does."""
+        return self._fit(X, None, incremental=True, sample_weight=sample_weight)
 
     # -------------------------------------------------------------- the target: X itself
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
@@ -431,10 +467,10 @@ class GenerativeBase(_BaseMLP):
 
     def _encode_like(self, y, n, dtype, target):
         """The target of n rows given as ``y``: data rows like X (``fastbp.models.gradcheck``)."""
-        Y = check_X(y, dtype)
-        if Y.shape[0] != n:
-            raise ValueError(f"the target has {Y.shape[0]} rows, X has {n}")
-        check_n_features(self, Y)
+        Y = check_X(y, dtype, "y")
+        if Y.shape != (n, self.n_features_in_):
+            raise ValueError(f"the target must have shape {(n, self.n_features_in_)} (rows like "
+                             f"X), got {Y.shape}")
         return Y
 
     def _set_target(self, target):
@@ -451,21 +487,37 @@ class GenerativeBase(_BaseMLP):
 
     # -------------------------------------------------------------------------------- inference
     def _checked(self, X, n_columns=None):
-        """X validated for a fitted model (n_features_in_ columns, or ``n_columns``)."""
+        """X validated for a fitted model (n_features_in_ columns and the names seen in fit, or
+        ``n_columns`` for what is not X: codes to decode)."""
         check_is_fitted(self)
-        X = check_X(X, self._network.dtype)
         if n_columns is None:
-            check_n_features(self, X)
-        elif X.shape[1] != n_columns:
+            return check_data(self, X, self._network.dtype, reset=False)
+        X = check_X(X, self._network.dtype)
+        if X.shape[1] != n_columns:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {n_columns} features as input.")
         return X
 
 
-class EncoderDecoder(Transformer, GenerativeBase):
+class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, GenerativeBase):
     """What the autoencoder and the VAE share: the encoder's and decoder's widths (the decoder's
     default: the encoder's mirror), the reconstruction ``loss`` (cross-entropy needs X in [0, 1]),
-    decoding, reconstruction and the mean score.  A subclass sets ``encoder_``/``decoder_``."""
+    decoding, reconstruction and the mean score.  A subclass sets ``encoder_``/``decoder_``.
+
+    scikit-learn's transformer API: ``fit_transform``, ``set_output`` (e.g. pandas DataFrames out
+    of ``transform``), ``get_feature_names_out`` (the class name and the code unit:
+    ``autoencoder0``, ``autoencoder1``, ... / ``vae0``, ...).
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = [np.dtype(self.dtype).name]  # codes of that dtype
+        return tags
+
+    @property
+    def _n_features_out(self):
+        """The width of ``transform``'s output (AttributeError before fit)."""
+        return self.decoder_.n_inputs
 
     def _sizes(self):
         encoder = check_sizes(self.encoder_layer_sizes, "encoder_layer_sizes")
@@ -486,8 +538,24 @@ class EncoderDecoder(Transformer, GenerativeBase):
         self.out_activation_ = "logistic" if self.loss_ == "sigmoid_cross_entropy" else "identity"
 
     def inverse_transform(self, H):
-        """Decode codes: d(h) for every row of H (n x n_components; probabilities for
-        cross-entropy)."""
+        """Decode codes: d(h) for every row of H.
+
+        Parameters
+        ----------
+        H : array-like of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            float64 probabilities for ``loss='cross_entropy'``, else of the model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            H with NaN or infinity, or not n_components columns.
+        """
         H = self._checked(H, self.decoder_.n_inputs)
         with self._threads():
             return decoded(self.loss_, self.decoder_.predict(H))

@@ -1,47 +1,24 @@
-"""Input validation for the estimators, with scikit-learn's messages where it has one.
+"""Input validation for the estimators: scikit-learn's own (``validate_data``, ``check_array``,
+``check_is_fitted``) for X, fastbp's for the targets.
 
 Everything here raises before an estimator changes any of its state: bad input leaves a fitted
 model as it was.  Non-numeric data fails in NumPy's own conversion (ValueError "could not convert
 string to float", TypeError for objects that are not numbers); missing values (NaN, None, pd.NA,
-NaT) are a ValueError.
+NaT) are a ValueError.  X's checks (``check_data``) set and check ``n_features_in_`` and
+``feature_names_in_`` as scikit-learn's estimators do: a DataFrame whose columns differ from those
+seen in ``fit`` (other names, or the same in another order) is a ValueError.
 """
 import numbers
-import sys
 
 import numpy as np
+from sklearn.utils.validation import check_array, check_is_fitted as _sklearn_check_is_fitted
+from sklearn.utils.validation import validate_data
 
-from fastbp.exceptions import NotFittedError
-
-__all__ = ["check_X", "check_targets", "check_n_features", "check_is_fitted",
-           "check_classes", "check_labels", "label_kind"]
-
-
-_combined_not_fitted = None
-
-
-def _not_fitted_class():
-    global _combined_not_fitted
-    sklearn_exceptions = sys.modules.get("sklearn.exceptions")
-    if sklearn_exceptions is None:
-        return NotFittedError
-    if _combined_not_fitted is None:
-        _combined_not_fitted = type("NotFittedError", (NotFittedError, sklearn_exceptions.NotFittedError),
-                                    {"__module__": __name__})
-    return _combined_not_fitted
-
-
-def _is_sparse(X):
-    try:
-        from scipy import sparse
-    except ImportError:  # pragma: no cover - scipy is a dependency
-        return False
-    return sparse.issparse(X)
+__all__ = ["check_data", "check_X", "check_targets", "check_is_fitted", "check_classes",
+           "check_labels", "label_kind"]
 
 
 def _as_numeric(X, name):
-    if _is_sparse(X):
-        raise TypeError(f"Sparse data was passed for {name}, but dense data is required. "
-                        "Use '.toarray()' to convert to a dense numpy array.")
     if X is None:
         raise ValueError(f"requires {name} to be passed, but the target {name} is None"
                          if name == "y" else f"Expected array-like (array or non-string sequence), got None")
@@ -51,6 +28,15 @@ def _as_numeric(X, name):
     return array
 
 
+def _missing_value(X, name):
+    """scikit-learn converts pandas' missing values (pd.NA, NaT) in an object column with
+    ``float()``, a TypeError; for fastbp a missing value is a ValueError, as NaN is."""
+    values = X.to_numpy(dtype=object) if hasattr(X, "to_numpy") else np.asarray(X, dtype=object)
+    missing = [value for value in values.flat if _value_kind(value) == "missing"]
+    if missing:
+        raise ValueError(f"Input {name} contains a missing value ({missing[0]!r}).") from None
+
+
 def _as_float(array, name):
     """An object or string array as float64: NumPy's own errors for values that are not numbers
     ("could not convert string to float", TypeError for other objects), except pandas' missing
@@ -58,9 +44,7 @@ def _as_float(array, name):
     try:
         return array.astype(np.float64)
     except TypeError:
-        missing = [value for value in array.flat if _value_kind(value) == "missing"]
-        if missing:
-            raise ValueError(f"Input {name} contains a missing value ({missing[0]!r}).") from None
+        _missing_value(array, name)
         raise
 
 
@@ -77,45 +61,33 @@ def _check_finite(array, name):
         raise ValueError(f"Input {name} contains infinity or a value too large for {array.dtype!r}.")
 
 
-def check_X(X, dtype, min_samples=1, name="X"):
-    """X as a C-contiguous 2-D finite array of ``dtype`` with >= ``min_samples`` rows and >= 1 column."""
-    array = _as_numeric(X, name)
-    if array.ndim == 0:
-        raise ValueError(f"Expected 2D array, got scalar array instead:\narray={array}.\n"
-                         "Reshape your data either using array.reshape(-1, 1) if your data has a "
-                         "single feature or array.reshape(1, -1) if it contains a single sample.")
-    if array.ndim == 1:
-        raise ValueError(f"Expected 2D array, got 1D array instead:\narray={array}.\n"
-                         "Reshape your data either using array.reshape(-1, 1) if your data has a "
-                         "single feature or array.reshape(1, -1) if it contains a single sample.")
-    if array.ndim > 2:
-        raise ValueError(f"Found array with dim {array.ndim}. Estimator expected <= 2.")
-    if array.dtype.kind not in "fiub":
-        array = _as_float(array, name)
-    n, d = array.shape
-    if n < min_samples:
-        raise ValueError(f"Found array with {n} sample(s) (shape={array.shape}) while a minimum of "
-                         f"{min_samples} is required.")
-    if d < 1:
-        raise ValueError(f"Found array with 0 feature(s) (shape={array.shape}) while a minimum of 1 "
-                         "is required.")
-    with np.errstate(over="ignore"):  # too large for dtype: reported as infinity just below
-        array = np.require(array, dtype, "CAE")  # C order, aligned, an ndarray
-    _check_finite(array, name)
-    return array
+def check_data(estimator, X, dtype, reset, min_samples=1):
+    """X for ``estimator`` by scikit-learn's ``validate_data``: a C-contiguous 2-D finite array
+    of ``dtype`` with >= ``min_samples`` rows; ``reset`` (a fresh fit) sets ``n_features_in_`` and
+    ``feature_names_in_`` (a DataFrame's columns), else X must match them (ValueError)."""
+    try:
+        with np.errstate(over="ignore"):  # too large for dtype: reported as infinity
+            return validate_data(estimator, X, reset=reset, dtype=dtype, order="C",
+                                 ensure_min_samples=min_samples)
+    except TypeError:
+        _missing_value(X, "X")
+        raise
 
 
-def check_n_features(estimator, X):
-    expected = estimator.n_features_in_
-    if X.shape[1] != expected:
-        raise ValueError(f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
-                         f"{expected} features as input.")
+def check_X(X, dtype, name="X"):
+    """An array that is not the estimator's X (codes to decode, validation rows, a target like X)
+    checked as X is, without the feature bookkeeping."""
+    try:
+        with np.errstate(over="ignore"):  # too large for dtype: reported as infinity
+            return check_array(X, dtype=dtype, order="C", input_name=name)
+    except TypeError:
+        _missing_value(X, name)
+        raise
 
 
 def check_is_fitted(estimator):
-    if not hasattr(estimator, "coefs_"):
-        raise _not_fitted_class()(f"This {type(estimator).__name__} instance is not fitted yet. Call "
-                             "'fit' with appropriate arguments before using this estimator.")
+    """scikit-learn's ``NotFittedError`` (``fastbp.NotFittedError``) unless ``estimator`` is fitted."""
+    _sklearn_check_is_fitted(estimator, "coefs_")
 
 
 def check_targets(y, n_samples, dtype=None):
@@ -205,15 +177,16 @@ def check_labels(y, name="y"):
 
 
 def label_kind(y):
-    """'multilabel' for a 2-D 0/1 indicator matrix, else 'labels' (1-D class labels).
+    """'multilabel' for a 2-D indicator matrix of 0/1 or of -1/+1 (the lecture's sign
+    convention), else 'labels' (1-D class labels).
 
     ValueError for continuous targets (scikit-learn's "Unknown label type") and for 2-D targets
     that are not indicator matrices.
     """
     if y.ndim == 2:
-        if y.dtype.kind not in "fiub" or not np.isin(y, (0, 1)).all():
-            raise ValueError("Unknown label type: multiclass-multioutput. A 2-D y must be a 0/1 "
-                             "indicator matrix (multilabel classification).")
+        if y.dtype.kind not in "fiub" or not (np.isin(y, (0, 1)).all() or np.isin(y, (-1, 1)).all()):
+            raise ValueError("Unknown label type: multiclass-multioutput. A 2-D y must be an "
+                             "indicator matrix of 0/1 or of -1/+1 (multilabel classification).")
         return "multilabel"
     if y.dtype.kind == "f" and np.any(y != np.round(y)):
         raise ValueError("Unknown label type: continuous. Maybe you are trying to fit a classifier, "

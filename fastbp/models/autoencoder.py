@@ -33,11 +33,13 @@ from fastbp.models._generative import (EncoderDecoder, PenalisedSequential, Spar
                           check_nonnegative, hourglass, row_errors, store_params)
 from fastbp.nn import Sequential, activation_name
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["Autoencoder"]
 
 
 @register("Autoencoder")
+@numpydoc(*MLP_ATTRIBUTES, "encoder_", "decoder_")
 class Autoencoder(EncoderDecoder):
     """Autoencoder x -> h = e(x) -> r = d(h), scikit-learn style (see the module docstring).
 
@@ -49,14 +51,6 @@ class Autoencoder(EncoderDecoder):
     ``loss_curve_``, ``validation_scores_``, ``n_iter_``, ``grad_norms_``, ..., and
     ``encoder_`` / ``decoder_`` (Sequentials sharing those arrays).
 
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  A sparse autoencoder trains layer by layer (its penalty is not a plain
-        Dense/Dropout stack).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
     """
 
     def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,
@@ -112,9 +106,9 @@ class Autoencoder(EncoderDecoder):
         penalty = SparsityPenalty(self.sparsity, self.sparsity_weight, self.sparsity_target)
         return PenalisedSequential(self.encoder_.layers + [penalty] + self.decoder_.layers)
 
-    def _train(self, X, Y, config, validation, incremental, callback=None):
+    def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         if self.noise is None or self.noise_level == 0:
-            return super()._train(X, Y, config, validation, incremental)
+            return super()._train(X, Y, config, validation, incremental, sample_weight, callback)
         noisy = np.empty_like(X)  # one buffer, fresh noise each epoch, clean targets X
 
         def corrupt(state=None):
@@ -126,14 +120,33 @@ class Autoencoder(EncoderDecoder):
                 self._rng.random(dtype=X.dtype, out=noisy)
                 np.greater_equal(noisy, X.dtype.type(self.noise_level), out=noisy)
                 np.multiply(noisy, X, out=noisy)
-            return False
+            return callback is not None and state is not None and callback(state)
 
         corrupt()
-        super()._train(noisy, Y, config, validation, incremental, callback=corrupt)
+        super()._train(noisy, Y, config, validation, incremental, sample_weight, corrupt)
 
     # ------------------------------------------------------------------------------- inference
     def transform(self, X):
-        """The codes h = e(x), one row per sample (n x n_components)."""
+        """The codes h = e(x).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        H : ndarray of shape (n_samples, n_components)
+            Of the model's ``dtype`` (a DataFrame with columns ``get_feature_names_out()`` under
+            ``set_output(transform="pandas")``).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         X = self._checked(X)
         with self._threads():
             return self.encoder_.predict(X)
@@ -144,6 +157,7 @@ class Autoencoder(EncoderDecoder):
         with self._threads():
             return -row_errors(self.loss_, self._network.predict(X), X)
 
-    def _score_output(self, output, X):
-        """Early-stopping score: minus the mean reconstruction error on the validation rows."""
-        return -float(np.mean(row_errors(self.loss_, output, X)))
+    def _score_output(self, output, X, sample_weight=None):
+        """Early-stopping score: minus the (weighted) mean reconstruction error on the validation
+        rows."""
+        return -float(np.average(row_errors(self.loss_, output, X), weights=sample_weight))

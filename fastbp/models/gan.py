@@ -40,8 +40,9 @@ from fastbp.models._generative import GenerativeBase, check_n_components, check_
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng, user_stacklevel
 from fastbp.training import fit_network, make_optimizer
-from fastbp.nn import activation_name, make_mlp
+from fastbp.nn import activation_name, make_mlp, row_losses, row_weights
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["GAN"]
 
@@ -69,10 +70,13 @@ class _AlternatingSteps:
     ``n_generator_steps`` generator steps.  ``train_epoch`` returns the mean of G's objective over
     its steps (NaN if it took none), appends D's mean -L to ``gan._d_losses`` and writes the mean
     ||dW||_F of G's Dense layers; D's learning rate is G's (``optimizer.lr``, set by the loop's
-    schedule) times ``discriminator_learning_rate / learning_rate_init``."""
+    schedule) times ``discriminator_learning_rate / learning_rate_init``.  With ``sample_weight``
+    (one weight per row of X) D's mean over the real rows of a minibatch is their weighted mean.
+    """
 
-    def __init__(self, gan, optimizer, batch_size):
+    def __init__(self, gan, optimizer, batch_size, sample_weight=None):
         self.gan, self.optimizer, self.batch_size = gan, optimizer, batch_size
+        self.sample_weight = sample_weight
         rate = gan.discriminator_learning_rate
         self.d_ratio = 1.0 if rate is None else rate / gan.learning_rate_init
         self.d_loss, self.g_steps = None, 0
@@ -82,7 +86,9 @@ class _AlternatingSteps:
         gan._d_optimizer.lr = self.optimizer.lr * self.d_ratio
         d_losses, g_losses = [], []
         for start in range(0, order.shape[0], m):
-            d_losses.append(gan._discriminator_step(X, order[start:start + m]))
+            rows = order[start:start + m]
+            weights = None if self.sample_weight is None else self.sample_weight[rows]
+            d_losses.append(gan._discriminator_step(X, rows, weights))
             if gan._d_optimizer.t % gan.n_discriminator_steps == 0:
                 g_losses += [gan._generator_step(m, grad_norms_out)
                              for _ in range(gan.n_generator_steps)]
@@ -102,6 +108,9 @@ class _AlternatingSteps:
 
 
 @register("GAN")
+@numpydoc(*(name for name in MLP_ATTRIBUTES if name != "out_activation_"), "generator_",
+          "discriminator_", "discriminator_coefs_", "discriminator_intercepts_",
+          "generator_loss_curve_", "discriminator_loss_curve_")
 class GAN(GenerativeBase):
     """Generative adversarial network, scikit-learn style (see the module docstring).
 
@@ -112,13 +121,6 @@ class GAN(GenerativeBase):
     generated point x (what trains G).  Training parameters as for the MLP estimators except the
     convergence and early-stopping ones; ``learning_rate`` is 'constant' or 'invscaling'.
 
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call, and why: always
-        ``"layerwise: GAN (alternating discriminator and generator steps on two networks)"`` (the
-        compiled engine trains one network's backprop, not the game); None for a model loaded
-        from a file, until it trains again.  Verbose output prints it at the start of every fit.
     """
 
     # No convergence test or validation split: fixed for the shared parameter checks.
@@ -180,6 +182,9 @@ class GAN(GenerativeBase):
         self._buffers = {}
         return self.generator_  # coefs_, loss_curve_ etc. are the generator's
 
+    def _summary_networks(self):
+        return [("generator", self.generator_), ("discriminator", self.discriminator_)]
+
     def __getstate__(self):
         state = super().__getstate__()
         state["_buffers"] = {}  # work arrays, made again on use
@@ -192,8 +197,10 @@ class GAN(GenerativeBase):
                                                   self.generator_.dtype)
         return buffers
 
-    def _discriminator_step(self, X, rows):
-        """One step of D up L on the real rows X[rows] and as many fresh G(z); returns -L."""
+    def _discriminator_step(self, X, rows, sample_weight=None):
+        """One step of D up L on the real rows X[rows] and as many fresh G(z); returns -L.
+        ``sample_weight`` (of the real rows): L's mean over them is their weighted mean
+        (``fastbp.nn.row_weights``; a batch of weight 0 keeps only the fake rows' term)."""
         m = rows.shape[0]
         b = self._buffer(m)
         np.take(X, rows, axis=0, out=b.batch[:m], mode="clip")
@@ -203,9 +210,15 @@ class GAN(GenerativeBase):
         logits = D._forward(b.batch, True)
         value, _ = ops().loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
         b.d_grad *= 2  # the kernel averages over 2m rows; -L = mean over real + mean over fake
+        value *= 2
+        if sample_weight is not None:
+            real = row_losses("sigmoid_cross_entropy", logits[:m], b.target[:m])
+            v = row_weights(sample_weight) if sample_weight.sum() > 0 else np.zeros(m)
+            b.d_grad[:m] *= v.astype(b.d_grad.dtype)[:, None]
+            value += float(v @ real - real.sum()) / m
         D._backward(b.d_grad, False)
         self._d_optimizer.step(D.grads())
-        return 2 * value
+        return value
 
     def _generator_step(self, m, norms):
         """One step of G on m fresh z, through D's input gradient; returns G's objective."""
@@ -226,17 +239,17 @@ class GAN(GenerativeBase):
         self._state.optimizer.step(G.grads())
         return value
 
-    def _train(self, X, Y, config, validation, incremental, callback=None):
+    def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         """The training loop's epochs, bookkeeping and checks (``fastbp.training.fit_network``),
         with the alternating steps of :class:`_AlternatingSteps` as each epoch."""
         def trainer(optimizer, batch_size, fresh):
             if fresh or self._d_optimizer is None:
                 self._d_optimizer = make_optimizer(self.discriminator_, config, batch_size)
-            return _AlternatingSteps(self, optimizer, batch_size), FIT_PATH
+            return _AlternatingSteps(self, optimizer, batch_size, sample_weight), FIT_PATH
 
         fit_network(self.generator_, self.loss_, X, X, config, self._state, rng=self._rng,
                     incremental=incremental, name="GAN", stacklevel=user_stacklevel(),
-                    trainer=trainer, converge=False)
+                    trainer=trainer, converge=False, callback=callback)
 
     def _publish(self):
         super()._publish()
@@ -247,7 +260,24 @@ class GAN(GenerativeBase):
 
     # ------------------------------------------------------------------------------- inference
     def sample(self, n_samples=1, random_state=None):
-        """``n_samples`` points G(z), z ~ N(0, I) (the model's own generator by default)."""
+        """New points G(z), z ~ N(0, I).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance, numpy Generator or None, default=None
+            The draws of z; None: the model's own generator (successive calls differ).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            Of the model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        """
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = rng.standard_normal((int(n_samples), self.generator_.n_inputs))

@@ -23,7 +23,7 @@ import copy
 import numpy as np
 
 from fastbp.kernels._checks import LOSSES
-from fastbp.nn import Sequential, _as_input, _as_target
+from fastbp.nn import Dense, Sequential, _as_input, _as_target
 
 __all__ = ["gradcheck"]
 
@@ -53,11 +53,23 @@ def _model_network(model, X, y):
     if getattr(model, "loss_", None) not in LOSSES:
         raise TypeError(f"gradcheck needs a model trained on one loss; {type(model).__name__} "
                         f"trains with {getattr(model, 'loss_', None)!r}")
-    from fastbp.models._validation import check_n_features, check_X
-    X = check_X(X, np.float64)
-    check_n_features(model, X)
+    from fastbp.models._validation import check_data
+    X = check_data(model, X, np.float64, reset=False)
     Y = model._encode_like(X if y is None else y, X.shape[0], np.float64, model._fitted_target())
     return network, X, Y
+
+
+def _param_names(net):
+    """The name of every parameter in ``params()`` order: W1, b1, W2, ... for the Dense layers
+    (numbered among them), ``<Class><position>.<name>`` for any other layer's (e.g. Affine2.gamma)."""
+    names, n_dense = [], 0
+    for position, layer in enumerate(net.layers, 1):
+        if isinstance(layer, Dense):
+            n_dense += 1
+            names += [f"{name}{n_dense}" for name in layer.param_names]
+        else:
+            names += [f"{type(layer).__name__}{position}.{name}" for name in layer.param_names]
+    return names
 
 
 def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_state=0,
@@ -93,7 +105,8 @@ def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_st
     -------
     float
         The worst error over all parameter arrays; with ``return_details`` the pair
-        (worst, {"W1": error, "b1": error, ...}).
+        (worst, {"W1": error, "b1": error, ...}), one entry per parameter array, custom layers'
+        included (``Affine2.gamma``).
 
     Raises
     ------
@@ -126,7 +139,7 @@ def gradcheck(model, X, y=None, loss=None, eps=1e-6, max_entries=None, random_st
     reset_draws()
     net._loss_and_grad(loss, X, Y, True)
     analytic = [g.copy() for g in net.grads()]
-    names = [f"{name}{i + 1}" for i, layer in enumerate(net.dense_layers) for name in ("W", "b")]
+    names = _param_names(net)
     rng = np.random.default_rng(random_state)
     details = {}
     for name, param, grad in zip(names, net.params(), analytic):

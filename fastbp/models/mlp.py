@@ -18,13 +18,9 @@ convergence and early stopping).
 
 The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``
 (without 'lbfgs' and ``max_fun``); fastbp adds ``dropout``, ``activation_alpha``, ``dtype`` and
-``n_threads``.  Fitted attributes: ``coefs_``, ``intercepts_`` (the network's own arrays),
-``loss_curve_``, ``validation_scores_``, ``best_validation_score_`` (with early stopping or
-``fit(..., validation_data=(X_val, y_val))``, else None),
-``best_loss_``, ``n_iter_``, ``t_``, ``grad_norms_`` (epochs x layers: the mean ||dW||_F of each
-layer in each epoch, which shows vanishing gradients), ``learning_rates_``, ``n_features_in_``,
-``n_outputs_``, ``n_layers_``, ``out_activation_``, ``loss_`` and, for the classifier, ``classes_``.
-``network_`` is the fitted :class:`fastbp.nn.Sequential`.
+``n_threads``.  The estimators are scikit-learn's kind (its ``BaseEstimator`` and mixins, its
+input validation with ``feature_names_in_``); the parameters and fitted attributes are listed in
+each class's docstring (written once, in :mod:`fastbp.models._docs`).
 
 ``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
 identically (:mod:`fastbp.models.persist`); models pickle too (unpickling one pickled by another fastbp
@@ -40,102 +36,59 @@ taken for convergence.
 """
 import copy
 import dataclasses
-import inspect
 import math
+import numbers
 import sys
 import warnings
 from contextlib import nullcontext
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import DataConversionWarning
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import _check_sample_weight
 
 from fastbp._version import __version__
 from fastbp._platform._blas_threads import limit_blas_threads
 from fastbp.exceptions import InconsistentVersionWarning
 from fastbp.training import TrainConfig, TrainState, fit_network
-from fastbp.models._validation import (check_classes, check_is_fitted, check_labels,
-                          check_n_features, check_targets, check_X, label_kind)
+from fastbp.models._validation import (check_classes, check_data, check_is_fitted, check_labels,
+                                      check_targets, check_X, label_kind)
 from fastbp.nn import Sequential, activation_name, make_mlp
 from fastbp.models import export
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
-__all__ = ["MLPClassifier", "MLPRegressor", "BaseEstimator"]
-
-
-class BaseEstimator:
-    """scikit-learn's estimator protocol without scikit-learn: ``get_params``/``set_params`` from
-    the ``__init__`` signature (every argument is stored unchanged under its own name), a repr
-    naming the changed parameters, tags for scikit-learn's tools when it is installed, and
-    ``save`` (see :mod:`fastbp.models.persist`)."""
-
-    @classmethod
-    def _get_param_names(cls):
-        signature = inspect.signature(cls.__init__)
-        return sorted(p.name for p in signature.parameters.values()
-                      if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-    def get_params(self, deep=True):
-        """The constructor parameters as a dict (``deep`` is accepted for scikit-learn's API)."""
-        return {name: getattr(self, name) for name in self._get_param_names()}
-
-    def set_params(self, **params):
-        """Set constructor parameters; returns self."""
-        valid = self._get_param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(f"Invalid parameter {key!r} for estimator {type(self).__name__}. "
-                                 f"Valid parameters are: {valid!r}.")
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self):
-        changed = []
-        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
-            if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                continue
-            value = getattr(self, name, parameter.default)
-            try:
-                same = type(value) is type(parameter.default) and bool(value == parameter.default)
-            except Exception:  # arrays and other values without a plain ==
-                same = False
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
-
-    def __sklearn_tags__(self):
-        from sklearn.utils import Tags, TargetTags  # only scikit-learn's tools ask for tags
-        return Tags(estimator_type=None, target_tags=TargetTags(required=True))
-
-    def save(self, path):
-        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
-        from fastbp.models.persist import save
-        save(self, path)
-
-    def __getstate__(self):
-        """Pickles record the fastbp version that made them (see ``__setstate__``)."""
-        state = self.__dict__.copy()
-        state["_fastbp_version"] = __version__
-        return state
-
-    def __setstate__(self, state):
-        """Unpickling a model of another fastbp version warns (InconsistentVersionWarning)."""
-        state = dict(state)
-        version = state.pop("_fastbp_version", "unknown (not recorded)")
-        if version != __version__:
-            warnings.warn(InconsistentVersionWarning(type(self).__name__, version, __version__),
-                          stacklevel=2)
-        self.__dict__.update(state)
+__all__ = ["MLPClassifier", "MLPRegressor"]
 
 
 def _make_rng(random_state):
-    """A numpy Generator from scikit-learn-style ``random_state`` (None, int, RandomState, Generator)."""
-    if random_state is None or (isinstance(random_state, (int, np.integer))
-                                and not isinstance(random_state, bool)):
-        return np.random.default_rng(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
+    """The numpy Generator that draws a fit's randomness, from ``random_state`` as scikit-learn
+    documents it (``sklearn.utils.check_random_state``): an int gives the same draws on every call;
+    a RandomState instance, or None (NumPy's global RandomState, ``np.random.seed``), is drawn from,
+    so successive calls differ.  A numpy Generator is used as it is (drawn from, as a RandomState)."""
     if isinstance(random_state, np.random.Generator):
         return random_state
-    raise ValueError(f"random_state must be None, an int, a RandomState or a Generator, got {random_state!r}")
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        check_random_state(random_state)  # ValueError for ints NumPy cannot seed with
+        return np.random.default_rng(random_state)
+    return np.random.default_rng(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def _chain(callbacks):
+    """``fit``'s ``callbacks`` as the training loop's one callback (None for none): every
+    callback runs after each epoch; training stops when any returns a true value."""
+    if callbacks is None:
+        return None
+    callbacks = list(callbacks)
+    if not all(callable(callback) for callback in callbacks):
+        raise TypeError(f"callbacks must be a list of callables, got {callbacks!r}")
+
+    def callback(state):
+        return any([bool(callback(state)) for callback in callbacks])
+    return callback
 
 
 def user_stacklevel():
@@ -147,49 +100,10 @@ def user_stacklevel():
     return level
 
 
-def _r2_score(y_true, y_pred):
-    """Coefficient of determination averaged over the outputs (scikit-learn's r2_score)."""
-    y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
-    y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_true), -1)
-    residual = ((y_true - y_pred) ** 2).sum(axis=0)
-    total = ((y_true - y_true.mean(axis=0)) ** 2).sum(axis=0)
-    scores = np.ones(y_true.shape[1])
-    nonzero = total != 0
-    scores[nonzero] = 1.0 - residual[nonzero] / total[nonzero]
-    scores[~nonzero & (residual != 0)] = 0.0
-    return float(scores.mean())
-
-
 class _BaseMLP(BaseEstimator):
-    """What the regressor and the classifier share: parameters, fitting, the network.
-
-    Parameters (scikit-learn's names and defaults unless marked *fastbp*):
-
-    - ``hidden_layer_sizes`` (100,): widths of the hidden layers; () for none.
-    - ``activation`` 'relu': hidden f, any of ``fastbp.kernels.ACTIVATIONS`` ('identity',
-      'sigmoid' = 'logistic', 'tanh', 'relu', 'leaky_relu', 'softplus', 'elu', 'gelu', 'softmax').
-    - ``activation_alpha`` None (*fastbp*): the parameter of leaky_relu (slope, default 0.01) or
-      elu (scale, default 1.0).
-    - ``solver`` 'adam': 'sgd' (minibatch, with ``momentum``/``nesterovs_momentum``), 'adam'
-      (``beta_1``, ``beta_2``, ``epsilon``), 'rmsprop' (*fastbp*: ``torch.optim.RMSprop`` with
-      ``beta_2`` as its smoothing constant alpha, ``epsilon`` as eps, ``momentum``; not centered)
-      or 'gd' (full-batch gradient descent, one step per epoch).
-    - ``learning_rate_init`` 0.001; ``learning_rate`` 'constant' | 'invscaling' (``power_t``) |
-      'adaptive' | 'backtracking' (Armijo line search, 'gd' only): see ``fastbp.training``.
-    - ``batch_size`` 'auto' = min(200, n); ``max_iter`` 200 epochs; ``shuffle`` True.
-    - ``alpha`` 0.0001: L2 penalty alpha / (2 batch_size) sum ||W||^2 per minibatch.
-    - ``dropout`` 0.0 (*fastbp*): inverted dropout rate after every hidden layer in training.
-    - ``tol`` 1e-4, ``n_iter_no_change`` 10: stop after that many epochs without the loss
-      falling (or, with ``early_stopping``, the validation score rising) by ``tol``;
-      ``ConvergenceWarning`` when ``max_iter`` comes first.
-    - ``early_stopping`` False, ``validation_fraction`` 0.1: hold out that fraction (or use
-      ``fit``'s ``validation_data``), stop on its score, restore the best weights.
-    - ``warm_start`` False: ``fit`` continues from the current weights.
-    - ``random_state`` None: int, RandomState or Generator: weights, split, shuffling, dropout.
-    - ``dtype`` 'float32' (*fastbp*): or 'float64' (weights, activations and training).
-    - ``n_threads`` None (*fastbp*): cap on BLAS threads (and the engine's) during fit/predict;
-      None leaves the libraries' defaults.
-    - ``verbose`` False: one progress line per epoch.
+    """What all the estimators share: parameters and their checks, fitting, the validation
+    split, fitted attributes, prediction checks, summary, save/load (the parameters and
+    attributes are documented on each public class, from ``fastbp.models._docs``).
     """
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
@@ -225,6 +139,31 @@ class _BaseMLP(BaseEstimator):
         self.activation_alpha = activation_alpha
         self.dtype = dtype
         self.n_threads = n_threads
+
+    def save(self, path):
+        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
+        from fastbp.models.persist import save
+        save(self, path)
+
+    def __getstate__(self):
+        """Pickles record the fastbp version that made them (see ``__setstate__``)."""
+        state = self.__dict__.copy()
+        state["_fastbp_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        """Unpickling a model of another fastbp version warns (InconsistentVersionWarning)."""
+        state = dict(state)
+        version = state.pop("_fastbp_version", "unknown (not recorded)")
+        if version != __version__:
+            warnings.warn(InconsistentVersionWarning(type(self).__name__, version, __version__),
+                          stacklevel=2)
+        self.__dict__.update(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True
+        return tags
 
     # ------------------------------------------------------------------------------- parameters
     def _hidden_sizes(self):
@@ -275,41 +214,58 @@ class _BaseMLP(BaseEstimator):
         return limit_blas_threads(self.n_threads)
 
     # ----------------------------------------------------------------------------------- fitting
-    def fit(self, X, y, validation_data=None):
+    def fit(self, X, y, sample_weight=None, *, validation_data=None, callbacks=None):
         """Train on (X, y) for up to ``max_iter`` epochs (continuing from the current weights when
-        ``warm_start``); returns self.
+        ``warm_start``).
 
-        ``validation_data``: optional (X_val, y_val), scored after every epoch (accuracy or R^2,
-        in ``validation_scores_`` and the verbose lines).  Without ``early_stopping`` it only
-        watches; with it, it replaces the random ``validation_fraction`` split.
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Training inputs (converted to ``dtype``); a DataFrame's columns become
+            ``feature_names_in_``.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Targets (see the class docstring).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights >= 0, not all 0: each minibatch's loss is the weighted mean of the rows'
+            losses, and the L2 term is taken over the batch's weight (``fastbp.training``); with
+            the whole data in one batch, integer weights train as rows repeated that many times.
+            Weighted fits train layer by layer (``fit_path_`` ``"layerwise: sample_weight"``).
+            The early-stopping split and its score are weighted too.
+        validation_data : tuple (X_val, y_val), default=None
+            Scored after every epoch (accuracy or R^2, in ``validation_scores_`` and the verbose
+            lines).  Without ``early_stopping`` it only watches; with it, it replaces the random
+            ``validation_fraction`` split.
+        callbacks : list of callables, default=None
+            Each is called after every epoch as ``callback(state)`` with the
+            :class:`fastbp.training.TrainState` (``n_iter``, ``loss_curve``,
+            ``validation_scores``, ``grad_norms``, ``learning_rates``, ...); a true return value
+            stops training after that epoch (not a convergence: no warning is silenced by it).
 
-        Raises ValueError for bad parameters or data, and when training produces non-finite
-        values (the model is then left as it was before the call).
+        Returns
+        -------
+        self : the fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            Bad parameters or data (NaN, infinity, wrong shapes, other column names than in the
+            last fit), and training that produces non-finite values; the model is then left as it
+            was before the call.
+        TypeError
+            Sparse or non-numeric X.
         """
-        return self._fit(X, y, incremental=False, validation_data=validation_data)
+        return self._fit(X, y, incremental=False, validation_data=validation_data,
+                         sample_weight=sample_weight, callbacks=callbacks)
 
-    def _fit(self, X, y, incremental, classes=None, validation_data=None):
+    def _fit(self, X, y, incremental, classes=None, validation_data=None, sample_weight=None,
+             callbacks=None):
         config = self._config()
         dtype = self._dtype()
         fresh = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X = check_X(X, dtype, min_samples=1 if incremental else 2)
-        if not fresh:
-            check_n_features(self, X)
-        Y, target = self._encode_targets(y, X, dtype, fresh, incremental, classes)
-        validation = None
-        if validation_data is not None and not incremental:
-            try:
-                X_val, y_val = validation_data
-            except (TypeError, ValueError):
-                raise ValueError("validation_data must be a pair (X_val, y_val)") from None
-            X_val = check_X(X_val, dtype)
-            if X_val.shape[1] != X.shape[1]:
-                raise ValueError(f"validation_data has {X_val.shape[1]} features, X has {X.shape[1]}")
-            Y_val = self._encode_like(y_val, X_val.shape[0], dtype, target)
-            validation = self._scorer(X_val, Y_val)
-        # A failed call (non-finite training, an interrupt) leaves the estimator as it was: a fresh
-        # fit replaces every fitted attribute, so they are kept by reference; training in place
-        # (warm start, partial fit) changes the arrays, so they are copied -- all but the
+        callback = _chain(callbacks)
+        # A failed call (bad data, non-finite training, an interrupt) leaves the estimator as it
+        # was: a fresh fit replaces every fitted attribute, so they are kept by reference; training
+        # in place (warm start, partial fit) changes the arrays, so they are copied -- all but the
         # networks' gradients, scratch that every step rewrites.
         if fresh:
             before = self.__dict__.copy()
@@ -318,18 +274,32 @@ class _BaseMLP(BaseEstimator):
                        for grad in value.grads()]
             before = copy.deepcopy(self.__dict__, {id(grad): grad for grad in scratch})
         try:
+            X = check_data(self, X, dtype, reset=fresh, min_samples=1 if incremental else 2)
+            if sample_weight is not None:
+                sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64,
+                                                     ensure_non_negative=True)
+            Y, target = self._encode_targets(y, X, dtype, fresh, incremental, classes)
+            validation = None
+            if validation_data is not None and not incremental:
+                try:
+                    X_val, y_val = validation_data
+                except (TypeError, ValueError):
+                    raise ValueError("validation_data must be a pair (X_val, y_val)") from None
+                X_val = check_data(self, X_val, dtype, reset=False)
+                Y_val = self._encode_like(y_val, X_val.shape[0], dtype, target)
+                validation = self._scorer(X_val, Y_val)
             # training reports non-finite values itself (fastbp.training.check_finite): NumPy's
             # floating-point warnings on the way would only forerun that error, on one backend
             with self._threads(), np.errstate(all="ignore"):
                 if fresh:
                     self._rng = _make_rng(self.random_state)
-                    self.n_features_in_ = X.shape[1]
                     self._set_target(target)
                     self._network = self._build_network(X.shape[1], dtype)
                     self._state = TrainState()
                 if self.early_stopping and not incremental and validation is None:
-                    X, Y, validation = self._split_validation(X, Y)
-                self._train(X, Y, config, validation, incremental)
+                    X, Y, sample_weight, validation = self._split_validation(X, Y, sample_weight)
+                self._train(X, Y, config, validation, incremental, sample_weight=sample_weight,
+                            callback=callback)
             self._publish()
         except BaseException:
             self.__dict__.clear()
@@ -343,29 +313,40 @@ class _BaseMLP(BaseEstimator):
                         dropout=float(self.dropout), dtype=dtype, rng=self._rng,
                         activation_alpha=self.activation_alpha)
 
-    def _train(self, X, Y, config, validation, incremental, callback=None):
+    def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         """Train ``_network`` from inputs X to targets Y by the generic loop (subclasses may not)."""
         fit_network(self._network, self.loss_, X, Y, config, self._state, rng=self._rng,
                     validation_score=validation, early_stopping=bool(self.early_stopping),
                     incremental=incremental, callback=callback, name=type(self).__name__,
-                    stacklevel=user_stacklevel())
+                    stacklevel=user_stacklevel(), sample_weight=sample_weight)
 
-    def _split_validation(self, X, Y):
-        """Hold out ``validation_fraction`` of the rows at random for the early-stopping score."""
+    def _split_validation(self, X, Y, sample_weight=None):
+        """Hold out ``validation_fraction`` of the rows (and their weights) for the early-stopping
+        score, by scikit-learn's ``train_test_split`` (stratified by class for the classifier's
+        labels)."""
         n = X.shape[0]
-        n_val = math.ceil(self.validation_fraction * n)
-        if n_val < 1 or n - n_val < 1:
-            raise ValueError(f"validation_fraction={self.validation_fraction} leaves no training or no "
-                             f"validation sample out of {n}")
-        order = self._rng.permutation(n)
-        val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
-        return (np.ascontiguousarray(X[train]), np.ascontiguousarray(Y[train]),
-                self._scorer(X[val], Y[val]))
+        arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+        try:
+            parts = train_test_split(*arrays, test_size=self.validation_fraction,
+                                     stratify=self._stratify(Y),
+                                     random_state=int(self._rng.integers(np.iinfo(np.int32).max)))
+        except ValueError as error:
+            raise ValueError(f"validation_fraction={self.validation_fraction} of {n} samples: "
+                             f"{error}") from None
+        X_train, X_val, Y_train, Y_val = parts[:4]
+        w_train, w_val = parts[4:] or (None, None)
+        return (np.ascontiguousarray(X_train), np.ascontiguousarray(Y_train), w_train,
+                self._scorer(X_val, Y_val, w_val))
 
-    def _scorer(self, X_val, Y_val):
-        """The per-epoch validation score on encoded targets (accuracy, or R^2)."""
+    def _stratify(self, Y):
+        """The labels the validation split keeps in proportion (None: a plain random split)."""
+        return None
+
+    def _scorer(self, X_val, Y_val, sample_weight=None):
+        """The per-epoch validation score on encoded targets (accuracy, or R^2), weighted by
+        ``sample_weight`` when given."""
         def score(network):
-            return self._score_output(network.predict(X_val), Y_val)
+            return self._score_output(network.predict(X_val), Y_val, sample_weight)
         return score
 
     def _publish(self):
@@ -394,10 +375,32 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X):
         """The network output (logits for the classifier) for validated X."""
         check_is_fitted(self)
-        X = check_X(X, self._network.dtype)
-        check_n_features(self, X)
+        X = check_data(self, X, self._network.dtype, reset=False)
         with self._threads():
             return self._network.predict(X)
+
+    def summary(self, print_fn=print):
+        """Print the fitted network (Keras' ``model.summary()``): every layer with its widths
+        in -> out, activation and parameter count, the totals, and the loss, one line at a time
+        through ``print_fn`` (e.g. ``lines.append`` to keep them).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        """
+        check_is_fitted(self)
+        for title, network in self._summary_networks():
+            print_fn(f"{type(self).__name__} {title}: {network.n_inputs} inputs -> "
+                     f"{network.n_outputs} outputs")
+            network.summary(print_fn)
+        output = getattr(self, "out_activation_", None)
+        print_fn((f"output activation {output!r} (applied by the loss to the logits), "
+                  if output not in (None, "identity") else "") + f"loss {self.loss_!r}")
+
+    def _summary_networks(self):
+        """(title, Sequential) of every network ``summary`` shows."""
+        return [("network", self._network)]
 
     @property
     def network_(self):
@@ -457,6 +460,8 @@ class _BaseMLP(BaseEstimator):
         arrays["learning_rates_"] = np.asarray(self.learning_rates_, dtype=np.float64)
         if self.validation_scores_ is not None:
             arrays["validation_scores_"] = np.asarray(self.validation_scores_, dtype=np.float64)
+        if hasattr(self, "feature_names_in_"):  # strings: saved as a plain array
+            arrays["feature_names_in_"] = np.array(self.feature_names_in_.tolist(), dtype=str)
         return arrays
 
     def _fitted_meta(self):
@@ -469,6 +474,12 @@ class _BaseMLP(BaseEstimator):
         self._config()
         self._rng = _make_rng(self.random_state)
         self.n_features_in_ = int(meta["n_features_in_"])
+        if "feature_names_in_" in arrays:
+            names = arrays["feature_names_in_"]
+            if names.dtype.kind != "U" or names.shape != (self.n_features_in_,):
+                raise ValueError(f"feature_names_in_ must be {self.n_features_in_} strings, got "
+                                 f"{names.dtype} of shape {names.shape}")
+            self.feature_names_in_ = names.astype(object)
         self._set_target(self._target_from_meta(meta["target"], arrays))
         if int(meta["n_outputs_"]) != self.n_outputs_:
             raise ValueError("inconsistent model file: n_outputs_ does not match the target")
@@ -512,26 +523,21 @@ class _BaseMLP(BaseEstimator):
 
 
 @register("MLPRegressor")
-class MLPRegressor(_BaseMLP):
+@numpydoc(*MLP_ATTRIBUTES)
+class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-output regression by a deep network: identity output, squared error.
 
     ``fit(X, y)`` with y of shape (n,) or (n, k); ``predict`` returns the same shape (a single
-    output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``; ``score`` is the
-    coefficient of determination R^2 averaged over the outputs.  Parameters: see the module
-    docstring and scikit-learn's ``MLPRegressor``.
-
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
+    output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``;
+    ``score`` is the coefficient of determination R^2 averaged over the outputs
+    (scikit-learn's ``RegressorMixin``).  The parameters are scikit-learn's ``MLPRegressor``'s
+    (without 'lbfgs'), plus ``dropout``, ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
-    def partial_fit(self, X, y):
-        """One epoch over (X, y) continuing from the current state (the first call initialises)."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y) continuing from the current state (the first call initialises);
+        ``sample_weight`` as for ``fit``.  Returns self; raises as ``fit`` does."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
         n = X.shape[0]
@@ -567,18 +573,31 @@ class MLPRegressor(_BaseMLP):
                              "output(s) is not one fit makes")
         return {"y_ndim": y_ndim, "n_outputs": n_outputs}
 
-    def _score_output(self, output, Y):
-        return _r2_score(Y, output)
+    def _score_output(self, output, Y, sample_weight=None):
+        """R^2 of network outputs against the targets (early-stopping score)."""
+        return r2_score(Y, output, sample_weight=sample_weight)
 
     def predict(self, X):
-        """Predicted targets (float64): shape (n,) for one output, else (n, k)."""
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of float64, shape (n_samples,) for one output, else (n_samples, n_outputs)
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         output = self._forward(X).astype(np.float64, copy=False)
         return output.ravel() if output.shape[1] == 1 else output
-
-    def score(self, X, y):
-        """R^2 of ``predict(X)`` against y (averaged over the outputs)."""
-        predicted = self.predict(X)
-        return _r2_score(check_targets(y, predicted.shape[0], np.float64), predicted)
 
     def _exports(self):
         return {"predict": export.Path(export.layer_steps(self._network), "predict",
@@ -610,43 +629,37 @@ class MLPRegressor(_BaseMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        from sklearn.utils import RegressorTags
-        tags.estimator_type = "regressor"
-        tags.regressor_tags = RegressorTags()
         tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
         return tags
 
 
 @register("MLPClassifier")
-class MLPClassifier(_BaseMLP):
+@numpydoc("classes_", *MLP_ATTRIBUTES)
+class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Classification by a deep network trained with cross-entropy.
 
     - multiclass (y 1-D with > 2 classes): softmax output, softmax cross-entropy;
     - binary (2 classes): one sigmoid output, sigmoid cross-entropy;
-    - multilabel (y an n x k 0/1 indicator matrix): k sigmoid outputs, sigmoid cross-entropy;
-      ``predict`` gives the labels whose logit is > 0 (probability > 1/2) as an int matrix.
+    - multilabel (y an n x k indicator matrix of 0/1, or of -1/+1: the lecture's sign
+      convention): k sigmoid outputs, sigmoid cross-entropy; ``predict`` gives the labels whose
+      logit is > 0 (probability > 1/2) as an int matrix in the targets' convention (1 present,
+      0 or -1 absent).
 
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
     returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
-    accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.
-
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
+    accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.  The
+    parameters are scikit-learn's ``MLPClassifier``'s (without 'lbfgs'), plus ``dropout``,
+    ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y) continuing from the current state.
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y) continuing from the current state; returns self.
 
         ``classes`` (all the labels that will ever appear) is required on the first call for
-        1-D labels; later calls must only use labels from it.
+        1-D labels; later calls must only use labels from it.  ``sample_weight`` as for ``fit``.
+        Raises as ``fit`` does.
         """
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
         n = X.shape[0]
@@ -654,7 +667,7 @@ class MLPClassifier(_BaseMLP):
         if y.ndim == 2 and y.shape[1] == 1:
             warnings.warn("A column-vector y was passed when a 1d array was expected. Please change "
                           "the shape of y to (n_samples, ), for example using ravel().",
-                          UserWarning, stacklevel=4)
+                          DataConversionWarning, stacklevel=4)
             y = y.ravel()
         kind = label_kind(y)
         first_partial = incremental and not hasattr(self, "classes_")
@@ -663,11 +676,14 @@ class MLPClassifier(_BaseMLP):
                              "indicator matrix")
         if kind == "multilabel":
             k = y.shape[1]
-            target = {"kind": "multilabel", "classes": np.arange(k)}
-            if not fresh and (self._kind != "multilabel" or self.n_outputs_ != k):
-                raise ValueError(f"y is a multilabel indicator matrix with {k} labels, unlike the "
-                                 "targets the model was fitted with")
-            return np.ascontiguousarray(y, dtype=dtype), target
+            negative = -1 if (y < 0).any() else 0  # the sign convention {-1, +1}, else {0, 1}
+            if not fresh:
+                if self._kind != "multilabel" or self.n_outputs_ != k:
+                    raise ValueError(f"y is a multilabel indicator matrix with {k} labels, unlike "
+                                     "the targets the model was fitted with")
+                negative = self._negative
+            target = {"kind": "multilabel", "classes": np.arange(k), "negative": negative}
+            return self._encode_like(y, n, dtype, target), target
         if incremental:
             if first_partial and classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit.")
@@ -698,8 +714,9 @@ class MLPClassifier(_BaseMLP):
         if target["kind"] == "multilabel":
             k = len(target["classes"])
             if label_kind(y) != "multilabel" or y.shape[1] != k:
-                raise ValueError(f"y must be a 0/1 indicator matrix with {k} columns, got shape {y.shape}")
-            return np.ascontiguousarray(y, dtype=dtype)
+                raise ValueError(f"y must be a 0/1 (or -1/+1) indicator matrix with {k} columns, "
+                                 f"got shape {y.shape}")
+            return np.ascontiguousarray(y > 0, dtype=dtype)  # the network's targets are 0/1
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
         if label_kind(y) != "labels":
@@ -718,6 +735,7 @@ class MLPClassifier(_BaseMLP):
     def _set_target(self, target):
         self._kind = target["kind"]
         self.classes_ = target["classes"]
+        self._negative = target.get("negative", 0)  # what predict gives for an absent label
         if self._kind == "multilabel":
             self.n_outputs_ = len(self.classes_)
             self.out_activation_, self.loss_ = "logistic", "sigmoid_cross_entropy"
@@ -730,21 +748,27 @@ class MLPClassifier(_BaseMLP):
 
     def _target_meta(self):
         meta = {"kind": self._kind}
+        if self._negative:  # multilabel in the sign convention (0/1 files stay as they were)
+            meta["negative"] = self._negative
         if self.classes_.dtype == object:  # e.g. pandas' strings, saved as a plain array
             meta["object_labels"] = True
         return meta
 
     def _fitted_target(self):
-        return {"kind": self._kind, "classes": self.classes_}
+        return {"kind": self._kind, "classes": self.classes_, "negative": self._negative}
 
     def _target_from_meta(self, meta, arrays):
         """The saved target, refused unless it is one that fit makes."""
         kind, classes = meta["kind"], arrays["classes_"]
         if classes.ndim != 1:
             raise ValueError(f"classes_ must be 1-D, got shape {classes.shape}")
+        negative = meta.get("negative", 0)
         if kind == "multilabel":
             if classes.dtype != np.intp or not np.array_equal(classes, np.arange(len(classes))):
                 raise ValueError("a multilabel model's classes_ must be the ints 0, 1, ..., k-1")
+            if type(negative) is not int or negative not in (0, -1):
+                raise ValueError(f"a multilabel model's negative label must be 0 or -1, got "
+                                 f"{negative!r}")
         elif kind == "labels":
             if meta.get("object_labels"):
                 classes = classes.astype(object)
@@ -753,7 +777,7 @@ class MLPClassifier(_BaseMLP):
                 raise ValueError(f"classes_ must be 2 or more sorted unique labels, got {classes}")
         else:
             raise ValueError(f"unknown target kind {kind!r}; expected 'labels' or 'multilabel'")
-        return {"kind": kind, "classes": classes}
+        return {"kind": kind, "classes": classes, "negative": negative}
 
     def _fitted_arrays(self):
         arrays = super()._fitted_arrays()
@@ -764,26 +788,56 @@ class MLPClassifier(_BaseMLP):
         arrays["classes_"] = classes
         return arrays
 
-    def _score_output(self, output, Y):
+    def _score_output(self, output, Y, sample_weight=None):
         """Accuracy of network outputs against encoded targets (early-stopping score)."""
         if Y.ndim == 1:
-            return float(np.mean(output.argmax(axis=1) == Y))
-        return float(np.mean(np.all((output > 0) == (Y > 0.5), axis=1)))
+            correct = output.argmax(axis=1) == Y
+        else:
+            correct = np.all((output > 0) == (Y > 0.5), axis=1)
+        return float(np.average(correct, weights=sample_weight))
 
     def _predict_indices(self, logits):
-        if self._kind == "multilabel":
-            return (logits > 0).astype(np.intp)
+        if self._kind == "multilabel":  # sign(t): 1 where the logit is > 0, else 0 (or -1)
+            return np.where(logits > 0, 1, self._negative).astype(np.intp)
         if logits.shape[1] == 1:
             return (logits[:, 0] > 0).astype(np.intp)
         return logits.argmax(axis=1)
 
     def predict(self, X):
-        """Class labels (an n x k 0/1 int matrix for multilabel)."""
+        """Predicted class labels.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            Labels from ``classes_``; for multilabel an int matrix in the convention of the
+            targets ``fit`` saw: 1 where the logit is > 0, else 0 (or -1: the lecture's sign(t)).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         indices = self._predict_indices(self._forward(X))
         return indices if self._kind == "multilabel" else self.classes_[indices]
 
     def predict_log_proba(self, X):
-        """log of ``predict_proba``, computed stably from the logits."""
+        """log of ``predict_proba``, computed stably from the logits (float64, same shape).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         logits = self._forward(X).astype(np.float64)
         if self.loss_ == "softmax_cross_entropy":
             logits -= logits.max(axis=1, keepdims=True)
@@ -794,18 +848,45 @@ class MLPClassifier(_BaseMLP):
         return np.hstack([-np.logaddexp(0.0, logits), log_p])
 
     def predict_proba(self, X):
-        """Class probabilities (float64): softmax rows, or sigmoid per label for binary/multilabel."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of float64, shape (n_samples, n_classes)
+            Softmax rows (multiclass), [1 - p, p] (binary), or the sigmoid of every label's logit
+            (multilabel: (n_samples, n_outputs), rows need not sum to 1).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         return np.exp(self.predict_log_proba(X))
 
-    def score(self, X, y):
-        """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel)."""
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel), weighted by
+        ``sample_weight`` when given (scikit-learn's ``accuracy_score``, computed here: labels
+        of any type fastbp fits -- object ints, bytes -- compare, where scikit-learn's metrics
+        refuse some)."""
         predicted = self.predict(X)
         y = check_targets(y, predicted.shape[0])
-        if self._kind != "multilabel" and y.ndim == 2 and y.shape[1] == 1:
-            y = y.ravel()
-        if predicted.ndim == 2:
-            return float(np.mean(np.all(predicted == y, axis=1)))
-        return float(np.mean(predicted == y))
+        if self._kind == "multilabel":  # as indicator matrices, whatever the sign convention
+            correct = np.all((predicted > 0) == (y > 0), axis=1)
+        else:
+            correct = predicted == (y.ravel() if y.ndim == 2 and y.shape[1] == 1 else y)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, predicted)
+        return float(np.average(correct, weights=sample_weight))
+
+    def _stratify(self, Y):
+        return Y if self._kind == "labels" else None
 
     def _exports(self):
         output = "softmax" if self.loss_ == "softmax_cross_entropy" else "sigmoid"
@@ -840,10 +921,6 @@ class MLPClassifier(_BaseMLP):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        from sklearn.utils import ClassifierTags
-        tags.estimator_type = "classifier"
-        tags.classifier_tags = ClassifierTags(multi_label=True)
+        tags.classifier_tags.multi_label = True
         tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
         return tags
-

@@ -38,6 +38,7 @@ from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng
 from fastbp.nn import make_mlp
 from fastbp.models.persist import register
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["VAE"]
 
@@ -45,6 +46,7 @@ SCORE_SEED, SCORE_NOISE_DRAWS = 0, 8  # score_samples' noise: the same draws for
 
 
 @register("VAE")
+@numpydoc(*MLP_ATTRIBUTES, "encoder_", "decoder_")
 class VAE(EncoderDecoder):
     """Variational autoencoder, scikit-learn style (see the module docstring).
 
@@ -55,14 +57,6 @@ class VAE(EncoderDecoder):
     Training parameters and fitted attributes as for the MLP estimators, plus ``encoder_``
     (x -> [mu, log sigma^2]) and ``decoder_``.
 
-    Attributes
-    ----------
-    fit_path_ : str or None
-        Which path trained the last ``fit`` or ``partial_fit`` call: ``"engine"`` or
-        ``"layerwise: <reason>"`` (the paths and their reasons: the ``fastbp.training`` module
-        docstring).  A VAE trains layer by layer (the reparameterisation is not a plain Dense/Dropout
-        stack).  None for a model loaded from a file, until it trains again; verbose
-        output prints it at the start of every fit.
     """
 
     def __init__(self, n_components=2, encoder_layer_sizes=(100,), decoder_layer_sizes=None,
@@ -122,13 +116,50 @@ class VAE(EncoderDecoder):
         return H[:, :k], H[:, k:]
 
     def transform(self, X):
-        """The posterior means mu(x) (n x n_components)."""
+        """The posterior means mu(x) of q(z | x).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+            Of the model's ``dtype`` (a DataFrame with columns ``get_feature_names_out()`` under
+            ``set_output(transform="pandas")``).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
+            DataFrame's names and order).
+        """
         X = self._checked(X)
         with self._threads():
             return np.ascontiguousarray(self._posterior(X)[0])
 
     def sample(self, n_samples=1, random_state=None):
-        """``n_samples`` new data points d(z), z ~ p(z) (the model's own generator by default)."""
+        """New data points d(z), z ~ p(z).
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+        random_state : int, RandomState instance, numpy Generator or None, default=None
+            The draws of z; None: the model's own generator (successive calls differ).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            The decoder's mean: float64 probabilities for ``loss='cross_entropy'``, else of the
+            model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        """
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = self._sampler.sample_prior(int(n_samples), rng, self._network.dtype)
@@ -161,6 +192,6 @@ class VAE(EncoderDecoder):
         with self._threads():
             return self._elbo(X)
 
-    def _score_output(self, output, X):
-        """Early-stopping score: the mean ELBO of the validation rows."""
-        return float(np.mean(self._elbo(X)))
+    def _score_output(self, output, X, sample_weight=None):
+        """Early-stopping score: the (weighted) mean ELBO of the validation rows."""
+        return float(np.average(self._elbo(X), weights=sample_weight))

@@ -49,7 +49,8 @@ from fastbp import _backend
 from fastbp.kernels import ops, registry
 from fastbp.kernels._checks import ACTIVATIONS, LOSSES, activation_alpha
 
-__all__ = ["Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "MAX_CACHED_SIZES"]
+__all__ = ["Layer", "Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "row_losses",
+           "row_weights", "MAX_CACHED_SIZES"]
 
 MAX_CACHED_SIZES = 4
 
@@ -141,10 +142,62 @@ class _BufferCache:
 
 
 class Layer:
-    """Base class: ``forward(X, training)`` -> output, ``backward(dOut, need_dX)`` -> dX or None."""
+    """Base class of the network's layers, and the extension point for layers of your own.
+
+    A layer implements
+
+    - ``forward(X, training=False)`` -> its output for a batch X (n x d, the network's dtype),
+      keeping what ``backward`` needs (``training``: dropout-like behaviour on);
+    - ``backward(dA, need_dX=True)`` -> dL/dX, given dA = dL/d(output) of the last forward (None
+      when ``need_dX`` is False), after writing the gradients of its parameters;
+    - ``param_names`` / ``grad_names``: the names of the attributes holding its trainable arrays
+      and their gradients, in the same order (``Sequential.params()`` / ``grads()`` collect them
+      and optimizers update them in place: ``backward`` writes into those same arrays).
+
+    Such a layer trains in any :class:`Sequential` by ``fastbp.training.fit_network`` (layer by
+    layer: the compiled engine runs plain Dense/Dropout stacks only, and ``fit_path`` says so),
+    and ``fastbp.gradcheck`` holds its backward to finite differences.  It may keep the width of
+    its input or, between Dense layers whose sizes match it, change it.  For example a learnable
+    scale and shift of every unit (``gamma * x + beta``, a normalisation layer's affine part):
+
+    >>> import numpy as np
+    >>> import fastbp
+    >>> from fastbp.nn import Dense, Layer, Sequential
+    >>> from fastbp.training import TrainConfig, fit_network
+    >>> class Affine(Layer):
+    ...     param_names, grad_names = ("gamma", "beta"), ("dgamma", "dbeta")
+    ...     def __init__(self, n, dtype=np.float32):
+    ...         self.gamma, self.beta = np.ones(n, dtype), np.zeros(n, dtype)
+    ...         self.dgamma, self.dbeta = np.zeros(n, dtype), np.zeros(n, dtype)
+    ...     def forward(self, X, training=False):
+    ...         self.X = X
+    ...         return X * self.gamma + self.beta
+    ...     def backward(self, dA, need_dX=True):
+    ...         np.sum(dA * self.X, axis=0, out=self.dgamma)
+    ...         np.sum(dA, axis=0, out=self.dbeta)
+    ...         return dA * self.gamma if need_dX else None
+    >>> rng = np.random.default_rng(0)
+    >>> net = Sequential([Dense(4, 8, "tanh", rng=rng), Affine(8), Dense(8, 3, "identity", rng=rng)])
+    >>> X = rng.standard_normal((64, 4)).astype(np.float32)
+    >>> y = ((X[:, 0] > 0).astype(np.intp) + (X[:, 1] > 0))       # 3 classes
+    >>> state = fit_network(net, "softmax_cross_entropy", X, y,
+    ...                     TrainConfig(max_iter=60, learning_rate_init=0.05, tol=0.0), rng=0)
+    >>> state.fit_path.startswith("layerwise"), state.loss_curve[-1] < 0.5 * state.loss_curve[0]
+    (True, True)
+    >>> bool(fastbp.gradcheck(net, X[:8], y[:8], loss="softmax_cross_entropy") < 1e-6)
+    True
+    """
 
     param_names = ()  # names of the trainable arrays, e.g. ("W", "b")
     grad_names = ()   # names of their gradients, same order, e.g. ("dW", "db")
+
+    def _forward(self, X, training=False, keep=True):
+        """What ``Sequential`` calls: the layer's ``forward`` (fastbp's layers bypass their input
+        checks here; ``keep=False``, inference without caching, is a hint)."""
+        return self.forward(X, training)
+
+    def _backward(self, dA, need_dX):
+        return self.backward(dA, need_dX)
 
     def _reset_cache(self):
         pass
@@ -684,7 +737,7 @@ class Sequential:
     def _make_loss_buffer(self, n):
         return np.empty((n, self.n_outputs), self.dtype)
 
-    def loss_and_grad(self, loss, X, Y, training=True):
+    def loss_and_grad(self, loss, X, Y, training=True, sample_weight=None):
         """Forward, loss and backward on one batch; the gradients land in ``grads()``.
 
         Parameters
@@ -699,39 +752,110 @@ class Sequential:
             labels for softmax cross-entropy.
         training : bool, default=True
             Training mode (dropout on).
+        sample_weight : array-like of shape (n,) or None, default=None
+            Weights >= 0, not all 0: the value is then the weighted mean
+            sum_i w_i l_i / sum_i w_i (see :func:`row_weights`).
 
         Returns
         -------
         float
-            The loss value, a mean over the rows.
+            The loss value, a (weighted) mean over the rows.
 
         Raises
         ------
         ValueError
-            For an unknown loss or misshapen X or Y.
+            For an unknown loss, misshapen X or Y, or bad weights.
         """
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; expected one of {list(LOSSES)}")
         X = _as_input(X, self.dtype, self.n_inputs)
         Y = _as_target(loss, Y, self.dtype, X.shape[0], self.n_outputs)
-        return self._loss_and_grad(loss, X, Y, training)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=np.float64)
+            if (sample_weight.shape != (X.shape[0],) or not np.isfinite(sample_weight).all()
+                    or (sample_weight < 0).any() or not sample_weight.sum() > 0):
+                raise ValueError(f"sample_weight must be {X.shape[0]} finite weights >= 0, not "
+                                 f"all 0, got shape {sample_weight.shape}")
+        return self._loss_and_grad(loss, X, Y, training, sample_weight)
 
-    def _objective(self, loss, X, Y, training):
+    def _objective(self, loss, X, Y, training, sample_weight=None):
         """Forward and loss on one batch: (the objective's value, its gradient with respect to the
-        output, a buffer).  Subclasses with extra terms in the objective extend this."""
+        output, a buffer); weighted by ``sample_weight`` when given (:func:`row_weights`).
+        Subclasses with extra terms in the objective extend this."""
         output = self._forward(X, training)
         grad = self._loss_cache.get(X.shape[0])
         value, _ = ops().loss(loss, output, Y, grad)
+        if sample_weight is not None:
+            v = row_weights(sample_weight)
+            value = float(np.dot(v, row_losses(loss, output, Y))) / v.shape[0]
+            grad *= v.astype(grad.dtype)[:, None]
         return value, grad
 
-    def _loss_and_grad(self, loss, X, Y, training):
-        value, grad = self._objective(loss, X, Y, training)
+    def _loss_and_grad(self, loss, X, Y, training, sample_weight=None):
+        value, grad = self._objective(loss, X, Y, training, sample_weight)
         self._backward(grad, False)
         return value
+
+    def summary(self, print_fn=print):
+        """Print a table of the layers (Keras' ``model.summary()``): kind, widths in -> out,
+        activation, parameter count, and the total, one line at a time through ``print_fn``."""
+        rows = [("#", "layer", "in -> out", "activation", "parameters")]
+        widths = [self.n_inputs] + [None] * len(self.layers)
+        for i, layer in enumerate(self.layers):  # a Dense layer fixes its widths, others pass on
+            if isinstance(layer, Dense):
+                widths[i], widths[i + 1] = layer.n_in, layer.n_out
+            else:
+                following = next((later.n_in for later in self.layers[i + 1:]
+                                  if isinstance(later, Dense)), None)
+                widths[i + 1] = following if following is not None else widths[i]
+        total = 0
+        for i, layer in enumerate(self.layers):
+            count = sum(int(np.size(getattr(layer, name))) for name in layer.param_names)
+            total += count
+            rows.append((str(i + 1), type(layer).__name__, f"{widths[i]} -> {widths[i + 1]}",
+                         getattr(layer, "activation", None) or "-", f"{count:,}"))
+        sizes = [max(len(row[j]) for row in rows) for j in range(5)]
+        for row in rows:
+            print_fn("  ".join(cell.rjust(size) if j in (0, 4) else cell.ljust(size)
+                               for j, (cell, size) in enumerate(zip(row, sizes))).rstrip())
+        print_fn(f"{total:,} parameters ({self.dtype.name})")
 
     def __repr__(self):
         inner = ",\n    ".join(repr(layer) for layer in self.layers)
         return f"Sequential([\n    {inner}])"
+
+
+def row_weights(sample_weight):
+    """The weights of a batch's rows scaled to mean 1: v_i = n w_i / sum_j w_j (float64).
+
+    The weighted objective of a batch is the weighted mean sum_i w_i l_i / sum_i w_i = mean_i
+    v_i l_i: its gradient with respect to the output is the unweighted one (l_i's gradient / n)
+    with row i scaled by v_i -- backprop carries the scale to every layer, as the rows of a
+    Dense layer are independent --, and a layer adding a per-row term to the objective (a
+    penalty, ``row_weights`` attribute) weights its rows by v alike.  Unit weights give v = 1,
+    the unweighted objective; integer weights give that of the batch with each row repeated
+    w_i times.
+    """
+    w = np.asarray(sample_weight, dtype=np.float64)
+    return w * (w.shape[0] / w.sum())
+
+
+def row_losses(loss, output, target):
+    """The loss of every row (float64), the terms whose mean ``fastbp.kernels.loss`` returns:
+    1/2 ||o_i - t_i||^2 (squared_error), -sum_j t_ij log softmax(o_i)_j (softmax_cross_entropy;
+    t_i a label or a row of probabilities) or sum_j softplus(o_ij) - t_ij o_ij
+    (sigmoid_cross_entropy), from the logits o, in stable forms."""
+    o = np.asarray(output, dtype=np.float64)
+    if loss == "squared_error":
+        return 0.5 * np.sum((o - target) ** 2, axis=1)
+    if loss == "sigmoid_cross_entropy":
+        return np.sum(np.logaddexp(0.0, o) - target * o, axis=1)
+    top = o.max(axis=1, keepdims=True)
+    log_p = o - top - np.log(np.exp(o - top).sum(axis=1, keepdims=True))
+    np.maximum(log_p, -np.finfo(np.float64).max, out=log_p)  # 0 * log 0 is 0, as the kernel's
+    if target.ndim == 1:  # labels
+        return -log_p[np.arange(o.shape[0]), target]
+    return -np.sum(target * log_p, axis=1)
 
 
 def _as_target(loss, Y, dtype, n, k):

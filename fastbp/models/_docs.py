@@ -1,0 +1,163 @@
+"""The numpydoc ``Parameters`` and ``Attributes`` sections of the estimators' docstrings.
+
+Every parameter and fitted attribute is described once, here; :func:`numpydoc` appends to a class
+docstring the entries of its ``__init__`` arguments (their defaults read from the signature, so a
+default is never written twice) and of the fitted attributes it names, so that
+``help(fastbp.MLPClassifier)`` lists them and Sphinx's numpydoc renders them.
+"""
+import inspect
+import textwrap
+
+__all__ = ["numpydoc", "PARAMETERS", "ATTRIBUTES", "MLP_ATTRIBUTES"]
+
+# name -> (type, description); the default comes from the class's signature
+PARAMETERS = {
+    # the networks
+    "hidden_layer_sizes": ("tuple of int", "Widths of the hidden layers; () for none."),
+    "n_components": ("int", "Size of the code: the bottleneck h = e(x) (Autoencoder), the latent "
+                     "z (VAE), the generator's noise z ~ N(0, I) (GAN)."),
+    "encoder_layer_sizes": ("tuple of int", "Widths of the encoder's hidden layers, from the "
+                            "input side."),
+    "decoder_layer_sizes": ("tuple of int or None", "Widths of the decoder's hidden layers, from "
+                            "the code side; None mirrors the encoder (an hourglass)."),
+    "generator_layer_sizes": ("tuple of int", "Widths of the generator's hidden layers."),
+    "discriminator_layer_sizes": ("tuple of int", "Widths of the discriminator's hidden layers."),
+    "activation": ("str", "Activation f of the hidden layers: any of "
+                   "``fastbp.kernels.ACTIVATIONS`` ('identity', 'sigmoid' = 'logistic', 'tanh', "
+                   "'relu', 'leaky_relu', 'softplus', 'elu', 'gelu', 'silu', 'softmax')."),
+    "activation_alpha": ("float or None", "The parameter of leaky_relu (its slope, 0.01 when "
+                         "None) or elu (its scale, 1.0 when None)."),
+    "code_activation": ("str or None", "Activation of the code layer; None: identity (a linear "
+                        "code), or sigmoid with ``sparsity='kl'``."),
+    "discriminator_activation": ("str", "Activation of the discriminator's hidden layers."),
+    "output_activation": ("str", "Activation of the generator's output layer (e.g. 'sigmoid' "
+                          "for data in [0, 1])."),
+    "dropout": ("float in [0, 1)", "Inverted-dropout rate after every hidden layer in training."),
+    # the objective
+    "loss": ("{'squared_error', 'cross_entropy'}", "Reconstruction loss: ||r - x||^2 / 2 per "
+             "row, or the sigmoid cross-entropy of the decoder's logits (X must lie in [0, 1])."),
+    "noise": ("{None, 'gaussian', 'mask'}", "Denoising: train on x + eps, eps ~ N(0, "
+              "noise_level^2 I), or on x with each input zeroed with probability noise_level; "
+              "fresh noise every epoch, clean targets."),
+    "noise_level": ("float >= 0", "Standard deviation (gaussian) or masked fraction (mask)."),
+    "sparsity": ("{None, 'l1', 'kl'}", "Sparse code: sparsity_weight * mean_i ||h_i||_1, or "
+                 "sparsity_weight * sum_j KL(rho || rho_hat_j) with rho = sparsity_target."),
+    "sparsity_weight": ("float >= 0", "Weight of the sparsity penalty."),
+    "sparsity_target": ("float in (0, 1)", "The target mean activation rho of ``sparsity='kl'``."),
+    "decoder_std": ("float > 0", "Standard deviation of the Gaussian p(x | z) (squared_error)."),
+    "prior_means": ("array-like of shape (C, n_components) or None", "None: the prior p(z) is "
+                    "N(0, I); else the equal-weight mixture of N(m_c, prior_std^2 I)."),
+    "prior_std": ("float > 0", "Standard deviation of every component of a mixture prior."),
+    "generator_loss": ("{'non_saturating', 'minimax'}", "G minimises -log D(G(z)) (strong "
+                       "gradients early) or log(1 - D(G(z))) (the game as written)."),
+    "n_discriminator_steps": ("int >= 1", "Discriminator steps between generator turns."),
+    "n_generator_steps": ("int >= 1", "Generator steps per turn."),
+    "discriminator_learning_rate": ("float > 0 or None", "D's learning rate; None: G's."),
+    "alpha": ("float >= 0", "L2 penalty alpha / (2 batch_size) * sum_l ||W^l||_F^2 per minibatch "
+              "(biases not penalised)."),
+    # the optimisation
+    "solver": ("{'adam', 'sgd', 'rmsprop', 'gd'}", "'sgd' (minibatch, with ``momentum`` and "
+               "``nesterovs_momentum``), 'adam' (``beta_1``, ``beta_2``, ``epsilon``), 'rmsprop' "
+               "(``torch.optim.RMSprop`` with ``beta_2`` as its alpha, ``epsilon`` as eps, "
+               "``momentum``; layer by layer) or 'gd' (full-batch gradient descent)."),
+    "learning_rate": ("{'constant', 'invscaling', 'adaptive', 'backtracking'}",
+                      "Step-length schedule (``fastbp.training``); 'backtracking' is an Armijo "
+                      "line search, for solver 'gd'."),
+    "learning_rate_init": ("float > 0", "The initial step length."),
+    "power_t": ("float >= 0", "Exponent of 'invscaling': learning_rate_init / (t + 1)^power_t."),
+    "batch_size": ("int or 'auto'", "Rows per minibatch; 'auto' = min(200, n_samples)."),
+    "max_iter": ("int >= 1", "Epochs at most (passes over the data)."),
+    "shuffle": ("bool", "Shuffle the rows every epoch."),
+    "random_state": ("int, RandomState instance, numpy Generator or None", "Initial weights, "
+                     "validation split, shuffling, dropout and noise.  As scikit-learn documents: "
+                     "an int gives the same fit on every call; a RandomState (or Generator) is "
+                     "drawn from, so successive fits differ; None draws from NumPy's global "
+                     "RandomState (``np.random.seed``)."),
+    "tol": ("float >= 0", "An epoch improves when the loss falls (or the validation score rises) "
+            "by more than tol."),
+    "n_iter_no_change": ("int >= 1", "Epochs in a row without improvement before stopping; "
+                         "``ConvergenceWarning`` when ``max_iter`` comes first."),
+    "verbose": ("bool", "Print the training path and one progress line per epoch."),
+    "warm_start": ("bool", "``fit`` continues from the current weights."),
+    "momentum": ("float in [0, 1)", "Momentum of 'sgd' (and 'rmsprop')."),
+    "nesterovs_momentum": ("bool", "Nesterov's momentum for 'sgd'."),
+    "early_stopping": ("bool", "Hold out ``validation_fraction`` of the rows (stratified for "
+                       "class labels; or use ``fit``'s ``validation_data``), stop on its score "
+                       "and restore the best weights."),
+    "validation_fraction": ("float in (0, 1)", "The held-out fraction for ``early_stopping``."),
+    "beta_1": ("float in [0, 1)", "Adam's decay of the first-moment estimate."),
+    "beta_2": ("float in [0, 1)", "Adam's decay of the second-moment estimate (RMSprop's alpha)."),
+    "epsilon": ("float > 0", "Adam's and RMSprop's denominator offset."),
+    "dtype": ("{'float32', 'float64'}", "Precision of the weights, activations and training "
+              "(float32 can train on the compiled engine)."),
+    "n_threads": ("int >= 1 or None", "Cap on BLAS threads (and the engine's) during fit and "
+                  "predict; None leaves the libraries' defaults."),
+}
+
+# name -> (type, description)
+ATTRIBUTES = {
+    "classes_": ("ndarray of shape (n_classes,)", "The sorted class labels (``arange(k)`` for "
+                 "multilabel targets)."),
+    "coefs_": ("list of ndarray", "W^l of every Dense layer (n_in x n_out, ``dtype``): the "
+               "network's own arrays."),
+    "intercepts_": ("list of ndarray", "b^l of every Dense layer (n_out,)."),
+    "n_features_in_": ("int", "Number of features seen in ``fit``."),
+    "feature_names_in_": ("ndarray of str", "Column names of a DataFrame X seen in ``fit`` "
+                          "(only then); later calls must pass the same columns in that order."),
+    "n_outputs_": ("int", "Width of the network's output."),
+    "n_layers_": ("int", "Number of layers, input and output included."),
+    "out_activation_": ("str", "The output g applied by the loss to the logits."),
+    "loss_": ("str", "The loss trained (a ``fastbp.kernels.LOSSES`` name)."),
+    "loss_curve_": ("list of float", "Mean objective per epoch."),
+    "validation_scores_": ("list of float or None", "Validation score per epoch (with "
+                           "``early_stopping`` or ``validation_data``)."),
+    "best_validation_score_": ("float or None", "The best of ``validation_scores_``."),
+    "best_loss_": ("float", "The lowest of ``loss_curve_``."),
+    "n_iter_": ("int", "Epochs run."),
+    "t_": ("int", "Training rows seen."),
+    "grad_norms_": ("ndarray of shape (n_iter_, n_dense_layers)", "Mean ||dW||_F of every "
+                    "Dense layer in every epoch: vanishing gradients show in its first column "
+                    "(``fastbp.GradientWarning``)."),
+    "learning_rates_": ("list of float", "Step length of every epoch."),
+    "fit_path_": ("str or None", "Which path trained the last fit: ``'engine'`` (the compiled "
+                  "engine) or ``'layerwise: <reason>'``; None for a model loaded from a file."),
+    "network_": ("fastbp.nn.Sequential", "The fitted network."),
+    "encoder_": ("fastbp.nn.Sequential", "The encoder e (x -> code; the VAE's: x -> [mu, "
+                 "log sigma^2])."),
+    "decoder_": ("fastbp.nn.Sequential", "The decoder d (code -> reconstruction logits)."),
+    "generator_": ("fastbp.nn.Sequential", "G: noise z -> sample."),
+    "discriminator_": ("fastbp.nn.Sequential", "D: point x -> logit of D(x)."),
+    "discriminator_coefs_": ("list of ndarray", "D's weight matrices."),
+    "discriminator_intercepts_": ("list of ndarray", "D's biases."),
+    "generator_loss_curve_": ("list of float", "G's mean objective per epoch (= loss_curve_)."),
+    "discriminator_loss_curve_": ("list of float", "D's mean -L per epoch."),
+}
+
+MLP_ATTRIBUTES = ("coefs_", "intercepts_", "n_features_in_", "feature_names_in_", "n_outputs_",
+                  "n_layers_", "out_activation_", "loss_", "loss_curve_", "validation_scores_",
+                  "best_validation_score_", "best_loss_", "n_iter_", "t_", "grad_norms_",
+                  "learning_rates_", "fit_path_", "network_")
+
+
+def _entry(name, kind, text, default=inspect.Parameter.empty):
+    head = f"{name} : {kind}"
+    if default is not inspect.Parameter.empty:
+        head += f", default={default!r}"
+    return head + "\n" + textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="    ")
+
+
+def numpydoc(*attributes):
+    """Class decorator: append numpydoc ``Parameters`` (every ``__init__`` argument, described
+    in ``PARAMETERS``, with its default) and ``Attributes`` (the names given, from
+    ``ATTRIBUTES``) sections to the class docstring.  A missing description is a KeyError at
+    import: every parameter is documented."""
+    def decorate(cls):
+        signature = inspect.signature(cls.__init__)
+        params = [_entry(name, *PARAMETERS[name], parameter.default)
+                  for name, parameter in signature.parameters.items() if name != "self"]
+        attrs = [_entry(name, *ATTRIBUTES[name]) for name in attributes]
+        cls.__doc__ = "\n\n".join([inspect.cleandoc(cls.__doc__ or ""),
+                                   "Parameters\n----------\n" + "\n".join(params),
+                                   "Attributes\n----------\n" + "\n".join(attrs)]) + "\n"
+        return cls
+    return decorate
