@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from fastbp.kernels import ops, registry
-from fastbp.kernels._checks import hyperparameter
+from fastbp.kernels._checks import FLOAT_DTYPES, hyperparameter
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "OPTIMIZERS"]
 
@@ -74,8 +74,9 @@ class Optimizer:
     Raises
     ------
     ValueError
-        A hyperparameter outside its domain, a weight decay that is negative or not finite, or a
-        weight-decay list of the wrong length.
+        A hyperparameter outside its domain (an eps-like one below the smallest normal number
+        of the narrowest parameter dtype: it would vanish in the divisor), a weight decay that is
+        negative or not finite, or a weight-decay list of the wrong length.
     TypeError
         An unknown hyperparameter.
     """
@@ -89,9 +90,12 @@ class Optimizer:
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown hyperparameters {sorted(unknown)}")
         self.params = list(params)
+        # the eps-like bounds ("tiny") are the narrowest parameter dtype's, as the kernels' checks
+        narrowest = min((p.dtype for p in self.params if getattr(p, "dtype", None) in FLOAT_DTYPES),
+                        key=lambda dtype: dtype.itemsize, default=None)
         for h in entry.hyper:
             if h.name != "weight_decay":
-                setattr(self, h.name, hyperparameter(h, hyper.get(h.name, h.default)))
+                setattr(self, h.name, hyperparameter(h, hyper.get(h.name, h.default), narrowest))
         self.weight_decay = _decays(self.params, weight_decay)
         for name, wanted_by in entry.state.items():
             kept = wanted_by is None or getattr(self, wanted_by)
@@ -228,7 +232,8 @@ class Adam(Optimizer):
     beta2 : float in [0, 1), default 0.999
         The decay of the second-moment estimate v per step.
     eps : float > 0, default 1e-8
-        Added to sqrt(v_hat) in the divisor.
+        Added to sqrt(v_hat) in the divisor; at least the smallest normal number of the
+        parameters' dtype (1.2e-38 for float32).
     weight_decay : float >= 0 or sequence of float >= 0, default 0.0
         The L2 coefficient, one for all or one per parameter.
 
@@ -270,7 +275,8 @@ class RMSprop(Optimizer):
     alpha : float in [0, 1), default 0.99
         The smoothing constant of the running means.
     eps : float > 0, default 1e-8
-        Added to the root mean square (the divisor).
+        Added to the root mean square (the divisor); at least the smallest normal number of the
+        parameters' dtype (1.2e-38 for float32).
     weight_decay : float >= 0 or sequence of float >= 0, default 0.0
         The L2 coefficient, one for all or one per parameter.
     momentum : float >= 0, default 0.0
