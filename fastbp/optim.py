@@ -78,7 +78,7 @@ class Optimizer:
         of the narrowest parameter dtype: it would vanish in the divisor), a weight decay that is
         negative or not finite, or a weight-decay list of the wrong length.
     TypeError
-        An unknown hyperparameter.
+        An unknown hyperparameter, or one that is no real number.
     """
 
     step_name = None  # a key of fastbp.kernels.registry.STEPS, set by each subclass

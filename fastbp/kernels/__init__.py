@@ -568,8 +568,8 @@ def step_update(name, param, grad, *states, step=None, **hyper):
     Raises
     ------
     TypeError
-        A non-float dtype, buffers whose dtype differs from param's, an unknown hyperparameter,
-        more state arrays than the step keeps, a missing ``step`` for a step that counts (or one
+        A non-float dtype, buffers whose dtype differs from param's, an unknown hyperparameter
+        or one that is no real number, more state arrays than the step keeps, a missing ``step`` for a step that counts (or one
         given to a step that does not), a non-integer ``step``.
     ValueError
         An unknown step, a hyperparameter outside its domain, ``step`` < 1, a missing state
@@ -673,7 +673,7 @@ def _named_step(name):
     lines += ["", "Returns", "-------", "None", "    param and the state arrays are updated in place.",
               "", "Raises", "------",
               "TypeError", "    A non-float dtype, arrays whose dtype differs from param's, an "
-              "unknown hyperparameter or argument" + (", a missing or non-integer ``step``"
+              "unknown hyperparameter or argument, a hyperparameter that is no real number" + (", a missing or non-integer ``step``"
                                                      if entry.counts_steps else "") + ".",
               "ValueError", "    A hyperparameter outside its domain"
               + (", ``step`` < 1" if entry.counts_steps else "") + ", a missing state array, a "
