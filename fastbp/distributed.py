@@ -1,15 +1,17 @@
 """Data-parallel training over MPI (mpi4py): the same fit on many processes, one model.
 
-Every rank runs the same program.  Inside ``with data_parallel():`` every fit is data-parallel::
+Every rank runs the same program.  Inside ``with data_parallel():`` every fit is
+data-parallel (run it as ``mpiexec -n 4 python train.py``)::
 
     from fastbp.distributed import data_parallel
     with data_parallel():                  # comm=None: mpi4py's MPI.COMM_WORLD
-        clf = fastbp.MLPClassifier(random_state=0).fit(X, y)   # mpiexec -n 4 python train.py
+        clf = fastbp.MLPClassifier(random_state=0).fit(X, y)
 
 Estimators stay plain objects (picklable, clonable): the communicator lives in the context (a
 ``contextvars.ContextVar``, per thread and asyncio task), not in them.
 
-Modes.
+Modes:
+
 - Replicated (default): every rank passes the same X and y.  Each global minibatch of
   ``batch_size`` rows (the rows one process would take, in its order) is split into P contiguous
   shares (rank r takes rows [n r / P, n (r + 1) / P) of it: sizes differ by at most one row, and a
@@ -57,7 +59,13 @@ _context = contextvars.ContextVar("fastbp_data_parallel", default=None)
 
 
 def current():
-    """The :class:`DataParallel` of the enclosing ``data_parallel`` block, or None."""
+    """The data-parallel context in force.
+
+    Returns
+    -------
+    DataParallel or None
+        The :class:`DataParallel` of the enclosing ``data_parallel`` block, or None.
+    """
     return _context.get()
 
 
@@ -71,13 +79,33 @@ def _mpi():
 
 
 def share(n, rank, size):
-    """(lo, hi): rank's contiguous share of n rows split over size ranks (sizes differ by at most
-    one; the later ranks get the extra rows)."""
+    """A rank's contiguous share of n rows split over ``size`` ranks.
+
+    Parameters
+    ----------
+    n : int
+        The rows to split.
+    rank, size : int
+        The rank (0 <= rank < size) and the number of ranks.
+
+    Returns
+    -------
+    tuple of int
+        (lo, hi): the rows [lo, hi) of this rank; sizes differ by at most one (the later ranks
+        get the extra rows), and a rank may have none.
+    """
     return n * rank // size, n * (rank + 1) // size
 
 
 class DataParallel:
     """One data-parallel context: the communicator and the collective steps a fit takes.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        The ranks taking part.
+    sharded : bool
+        Whether each rank holds only its own rows.
 
     Attributes
     ----------
@@ -95,25 +123,73 @@ class DataParallel:
 
     # ------------------------------------------------------------ collectives
     def broadcast(self, value):
-        """Rank 0's ``value`` (any picklable object) on every rank."""
+        """Rank 0's value on every rank.
+
+        Parameters
+        ----------
+        value : object
+            Any picklable object (read on rank 0 only).
+
+        Returns
+        -------
+        object
+            Rank 0's value.
+        """
         return self.comm.bcast(value, root=0)
 
     def broadcast_arrays(self, arrays):
-        """Rank 0's contents of ``arrays`` (C-contiguous, same shapes on every rank), in place."""
+        """Rank 0's contents of the arrays, in place on every rank.
+
+        Parameters
+        ----------
+        arrays : list of ndarray
+            C-contiguous, of the same shapes and dtypes on every rank.
+        """
         for array in arrays:
             self.comm.Bcast(array, root=0)
 
     def allreduce(self, buffer):
-        """``buffer`` (a C-contiguous array) summed over the ranks, in place on every rank."""
+        """The buffer summed over the ranks, in place on every rank.
+
+        Parameters
+        ----------
+        buffer : ndarray
+            C-contiguous, of the same shape and dtype on every rank.
+        """
         self.comm.Allreduce(self._MPI.IN_PLACE, buffer, op=self._MPI.SUM)
 
     def maximum(self, value):
+        """The largest of the ranks' numbers.
+
+        Parameters
+        ----------
+        value : int or float
+
+        Returns
+        -------
+        int or float
+        """
         return self.comm.allreduce(value, op=self._MPI.MAX)
 
     # ------------------------------------------------------------ a fit
     def start(self, network, X, Y, rng):
         """Make a fit's start the same on every rank: the same rows (replicated mode: checked),
-        rank 0's weights and random generators."""
+        rank 0's weights and random generators.
+
+        Parameters
+        ----------
+        network : fastbp.nn.Sequential
+            Its parameters and its layers' generators take rank 0's values.
+        X, Y : ndarray
+            This rank's training rows and targets.
+        rng : numpy.random.Generator
+            The fit's shuffling generator (sharded: reseeded per rank from rank 0's).
+
+        Raises
+        ------
+        ValueError
+            Replicated mode, when the ranks' rows differ (on every rank alike).
+        """
         if not self.sharded:
             mine = (zlib.crc32(np.ascontiguousarray(X).data),
                     zlib.crc32(np.ascontiguousarray(Y).data), X.shape, Y.shape)

@@ -151,7 +151,49 @@ MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and t
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings (scikit-learn's names and defaults)."""
+    """Optimisation settings (scikit-learn's names and defaults).
+
+    Every field is also an attribute of the same name.  The solvers' hyperparameters reach the
+    optimizer by ``CONFIG_NAMES`` (:func:`make_optimizer`); the schedules, convergence and the
+    objective are described in the module docstring.
+
+    Parameters
+    ----------
+    solver : {'adam', 'sgd', 'rmsprop', 'gd'}, default 'adam'
+        One of ``SOLVERS``: an optimizer of ``fastbp.optim`` by its step's name, or 'gd' (full
+        batch SGD: one batch of all rows in order, no shuffling).
+    learning_rate : {'constant', 'invscaling', 'adaptive', 'backtracking'}, default 'constant'
+        The schedule of the learning rate ('backtracking': an Armijo line search, 'gd' only).
+    learning_rate_init : float > 0, default 1e-3
+        The first epoch's learning rate (the optimizer's ``lr``).
+    power_t : float >= 0, default 0.5
+        The exponent of 'invscaling'.
+    momentum : float in [0, 1), default 0.9
+        SGD's and RMSprop's momentum.
+    nesterovs_momentum : bool, default True
+        Nesterov's momentum for SGD.
+    beta_1 : float in [0, 1), default 0.9
+        Adam's first-moment decay.
+    beta_2 : float in [0, 1), default 0.999
+        Adam's second-moment decay; RMSprop's smoothing constant ``alpha``.
+    epsilon : float > 0, default 1e-8
+        Adam's and RMSprop's ``eps``.
+    alpha : float >= 0, default 1e-4
+        The L2 penalty: weight decay alpha / batch_size on every weight matrix (not the
+        biases), see :func:`weight_decays`.
+    batch_size : int >= 1 or 'auto', default 'auto'
+        Rows per minibatch, see :func:`resolve_batch_size`.
+    max_iter : int >= 1, default 200
+        The most epochs of a fit.
+    shuffle : bool, default True
+        Whether each epoch visits the rows in a new random order.
+    tol : float >= 0, default 1e-4
+        The improvement of the loss (or validation score) an epoch must make to count.
+    n_iter_no_change : int >= 1, default 10
+        Epochs without improvement before training stops (or 'adaptive' divides the rate).
+    verbose : bool, default False
+        Progress lines, one per epoch (the first names the fit path).
+    """
 
     solver: str = "adam"
     learning_rate: str = "constant"
@@ -171,6 +213,19 @@ class TrainConfig:
     verbose: bool = False
 
     def validate(self):
+        """Check every field's value.
+
+        Returns
+        -------
+        TrainConfig
+            This object.
+
+        Raises
+        ------
+        ValueError
+            Any field outside its domain (the message shows the whole configuration), an
+            unknown solver or schedule, or 'backtracking' with a solver other than 'gd'.
+        """
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if self.learning_rate not in LEARNING_RATES:
@@ -203,14 +258,45 @@ class TrainConfig:
 class TrainState:
     """What training leaves behind and a later partial fit or warm start continues from.
 
-    Per epoch: ``loss_curve`` (mean objective), ``validation_scores`` (with a validation score),
-    ``grad_norms`` (float64 array per epoch: mean ||dW||_F of each Dense layer),
-    ``learning_rates``, ``epoch_times`` (seconds) and, for 'backtracking', ``line_search``
-    (tuples F(w), accepted step, ||g||^2, F(w - step g)).  Totals: ``n_iter`` epochs, ``t``
-    training rows seen, ``best_loss``, ``best_validation_score``; ``optimizer`` and ``lr`` carry on.
-    ``fit_path``: which path trained the last fit call (``"engine"`` or ``"layerwise: <reason>"``,
-    see :func:`make_trainer`); None before any.  ``gradient_warned``: a GradientWarning was given
-    (:func:`gradient_imbalance`: once per state).
+    Made empty (no parameters); :func:`fit_network` fills it.
+
+    Attributes
+    ----------
+    loss_curve : list of float
+        Per epoch, the mean objective (data loss plus the L2 penalty) over the rows.
+    validation_scores : list of float
+        Per epoch, the validation score (with a ``validation_score`` callable).
+    grad_norms : list of ndarray of float64, shape (n_dense,)
+        Per epoch, the mean over its minibatches of ||dW||_F of each Dense layer.
+    learning_rates : list of float
+        Per epoch, the learning rate it used.
+    epoch_times : list of float
+        Per epoch, its wall-clock time in seconds.
+    line_search : list of tuple of 4 floats
+        For 'backtracking', per epoch: F(w), the accepted step, ||g||^2, F(w - step g).
+    n_iter : int
+        Epochs trained, over every fit call.
+    t : int
+        Training rows seen (n per epoch), over every fit call.
+    best_loss : float
+        The lowest epoch loss (inf before any).
+    best_validation_score : float
+        The highest validation score (-inf before any).
+    no_improvement_count : int
+        Consecutive epochs without improvement, so far.
+    optimizer : fastbp.optim.Optimizer or None
+        The optimizer, carried on by a partial fit; None before any fit.
+    lr : float or None
+        The learning rate the next epoch uses (the schedule's state).
+    best_params : list of ndarray or None
+        With early stopping, the weights of the best validation score.
+    converged : bool
+        Whether the last fit stopped by convergence.
+    fit_path : str or None
+        Which path trained the last fit call (``"engine"`` or ``"layerwise: <reason>"``, see
+        :func:`make_trainer`); None before any.
+    gradient_warned : bool
+        Whether a GradientWarning was given (:func:`gradient_imbalance`: once per state).
     """
 
     def __init__(self):
@@ -234,7 +320,27 @@ class TrainState:
 
 
 def resolve_batch_size(batch_size, n, solver):
-    """Rows per minibatch: n for 'gd', min(200, n) for 'auto', else clipped to [1, n] (warned)."""
+    """Rows per minibatch, as scikit-learn's MLP chooses them.
+
+    Parameters
+    ----------
+    batch_size : int or 'auto'
+        The configured size (``TrainConfig.batch_size``).
+    n : int
+        The training rows.
+    solver : str
+        The solver ('gd' takes all rows at once).
+
+    Returns
+    -------
+    int
+        n for 'gd', min(200, n) for 'auto', else ``batch_size`` clipped to [1, n].
+
+    Warns
+    -----
+    UserWarning
+        When ``batch_size`` is clipped (scikit-learn's words).
+    """
     if solver == "gd":
         return n
     if batch_size == "auto":
@@ -246,8 +352,24 @@ def resolve_batch_size(batch_size, n, solver):
 
 
 def weight_decays(network, alpha, batch_size):
-    """Per-parameter L2 coefficients in ``network.params()`` order: alpha / batch_size for the
-    weights W of every Dense layer, 0 for the biases."""
+    """Per-parameter L2 coefficients: scikit-learn's penalty alpha / (2 batch_size) ||W||^2 as
+    weight decays.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network; its layers' ``param_names`` tell weights ("W") from biases.
+    alpha : float >= 0
+        The L2 penalty (``TrainConfig.alpha``).
+    batch_size : int >= 1
+        Rows per minibatch.
+
+    Returns
+    -------
+    list of float
+        In ``network.params()`` order: alpha / batch_size for the weights W of every Dense
+        layer, 0.0 for the biases.
+    """
     decays = []
     for layer in network.layers:
         for name in layer.param_names:
@@ -256,8 +378,23 @@ def weight_decays(network, alpha, batch_size):
 
 
 def make_optimizer(network, config, batch_size):
-    """The solver's optimizer over the network's parameters, its hyperparameters from ``config``
-    (CONFIG_NAMES; the others at the optimizer's defaults), the L2 penalty as weight decays."""
+    """The solver's optimizer over the network's parameters.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network whose ``params()`` the optimizer updates.
+    config : TrainConfig
+        The solver ('gd': SGD) and its hyperparameters by ``CONFIG_NAMES`` (the others at the
+        optimizer's defaults; 'backtracking' takes plain steps, momentum 0).
+    batch_size : int >= 1
+        Rows per minibatch (the weight decays are alpha / batch_size).
+
+    Returns
+    -------
+    fastbp.optim.Optimizer
+        A new optimizer, the L2 penalty as its weight decays (:func:`weight_decays`).
+    """
     optimizer = OPTIMIZERS["sgd" if config.solver == "gd" else config.solver]
     settings = {}
     for name in inspect.signature(optimizer).parameters:
@@ -302,11 +439,43 @@ class _Workspace:
 
 def train_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_out, work=None,
                 sample_weight=None):
-    """One epoch of minibatch backprop, layer by layer; returns the mean objective.
+    """One epoch of minibatch backprop, layer by layer.
 
-    See the module docstring for the exact definition (what a compiled trainer reproduces), and
-    for the weighted epoch (``sample_weight``: one float64 weight >= 0 per row of X, or None).
-    ``work`` is a workspace reused across epochs (made if None).
+    See the module docstring for the exact definition (what a compiled trainer reproduces):
+    per minibatch the forward pass, the loss, the backward pass ("CS771 Deep Learning III",
+    slides 14-19) and one optimizer step.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network, trained in place (training mode: dropout on).
+    loss : str
+        One of ``fastbp.kernels.LOSSES``, on the network's output.
+    optimizer : fastbp.optim.Optimizer
+        Over ``network.params()``; stepped once per minibatch (``optimizer.t`` advances).
+    X : ndarray, shape (n, d)
+        The inputs, C-contiguous, of the network's dtype.
+    Y : ndarray, shape (n, k), or shape (n,) of intp
+        The targets, of the network's dtype (intp class labels for softmax cross-entropy).
+    order : ndarray of intp, shape (m,)
+        The rows of the epoch, in visiting order (a permutation of range(n), or a subset).
+    batch_size : int >= 1
+        Rows per minibatch (the last may be shorter).
+    grad_norms_out : ndarray of float64, shape (n_dense,)
+        Written: the mean over the minibatches of ||dW||_F of each Dense layer.
+    work : object, optional
+        The buffers of an earlier call on the same network and target layout, reused; None
+        (default): made here.
+    sample_weight : ndarray of float64, shape (n,), optional
+        One weight >= 0 per row of X: the weighted epoch of the module docstring; None (default):
+        unweighted.
+
+    Returns
+    -------
+    float
+        sum_B n_B F_B / m, the rows' mean of the minibatch objectives F_B (data loss plus the L2
+        penalty, at the parameters before each step; weighted: the weight-averaged batch
+        objective); 0.0 for no rows.
     """
     if work is None:
         work = _Workspace(network, Y)
@@ -352,9 +521,29 @@ def train_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_ou
 
 
 class LayerwiseTrainer:
-    """The Python epoch behind the compiled trainer's interface (weighted by ``sample_weight``,
-    one weight per row of the X it trains on, when given; ``parallel``: a
-    ``fastbp.distributed.DataParallel``, for :func:`data_parallel_epoch`)."""
+    """The Python epoch behind the compiled trainer's interface: :func:`train_epoch` with its
+    workspace kept between epochs.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network it trains.
+    loss : str
+        One of ``fastbp.kernels.LOSSES``.
+    optimizer : fastbp.optim.Optimizer
+        Over ``network.params()``.
+    batch_size : int >= 1
+        Rows per minibatch.
+    sample_weight : ndarray of float64, shape (n,), optional
+        One weight per row of the X it trains on (the weighted epoch); None: unweighted.
+    parallel : fastbp.distributed.DataParallel, optional
+        A data-parallel context: the epochs are :func:`data_parallel_epoch`'s.
+
+    Attributes
+    ----------
+    network, loss, optimizer, batch_size, sample_weight, parallel
+        As given.
+    """
 
     def __init__(self, network, loss, optimizer, batch_size, sample_weight=None, parallel=None):
         self.network, self.loss, self.optimizer, self.batch_size = network, loss, optimizer, batch_size
@@ -363,6 +552,19 @@ class LayerwiseTrainer:
         self._work = None
 
     def train_epoch(self, X, Y, order, grad_norms_out):
+        """One epoch: :func:`train_epoch` with this trainer's network, loss, optimizer and batch
+        size.
+
+        Parameters
+        ----------
+        X, Y, order, grad_norms_out
+            As for :func:`train_epoch`.
+
+        Returns
+        -------
+        float
+            The epoch's mean objective.
+        """
         if self._work is None or self._work.y_tail != Y.shape[1:] or self._work.y_dtype != Y.dtype:
             self._work = _Workspace(self.network, Y)
         if self.parallel is not None:
@@ -447,11 +649,36 @@ _engine_warned = False
 
 
 def make_trainer(network, loss, optimizer, batch_size):
-    """(trainer, fit path): the compiled trainer and ``"engine"`` when ``fastbp.engine`` accepts
-    this network, loss and optimizer, else a :class:`LayerwiseTrainer` and ``"layerwise: "`` with
-    the engine's reason (``fastbp.engine.engine_decline``: "float64", "numpy backend", "not a plain
-    Dense/Dropout stack (SparsityPenalty layer)", ...; "engine unavailable (ImportError: ...)"
-    when the module cannot be imported -- then also one RuntimeWarning, unless it is absent)."""
+    """The epoch trainer of one fit: the compiled engine where it can, else layer by layer.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network to train.
+    loss : str
+        One of ``fastbp.kernels.LOSSES``.
+    optimizer : fastbp.optim.Optimizer
+        Over ``network.params()``.
+    batch_size : int >= 1
+        Rows per minibatch.
+
+    Returns
+    -------
+    trainer : object
+        Its ``train_epoch(X, Y, order, grad_norms_out)`` runs one epoch (as :func:`train_epoch`):
+        the compiled trainer when ``fastbp.engine`` accepts this network, loss and optimizer,
+        else a :class:`LayerwiseTrainer`.
+    fit_path : str
+        ``"engine"``, or ``"layerwise: "`` and the engine's reason
+        (``fastbp.engine.engine_decline``: "float64", "numpy backend", "not a plain
+        Dense/Dropout stack (SparsityPenalty layer)", ...; "engine unavailable (ImportError:
+        ...)" when the module cannot be imported).
+
+    Warns
+    -----
+    RuntimeWarning
+        Once per process, when ``fastbp.engine`` exists but cannot be imported.
+    """
     global _engine_warned
     try:
         engine = importlib.import_module("fastbp.engine")
@@ -491,8 +718,38 @@ def armijo_step(network, loss, X, Y, decays, lr_start, grad_norms_out, search=No
     """One full-batch gradient step with Armijo backtracking (on the weighted objective with
     ``sample_weight``, whose ``decays`` the caller scales: see the module docstring).
 
-    Returns (F(w), accepted step, ||g||^2, F(w_new)); an accepted step of 0.0 means none of
-    ``max_halvings`` halvings of ``lr_start`` decreased F enough (the weights are unchanged).
+    Halve the step from ``lr_start`` until F(w - lr g) <= F(w) - c lr ||g||^2 (Armijo's
+    sufficient-decrease condition; Nocedal & Wright, "Numerical Optimization", 2nd ed., 3.1).
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network, updated in place (no dropout: the objective must be deterministic).
+    loss : str
+        One of ``fastbp.kernels.LOSSES``.
+    X : ndarray, shape (n, d)
+        All training inputs.
+    Y : ndarray, shape (n, k), or shape (n,) of intp
+        Their targets.
+    decays : list of float
+        The weight decays, in ``network.params()`` order (:func:`weight_decays`).
+    lr_start : float > 0
+        The first step length tried.
+    grad_norms_out : ndarray of float64, shape (n_dense,)
+        Written: ||dW||_F of each Dense layer.
+    search : object, optional
+        Buffers of an earlier call on this network, reused; None: made here.
+    c : float, default ARMIJO_C
+        The sufficient-decrease constant.
+    max_halvings : int, default ARMIJO_MAX_HALVINGS
+        The most step lengths tried.
+
+    Returns
+    -------
+    tuple of 4 floats
+        (F(w), accepted step, ||g||^2, F(w_new)); an accepted step of 0.0 means none of
+        ``max_halvings`` halvings of ``lr_start`` decreased F enough (the weights are
+        unchanged).
     """
     search = search or _LineSearch(network)
     params, grads = network.params(), network.grads()
@@ -523,11 +780,32 @@ def armijo_step(network, loss, X, Y, decays, lr_start, grad_norms_out, search=No
 def check_finite(epoch, lr, learning_rate_init, params, X=None, name="training", **values):
     """Raise ValueError unless every value and parameter of a finished epoch is finite.
 
-    ``values``: named losses and gradient norms (floats or arrays; None is skipped), e.g.
-    ``loss=value, gradient_norms=norms``; ``params``: the parameter arrays.  The message names
-    what became non-finite, the ``epoch``, the learning rate ``lr`` it used, ``learning_rate_init``
-    and, with the training inputs X, their largest magnitude (large inputs overflow as surely as a
-    large step).  A NaN parameter makes every later loss NaN, so checking each epoch is enough.
+    A NaN parameter makes every later loss NaN, so checking each epoch is enough.
+
+    Parameters
+    ----------
+    epoch : int
+        The epoch's number (for the message).
+    lr : float
+        The learning rate it used.
+    learning_rate_init : float
+        The configured initial rate (for the message's advice).
+    params : iterable of ndarray
+        The parameter arrays.
+    X : ndarray, optional
+        The training inputs: the message then gives their largest magnitude (large inputs
+        overflow as surely as a large step).  Default None.
+    name : str, default 'training'
+        The model's name, first in the message.
+    **values
+        Named losses and gradient norms (floats or arrays; None is skipped), e.g.
+        ``loss=value, gradient_norms=norms``.
+
+    Raises
+    ------
+    ValueError
+        When any value or parameter is not finite: the message names what became
+        non-finite, the epoch, ``lr``, ``learning_rate_init`` and the advice.
     """
     bad = [name_.replace("_", " ") for name_, value in values.items()
            if value is not None and not np.isfinite(value).all()]
@@ -574,10 +852,34 @@ def gradient_imbalance(grad_norms, dense_layers, epochs=GRADIENT_EPOCHS):
 
 
 def start_loss(network, loss, X, Y, decays, rows, sample_weight=None):
-    """The objective F at the current weights on the first ``rows`` rows of (X, Y), as an epoch
-    computes it (training mode: dropout and sampling on; weighted by ``sample_weight``, one
-    weight per row of X, when given and not all 0 on those rows), with every layer's generator
-    put back: the training that follows draws what it would have drawn."""
+    """The objective F at the current weights on the first rows of (X, Y), as an epoch computes
+    it (training mode: dropout and sampling on).
+
+    Every layer's random generator is put back: the training that follows draws what it would
+    have drawn.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network (not changed).
+    loss : str
+        One of ``fastbp.kernels.LOSSES``.
+    X : ndarray, shape (n, d)
+        The inputs.
+    Y : ndarray, shape (n, k), or shape (n,) of intp
+        Their targets.
+    decays : list of float
+        The weight decays, in ``network.params()`` order.
+    rows : int
+        How many leading rows to use (a first minibatch).
+    sample_weight : ndarray of float64, shape (n,), optional
+        One weight per row of X: the weighted objective, when not all 0 on those rows.
+
+    Returns
+    -------
+    float
+        The mean data loss over those rows plus the L2 penalty 1/2 sum_i decays_i ||p_i||^2.
+    """
     weights = None if sample_weight is None else sample_weight[:rows]
     if weights is not None and weights.sum() > 0:
         decays = [decay * rows / weights.sum() for decay in decays]
@@ -595,9 +897,27 @@ def start_loss(network, loss, X, Y, decays, rows, sample_weight=None):
 
 
 def divergence(state, start, tol, window):
-    """Why a stop for want of improvement is not convergence (module docstring), or None: the
-    loss of the last ``window`` epochs rose above the best before them on average, or the best is
-    over twice the loss at the ``start`` of the fit (None: unknown)."""
+    """Why a stop for want of improvement is not convergence (module docstring), or None.
+
+    Parameters
+    ----------
+    state : TrainState
+        The training so far (its ``loss_curve`` and ``best_loss``).
+    start : float or None
+        The loss at the start of the fit (:func:`start_loss`); None: unknown.
+    tol : float
+        The configured tolerance.
+    window : int
+        The epochs without improvement that stopped training (``n_iter_no_change``).
+
+    Returns
+    -------
+    str or None
+        The reason, for the warning: the loss of the last ``window`` epochs rose above the best
+        before them on average (by more than max(tol, ``DIVERGENCE_RISE`` times the loss's
+        scale)), or the best loss exceeds ``start`` by more than ``max(tol, abs(start))`` (for a positive
+        start: over twice it); None when neither holds.
+    """
     before, recent, best = state.loss_curve[:-window], state.loss_curve[-window:], state.best_loss
     if before:
         mean, best_before = math.fsum(recent) / len(recent), min(before)
@@ -615,42 +935,86 @@ def divergence(state, start, tol, window):
 def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation_score=None,
                 early_stopping=True, incremental=False, callback=None, log=print, name="training",
                 stacklevel=2, trainer=None, converge=True, sample_weight=None):
-    """Train ``network`` on (X, Y) and return the :class:`TrainState` (``state`` updated in place).
+    """Train ``network`` on (X, Y): the one training loop of every model.
 
-    X: C-contiguous (n, d) array of the network's dtype; Y: (n, k) array of that dtype, or for
-    softmax cross-entropy a 1-D intp label vector.  ``config``: :class:`TrainConfig`.
-    ``state``: a previous state to continue (warm start / partial fit) or None.
-    ``rng``: ``numpy.random.Generator`` for shuffling.
-    ``validation_score``: callable(network) -> float, higher is better, scored after every epoch
-    (``state.validation_scores``, shown in the progress lines).  With ``early_stopping`` (default)
-    it drives convergence (no improvement of the score) and the best weights are restored at the
-    end; with ``early_stopping=False`` it is only recorded and convergence is judged on the loss.
-    ``incremental``: one epoch (partial fit): keep the optimizer, no convergence test, no warning.
-    ``callback``: callable(state) after every epoch; a true return value stops training.
-    ``log``: where verbose progress lines go (the first names the fit path).  ``stacklevel``: of
-    the warnings, as seen from the caller of ``fit_network`` (estimators pass the depth of their
-    public method's caller).
+    Epochs of minibatch backprop (the engine or layer by layer, :func:`make_trainer`) with
+    shuffling, learning-rate schedules, convergence, early stopping and the per-epoch records;
+    the module docstring gives the exact rules.
 
-    ``trainer``: the step hook, for models whose epoch is not the network's own minibatch backprop
-    (the GAN's alternating discriminator and generator steps): None (the engine or the layer-by-
-    layer epoch, :func:`make_trainer`), or a callable ``trainer(optimizer, batch_size, fresh) ->
-    (epoch trainer, fit path)``, called once per fit with the network's optimizer (``fresh``: made
-    by this call, not carried on by a partial fit).  The epoch trainer runs each epoch as
-    ``train_epoch(X, Y, order, grad_norms_out) -> loss`` (as :class:`LayerwiseTrainer`: reading
-    ``optimizer.lr``, writing one gradient norm per Dense layer of ``network``) and may define
-    ``epoch_values(loss, grad_norms) -> dict`` (the named values checked finite and shown in the
-    verbose line; default ``loss`` and ``gradient_norms``) and ``params()`` (the arrays checked
-    finite; default ``network.params()``).  Everything around the epochs -- shuffling, schedules,
-    bookkeeping, ``max_iter``, the non-finite check, verbose lines -- is this loop's.
-    ``converge``: False for an objective with no minimum to settle at (a GAN's): no start loss,
-    no convergence or divergence test, no ConvergenceWarning; ``max_iter`` epochs run.
-    ``sample_weight``: None, or one float64 weight >= 0 per row of X (not all 0): every batch's
-    objective is weighted (the module docstring); the epochs run layer by layer (the engine has
-    no weights yet: ``fit_path`` ``"layerwise: sample_weight"``).  A ``trainer`` hook weights its
-    own steps.
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network, trained in place.
+    loss : str
+        One of ``fastbp.kernels.LOSSES``, on the network's output.
+    X : ndarray, shape (n, d)
+        The inputs, C-contiguous, of the network's dtype.
+    Y : ndarray, shape (n, k), or shape (n,) of intp
+        The targets, of the network's dtype; for softmax cross-entropy a 1-D intp label vector.
+    config : TrainConfig
+        The settings (validated here).
+    state : TrainState, optional
+        A previous state to continue (warm start / partial fit), updated in place; None
+        (default): a new one.
+    rng : numpy.random.Generator or int or None, optional
+        For shuffling (``numpy.random.default_rng(rng)``).
+    validation_score : callable, optional
+        ``validation_score(network) -> float``, higher is better, scored after every epoch
+        (``state.validation_scores``, shown in the progress lines).
+    early_stopping : bool, default True
+        With a ``validation_score``: it drives convergence (no improvement of the score) and the
+        best weights are restored at the end; False: the score is only recorded and convergence
+        is judged on the loss.
+    incremental : bool, default False
+        One epoch (partial fit): keep the optimizer, no convergence test, no warning.
+    callback : callable, optional
+        ``callback(state)`` after every epoch; a true return value stops training.
+    log : callable, default print
+        Where verbose progress lines go (the first names the fit path).
+    name : str, default 'training'
+        The model's name in the progress lines, warnings and errors.
+    stacklevel : int, default 2
+        Of the warnings, as seen from the caller of ``fit_network`` (estimators pass the depth
+        of their public method's caller).
+    trainer : callable, optional
+        The step hook, for models whose epoch is not the network's own minibatch backprop (the
+        GAN's alternating discriminator and generator steps): None (the engine or the layer-by-
+        layer epoch, :func:`make_trainer`), or ``trainer(optimizer, batch_size, fresh) ->
+        (epoch trainer, fit path)``, called once per fit with the network's optimizer
+        (``fresh``: made by this call, not carried on by a partial fit).  The epoch trainer runs
+        each epoch as ``train_epoch(X, Y, order, grad_norms_out) -> loss`` (as
+        :class:`LayerwiseTrainer`: reading ``optimizer.lr``, writing one gradient norm per Dense
+        layer of ``network``) and may define ``epoch_values(loss, grad_norms) -> dict`` (the
+        named values checked finite and shown in the verbose line; default ``loss`` and
+        ``gradient_norms``) and ``params()`` (the arrays checked finite; default
+        ``network.params()``).  Everything around the epochs -- shuffling, schedules,
+        bookkeeping, ``max_iter``, the non-finite check, verbose lines -- is this loop's.
+    converge : bool, default True
+        False for an objective with no minimum to settle at (a GAN's): no start loss, no
+        convergence or divergence test, no ConvergenceWarning; ``max_iter`` epochs run.
+    sample_weight : ndarray of float64, shape (n,), optional
+        One weight >= 0 per row of X (not all 0): every batch's objective is weighted (the module
+        docstring); the epochs run layer by layer (the engine has no weights yet: ``fit_path``
+        ``"layerwise: sample_weight"``).  A ``trainer`` hook weights its own steps.
 
-    The returned state's ``fit_path`` names the path that trained (``"engine"``, or
-    ``"layerwise: <reason>"``; see :func:`make_trainer`).
+    Returns
+    -------
+    TrainState
+        ``state`` (or the new one), updated; its ``fit_path`` names the path that trained
+        (``"engine"``, or ``"layerwise: <reason>"``; see :func:`make_trainer`).
+
+    Raises
+    ------
+    ValueError
+        A configuration outside its domains (:meth:`TrainConfig.validate`); 'backtracking' with
+        dropout; a non-finite loss, gradient norm or parameter after an epoch
+        (:func:`check_finite`; the network is left as that epoch made it).
+
+    Warns
+    -----
+    ConvergenceWarning
+        When ``max_iter`` epochs run out before convergence, or when training stopped because
+        the loss rose (:func:`divergence`).
     """
     config.validate()
     state = TrainState() if state is None else state

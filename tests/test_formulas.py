@@ -203,6 +203,22 @@ def test_checks_tables_derive_from_the_registry():
     assert kernels.ACTIVATIONS is _checks.ACTIVATIONS
 
 
+def test_optimizer_classes_take_the_registry_hyperparameters_and_defaults():
+    """fastbp.optim's classes spell their hyperparameters out in their signatures (PyTorch's
+    style): the same names, order and defaults as their registry rows, and the public kernels'."""
+    import inspect
+    from fastbp import optim
+    from fastbp.kernels import registry
+    assert set(optim.OPTIMIZERS) == set(registry.STEPS)
+    for name, cls in optim.OPTIMIZERS.items():
+        want = [(h.name, h.default) for h in registry.STEPS[name].hyper]
+        signature = inspect.signature(cls).parameters.values()
+        assert [(p.name, p.default) for p in signature if p.name != "params"] == want, name
+        kernel = inspect.signature(getattr(kernels, f"{name}_update")).parameters.values()
+        assert [(p.name, p.default) for p in kernel if p.kind == p.KEYWORD_ONLY
+                and p.name != "step"] == want, name
+
+
 @pytest.mark.parametrize("name", ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "softplus",
                                   "elu", "gelu", "softmax"])
 def test_compiled_kernels_know_every_registry_activation(name, rng):

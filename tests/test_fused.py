@@ -619,3 +619,26 @@ def test_an_interrupted_epoch_counts_the_steps_taken(monkeypatch, rng):
     monkeypatch.setattr(trainer, "_run", run)
     trainer.train_epoch(X, Y, np.arange(40, dtype=np.intp), np.zeros(2))  # usable: runs on
     assert opt.t == 13 and all(np.isfinite(p).all() for p in net.params())
+
+
+@pytest.mark.parametrize("kind, replacement", [
+    (kind, replacement) for kind in ("momentum", "adam", "rmsprop_centered_momentum")
+    for replacement in ("small", "float64", "strided", "none")
+    if not (kind == "momentum" and replacement == "none")])  # an optional state may be None
+def test_replaced_state_arrays_are_refused_not_written_through(kind, replacement, rng):
+    """A state array the user replaced between epochs (wrong shape, dtype or layout; None for a
+    state the step always keeps) is checked before the engine writes through its address:
+    ValueError naming the state, not a write out of bounds (a segfault before)."""
+    net = make_mlp(6, [40], 3, rng=0)
+    opt = make_optimizer(net, kind, 0.0)
+    trainer = fused.make_trainer(net, "softmax_cross_entropy", opt, 8)
+    X, Y = make_data("softmax_cross_entropy", 16, 6, 3, rng)
+    trainer.train_epoch(X, Y, np.arange(16), np.zeros(2))
+    name = next(iter(opt.state_arrays()))  # the first state: kept by these settings
+    shape = net.params()[0].shape
+    getattr(opt, name)[0] = {"small": lambda: np.zeros(3, np.float32),
+                             "float64": lambda: np.zeros(shape),
+                             "strided": lambda: np.zeros((shape[0], 2 * shape[1]), np.float32)[:, ::2],
+                             "none": lambda: None}[replacement]()
+    with pytest.raises(ValueError, match=name):
+        trainer.train_epoch(X, Y, np.arange(16), np.zeros(2))

@@ -153,6 +153,10 @@ BAD = [
     ("adam_update", "beta2", -0.1, ValueError, "beta2"),
     ("adam_update", "eps", -1e-8, ValueError, "eps"),
     ("rmsprop_update", "alpha", 1.0, ValueError, "alpha"),
+    # a hyperparameter that is no number: TypeError naming it
+    ("sgd_update", "lr", None, TypeError, "lr", "None"),
+    ("adam_update", "beta1", "fast", TypeError, "beta1", "fast"),
+    ("rmsprop_update", "eps", [1e-8], TypeError, "eps"),
     ("rmsprop_update", "eps", 0.0, ValueError, "eps"),
     ("rmsprop_update", "momentum", -0.5, ValueError, "momentum"),
     ("rmsprop_update", "grad_avg", None, ValueError, "grad_avg", "centered"),

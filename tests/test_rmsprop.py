@@ -11,6 +11,7 @@ import pytest
 import fastbp
 from fastbp import kernels
 from fastbp.kernels import _reference
+from fastbp.optim import Adam, RMSprop
 
 OPTIONS = list(itertools.product((False, True), (0.0, 0.9), (0.0, 0.1)))  # centered, momentum, wd
 OPTION_IDS = [f"centered={c}-momentum={m}-wd={w}" for c, m, w in OPTIONS]
@@ -232,3 +233,18 @@ def test_zero_lr_leaves_param(backend):
         kernels.rmsprop_update(p, g, v, None, buf, lr=0.0, eps=1e-300, momentum=0.9)
     np.testing.assert_array_equal(p, [1.0, -2.0])
     np.testing.assert_allclose(v, [np.inf, (1 - 0.99) * 9.0])
+
+
+@pytest.mark.parametrize("make", [lambda p, eps: Adam(p, eps=eps), lambda p, eps: RMSprop(p, eps=eps)],
+                         ids=["Adam", "RMSprop"])
+def test_optimizer_refuses_an_eps_that_vanishes_in_its_parameters_dtype(make, backend):
+    """The optimizers hold eps to the kernels' bound for their parameters' dtype: an eps of 1e-46
+    is 0 in float32, where the compiled step divides 0 by 0 (NaN; the float64 twin does not), so a
+    float32 optimizer refuses it (naming eps), as rmsprop_update/adam_update do; float64
+    parameters take it (normal there) and step to the twin's values."""
+    with pytest.raises(ValueError, match=r"eps must be in \[1.17549e-38, inf\) for float32"):
+        make([np.ones(3), np.ones(2, np.float32)], 1e-46)
+    p = np.ones(3)
+    opt = make([p], 1e-46)
+    opt.step([np.array([0.0, 1.0, -1.0])])
+    assert np.isfinite(p).all() and p[0] == 1.0 and p[1] < 1.0 < p[2]

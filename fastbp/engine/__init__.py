@@ -403,6 +403,17 @@ class FusedTrainer:
                     raise ValueError(f"{name} of {layer!r} is no longer a writeable C-contiguous "
                                      f"{self.dtype} array")
         step = step or self.optimizer.describe()
+        params = [a for layer in dense for a in (layer.W, layer.b)]
+        for (name, arrays), always in zip(step[1].items(),
+                                          registry.STEPS[step[0]].state.values()):
+            # the C step writes through these addresses: each a writeable C-contiguous array of
+            # its parameter's shape and dtype, None only for a state the settings leave out
+            if len(arrays) != len(params) or any(
+                    (a is None and always is None)
+                    or (a is not None and not _own_array(a, p.shape, self.dtype))
+                    for a, p in zip(arrays, params)):
+                raise ValueError(f"the optimizer's {name} arrays are no longer one writeable "
+                                 f"C-contiguous {self.dtype} array per parameter, of its shape")
         desc = self._desc
         desc["L"], desc["B"], desc["loss"], desc["labels"] = L, B, LOSS_CODES[self.loss], self._labels
         desc["groups"] = len(self._groups)

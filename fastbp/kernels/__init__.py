@@ -142,7 +142,36 @@ def _layer_inputs(X, W, b):
 
 
 def linear_forward(X, W, b, out=None):
-    """Z = X @ W + b (n x k).  ``out`` may overlap X or W (read as before the call), not b."""
+    """The linear map of a dense layer: Z = X @ W + b.
+
+    The lecture's pre-activation a = (W^l)^T h^(l-1) ("CS771 Deep Learning III", slides 7 and
+    17), one example per row of X: the product runs through BLAS (gemm) in the inputs' dtype.
+
+    Parameters
+    ----------
+    X : array_like of float32 or float64, shape (n, d)
+        The inputs, one example per row.
+    W : array_like of X's dtype, shape (d, k)
+        The weights: column j is unit j's weight vector.
+    b : array_like of X's dtype, shape (k,), or None
+        The biases; None: no bias.
+    out : ndarray of X's dtype, shape (n, k), optional
+        The result buffer (writeable, C-contiguous); may overlap X or W (they are read as
+        before the call), not b.  Default None: a new array.
+
+    Returns
+    -------
+    Z : ndarray of X's dtype, shape (n, k)
+        ``out`` when given.
+
+    Raises
+    ------
+    TypeError
+        X is not float32/float64, or W, b or ``out`` has another dtype than X.
+    ValueError
+        X or W is not 2-D or b not 1-D; the shapes do not match (both named); ``out`` has the
+        wrong shape, is read-only or not C-contiguous, or overlaps b.
+    """
     X, W, b = _layer_inputs(X, W, b)
     out = out_array(out, "out", (X.shape[0], W.shape[1]), X.dtype)
     X, W, b = unaliased("linear_forward", dict(X=X, W=W, b=b), dict(out=out))
@@ -166,11 +195,40 @@ def _upstream(G, name, X, W):
 
 
 def linear_backward(X, W, dY, need_dX=True, out=None):
-    """Gradients of Y = X @ W + b given dY = dL/dY: returns (dX, dW, db).
+    """The gradients of Y = X @ W + b given dY = dL/dY: dX = dY W^T, dW = X^T dY, db = sum_i dY_i.
 
-    dX is None when ``need_dX`` is False (the first layer needs no gradient for its input).
-    ``out`` = (dX, dW, db) buffers, any of them None; each may overlap X, W or dY (read as
-    before the call), not another buffer (ValueError).
+    The chain rule through the linear map ("CS771 Deep Learning III", slides 15-19: dL/dW from
+    dL/da and da/dW, the row convention for gradients), summed over the n rows; the products run
+    through BLAS in the inputs' dtype.
+
+    Parameters
+    ----------
+    X : array_like of float32 or float64, shape (n, d)
+        The layer's inputs of the forward pass.
+    W : array_like of X's dtype, shape (d, k)
+        The weights.
+    dY : array_like of X's dtype, shape (n, k)
+        The gradient of the loss with respect to Y.
+    need_dX : bool, default True
+        Whether to compute dX (the first layer needs no gradient for its input).
+    out : tuple of 3 ndarrays or None, optional
+        (dX, dW, db) buffers of shapes (n, d), (d, k), (k,), any of them None (a new array).
+        Each may overlap X, W or dY (read as before the call), not another buffer.
+
+    Returns
+    -------
+    dX : ndarray of X's dtype, shape (n, d), or None
+        None when ``need_dX`` is False.
+    dW : ndarray of X's dtype, shape (d, k)
+    db : ndarray of X's dtype, shape (k,)
+
+    Raises
+    ------
+    TypeError
+        A dtype that is not float32/float64 or differs from X's.
+    ValueError
+        Wrong dimensions or shapes (both named); ``out`` not a tuple of 3; a buffer of the
+        wrong shape, read-only or not C-contiguous; buffers that overlap each other.
     """
     X, W, _ = _layer_inputs(X, W, None)
     dY = _upstream(dY, "dY", X, W)
@@ -180,10 +238,40 @@ def linear_backward(X, W, dY, need_dX=True, out=None):
 
 
 def activation(name, Z, out=None, **params):
-    """A = f(Z), elementwise (softmax: row-wise).  ``out`` may be Z itself (in place), not a part
-    of it (ValueError).
+    """A = f(Z), elementwise (softmax: row-wise).
 
-    Parameters: ``alpha`` for leaky_relu (slope for z < 0, default 0.01) and elu (default 1.0).
+    The lecture's h = f(a) ("CS771 Deep Learning III", slide 7; softmax z_i = exp(t_i) /
+    sum_j exp(t_j), slide 6).  Computed from forms that do not overflow at any finite z
+    (softmax shifted by the row maximum; GELU as z Phi(z) through erfc); the formulas are the
+    NumPy twins' (``fastbp.kernels._reference``).
+
+    Parameters
+    ----------
+    name : str
+        One of ``ACTIVATIONS``: identity, sigmoid, tanh, relu, leaky_relu, softplus, elu, gelu
+        (exact, through the normal CDF), silu (z sigmoid(z), PyTorch's ``nn.SiLU``), softmax.
+    Z : array_like of float32 or float64, shape (n, k)
+        The pre-activations.
+    out : ndarray of Z's dtype, shape (n, k), optional
+        The result buffer; may be Z itself (in place), not a part of it.  Default None: a new
+        array.
+    **params
+        ``alpha`` (float, finite) for leaky_relu (the slope for z < 0, default 0.01) and elu
+        (the limit -alpha for z -> -inf, default 1.0); no other activation takes a parameter.
+
+    Returns
+    -------
+    A : ndarray of Z's dtype, shape (n, k)
+        ``out`` when given.
+
+    Raises
+    ------
+    TypeError
+        Z is not float32/float64, or ``out`` has another dtype.
+    ValueError
+        An unknown activation, a parameter it does not take, a non-finite alpha; Z not 2-D;
+        ``out`` of the wrong shape, read-only, not C-contiguous, or overlapping Z without being
+        Z.
     """
     alpha = activation_alpha(name, params)
     Z = float_array(Z, "Z", 2)
@@ -201,9 +289,43 @@ def _same_shape(first, first_name, other, other_name):
 
 
 def activation_grad(name, Z, A, dA, out=None, **params):
-    """dL/dZ = f'(Z) * dL/dA, given Z, A = f(Z) and dA.  For softmax this is the Jacobian-vector
-    product A * (dA - <dA, A>) row by row, not a diagonal.  ``out`` may be dA itself, and must not
-    overlap Z or A (ValueError)."""
+    """dL/dZ = f'(Z) * dL/dA, given Z, A = f(Z) and dA.
+
+    The lecture's dh/da = diag(f'(a)) ("CS771 Deep Learning III", slides 17-19) applied to the
+    upstream gradient, elementwise.  For softmax it is the Jacobian-vector product
+    A * (dA - <dA, A>) row by row, not a diagonal.
+
+    Parameters
+    ----------
+    name : str
+        One of ``ACTIVATIONS`` (see ``activation``).
+    Z : array_like of float32 or float64, shape (n, k)
+        The pre-activations.
+    A : array_like of Z's dtype, shape (n, k)
+        f(Z), as ``activation`` returned it (sigmoid's, tanh's and softmax's derivatives are
+        read from A).
+    dA : array_like of Z's dtype, shape (n, k)
+        The gradient of the loss with respect to A.
+    out : ndarray of Z's dtype, shape (n, k), optional
+        The result buffer; may be dA itself, must not overlap Z or A.  Default None: a new
+        array.
+    **params
+        ``alpha`` for leaky_relu and elu, as for ``activation``.
+
+    Returns
+    -------
+    dZ : ndarray of Z's dtype, shape (n, k)
+        ``out`` when given.
+
+    Raises
+    ------
+    TypeError
+        A dtype that is not float32/float64 or differs from Z's.
+    ValueError
+        An unknown activation or parameter; shapes that differ from Z's (both named); ``out``
+        of the wrong shape, read-only, not C-contiguous, overlapping Z or A, or overlapping dA
+        without being dA.
+    """
     alpha = activation_alpha(name, params)
     Z = float_array(Z, "Z", 2)
     A = _same_shape(Z, "Z", A, "A")
@@ -214,10 +336,42 @@ def activation_grad(name, Z, A, dA, out=None, **params):
 
 
 def dense_forward(X, W, b, activation="identity", out=None, **params):
-    """Fused dense layer: Z = X @ W + b and A = f(Z) in one pass over the output; returns (Z, A).
+    """Fused dense layer: Z = X @ W + b and A = f(Z) in one pass over the output.
 
-    ``out`` = (Z, A) buffers, any of them None: A may be Z itself, both may overlap X or W (read
-    as before the call), neither b (ValueError).
+    ``linear_forward`` then ``activation`` ("CS771 Deep Learning III", slide 7:
+    h^l = f((W^l)^T h^(l-1))), with the activation applied while Z is in cache.
+
+    Parameters
+    ----------
+    X : array_like of float32 or float64, shape (n, d)
+        The inputs, one example per row.
+    W : array_like of X's dtype, shape (d, k)
+        The weights.
+    b : array_like of X's dtype, shape (k,), or None
+        The biases; None: no bias.
+    activation : str, default 'identity'
+        One of ``ACTIVATIONS`` (see ``activation``).
+    out : tuple of 2 ndarrays or None, optional
+        (Z, A) buffers of shape (n, k), any of them None (a new array): A may be Z itself (then
+        Z holds A on return); both may overlap X or W (read as before the call), neither b.
+    **params
+        ``alpha`` for leaky_relu and elu, as for ``activation``.
+
+    Returns
+    -------
+    Z : ndarray of X's dtype, shape (n, k)
+        The pre-activations.
+    A : ndarray of X's dtype, shape (n, k)
+        f(Z).
+
+    Raises
+    ------
+    TypeError
+        A dtype that is not float32/float64 or differs from X's.
+    ValueError
+        An unknown activation or parameter; wrong dimensions or shapes (both named); ``out``
+        not a tuple of 2; a buffer of the wrong shape, read-only, not C-contiguous, or
+        overlapping b or (partly) the other buffer.
     """
     alpha = activation_alpha(activation, params)
     X, W, b = _layer_inputs(X, W, b)
@@ -231,9 +385,50 @@ def dense_forward(X, W, b, activation="identity", out=None, **params):
 
 def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None, **params):
     """Fused backward of a dense layer: the activation's derivative folded into the linear
-    backward.  Returns (dX, dW, db); ``out`` = (dX, dW, db, dZ) buffers (dZ is a workspace and
-    may be dA itself), any of them None.  dX, dW and db may overlap the inputs (read as before the
-    call); any other overlap is a ValueError."""
+    backward.
+
+    dZ = f'(Z) * dA (``activation_grad``), then dX = dZ W^T, dW = X^T dZ, db = sum_i dZ_i
+    (``linear_backward``): one layer of backprop ("CS771 Deep Learning III", slides 15-19).
+
+    Parameters
+    ----------
+    X : array_like of float32 or float64, shape (n, d)
+        The layer's inputs of the forward pass.
+    W : array_like of X's dtype, shape (d, k)
+        The weights.
+    Z : array_like of X's dtype, shape (n, k)
+        The pre-activations of the forward pass.
+    A : array_like of X's dtype, shape (n, k)
+        f(Z) of the forward pass.
+    dA : array_like of X's dtype, shape (n, k)
+        The gradient of the loss with respect to A.
+    activation : str, default 'identity'
+        One of ``ACTIVATIONS``: the forward pass's.
+    need_dX : bool, default True
+        Whether to compute dX (the first layer needs none).
+    out : tuple of 4 ndarrays or None, optional
+        (dX, dW, db, dZ) buffers of shapes (n, d), (d, k), (k,), (n, k), any of them None (a
+        new array).  dZ is a workspace and may be dA itself; dX, dW and db may overlap the
+        inputs (read as before the call); any other overlap is refused.
+    **params
+        ``alpha`` for leaky_relu and elu, as for ``activation``.
+
+    Returns
+    -------
+    dX : ndarray of X's dtype, shape (n, d), or None
+        None when ``need_dX`` is False.
+    dW : ndarray of X's dtype, shape (d, k)
+    db : ndarray of X's dtype, shape (k,)
+
+    Raises
+    ------
+    TypeError
+        A dtype that is not float32/float64 or differs from X's.
+    ValueError
+        An unknown activation or parameter; wrong dimensions or shapes (both named); ``out``
+        not a tuple of 4; a buffer of the wrong shape, read-only or not C-contiguous; an
+        overlap the rules above do not allow.
+    """
     alpha = activation_alpha(activation, params)
     X, W, _ = _layer_inputs(X, W, None)
     dA = _upstream(dA, "dA", X, W)
@@ -249,15 +444,47 @@ def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None
 
 
 def loss(name, output, target, out=None):
-    """Return (value, dL/d(output)) for a batch of n rows; the value is a mean over rows.
+    """The loss of a batch of n rows and its gradient; the value is a mean over rows.
 
-    - squared_error: 1/(2n) sum_i ||o_i - t_i||^2 (summed over the k outputs).
-    - softmax_cross_entropy: from logits; target is a 1-D array of integer class labels in
-      [0, k), or an n x k matrix of probabilities (one-hot).
-    - sigmoid_cross_entropy: from logits, multilabel; target is an n x k 0/1 (or [0, 1]) matrix.
+    - squared_error: 1/(2n) sum_i ||o_i - t_i||^2 (summed over the k outputs); gradient
+      (o - t) / n.
+    - softmax_cross_entropy: -1/n sum_i sum_j t_ij log softmax(o_i)_j from logits (the
+      lecture's multiclass output, "CS771 Deep Learning III", slide 6); gradient
+      (softmax(o) - t) / n.
+    - sigmoid_cross_entropy: 1/n sum_ij [softplus(o_ij) - t_ij o_ij], multilabel, from logits;
+      gradient (sigmoid(o) - t) / n.
 
-    Stable for logits of any finite size.  ``out`` is the gradient buffer: it may be ``output``
-    itself, and must not overlap ``target`` (ValueError).
+    Stable for logits of any finite size (log-sum-exp and softplus shifted); n = 0 gives 0.
+
+    Parameters
+    ----------
+    name : str
+        One of ``LOSSES``.
+    output : array_like of float32 or float64, shape (n, k)
+        The network's output (logits for the cross-entropies).
+    target : array_like, shape (n, k), or shape (n,) of integers
+        Of output's dtype and shape: the targets (softmax_cross_entropy: rows of probabilities,
+        e.g. one-hot; sigmoid_cross_entropy: entries in [0, 1]); for softmax_cross_entropy
+        also a 1-D array of integer class labels in [0, k).
+    out : ndarray of output's dtype, shape (n, k), optional
+        The gradient buffer; may be ``output`` itself, must not overlap ``target``.  Default
+        None: a new array.
+
+    Returns
+    -------
+    value : float
+        The mean loss over the n rows.
+    grad : ndarray of output's dtype, shape (n, k)
+        dL/d(output) of that mean (``out`` when given).
+
+    Raises
+    ------
+    TypeError
+        output is not float32/float64, or target (a matrix) or ``out`` has another dtype.
+    ValueError
+        An unknown loss; output not 2-D; a target of another shape (both named); labels out of
+        [0, k) or softmax_cross_entropy with k = 0; ``out`` of the wrong shape, read-only, not
+        C-contiguous, overlapping target, or overlapping output without being output.
     """
     loss_name(name)
     output = float_array(output, "output", 2)
@@ -306,32 +533,48 @@ def _same_nd(param, array, name):
 
 
 def step_update(name, param, grad, *states, step=None, **hyper):
-    """In place: one step of the optimizer ``name`` (a ``registry.STEPS`` name: 'sgd', 'adam',
-    'rmsprop') on ``param`` and its state arrays; the same as ``<name>_update``.
+    """In place: one step of the optimizer ``name`` on ``param`` and its state arrays.
+
+    The same as ``<name>_update`` (``sgd_update``, ``adam_update``, ``rmsprop_update``), whose
+    docstrings give each step's formula and its source; the lecture's gradient-descent update
+    w <- w - eta dF/dw ("CS771 Deep Learning III", slide 14) is ``sgd_update`` without momentum.
+    Each entry is computed in param's dtype by the compiled step, or in float64 and rounded once
+    by the NumPy twin.
 
     Parameters
     ----------
     name : str
-    param : float32 or float64 array, any shape
-        Updated in place (a non-contiguous or misaligned one through a copy).
-    grad : array of param's shape and dtype
-    *states : arrays of param's shape and dtype, writeable, C-contiguous, or None
+        A ``STEPS`` name (the registry's, ``fastbp.kernels.registry.STEPS``): 'sgd', 'adam',
+        'rmsprop'.
+    param : ndarray of float32 or float64, any shape
+        Updated in place (a non-contiguous or misaligned one through a copy); writeable.
+    grad : array_like of param's shape and dtype
+        The gradient of the loss with respect to param (without the weight-decay term).
+    *states : ndarrays of param's shape and dtype, writeable, C-contiguous, or None
         The step's state arrays in the registry's order (start at zero); each is needed when
         always kept or when the hyperparameter that asks for it is true or > 0 (ValueError if
         missing), checked when given, and left alone when not needed.
-    step : int >= 1
-        This update's count (t of Adam's bias correction); only for steps that count.
+    step : int >= 1, optional
+        This update's count (t of Adam's bias correction); required by the steps that count,
+        refused by the others.
     **hyper
         The step's hyperparameters by name; missing ones take the registry's defaults.
+
+    Returns
+    -------
+    None
+        param and the state arrays are updated in place.
 
     Raises
     ------
     TypeError
-        A non-float dtype, buffers whose dtype differs from param's, an unknown hyperparameter.
+        A non-float dtype, buffers whose dtype differs from param's, an unknown hyperparameter
+        or one that is no real number, more state arrays than the step keeps, a missing ``step`` for a step that counts (or one
+        given to a step that does not), a non-integer ``step``.
     ValueError
-        An unknown step, a hyperparameter outside its domain, a missing state array, a shape
-        mismatch, a read-only or non-contiguous state array, or any overlap of param, grad and
-        the state arrays.
+        An unknown step, a hyperparameter outside its domain, ``step`` < 1, a missing state
+        array, a shape mismatch, a read-only param, a read-only or non-contiguous state array,
+        or any overlap of param, grad and the state arrays.
     """
     entry = registry.STEPS.get(name) if isinstance(name, str) else None
     if entry is None:
@@ -397,26 +640,47 @@ def _named_step(name):
         [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("param", "grad")]
         + states + counts + hyper)
     update.__name__ = update.__qualname__ = f"{name}_update"
-    lines = [f"In place: one {name} step (``step_update('{name}', ...)``; the formula: the NumPy "
-             f"twin below).", "", "Parameters", "----------",
-             "param : float32 or float64 array, any shape", "    Updated in place.",
-             "grad : array of param's shape and dtype"]
+    lines = [f"In place: one {name} step on ``param`` and its state arrays.", "",
+             f"``step_update('{name}', ...)`` with this step's arguments by name.  The formula and "
+             "its source: the NumPy twin's, in Notes below; the meaning of each hyperparameter: "
+             "the ``fastbp.optim`` class of this step.", "",
+             "Parameters", "----------",
+             "param : ndarray of float32 or float64, any shape",
+             "    Updated in place (a non-contiguous or misaligned one through a copy); writeable.",
+             "grad : array_like of param's shape and dtype",
+             "    The gradient of the loss with respect to param (without the weight-decay term)."]
+    by_name = {h.name: h for h in entry.hyper}
     for s, wanted_by in entry.state.items():
-        lines += [f"{s} : array of param's shape and dtype, writeable, C-contiguous"
+        lines += [f"{s} : ndarray of param's shape and dtype, writeable, C-contiguous"
                   + ("" if wanted_by is None else ", or None"),
                   "    State, updated in place (starts at zero)"
-                  + ("." if wanted_by is None else f"; needed when ``{wanted_by}`` is set.")]
+                  + ("." if wanted_by is None else
+                     f"; needed when ``{wanted_by}`` is "
+                     + ("True" if by_name[wanted_by].domain == "bool" else "> 0")
+                     + " (ValueError if None then), left alone otherwise.")]
     if entry.counts_steps:
-        lines += ["step : int >= 1", "    This update's count t."]
+        lines += ["step : int >= 1", "    This update's count t (keyword only)."]
     for h in entry.hyper:
         lines += [f"{h.name} : {'bool' if h.domain == 'bool' else 'float in ' + h.domain}, "
-                  f"default {h.default!r}"]
+                  f"default {h.default!r}",
+                  f"    Keyword only: {h.name} of the formula (Notes)"
+                  + (", the L2 coefficient: the step uses grad + weight_decay * param."
+                     if h.name == "weight_decay" else ".")]
         if "tiny" in h.domain:
             lines += ["    tiny: the smallest normal number of param's dtype (a smaller value "
                       "vanishes in the divisor)."]
     twin = inspect.cleandoc(getattr(_reference, f"{name}_update").__doc__)
-    lines += ["", "Raises", "------", "TypeError, ValueError", "    As ``step_update``.", "",
-              "Notes", "-----", "The NumPy twin's formula (``fastbp.kernels._reference``)::", "",
+    lines += ["", "Returns", "-------", "None", "    param and the state arrays are updated in place.",
+              "", "Raises", "------",
+              "TypeError", "    A non-float dtype, arrays whose dtype differs from param's, an "
+              "unknown hyperparameter or argument, a hyperparameter that is no real number" + (", a missing or non-integer ``step``"
+                                                     if entry.counts_steps else "") + ".",
+              "ValueError", "    A hyperparameter outside its domain"
+              + (", ``step`` < 1" if entry.counts_steps else "") + ", a missing state array, a "
+              "shape mismatch, a read-only param, a read-only or non-contiguous state array, or "
+              "any overlap of param, grad and the state arrays (as ``step_update``).", "",
+              "Notes", "-----", "The NumPy twin's formula (``fastbp.kernels._reference``), the "
+              "specification the compiled step is held to::", "",
               *("    " + line for line in twin.splitlines())]
     update.__doc__ = "\n".join(lines)
     return update

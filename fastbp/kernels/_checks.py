@@ -120,10 +120,14 @@ def hyperparameter(entry, value, dtype=None):
     """``value`` of an optimizer step's hyperparameter (a registry.Hyper: name, default, domain)
     checked against its domain: "bool" (any truth value), or an interval such as "[0, 1)" of
     finite numbers, whose bound "tiny" is the smallest normal number of ``dtype`` (a smaller eps
-    vanishes in the divisor: 0 / 0), or just > 0 without a dtype.  ValueError naming it."""
+    vanishes in the divisor: 0 / 0), or just > 0 without a dtype.  ValueError naming it (TypeError
+    for a value that is no real number)."""
     if entry.domain == "bool":
         return bool(value)
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{entry.name} must be a real number, got {value!r}") from None
     low, high = (part.strip() for part in entry.domain[1:-1].split(","))
     closed_low = entry.domain[0] == "["
     if low == "tiny":

@@ -282,6 +282,12 @@ def loss(name, output, target, grad):
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     """In place: g = grad + weight_decay * param; v = momentum v - lr g;
     param += v, or with Nesterov param += momentum v - lr g.  velocity is None when momentum == 0.
+
+    Sources: gradient descent w <- w - lr dF/dw ("CS771 Deep Learning III", slide 14); momentum,
+    Polyak (1964), "Some methods of speeding up the convergence of iteration methods"; Nesterov's,
+    in the form of Sutskever, Martens, Dahl & Hinton (2013), "On the importance of initialization
+    and momentum in deep learning", eqs. (3)-(4) -- scikit-learn's velocity form
+    (sklearn.neural_network._stochastic_optimizers.SGDOptimizer).
     """
     p = _wide(param)
     g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)
@@ -299,6 +305,10 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
 
     g = grad + weight_decay * param; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     param -= lr * m_hat / (sqrt(v_hat) + eps) with m_hat = m / (1-b1^t), v_hat = v / (1-b2^t).
+
+    Source: Kingma & Ba (2015), "Adam: A Method for Stochastic Optimization", ICLR, Algorithm 1;
+    weight_decay as an L2 term in the gradient, as torch.optim.Adam's (not AdamW's decoupled
+    decay).
     """
     p = _wide(param)
     g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)
@@ -319,6 +329,12 @@ def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha
     s = sqrt(v) (the max only catches rounding, v >= ga^2; a negative v, never a valid state,
     gives NaN as uncentered), else d = sqrt(v) + eps; with momentum_buffer b: b = momentum b + g / d, param -= lr b; without:
     param -= lr g / d.
+
+    Sources: Tieleman & Hinton (2012), "Lecture 6.5 - rmsprop: divide the gradient by a running
+    average of its recent magnitude", COURSERA: Neural Networks for Machine Learning; the
+    centered variant after Graves (2013), "Generating Sequences With Recurrent Neural Networks",
+    eqs. (38)-(45); names, defaults and the exact form (eps outside the root, momentum on the
+    divided step): torch.optim.RMSprop.
     """
     p = _wide(param)
     g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)

@@ -798,7 +798,13 @@ class Sequential:
 
     def summary(self, print_fn=print):
         """Print a table of the layers (Keras' ``model.summary()``): kind, widths in -> out,
-        activation, parameter count, and the total, one line at a time through ``print_fn``."""
+        activation, parameter count, and the total.
+
+        Parameters
+        ----------
+        print_fn : callable, default print
+            Called with each line (a str), in order.
+        """
         rows = [("#", "layer", "in -> out", "activation", "parameters")]
         widths = [self.n_inputs] + [None] * len(self.layers)
         for i, layer in enumerate(self.layers):  # a Dense layer fixes its widths, others pass on
@@ -835,16 +841,41 @@ def row_weights(sample_weight):
     penalty, ``row_weights`` attribute) weights its rows by v alike.  Unit weights give v = 1,
     the unweighted objective; integer weights give that of the batch with each row repeated
     w_i times.
+
+    Parameters
+    ----------
+    sample_weight : array-like of shape (n,)
+        The weights w >= 0 of a batch's rows, not all 0.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        v, with mean 1.
     """
     w = np.asarray(sample_weight, dtype=np.float64)
     return w * (w.shape[0] / w.sum())
 
 
 def row_losses(loss, output, target):
-    """The loss of every row (float64), the terms whose mean ``fastbp.kernels.loss`` returns:
+    """The loss of every row, the terms whose mean ``fastbp.kernels.loss`` returns:
     1/2 ||o_i - t_i||^2 (squared_error), -sum_j t_ij log softmax(o_i)_j (softmax_cross_entropy;
     t_i a label or a row of probabilities) or sum_j softplus(o_ij) - t_ij o_ij
-    (sigmoid_cross_entropy), from the logits o, in stable forms."""
+    (sigmoid_cross_entropy), from the logits o, in stable forms.
+
+    Parameters
+    ----------
+    loss : str
+        One of ``fastbp.kernels.LOSSES``.
+    output : array-like of shape (n, k)
+        The network's output o (logits for the cross-entropies).
+    target : ndarray of shape (n, k), or (n,) of intp labels for softmax_cross_entropy
+        The targets t.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+        The row losses.
+    """
     o = np.asarray(output, dtype=np.float64)
     if loss == "squared_error":
         return 0.5 * np.sum((o - target) ** 2, axis=1)
