@@ -93,10 +93,12 @@ class Optimizer:
         # the eps-like bounds ("tiny") are the narrowest parameter dtype's, as the kernels' checks
         narrowest = min((p.dtype for p in self.params if getattr(p, "dtype", None) in FLOAT_DTYPES),
                         key=lambda dtype: dtype.itemsize, default=None)
+        self._narrowest = narrowest
         for h in entry.hyper:
             if h.name != "weight_decay":
                 setattr(self, h.name, hyperparameter(h, hyper.get(h.name, h.default), narrowest))
         self.weight_decay = _decays(self.params, weight_decay)
+        self._checked = None  # the last hyperparameters() answer: (attribute values, checked)
         for name, wanted_by in entry.state.items():
             kept = wanted_by is None or getattr(self, wanted_by)
             setattr(self, name, [np.zeros_like(p) for p in self.params] if kept else None)
@@ -127,6 +129,37 @@ class Optimizer:
                                  f"need ({wanted_by}); make a new optimizer")
             arrays[name] = kept if kept is not None else [None] * n  # the lists themselves
         return arrays
+
+    def hyperparameters(self):
+        """The step's hyperparameters as the attributes hold them now, checked again (a schedule,
+        or a user, may set them between steps).
+
+        Returns
+        -------
+        tuple of float
+            In the registry's order, ``weight_decay``'s slot 0.0 (one decay per parameter:
+            ``weight_decay``).
+
+        Raises
+        ------
+        ValueError, TypeError
+            A hyperparameter outside its domain, or a ``weight_decay`` list of another length
+            than ``params``.
+        """
+        entry = registry.STEPS[self.step_name]
+        checked = self._checked
+        if checked is None or any(h.name != "weight_decay" and getattr(self, h.name) is not value
+                                  for h, value in zip(entry.hyper, checked[0])):
+            now = tuple(0.0 if h.name == "weight_decay" else getattr(self, h.name)
+                        for h in entry.hyper)
+            checked = self._checked = (now, tuple(
+                0.0 if h.name == "weight_decay" else
+                hyperparameter(h, value, getattr(self, "_narrowest", None))
+                for h, value in zip(entry.hyper, now)))
+        if len(self.weight_decay) != len(self.params):
+            raise ValueError(f"weight_decay has {len(self.weight_decay)} entries for "
+                             f"{len(self.params)} parameters")
+        return checked[1]
 
     def describe(self):
         """The step as the compiled engine runs it (fastbp.engine takes no optimizer types).
@@ -169,7 +202,7 @@ class Optimizer:
         entry = registry.STEPS[self.step_name]
         update = ops().step_update
         states = list(zip(*self.state_arrays().values()))
-        hyper = [getattr(self, h.name, None) for h in entry.hyper]
+        hyper = list(self.hyperparameters())
         decay = [h.name for h in entry.hyper].index("weight_decay")
         for i, (param, grad) in enumerate(zip(self.params, grads)):
             hyper[decay] = self.weight_decay[i]
@@ -211,6 +244,11 @@ class SGD(Optimizer):
     """
 
     step_name = "sgd"
+
+    @property
+    def velocities(self):
+        """The ``velocity`` state under its earlier name (one array per parameter, or None)."""
+        return self.velocity
 
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, weight_decay, lr=lr, momentum=momentum, nesterov=nesterov)

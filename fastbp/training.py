@@ -402,8 +402,15 @@ def make_optimizer(network, config, batch_size):
             settings[name] = getattr(config, CONFIG_NAMES[name])
     if config.learning_rate == "backtracking":  # the Armijo line search takes plain steps
         settings["momentum"] = 0.0
-    return optimizer(network.params(), weight_decay=weight_decays(network, config.alpha, batch_size),
-                     **settings)
+    try:
+        return optimizer(network.params(),
+                         weight_decay=weight_decays(network, config.alpha, batch_size), **settings)
+    except (TypeError, ValueError) as error:  # in the estimator's names (eps: epsilon, ...)
+        message = str(error)
+        for name in sorted(settings, key=len, reverse=True):
+            if message.startswith(f"{name} "):
+                message = CONFIG_NAMES[name] + message[len(name):]
+        raise type(error)(message) from None
 
 
 def _penalty(params, decays):

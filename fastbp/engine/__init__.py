@@ -227,10 +227,14 @@ class _NoStep:
     def __init__(self, params):
         self.params = list(params)
         self.weight_decay = [0.0] * len(self.params)
-        self.t, self.lr, self.momentum, self.nesterov = 0, 0.0, 0.0, False
+        self.t = 0
+        for h in registry.STEPS["sgd"].hyper:  # the registry's defaults, lr 0
+            if h.name != "weight_decay":
+                setattr(self, h.name, h.default)
+        self.lr = 0.0
 
     def describe(self):
-        return "sgd", {"velocity": [None] * len(self.params)}
+        return "sgd", {name: [None] * len(self.params) for name in registry.STEPS["sgd"].state}
 
 
 def _own_array(a, shape, dtype):
@@ -456,9 +460,11 @@ class FusedTrainer:
         opt, L, desc = self.optimizer, self.n_layers, self._desc
         entry = registry.STEPS[step[0]]
         names = [h.name for h in entry.hyper]
+        checked = getattr(opt, "hyperparameters", None)  # fastbp.optim's: checked again
         desc["hyper"][:] = 0
-        desc["hyper"][:len(names)] = [0.0 if n == "weight_decay" else float(getattr(opt, n))
-                                      for n in names]
+        desc["hyper"][:len(names)] = (checked() if checked is not None else
+                                      [0.0 if n == "weight_decay" else float(getattr(opt, n))
+                                       for n in names])
         desc["wd_index"] = names.index("weight_decay")
         for l, layer in enumerate(self._dense):
             dropout = self._dropouts.get(l)

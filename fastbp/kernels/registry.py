@@ -86,7 +86,9 @@ STEPS = {name: s._replace(hyper=tuple(Hyper(*h) for h in s.hyper)) for name, s i
 MAX_HYPER = 8   # hyperparameters of a step (FB_STEP_MAXH: the engine's fb_desc.hyper)
 MAX_CONSTS = 12  # loop constants of a step (FB_STEP_MAXK)
 MAX_STATE = 3   # state arrays of a step (FB_STEP_MAXS: the C steps take s0, s1, s2)
-assert all(len(s.hyper) <= MAX_HYPER and len(s.state) <= MAX_STATE for s in STEPS.values())
+# every step has an lr (the schedules set it) and a weight_decay (one per parameter: the L2 term)
+assert all(len(s.hyper) <= MAX_HYPER and len(s.state) <= MAX_STATE
+           and {"lr", "weight_decay"} <= {h.name for h in s.hyper} for s in STEPS.values())
 
 
 def a_may_share_z(name, alpha):
