@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import PACKAGE_DIR
 from fastbp import distributed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,11 +25,12 @@ def mpiexec():
 
 
 def run(ranks, script, *args, timeout=240):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(HERE), os.environ.get("PYTHONPATH", "")]))
+    # the fastbp the tests import (the installed one in CI, the source tree in development)
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_DIR.parent))
     started = time.monotonic()
     proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, os.path.join(HERE, script),
-                           *args], capture_output=True, text=True, timeout=timeout, env=env)
+                           *args], capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=str(PACKAGE_DIR.parent))
     return proc, time.monotonic() - started
 
 
