@@ -1,5 +1,6 @@
 """The ``fastbp`` command line: CSV files as people write them, arguments checked before any
 training, errors without tracebacks, ``fastbp predict``, ``--version``."""
+import re
 import subprocess
 import sys
 
@@ -200,3 +201,26 @@ def test_version_and_help_in_plain_words():
     assert train.returncode == 0 and "--target" in train.stdout and "``" not in train.stdout
     none = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert none.returncode == 2 and "COMMAND" in none.stderr
+
+
+def test_bench_says_how_long_and_compares_in_words(capsys):
+    """``fastbp bench`` estimates the whole run first, prints each net's table as it is measured,
+    in words ('... faster than ...'), and shows no acceptance floors."""
+    if fastbp._backend.compiled_unavailable() is not None:
+        pytest.skip("compiled backend unavailable")
+    assert main(["bench", "--net", "16-8-4", "--steps", "2", "--repeat", "1", "--pause", "0",
+                 "--no-torch", "--no-sklearn", "--no-scaling", "--no-predict"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    estimate = next(i for i, line in enumerate(lines) if re.match(r"1 net: about \d+ s in all", line))
+    table = next(i for i, line in enumerate(lines) if "training step" in line)
+    assert estimate < table
+    rows = {line.split()[0]: line for line in lines[table + 1:table + 4]}
+    assert set(rows) == {"fastbp", "numpy", "fastbp-layers"}
+    assert re.search(r"(\d+\.\dx (faster|slower) than|about as fast as) its NumPy backend$",
+                     rows["numpy"])
+    assert "floor" not in out.lower() and "fastbp/this" not in out
+    with pytest.raises(SystemExit):
+        main(["bench", "--repeat", "0"])
+    assert main(["bench", "--net", "16-x-4"]) == 2
+    assert "--net '16-x-4': want layer sizes" in capsys.readouterr().err
