@@ -190,16 +190,23 @@ def test_predict_refuses_what_it_cannot_serve(tmp_path, capsys):
     assert "ae.npz: a saved Autoencoder; fastbp predict serves" in capsys.readouterr().err
 
 
-def test_version_and_help_in_plain_words():
-    run = [sys.executable, "-m", "fastbp"]
-    version = subprocess.run(run + ["--version"], capture_output=True, text=True, timeout=60)
+def test_version_and_help_in_plain_words(tmp_path):
+    """``python -m fastbp`` (the fastbp these tests import, run from another folder)."""
+    import os
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(fastbp.__file__)))
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "fastbp", *argv], capture_output=True,
+                              text=True, timeout=60, env=env, cwd=tmp_path)
+
+    version = run("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"fastbp {fastbp.__version__}"
-    top = subprocess.run(run + ["--help"], capture_output=True, text=True, timeout=60)
+    top = run("--help")
     assert top.returncode == 0 and "``" not in top.stdout
     assert all(command in top.stdout for command in ("train", "predict", "bench", "size"))
-    train = subprocess.run(run + ["train", "--help"], capture_output=True, text=True, timeout=60)
+    train = run("train", "--help")
     assert train.returncode == 0 and "--target" in train.stdout and "``" not in train.stdout
-    none = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    none = run()
     assert none.returncode == 2 and "COMMAND" in none.stderr
 
 

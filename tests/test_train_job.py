@@ -28,14 +28,17 @@ def _table(output):
     return {name: (float(score), float(seconds), int(epochs)) for name, score, seconds, epochs in rows}
 
 
-def _in_terminal(argv, columns=80, rows=24, timeout=120):
-    """What ``python -m fastbp *argv`` shows in a pseudo-terminal of ``columns`` columns (stdout
-    and stderr both on it, as in a shell), and its exit status."""
+def _in_terminal(argv, cwd, columns=80, rows=24, timeout=120):
+    """What ``python -m fastbp *argv``, run in the folder ``cwd``, shows in a pseudo-terminal of
+    ``columns`` columns (stdout and stderr both on it, as in a shell), and its exit status."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), COLUMNS=str(columns))
+    # the fastbp these tests import (not a source tree that happens to be the working folder)
+    env = dict(os.environ, COLUMNS=str(columns),
+               PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__))))
     proc = subprocess.Popen([sys.executable, "-m", "fastbp", *argv], stdin=slave, stdout=slave,
-                            stderr=slave, env=env, close_fds=True)
+                            stderr=slave, env=env, cwd=cwd,
+                            close_fds=True)
     os.close(slave)
     chunks, deadline = [], time.monotonic() + timeout
     try:
@@ -53,10 +56,10 @@ def _in_terminal(argv, columns=80, rows=24, timeout=120):
     return b"".join(chunks).decode(), code
 
 
-def test_default_job_fits_an_80_column_terminal():
+def test_default_job_fits_an_80_column_terminal(tmp_path):
     """The default run as a new user sees it: a progress bar per backend redrawn in place, a
     short summary, under 25 lines, none wider than the terminal; it converges (early stopping)."""
-    screen, code = _in_terminal(["train"])
+    screen, code = _in_terminal(["train"], tmp_path)
     assert code == 0, screen
     lines = screen.replace("\r\n", "\n").rstrip("\n").split("\n")
     assert len(lines) < 25, screen
