@@ -33,14 +33,14 @@ DEFAULT_COMPONENTS = {"autoencoder": 16, "vae": 8, "gan": 8}
 def add_generative_arguments(parser):
     """The options of the generative models, beside ``fastbp train``'s own."""
     group = parser.add_argument_group("generative models (--model autoencoder, vae or gan)")
-    from fastbp.cli._jobs import fraction, non_negative_float, positive_int
+    from fastbp.cli._jobs import non_negative_float, positive_int
     group.add_argument("--components", type=positive_int, default=None, metavar="K",
                        help="code / latent size (default: 16 autoencoder, 8 vae and gan)")
     group.add_argument("--loss", choices=("cross_entropy", "squared_error"), default=None,
                        help="reconstruction loss (default cross_entropy for data in [0, 1])")
     group.add_argument("--noise", choices=("gaussian", "mask"), default=None,
                        help="denoising autoencoder: corrupt the inputs with this noise")
-    group.add_argument("--noise-level", type=fraction, default=0.1,
+    group.add_argument("--noise-level", type=non_negative_float, default=0.1,
                        help="noise std (gaussian) or masked fraction (mask); default 0.1")
     group.add_argument("--sparsity", choices=("l1", "kl"), default=None,
                        help="sparse autoencoder: penalise the code's activity")

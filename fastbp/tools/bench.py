@@ -568,6 +568,7 @@ def run(args):
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
         bar = tqdm(total=round(total), file=sys.stderr, leave=False, dynamic_ncols=True,
+                   smoothing=0,
                    bar_format="measuring |{bar}| {elapsed} of about {total_fmt} s, "
                               "{remaining} left")
 
