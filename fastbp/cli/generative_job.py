@@ -85,9 +85,9 @@ def _report(name, model, X_train, X_test):
         _, _, Vt = np.linalg.svd(X_train - mean, full_matrices=False)
         V = Vt[:model.n_components].T
         pca = np.mean(np.sum(((X_test - mean) @ V @ V.T + mean - X_test) ** 2, axis=1))
-        return f"test reconstruction error {error:.4f} per image (PCA, same k: {pca:.4f})"
+        return f"test reconstruction error {error:.4f} per example (PCA, same k: {pca:.4f})"
     if name == "vae":
-        return f"test ELBO {model.score(X_test):.4f} per image"
+        return f"test ELBO {model.score(X_test):.4f} per example"
 
     def nearest(points):
         distances = ((points[:, None, :] - X_train[None]) ** 2).sum(axis=2)
@@ -131,7 +131,7 @@ def _plot(name, model, X_test, title, path):
         axis.set_ylabel("loss per example")
         axis.set_title("Loss curves")
         axis.legend()
-        if side * side != d:  # not images: the first two features, data against model
+        if side * side != d or d < 16:  # not images: the first two features, data against model
             axis = right.subplots()
             axis.scatter(X_test[:, 0], X_test[:, 1], s=6, label="test data")
             points = (model.reconstruct(X_test) if name == "autoencoder"
