@@ -15,6 +15,7 @@ import numpy
 from Cython.Build import cythonize
 from Cython.Compiler import Options
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 DEBUG = os.environ.get("FASTBP_DEBUG", "0") not in ("", "0")
 
@@ -79,4 +80,24 @@ extensions = [
 if not extensions and not os.environ.get("FASTBP_BUILD_ONLY"):
     raise SystemExit("no fastbp/*/_c_*.pyx found: refusing to build fastbp without its compiled kernels")
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives, quiet=True))
+
+
+class BuildExt(build_ext):
+    """build_ext without run-time search paths: a Python whose LDSHARED carries
+    ``-Wl,-rpath,<its lib folder>`` (pyenv's, for one) would otherwise write a RUNPATH to the build
+    machine's Python into every .so (auditwheel keeps it).  The modules need no search path: they
+    link only libc."""
+
+    def build_extensions(self):
+        for attribute in ("linker_so", "linker_so_cxx"):
+            command = getattr(self.compiler, attribute, None)
+            if command:
+                setattr(self.compiler, attribute,
+                        [arg for arg in command if not arg.startswith(("-Wl,-rpath", "-Wl,-R"))])
+        super().build_extensions()
+
+
+# build_support/ first on Cython's include path: SciPy's cython_blas declarations without SciPy
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, quiet=True,
+                            include_path=["build_support"]),
+      cmdclass={"build_ext": BuildExt})

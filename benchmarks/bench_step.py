@@ -20,13 +20,14 @@ import pytest
 
 import fastbp
 from fastbp.tools import bench
+from floors import FLOORS, judge
 
 NETS = list(bench.NETS)
 CONTENDERS = ["fastbp", "numpy", "fastbp-layers", "torch", "sklearn"]
 
 
 def _workload(net, quick=False):
-    batch, steps, loss, _ = bench.NETS[net]
+    batch, steps, loss = bench.NETS[net]
     sizes = [int(s) for s in net.split("-")]
     return bench.Workload(sizes, batch, max(2, steps // 2) if quick else steps, loss, "relu")
 
@@ -102,11 +103,13 @@ def test_interleaved_floors(benchmark, net):
     bench.add_arguments(parser)
     args = parser.parse_args(["--repeat", "5"])
     w = _workload(net)
-    floors = bench.NETS[net][3]
     benchmark.group = "interleaved (fastbp bench)"
-    result = benchmark.pedantic(lambda: bench.bench_net(w, floors, args, log=lambda *a: None),
-                                rounds=1, iterations=1)
-    bench.report(result)
+    result = benchmark.pedantic(lambda: bench.bench_net(w, args), rounds=1, iterations=1)
+    result["floors"] = judge(result, FLOORS[net])
+    for label, v in result["floors"].items():
+        sign = ">=" if "GFLOP" in label else "<="
+        print(f"  floor {label}: {v['ratio']:.3f} (need {sign} {v['limit']:.3f})  "
+              f"{'met' if v['met'] else 'MISSED'}")
     benchmark.extra_info.update(result=result)
     if os.environ.get("FASTBP_ASSERT_FLOORS") == "1":
         missed = [label for label, v in result["floors"].items() if not v["met"]]

@@ -117,7 +117,9 @@ before the call (see ``fastbp.models.mlp``).
 """
 import importlib
 import inspect
+import logging
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -127,6 +129,34 @@ import numpy as np
 from fastbp import distributed, exceptions
 from fastbp.nn import Dense, Dropout
 from fastbp.optim import OPTIMIZERS
+
+# Verbose progress lines are INFO records of this logger, each with a ``progress`` attribute (a
+# dict: ``fit_path``; or ``epoch``, ``epochs`` (this fit's maximum), ``values`` (the epoch's
+# named losses), ``validation_score``, ``lr``, ``seconds``; or ``stop``) for a program to show
+# them its own way (``fastbp train``'s progress bar).  The package logger "fastbp" prints them to
+# the current sys.stdout, as scikit-learn's verbose output goes; silence them the usual ways
+# (``logging.getLogger("fastbp").setLevel(logging.WARNING)``), or route them through your own
+# logging set-up (remove fastbp's handler and set ``propagate = True`` on the "fastbp" logger).
+logger = logging.getLogger(__name__)
+
+
+class _CurrentStdout(logging.StreamHandler):
+    """A handler writing bare messages to whatever ``sys.stdout`` is at the time (like ``print``:
+    ``contextlib.redirect_stdout`` and captured output see the lines)."""
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+
+_package_logger = logging.getLogger("fastbp")
+if not _package_logger.handlers:
+    _package_logger.addHandler(_CurrentStdout())
+    _package_logger.setLevel(logging.INFO)
+    _package_logger.propagate = False
 
 __all__ = ["TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
@@ -940,7 +970,7 @@ def divergence(state, start, tol, window):
 
 # ---------------------------------------------------------------------------------- the fit loop
 def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation_score=None,
-                early_stopping=True, incremental=False, callback=None, log=print, name="training",
+                early_stopping=True, incremental=False, callback=None, log=None, name="training",
                 stacklevel=2, trainer=None, converge=True, sample_weight=None):
     """Train ``network`` on (X, Y): the one training loop of every model.
 
@@ -976,8 +1006,9 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         One epoch (partial fit): keep the optimizer, no convergence test, no warning.
     callback : callable, optional
         ``callback(state)`` after every epoch; a true return value stops training.
-    log : callable, default print
-        Where verbose progress lines go (the first names the fit path).
+    log : callable or None, default None
+        Where verbose progress lines go (the first names the fit path): None for INFO records of
+        the ``fastbp.training`` logger (see ``logger``), or a callable taking each line.
     name : str, default 'training'
         The model's name in the progress lines, warnings and errors.
     stacklevel : int, default 2
@@ -1024,6 +1055,13 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         the loss rose (:func:`divergence`).
     """
     config.validate()
+
+    def say(line, **progress):
+        if log is None:
+            logger.info(line, extra={"progress": progress})
+        else:
+            log(line)
+
     state = TrainState() if state is None else state
     rng = np.random.default_rng(rng)
     n = X.shape[0]
@@ -1064,7 +1102,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     else:
         epochs_by, state.fit_path = make_trainer(network, loss, optimizer, batch_size)
     if config.verbose:
-        log(f"{name}: training path: {state.fit_path}")
+        say(f"{name}: training path: {state.fit_path}", fit_path=state.fit_path)
     epoch_values = getattr(epochs_by, "epoch_values", None)
     checked_params = getattr(epochs_by, "params", network.params)
     search = _LineSearch(network) if backtracking else None
@@ -1082,7 +1120,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
 
     epochs = 1 if incremental else config.max_iter
     stopped = False
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         norms = np.zeros(n_dense)
         if backtracking:
@@ -1118,7 +1156,9 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 if isinstance(item, float))
             if score is not None:
                 line += f"  validation score {score:.4f}"
-            log(f"{line}  lr {lr:.3g}  {elapsed:.3f} s")
+            say(f"{line}  lr {lr:.3g}  {elapsed:.3f} s", epoch=epoch, epochs=epochs, lr=lr,
+                values={key: item for key, item in values.items() if isinstance(item, float)},
+                validation_score=score, seconds=elapsed)
 
         check_finite(state.n_iter, lr, config.learning_rate_init, checked_params(), X, name,
                      **values)
@@ -1142,7 +1182,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         if backtracking and lr == 0.0:
             state.converged = stopped = True
             if config.verbose:
-                log(f"{name}: no step decreases the loss (line search): converged")
+                say(f"{name}: no step decreases the loss (line search): converged",
+                    stop="no step decreases the loss (line search): converged")
             break
         if callback is not None and (callback(state) if parallel is None
                                      else parallel.broadcast(bool(callback(state)))):
@@ -1154,7 +1195,7 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
                 state.lr /= 5.0
                 state.no_improvement_count = 0
                 if config.verbose:
-                    log(f"{name}: {what} did not improve more than tol={config.tol} for "
+                    say(f"{name}: {what} did not improve more than tol={config.tol} for "
                         f"{config.n_iter_no_change} consecutive epochs; learning rate now {state.lr:.3g}")
             elif (why := divergence(state, start, config.tol, config.n_iter_no_change)) is not None:
                 stopped = True
@@ -1166,8 +1207,9 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
             else:
                 state.converged = stopped = True
                 if config.verbose:
-                    log(f"{name}: {what} did not improve more than tol={config.tol} for "
-                        f"{config.n_iter_no_change} consecutive epochs. Stopping.")
+                    reason = (f"{what.lower()} did not improve more than tol={config.tol} for "
+                              f"{config.n_iter_no_change} consecutive epochs")
+                    say(f"{name}: {what}{reason[len(what):]}. Stopping.", stop=reason)
                 break
 
     if early_stopping:

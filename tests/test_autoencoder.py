@@ -3,7 +3,6 @@
 Training tests run on the active backend (CI runs the suite with FASTBP_BACKEND=compiled and
 =numpy); they are seeded and small.
 """
-import argparse
 import pickle
 import warnings
 
@@ -262,40 +261,3 @@ def test_wrong_feature_counts_name_both(tmp_path):
         small().transform(np.zeros((3, 8)))
 
 
-# ----------------------------------------------------------------------------------- the job
-def job_args(argv):
-    """``fastbp train``'s parser with the generative options (whether or not train_job adds them)."""
-    from fastbp.cli import train_job
-    from fastbp.cli.generative_job import add_generative_arguments
-
-    parser = argparse.ArgumentParser()
-    train_job.add_arguments(parser)
-    if "--model" not in parser._option_string_actions:
-        parser.add_argument("--model", default="mlp")
-    if "--components" not in parser._option_string_actions:
-        add_generative_arguments(parser)
-    return parser.parse_args(argv)
-
-
-@pytest.mark.parametrize("model", ["autoencoder", "vae", "gan"])
-def test_train_job_runs_each_model_on_digits(model, tmp_path, capsys):
-    pytest.importorskip("matplotlib")
-    from fastbp.cli.generative_job import run_generative
-
-    plot, saved = tmp_path / "plot.png", tmp_path / "model.npz"
-    args = job_args(["--model", model, "--epochs", "2", "--backend", "numpy", "--plot", str(plot),
-                     "--save", str(saved)])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert run_generative(model, args) == 0
-    out = capsys.readouterr().out
-    assert "epoch    2" in out and {"autoencoder": "reconstruction error", "vae": "ELBO",
-                                    "gan": "discriminator"}[model] in out
-    assert plot.read_bytes()[:4] == b"\x89PNG" and type(fastbp.load(saved)).__name__.lower() == model
-
-
-def test_train_job_bad_option(capsys):
-    from fastbp.cli.generative_job import run_generative
-
-    assert run_generative("autoencoder", job_args(["--components", "0"])) == 2
-    assert "n_components" in capsys.readouterr().err

@@ -1,32 +1,67 @@
-"""The ``fastbp`` command: ``train`` (the main job), ``bench`` (speed) and ``size`` (artifact sizes).
+"""The ``fastbp`` command: ``train``, ``predict``, ``bench`` and ``size``, one argparse sub-parser
+each.
 
-Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``,
-imported only when chosen (so ``fastbp size`` never imports a compiled kernel).
+Each subcommand lives in its own module with ``add_arguments(parser)`` and ``run(args) -> int``;
+only the chosen one is imported (so ``fastbp size`` never imports a compiled kernel).  A user's
+mistake (a ValueError or OSError from a job, a bad option) ends in one line on stderr and exit
+status 2, never a traceback; Ctrl-C ends with status 130.
 """
 import argparse
 import importlib
+import os
 import sys
 
+from fastbp._version import __version__
+
 COMMANDS = {
-    "train": ("fastbp.cli.train_job", "train a network on the digits data (default) or your own"),
+    "train": ("fastbp.cli.train_job", "train a network on the bundled digits or your own CSV"),
+    "predict": ("fastbp.cli.predict_job", "predict with a saved model, one row per CSV row"),
     "bench": ("fastbp.tools.bench", "time training steps against NumPy, PyTorch and scikit-learn"),
     "size": ("fastbp.tools.size_report", "report the sizes of the compiled .so files"),
 }
 
+EXAMPLES = """examples:
+  fastbp train                            digits classifier: compiled vs NumPy backend
+  fastbp train --data iris.csv --target species --save iris.npz
+  fastbp predict iris.npz new.csv -o predictions.csv
+  fastbp train --model vae --plot samples.png
+  fastbp <command> --help                 the options of one command"""
+
+
+def _parser(chosen):
+    parser = argparse.ArgumentParser(
+        prog="fastbp", description="Fast backpropagation for dense networks on the CPU.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"fastbp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name) if name == chosen else None
+        sub = commands.add_parser(
+            name, help=help_text, usage=getattr(module, "USAGE", None), description=getattr(module, "DESCRIPTION", help_text),
+            epilog=getattr(module, "EPILOG", None),
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        if module is not None:
+            module.add_arguments(sub)
+            sub.set_defaults(run=module.run)
+    return parser
+
 
 def main(argv=None):
+    """Run the ``fastbp`` command on ``argv`` (default ``sys.argv[1:]``); the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] not in COMMANDS:
-        parser = argparse.ArgumentParser(prog="fastbp", description=__doc__.splitlines()[0])
-        parser.add_argument("command", choices=list(COMMANDS),
-                            help="; ".join(f"{name}: {text}" for name, (_, text) in COMMANDS.items()))
-        parser.parse_args(argv[:1])  # prints usage and exits
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = _parser(chosen if chosen in COMMANDS else None).parse_args(argv)
+    try:
+        return args.run(args)
+    except BrokenPipeError:  # the reader of our output left (| head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"fastbp {args.command}: {error}", file=sys.stderr)
         return 2
-    module_name, help_text = COMMANDS[argv[0]]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"fastbp {argv[0]}", description=help_text)
-    module.add_arguments(parser)
-    return module.run(parser.parse_args(argv[1:]))
+    except KeyboardInterrupt:
+        print(f"\nfastbp {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,54 +1,94 @@
 """What the ``fastbp train`` jobs share (``train_job`` for the MLPs, ``generative_job`` for the
-generative models): parsing layer sizes, reading a data table, the train/test split, choosing the
-backends, and the closing lines (speed ratio, save, plot)."""
+generative models): argument types that refuse bad values before anything runs, the checks of
+output paths, the train/test split, the choice of backends, fitting with progress, and the
+closing lines (speed ratio, save, plot)."""
+import argparse
 import os
+import textwrap
+import time
 import warnings
 
 import numpy as np
 
-__all__ = ["parse_sizes", "load_table", "split_rows", "choose_backends", "require_matplotlib",
-           "pyplot", "print_fit_paths", "print_speedup", "save_model"]
+__all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction",
+           "parse_sizes", "check_output_path", "split_rows", "choose_backends", "pyplot",
+           "fit_with_progress", "fit_noting_convergence", "print_fit_paths", "faster", "print_speedup", "save_model", "PLOT_STYLE"]
+
+# readable figures: larger fonts than matplotlib's defaults
+PLOT_STYLE = {"font.size": 11, "axes.titlesize": 12, "figure.titlesize": 13, "legend.fontsize": 10}
+
+
+def _number_type(kind, test, words):
+    def convert(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}")
+        return value
+    convert.__name__ = words  # argparse names the type in its messages
+    return convert
+
+
+positive_int = _number_type(int, lambda v: v >= 1, "a whole number >= 1")
+non_negative_int = _number_type(int, lambda v: v >= 0, "a whole number >= 0")
+positive_float = _number_type(float, lambda v: v > 0 and np.isfinite(v), "a number > 0")
+non_negative_float = _number_type(float, lambda v: v >= 0 and np.isfinite(v), "a number >= 0")
+fraction = _number_type(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
+dropout_rate = _number_type(float, lambda v: 0 <= v < 1, "a rate in [0, 1)")
 
 
 def parse_sizes(text):
-    """``--hidden`` '256,128' -> (256, 128); ValueError for anything but positive ints."""
+    """``--hidden`` '256,128' -> (256, 128); argparse's error for anything but positive ints."""
     try:
         sizes = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise ValueError("--hidden takes comma-separated layer sizes such as 256,128, "
-                         f"got {text!r}") from None
-    if any(size < 1 for size in sizes):
-        raise ValueError(f"--hidden sizes must be positive, got {text!r}")
+        sizes = ()
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError("expected comma-separated layer sizes >= 1 such as "
+                                         f"256,128, got {text!r}")
     return sizes
 
 
-def load_table(path):
-    """(X, y) from a CSV or NPY file whose last column is the label."""
-    if not os.path.exists(path):
-        raise ValueError(f"{path}: no such file")
-    if path.lower().endswith(".npy"):
-        table = np.load(path, allow_pickle=False)
-    else:
-        try:
-            table = np.loadtxt(path, delimiter=",", ndmin=2)
-        except ValueError:
-            try:
-                table = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
-            except ValueError as error:
-                raise ValueError(f"{path}: expected comma-separated numbers ({error})") from None
-    table = np.asarray(table)
-    if table.ndim != 2 or table.shape[1] < 2:
-        raise ValueError(f"{path}: expected a 2-D table with features and a last label column, "
-                         f"got shape {table.shape}")
-    if table.dtype.kind not in "fiub":
-        raise ValueError(f"{path}: expected numbers, got dtype {table.dtype}")
-    return table[:, :-1], table[:, -1]
+def check_output_path(path, option, suffixes=None):
+    """ValueError, before any training, when ``path`` cannot be written: a missing or read-only
+    folder, a folder in its place, or (``suffixes``) a file type that cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: the folder {folder} is not writable")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path}: the file is not writable")
+    suffix = os.path.splitext(path)[1].lower().lstrip(".")
+    if suffixes is not None and suffix not in suffixes:
+        raise ValueError(f"{option} {path}: cannot write a {suffix or 'suffix-less'!r} file; use "
+                         f"one of {', '.join('.' + s for s in sorted(suffixes))}")
+
+
+def plot_suffixes():
+    """The file types matplotlib can write; ValueError when matplotlib is not installed."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise ValueError("--plot needs matplotlib, which is not installed "
+                         "(pip install matplotlib, or fastbp[plot])") from None
+    return set(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_outputs(args):
+    """Every output of a ``fastbp train`` run checked before anything trains."""
+    if args.plot:
+        check_output_path(args.plot, "--plot", plot_suffixes())
+    if args.save:
+        check_output_path(args.save, "--save")
 
 
 def split_rows(n, test_size, seed):
     """(kept, held out): sorted row indices, ``test_size`` of the n rows held out at random."""
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"--test-size and --validation-size must be in (0, 1), got {test_size}")
     order = np.random.default_rng(seed).permutation(n)
     n_test = max(1, int(round(test_size * n)))
     if n - n_test < 2:
@@ -56,8 +96,11 @@ def split_rows(n, test_size, seed):
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def choose_backends(choice):
-    """(backend names to train with, a note why the compiled one is missing or None)."""
+def choose_backends(choice, compare):
+    """(backend names to train with, a note why the compiled one is missing or None).
+
+    ``choice``: 'auto' (compiled when it loads), 'compiled' or 'numpy'; ``compare``: also train
+    on the NumPy backend, for the speed ratio."""
     from fastbp import _backend
 
     if choice == "numpy":
@@ -67,16 +110,7 @@ def choose_backends(choice):
         if choice == "compiled":
             raise ValueError(reason)
         return ["numpy"], reason
-    return (["compiled", "numpy"] if choice == "both" else ["compiled"]), None
-
-
-def require_matplotlib():
-    """ValueError before any training when ``--plot`` cannot be honoured."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise ValueError("--plot needs matplotlib, which is not installed "
-                         "(pip install matplotlib, or fastbp[plot])") from None
+    return (["compiled", "numpy"] if compare else ["compiled"]), None
 
 
 def pyplot():
@@ -110,7 +144,7 @@ def fit_noting_convergence(fit, *args, **kwargs):
     return unconverged
 
 
-def warm_up(model, *data):
+def _warm_up(model, *data):
     """Fit a throwaway copy of ``model`` for one epoch on a few rows, untimed.  The first fit in a
     process pays one-time start-up costs (lazy imports, first calls into the libraries: ~25 ms
     measured on digits, against ~7 ms for the same 3-epoch fit afterwards), which would otherwise
@@ -120,7 +154,6 @@ def warm_up(model, *data):
     settings = {"max_iter": 1, "verbose": False, "early_stopping": False}
     own = twin.get_params()
     twin.set_params(**{key: value for key, value in settings.items() if key in own})
-    import numpy as np
     n = len(data[0])
     rows = np.unique(np.linspace(0, n - 1, min(64, n)).astype(np.intp))  # spread: several classes
     try:
@@ -131,19 +164,42 @@ def warm_up(model, *data):
         pass
 
 
+def fit_with_progress(model, backend, mode, *data, **fit_params):
+    """Fit ``model`` on ``backend``, its epochs shown as ``mode`` says (see ``_progress``):
+    (seconds, True when it stopped at ``max_iter`` before converging)."""
+    from fastbp import _backend
+    from fastbp.cli._progress import showing_progress
+
+    with _backend.use_backend(backend):
+        _warm_up(model, *data)
+        with showing_progress(f"{backend:<8}", mode):
+            started = time.perf_counter()
+            unconverged = fit_noting_convergence(model.fit, *data, **fit_params)
+            seconds = time.perf_counter() - started
+    return seconds, unconverged
+
+
 def print_fit_paths(models):
     """One line per backend naming the path that trained its model (``fit_path_``: "engine", or
     "layerwise: <why the engine declined>"); ``models``: (backend name, fitted model) pairs."""
     for backend, model in models:
-        print(f"fit path ({backend}): {model.fit_path_}")
+        print(textwrap.fill(f"fit path ({backend}): {model.fit_path_}", 79, subsequent_indent="  "))
+
+
+def faster(ratio, than):
+    """``ratio`` (their time / ours) in words: '2.3x faster than PyTorch', 'about as fast as
+    PyTorch' (within 5%) or '1.4x slower than PyTorch'."""
+    if 1 / 1.05 <= ratio <= 1.05:
+        return f"about as fast as {than}"
+    return f"{ratio:.1f}x faster than {than}" if ratio > 1 else f"{1 / ratio:.1f}x slower than {than}"
 
 
 def print_speedup(seconds):
     """The speed ratio line when both backends ran (``seconds``: compiled's, then NumPy's)."""
     if len(seconds) == 2:
-        print(f"compiled backend: {seconds[1] / seconds[0]:.1f}x the speed of NumPy")
+        print(f"compiled backend: {faster(seconds[1] / seconds[0], 'NumPy')}")
 
 
 def save_model(model, path):
     model.save(path)
-    print(f"model saved to {path} (fastbp.load({path!r}) restores it)")
+    print(f"model saved to {path} (fastbp predict {path} DATA.csv; fastbp.load in Python)")

@@ -1,190 +1,261 @@
-"""``fastbp train``: train a network and compare the compiled backend with the NumPy one.
+"""``fastbp train``: train a network on the bundled digits or your own data.
 
-With no arguments it trains an ``MLPClassifier`` with scikit-learn's defaults (one hidden layer
-of 100 relu units, Adam, up to 200 epochs, stopping when the training loss stops improving) on the
-handwritten digits shipped with fastbp, holding out 20% of the images as a test set and 10% of the
-rest as a validation set; it prints one line per epoch (loss, validation score, time), then the
-test accuracy and the training time with the compiled kernels and, for comparison, again with the
-NumPy kernels (same seed: the two models agree up to rounding).  ``--early-stopping`` stops on the
-validation score instead (and keeps the best weights).
-
-Your own data: ``--data file.csv`` or ``--data file.npy``.  Each row is one example; the LAST
-column is the label (class labels for classification, a number for ``--task regress``) and the
-other columns are the features.  A CSV file is comma-separated numbers; a first line that is not
-numeric is taken as a header and skipped.  A .npy file holds one 2-D numeric array.
+With no arguments it trains an ``MLPClassifier`` (one hidden layer of 100 relu units, Adam) on
+the handwritten digits shipped with fastbp, holding out 20% of the images as a test set and 10% of
+the rest as a validation set, stopping when the validation score stops improving; a progress bar
+shows each fit, and a short summary gives the test accuracy and the training time with the
+compiled kernels and, for comparison, the NumPy kernels (same seed: the two models agree up to
+rounding).
 """
-import sys
-import time
+import argparse
 
 import numpy as np
 
-from fastbp.cli._jobs import (choose_backends, fit_noting_convergence, load_table, parse_sizes,
-                    print_fit_paths, print_speedup, pyplot, require_matplotlib, save_model,
-                    split_rows, warm_up)
+from fastbp.cli._jobs import (check_outputs, choose_backends, dropout_rate, fit_with_progress,
+                              fraction, non_negative_float, non_negative_int, parse_sizes,
+                              positive_float, positive_int, print_fit_paths, print_speedup,
+                              pyplot, PLOT_STYLE, save_model, split_rows)
 
 # --lr when not given, per solver of fastbp.training.SOLVERS (tests/test_train_job.py checks
 # that every solver has one): a step length that trains the digits network well
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "gd": 1.0, "rmsprop": 1e-3}
 
-__all__ = ["add_arguments", "run", "load_table"]
+USAGE = "fastbp train [--data FILE [--target NAME|N]] [options]   (fastbp train -h: all)"
+
+DESCRIPTION = """Train a network on the bundled handwritten digits (the default) or your own data.
+
+The default run trains a digits classifier on the compiled backend and again on the NumPy
+backend, and compares their speed.  --data FILE trains once, on the compiled backend (--compare
+for both)."""
+
+EPILOG = """your own data (--data FILE):
+  A CSV file (any delimiter, an optional header row) or a 2-D .npy array, one example per row.
+  Columns of numbers are features; the target is --target (a header name, or a column number
+  counted from 1, -1 for the last), else the one text column, else the last column.  Text labels
+  and a few whole-number values mean classification, other numbers regression (--task to
+  choose).  Empty cells and NA, N/A, NaN, null, ? are missing values: refused with the file's
+  line and column, or filled in with --impute mean|median.
+
+examples:
+  fastbp train --data iris.csv --target species --hidden 32 --save iris.npz
+  fastbp train --data houses.csv --target price --impute median --plot loss.png
+  fastbp train --model autoencoder --plot reconstructions.png"""
+
+__all__ = ["add_arguments", "run", "DEFAULT_LR"]
+
+
+def _activations():
+    from fastbp.nn import ACTIVATION_ALIASES, ACTIVATIONS
+    return sorted((set(ACTIVATIONS) - {"softmax"}) | set(ACTIVATION_ALIASES))
 
 
 def add_arguments(parser):
-    parser.add_argument("--data", metavar="FILE",
-                        help="CSV or NPY file, one example per row, the last column the label "
-                             "(default: the digits shipped with fastbp)")
-    parser.add_argument("--task", choices=("classify", "regress"), default="classify",
-                        help="classification (MLPClassifier, default) or regression (MLPRegressor)")
-    parser.add_argument("--model", choices=("mlp", "autoencoder", "vae", "gan"), default="mlp",
-                        help="mlp (default; --task picks classifier or regressor) or a generative "
-                             "model: autoencoder, vae, gan")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", metavar="FILE",
+                      help="CSV or .npy file, one example per row (default: the bundled digits)")
+    data.add_argument("--target", metavar="NAME|N",
+                      help="the target column: header name or number (default: the text column, "
+                           "else the last)")
+    data.add_argument("--impute", choices=("mean", "median"),
+                      help="fill missing feature values with the column's mean or median")
+    data.add_argument("--task", choices=("auto", "classify", "regress"), default="auto",
+                      help="auto (default): classify text or whole-number targets, else regress")
+    data.add_argument("--test-size", type=fraction, default=0.2, metavar="FRACTION",
+                      help="fraction held out for the test (default 0.2)")
+    data.add_argument("--validation-size", type=fraction, default=0.1, metavar="FRACTION",
+                      help="fraction of the training rows held out for the validation score "
+                           "(default 0.1)")
+    net = parser.add_argument_group("network and training")
+    net.add_argument("--model", choices=("mlp", "autoencoder", "vae", "gan"), default="mlp",
+                     help="mlp (default) or a generative model: autoencoder, vae, gan")
+    net.add_argument("--hidden", type=parse_sizes, default=(100,), metavar="SIZES",
+                     help="hidden layer sizes, comma-separated, e.g. 256,128 (default 100)")
+    net.add_argument("--activation", default="relu", choices=_activations(),
+                     metavar="NAME", help=f"hidden activation: {', '.join(_activations())} "
+                                          "(default relu)")
+    net.add_argument("--solver", default="adam", choices=sorted(DEFAULT_LR), help="default adam")
+    net.add_argument("--learning-rate", default="constant",
+                     choices=("constant", "invscaling", "adaptive", "backtracking"),
+                     help="learning-rate schedule (backtracking needs --solver gd)")
+    net.add_argument("--lr", type=positive_float, default=None, metavar="RATE",
+                     help="initial learning rate (default: "
+                          + ", ".join(f"{rate:g} {name}" for name, rate in DEFAULT_LR.items())
+                          + ")")
+    net.add_argument("--epochs", type=positive_int, default=200,
+                     help="maximum number of epochs (default 200)")
+    net.add_argument("--batch-size", type=positive_int, default=None,
+                     help="minibatch rows (default min(200, n))")
+    net.add_argument("--alpha", type=non_negative_float, default=1e-4,
+                     help="L2 penalty (default 1e-4)")
+    net.add_argument("--dropout", type=dropout_rate, default=0.0,
+                     help="dropout rate on hidden layers (default 0)")
+    net.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=None,
+                     help="stop when the validation score stops improving and keep the best "
+                          "weights (default for the bundled digits), or stop when the training "
+                          "loss does (default for --data, as scikit-learn: a small validation "
+                          "set is a noisy guide)")
+    net.add_argument("--patience", type=positive_int, default=20,
+                     help="stop after this many epochs without improvement (default 20)")
+    net.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    net.add_argument("--seed", type=int, default=0, help="random seed (split, weights, shuffling)")
     from fastbp.cli.generative_job import add_generative_arguments
     add_generative_arguments(parser)
-    parser.add_argument("--hidden", default="100", metavar="SIZES",
-                        help="hidden layer sizes, comma-separated, e.g. 256,128 (default 100)")
-    parser.add_argument("--activation", default="relu", help="hidden activation (default relu)")
-    parser.add_argument("--solver", default="adam", choices=sorted(DEFAULT_LR), help="default adam")
-    parser.add_argument("--learning-rate", default="constant",
-                        choices=("constant", "invscaling", "adaptive", "backtracking"),
-                        help="learning-rate schedule (backtracking needs --solver gd)")
-    parser.add_argument("--lr", type=float, default=None, metavar="RATE",
-                        help="initial learning rate (default 0.001; 0.01 for sgd, 1.0 for gd)")
-    parser.add_argument("--epochs", type=int, default=200, help="maximum number of epochs (default 200)")
-    parser.add_argument("--batch-size", type=int, default=None, help="minibatch rows (default min(200, n))")
-    parser.add_argument("--alpha", type=float, default=1e-4, help="L2 penalty (default 1e-4)")
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout rate on hidden layers")
-    parser.add_argument("--early-stopping", action="store_true",
-                        help="stop when the validation score stops improving; keep the best weights")
-    parser.add_argument("--patience", type=int, default=10,
-                        help="stop after this many epochs without improvement (default 10)")
-    parser.add_argument("--test-size", type=float, default=0.2, help="fraction held out for the test")
-    parser.add_argument("--validation-size", type=float, default=0.1,
-                        help="fraction of the training rows held out for the validation score")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for the matrix products (default 1: digits-sized products run "
-                             "fastest on one; 0 = the libraries' own default)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (split, weights, shuffling)")
-    parser.add_argument("--backend", choices=("both", "compiled", "numpy"), default="both",
-                        help="train with both backends (default) or one")
-    parser.add_argument("--save", metavar="MODEL.npz", help="save the (first) trained model")
-    parser.add_argument("--plot", metavar="PLOT.png",
-                        help="plot loss, validation score and per-layer gradient norms (matplotlib)")
-    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    run = parser.add_argument_group("how it runs")
+    run.add_argument("--backend", choices=("auto", "compiled", "numpy"), default="auto",
+                     help="auto (default): compiled when it loads, else NumPy")
+    run.add_argument("--compare", action="store_true",
+                     help="train on the compiled and the NumPy backend and compare their speed "
+                          "(the default for the bundled digits)")
+    run.add_argument("--threads", type=non_negative_int, default=1,
+                     help="threads for the matrix products (default 1: digits-sized products run "
+                          "fastest on one; 0 = the libraries' own default)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--save", metavar="MODEL.npz", help="save the trained model")
+    out.add_argument("--plot", metavar="PLOT.png",
+                     help="plot the loss curve, validation score and gradient norms (matplotlib)")
+    shown = out.add_mutually_exclusive_group()
+    shown.add_argument("--quiet", "-q", action="store_true", help="no progress, only the summary")
+    shown.add_argument("--verbose", "-v", action="store_true",
+                       help="one line per epoch instead of the progress bar")
 
 
-def _model(args, backend):
+def _model(args, task, verbose):
     from fastbp.models.mlp import MLPClassifier, MLPRegressor
 
-    cls = MLPRegressor if args.task == "regress" else MLPClassifier
-    lr = args.lr
-    if lr is None:
-        lr = DEFAULT_LR[args.solver]
-    return cls(hidden_layer_sizes=parse_sizes(args.hidden), activation=args.activation,
-               solver=args.solver, learning_rate=args.learning_rate, learning_rate_init=lr,
+    cls = MLPRegressor if task == "regress" else MLPClassifier
+    return cls(hidden_layer_sizes=args.hidden, activation=args.activation, solver=args.solver,
+               learning_rate=args.learning_rate,
+               learning_rate_init=DEFAULT_LR[args.solver] if args.lr is None else args.lr,
                max_iter=args.epochs, batch_size="auto" if args.batch_size is None else args.batch_size,
                alpha=args.alpha, dropout=args.dropout, early_stopping=args.early_stopping,
-               n_iter_no_change=args.patience,
-               dtype=args.dtype, n_threads=args.threads or None, random_state=args.seed,
-               verbose=not args.quiet and backend == "first")
+               n_iter_no_change=args.patience, dtype=args.dtype,
+               n_threads=args.threads or None, random_state=args.seed, verbose=verbose)
 
 
-def _plot(model, path):
-    plt = pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    epochs = np.arange(1, len(model.loss_curve_) + 1)
-    left.plot(epochs, model.loss_curve_, label="training loss")
-    left.set_xlabel("epoch")
-    left.set_ylabel("loss")
-    if model.validation_scores_:
-        twin = left.twinx()
-        twin.plot(epochs, model.validation_scores_, color="tab:orange", label="validation score")
-        twin.set_ylabel("validation score")
-        twin.legend(loc="center right")
-    left.legend(loc="upper right")
-    left.set_title("Loss curve")
-    for layer in range(model.grad_norms_.shape[1]):
-        name = f"W{layer + 1}" if layer < model.grad_norms_.shape[1] - 1 else "V (output)"
-        right.semilogy(epochs, model.grad_norms_[:, layer], label=name)
-    right.set_xlabel("epoch")
-    right.set_ylabel("mean ||dL/dW||_F per minibatch")
-    right.set_title("Gradient norm per layer")
-    right.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+def load_data(args):
+    """(X, y, a description of the data, the task, a line about the target or None)."""
+    from fastbp.cli._table import impute, infer_task, read_table
+    from fastbp.datasets import load_digits
+
+    if not args.data:
+        if args.target or args.impute:
+            raise ValueError("--target and --impute are for your own --data")
+        X, y = load_digits()
+        return X, y, "handwritten digits", "classify" if args.task == "auto" else \
+            args.task, None
+    table = read_table(args.data, args.target)
+    X, y = table.X, table.y
+    if table.missing:
+        line, column = table.missing[0]
+        if args.impute is None:
+            raise ValueError(f"{args.data}, line {line}, column {column!r}: missing value "
+                             f"({len(table.missing)} missing in all; --impute mean or median "
+                             "fills them in)")
+        X = impute(X, args.impute)
+    task = infer_task(y) if args.task == "auto" else args.task
+    if task == "regress" and y.dtype.kind not in "fiub":
+        raise ValueError(f"--task regress: the target {table.target_name!r} holds text "
+                         f"({y[0]!r}), not numbers")
+    if task == "classify":
+        if y.dtype.kind == "f" and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        classes = np.unique(y)
+        shown = ", ".join(map(str, classes[:5])) + (", ..." if len(classes) > 5 else "")
+        what = f"classes ({len(classes)}: {shown})"
+    else:
+        what = "a quantity (regression)"
+    chosen = "; --task to choose" if args.task == "auto" else ""
+    about = f"target {table.target_name!r}: {what}{chosen}"
+    extras = table.notes + ([f"{len(table.missing)} missing {'value' if len(table.missing) == 1 else 'values'} "
+                             f"filled in by the column's {args.impute}"] if table.missing else [])
+    source = args.data + (f" ({'; '.join(extras)})" if extras else "")
+    return X, y, source, task, about
 
 
 def run(args):
+    """Train as ``args`` say; the exit status (every argument is checked before training)."""
+    from fastbp.cli._progress import choose_mode
+
+    check_outputs(args)
     if args.model != "mlp":
         from fastbp.cli.generative_job import run_generative
         return run_generative(args.model, args)
-    from fastbp import _backend
-    from fastbp.datasets import load_digits
+    X, y, source, task, about = load_data(args)
+    if args.early_stopping is None:
+        args.early_stopping = not args.data
+    train, test = split_rows(len(X), args.test_size, args.seed)
+    fit_rows, validation = split_rows(len(train), args.validation_size, args.seed + 1)
+    fit_rows, validation = train[fit_rows], train[validation]
+    backends, note = choose_backends(args.backend, args.compare or not args.data)
+    if task == "classify" and len(np.unique(y[fit_rows])) < 2:
+        raise ValueError("the training rows hold a single class: nothing to classify")
+    mode = choose_mode(args.quiet, args.verbose)
 
-    try:
-        if args.plot:
-            require_matplotlib()
-        hidden = parse_sizes(args.hidden)
-        if args.data:
-            X, y = load_table(args.data)
-            source = args.data
-        else:
-            X, y = load_digits()
-            source = "handwritten digits (1797 images of 8x8 pixels, 10 classes)"
-        if args.task == "classify" and y.dtype.kind == "f" and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        train, test = split_rows(len(X), args.test_size, args.seed)
-        fit_rows, validation = split_rows(len(train), args.validation_size, args.seed + 1)
-        fit_rows, validation = train[fit_rows], train[validation]
-        backends, note = choose_backends(args.backend)
-    except ValueError as error:
-        print(f"fastbp train: {error}", file=sys.stderr)
-        return 2
-
-    n_classes = len(np.unique(y)) if args.task == "classify" else 1
-    n_outputs = 1 if n_classes == 2 else n_classes
-    architecture = "-".join(str(size) for size in (X.shape[1], *hidden, n_outputs))
-    print(f"data: {source}: {len(fit_rows)} training, {len(validation)} validation and {len(test)} "
-          f"test examples, {X.shape[1]} features")
-    print(f"network {architecture}, {args.activation}, solver {args.solver}, up to {args.epochs} epochs, "
-          f"{args.dtype}")
+    n_outputs = 1 if task == "regress" else len(np.unique(y))
+    n_outputs = 1 if n_outputs == 2 else n_outputs
+    architecture = "-".join(str(size) for size in (X.shape[1], *args.hidden, n_outputs))
+    print(f"data: {source}, {X.shape[0]} rows x {X.shape[1]} features")
+    print(f"split: {len(fit_rows)} training, {len(validation)} validation, {len(test)} test rows")
+    if about:
+        print(about)
+    stop = "early stopping" if args.early_stopping else "stop on the training loss"
+    print(f"network {architecture} ({args.activation}), {args.solver}, up to {args.epochs} "
+          f"epochs, {stop}, {args.dtype}")
     if note:
         print(f"note: {note}; training with NumPy only")
     results, models = [], []
-    first_model = None
-    for i, name in enumerate(backends):
-        model = _model(args, "first" if i == 0 else "other")
-        if i == 0 and not args.quiet:
-            print(f"-- training with the {name} backend")
-        try:
-            with _backend.use_backend(name):
-                warm_up(model, X[fit_rows], y[fit_rows])
-                started = time.perf_counter()
-                unconverged = fit_noting_convergence(
-                    model.fit, X[fit_rows], y[fit_rows], validation_data=(X[validation], y[validation]))
-                seconds = time.perf_counter() - started
-                score = model.score(X[test], y[test])
-        except ValueError as error:
-            print(f"fastbp train: {error}", file=sys.stderr)
-            return 2
-        if i == 0 and unconverged:
-            print(f"note: training stopped at --epochs={args.epochs} before the loss converged")
-        results.append((name, score, seconds, model.n_iter_))
+    for name in backends:
+        model = _model(args, task, verbose=mode != "none")
+        seconds, unconverged = fit_with_progress(
+            model, name, mode, X[fit_rows], y[fit_rows],
+            validation_data=(X[validation], y[validation]))
+        results.append((name, model.score(X[test], y[test]), seconds, model.n_iter_, unconverged))
         models.append((name, model))
-        if first_model is None:
-            first_model = model
 
-    metric = "test R^2" if args.task == "regress" else "test accuracy"
-    print()
-    print(f"{'backend':<10}{metric:>15}{'training time':>16}{'epochs':>8}{'s/epoch':>10}")
-    for name, score, seconds, epochs in results:
-        print(f"{name:<10}{score:>15.4f}{seconds:>14.2f} s{epochs:>8}{seconds / epochs:>10.4f}")
+    metric = "test R^2" if task == "regress" else "test accuracy"
+    print(f"\n{'backend':<10}{metric:>14}{'time':>10}{'epochs':>8}{'per epoch':>11}")
+    for name, score, seconds, epochs, _ in results:
+        print(f"{name:<10}{score:>14.4f}{seconds:>8.2f} s{epochs:>8}{seconds / epochs * 1e3:>8.1f} ms")
+    if results[0][4]:
+        print(f"note: stopped at --epochs={args.epochs} before converging (raise --epochs)")
     print_fit_paths(models)
-    print_speedup([seconds for _, _, seconds, _ in results])
+    print_speedup([seconds for _, _, seconds, _, _ in results])
+    first = models[0][1]
     if args.save:
-        save_model(first_model, args.save)
+        save_model(first, args.save)
     if args.plot:
-        _plot(first_model, args.plot)
+        data_name = "digits" if not args.data else args.data.rsplit("/", 1)[-1]
+        _plot(first, f"{type(first).__name__} {architecture} on {data_name}: "
+                     f"{metric} {results[0][1]:.3f}", args.plot)
         print(f"loss curve and gradient norms plotted to {args.plot}")
     return 0
+
+
+def _plot(model, title, path):
+    plt = pyplot()
+    with plt.rc_context(PLOT_STYLE):
+        figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+        figure.suptitle(title)
+        epochs = np.arange(1, len(model.loss_curve_) + 1)
+        left.plot(epochs, model.loss_curve_, color="tab:blue", label="training loss")
+        left.set_xlabel("epoch")
+        left.set_ylabel("training loss", color="tab:blue")
+        left.set_title("Loss and validation score")
+        if model.validation_scores_:
+            twin = left.twinx()
+            twin.plot(epochs, model.validation_scores_, color="tab:orange",
+                      label="validation score")
+            twin.set_ylabel("validation score", color="tab:orange")
+            best = int(np.argmax(model.validation_scores_))
+            twin.plot(epochs[best], model.validation_scores_[best], "o", color="tab:orange")
+        n_layers = model.grad_norms_.shape[1]
+        for layer in range(n_layers):
+            name = "output layer" if layer == n_layers - 1 else f"hidden layer {layer + 1}"
+            right.semilogy(epochs, model.grad_norms_[:, layer], label=name)
+        right.set_xlabel("epoch")
+        right.set_ylabel("gradient norm (mean per minibatch)")
+        right.set_title("Size of the weight gradients, per layer")
+        right.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
