@@ -84,3 +84,30 @@ def test_shares_cover_the_rows_once(n, size):
     assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
     sizes = [hi - lo for lo, hi in bounds]
     assert max(sizes) - min(sizes) <= 1
+
+
+def run_cli(ranks, *args, timeout=120):
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_DIR.parent))
+    env.pop("FASTBP_BACKEND", None)
+    started = time.monotonic()
+    proc = subprocess.run([mpiexec(), "-n", str(ranks), sys.executable, "-m", "fastbp", *args],
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=str(PACKAGE_DIR.parent))
+    return proc, time.monotonic() - started
+
+
+def test_fastbp_train_under_mpiexec_trains_data_parallel_and_speaks_once(tmp_path):
+    saved = tmp_path / "m.npz"
+    proc, _ = run_cli(2, "train", "--epochs", "3", "--quiet", "--save", str(saved))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("data-parallel over 2 MPI ranks") == 1
+    assert proc.stdout.count("test accuracy") == 1  # rank 1 prints nothing
+    assert "layerwise: data-parallel over 2 ranks" in proc.stdout
+    import fastbp
+    assert fastbp.load(saved).n_iter_ == 3
+
+
+def test_fastbp_train_error_under_mpiexec_ends_the_job(tmp_path):
+    proc, seconds = run_cli(2, "train", "--data", str(tmp_path / "missing.csv"), timeout=60)
+    assert proc.returncode != 0 and "missing.csv" in proc.stderr
+    assert seconds < 10

@@ -46,11 +46,46 @@ def _parser(chosen):
     return parser
 
 
+# what an MPI launcher (mpiexec of MPICH or Open MPI, MVAPICH, srun with PMI) tells its processes
+MPI_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+
+
+def launched_ranks():
+    """How many processes an MPI launcher started this one among (1: not under MPI)."""
+    for name in MPI_SIZE_VARIABLES:
+        try:
+            return max(1, int(os.environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
 def main(argv=None):
-    """Run the ``fastbp`` command on ``argv`` (default ``sys.argv[1:]``); the exit status."""
+    """Run the ``fastbp`` command on ``argv`` (default ``sys.argv[1:]``); the exit status.
+
+    Started by an MPI launcher on several processes (``mpiexec -n 4 fastbp train ...``), ``train``
+    trains data-parallel (``fastbp.distributed``): rank 0 prints, plots and saves; any rank's error
+    ends the whole job (``MPI_Abort``) with its message, never a hang."""
     argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     args = _parser(chosen if chosen in COMMANDS else None).parse_args(argv)
+    if args.command != "train" or launched_ranks() == 1:
+        return _run(args)
+    from fastbp.distributed import data_parallel
+    with data_parallel() as parallel:
+        if parallel.rank == 0:
+            print(f"data-parallel over {parallel.size} MPI ranks (fastbp.distributed)")
+        else:  # one voice: the others train silently
+            sys.stdout = open(os.devnull, "w")
+            args.plot = None
+        status = _run(args)
+        if status != 0:
+            sys.stderr.flush()
+            parallel.comm.Abort(status)
+    return status
+
+
+def _run(args):
     try:
         return args.run(args)
     except BrokenPipeError:  # the reader of our output left (| head): stop quietly

@@ -8,6 +8,7 @@ compiled kernels and, for comparison, the NumPy kernels (same seed: the two mode
 rounding).
 """
 import argparse
+import inspect
 
 import numpy as np
 
@@ -15,10 +16,15 @@ from fastbp.cli._jobs import (check_outputs, choose_backends, dropout_rate, fit_
                               fraction, non_negative_float, non_negative_int, parse_sizes,
                               positive_float, positive_int, print_fit_paths, print_speedup,
                               pyplot, PLOT_STYLE, save_model, split_rows)
+from fastbp.optim import OPTIMIZERS
+from fastbp.training import SOLVERS
 
-# --lr when not given, per solver of fastbp.training.SOLVERS (tests/test_train_job.py checks
-# that every solver has one): a step length that trains the digits network well
-DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "gd": 1.0, "rmsprop": 1e-3}
+# --lr when not given, per solver of fastbp.training.SOLVERS: its optimizer's own default step
+# length (fastbp.optim, the registry's), except where another trains the digits network better
+# (full-batch 'gd' takes one step per epoch)
+TUNED_LR = {"gd": 1.0, "rmsprop": 1e-3}
+DEFAULT_LR = {solver: TUNED_LR[solver] if solver in TUNED_LR else
+              inspect.signature(OPTIMIZERS[solver]).parameters["lr"].default for solver in SOLVERS}
 
 USAGE = "fastbp train [--data FILE [--target NAME|N]] [options]   (fastbp train -h: all)"
 
