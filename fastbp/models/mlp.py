@@ -522,6 +522,31 @@ class _BaseMLP(BaseEstimator):
                              "best_validation_score_ disagrees with validation_scores_")
 
 
+def _to_sklearn(self):
+    """The fitted network as scikit-learn's estimator of the same name (``MLPClassifier`` or
+    ``MLPRegressor``), with a copy of its weights: its ``predict`` (and ``predict_proba``) equal
+    this model's within float tolerance.
+
+    The parameters scikit-learn shares are copied as they are (a ``solver`` or schedule it lacks,
+    such as 'gd' or 'rmsprop', then makes its ``fit`` raise; prediction does not use them), as are
+    the fitted attributes it knows.
+
+    Returns
+    -------
+    sklearn.neural_network.MLPClassifier or sklearn.neural_network.MLPRegressor
+        A fitted estimator, of this model's class name.
+
+    Raises
+    ------
+    NotFittedError
+        Before ``fit``.
+    ValueError
+        When scikit-learn cannot represent the network: its MLPs have only the activations
+        identity, logistic (sigmoid), tanh and relu.
+    """
+    return export.to_sklearn(self)
+
+
 @register("MLPRegressor")
 @numpydoc(*MLP_ATTRIBUTES)
 class MLPRegressor(RegressorMixin, _BaseMLP):
@@ -603,29 +628,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return {"predict": export.Path(export.layer_steps(self._network), "predict",
                                        ravel=self.n_outputs_ == 1)}
 
-    def to_sklearn(self):
-        """The fitted network as scikit-learn's estimator of the same name, with a copy of its
-        weights: its ``predict`` (and ``predict_proba``) equal this model's within float
-        tolerance.
-
-        The parameters scikit-learn shares are copied as they are (a ``solver`` or schedule it
-        lacks, such as 'gd' or 'rmsprop', then makes its ``fit`` raise; prediction does not use
-        them), as are the fitted attributes it knows.
-
-        Returns
-        -------
-        sklearn.neural_network.MLPRegressor
-            A fitted estimator.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            When scikit-learn cannot represent the network: its MLPs have only the activations
-            identity, logistic (sigmoid), tanh and relu.
-        """
-        return export.to_sklearn(self)
+    to_sklearn = _to_sklearn
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -895,29 +898,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             export.layer_steps(self._network, output), "probabilities", classes=self.classes_,
             two_class=not multilabel and self.n_outputs_ == 1, multilabel=multilabel)}
 
-    def to_sklearn(self):
-        """The fitted network as scikit-learn's estimator of the same name, with a copy of its
-        weights: its ``predict`` (and ``predict_proba``) equal this model's within float
-        tolerance.
-
-        The parameters scikit-learn shares are copied as they are (a ``solver`` or schedule it
-        lacks, such as 'gd' or 'rmsprop', then makes its ``fit`` raise; prediction does not use
-        them), as are the fitted attributes it knows.
-
-        Returns
-        -------
-        sklearn.neural_network.MLPClassifier
-            A fitted estimator.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            When scikit-learn cannot represent the network: its MLPs have only the activations
-            identity, logistic (sigmoid), tanh and relu.
-        """
-        return export.to_sklearn(self)
+    to_sklearn = _to_sklearn
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
