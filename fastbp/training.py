@@ -40,8 +40,9 @@ batch's weight instead of its row count (lambda_i n_B / W_B = alpha / W_B for th
 scikit-learn divides by the batch's weight sum).  Unit weights give exactly the unweighted F_B;
 integer weights give, for a batch holding every row (solver 'gd', or ``batch_size`` >= n), the
 objective of the data with row i repeated w_i times.  A batch of weight 0 takes no step.  The
-epoch's value is sum_B W_B F_B / sum_B W_B.  Weighted epochs run layer by layer (``fit_path``
-``"layerwise: sample_weight"``): the compiled engine has no weights yet.
+epoch's value is sum_B W_B F_B / sum_B W_B.  Weighted epochs run on the compiled engine when every
+weight is > 0, else layer by layer (``fit_path`` ``"layerwise: sample_weight with zero weights
+..."``).
 
 A compiled fast path: at the start of every fit call the loop calls
 ``fastbp.engine.make_trainer(network, loss, optimizer, batch_size)`` (if that module exists); a
@@ -685,7 +686,7 @@ def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_
 _engine_warned = False
 
 
-def make_trainer(network, loss, optimizer, batch_size):
+def make_trainer(network, loss, optimizer, batch_size, sample_weight=None):
     """The epoch trainer of one fit: the compiled engine where it can, else layer by layer.
 
     Parameters
@@ -698,6 +699,9 @@ def make_trainer(network, loss, optimizer, batch_size):
         Over ``network.params()``.
     batch_size : int >= 1
         Rows per minibatch.
+    sample_weight : ndarray of float64, shape (n,), optional
+        One weight per row of the X the epochs take: the weighted epoch, on the engine when every
+        weight is > 0 (a batch of weight 0 takes no step: the layer-by-layer epoch runs those).
 
     Returns
     -------
@@ -728,11 +732,16 @@ def make_trainer(network, loss, optimizer, batch_size):
                           RuntimeWarning, stacklevel=3)
     else:
         reason = engine.engine_decline(network, loss, optimizer, batch_size)
-        trainer = engine.make_trainer(network, loss, optimizer, batch_size)
+        trainer = engine.make_trainer(network, loss, optimizer, batch_size)  # may warn: unavailable
+        if reason is None and sample_weight is not None and not (sample_weight > 0).all():
+            reason = "sample_weight with zero weights (a batch of weight 0 takes no step)"
+            trainer = None
         if trainer is not None:
+            trainer.sample_weight = sample_weight
             return trainer, "engine"
         reason = reason or "the engine made no trainer"
-    return LayerwiseTrainer(network, loss, optimizer, batch_size), f"layerwise: {reason}"
+    return (LayerwiseTrainer(network, loss, optimizer, batch_size, sample_weight),
+            f"layerwise: {reason}")
 
 
 # ---------------------------------------------------------------------------- Armijo line search
@@ -1032,8 +1041,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         convergence or divergence test, no ConvergenceWarning; ``max_iter`` epochs run.
     sample_weight : ndarray of float64, shape (n,), optional
         One weight >= 0 per row of X (not all 0): every batch's objective is weighted (the module
-        docstring); the epochs run layer by layer (the engine has no weights yet: ``fit_path``
-        ``"layerwise: sample_weight"``).  A ``trainer`` hook weights its own steps.
+        docstring), on the engine when every weight is > 0 (:func:`make_trainer`).  A ``trainer``
+        hook weights its own steps.
 
     Returns
     -------
@@ -1096,11 +1105,9 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         epochs_by = LayerwiseTrainer(network, loss, optimizer, batch_size, parallel=parallel)
         state.fit_path = (f"layerwise: data-parallel over {parallel.size} ranks (the engine has no "
                           "reduction step yet)")
-    elif sample_weight is not None:
-        epochs_by = LayerwiseTrainer(network, loss, optimizer, batch_size, sample_weight)
-        state.fit_path = "layerwise: sample_weight"
     else:
-        epochs_by, state.fit_path = make_trainer(network, loss, optimizer, batch_size)
+        epochs_by, state.fit_path = make_trainer(network, loss, optimizer, batch_size,
+                                                 sample_weight)
     if config.verbose:
         say(f"{name}: training path: {state.fit_path}", fit_path=state.fit_path)
     epoch_values = getattr(epochs_by, "epoch_values", None)

@@ -4,6 +4,7 @@ No warning is allowed but the ConvergenceWarning of the checks' short fits, filt
 scikit-learn's class (which is fastbp's)."""
 import warnings
 
+import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -18,6 +19,19 @@ ESTIMATORS = [
     VAE(2, (8,), max_iter=20, learning_rate_init=0.02, n_threads=1),
     GAN(2, (8,), (8,), max_iter=5, n_threads=1),
 ]
+
+
+
+@pytest.fixture(autouse=True)
+def _same_draws():
+    """random_state=None draws from NumPy's global RandomState (scikit-learn's convention): seed it
+    for each check, so that a check's outcome does not depend on the tests run before it (a tiny
+    fit can land on dead relu units, whose first layer then gets no gradient and rightly warns)."""
+    state = np.random.get_state()
+    np.random.seed(0)
+    yield
+    np.random.set_state(state)
+
 
 _FLOAT32_SUBSETS = (
     "float32 (the default dtype) products of one row and of many rows differ in the last bits: "

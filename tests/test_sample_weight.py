@@ -44,7 +44,7 @@ def test_integer_weights_train_as_repeated_rows(backend, make, weighted, repeate
         warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
         a = make().fit(*weighted, sample_weight=W_INT)
         b = make().fit(*repeated)
-    assert a.fit_path_ == "layerwise: sample_weight"
+    assert a.fit_path_.startswith("layerwise: ")  # float64 (and weights of 0)
     np.testing.assert_allclose(a.loss_curve_, b.loss_curve_, rtol=1e-10)
     for wa, wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
         np.testing.assert_allclose(wa, wb, rtol=1e-9, atol=1e-12)
@@ -154,7 +154,7 @@ def test_unit_weights_change_nothing(backend):
         b = fastbp.MLPClassifier(**params).fit(X, y, sample_weight=np.ones(len(X)))
     for wa, wb in zip(a.coefs_, b.coefs_):
         np.testing.assert_array_equal(wa, wb)
-    assert b.fit_path_ == "layerwise: sample_weight"
+    assert b.fit_path_ == a.fit_path_
 
 
 @pytest.mark.parametrize("weights, match", [(-np.ones(40), "Negative values"),
@@ -198,3 +198,48 @@ def test_early_stopping_split_carries_the_weights(backend, monkeypatch):
     predicted = model.network_.predict(X_val).argmax(axis=1)  # the best weights, restored
     assert model.best_validation_score_ == pytest.approx(
         accuracy_score(y[rows], model.classes_[predicted], sample_weight=w_val))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "nesterov", "rmsprop_centered_momentum"])
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "squared_error"])
+def test_engine_weighted_epochs_match_layer_by_layer(compiled, loss, optimizer):
+    """The compiled engine's weighted epoch (weights > 0, float32, minibatches with an uneven
+    last one, L2, dropout) against the layer-by-layer one: the same weights, optimizer state,
+    losses and gradient norms after the same steps."""
+    from fastbp import engine, training
+    from fastbp.nn import make_mlp
+    from test_fused import assert_same_state, make_data, make_optimizer
+    if engine._c_train is None:
+        pytest.skip("fastbp.engine._c_train is not built")
+    rng = np.random.default_rng(5)
+    build = lambda: make_mlp(9, [12, 7], 4, activation="tanh", dropout=0.2, rng=8)  # noqa: E731
+    nets = [build(), build()]
+    opts = [make_optimizer(net, optimizer, 1e-2) for net in nets]
+    X, Y = make_data(loss, 70, 9, 4, rng)
+    weights = rng.uniform(0.1, 3.0, 70)
+    with fastbp.use_backend("compiled"):
+        reference = training.LayerwiseTrainer(nets[0], loss, opts[0], 16, weights)
+        trainer, path = training.make_trainer(nets[1], loss, opts[1], 16, weights)
+        assert path == "engine"
+        for epoch in range(3):
+            order = rng.permutation(70).astype(np.intp)
+            norms = [np.zeros(3), np.zeros(3)]
+            want = reference.train_epoch(X, Y, order, norms[0])
+            got = trainer.train_epoch(X, Y, order, norms[1])
+            assert got == pytest.approx(want, rel=1e-5)
+            np.testing.assert_allclose(norms[1], norms[0], rtol=1e-4)
+    assert_same_state(nets, opts)
+
+
+def test_estimators_train_weighted_on_the_engine_and_zero_weights_say_why(compiled):
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    zero = weights.copy()
+    zero[3] = 0.0
+    with fastbp.use_backend("compiled"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+        a = fastbp.MLPClassifier((6,), max_iter=3, random_state=0).fit(X, y, sample_weight=weights)
+        b = fastbp.MLPClassifier((6,), max_iter=3, random_state=0).fit(X, y, sample_weight=zero)
+    from fastbp import engine
+    if engine._c_train is not None:
+        assert a.fit_path_ == "engine"
+    assert b.fit_path_.startswith("layerwise: sample_weight with zero weights")

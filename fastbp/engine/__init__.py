@@ -387,6 +387,7 @@ class FusedTrainer:
         self._pplan = (0, 1, 1)  # prediction: rows, threads, chunk of the last call
         self._bound = None
         self._labels = 0
+        self._sample_weight = None
         self._bind()
 
     # ------------------------------------------------------------------ tables
@@ -564,10 +565,31 @@ class FusedTrainer:
                 self._bind()
             rng.random(dtype=self.dtype, out=u if u.shape[0] == need else u[:need])
 
+    @property
+    def sample_weight(self):
+        """One float64 weight > 0 per row of the X that ``train_epoch`` takes (the weighted epoch
+        of fastbp.training), or None (unweighted).  A weight of 0 is refused: such a batch would
+        take no step (the layer-by-layer epoch runs those)."""
+        return self._sample_weight
+
+    @sample_weight.setter
+    def sample_weight(self, weights):
+        if weights is not None:
+            if (type(weights) is not np.ndarray or weights.dtype != np.float64
+                    or weights.ndim != 1 or not weights.flags.c_contiguous):
+                raise ValueError("sample_weight must be a 1-D C-contiguous float64 array")
+            if not (np.isfinite(weights).all() and (weights > 0).all()):
+                raise ValueError("the engine takes sample weights that are finite and > 0")
+        self._sample_weight = weights
+
     def train_epoch(self, X, Y, order, grad_norms_out):
         """One epoch over ``order``; returns the mean objective (see fastbp.training)."""
         with self._lock:
             labels = self._check_epoch(X, Y, order, grad_norms_out)
+            weights = self._sample_weight
+            if weights is not None and weights.shape[0] != X.shape[0]:
+                raise ValueError(f"sample_weight has {weights.shape[0]} entries for "
+                                 f"{X.shape[0]} rows of X")
             grad_norms_out.fill(0.0)
             n, B = order.shape[0], self.batch_size
             if n == 0:
@@ -578,8 +600,9 @@ class FusedTrainer:
             call, result = self._call, self._result
             call["X"], call["Y"], call["order"], call["n"] = (_address(X), _address(Y),
                                                               _address(order), n)
+            call["sample_weight"] = 0 if weights is None else _address(weights)
             result["penalty"] = self._penalty()
-            losses = penalties = 0.0
+            losses = penalties = total_weight = 0.0
             t0, trained = self.optimizer.t, self._engine.trained
             # calls of whole dropout chunks and at most SIGNAL_FLOPS each (Ctrl-C between them)
             step_flops = min(n, B) * self.train_flops_per_row
@@ -593,11 +616,12 @@ class FusedTrainer:
                     self._run(self._engine.train, "threads", min(n, B), self.train_flops_per_row)
                     losses += float(result["loss_sum"])
                     penalties += float(result["penalty_sum"])
+                    total_weight += float(result["weight_sum"])
                     np.add(grad_norms_out, self._grad_norms, out=grad_norms_out)
             finally:  # interrupted or not: the optimizer counts the steps the weights took
                 self.optimizer.t = t0 + (self._engine.trained - trained)
             grad_norms_out /= batches
-            return (losses + penalties) / n
+            return (losses + penalties) / total_weight
 
     # ------------------------------------------------------------------ prediction
     def _params_bound(self):

@@ -351,7 +351,8 @@ typedef struct fb_net {
     long n, mb0, mb1;
     void *U[FB_MAXG];
     /* results of one call */
-    double loss_sum, pen_sum, pen_cur, gn_sum[FB_MAXL];
+    double loss_sum, pen_sum, pen_cur, weight_sum, gn_sum[FB_MAXL];
+    const double *sw;              /* the sample weight of every row of X, or NULL */
     double loss_part[FB_MAXT], pen_part[FB_MAXT], gn_part[FB_MAXT][FB_MAXL];
     /* prediction */
     const void *PX;
@@ -434,9 +435,12 @@ FB_COLD static void fb_partition(fb_net *N)
 }
 
 /* After a step (thread 0): the norms of its dW, and the L2 penalty at the new parameters. */
-static void fb_combine(fb_net *N, int nb)
+static void fb_combine(fb_net *N, int nb, double weight)
 {
-    N->pen_sum += N->pen_cur * nb; /* a minibatch's objective uses the weights before its step */
+    /* a minibatch's objective uses the weights before its step; weighted, its value times W_B
+     * holds the penalty (its decays times n_B / W_B) times W_B: n_B times it, as unweighted */
+    N->pen_sum += N->pen_cur * nb;
+    N->weight_sum += weight;
     double pen = 0;
     for (int l = 0; l < N->L; l++) {
         double s = 0;
@@ -563,6 +567,8 @@ static void fb_run(fb_net *N, int dbl, int predict)
         N->X = (const void *)(uintptr_t)c->X; N->Y = (const void *)(uintptr_t)c->Y;
         N->lab = (const intptr_t *)(uintptr_t)c->Y; N->order = (const intptr_t *)(uintptr_t)c->order;
         N->n = (long)c->n; N->mb0 = (long)c->mb0; N->mb1 = (long)c->mb1; N->t = (long)c->t;
+        N->sw = (const double *)(uintptr_t)c->sample_weight;
+        N->weight_sum = 0;
         N->T = wanted < 1 ? 1 : (wanted > blas ? blas : wanted);
         N->pen_cur = r->penalty;
         N->pen_sum = 0;
@@ -582,6 +588,7 @@ static void fb_run(fb_net *N, int dbl, int predict)
         r->penalty = N->pen_cur;
         r->penalty_sum = N->pen_sum;
         r->loss_sum = N->loss_sum;
+        r->weight_sum = N->weight_sum;
         r->threads = N->T;
         for (int l = 0; l < N->L; l++) r->grad_norms[l] = N->gn_sum[l];
     }
@@ -640,13 +647,20 @@ static void R(fill_rows)(int m, int k, REAL *restrict C, const REAL *restrict b)
     for (int i = 0; i < m; i++) memcpy(C + (long)i * k, b, sizeof(REAL) * (size_t)k);
 }
 
-/* out[j] = exp(in[j] - shift), j < count (vectorised, with an AVX2/FMA clone: softmax rows and
- * the cross-entropy). */
-FB_CLONES_T FB_HOT static void R(exp_shifted)(long count, const REAL *in, REAL shift,
-                                              REAL *out) /* out may be in */
+/* out[j] = exp(in[j] - shift), j < count (out may be in): softmax rows and the cross-entropy.
+ * For float _vmath.h's fb_vexp, vectorised with an AVX2/FMA clone, which the activations' span
+ * loops use too (one copy of the code in the .so); for double a plain loop. */
+#if FB_FLOAT
+static inline void R(exp_shifted)(long count, const REAL *in, REAL shift, REAL *out)
+{
+    fb_vexp(in, out, count, shift);
+}
+#else
+static void R(exp_shifted)(long count, const REAL *in, REAL shift, REAL *out)
 {
     for (long j = 0; j < count; j++) out[j] = fb_exp((REAL)(in[j] - shift));
 }
+#endif
 
 /* A = f(Z) over m rows of k (the bias is already in Z; A is Z where the layer keeps A in Z's
  * buffer, registry.a_may_share_z): softmax by rows, every other activation through the span loop
@@ -706,7 +720,8 @@ FB_COLD static void R(act_backward)(int act, REAL alpha, int m, int k, const REA
  * of the rows (the minibatch loss times n, before the mean).  Not cloned: one pass over the
  * output, a small part of a step. */
 FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const REAL *Y,
-                                     const intptr_t *lab, const intptr_t *rows, int n, REAL *G)
+                                     const intptr_t *lab, const intptr_t *rows, int n, REAL *G,
+                                     const double *w, double wscale)
 {
     double total = 0, inv_n = 1.0 / n;
     REAL scale = (REAL)1 / (REAL)n;
@@ -714,6 +729,7 @@ FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const 
         const REAL *o = O + (long)i * k;
         REAL *g = G + (long)i * k;
         const REAL *y = lab ? NULL : Y + (long)rows[i] * k;
+        double row; /* the row's loss */
         int j;
         if (loss == FB_SQUARED_ERROR) {
             double acc = 0;
@@ -722,7 +738,7 @@ FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const 
                 acc += d * d;
                 g[j] = (REAL)(d * inv_n);
             }
-            total += 0.5 * acc;
+            row = 0.5 * acc;
         } else if (loss == FB_SOFTMAX_CROSS_ENTROPY) { /* p = exp(o - max) / sum: one exp per entry */
             REAL mx = -INFINITY, s = 0;
             for (j = 0; j < k; j++) mx = o[j] > mx ? o[j] : mx;
@@ -747,7 +763,7 @@ FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const 
                 }
                 value -= lse * t_sum;
             }
-            total -= value;
+            row = -value;
         } else { /* sigmoid cross-entropy from logits */
             double acc = 0;
             for (j = 0; j < k; j++) {
@@ -756,8 +772,14 @@ FB_COLD static double R(loss_rows)(int loss, int m, int k, const REAL *O, const 
                 acc += fb_sigmoid_ce(v, y[j], fb_log1p_pos(e));
                 g[j] = fb_sigmoid_ce_grad(v, y[j], e, scale);
             }
-            total += acc;
+            row = acc;
         }
+        if (w) { /* weighted: the row's loss times w_i, its gradient times w_i n / W_B */
+            REAL f = (REAL)(w[rows[i]] * wscale);
+            row *= w[rows[i]];
+            for (j = 0; j < k; j++) g[j] *= f;
+        }
+        total += row;
     }
     return total;
 }
@@ -826,12 +848,13 @@ static void R(update)(fb_net *N, int q, long off, long count, REAL *p, const REA
     }
 }
 
-/* The step's constants for parameter q at update t (its weight decay in the hyperparameters). */
-static void R(step_consts)(fb_net *N, int q, long t, double *k)
+/* The step's constants for parameter q at update t (its weight decay in the hyperparameters,
+ * times wscale = n_B / W_B in a weighted minibatch: the L2 term is over the batch's weight). */
+static void R(step_consts)(fb_net *N, int q, long t, double wscale, double *k)
 {
     double h[FB_STEP_MAXH];
     for (int j = 0; j < FB_STEP_MAXH; j++) h[j] = N->hyper[j];
-    h[N->wd_index] = N->wd[q];
+    h[N->wd_index] = N->wd[q] * wscale;
     fb_step_consts(N->opt, h, t, k);
 }
 
@@ -857,7 +880,7 @@ static inline const REAL *R(draws)(fb_net *N, int l, long j, int nb)
 
 /* Phase 1 on rows [r0, r1) of minibatch j: forward, loss, backward dX through every layer. */
 static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_t *rows,
-                        const REAL *Xin)
+                        const REAL *Xin, double wscale)
 {
     int m = r1 - r0, L = N->L;
     if (m <= 0) return 0;
@@ -879,7 +902,7 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
     int k = N->d[L];
     REAL *G = FB_P(N->dZ[L - 1]) + (long)r0 * k;
     double value = R(loss_rows)(N->loss, m, k, in, (const REAL *)N->Y, N->labels ? N->lab : NULL,
-                                rows + r0, nb, G);
+                                rows + r0, nb, G, N->sw, wscale);
     if (N->act[L - 1] != FB_IDENTITY)
         R(act_backward)(N->act[L - 1], (REAL)N->alpha[L - 1], m, k,
                         FB_P(N->Z[L - 1]) + (long)r0 * k, in, G, NULL, 0, 1);
@@ -903,7 +926,8 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
  * full dW array, then reading it back for the update, costs DRAM traffic on the scale of the
  * products themselves), except in the last minibatch of the epoch, whose gradients stay in the
  * layers' dW arrays as after the layer-by-layer path. */
-static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, int last)
+static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, int last,
+                      double wscale)
 {
     REAL *scratch = N->dWs && tid < N->dWs_threads && !last ? FB_P(N->dWs) + tid * N->dWs_size : NULL;
     double k[FB_STEP_MAXK], pen = 0;
@@ -919,7 +943,7 @@ static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, in
             R(fill_rows)(p1 - p0, kw, dW, NULL);
             R(gemm)(N, 'T', 'N', p1 - p0, kw, nb, in + p0, di, FB_P(N->dZ[l]), kw, dW, kw);
             wd = N->wd[2 * l];
-            R(step_consts)(N, 2 * l, step, k);
+            R(step_consts)(N, 2 * l, step, wscale, k);
             R(update)(N, 2 * l, off, (long)(p1 - p0) * kw, FB_P(N->W[l]) + off, dW, k, &sums[0],
                       wd != 0 ? &sums[1] : NULL);
             pen += 0.5 * wd * sums[1];
@@ -930,7 +954,7 @@ static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, in
             REAL *db = FB_P(N->db[l]);
             R(colsum)(nb, kw, FB_P(N->dZ[l]), k0, k1, db);
             wd = N->wd[2 * l + 1];
-            R(step_consts)(N, 2 * l + 1, step, k);
+            R(step_consts)(N, 2 * l + 1, step, wscale, k);
             R(update)(N, 2 * l + 1, k0, k1 - k0, FB_P(N->b[l]) + k0, db + k0, k, NULL,
                       wd != 0 ? &bs : NULL);
             pen += 0.5 * wd * bs;
@@ -960,16 +984,22 @@ static void R(train_worker)(void *arg, int tid)
             for (int i = r0; i < r1; i++)
                 memcpy(Xb + (long)i * d0, X + (long)rows[i] * d0, sizeof(REAL) * d0);
         }
+        double weight = nb, wscale = 1; /* W_B, and n_B / W_B (sample weights: > 0 each) */
+        if (N->sw) {
+            weight = 0;
+            for (int i = 0; i < nb; i++) weight += N->sw[rows[i]];
+            wscale = nb / weight;
+        }
         FB_PROFILE_MARK(0);
-        value += R(phase1)(N, j, nb, r0, r1, rows, Xin);
+        value += R(phase1)(N, j, nb, r0, r1, rows, Xin, wscale);
         FB_PROFILE_MARK(1);
         if (T > 1) fb_barrier(N->pool);
         FB_PROFILE_MARK(2);
-        R(phase2)(N, tid, N->t + (j - N->mb0) + 1, nb, Xin, start + nb >= N->n);
+        R(phase2)(N, tid, N->t + (j - N->mb0) + 1, nb, Xin, start + nb >= N->n, wscale);
         FB_PROFILE_MARK(3);
         if (T > 1) fb_barrier(N->pool);
         FB_PROFILE_MARK(4);
-        if (tid == 0) fb_combine(N, nb);
+        if (tid == 0) fb_combine(N, nb, weight);
     }
     N->loss_part[tid] = value;
 }

@@ -82,6 +82,7 @@ CALL_FIELDS = [
     ("mb1", "i8", 1, "one past its last"),
     ("t", "i8", 1, "optimizer steps before this call"),
     ("threads", "i8", 1, "threads wanted for training"),
+    ("sample_weight", "u8", 1, "the sample weight of every row of X (float64, each > 0), or 0"),
     ("px", "u8", 1, "prediction: the input rows"),
     ("pout", "u8", 1, "the output rows"),
     ("pn", "i8", 1, "rows"),
@@ -95,7 +96,8 @@ CALL_FIELDS = [
 RESULT_FIELDS = [
     ("penalty", "f8", 1, "the L2 penalty at the current weights (in: before, out: after)"),
     ("penalty_sum", "f8", 1, "the sum over minibatches of rows x the penalty before its step"),
-    ("loss_sum", "f8", 1, "the summed row losses"),
+    ("loss_sum", "f8", 1, "the summed row losses (weighted: times each row's weight)"),
+    ("weight_sum", "f8", 1, "the summed weights of the minibatches' rows (their rows, unweighted)"),
     ("threads", "f8", 1, "the threads that ran"),
     ("grad_norms", "f8", _L, "per dense layer, the sum over minibatches of ||dW||_F"),
 ]

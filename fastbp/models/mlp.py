@@ -229,7 +229,8 @@ class _BaseMLP(BaseEstimator):
             Weights >= 0, not all 0: each minibatch's loss is the weighted mean of the rows'
             losses, and the L2 term is taken over the batch's weight (``fastbp.training``); with
             the whole data in one batch, integer weights train as rows repeated that many times.
-            Weighted fits train layer by layer (``fit_path_`` ``"layerwise: sample_weight"``).
+            Weighted fits train on the compiled engine when every weight is > 0 (a weight of 0
+            trains layer by layer: ``fit_path_`` says so).
             The early-stopping split and its score are weighted too.
         validation_data : tuple (X_val, y_val), default=None
             Scored after every epoch (accuracy or R^2, in ``validation_scores_`` and the verbose
