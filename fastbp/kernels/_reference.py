@@ -310,15 +310,27 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     weight_decay as an L2 term in the gradient, as torch.optim.Adam's (not AdamW's decoupled
     decay).
     """
+    # the formula above, operation for operation, in three float64 work arrays (the arrays of
+    # the plain expressions cost the NumPy backend more than the rest of its training step)
     p = _wide(param)
     g = _wide(grad) + weight_decay * p if weight_decay else _wide(grad)
-    m_new = beta1 * _wide(m) + (1 - beta1) * g
-    v_new = beta2 * _wide(v) + (1 - beta2) * (g * g)
+    m_new = np.multiply(m, beta1, dtype=np.float64)
+    term = np.multiply(g, 1 - beta1)
+    m_new += term
+    np.multiply(g, g, out=term)
+    term *= 1 - beta2
+    v_new = np.multiply(v, beta2, dtype=np.float64)
+    v_new += term
     np.copyto(m, m_new, casting="same_kind")
     np.copyto(v, v_new, casting="same_kind")
-    m_hat = m_new / (1 - beta1 ** step)
-    v_hat = v_new / (1 - beta2 ** step)
-    np.copyto(param, p - lr * m_hat / (np.sqrt(v_hat) + eps), casting="same_kind")
+    m_new /= 1 - beta1 ** step  # m_hat
+    v_new /= 1 - beta2 ** step  # v_hat
+    np.sqrt(v_new, out=v_new)
+    v_new += eps
+    m_new *= lr
+    m_new /= v_new
+    np.subtract(p, m_new, out=m_new)
+    np.copyto(param, m_new, casting="same_kind")
 
 
 def rmsprop_update(param, grad, square_avg, grad_avg, momentum_buffer, lr, alpha, eps,
