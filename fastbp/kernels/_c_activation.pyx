@@ -159,7 +159,7 @@ cdef void act_backward(int code, const floating* Z, const floating* A, const flo
                 db[j] = db[j] + dz[j]
 
 
-def activation(name, Z, out, double alpha):
+def activation(name, Z, out, double alpha, /):
     """out = f(Z) elementwise (row-wise for softmax); out may be Z."""
     cdef int code = activation_code(name)
     cdef int t = float_type(Z, "Z")
@@ -176,7 +176,7 @@ def activation(name, Z, out, double alpha):
     return out
 
 
-def activation_grad(name, Z, A, dA, out, double alpha):
+def activation_grad(name, Z, A, dA, out, double alpha, /):
     """out = dL/dZ given Z, A = f(Z) and dA = dL/dA; out may be dA."""
     cdef int code = activation_code(name)
     cdef int t = float_type(Z, "Z")

@@ -31,7 +31,7 @@ cdef sgemm64_t sgemm64 = NULL
 cdef dgemm64_t dgemm64 = NULL
 
 
-def use_ilp64_blas(uintptr_t s, uintptr_t d):
+def use_ilp64_blas(uintptr_t s, uintptr_t d, /):
     """Send the products to the ILP64 (64-bit integer) sgemm and dgemm at these addresses, which
     must stay loaded (NumPy's OpenBLAS: fastbp.kernels._compiled.use_blas); 0, 0: back to SciPy's."""
     global sgemm64, dgemm64
@@ -124,13 +124,13 @@ cdef int dense_fwd(int code, X, W, b, Z, A, double alpha) except -1:
     return 0
 
 
-def linear_forward(X, W, b, out):
+def linear_forward(X, W, b, out, /):
     """out = X @ W + b (no bias when b is None)."""
     dense_fwd(IDENTITY, X, W, b, out, out, 0.0)
     return out
 
 
-def dense_forward(name, X, W, b, Z, A, alpha):
+def dense_forward(name, X, W, b, Z, A, alpha, /):
     """Z = X @ W + b and A = f(Z), in one pass over Z after the gemm; A may be Z."""
     dense_fwd(activation_code(name), X, W, b, Z, A, alpha)
     return Z, A
@@ -175,11 +175,11 @@ cdef tuple dense_bwd(int code, X, W, Z, A, dA, dZ, dX, dW, db, double alpha):
     return dX, dW, db
 
 
-def linear_backward(X, W, dY, dX, dW, db):
+def linear_backward(X, W, dY, dX, dW, db, /):
     """dW = X^T dY, db = column sums of dY and (unless dX is None) dX = dY W^T."""
     return dense_bwd(IDENTITY, X, W, dY, dY, dY, dY, dX, dW, db, 0.0)
 
 
-def dense_backward(name, X, W, Z, A, dA, dZ, dX, dW, db, alpha):
+def dense_backward(name, X, W, Z, A, dA, dZ, dX, dW, db, alpha, /):
     """dZ = f'(Z) * dA (dZ may be dA), then the linear backward; returns (dX, dW, db)."""
     return dense_bwd(activation_code(name), X, W, Z, A, dA, dZ, dX, dW, db, alpha)

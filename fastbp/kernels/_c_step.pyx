@@ -174,7 +174,7 @@ cdef double run(int code, char* o, char* t, char* labels, char* g, Py_ssize_t ro
                                  <double>rows)
 
 
-def loss(name, output, target, grad):
+def loss(name, output, target, grad, /):
     """Return (value, grad) with grad = dL/d(output) (a mean over rows; value 0.0 for no rows).
 
     ``target`` has the output's shape and dtype, or for softmax_cross_entropy may be a 1-D intp
