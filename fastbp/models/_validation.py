@@ -64,7 +64,18 @@ def _check_finite(array, name):
 def check_data(estimator, X, dtype, reset, min_samples=1):
     """X for ``estimator`` by scikit-learn's ``validate_data``: a C-contiguous 2-D finite array
     of ``dtype`` with >= ``min_samples`` rows; ``reset`` (a fresh fit) sets ``n_features_in_`` and
-    ``feature_names_in_`` (a DataFrame's columns), else X must match them (ValueError)."""
+    ``feature_names_in_`` (a DataFrame's columns), else X must match them (ValueError).
+
+    The serving path: an X that is already what ``validate_data`` would return (an ndarray of
+    ``dtype``, C-contiguous and aligned, of the fitted width, for a model fitted without feature
+    names) is only checked finite -- the same outcome in about a microsecond instead of ~100
+    (scikit-learn's checks look for DataFrame libraries and feature names on every call)."""
+    if (not reset and type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2
+            and X.flags.c_contiguous and X.flags.aligned and X.shape[0] >= min_samples
+            and X.shape[1] == getattr(estimator, "n_features_in_", -1)
+            and not hasattr(estimator, "feature_names_in_")):
+        _check_finite(X, "X")
+        return X
     try:
         with np.errstate(over="ignore"):  # too large for dtype: reported as infinity
             return validate_data(estimator, X, reset=reset, dtype=dtype, order="C",
@@ -86,8 +97,10 @@ def check_X(X, dtype, name="X"):
 
 
 def check_is_fitted(estimator):
-    """scikit-learn's ``NotFittedError`` (``fastbp.NotFittedError``) unless ``estimator`` is fitted."""
-    _sklearn_check_is_fitted(estimator, "coefs_")
+    """scikit-learn's ``NotFittedError`` (``fastbp.NotFittedError``) unless ``estimator`` is fitted
+    (it has ``coefs_``: asked directly first, as scikit-learn's check costs ~10 us a call)."""
+    if "coefs_" not in vars(estimator):
+        _sklearn_check_is_fitted(estimator, "coefs_")
 
 
 def check_targets(y, n_samples, dtype=None):
