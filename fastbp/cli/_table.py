@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Table", "read_table", "infer_task", "impute", "MISSING"]
+__all__ = ["Table", "read_table", "infer_task", "impute", "features", "MISSING"]
 
 MISSING = frozenset({"", "na", "n/a", "nan", "null", "none", "?"})
 SNIFF_BYTES = 1 << 16
@@ -213,3 +213,16 @@ def impute(X, how):
     if np.isnan(fill).any():
         raise ValueError(f"--impute {how}: a feature column has no values at all")
     return np.where(np.isnan(X), fill, X)
+
+
+def features(table, path, how):
+    """The table's features with its missing values filled in (``how``: 'mean' or 'median'), or,
+    without ``how``, a ValueError naming the file's line and column of the first missing value."""
+    if not table.missing:
+        return table.X
+    if how is None:
+        line, column = table.missing[0]
+        raise ValueError(f"{path}, line {line}, column {column!r}: missing value "
+                         f"({len(table.missing)} missing in all; --impute mean or median fills "
+                         "them in)")
+    return impute(table.X, how)

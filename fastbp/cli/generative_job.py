@@ -160,21 +160,14 @@ def _plot(name, model, X_test, title, path):
 def run_generative(model_name, args):
     """Train and test the generative model ``model_name`` as ``args`` say; the exit status."""
     from fastbp.cli._progress import choose_mode
-    from fastbp.cli._table import impute, read_table
+    from fastbp.cli._table import features, read_table
     from fastbp.datasets import load_digits
 
     if args.impute and not args.data:
         raise ValueError("--impute is for your own --data")
     if args.data:
         table = read_table(args.data, args.target, has_target=False)
-        X, source = table.X, args.data
-        if table.missing:
-            if args.impute is None:
-                line, column = table.missing[0]
-                raise ValueError(f"{args.data}, line {line}, column {column!r}: missing value "
-                                 f"({len(table.missing)} missing in all; --impute mean or median "
-                                 "fills them in)")
-            X = impute(X, args.impute)
+        X, source = features(table, args.data, args.impute), args.data
     else:
         X = load_digits()[0]
         source = "handwritten digits"

@@ -37,7 +37,7 @@ def add_arguments(parser):
 
 def _features(args, n_features):
     """The feature matrix of ``args.data`` for a model of ``n_features`` inputs."""
-    from fastbp.cli._table import impute, read_table
+    from fastbp.cli._table import features, read_table
 
     table = read_table(args.data, args.target, has_target=False, n_features=n_features)
     if table.notes:
@@ -45,15 +45,7 @@ def _features(args, n_features):
     if table.X.shape[1] != n_features:
         raise ValueError(f"{args.data}: {table.X.shape[1]} feature columns, but the model takes "
                          f"{n_features}")
-    X = table.X
-    if table.missing:
-        if args.impute is None:
-            line, column = table.missing[0]
-            raise ValueError(f"{args.data}, line {line}, column {column!r}: missing value "
-                             f"({len(table.missing)} missing in all; --impute mean or median "
-                             "fills them in)")
-        X = impute(X, args.impute)
-    return X
+    return features(table, args.data, args.impute)
 
 
 def run(args):

@@ -140,7 +140,7 @@ def _model(args, task, verbose):
 
 def load_data(args):
     """(X, y, a description of the data, the task, a line about the target or None)."""
-    from fastbp.cli._table import impute, infer_task, read_table
+    from fastbp.cli._table import features, infer_task, read_table
     from fastbp.datasets import load_digits
 
     if not args.data:
@@ -150,14 +150,7 @@ def load_data(args):
         return X, y, "handwritten digits", "classify" if args.task == "auto" else \
             args.task, None
     table = read_table(args.data, args.target)
-    X, y = table.X, table.y
-    if table.missing:
-        line, column = table.missing[0]
-        if args.impute is None:
-            raise ValueError(f"{args.data}, line {line}, column {column!r}: missing value "
-                             f"({len(table.missing)} missing in all; --impute mean or median "
-                             "fills them in)")
-        X = impute(X, args.impute)
+    X, y = features(table, args.data, args.impute), table.y
     task = infer_task(y) if args.task == "auto" else args.task
     if task == "regress" and y.dtype.kind not in "fiub":
         raise ValueError(f"--task regress: the target {table.target_name!r} holds text "

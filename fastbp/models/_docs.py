@@ -59,7 +59,7 @@ PARAMETERS = {
     "solver": ("{'adam', 'sgd', 'rmsprop', 'gd'}", "'sgd' (minibatch, with ``momentum`` and "
                "``nesterovs_momentum``), 'adam' (``beta_1``, ``beta_2``, ``epsilon``), 'rmsprop' "
                "(``torch.optim.RMSprop`` with ``beta_2`` as its alpha, ``epsilon`` as eps, "
-               "``momentum``; layer by layer) or 'gd' (full-batch gradient descent)."),
+               "``momentum``; not centered) or 'gd' (full-batch gradient descent)."),
     "learning_rate": ("{'constant', 'invscaling', 'adaptive', 'backtracking'}",
                       "Step-length schedule (``fastbp.training``); 'backtracking' is an Armijo "
                       "line search, for solver 'gd'."),

@@ -437,7 +437,8 @@ class GenerativeBase(_BaseMLP):
         sample_weight : array-like of shape (n_samples,), default=None
             Weights >= 0, not all 0: every per-row term of each minibatch's objective (the
             reconstruction error, a sparse code's penalty, the VAE's KL term; the GAN's real rows)
-            is a weighted mean (``fastbp.training``).  Weighted fits train layer by layer.
+            is a weighted mean (``fastbp.training``).  Weighted fits train on the compiled
+            engine where the network does and every weight is > 0 (``fit_path_`` says).
         callbacks : list of callables, default=None
             Each is called after every epoch as ``callback(state)`` with the
             :class:`fastbp.training.TrainState`; a true return value stops training.
