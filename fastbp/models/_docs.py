@@ -115,7 +115,7 @@ ATTRIBUTES = {
     "best_loss_": ("float", "The lowest of ``loss_curve_``."),
     "n_iter_": ("int", "Epochs run."),
     "t_": ("int", "Training rows seen."),
-    "grad_norms_": ("ndarray of shape (n_iter_, n_dense_layers)", "Mean ||dW||_F of every "
+    "grad_norms_": ("ndarray of shape (n_epochs, n_dense_layers)", "Mean ||dW||_F of every "
                     "Dense layer in every epoch: vanishing gradients show in its first column "
                     "(``fastbp.GradientWarning``)."),
     "learning_rates_": ("list of float", "Step length of every epoch."),
@@ -129,7 +129,7 @@ ATTRIBUTES = {
     "discriminator_": ("fastbp.nn.Sequential", "D: point x -> logit of D(x)."),
     "discriminator_coefs_": ("list of ndarray", "D's weight matrices."),
     "discriminator_intercepts_": ("list of ndarray", "D's biases."),
-    "generator_loss_curve_": ("list of float", "G's mean objective per epoch (= loss_curve_)."),
+    "generator_loss_curve_": ("list of float", "G's mean objective per epoch (= ``loss_curve_``)."),
     "discriminator_loss_curve_": ("list of float", "D's mean -L per epoch."),
 }
 

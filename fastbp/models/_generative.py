@@ -457,8 +457,26 @@ class GenerativeBase(_BaseMLP):
                          callbacks=callbacks)
 
     def partial_fit(self, X, y=None, sample_weight=None):
-        """One epoch over X, continuing from the current state (the first call initialises);
-        ``sample_weight`` as for ``fit``.  Returns self; raises as ``fit`` does."""
+        """One epoch over X, continuing from the current state (the first call initialises).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            The training rows.
+        y : None
+            Ignored (scikit-learn's convention for models of X alone).
+        sample_weight : array-like of shape (n_samples,), default=None
+            As for ``fit``.
+
+        Returns
+        -------
+        self : the estimator.
+
+        Raises
+        ------
+        ValueError
+            As ``fit``.
+        """
         return self._fit(X, None, incremental=True, sample_weight=sample_weight)
 
     # -------------------------------------------------------------- the target: X itself
@@ -547,7 +565,7 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, n_features)
             float64 probabilities for ``loss='cross_entropy'``, else of the model's ``dtype``.
 
         Raises
@@ -562,7 +580,26 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
             return decoded(self.loss_, self.decoder_.predict(H))
 
     def reconstruct(self, X):
-        """d(code of x) for every row of X: d(e(x)) (the VAE: d(mu(x)))."""
+        """d(code of x) for every row of X: d(e(x)) (the VAE: d(mu(x))).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            The reconstructions, of the model's ``dtype`` (probabilities for the cross-entropy
+            loss).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit``.
+        """
         return decoded(self.loss_, self._forward(X))
 
     def _exports(self):
@@ -577,5 +614,24 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
                 "reconstruct": export.Path((*encoder, *decoder), "reconstruct")}
 
     def score(self, X, y=None):
-        """The mean of ``score_samples(X)`` (higher is better)."""
+        """The mean of ``score_samples(X)`` (higher is better).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit``.
+        """
         return float(np.mean(self.score_samples(X)))

@@ -152,7 +152,24 @@ class Autoencoder(EncoderDecoder):
             return self.encoder_.predict(X)
 
     def score_samples(self, X):
-        """Minus the reconstruction error of each row: -||d(e(x)) - x||^2 (or -cross-entropy)."""
+        """Minus the reconstruction error of each row: -||d(e(x)) - x||^2 (or -cross-entropy).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples,)
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit``.
+        """
         X = self._checked(X)
         with self._threads():
             return -row_errors(self.loss_, self._network.predict(X), X)

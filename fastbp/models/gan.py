@@ -270,7 +270,7 @@ class GAN(GenerativeBase):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, n_features)
             Of the model's ``dtype``.
 
         Raises
@@ -286,14 +286,50 @@ class GAN(GenerativeBase):
             return self.generator_.predict(z)
 
     def decision_function(self, X):
-        """D's logit for every row: log(D(x) / (1 - D(x))); D(x) = sigmoid of it."""
+        """D's logit for every row: log(D(x) / (1 - D(x))); D(x) = sigmoid of it.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Of the model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit``.
+        """
         X = self._checked(X)
         with self._threads():
             return self.discriminator_.predict(X)[:, 0]
 
     def input_gradient(self, X):
         """d/dx of G's objective at each row x taken as a generated point: of -log D(x)
-        (non-saturating) or log(1 - D(x)) (minimax).  Backpropagated through G, this trains G."""
+        (non-saturating) or log(1 - D(x)) (minimax).  Backpropagated through G, this trains G.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_features)
+            Of the model's ``dtype``.
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit``.
+        """
         X = self._checked(X)
         D = self.discriminator_
         with self._threads():

@@ -141,7 +141,20 @@ class _BaseMLP(BaseEstimator):
         self.n_threads = n_threads
 
     def save(self, path):
-        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it."""
+        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Exactly the file written (no suffix is added).
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        OSError
+            Writing failed; ``path`` is then as it was.
+        """
         from fastbp.models.persist import save
         save(self, path)
 
@@ -382,8 +395,12 @@ class _BaseMLP(BaseEstimator):
 
     def summary(self, print_fn=print):
         """Print the fitted network (Keras' ``model.summary()``): every layer with its widths
-        in -> out, activation and parameter count, the totals, and the loss, one line at a time
-        through ``print_fn`` (e.g. ``lines.append`` to keep them).
+        in -> out, activation and parameter count, the totals, and the loss.
+
+        Parameters
+        ----------
+        print_fn : callable, default print
+            Called with each line, in order (e.g. ``lines.append`` to keep them).
 
         Raises
         ------
@@ -561,8 +578,26 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """
 
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y) continuing from the current state (the first call initialises);
-        ``sample_weight`` as for ``fit``.  Returns self; raises as ``fit`` does."""
+        """One epoch over (X, y) continuing from the current state (the first call initialises).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            The training rows.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            The targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            As for ``fit``.
+
+        Returns
+        -------
+        self : the estimator.
+
+        Raises
+        ------
+        ValueError
+            As ``fit``.
+        """
         return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
@@ -657,11 +692,28 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y) continuing from the current state; returns self.
+        """One epoch over (X, y) continuing from the current state.
 
-        ``classes`` (all the labels that will ever appear) is required on the first call for
-        1-D labels; later calls must only use labels from it.  ``sample_weight`` as for ``fit``.
-        Raises as ``fit`` does.
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            The training rows.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, or a multilabel indicator matrix (0/1 or -1/+1).
+        sample_weight : array-like of shape (n_samples,), default=None
+            As for ``fit``.
+        classes : array-like, default=None
+            All the labels that will ever appear: required on the first call for 1-D labels;
+            later calls must only use labels from it.
+
+        Returns
+        -------
+        self : the estimator.
+
+        Raises
+        ------
+        ValueError
+            As ``fit``, and for a first call without ``classes`` or a label outside them.
         """
         return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
@@ -832,7 +884,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return indices if self._kind == "multilabel" else self.classes_[indices]
 
     def predict_log_proba(self, X):
-        """log of ``predict_proba``, computed stably from the logits (float64, same shape).
+        """log of ``predict_proba``, computed stably from the logits.
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples, n_classes)
+            As ``predict_proba``'s.
 
         Raises
         ------
@@ -878,7 +940,28 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel), weighted by
         ``sample_weight`` when given (scikit-learn's ``accuracy_score``, computed here: labels
         of any type fastbp fits -- object ints, bytes -- compare, where scikit-learn's metrics
-        refuse some)."""
+        refuse some).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            The true labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        float
+            In [0, 1].
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit``.
+        """
         predicted = self.predict(X)
         y = check_targets(y, predicted.shape[0])
         if self._kind == "multilabel":  # as indicator matrices, whatever the sign convention

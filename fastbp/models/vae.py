@@ -151,7 +151,7 @@ class VAE(EncoderDecoder):
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, n_features)
             The decoder's mean: float64 probabilities for ``loss='cross_entropy'``, else of the
             model's ``dtype``.
 
@@ -187,7 +187,24 @@ class VAE(EncoderDecoder):
         return total / SCORE_NOISE_DRAWS
 
     def score_samples(self, X):
-        """ELBO(x) for every row (float64; see the class docstring)."""
+        """ELBO(x) for every row (see the class docstring).
+
+        Parameters
+        ----------
+        X : array-like or DataFrame of shape (n_samples, n_features)
+            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
+
+        Returns
+        -------
+        ndarray of float64, shape (n_samples,)
+
+        Raises
+        ------
+        NotFittedError
+            Before ``fit``.
+        ValueError
+            X with NaN or infinity, or other columns than in ``fit``.
+        """
         X = self._checked(X)
         with self._threads():
             return self._elbo(X)
