@@ -12,7 +12,8 @@ import numpy as np
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction",
            "parse_sizes", "check_output_path", "split_rows", "choose_backends", "pyplot",
-           "fit_with_progress", "fit_noting_convergence", "print_fit_paths", "faster", "print_speedup", "save_model", "PLOT_STYLE"]
+           "fit_with_progress", "fit_noting_convergence", "print_fit_paths", "faster", "print_speedup", "save_model",
+           "finish", "PLOT_STYLE"]
 
 # readable figures: larger fonts than matplotlib's defaults
 PLOT_STYLE = {"font.size": 11, "axes.titlesize": 12, "figure.titlesize": 13, "legend.fontsize": 10}
@@ -203,3 +204,18 @@ def print_speedup(seconds):
 def save_model(model, path):
     model.save(path)
     print(f"model saved to {path} (fastbp predict {path} DATA.csv; fastbp.load in Python)")
+
+
+def finish(args, models, seconds, unconverged):
+    """The end every training job shares, after its table of results: the convergence note, the
+    fit paths, the speed ratio, the saved model (``--save``).  ``models``: (backend, fitted model)
+    pairs; ``seconds``: their fit times; ``unconverged``: whether the first stopped at --epochs.
+    Returns (the first model, the data's name for a plot title)."""
+    if unconverged:
+        print(f"note: stopped at --epochs={args.epochs} before converging (raise --epochs)")
+    print_fit_paths(models)
+    print_speedup(seconds)
+    first = models[0][1]
+    if args.save:
+        save_model(first, args.save)
+    return first, "digits" if not args.data else args.data.rsplit("/", 1)[-1]

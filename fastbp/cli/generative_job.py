@@ -21,8 +21,8 @@ import textwrap
 
 import numpy as np
 
-from fastbp.cli._jobs import (PLOT_STYLE, choose_backends, fit_with_progress, print_fit_paths,
-                              print_speedup, pyplot, save_model, split_rows)
+from fastbp.cli._jobs import (PLOT_STYLE, choose_backends, finish, fit_with_progress, pyplot,
+                              split_rows)
 
 __all__ = ["add_generative_arguments", "run_generative", "MODELS"]
 
@@ -194,15 +194,9 @@ def run_generative(model_name, args):
     for backend, seconds, epochs, _, _ in results:
         print(f"{backend:<9} {seconds:7.2f} s, {epochs} epochs")
     print(textwrap.fill(results[0][3], 79))  # the backends agree up to rounding
-    if results[0][4]:
-        print(f"note: stopped at --epochs={args.epochs} before converging (raise --epochs)")
-    print_fit_paths(models)
-    print_speedup([seconds for _, seconds, _, _, _ in results])
-    first = models[0][1]
-    if args.save:
-        save_model(first, args.save)
+    first, data_name = finish(args, models, [seconds for _, seconds, _, _, _ in results],
+                              results[0][4])
     if args.plot:
-        data_name = "digits" if not args.data else args.data.rsplit("/", 1)[-1]
         summary = results[0][3].split(";")[0].split(" (")[0]
         _plot(model_name, first, X[test], f"{type(first).__name__} on {data_name}: {summary}",
               args.plot)

@@ -12,10 +12,10 @@ import inspect
 
 import numpy as np
 
-from fastbp.cli._jobs import (check_outputs, choose_backends, dropout_rate, fit_with_progress,
-                              fraction, non_negative_float, non_negative_int, parse_sizes,
-                              positive_float, positive_int, print_fit_paths, print_speedup,
-                              pyplot, PLOT_STYLE, save_model, split_rows)
+from fastbp.cli._jobs import (check_outputs, choose_backends, dropout_rate, finish,
+                              fit_with_progress, fraction, non_negative_float, non_negative_int,
+                              parse_sizes, positive_float, positive_int, pyplot, PLOT_STYLE,
+                              split_rows)
 from fastbp.optim import OPTIMIZERS
 from fastbp.training import SOLVERS
 
@@ -215,15 +215,9 @@ def run(args):
     print(f"\n{'backend':<10}{metric:>14}{'time':>10}{'epochs':>8}{'per epoch':>11}")
     for name, score, seconds, epochs, _ in results:
         print(f"{name:<10}{score:>14.4f}{seconds:>8.2f} s{epochs:>8}{seconds / epochs * 1e3:>8.1f} ms")
-    if results[0][4]:
-        print(f"note: stopped at --epochs={args.epochs} before converging (raise --epochs)")
-    print_fit_paths(models)
-    print_speedup([seconds for _, _, seconds, _, _ in results])
-    first = models[0][1]
-    if args.save:
-        save_model(first, args.save)
+    first, data_name = finish(args, models, [seconds for _, _, seconds, _, _ in results],
+                              results[0][4])
     if args.plot:
-        data_name = "digits" if not args.data else args.data.rsplit("/", 1)[-1]
         _plot(first, f"{type(first).__name__} {architecture} on {data_name}: "
                      f"{metric} {results[0][1]:.3f}", args.plot)
         print(f"loss curve and gradient norms plotted to {args.plot}")
