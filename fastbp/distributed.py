@@ -41,12 +41,21 @@ Faults: an exception that leaves the ``data_parallel`` block on any rank prints 
 (naming the rank) and aborts the whole MPI job (``MPI_Abort``), so the other ranks never wait for
 it forever.
 
+Where the reduction runs: on the compiled engine (float32 networks of ``Dense`` and ``Dropout``
+layers on the compiled backend, ``fit_path_ == "engine"``), one engine thread calls
+``MPI_Allreduce`` on one flat buffer of all gradients between the gradients and the update of
+every step, without the GIL (:meth:`DataParallel.reduction` finds it in the MPI library mpi4py
+loaded); the loss gradient is scaled by the rows of the whole minibatch before the sum, so the sum
+is the exact mean.  Elsewhere (float64, the NumPy backend) the layer-by-layer epoch does the same
+through mpi4py (``fastbp.training.data_parallel_epoch``).
+
 Scope today: networks of ``Dense`` and ``Dropout`` layers (MLPClassifier, MLPRegressor,
-Autoencoder, also denoising), trained layer by layer (``fit_path_`` says so); the compiled engine,
-the VAE, the sparse autoencoder and the GAN do not train data-parallel yet (a ValueError says so).
+Autoencoder, also denoising); the VAE, the sparse autoencoder and the GAN do not train
+data-parallel yet (a ValueError says so).
 """
 import contextlib
 import contextvars
+import ctypes
 import sys
 import traceback
 import zlib
@@ -76,6 +85,21 @@ def _mpi():
         raise ImportError(f"fastbp.distributed needs mpi4py and an MPI library: "
                           f"pip install \"fastbp[mpi]\" ({error})") from None
     return MPI
+
+
+_allreduce = None
+
+
+def _allreduce_address(MPI):
+    """The address of MPI_Allreduce in the library mpi4py's extension is linked to (looked up
+    through the extension, whose dependencies the dynamic linker searches), or why not."""
+    global _allreduce
+    if _allreduce is None:
+        try:
+            _allreduce = ctypes.cast(ctypes.CDLL(MPI.__file__).MPI_Allreduce, ctypes.c_void_p).value
+        except (OSError, AttributeError) as error:
+            _allreduce = f"MPI_Allreduce not found through mpi4py ({error})"
+    return _allreduce
 
 
 def share(n, rank, size):
@@ -157,6 +181,72 @@ class DataParallel:
             C-contiguous, of the same shape and dtype on every rank.
         """
         self.comm.Allreduce(self._MPI.IN_PLACE, buffer, op=self._MPI.SUM)
+
+    def sum(self, value):
+        """The sum over the ranks of a number or an array.
+
+        Parameters
+        ----------
+        value : int, float or ndarray
+            The same type (and shape) on every rank.
+
+        Returns
+        -------
+        int, float or ndarray
+            A new object; ``value`` is left as it was.
+        """
+        if isinstance(value, np.ndarray):
+            total = np.empty_like(value)
+            self.comm.Allreduce(value, total, op=self._MPI.SUM)
+            return total
+        return self.comm.allreduce(value, op=self._MPI.SUM)
+
+    def step_rows(self, batch_size):
+        """Sharded rows: the rows this rank contributes to each step (its share of
+        ``batch_size``, at least 1).
+
+        Parameters
+        ----------
+        batch_size : int
+            The global minibatch size.
+
+        Returns
+        -------
+        int
+        """
+        lo, hi = share(batch_size, self.rank, self.size)
+        return max(hi - lo, 1)
+
+    def reduction(self, dtype):
+        """What the compiled engine needs to sum gradients over the ranks itself, between the
+        gradients and the update of each step (``fastbp.engine``), or why it cannot.
+
+        MPI_Allreduce is found at run time in the MPI library that mpi4py loaded, as fastbp
+        finds its BLAS (nothing MPI-related at build time); MPI handles are ints in MPICH's ABI
+        and pointers in Open MPI's (and the MPI 5 ABI's), so their width travels with them.
+
+        Parameters
+        ----------
+        dtype : numpy.dtype
+            float32 or float64: the gradients' type.
+
+        Returns
+        -------
+        dict or str
+            ``{"function", "width", "datatype", "op", "comm"}`` (the address of MPI_Allreduce,
+            the handles' width in bytes, and the handles of the datatype, MPI_SUM and the
+            communicator as integers), or a phrase saying why not.
+        """
+        MPI = self._MPI
+        function = _allreduce_address(MPI)
+        if isinstance(function, str):
+            return function
+        width = MPI._sizeof(MPI.Comm)
+        if width not in (4, 8) or {MPI._sizeof(MPI.Datatype), MPI._sizeof(MPI.Op)} != {width}:
+            return f"MPI handles of {width} bytes, not an ABI the engine knows"
+        datatype = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}[np.dtype(dtype)]
+        return {"function": function, "width": width, "datatype": MPI._handleof(datatype),
+                "op": MPI._handleof(MPI.SUM), "comm": MPI._handleof(self.comm)}
 
     def maximum(self, value):
         """The largest of the ranks' numbers.

@@ -632,8 +632,7 @@ def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_
     if flat is None:
         flat = work.flat = np.empty(sum(g.size for g in grads) + 2, network.dtype)
     if parallel.sharded:
-        lo, hi = distributed.share(batch_size, rank, P)
-        step_rows = max(hi - lo, 1)
+        step_rows = parallel.step_rows(batch_size)
         steps = parallel.maximum(-(-n // step_rows))
     else:
         steps = -(-n // batch_size)
@@ -686,7 +685,7 @@ def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_
 _engine_warned = False
 
 
-def make_trainer(network, loss, optimizer, batch_size, sample_weight=None):
+def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, parallel=None):
     """The epoch trainer of one fit: the compiled engine where it can, else layer by layer.
 
     Parameters
@@ -702,6 +701,9 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None):
     sample_weight : ndarray of float64, shape (n,), optional
         One weight per row of the X the epochs take: the weighted epoch, on the engine when every
         weight is > 0 (a batch of weight 0 takes no step: the layer-by-layer epoch runs those).
+    parallel : fastbp.distributed.DataParallel, optional
+        Data-parallel epochs: the engine's (one MPI_Allreduce per step, in the engine), else
+        :func:`data_parallel_epoch`'s.
 
     Returns
     -------
@@ -731,8 +733,9 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None):
             warnings.warn(f"fastbp.engine cannot be imported ({error}); training layer by layer",
                           RuntimeWarning, stacklevel=3)
     else:
-        reason = engine.engine_decline(network, loss, optimizer, batch_size)
-        trainer = engine.make_trainer(network, loss, optimizer, batch_size)  # may warn: unavailable
+        reason = engine.engine_decline(network, loss, optimizer, batch_size, parallel)
+        trainer = engine.make_trainer(network, loss, optimizer, batch_size,  # may warn: unavailable
+                                      parallel=parallel)
         if reason is None and sample_weight is not None and not (sample_weight > 0).all():
             reason = "sample_weight with zero weights (a batch of weight 0 takes no step)"
             trainer = None
@@ -740,7 +743,7 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None):
             trainer.sample_weight = sample_weight
             return trainer, "engine"
         reason = reason or "the engine made no trainer"
-    return (LayerwiseTrainer(network, loss, optimizer, batch_size, sample_weight),
+    return (LayerwiseTrainer(network, loss, optimizer, batch_size, sample_weight, parallel),
             f"layerwise: {reason}")
 
 
@@ -1101,15 +1104,12 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
             line_decays = [decay * n / sample_weight.sum() for decay in line_decays]
     elif trainer is not None:
         epochs_by, state.fit_path = trainer(optimizer, batch_size, fresh)
-    elif parallel is not None:
-        epochs_by = LayerwiseTrainer(network, loss, optimizer, batch_size, parallel=parallel)
-        state.fit_path = (f"layerwise: data-parallel over {parallel.size} ranks (the engine has no "
-                          "reduction step yet)")
     else:
         epochs_by, state.fit_path = make_trainer(network, loss, optimizer, batch_size,
-                                                 sample_weight)
+                                                 sample_weight, parallel)
     if config.verbose:
-        say(f"{name}: training path: {state.fit_path}", fit_path=state.fit_path)
+        ranks = "" if parallel is None else f", data-parallel over {parallel.size} ranks"
+        say(f"{name}: training path: {state.fit_path}{ranks}", fit_path=state.fit_path)
     epoch_values = getattr(epochs_by, "epoch_values", None)
     checked_params = getattr(epochs_by, "params", network.params)
     search = _LineSearch(network) if backtracking else None

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 import fastbp
+import fastbp.engine
 from fastbp import distributed, training
 from fastbp.distributed import data_parallel
 from mpi4py import MPI
@@ -21,7 +22,7 @@ X, y = X[:700], y[:700]
 Xr = X[:, :16]
 yr = np.c_[Xr[:, :3].sum(1) - Xr[:, 3:6].sum(1), Xr[:, 6] * 2.0]
 
-CASES = {
+BASE = {
     # name: (estimator, X, y); batch 90 leaves an uneven last batch (700 = 7 x 90 + 70), split
     # over 3 ranks unevenly (23/23/24); batch 89 splits unevenly over 2 ranks too (44/45, 38/39)
     "nesterov_dropout_early_stopping": lambda: (fastbp.MLPClassifier(
@@ -36,6 +37,19 @@ CASES = {
     "autoencoder": lambda: (fastbp.Autoencoder(
         4, (12,), batch_size=90, max_iter=5, dtype="float64", random_state=3), Xr, None),
 }
+
+
+def float32(make):
+    def made():
+        est, X_, y_ = make()
+        return est.set_params(dtype="float32"), X_, y_
+    return made
+
+
+# each case in float64 (layer by layer) and float32 (on the compiled backend: the engine, which
+# sums the gradients over the ranks itself); the one-process fit takes the same path
+CASES = dict(BASE, **{f"{name}_f32": float32(make) for name, make in BASE.items()
+                      if name != "adam_float32"})
 
 
 def fit(make):
@@ -60,11 +74,13 @@ for name, make in CASES.items():
     if comm.rank == 0:
         one = fit(make)
         report[name] = {"diff": float(np.abs(w - weights(one)).max()), "identical": same,
-                        "path": est.fit_path_, "loss": [est.loss_curve_[-1], one.loss_curve_[-1]]}
+                        "path": est.fit_path_, "one_path": one.fit_path_,
+                        "loss": [est.loss_curve_[-1], one.loss_curve_[-1]]}
 
 # negative controls: what DDP/Horovod do by default, and L2 with the per-rank batch, must differ
 make = CASES["adam_regressor"]
 reference = fit(make) if comm.rank == 0 else None
+reference_f32 = fit(CASES["adam_regressor_f32"]) if comm.rank == 0 else None
 
 
 class MeanOfMeans(distributed.DataParallel):
@@ -81,7 +97,10 @@ def per_rank_decays(network, alpha, batch_size):
     return original(network, alpha, max(1, batch_size // comm.size))
 
 
-for name, patch in (("control_mean_of_means", "class"), ("control_l2_per_rank", "decay")):
+for name, patch, case, truth in (
+        ("control_mean_of_means", "class", "adam_regressor", reference),
+        ("control_l2_per_rank", "decay", "adam_regressor", reference),
+        ("control_l2_per_rank_f32", "decay", "adam_regressor_f32", reference_f32)):
     original = training.weight_decays
     with data_parallel() as dp:
         if patch == "class":
@@ -89,11 +108,12 @@ for name, patch in (("control_mean_of_means", "class"), ("control_l2_per_rank", 
         else:
             training.weight_decays = per_rank_decays
         try:
-            est = fit(make)
+            est = fit(CASES[case])
         finally:
             training.weight_decays = original
     if comm.rank == 0:
-        report[name] = {"diff": float(np.abs(weights(est) - weights(reference)).max())}
+        report[name] = {"diff": float(np.abs(weights(est) - weights(truth)).max()),
+                        "path": est.fit_path_}
 
 # sharded: each rank its own rows (rank r: every P-th row from r); replicas agree, and it learns
 with data_parallel(sharded=True):
@@ -101,8 +121,16 @@ with data_parallel(sharded=True):
         X[comm.rank::comm.size], y[comm.rank::comm.size])
 same = identical(weights(est))
 score = est.score(X, y)
+# the same sharded fit layer by layer: the same global order, the same model
+fastbp.engine.USE_FUSED = False
+with data_parallel(sharded=True):
+    layerwise = fastbp.MLPClassifier((24,), batch_size=60, max_iter=15, random_state=4).fit(
+        X[comm.rank::comm.size], y[comm.rank::comm.size])
+fastbp.engine.USE_FUSED = True
 if comm.rank == 0:
-    report["sharded"] = {"identical": same, "score": score, "path": est.fit_path_}
+    report["sharded"] = {"identical": same, "score": score, "path": est.fit_path_,
+                         "layerwise_path": layerwise.fit_path_,
+                         "layerwise_diff": float(np.abs(weights(est) - weights(layerwise)).max())}
 
 # save: written once (rank 0), whole
 path = sys.argv[1]

@@ -322,7 +322,7 @@ def test_compiled_trainer_hook(monkeypatch):
     it trains layer by layer and records the engine's reason as the fit path."""
     made, decline = [], [None]
 
-    def make_trainer(network, loss, optimizer, batch_size):
+    def make_trainer(network, loss, optimizer, batch_size, parallel=None):
         if decline[0] is not None:
             return None
         trainer = _CountingTrainer(LayerwiseTrainer(network, loss, optimizer, batch_size))

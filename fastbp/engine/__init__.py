@@ -249,11 +249,13 @@ def make_predictor(network):
     return make_trainer(network, "squared_error", _NoStep(network.params()), 1, predict_only=True)
 
 
-def engine_decline(network, loss_name, optimizer, batch_size):
+def engine_decline(network, loss_name, optimizer, batch_size, parallel=None):
     """Why the compiled engine cannot train this network with this loss and optimizer (a short
     phrase, e.g. ``"float64"``, ``"numpy backend"``, ``"not a plain Dense/Dropout stack
     (SparsityPenalty layer)"``), or None when it can: :func:`make_trainer` makes a trainer exactly
-    when this returns None, and ``fastbp.training`` records the phrase as the fit's path."""
+    when this returns None, and ``fastbp.training`` records the phrase as the fit's path.
+    ``parallel``: a data-parallel context (``fastbp.distributed.DataParallel``), whose
+    ``reduction(dtype)`` gives the engine its MPI_Allreduce, or says why it cannot."""
     if not USE_FUSED:
         return "engine switched off (fastbp.engine.USE_FUSED)"
     if _backend.backend() != "compiled":
@@ -288,26 +290,35 @@ def engine_decline(network, loss_name, optimizer, batch_size):
                 "with its own state arrays")
     if len({id(d.rng) for d in dropouts.values()}) > MAX_GENERATORS:
         return f"more than {MAX_GENERATORS} dropout generators"
+    if parallel is not None:
+        hook = parallel.reduction(dtype)
+        if isinstance(hook, str):
+            return hook
+        if sum(p.size for p in params) > np.iinfo(np.int32).max:
+            return "more than 2**31 - 1 parameters for one MPI_Allreduce"
     return None
 
 
-def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False):
+def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False,
+                 parallel=None):
     """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
     engine cannot run it (:func:`engine_decline` says why: backend 'numpy', engine not built or
     damaged -- one RuntimeWarning says so, naming the import error --, not a plain Dense/Dropout
     stack, dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads;
-    ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor)."""
+    ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor);
+    ``parallel``, a ``fastbp.distributed.DataParallel``, makes the epochs data-parallel (see
+    :meth:`FusedTrainer.train_epoch`)."""
     global _c_train_warned
     if _c_train is None and USE_FUSED and _backend.backend() == "compiled" and not _c_train_warned:
         _c_train_warned = True  # said once, as for the compiled kernels (fastbp._backend)
         warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
                       f"; the compiled backend trains and predicts layer by layer",
                       RuntimeWarning, stacklevel=3)
-    if engine_decline(network, loss_name, optimizer, batch_size) is not None:
+    if engine_decline(network, loss_name, optimizer, batch_size, parallel) is not None:
         return None
     dense, dropouts = _plain_stack(network)
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),
-                        n_threads, predict_only)
+                        n_threads, predict_only, parallel)
 
 
 def _in_place(layer):
@@ -320,10 +331,13 @@ class FusedTrainer:
     """The compiled epoch (see the module docstring); made by :func:`make_trainer`."""
 
     def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None,
-                 predict_only=False):
+                 predict_only=False, parallel=None):
         # no reference to the network itself: a network keeps its predictor (make_predictor),
         # and a cycle would keep the engine's threads alive until the garbage collector runs
         self.loss, self.optimizer = loss, optimizer
+        self.parallel = parallel
+        if parallel is not None and parallel.sharded:  # the engine walks this rank's own rows
+            batch_size = parallel.step_rows(batch_size)
         self.batch_size = B = batch_size
         self._n_threads = n_threads
         self._dense, self._dropouts = dense, dropouts
@@ -372,6 +386,11 @@ class FusedTrainer:
         width = sum(g[1] for g in self._groups)
         self._chunk = max(1, DRAW_BUDGET // (B * width)) if width else 0
         self._draws = [np.empty(0, dtype) for _ in self._groups]
+        # data-parallel: the flat gradients, this rank's and summed over the ranks
+        self._hook = parallel.reduction(dtype) if parallel is not None else None
+        count = sum(d * k + k for d, k in zip(self.widths, self.widths[1:])) if self._hook else 0
+        self._gsend, self._grecv = np.empty(count, dtype), np.empty(count, dtype)
+        self._dp_rows = np.empty(0, np.int64)
         # prediction workspace (grown on demand)
         self._pbuf = np.empty(0, dtype)
         self._pwidth = max(self.widths[1:-1], default=1)
@@ -447,6 +466,11 @@ class FusedTrainer:
                             ("blas_get", self._blas_get), ("blas_set", self._blas_set),
                             ("Xb", _address(self._Xb)), ("dWs", _address(self._dw_scratch))):
             desc[name] = value or 0
+        hook = self._hook or {}
+        desc["allreduce"], desc["mpi_width"] = hook.get("function", 0), hook.get("width", 0)
+        desc["mpi_datatype"], desc["mpi_op"] = hook.get("datatype", 0), hook.get("op", 0)
+        desc["mpi_comm"] = hook.get("comm", 0)
+        desc["gsend"], desc["grecv"] = _address(self._gsend), _address(self._grecv)
         for name in ("sgemm", "sgemm64", "sgemv", "sgemv64"):
             desc[name] = self._blas_functions.get(name, 0)
         self._call["pbuf"] = _address(self._pbuf)
@@ -583,7 +607,15 @@ class FusedTrainer:
         self._sample_weight = weights
 
     def train_epoch(self, X, Y, order, grad_norms_out):
-        """One epoch over ``order``; returns the mean objective (see fastbp.training)."""
+        """One epoch over ``order``; returns the mean objective (see fastbp.training).
+
+        Data-parallel (``parallel``, see ``fastbp.distributed``), every rank calls it at once:
+        with the same X, Y and order each takes its share of every minibatch, or (sharded) the
+        minibatches of its own rows, ``step_rows`` at a time, for as many steps as the rank with
+        the most; each step's gradients are summed over the ranks by the engine (one
+        MPI_Allreduce) and every rank takes the same step.  The objective returned is the mean
+        over all ranks' rows, the same on every rank.
+        """
         with self._lock:
             labels = self._check_epoch(X, Y, order, grad_norms_out)
             weights = self._sample_weight
@@ -591,37 +623,61 @@ class FusedTrainer:
                 raise ValueError(f"sample_weight has {weights.shape[0]} entries for "
                                  f"{X.shape[0]} rows of X")
             grad_norms_out.fill(0.0)
-            n, B = order.shape[0], self.batch_size
-            if n == 0:
-                return 0.0
+            n, B, parallel = order.shape[0], self.batch_size, self.parallel
             batches = -(-n // B)
+            call, result = self._call, self._result
+            call["dp_rank"], call["dp_size"], call["dp_rows"] = 0, 1, 0
+            if parallel is not None and parallel.sharded:
+                batches = parallel.maximum(batches)
+                rows = self._global_rows(n, batches)
+            elif parallel is not None:
+                call["dp_rank"], call["dp_size"] = parallel.rank, parallel.size
+            if batches == 0:
+                return 0.0
             self._desc["labels"] = self._labels = int(labels)  # read by the engine at load (_refresh)
             self._refresh()
-            call, result = self._call, self._result
             call["X"], call["Y"], call["order"], call["n"] = (_address(X), _address(Y),
                                                               _address(order), n)
             call["sample_weight"] = 0 if weights is None else _address(weights)
             result["penalty"] = self._penalty()
             losses = penalties = total_weight = 0.0
             t0, trained = self.optimizer.t, self._engine.trained
-            # calls of whole dropout chunks and at most SIGNAL_FLOPS each (Ctrl-C between them)
-            step_flops = min(n, B) * self.train_flops_per_row
+            # calls of whole dropout chunks and at most SIGNAL_FLOPS each (Ctrl-C between them);
+            # the same calls on every rank
+            step_flops = (B if parallel is not None else min(n, B)) * self.train_flops_per_row
             chunk = min(self._chunk or batches, max(1, int(SIGNAL_FLOPS // step_flops)))
             try:
                 for first in range(0, batches, chunk):
                     last = min(batches, first + chunk)
                     if self._groups:
-                        self._draw(min(n, last * B) - first * B)
+                        self._draw(max(0, min(n, last * B) - first * B))
                     call["mb0"], call["mb1"], call["t"] = first, last, t0 + first
+                    if parallel is not None and parallel.sharded:
+                        call["dp_rows"] = _address(rows) + 8 * first
                     self._run(self._engine.train, "threads", min(n, B), self.train_flops_per_row)
+                    if result["reduce_error"]:
+                        raise RuntimeError(f"MPI_Allreduce failed with error code "
+                                           f"{int(result['reduce_error'])} in a data-parallel step")
                     losses += float(result["loss_sum"])
                     penalties += float(result["penalty_sum"])
                     total_weight += float(result["weight_sum"])
                     np.add(grad_norms_out, self._grad_norms, out=grad_norms_out)
             finally:  # interrupted or not: the optimizer counts the steps the weights took
                 self.optimizer.t = t0 + (self._engine.trained - trained)
+            if parallel is not None:  # this rank's rows' losses: the sum over the ranks
+                losses = parallel.sum(losses)
             grad_norms_out /= batches
             return (losses + penalties) / total_weight
+
+    def _global_rows(self, n, batches):
+        """Sharded rows: per minibatch of the epoch, the rows of all ranks (int64, summed over
+        the ranks once per epoch), kept for the engine."""
+        B = self.batch_size
+        if self._dp_rows.shape[0] != batches:
+            self._dp_rows = np.empty(batches, np.int64)
+        mine = np.clip(n - B * np.arange(batches), 0, B)
+        self._dp_rows[:] = self.parallel.sum(mine)
+        return self._dp_rows
 
     # ------------------------------------------------------------------ prediction
     def _params_bound(self):

@@ -369,6 +369,14 @@ typedef struct fb_net {
     fb_sgemm64_t sgemm64;  /* ... or this ILP64 one, when set; */
     fb_sgemv_t sgemv;      /* and the one-row products: this LP64 sgemv (NULL: fb_sgemv) ... */
     fb_sgemv64_t sgemv64;  /* ... or this ILP64 one, when set */
+    /* data-parallel training (fastbp.distributed; fb_desc's fields say what each is) */
+    void *allreduce;       /* MPI_Allreduce, or NULL: one process */
+    int mpi_width, reduce_error;
+    int64_t mpi_datatype, mpi_op, mpi_comm;
+    void *gsend, *grecv;   /* flat gradients: this rank's, and summed over the ranks */
+    long goff[2 * FB_MAXL], gcount; /* each parameter's offset in them; their entries */
+    int dp_rank, dp_size;  /* replicated rows: this rank's share of each minibatch */
+    const int64_t *dp_rows; /* sharded rows: each minibatch's rows over all ranks, or NULL */
 } fb_net;
 
 /* Load a network's description (fb_desc, filled by field name by fastbp.engine; see
@@ -417,7 +425,35 @@ FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
     N->sgemv64 = (fb_sgemv64_t)(uintptr_t)D->sgemv64;
     N->Xb = (void *)(uintptr_t)D->Xb;
     N->dWs = (void *)(uintptr_t)D->dWs;
+    N->allreduce = (void *)(uintptr_t)D->allreduce;
+    N->mpi_width = (int)D->mpi_width;
+    N->mpi_datatype = D->mpi_datatype; N->mpi_op = D->mpi_op; N->mpi_comm = D->mpi_comm;
+    N->gsend = (void *)(uintptr_t)D->gsend; N->grecv = (void *)(uintptr_t)D->grecv;
+    N->gcount = 0;
+    for (int l = 0; l < L; l++) {
+        N->goff[2 * l] = N->gcount;
+        N->gcount += (long)N->d[l] * N->d[l + 1];
+        N->goff[2 * l + 1] = N->gcount;
+        N->gcount += N->d[l + 1];
+    }
+    if (N->allreduce && (!N->gsend || !N->grecv || N->gcount > INT32_MAX
+                         || (N->mpi_width != 4 && N->mpi_width != 8)))
+        return -1;
     return 0;
+}
+
+/* The step's one reduction: grecv = the sum over the ranks of gsend (MPI_SUM), by the MPI library
+ * mpi4py loaded, whose handles are ints (MPICH's ABI) or pointers (Open MPI's, MPI 5's): called
+ * through the prototype of the right width.  Returns MPI's error code (0: MPI_SUCCESS). */
+FB_COLD static int fb_allreduce(const fb_net *N)
+{
+    if (N->mpi_width == 4)
+        return ((int (*)(const void *, void *, int, int32_t, int32_t, int32_t))N->allreduce)(
+            N->gsend, N->grecv, (int)N->gcount, (int32_t)N->mpi_datatype, (int32_t)N->mpi_op,
+            (int32_t)N->mpi_comm);
+    return ((int (*)(const void *, void *, int, void *, void *, void *))N->allreduce)(
+        N->gsend, N->grecv, (int)N->gcount, (void *)(intptr_t)N->mpi_datatype,
+        (void *)(intptr_t)N->mpi_op, (void *)(intptr_t)N->mpi_comm);
 }
 
 /* Rows of every dW and entries of every db per thread (rows of dW in multiples of 8). */
@@ -568,6 +604,10 @@ static void fb_run(fb_net *N, int dbl, int predict)
         N->lab = (const intptr_t *)(uintptr_t)c->Y; N->order = (const intptr_t *)(uintptr_t)c->order;
         N->n = (long)c->n; N->mb0 = (long)c->mb0; N->mb1 = (long)c->mb1; N->t = (long)c->t;
         N->sw = (const double *)(uintptr_t)c->sample_weight;
+        N->dp_rank = (int)c->dp_rank;
+        N->dp_size = c->dp_size > 1 ? (int)c->dp_size : 1;
+        N->dp_rows = (const int64_t *)(uintptr_t)c->dp_rows;
+        N->reduce_error = 0;
         N->weight_sum = 0;
         N->T = wanted < 1 ? 1 : (wanted > blas ? blas : wanted);
         N->pen_cur = r->penalty;
@@ -590,6 +630,7 @@ static void fb_run(fb_net *N, int dbl, int predict)
         r->loss_sum = N->loss_sum;
         r->weight_sum = N->weight_sum;
         r->threads = N->T;
+        r->reduce_error = N->reduce_error;
         for (int l = 0; l < N->L; l++) r->grad_norms[l] = N->gn_sum[l];
     }
     if (control) fb_blas_release(N);
@@ -879,7 +920,9 @@ static inline const REAL *R(draws)(fb_net *N, int l, long j, int nb)
 }
 
 /* Phase 1 on rows [r0, r1) of minibatch j: forward, loss, backward dX through every layer. */
-static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_t *rows,
+/* (all: the rows of the minibatch over every rank, which scale the loss gradient; nb: its rows
+ * here, whose dropout draws lie in the call's block; r0, r1 index both.) */
+static double R(phase1)(fb_net *N, long j, int all, int nb, int r0, int r1, const intptr_t *rows,
                         const REAL *Xin, double wscale)
 {
     int m = r1 - r0, L = N->L;
@@ -902,7 +945,7 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
     int k = N->d[L];
     REAL *G = FB_P(N->dZ[L - 1]) + (long)r0 * k;
     double value = R(loss_rows)(N->loss, m, k, in, (const REAL *)N->Y, N->labels ? N->lab : NULL,
-                                rows + r0, nb, G, N->sw, wscale);
+                                rows + r0, all, G, N->sw, wscale);
     if (N->act[L - 1] != FB_IDENTITY)
         R(act_backward)(N->act[L - 1], (REAL)N->alpha[L - 1], m, k,
                         FB_P(N->Z[L - 1]) + (long)r0 * k, in, G, NULL, 0, 1);
@@ -921,48 +964,69 @@ static double R(phase1)(fb_net *N, long j, int nb, int r0, int r1, const intptr_
     return value;
 }
 
-/* Phase 2 for thread tid: its rows of every dW, its entries of every db, and their updates. */
+/* Phase 2 for thread tid: its rows of every dW, its entries of every db, and their updates, from
+ * the m rows [lo, lo + m) of the minibatch that this rank computes (all of them in one process).
+ * pass 3: both (one process); 1: the gradients only, into the flat send buffer; 2: the updates
+ * only, from the flat buffer reduced over the ranks (data-parallel: see train_worker). */
 /* dW goes to a per-thread scratch reused by every layer (it stays in cache: writing every layer's
  * full dW array, then reading it back for the update, costs DRAM traffic on the scale of the
  * products themselves), except in the last minibatch of the epoch, whose gradients stay in the
  * layers' dW arrays as after the layer-by-layer path. */
-static void R(phase2)(fb_net *N, int tid, long step, int nb, const REAL *Xin, int last,
-                      double wscale)
+static void R(phase2)(fb_net *N, int tid, long step, int lo, int m, const REAL *Xin, int last,
+                      double wscale, int pass)
 {
     REAL *scratch = N->dWs && tid < N->dWs_threads && !last ? FB_P(N->dWs) + tid * N->dWs_size : NULL;
+    REAL *flat = N->allreduce ? FB_P(pass == 1 ? N->gsend : N->grecv) : NULL;
     double k[FB_STEP_MAXK], pen = 0;
     for (int l = 0; l < N->L; l++) {
         int di = N->d[l], kw = N->d[l + 1];
         int p0 = N->p_lo[l][tid], p1 = N->p_lo[l][tid + 1];
         int k0 = N->k_lo[l][tid], k1 = N->k_lo[l][tid + 1];
         double sums[2] = {0, 0}, wd;
+        const REAL *dZ = FB_P(N->dZ[l]) + (long)lo * kw;
         if (p1 > p0) {
-            const REAL *in = R(layer_input)(N, l, Xin);
-            long off = (long)p0 * kw;
-            REAL *dW = scratch && (long)(p1 - p0) * kw <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
-            R(fill_rows)(p1 - p0, kw, dW, NULL);
-            R(gemm)(N, 'T', 'N', p1 - p0, kw, nb, in + p0, di, FB_P(N->dZ[l]), kw, dW, kw);
-            wd = N->wd[2 * l];
-            R(step_consts)(N, 2 * l, step, wscale, k);
-            R(update)(N, 2 * l, off, (long)(p1 - p0) * kw, FB_P(N->W[l]) + off, dW, k, &sums[0],
-                      wd != 0 ? &sums[1] : NULL);
-            pen += 0.5 * wd * sums[1];
+            long off = (long)p0 * kw, count = (long)(p1 - p0) * kw;
+            REAL *dW = flat ? flat + N->goff[2 * l] + off
+                       : scratch && count <= N->dWs_size ? scratch : FB_P(N->dW[l]) + off;
+            if (pass & 1) {
+                const REAL *in = R(layer_input)(N, l, Xin) + (long)lo * di;
+                R(fill_rows)(p1 - p0, kw, dW, NULL);
+                R(gemm)(N, 'T', 'N', p1 - p0, kw, m, in + p0, di, dZ, kw, dW, kw);
+            }
+            if (pass & 2) {
+                wd = N->wd[2 * l];
+                R(step_consts)(N, 2 * l, step, wscale, k);
+                R(update)(N, 2 * l, off, count, FB_P(N->W[l]) + off, dW, k, &sums[0],
+                          wd != 0 ? &sums[1] : NULL);
+                pen += 0.5 * wd * sums[1];
+                if (flat && last) memcpy(FB_P(N->dW[l]) + off, dW, sizeof(REAL) * count);
+            }
         }
-        N->gn_part[tid][l] = sums[0];
         if (k1 > k0) {
             double bs = 0;
-            REAL *db = FB_P(N->db[l]);
-            R(colsum)(nb, kw, FB_P(N->dZ[l]), k0, k1, db);
-            wd = N->wd[2 * l + 1];
-            R(step_consts)(N, 2 * l + 1, step, wscale, k);
-            R(update)(N, 2 * l + 1, k0, k1 - k0, FB_P(N->b[l]) + k0, db + k0, k, NULL,
-                      wd != 0 ? &bs : NULL);
-            pen += 0.5 * wd * bs;
+            REAL *db = flat ? flat + N->goff[2 * l + 1] : FB_P(N->db[l]);
+            if (pass & 1) R(colsum)(m, kw, dZ, k0, k1, db);
+            if (pass & 2) {
+                wd = N->wd[2 * l + 1];
+                R(step_consts)(N, 2 * l + 1, step, wscale, k);
+                R(update)(N, 2 * l + 1, k0, k1 - k0, FB_P(N->b[l]) + k0, db + k0, k, NULL,
+                          wd != 0 ? &bs : NULL);
+                pen += 0.5 * wd * bs;
+                if (flat && last) memcpy(FB_P(N->db[l]) + k0, db + k0, sizeof(REAL) * (k1 - k0));
+            }
         }
+        if (pass & 2) N->gn_part[tid][l] = sums[0];
     }
-    N->pen_part[tid] = pen;
+    if (pass & 2) N->pen_part[tid] = pen;
 }
 
+/* One thread's part of minibatches [mb0, mb1).  Data-parallel (N->allreduce), this rank computes
+ * the gradients of its rows only -- its contiguous share [lo, hi) of each minibatch when every
+ * rank holds the same rows (the split of fastbp.distributed.share), or all the rows of its own
+ * minibatch when the rows are sharded -- scaled by the rows of the whole minibatch over all ranks
+ * (nb, or dp_rows), so that the sum over the ranks is the minibatch mean exactly, an uneven or
+ * empty share included; then thread 0 sums the flat gradients over the ranks (one MPI_Allreduce
+ * per step, between two barriers) and every rank takes the same step from the same sum. */
 static void R(train_worker)(void *arg, int tid)
 {
     fb_net *N = (fb_net *)arg;
@@ -973,33 +1037,46 @@ static void R(train_worker)(void *arg, int tid)
     for (long j = N->mb0; j < N->mb1; j++) {
         long start = j * N->B;
         int nb = (int)(N->n - start < N->B ? N->n - start : N->B);
+        nb = nb < 0 ? 0 : nb; /* sharded: a rank whose rows have run out takes part with none */
         const intptr_t *rows = N->order + start;
-        int r0 = R(split)(nb, tid, T), r1 = R(split)(nb, tid + 1, T);
-        int contiguous = 1;
-        for (int i = 1; i < nb && contiguous; i++) contiguous = rows[i] == rows[0] + i;
+        int lo = (int)(((long)nb * N->dp_rank) / N->dp_size);
+        int hi = (int)(((long)nb * (N->dp_rank + 1)) / N->dp_size);
+        int all = N->dp_rows ? (int)N->dp_rows[j - N->mb0] : nb; /* the minibatch's rows */
+        int r0 = lo + R(split)(hi - lo, tid, T), r1 = lo + R(split)(hi - lo, tid + 1, T);
+        int contiguous = hi > lo && rows[lo] >= lo;
+        for (int i = lo + 1; i < hi && contiguous; i++) contiguous = rows[i] == rows[lo] + i - lo;
         const REAL *Xin = Xb;
         if (contiguous) {
-            Xin = X + (long)rows[0] * d0;
+            Xin = X + (long)(rows[lo] - lo) * d0;
         } else {
             for (int i = r0; i < r1; i++)
                 memcpy(Xb + (long)i * d0, X + (long)rows[i] * d0, sizeof(REAL) * d0);
         }
-        double weight = nb, wscale = 1; /* W_B, and n_B / W_B (sample weights: > 0 each) */
+        double weight = all, wscale = 1; /* W_B, and n_B / W_B (sample weights: > 0 each) */
         if (N->sw) {
             weight = 0;
             for (int i = 0; i < nb; i++) weight += N->sw[rows[i]];
             wscale = nb / weight;
         }
         FB_PROFILE_MARK(0);
-        value += R(phase1)(N, j, nb, r0, r1, rows, Xin, wscale);
+        value += R(phase1)(N, j, all, nb, r0, r1, rows, Xin, wscale);
         FB_PROFILE_MARK(1);
         if (T > 1) fb_barrier(N->pool);
         FB_PROFILE_MARK(2);
-        R(phase2)(N, tid, N->t + (j - N->mb0) + 1, nb, Xin, start + nb >= N->n, wscale);
+        long step = N->t + (j - N->mb0) + 1;
+        int last = start + nb >= N->n;
+        R(phase2)(N, tid, step, lo, hi - lo, Xin, last, wscale, N->allreduce ? 1 : 3);
+        if (N->allreduce) {
+            if (T > 1) fb_barrier(N->pool);
+            if (tid == 0 && !N->reduce_error) N->reduce_error = fb_allreduce(N);
+            if (T > 1) fb_barrier(N->pool);
+            if (N->reduce_error) break; /* every thread sees it after the barrier */
+            R(phase2)(N, tid, step, lo, hi - lo, Xin, last, wscale, 2);
+        }
         FB_PROFILE_MARK(3);
         if (T > 1) fb_barrier(N->pool);
         FB_PROFILE_MARK(4);
-        if (tid == 0) fb_combine(N, nb, weight);
+        if (tid == 0) fb_combine(N, all, weight);
     }
     N->loss_part[tid] = value;
 }

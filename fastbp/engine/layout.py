@@ -69,6 +69,15 @@ FIELDS = [
      "per parameter q, its state arrays at q * FB_STEP_MAXS + j (registry.STEPS order; 0: absent)"),
     ("step_span", "u8", 1, "fb_step_span of fastbp.kernels._c_step (STEP_SPAN)"),
     ("U", "u8", _G, "dropout draws per group"),
+    # data-parallel training (fastbp.distributed): after each step's gradients, one
+    # MPI_Allreduce(gsend, grecv, count, datatype, MPI_SUM, comm) by thread 0, then the update
+    ("allreduce", "u8", 1, "MPI_Allreduce of the MPI library mpi4py loaded, or 0 (one process)"),
+    ("mpi_width", "i8", 1, "bytes of an MPI handle: 4 (MPICH ABI) or 8 (Open MPI, MPI 5 ABI)"),
+    ("mpi_datatype", "i8", 1, "the handle of MPI_FLOAT (float32 networks)"),
+    ("mpi_op", "i8", 1, "the handle of MPI_SUM"),
+    ("mpi_comm", "i8", 1, "the communicator's handle"),
+    ("gsend", "u8", 1, "flat gradients of every parameter (W1, b1, W2, ...), this rank's sums"),
+    ("grecv", "u8", 1, "the same, summed over the ranks"),
 ]
 
 # One call of the engine (fb_run): training trains minibatches [mb0, mb1) of the epoch (rows
@@ -83,6 +92,10 @@ CALL_FIELDS = [
     ("t", "i8", 1, "optimizer steps before this call"),
     ("threads", "i8", 1, "threads wanted for training"),
     ("sample_weight", "u8", 1, "the sample weight of every row of X (float64, each > 0), or 0"),
+    ("dp_rank", "i8", 1, "data-parallel, replicated rows: this rank, which takes its share of"),
+    ("dp_size", "i8", 1, "  each minibatch among dp_size ranks (1: the whole minibatch)"),
+    ("dp_rows", "u8", 1, "data-parallel, sharded rows: per minibatch of the call, the rows of all "
+                         "ranks (int64), or 0"),
     ("px", "u8", 1, "prediction: the input rows"),
     ("pout", "u8", 1, "the output rows"),
     ("pn", "i8", 1, "rows"),
@@ -99,6 +112,7 @@ RESULT_FIELDS = [
     ("loss_sum", "f8", 1, "the summed row losses (weighted: times each row's weight)"),
     ("weight_sum", "f8", 1, "the summed weights of the minibatches' rows (their rows, unweighted)"),
     ("threads", "f8", 1, "the threads that ran"),
+    ("reduce_error", "f8", 1, "the error code of a failed MPI_Allreduce (the call stopped), or 0"),
     ("grad_norms", "f8", _L, "per dense layer, the sum over minibatches of ||dW||_F"),
 ]
 STRUCTS = (("fb_desc", FIELDS), ("fb_call", CALL_FIELDS), ("fb_result", RESULT_FIELDS))
