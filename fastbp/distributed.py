@@ -41,12 +41,12 @@ Faults: an exception that leaves the ``data_parallel`` block on any rank prints 
 (naming the rank) and aborts the whole MPI job (``MPI_Abort``), so the other ranks never wait for
 it forever.
 
-Where the reduction runs: on the compiled engine (float32 networks of ``Dense`` and ``Dropout``
-layers on the compiled backend, ``fit_path_ == "engine"``), one engine thread calls
+Where the reduction runs: on the compiled engine (networks of ``Dense`` and ``Dropout`` layers
+on the compiled backend, ``fit_path_ == "engine"``), one engine thread calls
 ``MPI_Allreduce`` on one flat buffer of all gradients between the gradients and the update of
 every step, without the GIL (:meth:`DataParallel.reduction` finds it in the MPI library mpi4py
 loaded); the loss gradient is scaled by the rows of the whole minibatch before the sum, so the sum
-is the exact mean.  Elsewhere (float64, the NumPy backend) the layer-by-layer epoch does the same
+is the exact mean.  Elsewhere (the NumPy backend) the layer-by-layer epoch does the same
 through mpi4py (``fastbp.training.data_parallel_epoch``).
 
 Scope today: networks of ``Dense`` and ``Dropout`` layers (MLPClassifier, MLPRegressor,

@@ -58,8 +58,8 @@ returns None for what it does not handle (other layer kinds, dtypes, backends; `
 says why) and the :class:`LayerwiseTrainer` (a thin wrapper of :func:`train_epoch`) runs instead.
 Which of the two ran, and why, is never silent: ``TrainState.fit_path`` records it, the
 estimators publish it as ``fit_path_`` and the first verbose line says it.  It is ``"engine"``
-(the compiled training engine: a float32 plain Dense/Dropout stack on the compiled backend) or
-``"layerwise: <reason>"``, for example ``"layerwise: float64"``, ``"layerwise: numpy backend"``,
+(the compiled training engine: a float32 or float64 plain Dense/Dropout stack on the compiled
+backend) or ``"layerwise: <reason>"``, for example ``"layerwise: numpy backend"``,
 ``"layerwise: not a plain Dense/Dropout stack (SparsityPenalty layer)"``, ``"layerwise: Armijo
 line search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
 ...)"`` (``fastbp.engine.engine_decline`` gives the engine's reasons).  A model whose epoch is not one network's backprop (the GAN) brings
@@ -713,7 +713,7 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, paral
         else a :class:`LayerwiseTrainer`.
     fit_path : str
         ``"engine"``, or ``"layerwise: "`` and the engine's reason
-        (``fastbp.engine.engine_decline``: "float64", "numpy backend", "not a plain
+        (``fastbp.engine.engine_decline``: "numpy backend", "not a plain
         Dense/Dropout stack (SparsityPenalty layer)", ...; "engine unavailable (ImportError:
         ...)" when the module cannot be imported).
 

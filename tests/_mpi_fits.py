@@ -3,6 +3,8 @@
 Prints one JSON line (rank 0): per case, the largest difference from one process's fit (or from
 the wrong variant's), whether every rank ended with identical weights, and the fit path.
 """
+import contextlib
+import itertools
 import json
 import sys
 import warnings
@@ -46,10 +48,20 @@ def float32(make):
     return made
 
 
-# each case in float64 (layer by layer) and float32 (on the compiled backend: the engine, which
-# sums the gradients over the ranks itself); the one-process fit takes the same path
+# each case in float64 and float32, on the engine (on the compiled backend: it sums the
+# gradients over the ranks itself) and layer by layer (the engine switched off: through mpi4py);
+# the one-process fit takes the same path
 CASES = dict(BASE, **{f"{name}_f32": float32(make) for name, make in BASE.items()
                       if name != "adam_float32"})
+
+
+@contextlib.contextmanager
+def engine(on):
+    fastbp.engine.USE_FUSED = on
+    try:
+        yield
+    finally:
+        fastbp.engine.USE_FUSED = True
 
 
 def fit(make):
@@ -66,14 +78,15 @@ def identical(w):
 
 
 report = {}
-for name, make in CASES.items():
-    with data_parallel():
-        est = fit(make)
-    w = weights(est)
-    same = identical(w)
+for (name, make), on in itertools.product(CASES.items(), (True, False)):
+    with engine(on):
+        with data_parallel():
+            est = fit(make)
+        w = weights(est)
+        same = identical(w)
+        one = fit(make) if comm.rank == 0 else None
     if comm.rank == 0:
-        one = fit(make)
-        report[name] = {"diff": float(np.abs(w - weights(one)).max()), "identical": same,
+        report[name + ("" if on else "_layerwise")] = {"diff": float(np.abs(w - weights(one)).max()), "identical": same,
                         "path": est.fit_path_, "one_path": one.fit_path_,
                         "loss": [est.loss_curve_[-1], one.loss_curve_[-1]]}
 
@@ -97,12 +110,13 @@ def per_rank_decays(network, alpha, batch_size):
     return original(network, alpha, max(1, batch_size // comm.size))
 
 
-for name, patch, case, truth in (
-        ("control_mean_of_means", "class", "adam_regressor", reference),
-        ("control_l2_per_rank", "decay", "adam_regressor", reference),
-        ("control_l2_per_rank_f32", "decay", "adam_regressor_f32", reference_f32)):
+for name, patch, case, truth, on in (
+        ("control_mean_of_means", "class", "adam_regressor", reference, False),  # mpi4py's sum
+        ("control_l2_per_rank", "decay", "adam_regressor", reference, True),
+        ("control_l2_per_rank_layerwise", "decay", "adam_regressor", reference, False),
+        ("control_l2_per_rank_f32", "decay", "adam_regressor_f32", reference_f32, True)):
     original = training.weight_decays
-    with data_parallel() as dp:
+    with engine(on), data_parallel() as dp:
         if patch == "class":
             dp.__class__ = MeanOfMeans
         else:
@@ -122,11 +136,9 @@ with data_parallel(sharded=True):
 same = identical(weights(est))
 score = est.score(X, y)
 # the same sharded fit layer by layer: the same global order, the same model
-fastbp.engine.USE_FUSED = False
-with data_parallel(sharded=True):
+with engine(False), data_parallel(sharded=True):
     layerwise = fastbp.MLPClassifier((24,), batch_size=60, max_iter=15, random_state=4).fit(
         X[comm.rank::comm.size], y[comm.rank::comm.size])
-fastbp.engine.USE_FUSED = True
 if comm.rank == 0:
     report["sharded"] = {"identical": same, "score": score, "path": est.fit_path_,
                          "layerwise_path": layerwise.fit_path_,

@@ -31,13 +31,13 @@ CASES = [
     ("classifier-dropout", lambda **kw: MLPClassifier((8,), dropout=0.2, **kw), "labels", "engine"),
     ("classifier-sgd", lambda **kw: MLPClassifier((8,), solver="sgd", **kw), "labels", "engine"),
     ("classifier-float64", lambda **kw: MLPClassifier((8,), dtype="float64", **kw), "labels",
-     "layerwise: float64"),
+     "engine"),
     ("classifier-backtracking",
      lambda **kw: MLPClassifier((8,), solver="gd", learning_rate="backtracking", **kw), "labels",
      ARMIJO),
     ("regressor", lambda **kw: MLPRegressor((8,), **kw), "values", "engine"),
     ("regressor-float64", lambda **kw: MLPRegressor((8,), dtype="float64", **kw), "values",
-     "layerwise: float64"),
+     "engine"),
     ("autoencoder", lambda **kw: Autoencoder(2, (8,), **kw), "data", "engine"),
     ("autoencoder-denoising", lambda **kw: Autoencoder(2, (8,), noise="gaussian", **kw), "data",
      "engine"),
@@ -141,7 +141,7 @@ def test_a_loaded_model_has_no_path_until_it_trains(on_compiled, tmp_path):
     assert loaded.partial_fit(X, y).fit_path_ == "engine"
 
 
-def test_engine_decline_reasons_match_make_trainer(on_compiled):
+def test_engine_decline_reasons_match_make_trainer(on_compiled, monkeypatch):
     """Each decline condition of the engine has its reason, and make_trainer makes a trainer
     exactly when engine_decline finds none."""
     net = make_mlp(4, [6], 3, rng=0)
@@ -161,7 +161,7 @@ def test_engine_decline_reasons_match_make_trainer(on_compiled):
     cases = [
         (net, "softmax_cross_entropy", opt, None),
         (net, "hinge", opt, "loss 'hinge' not in the engine"),
-        (double, "squared_error", sgd(double), "float64"),
+        (double, "squared_error", sgd(double), None),
         (trailing, "squared_error", sgd(trailing), "not a plain Dense/Dropout stack (a Dropout"),
         (custom, "squared_error", sgd(custom), "not a plain Dense/Dropout stack (Custom layer)"),
         (net, "squared_error", sgd(other), "optimizer SGD is not over this network's parameters"),
@@ -171,6 +171,9 @@ def test_engine_decline_reasons_match_make_trainer(on_compiled):
         trainer = engine.make_trainer(network, loss, optimizer, 8)
         assert (trainer is None) == (got is not None)
         assert got == reason if reason is None else got.startswith(reason), (got, reason)
+    monkeypatch.setattr(engine._c_train, "DOUBLE", False)  # an engine built with FB_FLOAT_ONLY
+    assert engine.engine_decline(double, "squared_error", sgd(double), 8) == "float64"
+    assert engine.make_trainer(double, "squared_error", sgd(double), 8) is None
     with fastbp.use_backend("numpy"):
         assert engine.engine_decline(net, "squared_error", opt, 8) == "numpy backend"
         assert engine.make_trainer(net, "squared_error", opt, 8) is None

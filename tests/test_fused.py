@@ -36,6 +36,11 @@ OPTIMIZER_KINDS = {
 }
 OPTIMIZERS = list(OPTIMIZER_KINDS)
 RTOL = 2e-5  # float32, a few epochs: products summed in another order by BLAS
+RTOL64 = 1e-10  # float64 (the double engine)
+
+
+def rtol(dtype):
+    return RTOL if np.dtype(dtype) == np.float32 else RTOL64
 
 
 @pytest.fixture(autouse=True, params=["numpy", "scipy"], ids=["numpy-blas", "scipy-blas"])
@@ -78,7 +83,18 @@ def layerwise_predict(net, X):
     return net._forward(np.ascontiguousarray(X, net.dtype), False, keep=False)
 
 
-def make_data(loss, n, d, k, rng, labels=True):
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request):
+    """The network's type: the float engine and the double one."""
+    return request.param
+
+
+def make_data(loss, n, d, k, rng, labels=True, dtype=np.float32):
+    X, Y = _make_data(loss, n, d, k, rng, labels)
+    return X.astype(dtype), (Y if Y.dtype == np.intp else Y.astype(dtype))
+
+
+def _make_data(loss, n, d, k, rng, labels):
     X = rng.standard_normal((n, d)).astype(np.float32)
     if loss == "softmax_cross_entropy" and labels:
         Y = rng.integers(0, k, n).astype(np.intp)
@@ -102,8 +118,9 @@ def twin_setups(build, loss, optimizer, decay, batch_size):
 
 
 def assert_same_state(nets, opts):
+    tol = rtol(nets[0].dtype)
     for a, b in zip(nets[0].params(), nets[1].params()):
-        np.testing.assert_allclose(b, a, rtol=RTOL, atol=RTOL * max(1.0, float(np.abs(a).max())))
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol * max(1.0, float(np.abs(a).max())))
     assert opts[0].t == opts[1].t
     states = [o.state_arrays() for o in opts]
     assert states[0].keys() == states[1].keys()
@@ -124,16 +141,17 @@ def train_both(nets, opts, reference, trainer, X, Y, epochs, batch_size, rng):
         want = reference.train_epoch(X, Y, order, norms[0])
         got = trainer.train_epoch(X, Y, order, norms[1])
         assert isinstance(got, float)
-        assert got == pytest.approx(want, rel=1e-5, abs=1e-7)
-        np.testing.assert_allclose(norms[1], norms[0], rtol=1e-4, atol=1e-7)
+        tol = 1.0 if nets[0].dtype == np.float32 else 1e-5  # float64: 1e-5 times tighter
+        assert got == pytest.approx(want, rel=1e-5 * tol, abs=1e-7 * tol)
+        np.testing.assert_allclose(norms[1], norms[0], rtol=1e-4 * tol, atol=1e-7 * tol)
     assert_same_state(nets, opts)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_every_activation_matches_layer_by_layer(activation, threads, rng):
-    build = lambda: make_mlp(11, [9, 8], 5, activation=activation, rng=7)  # noqa: E731
+def test_every_activation_matches_layer_by_layer(activation, threads, rng, dtype):
+    build = lambda: make_mlp(11, [9, 8], 5, activation=activation, rng=7, dtype=dtype)  # noqa: E731
     nets, opts, reference, trainer = twin_setups(build, "softmax_cross_entropy", "sgd", 1e-3, 16)
-    X, Y = make_data("softmax_cross_entropy", 70, 11, 5, rng)
+    X, Y = make_data("softmax_cross_entropy", 70, 11, 5, rng, dtype=dtype)
     train_both(nets, opts, reference, trainer, X, Y, 3, 16, rng)
 
 
@@ -150,27 +168,29 @@ def test_activation_parameter_of_either_sign(activation, alpha, threads, rng):
 @pytest.mark.parametrize("loss,labels", [("squared_error", False), ("softmax_cross_entropy", True),
                                          ("softmax_cross_entropy", False),
                                          ("sigmoid_cross_entropy", False)])
-def test_every_loss_matches_layer_by_layer(loss, labels, output, threads, rng):
-    build = lambda: make_mlp(8, [10], 4, activation="tanh", output_activation=output, rng=5)  # noqa: E731
+def test_every_loss_matches_layer_by_layer(loss, labels, output, threads, rng, dtype):
+    build = lambda: make_mlp(8, [10], 4, activation="tanh", output_activation=output, rng=5,  # noqa: E731
+                             dtype=dtype)
     nets, opts, reference, trainer = twin_setups(build, loss, "adam", 1e-3, 12)
-    X, Y = make_data(loss, 50, 8, 4, rng, labels)
+    X, Y = make_data(loss, 50, 8, 4, rng, labels, dtype)
     train_both(nets, opts, reference, trainer, X, Y, 3, 12, rng)
 
 
 @pytest.mark.parametrize("decay", [0.0, 1e-2])
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_every_optimizer_matches_layer_by_layer(optimizer, decay, threads, rng):
-    build = lambda: make_mlp(12, [16, 9], 6, activation="relu", rng=11)  # noqa: E731
+def test_every_optimizer_matches_layer_by_layer(optimizer, decay, threads, rng, dtype):
+    build = lambda: make_mlp(12, [16, 9], 6, activation="relu", rng=11, dtype=dtype)  # noqa: E731
     nets, opts, reference, trainer = twin_setups(build, "softmax_cross_entropy", optimizer, decay, 20)
-    X, Y = make_data("softmax_cross_entropy", 93, 12, 6, rng)
+    X, Y = make_data("softmax_cross_entropy", 93, 12, 6, rng, dtype=dtype)
     train_both(nets, opts, reference, trainer, X, Y, 4, 20, rng)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_dropout_draws_the_same_masks(optimizer, threads, rng):
-    build = lambda: make_mlp(10, [12, 9], 4, activation="relu", dropout=0.3, rng=13)  # noqa: E731
+def test_dropout_draws_the_same_masks(optimizer, threads, rng, dtype):
+    build = lambda: make_mlp(10, [12, 9], 4, activation="relu", dropout=0.3, rng=13,  # noqa: E731
+                             dtype=dtype)
     nets, opts, reference, trainer = twin_setups(build, "squared_error", optimizer, 1e-3, 16)
-    X, Y = make_data("squared_error", 75, 10, 4, rng)
+    X, Y = make_data("squared_error", 75, 10, 4, rng, dtype=dtype)
     train_both(nets, opts, reference, trainer, X, Y, 3, 16, rng)
     # the generators advanced alike
     for a, b in zip(nets[0].layers, nets[1].layers):
@@ -245,8 +265,6 @@ def test_unsupported_networks_get_no_trainer():
     assert fused.make_trainer(net, "hinge", opt, 8) is None
     with fastbp.use_backend("numpy"):
         assert fused.make_trainer(net, "squared_error", opt, 8) is None
-    double = make_mlp(4, [6], 3, rng=0, dtype=np.float64)
-    assert fused.make_trainer(double, "squared_error", make_optimizer(double, "sgd", 0.0), 8) is None
     trailing = Sequential([Dense(4, 3, rng=0), Dropout(0.5, rng=0)])
     assert fused.make_trainer(trailing, "squared_error", make_optimizer(trailing, "sgd", 0.0), 8) is None
 
@@ -305,16 +323,17 @@ def test_warm_epochs_allocate_nothing_per_step(dropout, rng):
 
 
 @pytest.mark.parametrize("n", [1, 7, 300, 1000])
-def test_predict_matches_the_network(n, threads, rng):
-    net = make_mlp(13, [40, 17], 6, activation="gelu", dropout=0.5, rng=3)
+def test_predict_matches_the_network(n, threads, rng, dtype):
+    net = make_mlp(13, [40, 17], 6, activation="gelu", dropout=0.5, rng=3, dtype=dtype)
     trainer = fused.make_trainer(net, "squared_error", make_optimizer(net, "sgd", 0.0), 32)
-    X = rng.standard_normal((n, 13)).astype(np.float32)
+    X = rng.standard_normal((n, 13)).astype(dtype)
     want = layerwise_predict(net, X)
     got = trainer.predict(X)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    tol = 1.0 if np.dtype(dtype) == np.float32 else 1e-8
+    np.testing.assert_allclose(got, want, rtol=1e-5 * tol, atol=1e-6 * tol)
     out = np.empty_like(want)
     assert trainer.predict(X, out) is out
-    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, want, rtol=1e-5 * tol, atol=1e-6 * tol)
 
 
 def test_predict_into_out_takes_any_layout_and_refuses_bad_arrays(rng):
@@ -382,8 +401,8 @@ def test_sequential_predict_runs_the_engine_where_it_can(n, rng, monkeypatch):
     monkeypatch.setattr(fused, "USE_FUSED", False)
     assert net._engine_predictor() is None
     monkeypatch.setattr(fused, "USE_FUSED", True)
-    wide = make_mlp(13, [40], 6, dtype="float64", rng=3)
-    assert wide._engine_predictor() is None
+    wide = make_mlp(13, [40], 6, dtype="float64", rng=3)  # the float64 engine
+    assert isinstance(wide._engine_predictor(), fused.FusedTrainer)
     np.testing.assert_allclose(wide.predict(X), layerwise_predict(wide, X), rtol=1e-12)
 
 

@@ -1,7 +1,7 @@
 """Whole training epochs in compiled code for a plain stack of dense layers.
 
 :func:`make_trainer` returns a :class:`FusedTrainer` for a ``fastbp.nn.Sequential`` made only of
-``Dense`` layers (and ``Dropout`` layers between them or before the first), float32, on the
+``Dense`` layers (and ``Dropout`` layers between them or before the first), float32 or float64, on the
 compiled backend; otherwise None, and the caller trains layer by layer
 (``fastbp.training.LayerwiseTrainer``), recording why: :func:`engine_decline` names the reason
 (it returns None exactly when make_trainer makes a trainer).  ``USE_FUSED = False`` switches the
@@ -86,7 +86,7 @@ DRAW_BUDGET = 1 << 22          # dropout draws per chunk of minibatches (16 MiB 
 SIGNAL_FLOPS = 2e9
 PREDICT_CHUNK = 256            # rows per thread and pass of the forward-only path (at least)
 PREDICT_BUFFER = 1 << 16       # entries of a work buffer of the forward-only path (at most)
-SUPPORTED_DTYPES = (np.dtype(np.float32),)
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))  # float64: if built (_c_train.DOUBLE)
 USE_FUSED = True  # False switches the engine off (tests compare it with the layer-by-layer path)
 
 
@@ -100,16 +100,16 @@ def cpu_count():
 
 # ------------------------------------------------------------------------------ BLAS and threads
 def engine_blas():
-    """The BLAS for the engine's float32 products, as ({"sgemm", "sgemm64", "sgemv", "sgemv64":
-    address or 0 -- the LP64 or the ILP64 functions}, its thread controls, name): NumPy's own
+    """The BLAS for the engine's products, as ({"sgemm", "sgemm64", "sgemv", "sgemv64", "dgemm",
+    "dgemm64": address or 0 -- the LP64 or the ILP64 functions}, its thread controls, name): NumPy's own
     OpenBLAS unless ``FASTBP_BLAS`` says otherwise or NumPy has none (see
     fastbp._platform._blas_threads.blas_choice), else SciPy's (cython_blas, the engine's built-in
     ones: all 0)."""
     if blas_choice() == "numpy":
         found = numpy_openblas()
         suffix = "64" if found.ilp64 else ""
-        return ({f"sgemm{suffix}": found.sgemm, f"sgemv{suffix}": found.sgemv}, [found.threads],
-                "numpy")
+        return ({f"sgemm{suffix}": found.sgemm, f"sgemv{suffix}": found.sgemv,
+                 f"dgemm{suffix}": found.dgemm}, [found.threads], "numpy")
     return {}, scipy_blas(), "scipy"
 
 
@@ -271,7 +271,7 @@ def engine_decline(network, loss_name, optimizer, batch_size, parallel=None):
         return f"batch_size {batch_size} < 1"
     dense, dropouts = stack
     dtype = dense[0].W.dtype
-    if dtype not in SUPPORTED_DTYPES:
+    if dtype not in SUPPORTED_DTYPES or (dtype == np.float64 and not _c_train.DOUBLE):
         return f"{dtype}"
     params = []
     for layer in dense:
@@ -304,7 +304,7 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
     """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
     engine cannot run it (:func:`engine_decline` says why: backend 'numpy', engine not built or
     damaged -- one RuntimeWarning says so, naming the import error --, not a plain Dense/Dropout
-    stack, dtype other than float32, unknown loss or optimizer).  ``n_threads`` caps the threads;
+    stack, dtype other than float32 and float64, unknown loss or optimizer).  ``n_threads`` caps the threads;
     ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor);
     ``parallel``, a ``fastbp.distributed.DataParallel``, makes the epochs data-parallel (see
     :meth:`FusedTrainer.train_epoch`)."""
@@ -350,7 +350,7 @@ class FusedTrainer:
         self.flops_per_row = 2.0 * sum(d * k for d, k in zip(self.widths, self.widths[1:]))
         self.train_flops_per_row = 3 * self.flops_per_row - 2.0 * self.widths[0] * self.widths[1]
         # a pool of at most one thread per CPU: more could only queue for the cores
-        self._engine = _c_train.Engine(False, min(cpu_count(), MAX_THREADS),
+        self._engine = _c_train.Engine(dtype == np.float64, min(cpu_count(), MAX_THREADS),
                                        *_pthread_entry_points())
         self._blas_functions, libraries, self.blas = engine_blas()
         self._blas_get, self._blas_set = thread_entry_points(libraries)
@@ -471,7 +471,7 @@ class FusedTrainer:
         desc["mpi_datatype"], desc["mpi_op"] = hook.get("datatype", 0), hook.get("op", 0)
         desc["mpi_comm"] = hook.get("comm", 0)
         desc["gsend"], desc["grecv"] = _address(self._gsend), _address(self._grecv)
-        for name in ("sgemm", "sgemm64", "sgemv", "sgemv64"):
+        for name in ("sgemm", "sgemm64", "sgemv", "sgemv64", "dgemm", "dgemm64"):
             desc[name] = self._blas_functions.get(name, 0)
         self._call["pbuf"] = _address(self._pbuf)
         self._call["pwidth"] = self._pwidth

@@ -51,12 +51,14 @@ cdef extern from "_train_engine.h" nogil:
     const char* FB_ACTIVATION_NAMES
     const char* FB_LOSS_NAMES
     const char* FB_STEP_NAMES
+    int FB_DOUBLE_ENGINE
 
 fb_sgemm = <fb_sgemm_t>sgemm
 fb_dgemm = <fb_dgemm_t>dgemm
 fb_sgemv = <fb_sgemv_t>sgemv
 
 LIMITS = (FB_MAXL, FB_MAXT, FB_MAXG)  # dense layers, threads, dropout generators
+DOUBLE = bool(FB_DOUBLE_ENGINE)  # whether float64 networks run here too
 # the names of the codes in code order, as compiled (tests check them against registry.py)
 NAMES = (FB_ACTIVATION_NAMES, FB_LOSS_NAMES, FB_STEP_NAMES)  # bytes
 # fastbp.engine checks its structured dtypes against these
@@ -114,13 +116,12 @@ cdef class Engine:
         self.trained += self.net.call.mb1 - self.net.call.mb0
 
     def forward(self, X, out, Py_ssize_t rows):
-        """Forward pass of X into out (GIL released), both C-contiguous aligned float32 with
+        """Forward pass of X into out (GIL released), both C-contiguous aligned arrays of the
+        engine's type (float32, or float64 for a double engine) with
         ``rows`` rows and the network's widths, out writeable and apart from X, the rest of the
         control block (plan, workspace) set by the caller; False, without running, otherwise."""
         cdef Py_buffer x, o
         cdef fb_call *call = self.net.call
-        if self.dbl:
-            return False
         if _get_buffer_or_not(X, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0:
             PyErr_Clear()
             return False
@@ -130,28 +131,28 @@ cdef class Engine:
             return False
         cdef char *xb = <char *>x.buf
         cdef char *ob = <char *>o.buf
-        cdef bint ok = (call != NULL and _is_float32(&x) and _is_float32(&o)
+        cdef bint ok = (call != NULL and _is_real(&x, self.dbl) and _is_real(&o, self.dbl)
                         and x.ndim == 2 and o.ndim == 2
                         and x.shape[0] == rows and o.shape[0] == rows
                         and x.shape[1] == self.net.d[0] and o.shape[1] == self.net.d[self.net.L]
-                        and <uintptr_t>xb % 4 == 0 and <uintptr_t>ob % 4 == 0
+                        and <uintptr_t>xb % x.itemsize == 0 and <uintptr_t>ob % o.itemsize == 0
                         and (xb + x.len <= ob or ob + o.len <= xb))  # aligned, apart
         if ok:
             call.px = <uintptr_t>x.buf
             call.pout = <uintptr_t>o.buf
             call.pn = rows
             with nogil:
-                fb_run(self.net, 0, 1)
+                fb_run(self.net, self.dbl, 1)
         PyBuffer_Release(&x)
         PyBuffer_Release(&o)
         return ok
 
 
-cdef inline bint _is_float32(Py_buffer *view):
-    """A native float32 buffer (format "f", "=f" or "@f")."""
+cdef inline bint _is_real(Py_buffer *view, bint dbl):
+    """A native float32 buffer (format "f", "=f" or "@f"), or float64 ("d", ...) when dbl."""
     cdef const char *f = view.format
-    if view.itemsize != 4 or f == NULL:
+    if view.itemsize != (8 if dbl else 4) or f == NULL:
         return False
     if f[0] == b'=' or f[0] == b'@':
         f += 1
-    return f[0] == b'f' and f[1] == 0
+    return f[1] == 0 and ((dbl and f[0] == b'd') or (not dbl and f[0] == b'f'))

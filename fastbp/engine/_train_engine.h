@@ -33,9 +33,9 @@
  * Waits spin first (balanced phases), then yield, and only then sleep: waking a sleeping thread
  * costs ~1 ms on this kind of virtual machine.
  *
- * This header includes itself once per element type: float (suffix _f), and double (_d) when
- * FB_WITH_DOUBLE is defined (off: float64 networks train layer by layer, which keeps the .so
- * within its size budget).
+ * This header includes itself once per element type: float (suffix _f) and double (_d).  The
+ * double instance is compiled for size (-Os: float is the speed target, and the .so has a size
+ * budget); defining FB_FLOAT_ONLY leaves it out (float64 networks then train layer by layer).
  */
 #ifndef FB_TRAIN_ENGINE_BODY
 #ifndef FB_TRAIN_ENGINE_H
@@ -83,9 +83,11 @@ typedef void (*fb_sgemm_t)(char *, char *, int *, int *, int *, float *, float *
                            int *, float *, float *, int *);
 typedef void (*fb_dgemm_t)(char *, char *, int *, int *, int *, double *, double *, int *,
                            double *, int *, double *, double *, int *);
-/* an ILP64 sgemm (64-bit integers): NumPy's OpenBLAS, found at run time by fastbp.engine */
+/* an ILP64 sgemm and dgemm (64-bit integers): NumPy's OpenBLAS, found at run time by fastbp.engine */
 typedef void (*fb_sgemm64_t)(char *, char *, int64_t *, int64_t *, int64_t *, float *, float *,
                              int64_t *, float *, int64_t *, float *, float *, int64_t *);
+typedef void (*fb_dgemm64_t)(char *, char *, int64_t *, int64_t *, int64_t *, double *, double *,
+                             int64_t *, double *, int64_t *, double *, double *, int64_t *);
 /* sgemv: y = alpha op(A) x + beta y, LP64 and ILP64 (one-row products: see R(gemm)) */
 typedef void (*fb_sgemv_t)(char *, int *, int *, float *, float *, int *, float *, int *, float *,
                            float *, int *);
@@ -369,6 +371,8 @@ typedef struct fb_net {
     fb_sgemm64_t sgemm64;  /* ... or this ILP64 one, when set; */
     fb_sgemv_t sgemv;      /* and the one-row products: this LP64 sgemv (NULL: fb_sgemv) ... */
     fb_sgemv64_t sgemv64;  /* ... or this ILP64 one, when set */
+    fb_dgemm_t dgemm;      /* the double products: this LP64 dgemm (NULL: fb_dgemm) ... */
+    fb_dgemm64_t dgemm64;  /* ... or this ILP64 one, when set */
     /* data-parallel training (fastbp.distributed; fb_desc's fields say what each is) */
     void *allreduce;       /* MPI_Allreduce, or NULL: one process */
     int mpi_width, reduce_error;
@@ -423,6 +427,8 @@ FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
     N->sgemm64 = (fb_sgemm64_t)(uintptr_t)D->sgemm64;
     N->sgemv = (fb_sgemv_t)(uintptr_t)D->sgemv;
     N->sgemv64 = (fb_sgemv64_t)(uintptr_t)D->sgemv64;
+    N->dgemm = (fb_dgemm_t)(uintptr_t)D->dgemm;
+    N->dgemm64 = (fb_dgemm64_t)(uintptr_t)D->dgemm64;
     N->Xb = (void *)(uintptr_t)D->Xb;
     N->dWs = (void *)(uintptr_t)D->dWs;
     N->allreduce = (void *)(uintptr_t)D->allreduce;
@@ -498,12 +504,19 @@ static void fb_combine(fb_net *N, int nb, double weight)
 #undef R
 #undef FB_CLONES_T
 #undef FB_FLOAT
-#ifdef FB_WITH_DOUBLE /* float64 engine: off by default (size budget of the .so) */
+#ifndef FB_FLOAT_ONLY /* the float64 engine, compiled for size */
+#define FB_WITH_DOUBLE
+#pragma GCC push_options
+#pragma GCC optimize("Os")
 #define REAL double
 #define FB_CLONES_T /* double: no speed target, no clones (size) */
 #define R(name) name##_d
 #define FB_FLOAT 0
 #include "_train_engine.h"
+#pragma GCC pop_options
+#define FB_DOUBLE_ENGINE 1
+#else
+#define FB_DOUBLE_ENGINE 0
 #endif
 #undef FB_TRAIN_ENGINE_BODY
 
@@ -673,8 +686,13 @@ __attribute__((noinline)) static void R(gemm)(const fb_net *net, char ta, char t
     (net->sgemm ? net->sgemm : fb_sgemm)(&tb, &ta, &N, &M, &K, &one, (REAL *)B, &ldb, (REAL *)A,
                                          &lda, &one, C, &ldc);
 #else
-    (void)net;
-    fb_dgemm(&tb, &ta, &N, &M, &K, &one, (REAL *)B, &ldb, (REAL *)A, &lda, &one, C, &ldc);
+    if (net->dgemm64) {
+        int64_t m = M, n = N, k = K, la = lda, lb = ldb, lc = ldc;
+        net->dgemm64(&tb, &ta, &n, &m, &k, &one, (REAL *)B, &lb, (REAL *)A, &la, &one, C, &lc);
+        return;
+    }
+    (net->dgemm ? net->dgemm : fb_dgemm)(&tb, &ta, &N, &M, &K, &one, (REAL *)B, &ldb, (REAL *)A,
+                                         &lda, &one, C, &ldc);
 #endif
 }
 

@@ -55,6 +55,8 @@ FIELDS = [
     ("sgemm64", "u8", 1, "an ILP64 sgemm, or 0"),
     ("sgemv", "u8", 1, "an LP64 sgemv, or 0 (SciPy's)"),
     ("sgemv64", "u8", 1, "an ILP64 sgemv, or 0"),
+    ("dgemm", "u8", 1, "an LP64 dgemm, or 0 (SciPy's)"),
+    ("dgemm64", "u8", 1, "an ILP64 dgemm, or 0"),
     ("Xb", "u8", 1, "gathered minibatch input"),
     ("dWs", "u8", 1, "per-thread dW scratch, or 0"),
     ("W", "u8", _L, "weights per layer"),

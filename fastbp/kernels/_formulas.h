@@ -185,21 +185,24 @@ static inline void fb_sgd_consts(const double *h, long t, double *k)
     (void)t;
     k[0] = h[0]; k[1] = h[0] * h[3]; k[2] = h[1]; k[3] = h[2];
 }
-/* Adam (h: lr, beta1, beta2, eps, weight_decay; s0, s1: m, v): m = b1 m + c1 gd;
- * v = b2 v + (r2 gd)^2 (c1 = 1 - b1, r2 = sqrt(1 - b2), gd = g + wd p);
- * p - step m / (rs sqrt(v) + eps), which is lr (m / bc1) / (sqrt(v / bc2) + eps) with
+/* Adam (h: lr, beta1, beta2, eps, weight_decay; s0, s1: m, v): with gs = r2 gd, rounded once
+ * (r2 = sqrt(1 - b2), gd = g + wd p), m = b1 m + (c1 / r2) gs and v = b2 v + gs^2 (c1 = 1 - b1):
+ * m and v see the same rounding of gd, so that m / sqrt(v) keeps its size where g and wd p
+ * nearly cancel (two roundings of a gd of 1e-6 beside entries of 0.1 differ by 1%, and so did
+ * the step); p - step m / (rs sqrt(v) + eps), which is lr (m / bc1) / (sqrt(v / bc2) + eps) with
  * step = lr / bc1 and rs = 1 / sqrt(bc2) (bc = 1 - beta^t) constants: one division. */
 static inline void fb_adam_consts(const double *h, long t, double *k)
 {
     double r2 = sqrt(1 - h[2]);
-    k[0] = h[1]; k[1] = h[2]; k[2] = 1 - h[1]; k[3] = (1 - h[1]) * h[4]; k[4] = r2;
+    k[0] = h[1]; k[1] = h[2]; k[2] = (1 - h[1]) / r2; k[3] = 0; k[4] = r2;
     k[5] = r2 * h[4]; k[6] = h[0] / (1 - pow(h[1], (double)t));
     k[7] = 1 / sqrt(1 - pow(h[2], (double)t)); k[8] = h[3];
 }
 /* RMSprop, PyTorch's (h: lr, alpha, eps, weight_decay, momentum, centered; s0: v, s1: ga when
- * centered, s2: b with momentum): gd = g + wd p; v = a v + (r gd)^2 (r = sqrt(1 - a)); centered:
- * ga = a ga + c gd (c = 1 - a), d = sqrt(v - ga^2) + eps, else d = sqrt(v) + eps; momentum:
- * b = mu b + gd / d, p - lr b; else p - lr gd / d.  v - ga^2 as sqrt(s - |ga|) sqrt(s + |ga|),
+ * centered, s2: b with momentum): gd = g + wd p, through gs = r gd rounded once (r = sqrt(1 - a),
+ * as Adam's: v, ga and the step see the same rounding of gd); v = a v + gs^2; centered:
+ * ga = a ga + (c / r) gs (c = 1 - a), d = sqrt(v - ga^2) + eps, else d = sqrt(v) + eps; momentum:
+ * b = mu b + gd / d, p - lr b; else p - lr gd / d, with gd = gs / r.  v - ga^2 as sqrt(s - |ga|) sqrt(s + |ga|),
  * s = sqrt(v) (s - |ga| clamped at 0 for rounding: v >= ga^2): no square of ga to overflow, no
  * inf - inf where v alone overflows; a NaN stays NaN.  gd / d before lr (finite beside an
  * infinite v); lr = 0 leaves p, even beside an infinite step. */
@@ -207,8 +210,8 @@ static inline void fb_rmsprop_consts(const double *h, long t, double *k)
 {
     double r = sqrt(1 - h[1]);
     (void)t;
-    k[0] = h[1]; k[1] = r; k[2] = r * h[3]; k[3] = 1 - h[1]; k[4] = (1 - h[1]) * h[3];
-    k[5] = h[0]; k[6] = h[3]; k[7] = h[4]; k[8] = h[2];
+    k[0] = h[1]; k[1] = r; k[2] = r * h[3]; k[3] = (1 - h[1]) / r; k[4] = 0;
+    k[5] = h[0]; k[6] = 1 / r; k[7] = h[4]; k[8] = h[2];
 }
 
 #define FB_STEP_MATH(T, S, SQRT)                                                                 \
@@ -224,8 +227,8 @@ static inline T fb_sgd_step##S(T p, T g, T *v, T *s1, T *s2, const T *k)        
 }                                                                                               \
 static inline T fb_adam_step##S(T p, T g, T *m, T *v, T *s2, const T *k)                         \
 {                                                                                               \
-    T mi = *m * k[0] + (k[2] * g + fb_decay##S(p, k[3])), gs = k[4] * g + fb_decay##S(p, k[5]);   \
-    T vi = *v * k[1] + gs * gs;                                                                 \
+    T gs = k[4] * g + fb_decay##S(p, k[5]);                                                     \
+    T mi = *m * k[0] + k[2] * gs, vi = *v * k[1] + gs * gs;                                     \
     (void)s2;                                                                                   \
     *m = mi;                                                                                    \
     *v = vi;                                                                                    \
@@ -236,13 +239,13 @@ static inline T fb_rmsprop_step##S(T p, T g, T *v, T *ga, T *b, const T *k)     
     T gs = k[1] * g + fb_decay##S(p, k[2]), vi = *v * k[0] + gs * gs, d = SQRT(vi);             \
     *v = vi;                                                                                    \
     if (ga) {                                                                                   \
-        T gi = *ga * k[0] + (k[3] * g + fb_decay##S(p, k[4])), m = gi < 0 ? -gi : gi;           \
+        T gi = *ga * k[0] + k[3] * gs, m = gi < 0 ? -gi : gi;                                   \
         T lo = d - m;                                                                           \
         *ga = gi;                                                                               \
         d = SQRT(lo < 0 ? 0 : lo) * SQRT(d + m);                                                \
     }                                                                                           \
     d += k[8];                                                                                  \
-    gs = (g + fb_decay##S(p, k[6])) / d;                                                        \
+    gs = gs * k[6] / d;                                                                         \
     if (b) {                                                                                    \
         gs += *b * k[7];                                                                        \
         *b = gs;                                                                                \
