@@ -107,7 +107,7 @@ training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``c
 L-BFGS (solver 'lbfgs', :func:`fit_lbfgs`): no epochs of steps, but SciPy's L-BFGS-B on the
 objective F above for one batch of all rows (the L2 term alpha / (2 n), or over the weight sum),
 as scikit-learn's MLP does it: ``max_iter`` iterations, ``max_fun`` evaluations, converged when
-the largest |gradient entry| is <= ``tol``, a ``ConvergenceWarning`` otherwise.  Each evaluation
+no gradient entry exceeds ``tol`` in magnitude, a ``ConvergenceWarning`` otherwise.  Each evaluation
 is one forward, loss and backward of the network (:class:`LbfgsObjective`; random draws, such as
 the VAE's noise, fixed for the whole run); ``fit_path`` is :data:`LBFGS_PATH`.  The schedules,
 minibatches, shuffling, ``n_iter_no_change`` and early stopping do not apply (a validation score
@@ -195,9 +195,8 @@ VANISHING_RATIO, EXPLODING_RATIO = 1e-4, 1e4  # first / last layer gradient norm
 GRADIENT_EPOCHS = 5  # epochs in a row beyond one of them before a GradientWarning
 MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
                     "hasn't converged yet.")  # scikit-learn's words
-LBFGS_PATH = ("layerwise: lbfgs (the objective and gradient of each L-BFGS evaluation come from the "
-              "network's forward and backward: the engine has no gradient-only call, its step "
-              "updates the weights in the same pass)")
+LBFGS_PATH = ("layerwise: lbfgs (each evaluation is the network's forward and backward: the engine "
+              "has no gradient-only call)")
 
 @dataclass
 class TrainConfig:
@@ -1069,19 +1068,44 @@ class LbfgsObjective:
         self.evaluations = 0
 
     def x0(self):
-        """The current parameters as one new flat float64 vector."""
+        """The current parameters as one flat vector.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_params,)
+            A new array: ``params()`` in order, each C-flattened.
+        """
         x = np.empty_like(self.gradient)
         for part, param in zip(self.slices, self.params):
             x[part] = param.reshape(-1)
         return x
 
     def load(self, x):
-        """Copy the flat vector x into the network's parameters."""
+        """Copy a flat vector into the network's parameters.
+
+        Parameters
+        ----------
+        x : ndarray of float64, shape (n_params,)
+            As :meth:`x0` lays them out (cast to the network's dtype).
+        """
         for part, param in zip(self.slices, self.params):
             np.copyto(param, x[part].reshape(param.shape), casting="same_kind")
 
     def __call__(self, x):
-        """(F(x), its gradient): a float and ``gradient`` (overwritten by the next call)."""
+        """The objective and its gradient at x (the parameters are left at x).
+
+        Parameters
+        ----------
+        x : ndarray of float64, shape (n_params,)
+            The parameters, as :meth:`x0` lays them out.
+
+        Returns
+        -------
+        value : float
+            F(x).
+        gradient : ndarray of float64, shape (n_params,)
+            The ``gradient`` buffer, overwritten by the next call.
+        """
         self.load(x)
         for generator, draws in zip(self.generators, self._draws):
             generator.bit_generator.state = draws
@@ -1114,7 +1138,7 @@ def fit_lbfgs(network, loss, X, Y, config, state, *, validation_score=None, call
 
     ``scipy.optimize.minimize(method='L-BFGS-B', jac=True)`` on :class:`LbfgsObjective` from the
     network's current weights, with ``maxiter=max_iter``, ``maxfun=max_fun`` and
-    ``gtol=tol`` (the largest |gradient entry| at which it has converged), as scikit-learn's MLP
+    ``gtol=tol`` (converged when no gradient entry exceeds it in magnitude), as scikit-learn's MLP
     runs it; the network ends at SciPy's answer.  Every L-BFGS iteration is one entry of the
     records (``loss_curve``: F at the new iterate; ``grad_norms``: its ||dW||_F per Dense layer;
     ``learning_rates``: the length ||w_k - w_(k-1)|| of the iteration's step, L-BFGS having no
@@ -1162,7 +1186,8 @@ def fit_lbfgs(network, loss, X, Y, config, state, *, validation_score=None, call
         np.subtract(x, previous, out=step)
         length = float(np.linalg.norm(step))
         np.copyto(previous, x)
-        elapsed, clock = time.perf_counter() - clock, time.perf_counter()
+        now = time.perf_counter()
+        elapsed, clock = now - clock, now
         state.n_iter += 1
         state.t += n * max(objective.evaluations - counted, 1)
         counted = objective.evaluations
