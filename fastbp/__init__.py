@@ -16,6 +16,7 @@ _LAZY = {
     "MLPRegressor": "fastbp.models.mlp",
     "NotFittedError": "fastbp.exceptions",
     "ConvergenceWarning": "fastbp.exceptions",
+    "DataDimensionalityWarning": "fastbp.exceptions",
     "gradcheck": "fastbp.models.gradcheck",
     "jacobian": "fastbp.models.jacobian",
     "load": "fastbp.models.persist",

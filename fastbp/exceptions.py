@@ -5,6 +5,11 @@
 - :class:`ConvergenceWarning` (UserWarning): training stopped before converging (``max_iter``
   epochs ran out, or the loss rose: divergence).  It *is* ``sklearn.exceptions.ConvergenceWarning``,
   so ``warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)`` silences fastbp too.
+- :class:`DataDimensionalityWarning` (UserWarning): a model's code does not reduce the
+  dimensionality where that defeats it (an unregularised autoencoder whose every hidden layer is
+  at least as wide as its input can learn the identity).  It *is*
+  ``sklearn.exceptions.DataDimensionalityWarning``, scikit-learn's warning for
+  ``n_components`` above the number of features.
 - :class:`InconsistentVersionWarning` (UserWarning): an estimator pickled by another fastbp
   version was unpickled.  A subclass of ``sklearn.exceptions.InconsistentVersionWarning``.
 - :class:`GradientWarning` (UserWarning): vanishing or exploding gradients in training (the
@@ -17,9 +22,10 @@ one): ``from fastbp.exceptions import ConvergenceWarning`` imports scikit-learn 
 """
 import importlib
 
-__all__ = ["NotFittedError", "ConvergenceWarning", "InconsistentVersionWarning", "GradientWarning"]
+__all__ = ["NotFittedError", "ConvergenceWarning", "DataDimensionalityWarning",
+           "InconsistentVersionWarning", "GradientWarning"]
 
-_SKLEARN = ("NotFittedError", "ConvergenceWarning")
+_SKLEARN = ("NotFittedError", "ConvergenceWarning", "DataDimensionalityWarning")
 _made = {}
 
 

@@ -104,6 +104,16 @@ loss F at the weights the fit
 started from (:func:`start_loss`, on the first minibatch of rows) by more than ``max(tol, |F|)``,
 training diverged: it stops with a :class:`ConvergenceWarning` saying so and ``converged`` False.
 
+L-BFGS (solver 'lbfgs', :func:`fit_lbfgs`): no epochs of steps, but SciPy's L-BFGS-B on the
+objective F above for one batch of all rows (the L2 term alpha / (2 n), or over the weight sum),
+as scikit-learn's MLP does it: ``max_iter`` iterations, ``max_fun`` evaluations, converged when
+no gradient entry exceeds ``tol`` in magnitude, a ``ConvergenceWarning`` otherwise.  Each evaluation
+is one forward, loss and backward of the network (:class:`LbfgsObjective`; random draws, such as
+the VAE's noise, fixed for the whole run); ``fit_path`` is :data:`LBFGS_PATH`.  The schedules,
+minibatches, shuffling, ``n_iter_no_change`` and early stopping do not apply (a validation score
+is only recorded); a partial fit, data-parallel training, dropout and a ``trainer`` hook (the
+GAN's game) are refused with a ValueError.
+
 Vanishing and exploding gradients (:func:`gradient_imbalance`): when the first Dense layer's
 gradient norm stays below ``VANISHING_RATIO`` times the last's (or above ``EXPLODING_RATIO``
 times it) for ``GRADIENT_EPOCHS`` epochs in a row, a ``fastbp.exceptions.GradientWarning`` names
@@ -116,6 +126,7 @@ training stops with a ValueError naming the epoch, the learning rate and the inp
 network is then left as the failed epoch made it: the estimators put back their state from
 before the call (see ``fastbp.models.mlp``).
 """
+import contextlib
 import importlib
 import inspect
 import logging
@@ -127,7 +138,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastbp import distributed, exceptions
+from fastbp import _backend, distributed, exceptions
+from fastbp._platform import _blas_threads
 from fastbp.nn import Dense, Dropout
 from fastbp.optim import OPTIMIZERS
 
@@ -161,10 +173,14 @@ if not _package_logger.handlers:
 
 __all__ = ["TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
-           "resolve_batch_size", "SOLVERS", "LEARNING_RATES", "CONFIG_NAMES"]
+           "resolve_batch_size", "SOLVERS", "STEP_SOLVERS", "LEARNING_RATES", "CONFIG_NAMES",
+           "LbfgsObjective", "fit_lbfgs"]
 
-# 'gd' is full-batch SGD; every other solver is an optimizer of fastbp.optim, by its step's name
-SOLVERS = ("gd", *OPTIMIZERS)
+# The solvers that take steps, epoch by epoch: 'gd' (full-batch SGD) and the optimizers of
+# fastbp.optim by their steps' names.  'lbfgs' is no elementwise step: SciPy's L-BFGS-B minimises
+# the whole full-batch objective (fit_lbfgs); it has no learning rate and no partial fit.
+STEP_SOLVERS = ("gd", *OPTIMIZERS)
+SOLVERS = (*STEP_SOLVERS, "lbfgs")
 # the optimizers' hyperparameters as TrainConfig names them (scikit-learn's); RMSprop's smoothing
 # constant alpha is beta_2, as Adam's second-moment decay (TrainConfig's alpha is the L2 penalty)
 CONFIG_NAMES = {"lr": "learning_rate_init", "momentum": "momentum",
@@ -179,6 +195,8 @@ VANISHING_RATIO, EXPLODING_RATIO = 1e-4, 1e4  # first / last layer gradient norm
 GRADIENT_EPOCHS = 5  # epochs in a row beyond one of them before a GradientWarning
 MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
                     "hasn't converged yet.")  # scikit-learn's words
+LBFGS_PATH = ("layerwise: lbfgs (each evaluation is the network's forward and backward: the engine "
+              "has no gradient-only call)")
 
 @dataclass
 class TrainConfig:
@@ -190,9 +208,11 @@ class TrainConfig:
 
     Parameters
     ----------
-    solver : {'adam', 'sgd', 'rmsprop', 'gd'}, default 'adam'
-        One of ``SOLVERS``: an optimizer of ``fastbp.optim`` by its step's name, or 'gd' (full
-        batch SGD: one batch of all rows in order, no shuffling).
+    solver : {'adam', 'sgd', 'rmsprop', 'gd', 'lbfgs'}, default 'adam'
+        One of ``SOLVERS``: an optimizer of ``fastbp.optim`` by its step's name, 'gd' (full
+        batch SGD: one batch of all rows in order, no shuffling), or 'lbfgs' (SciPy's L-BFGS-B on
+        the full-batch objective, :func:`fit_lbfgs`: ``max_iter`` counts its iterations; the
+        schedules, batches, shuffling, ``n_iter_no_change`` and early stopping do not apply).
     learning_rate : {'constant', 'invscaling', 'adaptive', 'backtracking'}, default 'constant'
         The schedule of the learning rate ('backtracking': an Armijo line search, 'gd' only).
     learning_rate_init : float > 0, default 1e-3
@@ -215,7 +235,7 @@ class TrainConfig:
     batch_size : int >= 1 or 'auto', default 'auto'
         Rows per minibatch, see :func:`resolve_batch_size`.
     max_iter : int >= 1, default 200
-        The most epochs of a fit.
+        The most epochs of a fit ('lbfgs': the most iterations).
     shuffle : bool, default True
         Whether each epoch visits the rows in a new random order.
     tol : float >= 0, default 1e-4
@@ -224,6 +244,8 @@ class TrainConfig:
         Epochs without improvement before training stops (or 'adaptive' divides the rate).
     verbose : bool, default False
         Progress lines, one per epoch (the first names the fit path).
+    max_fun : int >= 1, default 15000
+        'lbfgs' only: the most evaluations of the objective (scikit-learn's ``max_fun``).
     """
 
     solver: str = "adam"
@@ -242,6 +264,7 @@ class TrainConfig:
     tol: float = 1e-4
     n_iter_no_change: int = 10
     verbose: bool = False
+    max_fun: int = 15000
 
     def validate(self):
         """Check every field's value.
@@ -274,6 +297,7 @@ class TrainConfig:
             (self.max_iter >= 1, "max_iter must be >= 1"),
             (self.tol >= 0, "tol must be >= 0"),
             (self.n_iter_no_change >= 1, "n_iter_no_change must be >= 1"),
+            (self.max_fun >= 1, "max_fun must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -365,14 +389,14 @@ def resolve_batch_size(batch_size, n, solver):
     Returns
     -------
     int
-        n for 'gd', min(200, n) for 'auto', else ``batch_size`` clipped to [1, n].
+        n for 'gd' and 'lbfgs', min(200, n) for 'auto', else ``batch_size`` clipped to [1, n].
 
     Warns
     -----
     UserWarning
         When ``batch_size`` is clipped (scikit-learn's words).
     """
-    if solver == "gd":
+    if solver in ("gd", "lbfgs"):
         return n
     if batch_size == "auto":
         return min(200, n)
@@ -900,6 +924,13 @@ def gradient_imbalance(grad_norms, dense_layers, epochs=GRADIENT_EPOCHS):
             f"epochs (ratio {ratio[-1]:.2g} in the last epoch): {advice}.")
 
 
+def layer_generators(network):
+    """The distinct numpy Generators the network's layers draw from in training (dropout masks,
+    the VAE's noise), in layer order."""
+    return list({id(layer.rng): layer.rng for layer in network.layers
+                 if isinstance(getattr(layer, "rng", None), np.random.Generator)}.values())
+
+
 def start_loss(network, loss, X, Y, decays, rows, sample_weight=None):
     """The objective F at the current weights on the first rows of (X, Y), as an epoch computes
     it (training mode: dropout and sampling on).
@@ -934,8 +965,7 @@ def start_loss(network, loss, X, Y, decays, rows, sample_weight=None):
         decays = [decay * rows / weights.sum() for decay in decays]
     else:
         weights = None
-    generators = list({id(layer.rng): layer.rng for layer in network.layers
-                       if isinstance(getattr(layer, "rng", None), np.random.Generator)}.values())
+    generators = layer_generators(network)
     states = [generator.bit_generator.state for generator in generators]
     try:
         value, _ = network._objective(loss, X[:rows], Y[:rows], True, weights)
@@ -978,6 +1008,249 @@ def divergence(state, start, tol, window):
         return (f"the training loss never came below {best:.4g}, over twice the {start:.4g} it "
                 "started from")
     return None
+
+
+# ------------------------------------------------------------------------------------- L-BFGS
+class LbfgsObjective:
+    """The full-batch objective F(w) and its gradient as SciPy's ``minimize(jac=True)`` takes
+    them: a function of one flat float64 vector w (the network's ``params()`` in order, each
+    C-flattened) returning ``(F(w), gradient)``.
+
+    F is the objective of the module docstring for one batch of all n rows: the (weighted) mean
+    data loss, plus the terms of any penalty layer (a sparse code's, the VAE's KL), plus
+    alpha / (2 n) sum_l ||W^l||_F^2 (alpha / (2 sum_i w_i) with ``sample_weight``).  Each call
+    copies w into the parameters (cast to the network's dtype), runs the network's forward, loss
+    and backward once (compiled kernels on the compiled backend, their NumPy twins on the other)
+    and writes the gradient into one float64 buffer, the same array every call.
+
+    A layer that draws random numbers in training (the VAE's eps) draws the same numbers at
+    every call: every layer's Generator is put back to its state at construction before each
+    evaluation.  F is then one deterministic sample-average approximation of the expected
+    objective (one draw per row, fixed for the whole run), which a quasi-Newton method needs:
+    its line search and curvature pairs compare values and gradients across evaluations.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network; its parameters are overwritten by every call.
+    loss : str
+        One of ``fastbp.kernels.LOSSES``.
+    X : ndarray, shape (n, d)
+        All training inputs, C-contiguous, of the network's dtype.
+    Y : ndarray, shape (n, k), or shape (n,) of intp
+        Their targets.
+    alpha : float >= 0
+        The L2 penalty.
+    sample_weight : ndarray of float64, shape (n,), optional
+        One weight >= 0 per row, not all 0.
+
+    Attributes
+    ----------
+    gradient : ndarray of float64, shape (n_params,)
+        The buffer every call returns (the gradient at the last w evaluated).
+    evaluations : int
+        Calls so far.
+    """
+
+    def __init__(self, network, loss, X, Y, alpha, sample_weight=None):
+        self.network, self.loss, self.X, self.Y = network, loss, X, Y
+        self.sample_weight = sample_weight
+        n = X.shape[0]
+        decays = weight_decays(network, alpha, n)
+        if sample_weight is not None:  # the L2 term over the batch's weight
+            decays = [decay * n / float(sample_weight.sum()) for decay in decays]
+        self.params, self.grads = network.params(), network.grads()
+        self.decays = [network.dtype.type(decay) for decay in decays]
+        bounds = np.cumsum([0] + [param.size for param in self.params])
+        self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.gradient = np.empty(int(bounds[-1]))
+        self._gradient_views = [self.gradient[part].reshape(param.shape)
+                                for part, param in zip(self.slices, self.params)]
+        self.generators = layer_generators(network)
+        self._draws = [generator.bit_generator.state for generator in self.generators]
+        self.evaluations = 0
+
+    def x0(self):
+        """The current parameters as one flat vector.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_params,)
+            A new array: ``params()`` in order, each C-flattened.
+        """
+        x = np.empty_like(self.gradient)
+        for part, param in zip(self.slices, self.params):
+            x[part] = param.reshape(-1)
+        return x
+
+    def load(self, x):
+        """Copy a flat vector into the network's parameters.
+
+        Parameters
+        ----------
+        x : ndarray of float64, shape (n_params,)
+            As :meth:`x0` lays them out (cast to the network's dtype).
+        """
+        for part, param in zip(self.slices, self.params):
+            np.copyto(param, x[part].reshape(param.shape), casting="same_kind")
+
+    def __call__(self, x):
+        """The objective and its gradient at x (the parameters are left at x).
+
+        Parameters
+        ----------
+        x : ndarray of float64, shape (n_params,)
+            The parameters, as :meth:`x0` lays them out.
+
+        Returns
+        -------
+        value : float
+            F(x).
+        gradient : ndarray of float64, shape (n_params,)
+            The ``gradient`` buffer, overwritten by the next call.
+        """
+        self.load(x)
+        for generator, draws in zip(self.generators, self._draws):
+            generator.bit_generator.state = draws
+        value = self.network._loss_and_grad(self.loss, self.X, self.Y, True, self.sample_weight)
+        for param, grad, out, decay in zip(self.params, self.grads, self._gradient_views,
+                                           self.decays):
+            if decay:
+                np.multiply(param, decay, out=out)
+                out += grad
+                value += 0.5 * float(decay) * float(np.vdot(param, param))
+            else:
+                np.copyto(out, grad)
+        self.evaluations += 1
+        return value, self.gradient
+
+
+def _lbfgs_blas():
+    """SciPy's BLAS held at one thread for an L-BFGS run, unless fastbp's compiled products use it
+    too (``FASTBP_BLAS=scipy``): L-BFGS-B's own products are of vectors of the parameters' length
+    and m x m matrices, for which threads only cost (its runs took 14x longer with SciPy's
+    OpenBLAS at 2 threads on 2 busy cores)."""
+    if _backend.backend() == "compiled" and _blas_threads.blas_choice() == "scipy":
+        return contextlib.nullcontext()
+    return _blas_threads.SingleThreadBlas(_blas_threads.scipy_blas())
+
+
+def fit_lbfgs(network, loss, X, Y, config, state, *, validation_score=None, callback=None,
+              say=None, name="training", stacklevel=2, sample_weight=None):
+    """Minimise the full-batch objective by SciPy's L-BFGS-B (scikit-learn's ``solver='lbfgs'``).
+
+    ``scipy.optimize.minimize(method='L-BFGS-B', jac=True)`` on :class:`LbfgsObjective` from the
+    network's current weights, with ``maxiter=max_iter``, ``maxfun=max_fun`` and
+    ``gtol=tol`` (converged when no gradient entry exceeds it in magnitude), as scikit-learn's MLP
+    runs it; the network ends at SciPy's answer.  Every L-BFGS iteration is one entry of the
+    records (``loss_curve``: F at the new iterate; ``grad_norms``: its ||dW||_F per Dense layer;
+    ``learning_rates``: the length ||w_k - w_(k-1)|| of the iteration's step, L-BFGS having no
+    learning rate; ``t`` grows by n rows per evaluation), then the ``validation_score`` (recorded
+    only: there is no early stopping), the verbose line, the non-finite check, the gradient
+    health check and ``callback(state)`` (a true value stops) run as after an epoch.  A run that
+    stops at its start (its gradient already within ``tol``) records one iteration of length 0.
+
+    Parameters
+    ----------
+    network, loss, X, Y, config, state, validation_score, callback, name, stacklevel, sample_weight
+        As for :func:`fit_network` (``config.solver`` is 'lbfgs'; ``state`` is updated).
+    say : callable, optional
+        ``say(line, **progress)`` writes a verbose line (:func:`fit_network`'s); None: silent.
+
+    Returns
+    -------
+    TrainState
+        ``state``, with ``converged`` True when SciPy reports convergence (status 0) and
+        ``fit_path`` :data:`LBFGS_PATH`.
+
+    Raises
+    ------
+    ValueError
+        A non-finite loss, gradient norm or parameter after an iteration (:func:`check_finite`).
+
+    Warns
+    -----
+    ConvergenceWarning
+        When SciPy stops without converging: ``max_iter`` iterations or ``max_fun`` evaluations
+        ran out (status 1), or its line search found no lower objective (status 2).
+    """
+    from scipy.optimize import minimize
+
+    objective = LbfgsObjective(network, loss, X, Y, config.alpha, sample_weight)
+    state.optimizer, state.fit_path, state.converged = None, LBFGS_PATH, False
+    dense = network.dense_layers
+    n, first = X.shape[0], state.n_iter
+    previous, step = objective.x0(), np.empty_like(objective.gradient)
+    counted, clock, interrupted, imbalance = 0, time.perf_counter(), False, None
+
+    def record(x, value):
+        nonlocal counted, clock, imbalance
+        norms = np.array([math.sqrt(float(np.vdot(layer.dW, layer.dW))) for layer in dense])
+        np.subtract(x, previous, out=step)
+        length = float(np.linalg.norm(step))
+        np.copyto(previous, x)
+        now = time.perf_counter()
+        elapsed, clock = now - clock, now
+        state.n_iter += 1
+        state.t += n * max(objective.evaluations - counted, 1)
+        counted = objective.evaluations
+        state.loss_curve.append(value)
+        state.grad_norms.append(norms)
+        state.learning_rates.append(length)
+        state.epoch_times.append(elapsed)
+        state.best_loss = min(state.best_loss, value)
+        score = None
+        if validation_score is not None:
+            score = float(validation_score(network))
+            state.validation_scores.append(score)
+            state.best_validation_score = max(state.best_validation_score, score)
+        if say is not None and config.verbose:
+            line = f"{name}: iteration {state.n_iter:4d}  loss {value:.6f}"
+            if score is not None:
+                line += f"  validation score {score:.4f}"
+            say(f"{line}  step {length:.3g}  {elapsed:.3f} s", epoch=state.n_iter - first,
+                epochs=config.max_iter, lr=length, values={"loss": value},
+                validation_score=score, seconds=elapsed)
+        check_finite(state.n_iter, length, config.learning_rate_init, network.params(), X, name,
+                     loss=value, gradient_norms=norms)
+        if not state.gradient_warned and imbalance is None:
+            imbalance = gradient_imbalance(state.grad_norms, dense)
+
+    def iteration(intermediate_result):  # SciPy's callback after every iteration
+        nonlocal interrupted
+        # the network holds the last evaluation: the point L-BFGS-B accepted as this iterate
+        record(intermediate_result.x, float(intermediate_result.fun))
+        if callback is not None and callback(state):
+            interrupted = True
+            raise StopIteration  # SciPy ends the run
+
+    with _lbfgs_blas():
+        result = minimize(objective, previous.copy(), method="L-BFGS-B", jac=True,
+                          callback=iteration, options={"maxiter": config.max_iter,
+                                                       "maxfun": config.max_fun,
+                                                       "gtol": config.tol})
+    if state.n_iter == first:  # converged at the start: one iteration of length 0
+        record(previous, float(result.fun))
+    objective.load(result.x)
+    if imbalance is not None:
+        state.gradient_warned = True
+        warnings.warn(f"{name}: {imbalance}", exceptions.GradientWarning,
+                      stacklevel=stacklevel + 2)
+    state.converged = result.status == 0
+    if not state.converged and not interrupted:
+        advice = {1: f"increase max_iter (now {config.max_iter}) or max_fun (now "
+                     f"{config.max_fun})",
+                  2: "its line search found no lower objective: "
+                     + ("float32 limits how close L-BFGS gets, use dtype='float64', or "
+                        if network.dtype == np.float32 else "")
+                     + "scale the inputs or raise tol"}.get(result.status, "see SciPy's message")
+        warnings.warn(f"{name}: lbfgs failed to converge after {state.n_iter - first} "
+                      f"iteration(s) ({result.nfev} evaluations, status={result.status}: "
+                      f"{result.message}); {advice}.", exceptions.ConvergenceWarning,
+                      stacklevel=stacklevel + 2)
+    elif say is not None and config.verbose:
+        say(f"{name}: lbfgs stopped: {result.message}", stop=str(result.message))
+    return state
 
 
 # ---------------------------------------------------------------------------------- the fit loop
@@ -1078,6 +1351,13 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     rng = np.random.default_rng(rng)
     n = X.shape[0]
     parallel = distributed.current()
+    if config.solver == "lbfgs":
+        _lbfgs_ready(network, parallel, trainer, incremental, name)
+        if config.verbose:
+            say(f"{name}: training path: {LBFGS_PATH}", fit_path=LBFGS_PATH)
+        return fit_lbfgs(network, loss, X, Y, config, state, validation_score=validation_score,
+                         callback=callback, say=say, name=name, stacklevel=stacklevel,
+                         sample_weight=sample_weight)
     rows = n if parallel is None or not parallel.sharded else parallel.comm.allreduce(n)
     batch_size = resolve_batch_size(config.batch_size, rows, config.solver)
     backtracking = config.learning_rate == "backtracking"
@@ -1248,6 +1528,24 @@ def _data_parallel_ready(network, parallel, trainer, backtracking, sample_weight
     if why is not None:
         raise ValueError(f"{name}: {why} does not train data-parallel yet; fastbp.distributed "
                          "trains networks of Dense and Dropout layers")
+
+
+def _lbfgs_ready(network, parallel, trainer, incremental, name):
+    """ValueError for what solver='lbfgs' does not train (on every rank alike)."""
+    why = None
+    if trainer is not None:
+        why = ("minimises one objective, and a model with its own epoch has none to give it (the "
+               "GAN's is a two-player game: D maximises what G minimises)")
+    elif incremental:
+        why = ("minimises the whole objective over all the rows: it has no one-epoch partial "
+               "fit; call fit, or use a solver that takes steps")
+    elif parallel is not None:
+        why = "does not train data-parallel yet (fastbp.distributed takes the stepping solvers)"
+    elif any(getattr(layer, "rate", 0.0) > 0 for layer in network.layers):
+        why = ("needs dropout=0: L-BFGS needs a deterministic objective, and a dropout mask "
+               "fixed for the whole run would train one thinned network")
+    if why is not None:
+        raise ValueError(f"{name}: solver='lbfgs' {why}")
 
 
 def _update_no_improvement(state, value, score, tol, network):

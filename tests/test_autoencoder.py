@@ -48,6 +48,7 @@ def test_hourglass_default_mirrors_the_encoder():
     (dict(encoder_layer_sizes=(6,), n_components=2, decoder_layer_sizes=(4, 7)), [5, 6, 2, 4, 7, 5]),
     (dict(encoder_layer_sizes=(), n_components=12), [5, 12, 5]),  # overcomplete
 ])
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataDimensionalityWarning")  # overcomplete
 def test_any_shape(params, widths):
     ae = Autoencoder(max_iter=2, random_state=0, **params).fit(np.random.default_rng(0).random((20, 5)))
     assert [ae.coefs_[0].shape[0]] + [W.shape[1] for W in ae.coefs_] == widths
@@ -149,6 +150,7 @@ def test_denoising_autoencoder_removes_noise():
     assert after < 0.5 * before, (after, before)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataDimensionalityWarning")  # overcomplete
 def test_l1_sparsity_shrinks_the_code():
     X = low_rank(n=300)
     settings = dict(n_components=12, code_activation="relu", max_iter=100, learning_rate_init=0.01)

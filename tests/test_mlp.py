@@ -261,7 +261,7 @@ def test_n_threads_and_params():
     assert model.alpha == 0.5 and "alpha=0.5" in repr(model)
     with pytest.raises(ValueError, match="Invalid parameter"):
         model.set_params(nonsense=1)
-    for bad in (dict(n_threads=0), dict(dtype="int32"), dict(dropout=1.0), dict(solver="lbfgs"),
+    for bad in (dict(n_threads=0), dict(dtype="int32"), dict(dropout=1.0), dict(solver="newton"),
                 dict(hidden_layer_sizes=(0,)), dict(activation="swish"), dict(validation_fraction=1.0),
                 dict(batch_size=-1), dict(max_iter=0)):
         with pytest.raises(ValueError):

@@ -199,7 +199,7 @@ def test_missing_and_extra_arrays_are_refused(tmp_path):
 @pytest.mark.parametrize("params", [
     {"activation": "os.system"}, {"learning_rate_init": -1.0}, {"alpha": float("nan")},
     {"hidden_layer_sizes": {"__tuple__": [5.5]}}, {"hidden_layer_sizes": {"__tuple__": [0]}},
-    {"dtype": {"__dtype__": "int32"}}, {"dtype": {"__dtype__": "object"}}, {"solver": "lbfgs"},
+    {"dtype": {"__dtype__": "int32"}}, {"dtype": {"__dtype__": "object"}}, {"solver": "newton"},
     {"dropout": 1.5}, {"max_iter": "many"}, {"random_state": "seed"}, {"batch_size": -3},
     {"not_a_parameter": 1}, {"hidden_layer_sizes": {"__array__": [5], "dtype": "<U2",
                                                     "shape": [1]}},

@@ -161,10 +161,10 @@ def test_npy_float_target_is_regression(tmp_path, capsys):
     assert _table(output)["numpy"][0] > 0.8
 
 
-def test_every_solver_is_a_choice_with_a_default_step_length():
+def test_every_solver_that_steps_has_a_default_step_length():
     from fastbp.cli import train_job
-    from fastbp.training import SOLVERS
-    assert set(train_job.DEFAULT_LR) == set(SOLVERS)
+    from fastbp.training import STEP_SOLVERS
+    assert set(train_job.DEFAULT_LR) == set(STEP_SOLVERS)
 
 
 @pytest.mark.parametrize("model", ["autoencoder", "vae", "gan"])

@@ -249,7 +249,7 @@ def test_a_rising_loss_is_divergence_not_convergence(monkeypatch, losses, why):
 def test_config_is_validated():
     X, y = _data()
     net = make_mlp(4, (6,), 3, rng=0)
-    for bad in (dict(solver="lbfgs"), dict(learning_rate="cosine"), dict(learning_rate_init=0),
+    for bad in (dict(solver="newton"), dict(learning_rate="cosine"), dict(learning_rate_init=0),
                 dict(momentum=1.0), dict(batch_size=0), dict(batch_size="big"), dict(max_iter=0),
                 dict(learning_rate="backtracking", solver="sgd"), dict(tol=-1)):
         with pytest.raises(ValueError):

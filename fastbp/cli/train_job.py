@@ -17,14 +17,15 @@ from fastbp.cli._jobs import (check_outputs, choose_backends, dropout_rate, fini
                               parse_sizes, positive_float, positive_int, pyplot, PLOT_STYLE,
                               split_rows)
 from fastbp.optim import OPTIMIZERS
-from fastbp.training import SOLVERS
+from fastbp.training import SOLVERS, STEP_SOLVERS
 
-# --lr when not given, per solver of fastbp.training.SOLVERS: its optimizer's own default step
+# --lr when not given, per solver of fastbp.training.STEP_SOLVERS: its optimizer's own default step
 # length (fastbp.optim, the registry's), except where another trains the digits network better
-# (full-batch 'gd' takes one step per epoch)
+# (full-batch 'gd' takes one step per epoch); 'lbfgs' has no learning rate
 TUNED_LR = {"gd": 1.0, "rmsprop": 1e-3}
 DEFAULT_LR = {solver: TUNED_LR[solver] if solver in TUNED_LR else
-              inspect.signature(OPTIMIZERS[solver]).parameters["lr"].default for solver in SOLVERS}
+              inspect.signature(OPTIMIZERS[solver]).parameters["lr"].default
+              for solver in STEP_SOLVERS}
 
 USAGE = "fastbp train [--data FILE [--target NAME|N]] [options]   (fastbp train -h: all)"
 
@@ -79,14 +80,15 @@ def add_arguments(parser):
     net.add_argument("--activation", default="relu", choices=_activations(),
                      metavar="NAME", help=f"hidden activation: {', '.join(_activations())} "
                                           "(default relu)")
-    net.add_argument("--solver", default="adam", choices=sorted(DEFAULT_LR), help="default adam")
+    net.add_argument("--solver", default="adam", choices=SOLVERS,
+                     help="default adam; lbfgs: full-batch L-BFGS, --epochs its iterations")
     net.add_argument("--learning-rate", default="constant",
                      choices=("constant", "invscaling", "adaptive", "backtracking"),
                      help="learning-rate schedule (backtracking needs --solver gd)")
     net.add_argument("--lr", type=positive_float, default=None, metavar="RATE",
                      help="initial learning rate (default: "
                           + ", ".join(f"{rate:g} {name}" for name, rate in DEFAULT_LR.items())
-                          + ")")
+                          + "; unused by lbfgs)")
     net.add_argument("--epochs", type=positive_int, default=200,
                      help="maximum number of epochs (default 200)")
     net.add_argument("--batch-size", type=positive_int, default=None,
@@ -129,9 +131,10 @@ def _model(args, task, verbose):
     from fastbp.models.mlp import MLPClassifier, MLPRegressor
 
     cls = MLPRegressor if task == "regress" else MLPClassifier
+    rate = args.lr if args.lr is not None else DEFAULT_LR.get(args.solver)
     return cls(hidden_layer_sizes=args.hidden, activation=args.activation, solver=args.solver,
                learning_rate=args.learning_rate,
-               learning_rate_init=DEFAULT_LR[args.solver] if args.lr is None else args.lr,
+               **({} if rate is None else {"learning_rate_init": rate}),
                max_iter=args.epochs, batch_size="auto" if args.batch_size is None else args.batch_size,
                alpha=args.alpha, dropout=args.dropout, early_stopping=args.early_stopping,
                n_iter_no_change=args.patience, dtype=args.dtype,

@@ -8,6 +8,8 @@ default is never written twice) and of the fitted attributes it names, so that
 import inspect
 import textwrap
 
+from fastbp.training import SOLVERS
+
 __all__ = ["numpydoc", "PARAMETERS", "ATTRIBUTES", "MLP_ATTRIBUTES"]
 
 # name -> (type, description); the default comes from the class's signature
@@ -56,17 +58,27 @@ PARAMETERS = {
     "alpha": ("float >= 0", "L2 penalty alpha / (2 batch_size) * sum_l ||W^l||_F^2 per minibatch "
               "(biases not penalised)."),
     # the optimisation
-    "solver": ("{'adam', 'sgd', 'rmsprop', 'gd'}", "'sgd' (minibatch, with ``momentum`` and "
-               "``nesterovs_momentum``), 'adam' (``beta_1``, ``beta_2``, ``epsilon``), 'rmsprop' "
-               "(``torch.optim.RMSprop`` with ``beta_2`` as its alpha, ``epsilon`` as eps, "
-               "``momentum``; not centered) or 'gd' (full-batch gradient descent)."),
+    "solver": ("{" + ", ".join(map(repr, SOLVERS)) + "}", "'sgd' (minibatch, with ``momentum`` "
+               "and ``nesterovs_momentum``), 'adam' (``beta_1``, ``beta_2``, ``epsilon``), "
+               "'rmsprop' (``torch.optim.RMSprop`` with ``beta_2`` as its alpha, ``epsilon`` as "
+               "eps, ``momentum``; not centered), 'gd' (full-batch gradient descent) or 'lbfgs' "
+               "(SciPy's L-BFGS-B on the full-batch objective, as scikit-learn's: ``max_iter`` "
+               "iterations, ``max_fun`` evaluations, converged when every gradient entry is "
+               "within ``tol``; random draws such as the VAE's noise or the denoising "
+               "corruption are fixed for the whole run; no ``partial_fit``, dropout or "
+               "data-parallel training; not for the GAN, a two-player game with no single "
+               "objective).  The schedules, ``batch_size``, ``shuffle``, ``n_iter_no_change`` and "
+               "``early_stopping`` are ignored by 'lbfgs', as by scikit-learn."),
+    "max_fun": ("int >= 1", "'lbfgs' only: the most evaluations of the objective (each one "
+                "forward and backward pass over all rows)."),
     "learning_rate": ("{'constant', 'invscaling', 'adaptive', 'backtracking'}",
                       "Step-length schedule (``fastbp.training``); 'backtracking' is an Armijo "
                       "line search, for solver 'gd'."),
     "learning_rate_init": ("float > 0", "The initial step length."),
     "power_t": ("float >= 0", "Exponent of 'invscaling': learning_rate_init / (t + 1)^power_t."),
     "batch_size": ("int or 'auto'", "Rows per minibatch; 'auto' = min(200, n_samples)."),
-    "max_iter": ("int >= 1", "Epochs at most (passes over the data)."),
+    "max_iter": ("int >= 1", "Epochs at most (passes over the data); for 'lbfgs', "
+                 "iterations."),
     "shuffle": ("bool", "Shuffle the rows every epoch."),
     "random_state": ("int, RandomState instance, numpy Generator or None", "Initial weights, "
                      "validation split, shuffling, dropout and noise.  As scikit-learn documents: "
@@ -83,7 +95,8 @@ PARAMETERS = {
     "nesterovs_momentum": ("bool", "Nesterov's momentum for 'sgd'."),
     "early_stopping": ("bool", "Hold out ``validation_fraction`` of the rows (stratified for "
                        "class labels; or use ``fit``'s ``validation_data``), stop on its score "
-                       "and restore the best weights."),
+                       "and restore the best weights.  Ignored by solver='lbfgs', as by "
+                       "scikit-learn (all rows train; ``validation_data`` is only scored)."),
     "validation_fraction": ("float in (0, 1)", "The held-out fraction for ``early_stopping``."),
     "beta_1": ("float in [0, 1)", "Adam's decay of the first-moment estimate."),
     "beta_2": ("float in [0, 1)", "Adam's decay of the second-moment estimate (RMSprop's alpha)."),
@@ -108,17 +121,18 @@ ATTRIBUTES = {
     "n_layers_": ("int", "Number of layers, input and output included."),
     "out_activation_": ("str", "The output g applied by the loss to the logits."),
     "loss_": ("str", "The loss trained (a ``fastbp.kernels.LOSSES`` name)."),
-    "loss_curve_": ("list of float", "Mean objective per epoch."),
+    "loss_curve_": ("list of float", "Mean objective per epoch ('lbfgs': per iteration)."),
     "validation_scores_": ("list of float or None", "Validation score per epoch (with "
                            "``early_stopping`` or ``validation_data``)."),
     "best_validation_score_": ("float or None", "The best of ``validation_scores_``."),
     "best_loss_": ("float", "The lowest of ``loss_curve_``."),
-    "n_iter_": ("int", "Epochs run."),
-    "t_": ("int", "Training rows seen."),
+    "n_iter_": ("int", "Epochs run ('lbfgs': iterations)."),
+    "t_": ("int", "Training rows seen ('lbfgs': n rows per evaluation of the objective)."),
     "grad_norms_": ("ndarray of shape (n_epochs, n_dense_layers)", "Mean ||dW||_F of every "
                     "Dense layer in every epoch: vanishing gradients show in its first column "
                     "(``fastbp.GradientWarning``)."),
-    "learning_rates_": ("list of float", "Step length of every epoch."),
+    "learning_rates_": ("list of float", "Step length of every epoch; for 'lbfgs' the "
+                        "length ||w_k - w_(k-1)|| of every iteration's step."),
     "fit_path_": ("str or None", "Which path trained the last fit: ``'engine'`` (the compiled "
                   "engine) or ``'layerwise: <reason>'``; None for a model loaded from a file."),
     "network_": ("fastbp.nn.Sequential", "The fitted network."),

@@ -24,7 +24,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from fastbp.models import export
 
 from fastbp.models._validation import check_data, check_is_fitted, check_X
-from fastbp.models.mlp import _BaseMLP
+from fastbp.models.mlp import _BaseMLP, partial_fit_available
 from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp, row_losses, row_weights
 
 __all__ = ["GenerativeBase", "EncoderDecoder", "SparsityPenalty", "Reparameterize",
@@ -456,6 +456,7 @@ class GenerativeBase(_BaseMLP):
         return self._fit(X, None, incremental=False, sample_weight=sample_weight,
                          callbacks=callbacks)
 
+    @partial_fit_available
     def partial_fit(self, X, y=None, sample_weight=None):
         """One epoch over X, continuing from the current state (the first call initialises).
 

@@ -21,14 +21,40 @@ Regularised variants (lecture: "Regularized Autoencoders"):
   (adds ``sparsity_weight`` * sum_j KL(rho || rho_hat_j), rho = ``sparsity_target``, rho_hat_j the
   mean activation of code unit j over the minibatch; the code is then a sigmoid).
 
+An overcomplete autoencoder without either (every hidden layer, the code included, at least as
+wide as the input; no input noise, no sparsity penalty) can reach zero reconstruction error by
+learning the identity -- with identity activations, W^i = I -- and so learns nothing useful (CS771
+Deep Learning III, slides 25-26: "some autoencoders do not decrease dim at all"; "Regularized
+Autoencoders", whose denoising and sparsity "can allow even overcomplete AE to be trained without
+risk of overfitting").  ``fit`` then warns, once per fit, with scikit-learn's
+``DataDimensionalityWarning`` (``fastbp.DataDimensionalityWarning``: its warning for a code no
+smaller than the data, which ``warnings.filterwarnings`` can silence), suggesting denoising or
+sparsity.
+
 Training is the MLP estimators' (same parameters: solvers, schedules, early stopping on the
 validation reconstruction error, warm start, ``partial_fit``, ``save``): each minibatch minimises
 the mean reconstruction loss (1/2 ||r - x||^2 per row for squared error, as the kernel defines
 it) + the sparsity term + alpha / (2 batch_size) sum ||W||^2.  A plain or denoising autoencoder is
 a plain stack of Dense layers and runs on the compiled fast path when it is there.
+
+PCA is the linear autoencoder's optimum, and ``solver='lbfgs'`` (full batch,
+``fastbp.training.fit_lbfgs``) reaches it: ``Autoencoder(2, (), activation='identity',
+solver='lbfgs')`` on 500 rows of 8-D data with two dominant directions (std 3 and 2 over noise of
+std 0.1) comes within 0.01% of PCA's reconstruction error at the defaults (about 150 iterations,
+float32 or float64; ``tests/test_lbfgs.py``).  Adam at its defaults (``learning_rate_init=0.001``,
+minibatches of 200 rows) is far slower on the same problem: after the default 200 epochs the error
+is about 12 times PCA's; with a larger ``max_iter`` the default ``tol=1e-4`` stops it on a plateau
+(epoch 458, 2.2 times PCA's); with ``tol=0`` it comes within 2% of PCA's after about 2500 epochs
+(within 2% at 560 epochs with ``learning_rate_init=0.01``, 255 with 0.03; no default that suits
+deeper autoencoders gets there in 200).  With 'lbfgs' the denoising corruption is drawn once and
+fixed for the whole run (a deterministic objective).
 """
+import warnings
+
 import numpy as np
 
+from fastbp.exceptions import DataDimensionalityWarning
+from fastbp.models.mlp import user_stacklevel
 from fastbp.models._generative import (EncoderDecoder, PenalisedSequential, SparsityPenalty, check_fraction,
                           check_nonnegative, hourglass, row_errors, store_params)
 from fastbp.nn import Sequential, activation_name
@@ -60,7 +86,7 @@ class Autoencoder(EncoderDecoder):
                  learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  activation_alpha=None, dtype="float32", n_threads=None):
         store_params(self, locals())
 
@@ -106,7 +132,25 @@ class Autoencoder(EncoderDecoder):
         penalty = SparsityPenalty(self.sparsity, self.sparsity_weight, self.sparsity_target)
         return PenalisedSequential(self.encoder_.layers + [penalty] + self.decoder_.layers)
 
+    def _identity_risk(self):
+        """Why this network can learn the identity (module docstring), or None."""
+        narrowest, d = min(self._layer_sizes()), self.n_features_in_
+        if (narrowest < d or (self.noise is not None and self.noise_level > 0)
+                or (self.sparsity is not None and self.sparsity_weight > 0)):
+            return None
+        return (f"every hidden layer of this autoencoder is at least as wide as its {d} inputs "
+                f"(the narrowest has {narrowest} units) and nothing regularises the code (no "
+                "input noise, no sparsity penalty): it can learn the identity map and reconstruct "
+                "perfectly without learning any feature (CS771 Deep Learning III, slide 25). "
+                "Make it a denoising autoencoder (noise='gaussian' or 'mask', noise_level > 0), "
+                "a sparse one (sparsity='l1' or 'kl', sparsity_weight > 0), or use a code "
+                "narrower than the input")
+
     def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
+        if not incremental or self._state.n_iter == 0:  # once per fit
+            risk = self._identity_risk()
+            if risk is not None:
+                warnings.warn(risk, DataDimensionalityWarning, stacklevel=user_stacklevel())
         if self.noise is None or self.noise_level == 0:
             return super()._train(X, Y, config, validation, incremental, sample_weight, callback)
         noisy = np.empty_like(X)  # one buffer, fresh noise each epoch, clean targets X
@@ -122,8 +166,9 @@ class Autoencoder(EncoderDecoder):
                 np.multiply(noisy, X, out=noisy)
             return callback is not None and state is not None and callback(state)
 
-        corrupt()
-        super()._train(noisy, Y, config, validation, incremental, sample_weight, corrupt)
+        corrupt()  # lbfgs: this one corruption for the whole run (a deterministic objective)
+        super()._train(noisy, Y, config, validation, incremental, sample_weight,
+                       callback if config.solver == "lbfgs" else corrupt)
 
     # ------------------------------------------------------------------------------- inference
     def transform(self, X):

@@ -128,6 +128,7 @@ class GAN(GenerativeBase):
     validation_fraction = 0.1
     tol = 0.0
     n_iter_no_change = 1
+    max_fun = 15000  # no 'lbfgs' (refused in _check_model_params)
 
     def __init__(self, n_components=2, generator_layer_sizes=(64, 64),
                  discriminator_layer_sizes=(64, 64), activation="relu",
@@ -161,6 +162,10 @@ class GAN(GenerativeBase):
         rate = self.discriminator_learning_rate
         if rate is not None and not (isinstance(rate, (int, float)) and 0 < rate < np.inf):
             raise ValueError(f"discriminator_learning_rate must be None or > 0, got {rate!r}")
+        if self.solver == "lbfgs":
+            raise ValueError("solver='lbfgs' minimises one objective, and a GAN is a two-player "
+                             "game: D maximises what G minimises, so there is no single function "
+                             "for L-BFGS to descend; use a solver that takes steps ('adam')")
         if self.learning_rate not in ("constant", "invscaling"):
             raise ValueError("a GAN has no objective to monitor: learning_rate must be "
                              f"'constant' or 'invscaling', got {self.learning_rate!r}")

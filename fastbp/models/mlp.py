@@ -14,10 +14,14 @@ by the loss from the logits.  Training minimises, per minibatch of ``batch_size`
 
 (biases not penalised) with 'sgd' (momentum, Nesterov), 'adam', 'rmsprop' or 'gd' (full batch),
 by the loop of :mod:`fastbp.training` (see there for the learning-rate schedules, the Armijo line search,
-convergence and early stopping).
+convergence and early stopping), or the whole full-batch objective (batch_size = n) with 'lbfgs':
+SciPy's L-BFGS-B as scikit-learn runs it (``max_iter`` iterations, ``max_fun`` evaluations,
+``tol`` on the largest gradient entry; ``fastbp.training.fit_lbfgs``).  As in scikit-learn,
+'lbfgs' ignores ``early_stopping`` and has no ``partial_fit`` (``hasattr(model, 'partial_fit')``
+is False: its AttributeError says why).
 
-The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``
-(without 'lbfgs' and ``max_fun``); fastbp adds ``dropout``, ``activation_alpha``, ``dtype`` and
+The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``;
+fastbp adds ``dropout``, ``activation_alpha``, ``dtype`` and
 ``n_threads``.  The estimators are scikit-learn's kind (its ``BaseEstimator`` and mixins, its
 input validation with ``feature_names_in_``); the parameters and fitted attributes are listed in
 each class's docstring (written once, in :mod:`fastbp.models._docs`).
@@ -48,12 +52,13 @@ from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import _check_sample_weight
 
 from fastbp._version import __version__
 from fastbp._platform._blas_threads import limit_blas_threads
 from fastbp.exceptions import InconsistentVersionWarning
-from fastbp.training import TrainConfig, TrainState, fit_network
+from fastbp.training import STEP_SOLVERS, TrainConfig, TrainState, fit_network
 from fastbp.models._validation import (check_classes, check_data, check_is_fitted, check_labels,
                                       check_targets, check_X, label_kind)
 from fastbp.nn import Sequential, activation_name, make_mlp
@@ -91,6 +96,21 @@ def _chain(callbacks):
     return callback
 
 
+def _check_solver(estimator):
+    """Whether ``partial_fit`` exists (scikit-learn's ``available_if``, as its MLPs decide): not
+    for solver='lbfgs', which minimises the whole objective (AttributeError, so ``hasattr(model,
+    'partial_fit')`` is False)."""
+    if estimator.solver == "lbfgs":
+        raise AttributeError("partial_fit is not available with solver='lbfgs': L-BFGS minimises "
+                             "the whole objective over all the rows and has no one-epoch step "
+                             "(as scikit-learn's MLPs); call fit, or use a solver that takes "
+                             f"steps (one of {STEP_SOLVERS})")
+    return True
+
+
+partial_fit_available = available_if(_check_solver)
+
+
 def user_stacklevel():
     """The ``stacklevel`` (as ``fit_network`` counts it, from its caller) that points warnings at
     the first frame outside fastbp: the user's call of fit / partial_fit."""
@@ -111,8 +131,8 @@ class _BaseMLP(BaseEstimator):
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, dropout=0.0, activation_alpha=None, dtype="float32",
-                 n_threads=None):
+                 n_iter_no_change=10, max_fun=15000, dropout=0.0, activation_alpha=None,
+                 dtype="float32", n_threads=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -135,6 +155,7 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dropout = dropout
         self.activation_alpha = activation_alpha
         self.dtype = dtype
@@ -209,7 +230,7 @@ class _BaseMLP(BaseEstimator):
         if self.n_threads is not None and (not isinstance(self.n_threads, (int, np.integer))
                                            or self.n_threads < 1):
             raise ValueError(f"n_threads must be None or an int >= 1, got {self.n_threads!r}")
-        for name in ("max_iter", "n_iter_no_change"):
+        for name in ("max_iter", "n_iter_no_change", "max_fun"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{name} must be an int, got {value!r}")
@@ -310,7 +331,8 @@ class _BaseMLP(BaseEstimator):
                     self._set_target(target)
                     self._network = self._build_network(X.shape[1], dtype)
                     self._state = TrainState()
-                if self.early_stopping and not incremental and validation is None:
+                if (self.early_stopping and not incremental and validation is None
+                        and config.solver != "lbfgs"):  # lbfgs ignores it, as scikit-learn's
                     X, Y, sample_weight, validation = self._split_validation(X, Y, sample_weight)
                 self._train(X, Y, config, validation, incremental, sample_weight=sample_weight,
                             callback=callback)
@@ -573,10 +595,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     ``fit(X, y)`` with y of shape (n,) or (n, k); ``predict`` returns the same shape (a single
     output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``;
     ``score`` is the coefficient of determination R^2 averaged over the outputs
-    (scikit-learn's ``RegressorMixin``).  The parameters are scikit-learn's ``MLPRegressor``'s
-    (without 'lbfgs'), plus ``dropout``, ``activation_alpha``, ``dtype`` and ``n_threads``.
+    (scikit-learn's ``RegressorMixin``).  The parameters are scikit-learn's ``MLPRegressor``'s,
+    plus ``dropout``, ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
+    @partial_fit_available
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y) continuing from the current state (the first call initialises).
 
@@ -687,10 +710,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
     returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
     accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.  The
-    parameters are scikit-learn's ``MLPClassifier``'s (without 'lbfgs'), plus ``dropout``,
+    parameters are scikit-learn's ``MLPClassifier``'s, plus ``dropout``,
     ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
+    @partial_fit_available
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y) continuing from the current state.
 

@@ -24,6 +24,11 @@ The prior p(z) is N(0, I) (KL in closed form) or, with ``prior_means`` (C lists 
 the lecture's "more powerful" variant, whose KL has no closed form and is estimated by Monte Carlo
 (log q(z | x) - log p(z) at the sampled z).
 
+With ``solver='lbfgs'`` the objective's noise is fixed: each row draws its eps once and keeps it
+for the whole run (the sample-average approximation of the expected objective, deterministic as a
+quasi-Newton method needs; ``fastbp.training.LbfgsObjective``), and its gradient is that of this
+fixed-noise objective exactly (held to finite differences in ``tests/test_lbfgs.py``).
+
 New data points (lecture: "sample z_new from the prior and use the decoder d(z_new)"):
 ``sample(n)`` returns d(z) for z ~ p(z) -- the decoder's mean (probabilities for cross-entropy),
 without the observation noise.
@@ -66,7 +71,8 @@ class VAE(EncoderDecoder):
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, activation_alpha=None, dtype="float32", n_threads=None):
+                 n_iter_no_change=10, max_fun=15000, activation_alpha=None, dtype="float32",
+                 n_threads=None):
         store_params(self, locals())
 
     # ------------------------------------------------------------------------------ parameters
