@@ -421,6 +421,22 @@ def test_format_1_files_still_load(name, backend):
         assert output.dtype == want.dtype
 
 
+@pytest.mark.parametrize("name", ["standard", "mixture"])
+def test_format_1_vae_files_still_load(name, backend):
+    """VAE files written before the learned prior and decoder variance (tests/data/make_vae_v1.py):
+    the same codes, ELBO and samples (their fixed prior and decoder_std come back as saved)."""
+    expected = json.loads((DATA / "models_v1_vae.json").read_text())
+    X = np.array(expected["X"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = fastbp.load(DATA / f"models_v1_vae_{name}.npz")
+    want = expected[name]
+    np.testing.assert_allclose(model.transform(X), want["transform"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.sample(4, random_state=0), want["sample"], rtol=1e-5,
+                               atol=1e-6)
+    assert model.score(X) == pytest.approx(want["score"], rel=1e-5)
+
+
 # ------------------------------------------------------------------------------ label round trip
 def _label_sets():
     sets = {"int": np.array([7, -2, 30]), "float": np.array([0.5, 1.0, 2.0]) * 2,
