@@ -125,7 +125,8 @@ def test_vae_with_its_sampling_noise_held_fixed(loss, prior):
     """gradcheck replays the sampling layer's draws of eps for every evaluation."""
     X = np.random.default_rng(11).random((30, 5))
     vae = quiet_fit(fastbp.VAE(n_components=2, encoder_layer_sizes=(4,), activation="tanh",
-                             loss=loss, prior_means=prior, prior_std=0.8, decoder_std=0.7,
+                             loss=loss, prior="fixed", prior_means=prior, prior_std=0.8,
+                             decoder_std=0.7,
                              max_iter=2, random_state=0), X)
     worst, details = fastbp.gradcheck(vae, X[:6], return_details=True)
     assert worst <= 1e-6, details

@@ -421,6 +421,50 @@ def test_format_1_files_still_load(name, backend):
         assert output.dtype == want.dtype
 
 
+@pytest.mark.parametrize("name", ["standard", "mixture"])
+def test_format_1_vae_files_still_load(name, backend):
+    """VAE files written before the learned prior and decoder variance (tests/data/make_vae_v1.py):
+    the same codes, ELBO and samples (their fixed prior and decoder_std come back as saved)."""
+    expected = json.loads((DATA / "models_v1_vae.json").read_text())
+    X = np.array(expected["X"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = fastbp.load(DATA / f"models_v1_vae_{name}.npz")
+    want = expected[name]
+    np.testing.assert_allclose(model.transform(X), want["transform"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.sample(4, random_state=0), want["sample"], rtol=1e-5,
+                               atol=1e-6)
+    assert model.score(X) == pytest.approx(want["score"], rel=1e-5)
+
+
+@pytest.mark.parametrize("prior, key, value, match", [
+    ("gaussian", "prior_tril", lambda a: a - np.diag([800.0, 0.0]), "positive definite"),
+    ("gaussian", "prior_tril", lambda a: a + np.diag([800.0, 0.0]), "positive definite"),
+    ("mixture", "prior_log_variances", lambda a: a - 800.0, "positive definite"),
+    ("gaussian", "prior_loc", lambda a: a[:1], "shape"),
+    ("gaussian", "decoder_std_", lambda a: -a, "decoder_std_"),
+    ("gaussian", "decoder_std_", lambda a: a[:2], "decoder_std_"),
+    ("gaussian", "decoder_std_", lambda a: a.astype(np.float32), "decoder_std_"),
+])
+def test_a_learned_prior_or_decoder_std_that_fit_cannot_make_is_refused(tmp_path, prior, key,
+                                                                        value, match):
+    """The VAE's learned prior (a covariance overflowing, or underflowing to singular) and
+    decoder std come from the file as untrusted numbers: what training never makes is refused."""
+    X = np.random.default_rng(0).standard_normal((30, 4))
+    model = quiet_fit(fastbp.VAE(2, (3,), prior=prior, n_prior_components=2, dtype="float64",
+                                 max_iter=2, random_state=0), X)
+    assert key in _contents_arrays(tmp_path, model)
+
+    def change(document, arrays):
+        arrays[key] = value(arrays[key])
+    _refused(_crafted(tmp_path, model, change), match)
+
+
+def _contents_arrays(tmp_path, model):
+    model.save(tmp_path / "names.npz")
+    return _contents(tmp_path / "names.npz")[1]
+
+
 # ------------------------------------------------------------------------------ label round trip
 def _label_sets():
     sets = {"int": np.array([7, -2, 30]), "float": np.array([0.5, 1.0, 2.0]) * 2,

@@ -199,3 +199,35 @@ def test_generative_loss_curves_are_the_recorded_ones():
     curves = _loss_curves("autoencoder", ae)
     assert curves["training loss"] == ae.loss_curve_
     assert curves["validation loss"] == [-s for s in ae.validation_scores_]
+
+
+@pytest.mark.parametrize("params", [dict(n_components=2, prior="mixture", n_prior_components=3),
+                                    dict(n_components=3, prior="gaussian"),
+                                    dict(n_components=1, prior="fixed")],
+                         ids=["2-d mixture", "3-d gaussian", "1-d fixed"])
+def test_the_vae_plot_shows_the_learned_prior_against_the_codes(params, tmp_path):
+    """Issue 14 item 5: one point per test row (its code mu(x), first two coordinates) and a 1-
+    and 2-sigma ellipse per prior component, centred on its mean; written by --plot."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import Ellipse
+    from fastbp.cli.generative_job import _plot, _plot_prior
+
+    X = blobs(n=120, d=4)[0].astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vae = fastbp.VAE(encoder_layer_sizes=(8,), max_iter=5, random_state=0, **params).fit(X)
+    figure, axis = plt.subplots()
+    _plot_prior(vae, X[:50], axis)
+    ellipses = [patch for patch in axis.patches if isinstance(patch, Ellipse)]
+    assert len(ellipses) == 2 * len(vae.prior_weights_)
+    centres = np.array([e.center for e in ellipses[::2]])
+    means = np.column_stack([vae.prior_means_[:, 0], vae.prior_means_[:, 1]
+                             if vae.n_components > 1 else np.zeros(len(vae.prior_means_))])
+    np.testing.assert_allclose(centres, means)
+    assert axis.collections[0].get_offsets().shape == (50, 2)
+    plt.close(figure)
+    _plot("vae", vae, X[:50], "title", tmp_path / "vae.png")
+    assert (tmp_path / "vae.png").read_bytes()[:4] == b"\x89PNG"

@@ -51,25 +51,54 @@ def _worst_gradient_error(vae, X, rng, h=1e-6):
     return worst
 
 
+FIXED_MIXTURE = dict(prior="fixed", prior_means=[[1.5, 0.0], [-1.5, 0.5], [0.0, -1.0]],
+                     prior_std=0.8)
+PRIORS = {"normal_prior": dict(prior="fixed"), "fixed_mixture_prior": FIXED_MIXTURE,
+          "gaussian_prior": dict(prior="gaussian"),
+          "mixture_prior": dict(prior="mixture", n_prior_components=3)}
+
+
+def _move_prior(vae, rng):
+    """Set a learned prior's parameters to generic values (off-diagonal L, unequal weights)."""
+    for name in vae._sampler.param_names:
+        param = getattr(vae._sampler, name)
+        param[...] = 0.5 * rng.standard_normal(param.shape)
+
+
 @pytest.mark.parametrize("loss", ["squared_error", "cross_entropy"])
-@pytest.mark.parametrize("prior", [None, [[1.5, 0.0], [-1.5, 0.5], [0.0, -1.0]]],
-                         ids=["normal_prior", "mixture_prior"])
-def test_reparameterised_loss_gradient_matches_finite_differences(loss, prior, rng):
+@pytest.mark.parametrize("prior", PRIORS.values(), ids=PRIORS.keys())
+@pytest.mark.parametrize("decoder_std", [0.7, "learned"])
+def test_reparameterised_loss_gradient_matches_finite_differences(loss, prior, decoder_std, rng):
     X = rng.random((7, 5))
-    vae = small(loss=loss, prior_means=prior, prior_std=0.8, decoder_std=0.7, dtype="float64",
-                encoder_layer_sizes=(6,), decoder_layer_sizes=(4,), max_iter=1).fit(X)
+    vae = small(loss=loss, decoder_std=decoder_std, dtype="float64", encoder_layer_sizes=(6,),
+                decoder_layer_sizes=(4,), max_iter=1, **prior).fit(X)
+    _move_prior(vae, rng)
     assert _worst_gradient_error(vae, X, rng) <= 1e-6
 
 
-@pytest.mark.parametrize("prior", [None, [[1.5, 0.0], [-1.5, 0.5], [0.0, -1.0]]],
-                         ids=["normal_prior", "mixture_prior"])
+@pytest.mark.parametrize("prior", PRIORS.values(), ids=PRIORS.keys())
+def test_gradcheck_covers_the_learned_prior_on_both_backends(prior, backend, rng):
+    """fastbp.gradcheck (float64 central differences) names every prior parameter and holds the
+    KL's gradients in them (closed form for the Gaussian, Monte Carlo for the mixture) to ~1e-9;
+    learned decoder variance."""
+    X = rng.random((12, 5))
+    vae = small(dtype="float64", encoder_layer_sizes=(6,), max_iter=2, **prior).fit(X)
+    _move_prior(vae, rng)
+    worst, details = fastbp.gradcheck(vae, X, return_details=True)
+    prior_params = {name for name in details if name.startswith("Reparameterize")}
+    assert prior_params == {f"Reparameterize3.{name}" for name in vae._sampler.param_names}
+    assert worst <= 1e-6, details
+
+
+@pytest.mark.parametrize("prior", PRIORS.values(), ids=PRIORS.keys())
 def test_gradient_matches_finite_differences_across_the_variance_knee(prior, rng):
     """The bent log-variance (above LOG_VARIANCE_KNEE) backpropagates consistently: variance
     outputs on both sides of the knee.  (sigma > 100 there: identity activations keep the decoder
     from saturating, where its gradients would be below the differences' round-off.)"""
     X = rng.random((7, 5))
-    vae = small(prior_means=prior, prior_std=0.8, dtype="float64", encoder_layer_sizes=(6,),
-                decoder_layer_sizes=(4,), activation="identity", max_iter=1).fit(X)
+    vae = small(dtype="float64", encoder_layer_sizes=(6,), decoder_layer_sizes=(4,),
+                activation="identity", decoder_std=1.0, max_iter=1, **prior).fit(X)
+    _move_prior(vae, rng)
     vae.network_.layers[1].b[2:] += [LOG_VARIANCE_KNEE - 0.8, LOG_VARIANCE_KNEE + 1.5]
     s = vae._posterior(X)[1]
     assert (s[:, 0] < LOG_VARIANCE_KNEE - 1e-3).all() and (s[:, 1] > LOG_VARIANCE_KNEE + 1e-3).all()
@@ -98,7 +127,7 @@ def test_large_inputs_give_a_finite_loss_and_a_usable_model():
     float64 formula with the bent log-variance."""
     X = np.full((2, 4), 1000.0)
     vae = VAE(n_components=1, encoder_layer_sizes=(4,), max_iter=1, learning_rate_init=1e-7,
-              random_state=2).fit(X)
+              decoder_std=1.0, prior="fixed", random_state=2).fit(X)
     mu, s = (a.astype(np.float64) for a in vae._posterior(X))
     assert (s > 100).all()  # far above the knee: exp(s) overflows float32
     assert np.isfinite(vae.loss_curve_).all() and np.isfinite(vae.score(X))
@@ -124,29 +153,92 @@ def test_elbo_improves_during_training():
     first = small(max_iter=1).fit(X)
     trained = small(max_iter=60).fit(X)
     assert trained.score(X) > first.score(X) + 1.0
-    assert trained.loss_curve_[-1] < 0.5 * trained.loss_curve_[0]
-    # loss_curve_ is -ELBO up to the Gaussian's constant (and the L2 term, small here)
+    assert trained.loss_curve_[-1] < trained.loss_curve_[0] - 1.0
+    # loss_curve_ is -ELBO up to the Gaussian's constant D/2 log(2 pi) (and the L2 term, small
+    # here), averaged over the last epoch with each minibatch's own optimal decoder variance;
+    # score is at the end, with the training rows' (decoder_std_)
     constant = 0.5 * X.shape[1] * np.log(2 * np.pi)
-    assert -trained.score(X) == pytest.approx(trained.loss_curve_[-1] + constant, rel=0.1)
+    assert -trained.score(X) == pytest.approx(trained.loss_curve_[-1] + constant, abs=0.5)
 
 
-def test_samples_match_a_low_dimensional_gaussian():
-    X = gaussian_data()
-    vae = small(decoder_std=0.2, max_iter=200).fit(X)
+def embedded_gaussian(n=2000, seed=0):
+    """A 2-D Gaussian embedded in 8-D: x = z A + b + 0.05 noise, z ~ N(0, I_2)."""
+    return gaussian_data(n=n, d=8, seed=seed)
+
+
+def test_samples_match_a_gaussian_embedded_in_8d_at_the_default_settings():
+    """Issue 14: the default VAE's samples have the data's mean and covariance within 10% (with
+    decoder_std=1.0 and N(0, I), the defaults before, their variance was 0.6-0.9 of the data's).
+    The learned decoder std finds the noise (0.05), the learned Gaussian prior the codes'
+    moments: at its optimum m = mean mu(x), S = cov mu(x) + mean diag sigma^2(x)."""
+    X = embedded_gaussian()
+    vae = VAE(random_state=0).fit(X)
     samples = vae.sample(20000, random_state=1)
     scale = np.sqrt(np.cov(X.T).diagonal().max())
     assert np.max(np.abs(samples.mean(axis=0) - X.mean(axis=0))) / scale < MEAN_TOLERANCE
-    cov_error = np.linalg.norm(np.cov(samples.T) - np.cov(X.T)) / np.linalg.norm(np.cov(X.T))
-    assert cov_error < COV_TOLERANCE, cov_error
+    cov, cov_samples = np.cov(X.T), np.cov(samples.T)
+    assert np.linalg.norm(cov_samples - cov) / np.linalg.norm(cov) < COV_TOLERANCE
+    assert np.trace(cov_samples) / np.trace(cov) == pytest.approx(1, abs=0.1)
+    assert vae.decoder_std_.shape == (8,) and np.all((vae.decoder_std_ > 0.035)
+                                                     & (vae.decoder_std_ < 0.1))
+    mu, s = (a.astype(np.float64) for a in vae._posterior(X.astype(np.float32)))
+    aggregate = np.cov(mu.T) + np.diag(np.exp(log_variance(s)).mean(axis=0))
+    assert vae.prior_weights_.tolist() == [1.0]
+    np.testing.assert_allclose(vae.prior_means_[0], mu.mean(axis=0), atol=0.1)
+    assert (np.linalg.norm(vae.prior_covariances_[0] - aggregate) / np.linalg.norm(aggregate)
+            < 0.1)
+
+
+def test_the_fixed_standard_prior_pulls_the_codes_to_n01():
+    X = gaussian_data()
+    vae = small(prior="fixed", decoder_std=0.2, max_iter=200, n_iter_no_change=10).fit(X)
     codes = vae.transform(X)  # the aggregate posterior is close to the prior N(0, I)
     np.testing.assert_allclose(codes.mean(axis=0), 0, atol=0.15)
     np.testing.assert_allclose(codes.std(axis=0), 1, atol=0.2)
+    np.testing.assert_array_equal(vae.prior_covariances_, np.eye(2)[None])
+
+
+def latent_mixture(n=1500, seed=0):
+    """2-D codes from 3 well-separated Gaussians (weights 0.5, 0.3, 0.2, centres 4 apart from the
+    origin, std 0.5) mapped into 8-D by a fixed linear map plus noise of std 0.05: the data, the
+    labels, the centres in data space, the weights."""
+    rng = np.random.default_rng(seed)
+    centres = 4.0 * np.array([[1.0, 0.0], [-0.5, 0.866], [-0.5, -0.866]])
+    weights = np.array([0.5, 0.3, 0.2])
+    labels = rng.choice(3, n, p=weights)
+    z = centres[labels] + 0.5 * rng.standard_normal((n, 2))
+    A, b = rng.standard_normal((2, 8)), rng.standard_normal(8)
+    return z @ A + b + 0.05 * rng.standard_normal((n, 8)), labels, centres @ A + b, weights
+
+
+def test_a_learned_mixture_prior_finds_the_latent_mixture():
+    """The latent space is identified only up to an affine map, so the learned components are
+    compared where that map is undone: their means decoded into data space against the true
+    centres (matched by the Hungarian method), their weights against the true ones, and the
+    components the codes fall into (largest responsibility) against the true labels."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score
+
+    X, labels, centres, weights = latent_mixture()
+    vae = VAE(prior="mixture", n_prior_components=3, learning_rate_init=0.003,
+              random_state=0).fit(X)
+    distances = np.linalg.norm(vae.inverse_transform(vae.prior_means_)[:, None] - centres[None],
+                               axis=2)
+    found, true = linear_sum_assignment(distances)
+    separation = np.linalg.norm(centres[0] - centres[1])
+    assert distances[found, true].max() < 0.1 * separation
+    np.testing.assert_allclose(vae.prior_weights_[found], weights[true], atol=0.03)
+    codes = vae.transform(X).astype(np.float64)
+    variances = np.diagonal(vae.prior_covariances_, axis1=1, axis2=2)
+    log_joint = np.log(vae.prior_weights_) - 0.5 * np.sum(
+        (codes[:, None] - vae.prior_means_) ** 2 / variances + np.log(variances), axis=2)
+    assert adjusted_rand_score(labels, log_joint.argmax(axis=1)) > 0.95
 
 
 def test_mixture_prior_trains_and_samples_from_the_mixture():
     X = gaussian_data(n=400)
     means = [[3.0, 0.0], [-3.0, 0.0]]
-    vae = small(prior_means=means, prior_std=0.5, max_iter=20).fit(X)
+    vae = small(prior="fixed", prior_means=means, prior_std=0.5, max_iter=20).fit(X)
     z = vae._sampler.sample_prior(4000, np.random.default_rng(0), np.float64)
     assert np.mean(z[:, 0] > 0) == pytest.approx(0.5, abs=0.05)
     assert np.std(z[z[:, 0] > 0], axis=0) == pytest.approx([0.5, 0.5], rel=0.1)
@@ -175,8 +267,12 @@ def test_early_stopping_on_the_validation_elbo():
     assert vae.best_validation_score_ == max(vae.validation_scores_)
 
 
-@pytest.mark.parametrize("params", [{}, dict(prior_means=[[1.0, 0.0], [0.0, 1.0]], loss="cross_entropy")])
+@pytest.mark.parametrize("params", [{}, dict(prior="mixture", n_prior_components=3),
+                                    dict(prior="fixed", decoder_std=0.5),
+                                    dict(prior="fixed", prior_means=[[1.0, 0.0], [0.0, 1.0]],
+                                         loss="cross_entropy")])
 def test_save_load_and_pickle_round_trip(tmp_path, params):
+    """The learned prior's parameters and the learned decoder std are saved and come back."""
     X = np.clip(gaussian_data(n=100) / 8 + 0.5, 0, 1)
     vae = small(max_iter=3, **params).fit(X)
     vae.save(tmp_path / "vae.npz")
@@ -185,13 +281,19 @@ def test_save_load_and_pickle_round_trip(tmp_path, params):
         np.testing.assert_array_equal(twin.transform(X), vae.transform(X))
         np.testing.assert_array_equal(twin.sample(4, random_state=0), vae.sample(4, random_state=0))
         assert twin.score(X) == vae.score(X) and twin.loss_curve_ == vae.loss_curve_
+        for name in ("prior_weights_", "prior_means_", "prior_covariances_"):
+            np.testing.assert_array_equal(getattr(twin, name), getattr(vae, name))
+        if vae.decoder_std_ is None:
+            assert twin.decoder_std_ is None
+        else:
+            np.testing.assert_array_equal(twin.decoder_std_, vae.decoder_std_)
 
 
 def test_array_prior_means_round_trip(tmp_path):
     """An ndarray parameter is saved and comes back as an equal array of the same dtype."""
     X = gaussian_data(n=100)
     means = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]], dtype=np.float32)
-    vae = small(max_iter=3, prior_means=means).fit(X)
+    vae = small(max_iter=3, prior="fixed", prior_means=means).fit(X)
     vae.save(tmp_path / "vae.npz")
     twin = fastbp.load(tmp_path / "vae.npz")
     assert type(twin.prior_means) is np.ndarray and twin.prior_means.dtype == np.float32
@@ -203,9 +305,15 @@ def test_array_prior_means_round_trip(tmp_path):
     (dict(n_components=0), "n_components"),
     (dict(decoder_std=0), "decoder_std"),
     (dict(decoder_std=-1), "decoder_std"),
+    (dict(decoder_std="learn"), "decoder_std"),
     (dict(prior_std=float("inf")), "prior_std"),
-    (dict(prior_means=[[1.0, 2.0, 3.0]]), "prior_means"),
-    (dict(prior_means=[[np.nan, 0.0]]), "prior_means"),
+    (dict(prior="fixed", prior_means=[[1.0, 2.0, 3.0]]), "prior_means"),
+    (dict(prior="fixed", prior_means=[[np.nan, 0.0]]), "prior_means"),
+    (dict(prior_means=[[1.0, 0.0]]), "prior='fixed'"),
+    (dict(prior="mixture", prior_means=[[1.0, 0.0]]), "prior='fixed'"),
+    (dict(prior="uniform"), "prior must be one of"),
+    (dict(prior="mixture", n_prior_components=0), "n_prior_components"),
+    (dict(n_prior_components=2.5), "n_prior_components"),
     (dict(solver="gd", learning_rate="backtracking"), "backtracking"),
     (dict(loss="hinge"), "loss"),
     (dict(batch_size=0), "batch_size"),

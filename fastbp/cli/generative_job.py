@@ -121,9 +121,13 @@ def _plot(name, model, X_test, title, path):
         if name == "vae":
             rows.append(("samples", model.sample(10, random_state=0)))
     with plt.rc_context(PLOT_STYLE):
-        figure = plt.figure(figsize=(14, 4.2), layout="constrained")
+        vae = name == "vae"
+        figure = plt.figure(figsize=(18 if vae else 14, 4.2), layout="constrained")
         figure.suptitle(title)
-        left, right = figure.subfigures(1, 2, width_ratios=(1, 1.7))
+        left, right, *prior = figure.subfigures(1, 3 if vae else 2,
+                                                width_ratios=(1, 1.7, 1) if vae else (1, 1.7))
+        if vae:
+            _plot_prior(model, X_test, prior[0].subplots())
         axis = left.subplots()
         for label, curve in _loss_curves(name, model).items():
             axis.plot(np.arange(1, len(curve) + 1), curve, label=label)
@@ -155,6 +159,35 @@ def _plot(name, model, X_test, title, path):
                 axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
         figure.savefig(path, dpi=100)
         plt.close(figure)
+
+
+def _plot_prior(model, X_test, axis):
+    """The VAE's learned prior against the codes: the test rows' posterior means mu(x) as
+    points, each prior component as its 1- and 2-sigma ellipses (line width by its weight).
+    Codes wider than 2: their first two coordinates, where the components' marginals are the
+    Gaussians of the means' and covariances' first two entries."""
+    from matplotlib.patches import Ellipse
+
+    codes = model.transform(X_test)
+    second = codes[:, 1] if codes.shape[1] > 1 else np.zeros(len(codes))
+    axis.scatter(codes[:, 0], second, s=4, alpha=0.5, label="codes mu(x) of the test rows")
+    for weight, mean, covariance in zip(model.prior_weights_, model.prior_means_,
+                                        model.prior_covariances_):
+        if len(mean) == 1:
+            mean, covariance = np.append(mean, 0.0), np.diag([covariance[0, 0], 1e-12])
+        values, vectors = np.linalg.eigh(covariance[:2, :2])
+        angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+        for n_std in (1, 2):
+            axis.add_patch(Ellipse(mean[:2], *(2 * n_std * np.sqrt(np.maximum(values[::-1], 0))),
+                                   angle=angle, fill=False, color="C1",
+                                   linewidth=0.5 + 3 * weight))
+    axis.plot([], [], color="C1", label=f"prior p(z): {len(model.prior_weights_)} component(s)")
+    axis.set_xlabel("z 1")
+    axis.set_ylabel("z 2" if codes.shape[1] > 1 else "")
+    axis.set_title(f"Learned prior ({model.prior}) and codes"
+                   + (" (first 2 of %d dims)" % codes.shape[1] if codes.shape[1] > 2 else ""))
+    axis.legend(fontsize="small")
+    axis.autoscale_view()
 
 
 def run_generative(model_name, args):

@@ -46,10 +46,28 @@ PARAMETERS = {
                  "sparsity_weight * sum_j KL(rho || rho_hat_j) with rho = sparsity_target."),
     "sparsity_weight": ("float >= 0", "Weight of the sparsity penalty."),
     "sparsity_target": ("float in (0, 1)", "The target mean activation rho of ``sparsity='kl'``."),
-    "decoder_std": ("float > 0", "Standard deviation of the Gaussian p(x | z) (squared_error)."),
-    "prior_means": ("array-like of shape (C, n_components) or None", "None: the prior p(z) is "
-                    "N(0, I); else the equal-weight mixture of N(m_c, prior_std^2 I)."),
-    "prior_std": ("float > 0", "Standard deviation of every component of a mixture prior."),
+    "decoder_std": ("float > 0 or 'learned'", "Standard deviation of the Gaussian p(x | z) "
+                    "(squared_error): the same number for every feature, or 'learned': one per "
+                    "feature at its maximum-likelihood value, the decoder's mean squared "
+                    "residual (each minibatch's in training; ``decoder_std_`` after fit).  "
+                    "'learned' is the default because no fixed number suits every data scale: "
+                    "with 1.0 (and N(0, I)), samples of a 2-D Gaussian embedded in 8-D had "
+                    "0.66-0.86 of the data's variance, with 'learned' (and the learned Gaussian "
+                    "prior) 0.96-0.98 (the ``fastbp.models.vae`` module docstring has the "
+                    "table)."),
+    "prior": ("{'fixed', 'gaussian', 'mixture'}", "The prior p(z): 'fixed' is N(0, I) (or, with "
+              "``prior_means``, that fixed mixture); 'gaussian' learns N(m, S) with a full "
+              "covariance S = L L^T; 'mixture' learns the weights, means and diagonal variances "
+              "of ``n_prior_components`` Gaussians.  Learned priors train with the networks "
+              "(the same optimizer) and are ``prior_weights_``, ``prior_means_``, "
+              "``prior_covariances_``."),
+    "n_prior_components": ("int >= 1", "The number C of Gaussians of ``prior='mixture'`` (unused "
+                           "otherwise); components the codes do not need keep small weights."),
+    "prior_means": ("array-like of shape (C, n_components) or None", "With ``prior='fixed'``: "
+                    "None for N(0, I), else the equal-weight mixture of N(m_c, prior_std^2 I) "
+                    "(nothing learned)."),
+    "prior_std": ("float > 0", "Standard deviation of every component of the fixed mixture "
+                  "given by ``prior_means``."),
     "generator_loss": ("{'non_saturating', 'minimax'}", "G minimises -log D(G(z)) (strong "
                        "gradients early) or log(1 - D(G(z))) (the game as written)."),
     "n_discriminator_steps": ("int >= 1", "Discriminator steps between generator turns."),
@@ -139,6 +157,15 @@ ATTRIBUTES = {
     "encoder_": ("fastbp.nn.Sequential", "The encoder e (x -> code; the VAE's: x -> [mu, "
                  "log sigma^2])."),
     "decoder_": ("fastbp.nn.Sequential", "The decoder d (code -> reconstruction logits)."),
+    "prior_weights_": ("ndarray of shape (C,)", "The prior's mixture weights pi_c (float64; "
+                       "C = 1 for a Gaussian prior)."),
+    "prior_means_": ("ndarray of shape (C, n_components)", "The prior's component means."),
+    "prior_covariances_": ("ndarray of shape (C, n_components, n_components)", "The prior's "
+                           "component covariances (diagonal for a mixture)."),
+    "decoder_std_": ("ndarray of shape (n_features_in_,) or None", "The standard deviation of "
+                     "p(x | z) per feature (``decoder_std``, or its learned value: the root "
+                     "mean squared residual of the training rows over the ELBO's noise draws); "
+                     "None for the cross-entropy loss."),
     "generator_": ("fastbp.nn.Sequential", "G: noise z -> sample."),
     "discriminator_": ("fastbp.nn.Sequential", "D: point x -> logit of D(x)."),
     "discriminator_coefs_": ("list of ndarray", "D's weight matrices."),

@@ -19,6 +19,7 @@ import math
 import numpy as np
 from scipy import special
 
+from sklearn import cluster
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from fastbp.models import export
@@ -27,8 +28,9 @@ from fastbp.models._validation import check_data, check_is_fitted, check_X
 from fastbp.models.mlp import _BaseMLP, partial_fit_available
 from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp, row_losses, row_weights
 
-__all__ = ["GenerativeBase", "EncoderDecoder", "SparsityPenalty", "Reparameterize",
-           "log_variance", "LOG_VARIANCE_KNEE", "PenalisedSequential", "hourglass", "store_params",
+__all__ = ["GenerativeBase", "EncoderDecoder", "SparsityPenalty", "Reparameterize", "PRIORS",
+           "log_variance", "LOG_VARIANCE_KNEE", "decoder_variance", "PenalisedSequential",
+           "hourglass", "store_params",
            "check_fraction", "check_nonnegative", "check_sizes", "check_n_components"]
 
 
@@ -232,8 +234,11 @@ def log_variance(s, out=None):
     return out
 
 
+PRIORS = ("fixed", "gaussian", "mixture")
+
+
 class Reparameterize(_Penalty):
-    """The VAE's sampling layer: input [mu, s] (n x 2k), output z (n x k).
+    """The VAE's sampling layer: input [mu, s] (n x 2k), output z (n x k); it holds the prior p(z).
 
     s is log sigma^2 (bent above ``LOG_VARIANCE_KNEE``, see :func:`log_variance`, so that sigma
     stays finite for any finite s).  Training: z = mu + sigma * eps with eps ~ N(0, I) drawn from
@@ -242,25 +247,87 @@ class Reparameterize(_Penalty):
     dz flows to mu unchanged and to log sigma^2 as dz * eps * sigma / 2, plus the KL term's own
     gradient; then to s through d log sigma^2 / ds (1 below the knee, 1 / (1 + s - knee) above).
 
-    Prior p(z): N(0, I) (``prior_means`` None; KL in closed form,
-    KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)), or the equal-weight mixture
-    sum_c 1/C N(m_c, s^2 I) with ``prior_means`` (C x k) and ``prior_std`` s, whose KL has no
-    closed form and is estimated by Monte Carlo with the same z: log q(z | x) - log p(z).
+    The prior (``prior``; "CS771 Deep Learning III": find mu and Sigma so that the codes are well
+    approximated by N(mu, Sigma), or by a mixture of Gaussians):
+
+    - ``'fixed'``: N(0, I), KL in closed form, KL = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2
+      - 1); or, with ``prior_means`` (C x k) and ``prior_std`` s, the equal-weight mixture
+      sum_c 1/C N(m_c, s^2 I).  Nothing is learned.
+    - ``'gaussian'``: N(m, S), S = L L^T, learned.  Parameters ``prior_loc`` (m, shape (k,)) and
+      ``prior_tril`` (k x k): L's entries below the diagonal as they are, its diagonal as
+      log L_jj (so L_jj > 0), its upper triangle unused (gradient 0).  Starts at N(0, I).  KL in
+      closed form, KL = 1/2 [tr(S^-1 diag sigma^2) + (mu - m)^T S^-1 (mu - m) - k + log det S
+      - sum_j log sigma_j^2].
+    - ``'mixture'``: sum_c pi_c N(m_c, diag v_c) over C = ``n_prior_components`` components,
+      learned.  Parameters ``prior_means`` (C x k), ``prior_log_variances`` (C x k: log v_c)
+      and ``prior_logits`` (C: pi = softmax), started by :meth:`start_mixture` from the codes
+      (at construction: means drawn from N(0, I), unit variances, equal weights).
+      Diagonal variances: one affine map of the code (which the encoder and decoder absorb) can
+      not reshape every component alike, so each has its own axis lengths; they cost O(C k), like
+      the posterior's diagonal, where full ones would need C factorisations per step.
+
+    A mixture's KL has no closed form and is estimated by Monte Carlo with the same z:
+    log q(z | x) - log p(z).  A learned prior's arrays are parameters of this layer
+    (``param_names``, the network's ``params()``): the optimizer trains them with the networks'
+    weights, from the gradients ``backward`` writes.
     """
 
     _transient = ("_cache", "saved", "row_weights")
 
-    def __init__(self, n_components, rng=None, prior_means=None, prior_std=1.0):
-        self.k = int(n_components)
+    def __init__(self, n_components, rng=None, prior="fixed", prior_means=None, prior_std=1.0,
+                 n_prior_components=1, dtype=np.float64):
+        if prior not in PRIORS:
+            raise ValueError(f"prior must be one of {list(PRIORS)}, got {prior!r}")
+        self.k = k = int(n_components)
         self.rng = np.random.default_rng(rng)
-        self.prior_means = None if prior_means is None else np.asarray(prior_means, np.float64)
-        self.prior_std = float(prior_std)
         self.noise = None
+        self.learned = prior != "fixed"
+        self.kind = "mixture" if prior == "fixed" and prior_means is not None else prior
+        if prior == "gaussian":
+            self.prior_loc, self.prior_tril = np.zeros(k, dtype), np.zeros((k, k), dtype)
+        elif prior == "mixture":
+            c = int(n_prior_components)
+            self.prior_means = self.rng.standard_normal((c, k)).astype(dtype)
+            self.prior_log_variances = np.zeros((c, k), dtype)
+            self.prior_logits = np.zeros(c, dtype)
+        elif self.kind == "mixture":  # the fixed mixture, in float64
+            self.prior_means = np.asarray(prior_means, np.float64)
+            c = len(self.prior_means)
+            self.prior_log_variances = np.full((c, k), 2 * math.log(float(prior_std)))
+            self.prior_logits = np.zeros(c)
+        else:
+            self.kind = "standard"
+        self.param_names = (("prior_loc", "prior_tril") if prior == "gaussian" else
+                            ("prior_means", "prior_log_variances", "prior_logits")
+                            if prior == "mixture" else ())
+        self.grad_names = tuple(f"d_{name}" for name in self.param_names)
+        for name, grad in zip(self.param_names, self.grad_names):
+            setattr(self, grad, np.zeros_like(getattr(self, name)))
         self._reset_cache()
 
     def _reset_cache(self):
         super()._reset_cache()
         self.saved = None
+
+    def start_mixture(self, codes, rng):
+        """Start a learned mixture from the codes mu(x) of the untrained encoder (n x k), as
+        scikit-learn's ``GaussianMixture`` starts: k-means (its ``KMeans``, one run seeded from
+        ``rng``) splits them into C groups, whose means, variances per dimension and shares of
+        the rows become the components' (the codes' variances for a group of one row).  Fewer
+        than C rows: the start at construction stays."""
+        codes = np.asarray(codes, np.float64)
+        c = len(self.prior_means)
+        if len(codes) < c:
+            return
+        labels = cluster.KMeans(c, n_init=1, random_state=int(rng.integers(np.iinfo(np.int32).max))
+                                ).fit(codes).labels_
+        floor = 1e-6 * (float(codes.var(axis=0).mean()) or 1.0)  # not 0: identical codes
+        for j in range(c):
+            group = codes[labels == j]
+            self.prior_means[j] = group.mean(axis=0)
+            self.prior_log_variances[j] = np.log(np.maximum(
+                (group if len(group) > 1 else codes).var(axis=0), floor))
+            self.prior_logits[j] = math.log(len(group) / len(codes))
 
     def _make_buffers(self, key):
         (n, _), dtype = key
@@ -271,6 +338,92 @@ class Reparameterize(_Penalty):
         if X.ndim != 2 or X.shape[1] != 2 * self.k:
             raise ValueError(f"expected {2 * self.k} columns (mean, log-variance), got {X.shape}")
         return X[:, :self.k], X[:, self.k:]
+
+    # ------------------------------------------------------------------- the prior, in float64
+    def _gaussian(self):
+        """(m, L, L^-1) of the Gaussian prior (NumPy's inverse: its BLAS, not a second one).
+        An L that training made singular (exp underflowing) has a NaN inverse, which the
+        training loop's check of the objective reports."""
+        raw = self.prior_tril.astype(np.float64)
+        L = np.tril(raw, -1) + np.diag(np.exp(np.diagonal(raw)))
+        try:
+            inverse = np.linalg.inv(L)
+        except np.linalg.LinAlgError:
+            inverse = np.full_like(L, np.nan)
+        return self.prior_loc.astype(np.float64), L, inverse
+
+    def _mixture(self):
+        """(means, log-variances, log-weights) of the mixture prior."""
+        return (self.prior_means.astype(np.float64), self.prior_log_variances.astype(np.float64),
+                special.log_softmax(self.prior_logits.astype(np.float64)))
+
+    def _log_joint(self, z):
+        """log pi_c + log N(z; m_c, diag v_c) for every row and component (n x C), and the
+        scaled differences (z - m_c) / v_c (n x C x k)."""
+        means, log_variances, log_weights = self._mixture()
+        diff = z.astype(np.float64)[:, None, :] - means[None]
+        scaled = diff * np.exp(-log_variances)
+        return (log_weights - 0.5 * (np.einsum("nck,nck->nc", diff, scaled)
+                                     + log_variances.sum(axis=1) + self.k * math.log(2 * math.pi)),
+                diff, scaled)
+
+    def components(self):
+        """The prior as a mixture: (weights (C,), means (C, k), covariances (C, k, k)), float64
+        (C = 1 for a Gaussian)."""
+        if self.kind == "standard":
+            return np.ones(1), np.zeros((1, self.k)), np.eye(self.k)[None]
+        if self.kind == "gaussian":
+            m, L, _ = self._gaussian()
+            return np.ones(1), m[None], (L @ L.T)[None]
+        means, log_variances, log_weights = self._mixture()
+        variances = np.exp(log_variances)
+        return (np.exp(log_weights), means,
+                variances[:, :, None] * np.eye(self.k)[None])
+
+    def log_prior(self, z):
+        """log p(z) per row (float64)."""
+        z = z.astype(np.float64)
+        if self.kind == "standard":
+            return -0.5 * np.sum(z * z + np.log(2 * np.pi), axis=1)
+        if self.kind == "gaussian":
+            m, L, M = self._gaussian()
+            w = (z - m) @ M.T
+            return (-0.5 * np.sum(w * w, axis=1) - np.log(np.diagonal(L)).sum()
+                    - 0.5 * self.k * math.log(2 * math.pi))
+        return special.logsumexp(self._log_joint(z)[0], axis=1)
+
+    def kl(self, mu, logvar, z=None, eps=None):
+        """Per-row KL(q || p) (float64): closed form for a Gaussian prior, else the estimate at
+        z.  ``logvar``: log sigma^2 (:func:`log_variance` of the encoder's output)."""
+        mu, logvar = mu.astype(np.float64), logvar.astype(np.float64)
+        if self.kind == "standard":
+            return 0.5 * np.sum(mu * mu + np.exp(logvar) - logvar - 1.0, axis=1)
+        if self.kind == "gaussian":
+            m, L, M = self._gaussian()  # S^-1 = M^T M
+            delta = (mu - m) @ M.T
+            return 0.5 * (np.exp(logvar) @ np.sum(M * M, axis=0) + np.sum(delta * delta, axis=1)
+                          - self.k + 2 * np.log(np.diagonal(L)).sum() - logvar.sum(axis=1))
+        log_q = -0.5 * np.sum(np.log(2 * np.pi) + logvar + eps.astype(np.float64) ** 2, axis=1)
+        return log_q - self.log_prior(z)
+
+    def sample_prior(self, n, rng, dtype):
+        """n draws z ~ p(z)."""
+        z = rng.standard_normal((n, self.k))
+        if self.kind == "gaussian":
+            m, L, _ = self._gaussian()
+            z = m + z @ L.T
+        elif self.kind == "mixture":
+            means, log_variances, log_weights = self._mixture()
+            c = rng.choice(len(means), n, p=np.exp(log_weights) if self.learned else None)
+            z = means[c] + np.exp(0.5 * log_variances[c]) * z
+        return z.astype(dtype)
+
+    # --------------------------------------------------------------------------------- training
+    def _row_factors(self, n):
+        """Each row's factor in the mean over the rows, float64 (n,): v_i / n or 1 / n."""
+        if self.row_weights is None:
+            return np.full(n, 1.0 / max(n, 1))
+        return self.row_weights / max(n, 1)
 
     def _forward(self, X, training, keep=True):
         mu, s = self._split(X)
@@ -288,52 +441,21 @@ class Reparameterize(_Penalty):
         z += mu
         self.saved = (mu, s, logvar, z, eps, sigma, work)
         n = X.shape[0]
-        if self.row_weights is not None:
-            self.value = float(self.row_weights @ self.kl(mu, logvar, z, eps)) / max(n, 1)
-        elif self.prior_means is None:  # mean of the closed form, without temporaries
+        if self.kind == "standard" and self.row_weights is None:  # without temporaries
             self.value = 0.5 * float(np.einsum("ij,ij->", mu, mu) + np.vdot(sigma, sigma)
                                      - logvar.sum() - mu.size) / max(n, 1)
         else:
-            self.value = float(np.mean(self.kl(mu, logvar, z, eps))) if n else 0.0
+            self.value = float(self._row_factors(n) @ self.kl(mu, logvar, z, eps))
         return z
-
-    def kl(self, mu, logvar, z=None, eps=None):
-        """Per-row KL(q || p) (float64): closed form for N(0, I), else the estimate at z.
-        ``logvar``: log sigma^2 (:func:`log_variance` of the encoder's output)."""
-        mu, logvar = mu.astype(np.float64), logvar.astype(np.float64)
-        if self.prior_means is None:
-            return 0.5 * np.sum(mu * mu + np.exp(logvar) - logvar - 1.0, axis=1)
-        log_q = -0.5 * np.sum(np.log(2 * np.pi) + logvar + eps.astype(np.float64) ** 2, axis=1)
-        return log_q - self.log_prior(z)
-
-    def _mixture(self, z):
-        """log N(z; m_c, s^2 I) for every row and component (n x C)."""
-        z = z.astype(np.float64)
-        s2 = self.prior_std ** 2
-        sq = ((z[:, None, :] - self.prior_means[None]) ** 2).sum(axis=2)
-        return -0.5 * sq / s2 - 0.5 * self.k * np.log(2 * np.pi * s2)
-
-    def log_prior(self, z):
-        """log p(z) per row."""
-        if self.prior_means is None:
-            z = z.astype(np.float64)
-            return -0.5 * np.sum(z * z + np.log(2 * np.pi), axis=1)
-        return special.logsumexp(self._mixture(z), axis=1) - np.log(len(self.prior_means))
-
-    def sample_prior(self, n, rng, dtype):
-        """n draws z ~ p(z)."""
-        z = rng.standard_normal((n, self.k))
-        if self.prior_means is not None:
-            z = self.prior_means[rng.integers(0, len(self.prior_means), n)] + self.prior_std * z
-        return z.astype(dtype)
 
     def _backward(self, dA, need_dX):
         mu, s, logvar, z, eps, sigma, work = self.saved
         one = mu.dtype.type(1)
-        scale = self._row_scale(mu.shape[0], mu.dtype)  # each row's factor in the mean: 1/n
-        dX = self._cache.get(((mu.shape[0], 2 * self.k), mu.dtype))[4]
+        n = mu.shape[0]
+        dX = self._cache.get(((n, 2 * self.k), mu.dtype))[4]
         dmu, dlogvar = dX[:, :self.k], dX[:, self.k:]
-        if self.prior_means is None:  # closed form: dKL/dmu = mu / n, dKL/dlogvar = (s^2 - 1) / 2n
+        if self.kind == "standard":  # closed form: dKL/dmu = mu / n, dKL/dlogvar = (s^2 - 1) / 2n
+            scale = self._row_scale(n, mu.dtype)  # each row's factor in the mean: 1/n
             np.multiply(mu, scale, out=dmu)
             dmu += dA
             np.multiply(sigma, sigma, out=work)
@@ -343,16 +465,22 @@ class Reparameterize(_Penalty):
             dlogvar *= sigma
             dlogvar += work
             dlogvar *= mu.dtype.type(0.5)
-        else:  # Monte Carlo: -log p(z) through z, and d log q / d logvar = -1/2
-            resp = special.softmax(self._mixture(z), axis=1)  # responsibilities r_c(z)
-            z64 = z.astype(np.float64)
-            grad_z = (z64 - resp @ self.prior_means) / self.prior_std ** 2
-            np.multiply(grad_z.astype(mu.dtype), scale, out=dmu)
-            dmu += dA
-            np.multiply(dmu, eps, out=dlogvar)
-            dlogvar *= sigma
-            dlogvar -= scale
-            dlogvar *= mu.dtype.type(0.5)
+        else:
+            factors = self._row_factors(n)
+            if self.kind == "gaussian":
+                self._gaussian_backward(mu, logvar, factors, dmu, dlogvar)
+                np.multiply(dA, eps, out=work)
+                work *= sigma
+                work *= mu.dtype.type(0.5)
+                dlogvar += work
+                dmu += dA
+            else:  # Monte Carlo: -log p(z) through z, and d log q / d logvar = -1/2
+                self._mixture_backward(z, factors, dmu)
+                dmu += dA
+                np.multiply(dmu, eps, out=dlogvar)
+                dlogvar *= sigma
+                dlogvar -= factors.astype(mu.dtype)[:, None]
+                dlogvar *= mu.dtype.type(0.5)
         if logvar is not s:  # through the bend: d log sigma^2 / ds = 1 / (1 + max(s - knee, 0))
             np.subtract(s, mu.dtype.type(LOG_VARIANCE_KNEE), out=work)
             np.maximum(work, 0, out=work)
@@ -360,23 +488,74 @@ class Reparameterize(_Penalty):
             dlogvar /= work
         return dX
 
+    def _gaussian_backward(self, mu, logvar, factors, dmu, dlogvar):
+        """The closed-form KL's gradients (rows weighted by ``factors``): dmu (before the
+        decoder's), dlogvar (its KL part), and the prior's d_prior_loc, d_prior_tril."""
+        m, L, M = self._gaussian()
+        precision = M.T @ M  # S^-1
+        delta = mu.astype(np.float64) - m
+        variance = np.exp(logvar.astype(np.float64))
+        grad_mu = delta @ precision  # dKL_i / dmu_i = S^-1 (mu_i - m)
+        dmu[...] = factors[:, None] * grad_mu
+        dlogvar[...] = 0.5 * factors[:, None] * (variance * np.diagonal(precision) - 1.0)
+        self.d_prior_loc[...] = -(factors @ grad_mu)
+        # sum_i f_i KL_i = 1/2 [tr(S^-1 W) + (sum_i f_i) log det S] + terms without S, where
+        # W = sum_i f_i (diag sigma_i^2 + delta_i delta_i^T); its gradient in L is
+        # (sum_i f_i) S^-1 L - S^-1 W S^-1 L = (sum_i f_i) M^T - S^-1 W M^T
+        W = (factors[:, None] * delta).T @ delta + np.diag(factors @ variance)
+        grad_L = factors.sum() * M.T - precision @ W @ M.T
+        self.d_prior_tril[...] = np.tril(grad_L, -1) + np.diag(np.diagonal(grad_L)
+                                                               * np.diagonal(L))
+
+    def _mixture_backward(self, z, factors, dmu):
+        """The gradient of -log p(z) (rows weighted by ``factors``): into dmu (dz/dmu = 1) and,
+        for a learned mixture, d_prior_means, d_prior_log_variances, d_prior_logits."""
+        joint, diff, scaled = self._log_joint(z)
+        resp = special.softmax(joint, axis=1)  # responsibilities r_c(z)
+        dmu[...] = factors[:, None] * np.einsum("nc,nck->nk", resp, scaled)
+        if self.learned:
+            weighted = factors[:, None] * resp
+            self.d_prior_means[...] = -np.einsum("nc,nck->ck", weighted, scaled)
+            self.d_prior_log_variances[...] = -0.5 * (np.einsum("nc,nck->ck", weighted,
+                                                                diff * scaled)
+                                                      - weighted.sum(axis=0)[:, None])
+            self.d_prior_logits[...] = (factors.sum() * special.softmax(
+                self.prior_logits.astype(np.float64)) - weighted.sum(axis=0))
+
     def __repr__(self):
-        prior = "N(0, I)" if self.prior_means is None else f"{len(self.prior_means)}-mixture"
+        prior = {"standard": "N(0, I)", "gaussian": "learned Gaussian"}.get(
+            self.kind, f"{'learned' if self.learned else 'fixed'} {len(self.prior_means)}-mixture")
         return f"Reparameterize({self.k}, prior={prior})"
 
 
-class PenalisedSequential(Sequential):
-    """A Sequential whose objective is ``loss_scale`` * the data loss + the ``value`` of every
-    penalty layer.  Its Dense layers need not chain directly (the VAE's sampling layer halves the
-    width)."""
+def decoder_variance(mean_squares, X):
+    """The decoder's maximum-likelihood variance per feature: the mean squared residuals
+    ``mean_squares`` (float64, one per feature), floored at the resolution of the data X (the
+    square of its dtype's eps times the mean of X^2, at least the smallest normal float64), so
+    that a feature the decoder reproduces exactly keeps a finite likelihood."""
+    floor = np.finfo(X.dtype).eps ** 2 * float(np.mean(np.square(X, dtype=np.float64)))
+    return np.maximum(mean_squares, max(floor, np.finfo(np.float64).tiny))
 
-    def __init__(self, layers, loss_scale=1.0):
+
+class PenalisedSequential(Sequential):
+    """A Sequential whose objective is the data loss + the ``value`` of every penalty layer.  Its
+    Dense layers need not chain directly (the VAE's sampling layer halves the width).
+
+    With ``decoder_variance`` (squared error only) the data loss is the Gaussian's
+    -log N(x; d(z), diag v) up to the constant D/2 log 2 pi, per row
+    sum_j [(x_j - d_j(z))^2 / (2 v_j) + 1/2 log v_j]: v = ``decoder_variance`` for every
+    feature when it is a number, or, for ``'learned'``, each minibatch's maximum-likelihood
+    value (:func:`decoder_variance` of its mean squared residuals; the gradient in d(z) is then
+    that with v held fixed, as v's own gradient is 0 at its optimum).
+    """
+
+    def __init__(self, layers, decoder_variance=None):
         self.layers = list(layers)
         dtypes = {layer.dtype for layer in self.dense_layers}
         if len(dtypes) != 1:
             raise TypeError(
                 f"all Dense layers must share one dtype, got {sorted(map(str, dtypes))}")
-        self.loss_scale = float(loss_scale)
+        self.decoder_variance = decoder_variance
         self.penalties = [layer for layer in self.layers if isinstance(layer, _Penalty)]
         self._loss_cache = _BufferCache(self._make_loss_buffer)
 
@@ -385,11 +564,26 @@ class PenalisedSequential(Sequential):
         for layer in self.penalties:
             layer.row_weights = weights
         value, grad = super()._objective(loss, X, Y, training, sample_weight)
-        if self.loss_scale != 1.0:
-            grad *= grad.dtype.type(self.loss_scale)
-            value *= self.loss_scale
+        if self.decoder_variance is not None:
+            value, grad = self._gaussian(Y, weights, value, grad)
         for layer in self.penalties:
             value += layer.value
+        return value, grad
+
+    def _gaussian(self, Y, weights, value, grad):
+        """The squared error's value and gradient as the Gaussian's (see the class docstring)."""
+        if self.decoder_variance == "learned":
+            n = Y.shape[0]
+            residual = self.dense_layers[-1].A.astype(np.float64) - Y
+            factors = np.full(n, 1.0 / max(n, 1)) if weights is None else weights / max(n, 1)
+            mean_squares = factors @ (residual * residual)
+            variance = decoder_variance(mean_squares, Y)
+            value = float(np.sum(mean_squares / (2 * variance) + 0.5 * np.log(variance)))
+            grad /= variance.astype(grad.dtype)
+        else:
+            variance = float(self.decoder_variance)
+            value = value / variance + 0.5 * grad.shape[1] * math.log(variance)
+            grad *= grad.dtype.type(1 / variance)
         return value, grad
 
 

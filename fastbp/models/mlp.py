@@ -61,7 +61,7 @@ from fastbp.exceptions import InconsistentVersionWarning
 from fastbp.training import STEP_SOLVERS, TrainConfig, TrainState, fit_network
 from fastbp.models._validation import (check_classes, check_data, check_is_fitted, check_labels,
                                       check_targets, check_X, label_kind)
-from fastbp.nn import Sequential, activation_name, make_mlp
+from fastbp.nn import Dense, Sequential, activation_name, make_mlp
 from fastbp.models import export
 from fastbp.models.persist import register
 from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
@@ -495,6 +495,9 @@ class _BaseMLP(BaseEstimator):
         for i, (W, b) in enumerate(zip(self.coefs_, self.intercepts_)):
             arrays[f"coef_{i}"] = W
             arrays[f"intercept_{i}"] = b
+        for layer in self._network.layers:  # other layers' parameters (the VAE's learned prior)
+            if not isinstance(layer, Dense):
+                arrays.update((name, getattr(layer, name)) for name in layer.param_names)
         arrays["loss_curve_"] = np.asarray(self.loss_curve_, dtype=np.float64)
         arrays["grad_norms_"] = self.grad_norms_
         arrays["learning_rates_"] = np.asarray(self.learning_rates_, dtype=np.float64)
@@ -530,9 +533,13 @@ class _BaseMLP(BaseEstimator):
     def _restore_state(self, arrays, meta):
         """Weights and training state of the freshly built network from the saved arrays;
         ValueError unless the record is one fit makes (every per-epoch list n_iter_ long)."""
-        weights = []
-        for i in range(len(self._network.dense_layers)):
-            weights += [arrays[f"coef_{i}"], arrays[f"intercept_{i}"]]
+        weights, dense = [], 0
+        for layer in self._network.layers:  # in params() order, as _fitted_arrays names them
+            if isinstance(layer, Dense):
+                weights += [arrays[f"coef_{dense}"], arrays[f"intercept_{dense}"]]
+                dense += 1
+            else:
+                weights += [arrays[name] for name in layer.param_names]
         self._network.set_weights(weights)
         state = self._state = TrainState()
         state.loss_curve = [float(v) for v in arrays["loss_curve_"]]
@@ -548,7 +555,7 @@ class _BaseMLP(BaseEstimator):
         epochs = [len(state.loss_curve), len(state.learning_rates), len(state.grad_norms)]
         if "validation_scores_" in arrays:
             epochs.append(len(state.validation_scores))
-        if set(epochs) != {n_iter} or arrays["grad_norms_"].shape[1:] != (len(weights) // 2,):
+        if set(epochs) != {n_iter} or arrays["grad_norms_"].shape[1:] != (dense,):
             raise ValueError("the training record (loss_curve_, learning_rates_, grad_norms_, "
                              "validation_scores_) does not describe n_iter_ epochs of this "
                              "network")

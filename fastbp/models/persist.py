@@ -24,6 +24,9 @@ implementing ``_fitted_arrays() -> {name: ndarray}``, ``_fitted_meta() -> JSON-a
   and its ``.npy`` header declare (they must agree); members the model does not name are refused
   without being decompressed;
 - arrays are read without pickle: numbers, bools or strings only, floats finite;
+- a parameter the file does not name takes its default, or, for a parameter added with a
+  default other than what older files meant, that older meaning (the class's ``_OLDER_DEFAULTS``,
+  {name: value}: the VAE's ``prior`` is 'fixed' in files written before it existed);
 - the parameters go through the estimator's own checks (``_restore`` runs ``_config``), and the
   network they describe may hold no more bytes than the file's arrays
   (:func:`fastbp.nn.parameter_budget`), checked before allocating;
@@ -396,6 +399,7 @@ def _read_model(archive, archive_size):
     unknown = sorted(set(params) - set(cls._get_param_names()))
     if unknown:
         raise _BadFile(f"{name} has no parameters {unknown[:10]}")
+    params = {**getattr(cls, "_OLDER_DEFAULTS", {}), **params}
     try:
         model = cls(**{key: _decode(value) for key, value in params.items()})
         with parameter_budget(members.declared_bytes(), "the model file"):
