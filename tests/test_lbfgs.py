@@ -54,8 +54,12 @@ MODELS = {  # every estimator kind that takes lbfgs, with alpha and a hidden lay
     "sparse kl": (lambda: Autoencoder(3, (6,), activation="tanh", sparsity="kl",
                                       sparsity_weight=0.1, sparsity_target=0.2), None),
     "vae": (lambda: VAE(2, (6,), activation="tanh"), None),
-    "vae mixture prior": (lambda: VAE(2, (6,), activation="tanh",
-                                      prior_means=[[-1.0, 0.0], [1.0, 0.5]], prior_std=0.7), None),
+    "vae fixed mixture prior": (lambda: VAE(2, (6,), activation="tanh", prior="fixed",
+                                            prior_means=[[-1.0, 0.0], [1.0, 0.5]], prior_std=0.7),
+                                None),
+    "vae learned mixture prior": (lambda: VAE(2, (6,), activation="tanh", prior="mixture",
+                                              n_prior_components=2), None),
+    "vae fixed decoder std": (lambda: VAE(2, (6,), activation="tanh", decoder_std=0.5), None),
     "vae cross-entropy": (lambda: VAE(2, (6,), activation="tanh", loss="cross_entropy"), None),
 }
 
