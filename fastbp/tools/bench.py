@@ -1102,7 +1102,7 @@ def bench_generative(plan, args, log=print, tick=None):
         table = {name.split()[0]: dict(_entry(times[name], 1, S_PER_EPOCH), threads=threads[name])
                  for name in runners if name.split(" ", 1)[1] == model}
         result["models"][model] = dict(table, fit_path=paths[model])
-        log(f"  {model}: fastbp trains on its {paths[model]}")
+        log(f"  {model}: fastbp's fit path: {paths[model]}")
         _table(log, f"{model} epoch", table, S_PER_EPOCH[1])
     return result
 
