@@ -137,7 +137,8 @@ def add_arguments(parser):
     parser.add_argument("--pause", type=non_negative_float, default=0.25,
                         help="seconds of idle before each run, so that the previous library's "
                         "spinning BLAS/OpenMP workers are asleep (default 0.25)")
-    parser.add_argument("--no-torch", action="store_true", help="same as leaving torch out of --peers")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="same as leaving torch out of --peers")
     parser.add_argument("--no-sklearn", action="store_true",
                         help="same as leaving sklearn out of --peers")
     parser.add_argument("--no-predict", action="store_true",
@@ -145,8 +146,8 @@ def add_arguments(parser):
     parser.add_argument("--no-scaling", action="store_true",
                         help="same as leaving scaling out of --workloads")
     parser.add_argument("--quick", action="store_true",
-                        help=f"a smoke test: 3 rounds, pauses of {QUICK_PAUSE} s, shorter runs, the "
-                        f"first net, {QUICK_ROWS} rows for the epochs, a {GEMM_SIZE // 2}^3 GEMM")
+                        help=f"a smoke test: 3 rounds, pauses of {QUICK_PAUSE} s, shorter runs, "
+                        f"the first net, {QUICK_ROWS} rows for the epochs, a {GEMM_SIZE // 2}^3 GEMM")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -231,7 +232,8 @@ class Contender:
     def forward(self, X):
         raise NotImplementedError
 
-    def threads(self):
+    def threads(self, kind="train"):
+        """The threads its last ``kind`` call ran on ('train', 'predict' or 'predict_bulk')."""
         return _blas_threads()
 
     def close(self):
@@ -266,20 +268,28 @@ class FastbpFused(Contender):
         norms = np.zeros(len(w.sizes) - 1)
         batches = _minibatches(w)
         outs = [np.empty((w.batch, w.sizes[-1]), np.float32) for _ in batches]
-        self.train = lambda: self.trainer.train_epoch(w.X, w.Y, w.order, norms)
+        self._threads = {}
+
+        def train():
+            self.trainer.train_epoch(w.X, w.Y, w.order, norms)
+            self._threads["train"] = self.trainer.last_threads
 
         def predict():
             for xb, out in zip(batches, outs):
                 self.trainer.predict(xb, out)
+            self._threads["predict"] = self.trainer.last_threads
         bulk_out = np.empty((w.n, w.sizes[-1]), np.float32)
-        self.predict = predict
-        self.predict_bulk = lambda: self.trainer.predict(w.X, bulk_out)
+
+        def predict_bulk():
+            self.trainer.predict(w.X, bulk_out)
+            self._threads["predict_bulk"] = self.trainer.last_threads
+        self.train, self.predict, self.predict_bulk = train, predict, predict_bulk
 
     def forward(self, X):
         return self.trainer.predict(X)
 
-    def threads(self):
-        return self.trainer.last_threads
+    def threads(self, kind="train"):
+        return self._threads.get(kind)
 
 
 @contextlib.contextmanager
@@ -395,7 +405,7 @@ class Torch(Contender):
         with self.torch.inference_mode():
             return self.model(self.torch.from_numpy(X)).numpy()
 
-    def threads(self):
+    def threads(self, kind="train"):
         return self.torch.get_num_threads()
 
 
@@ -452,6 +462,9 @@ class Sklearn(Contender):
         params = mlp.coefs_ + mlp.intercepts_
         mlp._optimizer = (AdamOptimizer(params, LR) if w.solver == "adam" else
                           SGDOptimizer(params, LR, momentum=0.0, nesterov=False))
+        first = slices[0]  # a probe of the internals' signatures (no step)
+        mlp._backprop(w.X[first], Y[first], None, [w.X[first]] + [None] * L, [None] * L,
+                      coef_grads, intercept_grads)
 
         def train():
             for idx in slices:
@@ -496,7 +509,8 @@ def _jax_optimizer(jax, solver):
         m = tree.tree_map(lambda m, g: b1 * m + (1 - b1) * g, m, g)
         v = tree.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, v, g)
         c1, c2 = 1 - b1 ** t, 1 - b2 ** t
-        return tree.tree_map(lambda m, v: -LR * (m / c1) / (jnp.sqrt(v / c2) + eps), m, v), (t, m, v)
+        step = tree.tree_map(lambda m, v: -LR * (m / c1) / (jnp.sqrt(v / c2) + eps), m, v)
+        return step, (t, m, v)
     return init, update, "Adam in jax.numpy (no optax)"
 
 
@@ -570,7 +584,7 @@ class Jax(Contender):
     def forward(self, X):
         return np.asarray(self._forward(self.carry[0], X))
 
-    def threads(self):
+    def threads(self, kind="train"):
         from fastbp.engine import cpu_count
         return cpu_count()  # XLA's CPU pool: one thread per CPU of the process's affinity
 
@@ -605,7 +619,7 @@ class Onnx(Contender):
         self.predict = predict
         self.predict_bulk = lambda: self.forward(w.X)
 
-    def threads(self):
+    def threads(self, kind="train"):
         return self._threads
 
 
@@ -643,8 +657,8 @@ def check_peer(make, w, threads=None):
 
 
 def make_contenders(w, args, log=print):
-    """fastbp and every chosen peer for workload ``w``, each peer checked first (:func:`check_peer`);
-    those that cannot run or fail the check are logged and left out."""
+    """fastbp and every chosen peer for workload ``w``, each peer checked first
+    (:func:`check_peer`); those that cannot run or fail the check are logged and left out."""
     made = [FastbpFused(w, args.threads)]
     for peer in peers(args):
         for make in MAKERS[peer][0]:
@@ -778,13 +792,14 @@ def bench_net(w, args, log=print, contenders=None, tick=None, forward=True):
                 runners[c.name] = c.predict
                 runners["bulk " + c.name] = c.predict_bulk
         ptimes = _rounds(runners, args.repeat, args.pause, tick=tick)
-        threads = {c.name: c.threads() for c in contenders}
+        by_name = {c.name: c for c in contenders}
         result["predict_bulk"] = {}
         for name, seconds in ptimes.items():  # a bulk call covers steps batches
-            table, own = ((result["predict_bulk"], name[5:]) if name.startswith("bulk ")
-                          else (result["predict"], name))
+            bulk = name.startswith("bulk ")
+            table, own, kind = ((result["predict_bulk"], name[5:], "predict_bulk") if bulk
+                                else (result["predict"], name, "predict"))
             table[own] = dict(_entry(seconds, w.steps, MS_PER_BATCH, w.forward_flops),
-                              threads=threads[own])
+                              threads=by_name[own].threads(kind))
         _table(log, f"predict, {w.batch} rows a call", result["predict"], MS_PER_BATCH[1])
         _table(log, f"predict, {w.n} rows at once", result["predict_bulk"], MS_PER_BATCH[1])
     for c in contenders:
@@ -899,16 +914,18 @@ def serving_runners(net, args):
     """One-row prediction on ``net`` (a 'd-h...-k' string) by every chosen contender, checked
     equal to the estimator's ``predict_proba`` (probabilities) or the network's logits: {name:
     (call, threads)}.  The estimator is a fastbp.MLPClassifier fitted one epoch on random data."""
-    import fastbp
+    from sklearn.exceptions import ConvergenceWarning  # fastbp's own (fastbp.exceptions)
+
     from fastbp import engine
     from fastbp.models import export
+    from fastbp.models.mlp import MLPClassifier
     sizes = [int(s) for s in net.split("-")]
     rng = np.random.default_rng(0)
     X = rng.standard_normal((256, sizes[0])).astype(np.float32)
     y = np.arange(256) % sizes[-1]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
-        model = fastbp.MLPClassifier(tuple(sizes[1:-1]), max_iter=1, random_state=0).fit(X, y)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(tuple(sizes[1:-1]), max_iter=1, random_state=0).fit(X, y)
     x = np.ascontiguousarray(X[:1])
     proba = model.predict_proba(x)
     network = model.network_
@@ -916,9 +933,13 @@ def serving_runners(net, args):
     predictor = engine.make_predictor(network)
     out = np.empty((1, sizes[-1]), np.float32)
     logits = network.predict(x)
-    calls = {"predict_proba": (lambda: model.predict_proba(x), proba, _blas_threads())}
+    one_row_threads = 1  # the engine's one-row plan (network.predict runs on it too)
     if predictor is not None:
-        calls["engine"] = (lambda: predictor.predict(x, out), logits, 1)
+        predictor.predict(x, out)
+        one_row_threads = predictor.last_threads
+    calls = {"predict_proba": (lambda: model.predict_proba(x), proba, one_row_threads)}
+    if predictor is not None:
+        calls["engine"] = (lambda: predictor.predict(x, out), logits, one_row_threads)
 
     def by_hand():
         a = x
@@ -1005,18 +1026,19 @@ def _fastbp_threads(estimator):
 
 def _fastbp_generative(model, X):
     """A fastbp generative estimator, fitted one epoch (the warm-up); a run is one more epoch."""
-    import fastbp
+    from fastbp.models.autoencoder import Autoencoder
+    from fastbp.models.gan import GAN
+    from fastbp.models.vae import VAE
     batch, encoder, code = GENERATIVE["batch"], GENERATIVE["encoder"], GENERATIVE["code"]
     common = dict(batch_size=batch, alpha=0.0, random_state=0, solver="adam")
     if model == "gan":
-        estimator = fastbp.GAN(n_components=code, generator_layer_sizes=encoder[::-1],
+        estimator = GAN(n_components=code, generator_layer_sizes=encoder[::-1],
                                discriminator_layer_sizes=encoder, **common)
     elif model == "vae":
-        estimator = fastbp.VAE(n_components=code, encoder_layer_sizes=encoder, **common)
+        estimator = VAE(n_components=code, encoder_layer_sizes=encoder, **common)
     else:
-        estimator = fastbp.Autoencoder(n_components=code, encoder_layer_sizes=encoder,
-                                       sparsity="l1" if model.startswith("sparse") else None,
-                                       **common)
+        estimator = Autoencoder(n_components=code, encoder_layer_sizes=encoder,
+                                sparsity="l1" if model.startswith("sparse") else None, **common)
     estimator.partial_fit(X)
     return estimator, lambda: estimator.partial_fit(X)
 
@@ -1108,14 +1130,16 @@ def bench_generative(plan, args, log=print, tick=None):
 
 
 def _float64_plan(args, log):
-    import fastbp
+    from sklearn.exceptions import ConvergenceWarning
+
+    from fastbp.models.mlp import MLPClassifier as FastbpClassifier
     X = _epoch_data(args, np.float64)
     y = np.random.default_rng(1).integers(0, 10, len(X))
     batch, hidden = GENERATIVE["batch"], FLOAT64_HIDDEN
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
-        ours = fastbp.MLPClassifier(hidden, batch_size=batch, alpha=0.0, dtype="float64",
-                                    random_state=0).partial_fit(X, y, classes=np.arange(10))
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = FastbpClassifier(hidden, batch_size=batch, alpha=0.0, dtype="float64",
+                                random_state=0).partial_fit(X, y, classes=np.arange(10))
     runners = {"fastbp": lambda: ours.partial_fit(X, y)}
     threads = {"fastbp": _fastbp_threads(ours)}
     result = {"fit_path": ours.fit_path_}
