@@ -216,7 +216,9 @@ def test_bench_says_how_long_and_compares_in_words(capsys):
     if fastbp.backend() != "compiled":
         pytest.skip("fastbp bench times the compiled trainer")
     assert main(["bench", "--net", "16-8-4", "--steps", "2", "--repeat", "1", "--pause", "0",
-                 "--no-torch", "--no-sklearn", "--no-scaling", "--no-predict"]) == 0
+                 "--workloads", "train,predict,scaling", "--peers", "numpy,layers,torch,sklearn",
+                 "--solver", "sgd", "--no-torch", "--no-sklearn", "--no-scaling",
+                 "--no-predict"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
     estimate = next(i for i, line in enumerate(lines) if re.match(r"1 net: about \d+ s in all", line))

@@ -16,7 +16,7 @@ from fastbp._version import __version__
 COMMANDS = {
     "train": ("fastbp.cli.train_job", "train a network on the bundled digits or your own CSV"),
     "predict": ("fastbp.cli.predict_job", "predict with a saved model, one row per CSV row"),
-    "bench": ("fastbp.tools.bench", "time training steps against NumPy, PyTorch and scikit-learn"),
+    "bench": ("fastbp.tools.bench", "time fastbp against NumPy, PyTorch, scikit-learn, JAX and ONNX Runtime"),
     "size": ("fastbp.tools.size_report", "report the sizes of the compiled .so files"),
 }
 
