@@ -1235,7 +1235,9 @@ def bench_memory(plan, args, log=print, tick=None):
         started = time.perf_counter()
         code = ("import json, sys; from fastbp.tools.bench import peak_memory; "
                 "print(json.dumps(peak_memory(json.loads(sys.argv[1]))))")
-        done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env,
+        # cwd = root: `python -c` puts its working directory first on the path, which would
+        # import a source checkout's fastbp (unbuilt) instead of this one
+        done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, cwd=root,
                               capture_output=True, text=True, timeout=600)
         if tick:
             tick(time.perf_counter() - started)
