@@ -170,13 +170,31 @@ def test_kl_sparsity_drives_mean_activation_to_rho():
     np.testing.assert_allclose(ae.transform(X).mean(axis=0), 0.1, atol=0.03)
 
 
-def test_penalised_networks_train_layer_by_layer(compiled):
-    """The compiled trainer must leave a network with a penalty layer to the Python loop."""
+def test_which_penalised_networks_the_engine_runs(compiled):
+    """The engine computes a sparsity penalty on a hidden layer's output itself; a penalty on the
+    output or before a Dropout, or a layer it does not know, leaves the fit to the Python loop,
+    with the reason."""
     fused = pytest.importorskip("fastbp.engine")
+    from fastbp.models._generative import PenalisedSequential, SparsityPenalty
+    from fastbp.nn import Dropout, make_mlp
     sparse = small(max_iter=1, sparsity="l1").fit(low_rank(n=50))
-    optimizer = _training.make_optimizer(sparse.network_, _training.TrainConfig(), 50)
+    enc, dec = make_mlp(6, [5], 3, rng=0), make_mlp(3, [5], 6, rng=1)
+    cases = [
+        (sparse.network_, None),
+        (PenalisedSequential(enc.layers + dec.layers + [SparsityPenalty("l1", 0.1)]),
+         "a penalty layer on the output or before a Dropout"),
+        (PenalisedSequential(enc.layers + [SparsityPenalty("kl", 0.1), Dropout(0.2, rng=0)]
+                             + dec.layers), "a penalty layer on the output or before a Dropout"),
+        (PenalisedSequential(enc.layers + [SparsityPenalty("l1", 0.1)] + dec.layers,
+                             decoder_variance=0.5), "a Gaussian decoder variance"),
+    ]
     with fastbp.use_backend("compiled"):
-        assert fused.make_trainer(sparse.network_, "squared_error", optimizer, 50) is None
+        for network, reason in cases:
+            optimizer = _training.make_optimizer(network, _training.TrainConfig(), 50)
+            got = fused.engine_decline(network, "squared_error", optimizer, 50)
+            assert got == (reason and f"not a plain Dense/Dropout stack ({reason})")
+            made = fused.make_trainer(network, "squared_error", optimizer, 50)
+            assert (made is None) == (reason is not None)
 
 
 def test_partial_fit_warm_start_and_early_stopping():

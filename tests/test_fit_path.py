@@ -42,10 +42,10 @@ CASES = [
     ("autoencoder-denoising", lambda **kw: Autoencoder(2, (8,), noise="gaussian", **kw), "data",
      "engine"),
     ("autoencoder-sparse", lambda **kw: Autoencoder(2, (8,), sparsity="l1", **kw), "data",
-     NOT_PLAIN.format("SparsityPenalty")),
+     "engine"),
     ("autoencoder-sparse-kl",
      lambda **kw: Autoencoder(2, (8,), sparsity="kl", code_activation="sigmoid", **kw), "data",
-     NOT_PLAIN.format("SparsityPenalty")),
+     "engine"),
     ("vae", lambda **kw: VAE(2, (8,), **kw), "data", NOT_PLAIN.format("Reparameterize")),
     ("gan", lambda **kw: GAN(1, (8,), (8,), **kw), "data", GAN_PATH),
 ]

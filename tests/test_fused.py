@@ -198,6 +198,46 @@ def test_dropout_draws_the_same_masks(optimizer, threads, rng, dtype):
             assert a.rng.random() == b.rng.random()
 
 
+@pytest.mark.parametrize("kind, code_activation", [("l1", "relu"), ("kl", "sigmoid")])
+def test_sparsity_penalty_matches_layer_by_layer(kind, code_activation, threads, rng, dtype):
+    """The sparse autoencoder's penalty on the code (fastbp.models._generative.SparsityPenalty),
+    computed by the engine itself: L1 row by row, KL from the minibatch's mean activations summed
+    over the threads' rows."""
+    from fastbp.models._generative import PenalisedSequential, SparsityPenalty
+
+    def build():
+        encoder = make_mlp(10, [8], 4, activation="tanh", output_activation=code_activation,
+                           rng=17, dtype=dtype)
+        decoder = make_mlp(4, [8], 10, activation="tanh", rng=18, dtype=dtype)
+        return PenalisedSequential(encoder.layers + [SparsityPenalty(kind, 0.3, 0.1)]
+                                   + decoder.layers)
+    nets, opts, reference, trainer = twin_setups(build, "squared_error", "adam", 1e-3, 16)
+    X, _ = make_data("squared_error", 75, 10, 10, rng, dtype=dtype)
+    train_both(nets, opts, reference, trainer, X, X, 3, 16, rng)
+
+
+@pytest.mark.parametrize("kind, code_activation", [("l1", "relu"), ("kl", "sigmoid")])
+def test_weighted_sparse_autoencoder_matches_layer_by_layer(kind, code_activation, threads, rng,
+                                                             monkeypatch):
+    """Sample weights weigh the penalty's rows (L1) and the mean activations (KL) as the
+    layer-by-layer path does."""
+    X = rng.random((90, 12)).astype(np.float32)
+    weights = rng.uniform(0.2, 3.0, 90)
+    fits = []
+    for use in (True, False):
+        monkeypatch.setattr(fused, "USE_FUSED", use)
+        model = fastbp.Autoencoder(3, (7,), sparsity=kind, code_activation=code_activation,
+                                   sparsity_weight=0.5, batch_size=16, max_iter=3,
+                                   random_state=0, tol=0.0)
+        with pytest.warns(fastbp.ConvergenceWarning):
+            model.fit(X, sample_weight=weights)
+        fits.append(model)
+    assert fits[0].fit_path_ == "engine" and fits[1].fit_path_.startswith("layerwise")
+    np.testing.assert_allclose(fits[0].loss_curve_, fits[1].loss_curve_, rtol=1e-5)
+    for a, b in zip(fits[0]._network.params(), fits[1]._network.params()):
+        np.testing.assert_allclose(a, b, rtol=RTOL, atol=RTOL)
+
+
 def test_input_dropout_and_shared_generator(threads, rng):
     def build():
         gen = np.random.default_rng(99)

@@ -52,7 +52,7 @@ def path(request, monkeypatch):
 
 
 def _assert_path_ran(path, plain_stack):
-    """A plain stack of Dense layers trains on the engine exactly on the 'compiled-engine' path."""
+    """A network the engine runs trains on it exactly on the 'compiled-engine' path."""
     name, made = path
     engine = name == "compiled-engine" and plain_stack
     assert made and set(made) == {"FusedTrainer" if engine else "LayerwiseTrainer"}, (name, made)
@@ -64,13 +64,13 @@ def _data():
     return X, X @ rng.standard_normal((5, 2)), (X[:, 0] > 0.5).astype(int)
 
 
-# name -> (constructor, the y its fit takes: None, 'labels' or 'targets', a plain Dense stack)
+# name -> (constructor, the y its fit takes: None, 'labels' or 'targets', on the engine)
 MODELS = {
     "MLPClassifier": (lambda **p: fastbp.MLPClassifier((3,), random_state=0, **p), "labels", True),
     "MLPRegressor": (lambda **p: fastbp.MLPRegressor((3,), random_state=0, **p), "targets", True),
     "Autoencoder": (lambda **p: fastbp.Autoencoder(2, (4,), random_state=0, **p), None, True),
     "sparse Autoencoder": (lambda **p: fastbp.Autoencoder(2, (4,), sparsity="l1", random_state=0,
-                                                          **p), None, False),
+                                                          **p), None, True),
     "VAE": (lambda **p: fastbp.VAE(2, (4,), random_state=0, **p), None, False),
     "GAN": (lambda **p: fastbp.GAN(2, (4,), (4,), random_state=0, **p), None, None),
 }

@@ -192,9 +192,11 @@ def _plain_stack(network):
     if not callable(describe):
         return f"{type(network).__name__} has no engine_stack()"
     stack = describe()
-    if not isinstance(stack, str) and len(stack[0]) > MAX_LAYERS:
+    if isinstance(stack, str):
+        return stack
+    if len(stack[0]) > MAX_LAYERS:
         return f"more than {MAX_LAYERS} Dense layers"
-    return stack
+    return stack if len(stack) == 3 else (*stack, None)  # (dense, dropouts, penalty or None)
 
 
 def _optimizer_ok(optimizer, params):
@@ -269,7 +271,11 @@ def engine_decline(network, loss_name, optimizer, batch_size, parallel=None):
         return f"not a plain Dense/Dropout stack ({stack})"
     if int(batch_size) < 1:
         return f"batch_size {batch_size} < 1"
-    dense, dropouts = stack
+    dense, dropouts, penalty = stack
+    if penalty is not None and penalty[1][0] not in layout.SPARSITY:
+        return f"penalty {penalty[1][0]!r} not in the engine"
+    if penalty is not None and penalty[1][0] == "kl" and parallel is not None:
+        return "the KL sparsity penalty data-parallel (its mean activations span the ranks)"
     dtype = dense[0].W.dtype
     if dtype not in SUPPORTED_DTYPES or (dtype == np.float64 and not _c_train.DOUBLE):
         return f"{dtype}"
@@ -316,9 +322,9 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
                       RuntimeWarning, stacklevel=3)
     if engine_decline(network, loss_name, optimizer, batch_size, parallel) is not None:
         return None
-    dense, dropouts = _plain_stack(network)
+    dense, dropouts, penalty = _plain_stack(network)
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),
-                        n_threads, predict_only, parallel)
+                        n_threads, predict_only, parallel, penalty)
 
 
 def _in_place(layer):
@@ -331,7 +337,7 @@ class FusedTrainer:
     """The compiled epoch (see the module docstring); made by :func:`make_trainer`."""
 
     def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None,
-                 predict_only=False, parallel=None):
+                 predict_only=False, parallel=None, penalty=None):
         # no reference to the network itself: a network keeps its predictor (make_predictor),
         # and a cycle would keep the engine's threads alive until the garbage collector runs
         self.loss, self.optimizer = loss, optimizer
@@ -340,7 +346,7 @@ class FusedTrainer:
             batch_size = parallel.step_rows(batch_size)
         self.batch_size = B = batch_size
         self._n_threads = n_threads
-        self._dense, self._dropouts = dense, dropouts
+        self._dense, self._dropouts, self._code_penalty = dense, dropouts, penalty
         self._lock = threading.Lock()  # replaced in a forked child: see _after_fork_in_child
         _trainers.add(self)
         self.dtype = dtype = dense[0].W.dtype
@@ -391,6 +397,9 @@ class FusedTrainer:
         count = sum(d * k + k for d, k in zip(self.widths, self.widths[1:])) if self._hook else 0
         self._gsend, self._grecv = np.empty(count, dtype), np.empty(count, dtype)
         self._dp_rows = np.empty(0, np.int64)
+        # a penalty on a hidden layer's output: per thread, KL's column sums and mean activations
+        code_width = self.widths[penalty[0] + 1] if penalty is not None else 0
+        self._rho = np.zeros((2, min(cpu_count(), MAX_THREADS), code_width))
         # prediction workspace (grown on demand)
         self._pbuf = np.empty(0, dtype)
         self._pwidth = max(self.widths[1:-1], default=1)
@@ -471,6 +480,12 @@ class FusedTrainer:
         desc["mpi_datatype"], desc["mpi_op"] = hook.get("datatype", 0), hook.get("op", 0)
         desc["mpi_comm"] = hook.get("comm", 0)
         desc["gsend"], desc["grecv"] = _address(self._gsend), _address(self._grecv)
+        desc["code"], desc["sparsity"] = -1, 0
+        if self._code_penalty is not None:
+            code, (kind, weight, rho) = self._code_penalty
+            desc["code"], desc["sparsity"] = code, layout.SPARSITY[kind]
+            desc["sparsity_weight"], desc["sparsity_rho"] = weight, rho
+        desc["rho_parts"], desc["rho_hat"] = _address(self._rho[0]), _address(self._rho[1])
         for name in ("sgemm", "sgemm64", "sgemv", "sgemv64", "dgemm", "dgemm64"):
             desc[name] = self._blas_functions.get(name, 0)
         self._call["pbuf"] = _address(self._pbuf)

@@ -41,6 +41,7 @@
 #ifndef FB_TRAIN_ENGINE_H
 #define FB_TRAIN_ENGINE_H
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -381,6 +382,9 @@ typedef struct fb_net {
     long goff[2 * FB_MAXL], gcount; /* each parameter's offset in them; their entries */
     int dp_rank, dp_size;  /* replicated rows: this rank's share of each minibatch */
     const int64_t *dp_rows; /* sharded rows: each minibatch's rows over all ranks, or NULL */
+    /* a penalty on the output h of dense layer `code` (fb_desc's fields say what each is) */
+    int code, sparsity;
+    double sp_weight, sp_rho, *rho_parts, *rho_hat;
 } fb_net;
 
 /* Load a network's description (fb_desc, filled by field name by fastbp.engine; see
@@ -435,6 +439,11 @@ FB_COLD static int fb_load(fb_net *N, const fb_desc *D)
     N->mpi_width = (int)D->mpi_width;
     N->mpi_datatype = D->mpi_datatype; N->mpi_op = D->mpi_op; N->mpi_comm = D->mpi_comm;
     N->gsend = (void *)(uintptr_t)D->gsend; N->grecv = (void *)(uintptr_t)D->grecv;
+    N->code = (int)D->code; N->sparsity = (int)D->sparsity;
+    N->sp_weight = D->sparsity_weight; N->sp_rho = D->sparsity_rho;
+    N->rho_parts = (double *)(uintptr_t)D->rho_parts; N->rho_hat = (double *)(uintptr_t)D->rho_hat;
+    if (N->sparsity && (N->code < 0 || N->code >= L - 1 || !N->rho_parts || !N->rho_hat))
+        return -1;
     N->gcount = 0;
     for (int l = 0; l < L; l++) {
         N->goff[2 * l] = N->gcount;
@@ -937,14 +946,71 @@ static inline const REAL *R(draws)(fb_net *N, int l, long j, int nb)
     return FB_P(N->U[g]) + (j - N->mb0) * (long)N->B * N->gwidth[g] + (long)nb * N->doff[l];
 }
 
+/* The penalty on the code h (m rows of k from this thread's rows; the sparse autoencoder's,
+ * fastbp.models._generative.SparsityPenalty, whose formulas these are): returns its part of the
+ * minibatch's summed objective (row i weighted by w_i as the loss: the mean times W_B).  L1:
+ * weight sum_i w_i ||h_i||_1.  KL: each thread sums its rows' h (times w_i n_B / W_B), a barrier,
+ * then every thread takes rho_hat = the sums over the threads / n_B, clipped to [eps, 1 - eps],
+ * into its own copy, and thread 0 returns weight sum_j KL(rho || rho_hat_j) W_B. */
+FB_COLD static double R(sparsity_forward)(fb_net *N, int tid, int m, int k, const REAL *A,
+                                          const intptr_t *rows, double wscale, int all,
+                                          double weight)
+{
+    double value = 0, rho = N->sp_rho, eps = FB_FLOAT ? FLT_EPSILON : DBL_EPSILON;
+    double *part = N->rho_parts + (long)tid * k, *rh = N->rho_hat + (long)tid * k;
+    if (N->sparsity == FB_SPARSE_L1) {
+        for (int i = 0; i < m; i++) {
+            double s = 0;
+            for (int j = 0; j < k; j++) s += fabs((double)A[(long)i * k + j]);
+            value += s * (N->sw ? N->sw[rows[i]] : 1.0);
+        }
+        return N->sp_weight * value;
+    }
+    for (int j = 0; j < k; j++) part[j] = 0;
+    for (int i = 0; i < m; i++) {
+        double f = N->sw ? N->sw[rows[i]] * wscale : 1.0;
+        for (int j = 0; j < k; j++) part[j] += f * A[(long)i * k + j];
+    }
+    if (N->T > 1) fb_barrier(N->pool);
+    for (int j = 0; j < k; j++) {
+        double s = 0;
+        for (int t = 0; t < N->T; t++) s += N->rho_parts[(long)t * k + j];
+        s /= all;
+        rh[j] = s < eps ? eps : (s > 1 - eps ? 1 - eps : s);
+        if (tid == 0)
+            value += (rho > 0 ? rho * log(rho / rh[j]) : 0)
+                     + (rho < 1 ? (1 - rho) * log((1 - rho) / (1 - rh[j])) : 0);
+    }
+    return N->sp_weight * value * weight;
+}
+
+/* The penalty's gradient added to G = dL/dh (m rows of k): weight w_i n_B / W_B / n_B times
+ * sign(h) (L1) or (1 - rho) / (1 - rho_hat_j) - rho / rho_hat_j (KL). */
+FB_COLD static void R(sparsity_backward)(fb_net *N, int tid, int m, int k, const REAL *A, REAL *G,
+                                         const intptr_t *rows, double wscale, int all)
+{
+    const double *rh = N->rho_hat + (long)tid * k;
+    double rho = N->sp_rho;
+    for (int i = 0; i < m; i++) {
+        double f = N->sp_weight / all * (N->sw ? N->sw[rows[i]] * wscale : 1.0);
+        for (int j = 0; j < k; j++) {
+            REAL a = A[(long)i * k + j];
+            double d = N->sparsity == FB_SPARSE_L1 ? (double)((a > 0) - (a < 0))
+                                                   : (1 - rho) / (1 - rh[j]) - rho / rh[j];
+            G[(long)i * k + j] += (REAL)(f * d);
+        }
+    }
+}
+
 /* Phase 1 on rows [r0, r1) of minibatch j: forward, loss, backward dX through every layer. */
 /* (all: the rows of the minibatch over every rank, which scale the loss gradient; nb: its rows
  * here, whose dropout draws lie in the call's block; r0, r1 index both.) */
-static double R(phase1)(fb_net *N, long j, int all, int nb, int r0, int r1, const intptr_t *rows,
-                        const REAL *Xin, double wscale)
+static double R(phase1)(fb_net *N, int tid, long j, int all, int nb, int r0, int r1,
+                        const intptr_t *rows, const REAL *Xin, double wscale, double weight)
 {
     int m = r1 - r0, L = N->L;
-    if (m <= 0) return 0;
+    double value = 0;
+    if (m <= 0 && N->sparsity != FB_SPARSE_KL) return 0; /* KL: every thread meets the barrier */
     const REAL *in = Xin + (long)r0 * N->d[0];
     for (int l = 0; l < L; l++) {
         int di = N->d[l], k = N->d[l + 1];
@@ -958,12 +1024,14 @@ static double R(phase1)(fb_net *N, long j, int all, int nb, int r0, int r1, cons
         R(fill_rows)(m, k, Z, FB_P(N->b[l]));
         R(gemm)(N, 'N', 'N', m, k, di, in, di, FB_P(N->W[l]), k, Z, k);
         R(act_forward)(N->act[l], (REAL)N->alpha[l], m, k, Z, A);
+        if (l == N->code && N->sparsity)
+            value += R(sparsity_forward)(N, tid, m, k, A, rows + r0, wscale, all, weight);
         in = A;
     }
     int k = N->d[L];
     REAL *G = FB_P(N->dZ[L - 1]) + (long)r0 * k;
-    double value = R(loss_rows)(N->loss, m, k, in, (const REAL *)N->Y, N->labels ? N->lab : NULL,
-                                rows + r0, all, G, N->sw, wscale);
+    value += R(loss_rows)(N->loss, m, k, in, (const REAL *)N->Y, N->labels ? N->lab : NULL,
+                          rows + r0, all, G, N->sw, wscale);
     if (N->act[L - 1] != FB_IDENTITY)
         R(act_backward)(N->act[L - 1], (REAL)N->alpha[L - 1], m, k,
                         FB_P(N->Z[L - 1]) + (long)r0 * k, in, G, NULL, 0, 1);
@@ -973,6 +1041,9 @@ static double R(phase1)(fb_net *N, long j, int all, int nb, int r0, int r1, cons
         REAL *dX = FB_P(N->dZ[l - 1]) + (long)r0 * di;
         R(fill_rows)(m, di, dX, NULL);
         R(gemm)(N, 'N', 'T', m, di, k, FB_P(N->dZ[l]) + (long)r0 * k, k, FB_P(N->W[l]), k, dX, di);
+        if (l - 1 == N->code && N->sparsity)
+            R(sparsity_backward)(N, tid, m, di, FB_P(N->A[l - 1]) + (long)r0 * di, dX, rows + r0,
+                                 wscale, all);
         const REAL *u = N->drop[l] ? R(draws)(N, l, j, nb) + (long)r0 * di : NULL;
         if (u || N->act[l - 1] != FB_IDENTITY)
             R(act_backward)(N->act[l - 1], (REAL)N->alpha[l - 1], m, di,
@@ -1077,7 +1148,7 @@ static void R(train_worker)(void *arg, int tid)
             wscale = nb / weight;
         }
         FB_PROFILE_MARK(0);
-        value += R(phase1)(N, j, all, nb, r0, r1, rows, Xin, wscale);
+        value += R(phase1)(N, tid, j, all, nb, r0, r1, rows, Xin, wscale, weight);
         FB_PROFILE_MARK(1);
         if (T > 1) fb_barrier(N->pool);
         FB_PROFILE_MARK(2);

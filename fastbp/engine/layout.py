@@ -25,6 +25,11 @@ MAX_LAYERS = 32      # dense layers (FB_MAXL)
 MAX_THREADS = 16     # engine threads (FB_MAXT; fewer than 64: a job's count shares a word with its number)
 MAX_GENERATORS = 8   # random generators of the dropout layers (FB_MAXG)
 
+# the penalties on a hidden layer's output h that the engine computes (the sparse autoencoder's,
+# fastbp.models._generative.SparsityPenalty): weight mean_i ||h_i||_1, or weight sum_j KL(rho ||
+# rho_hat_j) of the minibatch's mean activations rho_hat
+SPARSITY = {"l1": 1, "kl": 2}
+
 _L, _P, _G = MAX_LAYERS, 2 * MAX_LAYERS, MAX_GENERATORS
 FIELDS = [
     # name, kind, entries (1: a scalar), meaning
@@ -71,6 +76,12 @@ FIELDS = [
      "per parameter q, its state arrays at q * FB_STEP_MAXS + j (registry.STEPS order; 0: absent)"),
     ("step_span", "u8", 1, "fb_step_span of fastbp.kernels._c_step (STEP_SPAN)"),
     ("U", "u8", _G, "dropout draws per group"),
+    ("code", "i8", 1, "the dense layer whose output h carries the penalty (or -1)"),
+    ("sparsity", "i8", 1, "its kind (SPARSITY), 0 for none"),
+    ("sparsity_weight", "f8", 1, "its weight"),
+    ("sparsity_rho", "f8", 1, "KL: the target mean activation rho"),
+    ("rho_parts", "u8", 1, "KL: per thread, h's column sums over its rows (float64, width of h)"),
+    ("rho_hat", "u8", 1, "KL: per thread, the minibatch's clipped mean activations (float64)"),
     # data-parallel training (fastbp.distributed): after each step's gradients, one
     # MPI_Allreduce(gsend, grecv, count, datatype, MPI_SUM, comm) by thread 0, then the update
     ("allreduce", "u8", 1, "MPI_Allreduce of the MPI library mpi4py loaded, or 0 (one process)"),
@@ -129,6 +140,7 @@ def c_header():
              "#ifndef FASTBP_LAYOUT_H", "#define FASTBP_LAYOUT_H", "#include <stdint.h>",
              f"#define FB_MAXL {MAX_LAYERS}", f"#define FB_MAXT {MAX_THREADS}",
              f"#define FB_MAXG {MAX_GENERATORS}"]
+    lines += [f"#define FB_SPARSE_{name.upper()} {code}" for name, code in SPARSITY.items()]
     for struct, fields in STRUCTS:
         lines.append(f"typedef struct {struct} {{")
         for name, kind, count, meaning in fields:

@@ -210,6 +210,11 @@ class SparsityPenalty(_Penalty):
         dX += dA
         return dX
 
+    def engine_penalty(self):
+        """How the compiled engine computes this penalty itself (``fastbp.nn.Sequential.
+        engine_stack``): (kind, weight, rho), the same formulas."""
+        return self.kind, self.weight, self.rho
+
     def __repr__(self):
         return f"SparsityPenalty({self.kind!r}, weight={self.weight}, rho={self.rho})"
 
@@ -558,6 +563,13 @@ class PenalisedSequential(Sequential):
         self.decoder_variance = decoder_variance
         self.penalties = [layer for layer in self.layers if isinstance(layer, _Penalty)]
         self._loss_cache = _BufferCache(self._make_loss_buffer)
+
+    def engine_stack(self):
+        """As ``Sequential.engine_stack``; a Gaussian decoder variance is not in the engine."""
+        stack = super().engine_stack()
+        if self.decoder_variance is not None and not isinstance(stack, str):
+            return "a Gaussian decoder variance"
+        return stack
 
     def _objective(self, loss, X, Y, training, sample_weight=None):
         weights = None if sample_weight is None else row_weights(sample_weight)

@@ -547,23 +547,28 @@ class Sequential:
 
     def engine_stack(self):
         """The network as the compiled engine runs it (fastbp.engine takes no layer types):
-        (dense layers, {dense index: the Dropout on its input}) for a plain stack -- Dense layers
-        (not subclasses), each optionally preceded by one Dropout with a NumPy Generator, none
-        after the last --, else a phrase saying why not (the engine reports it as the fit's path).
-        A rate-0 Dropout is the identity and is left out.
+        (dense layers, {dense index: the Dropout on its input}, penalty) for a plain stack --
+        Dense layers (not subclasses), each optionally preceded by one Dropout with a NumPy
+        Generator, none after the last, and at most one penalty layer on a hidden Dense layer's
+        output (a layer whose ``engine_penalty()`` describes it: penalty is then (that Dense
+        layer's index, ``engine_penalty()``), else None) --, else a phrase saying why not (the
+        engine reports it as the fit's path).  A rate-0 Dropout is the identity and is left out.
 
         Returns
         -------
-        tuple (list of Dense, dict) or str
+        tuple (list of Dense, dict, tuple or None) or str
             The stack, or the reason it is not one.
         """
-        dense, dropouts, pending = [], {}, None
+        dense, dropouts, pending, penalty = [], {}, None, None
         for layer in self.layers:
+            describe = getattr(layer, "engine_penalty", None)
             if type(layer) is Dense:
                 if pending is not None:
                     dropouts[len(dense)] = pending
                     pending = None
                 dense.append(layer)
+            elif callable(describe) and penalty is None and dense and pending is None:
+                penalty = (len(dense) - 1, describe())
             elif type(layer) is Dropout:
                 if pending is not None:
                     return "a Dropout doubled"
@@ -577,7 +582,9 @@ class Sequential:
             return "a Dropout last"
         if not dense:
             return "no Dense layer"
-        return dense, dropouts
+        if penalty is not None and (penalty[0] == len(dense) - 1 or penalty[0] + 1 in dropouts):
+            return "a penalty layer on the output or before a Dropout"
+        return dense, dropouts, penalty
 
     @property
     def dtype(self):
