@@ -599,7 +599,8 @@ class LayerwiseTrainer:
     sample_weight : ndarray of float64, shape (n,), optional
         One weight per row of the X it trains on (the weighted epoch); None: unweighted.
     parallel : fastbp.distributed.DataParallel, optional
-        A data-parallel context: the epochs are :func:`data_parallel_epoch`'s.
+        A data-parallel context: the epochs are :func:`data_parallel_epoch`'s (weighted by
+        ``sample_weight`` alike).
 
     Attributes
     ----------
@@ -691,14 +692,14 @@ def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_
             if sample_weight is not None:
                 w_b = sample_weight[rows]
                 mine = float(w_b.sum())
-                if mine == 0.0:  # nothing of weight here: the rank takes part with no rows
-                    rows, w_b = rows[:0], None
+                if mine == 0.0:  # rows of weight 0 only: their terms count for nothing (times
+                    w_b = None   # W_r = 0), yet they are rows (a plain mean over the rows counts them)
             if not parallel.sharded:
                 for layer in drawing:
-                    layer.rows = (lo, lo + rows.shape[0], whole.shape[0])
+                    layer.rows = (lo, hi, whole.shape[0])
             for part in sharing:
-                part.share = distributed.Share(parallel, mine, rows.shape[0])
-            x_b, y_b = work.batch(rows.shape[0])
+                part.share = distributed.Share(parallel, mine, n_b)
+            x_b, y_b = work.batch(n_b)
             np.take(X, rows, axis=0, out=x_b, mode="clip")
             np.take(Y, rows, axis=0, out=y_b, mode="clip")
             value = network._loss_and_grad(loss, x_b, y_b, True, w_b)  # means over this rank's rows
@@ -706,6 +707,8 @@ def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_
             for grad in grads:  # sums over this rank's rows (weighted)
                 np.multiply(grad.reshape(-1), mine, out=flat[offset:offset + grad.size])
                 offset += grad.size
+            if not mine:  # nothing (not even 0 times a non-finite value)
+                flat[:-3] = 0.0
             flat[-3], flat[-2], flat[-1] = value * mine if mine else 0.0, mine, n_b
             parallel.allreduce(flat)
             weight = float(flat[-2])
@@ -756,7 +759,9 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, paral
         Rows per minibatch.
     sample_weight : ndarray of float64, shape (n,), optional
         One weight per row of the X the epochs take: the weighted epoch, on the engine when every
-        weight is > 0 (a batch of weight 0 takes no step: the layer-by-layer epoch runs those).
+        weight is > 0 (a batch of weight 0 takes no step: the layer-by-layer epoch runs those)
+        and, data-parallel, the rows are replicated (the engine divides by the weight of the
+        minibatch's rows it holds: sharded rows hold only their own).
     parallel : fastbp.distributed.DataParallel, optional
         Data-parallel epochs: the engine's (one MPI_Allreduce per step, in the engine), else
         :func:`data_parallel_epoch`'s.

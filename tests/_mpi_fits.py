@@ -25,7 +25,7 @@ Xr = X[:, :16]
 yr = np.c_[Xr[:, :3].sum(1) - Xr[:, 3:6].sum(1), Xr[:, 6] * 2.0]
 row_weight = np.random.default_rng(0).uniform(0.2, 2.0, len(X))
 zero_weight = row_weight.copy()
-zero_weight[90:210] = 0.0  # unshuffled: the second minibatch (weight 0: no step) and the third's start
+zero_weight[90:225] = 0.0  # unshuffled: minibatch 2 (weight 0: no step), rank 0's share of minibatch 3
 
 BASE = {
     # name: (estimator, X, y); batch 90 leaves an uneven last batch (700 = 7 x 90 + 70), split
