@@ -41,8 +41,9 @@ scikit-learn divides by the batch's weight sum).  Unit weights give exactly the 
 integer weights give, for a batch holding every row (solver 'gd', or ``batch_size`` >= n), the
 objective of the data with row i repeated w_i times.  A batch of weight 0 takes no step.  The
 epoch's value is sum_B W_B F_B / sum_B W_B.  Weighted epochs run on the compiled engine when every
-weight is > 0, else layer by layer (``fit_path`` ``"layerwise: sample_weight with zero weights
-..."``).
+weight is > 0 (and, data-parallel, the rows are replicated), else layer by layer (``fit_path``
+``"layerwise: sample_weight with zero weights ..."``); data-parallel, W_B is the global
+minibatch's weight (:func:`data_parallel_epoch`).
 
 A compiled fast path: at the start of every fit call the loop calls
 ``fastbp.engine.make_trainer(network, loss, optimizer, batch_size)`` (if that module exists); a
