@@ -31,11 +31,33 @@ Modes:
   ``batch_size='auto'`` and the learning-rate schedules count the rows of all ranks; the
   validation score is rank 0's (on its own held-out rows).
 
-In both modes rank 0's initial weights and random generators (shuffling, dropout) are broadcast
-at the start of a fit, and everything that decides when to stop -- the epoch's loss (a global
-mean), the validation score, ``tol``, early stopping, callbacks -- is rank 0's figure, broadcast,
-so no rank stops alone.  Dropout masks are drawn for the whole global minibatch on every rank and
-each rank uses its share's rows: the masks one process would draw.
+In both modes rank 0's initial weights and random generators (shuffling, dropout, the VAE's
+noise) are broadcast at the start of a fit, and everything that decides when to stop -- the
+epoch's loss (a global mean), the validation score, ``tol``, early stopping, callbacks -- is rank
+0's figure, broadcast, so no rank stops alone.  Replicated rows: dropout masks and the VAE's noise
+eps are drawn for the whole global minibatch on every rank and each rank uses its share's rows:
+the draws one process would make (sharded rows: each rank draws for its own rows, from streams
+seeded by rank 0's generators and its rank, so that no two ranks draw alike).
+
+Sample weights (``fit(..., sample_weight=w)``; replicated: every rank passes all the weights,
+checked like the rows; sharded: each rank its own rows' weights): each rank sums its rows'
+weighted gradients, the allreduce sums those and the ranks' weights, and every rank divides by
+the global minibatch's weight W_B -- the weighted mean over the global minibatch exactly -- and
+applies the L2 term over W_B (alpha / W_B, as one process's weighted epoch); a minibatch of
+weight 0 takes no step.
+
+What else the objective holds:
+
+- per-row terms (the VAE's KL term, the sparse autoencoder's L1 penalty) are scaled like the
+  loss, and the learned prior's gradients (sums over the rows) are reduced with the weights';
+- statistics over the whole minibatch -- the sparse autoencoder's mean activation rho_hat (its KL
+  penalty), the VAE's learned decoder variance (each minibatch's mean squared residual per
+  feature) -- are the global minibatch's: the layer reduces this rank's mean over the ranks inside
+  the forward pass, before the gradient that needs it (:class:`Share`, which the epoch hands to
+  the layers: they never import this module), so the step is one process's;
+- after fit, the VAE's ``decoder_std_`` is over all the training rows (sharded: every rank's,
+  :func:`average`), as is the decoder's starting bias; a learned mixture prior starts from rank
+  0's codes.
 
 Faults: an exception that leaves the ``data_parallel`` block on any rank prints its traceback
 (naming the rank) and aborts the whole MPI job (``MPI_Abort``), so the other ranks never wait for
@@ -47,11 +69,16 @@ on the compiled backend, ``fit_path_ == "engine"``), one engine thread calls
 every step, without the GIL (:meth:`DataParallel.reduction` finds it in the MPI library mpi4py
 loaded); the loss gradient is scaled by the rows of the whole minibatch before the sum, so the sum
 is the exact mean.  Elsewhere (the NumPy backend) the layer-by-layer epoch does the same
-through mpi4py (``fastbp.training.data_parallel_epoch``).
+through mpi4py (``fastbp.training.data_parallel_epoch``); so do the networks that the engine
+does not take (the VAE, the sparse autoencoder: ``fit_path_`` says why) and weighted fits with
+zero weights or sharded rows (the engine divides by its own rows' weight).
 
-Scope today: networks of ``Dense`` and ``Dropout`` layers (MLPClassifier, MLPRegressor,
-Autoencoder, also denoising); the VAE, the sparse autoencoder and the GAN do not train
-data-parallel yet (a ValueError says so).
+Scope today: MLPClassifier, MLPRegressor, Autoencoder (also denoising and sparse) and the VAE
+(every prior, a learned decoder variance), with or without ``sample_weight``, with the stepping
+solvers.  The GAN, ``solver='lbfgs'`` and ``learning_rate='backtracking'`` do not train
+data-parallel yet (a ValueError says so), nor does a layer of your own unless it has a ``share``
+attribute (its way of saying that its terms are per row and that it reduces any statistic over
+the minibatch through the :class:`Share` set there).
 """
 import contextlib
 import contextvars
@@ -62,7 +89,7 @@ import zlib
 
 import numpy as np
 
-__all__ = ["data_parallel", "DataParallel", "current"]
+__all__ = ["data_parallel", "DataParallel", "Share", "average", "current"]
 
 _context = contextvars.ContextVar("fastbp_data_parallel", default=None)
 
@@ -248,6 +275,33 @@ class DataParallel:
         return {"function": function, "width": width, "datatype": MPI._handleof(datatype),
                 "op": MPI._handleof(MPI.SUM), "comm": MPI._handleof(self.comm)}
 
+    def mean(self, local, weight):
+        """A mean over the rows of every rank from each rank's mean over its own rows: the sum
+        over the ranks of ``weight * local``, divided by the sum of the weights (one allreduce).
+
+        Parameters
+        ----------
+        local : float or ndarray
+            This rank's mean (weighted by its rows' weights), float64; ignored when ``weight``
+            is 0 (a rank with no rows, whose mean is undefined).
+        weight : float >= 0
+            This rank's total weight (its rows' weights summed, or its row count).
+
+        Returns
+        -------
+        float or ndarray of float64
+            The mean over all ranks' rows (zeros when every weight is 0), as ``local``.
+        """
+        local = np.asarray(local, np.float64)
+        buffer = np.zeros(local.size + 1)
+        if weight:
+            np.multiply(local.reshape(-1), weight, out=buffer[:-1])
+        buffer[-1] = weight
+        self.allreduce(buffer)
+        total = buffer[-1]
+        result = buffer[:-1] / total if total > 0 else buffer[:-1] * 0.0
+        return result.reshape(local.shape) if local.ndim else float(result[0])
+
     def maximum(self, value):
         """The largest of the ranks' numbers.
 
@@ -262,9 +316,9 @@ class DataParallel:
         return self.comm.allreduce(value, op=self._MPI.MAX)
 
     # ------------------------------------------------------------ a fit
-    def start(self, network, X, Y, rng):
-        """Make a fit's start the same on every rank: the same rows (replicated mode: checked),
-        rank 0's weights and random generators.
+    def start(self, network, X, Y, rng, sample_weight=None):
+        """Make a fit's start the same on every rank: the same rows and weights (replicated mode:
+        checked), rank 0's weights and random generators.
 
         Parameters
         ----------
@@ -273,19 +327,23 @@ class DataParallel:
         X, Y : ndarray
             This rank's training rows and targets.
         rng : numpy.random.Generator
-            The fit's shuffling generator (sharded: reseeded per rank from rank 0's).
+            The fit's shuffling generator (sharded: reseeded per rank from rank 0's, as are the
+            layers' generators).
+        sample_weight : ndarray of float64, shape (n,), optional
+            This rank's rows' weights (replicated: all the rows' weights, as on every rank).
 
         Raises
         ------
         ValueError
-            Replicated mode, when the ranks' rows differ (on every rank alike).
+            Replicated mode, when the ranks' rows or weights differ (on every rank alike).
         """
         if not self.sharded:
-            mine = (zlib.crc32(np.ascontiguousarray(X).data),
-                    zlib.crc32(np.ascontiguousarray(Y).data), X.shape, Y.shape)
+            arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+            mine = tuple((zlib.crc32(np.ascontiguousarray(a).data), a.shape) for a in arrays)
             if len(set(self.comm.allgather(mine))) > 1:
-                raise ValueError("data_parallel: the ranks hold different training rows; pass the "
-                                 "same X and y and an int random_state on every rank (or use "
+                raise ValueError("data_parallel: the ranks hold different training rows (or "
+                                 "sample weights); pass the same X, y and sample_weight and an "
+                                 "int random_state on every rank (or use "
                                  "data_parallel(sharded=True) for rows split across ranks)")
         self.broadcast_arrays(network.params())
         generators = [rng] + [layer.rng for layer in network.layers
@@ -293,9 +351,86 @@ class DataParallel:
         states = self.broadcast([g.bit_generator.state for g in generators])
         for generator, state in zip(generators, states):
             generator.bit_generator.state = state
-        if self.sharded:  # each rank shuffles its own rows: its own stream, from rank 0's seed
-            rng.bit_generator.state = np.random.default_rng(
-                [rng.integers(2 ** 63), self.rank]).bit_generator.state
+        if self.sharded:  # each rank shuffles its own rows and draws for them (dropout, the
+            # VAE's noise): its own streams, from rank 0's seeds
+            for generator in {id(g): g for g in generators}.values():
+                generator.bit_generator.state = np.random.default_rng(
+                    [generator.integers(2 ** 63), self.rank]).bit_generator.state
+
+
+class Share:
+    """This rank's part of one global minibatch, for a layer whose objective has a statistic over
+    the whole minibatch (the sparse autoencoder's mean activation rho_hat, the VAE's learned
+    decoder variance): the mean over the global minibatch, from this rank's mean over its rows.
+
+    A data-parallel epoch (``fastbp.training.data_parallel_epoch``) sets it for one step as the
+    ``share`` attribute of the network and of every layer that has one, and puts None back after
+    the step; outside a data-parallel step ``share`` is None and a layer uses its own rows.  Layers
+    (``fastbp.nn``, ``fastbp.models._generative``) never import this module: they call ``mean``.
+
+    Parameters
+    ----------
+    parallel : DataParallel
+        The context whose ranks share the minibatch.
+    weight : float >= 0
+        This rank's weight in the minibatch: its rows' sample weights summed, or its row count.
+    count : int >= 0
+        This rank's rows of the minibatch.
+
+    Attributes
+    ----------
+    parallel, weight, count
+        As given.
+    """
+
+    __slots__ = ("parallel", "weight", "count")
+
+    def __init__(self, parallel, weight, count):
+        self.parallel, self.weight, self.count = parallel, weight, count
+
+    def mean(self, local, weighted=True):
+        """The global minibatch's mean from this rank's (a collective: every rank calls it at the
+        same point of the step; :meth:`DataParallel.mean`).
+
+        Parameters
+        ----------
+        local : float or ndarray
+            This rank's mean over its rows (float64).
+        weighted : bool, default True
+            True: ``local`` is weighted by the rows' sample weights (the mean of the objective's
+            terms); False: a plain mean over the rows.
+
+        Returns
+        -------
+        float or ndarray of float64
+            The mean over the global minibatch.
+        """
+        return self.parallel.mean(local, self.weight if weighted else self.count)
+
+
+def average(values, weights=None):
+    """``numpy.average(values, axis=0, weights=weights)`` over the training rows: in a sharded
+    data-parallel block (:func:`current`), over the rows of every rank (a collective: every rank
+    calls it); otherwise over these rows (a replicated block's ranks hold the same ones).
+
+    Parameters
+    ----------
+    values : ndarray, shape (n, ...)
+        One entry per row of this rank's data.
+    weights : ndarray of shape (n,), optional
+        The rows' weights; None: equal.
+
+    Returns
+    -------
+    float or ndarray of float64
+        The (weighted) mean over the rows.
+    """
+    parallel = current()
+    if parallel is None or not parallel.sharded:
+        return np.average(values, axis=0, weights=weights)
+    weight = values.shape[0] if weights is None else float(np.sum(weights))
+    local = np.average(values, axis=0, weights=weights) if weight else np.zeros(values.shape[1:])
+    return parallel.mean(local, weight)
 
 
 @contextlib.contextmanager

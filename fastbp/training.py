@@ -41,8 +41,9 @@ scikit-learn divides by the batch's weight sum).  Unit weights give exactly the 
 integer weights give, for a batch holding every row (solver 'gd', or ``batch_size`` >= n), the
 objective of the data with row i repeated w_i times.  A batch of weight 0 takes no step.  The
 epoch's value is sum_B W_B F_B / sum_B W_B.  Weighted epochs run on the compiled engine when every
-weight is > 0, else layer by layer (``fit_path`` ``"layerwise: sample_weight with zero weights
-..."``).
+weight is > 0 (and, data-parallel, the rows are replicated), else layer by layer (``fit_path``
+``"layerwise: sample_weight with zero weights ..."``); data-parallel, W_B is the global
+minibatch's weight (:func:`data_parallel_epoch`).
 
 A compiled fast path: at the start of every fit call the loop calls
 ``fastbp.engine.make_trainer(network, loss, optimizer, batch_size)`` (if that module exists); a
@@ -599,7 +600,8 @@ class LayerwiseTrainer:
     sample_weight : ndarray of float64, shape (n,), optional
         One weight per row of the X it trains on (the weighted epoch); None: unweighted.
     parallel : fastbp.distributed.DataParallel, optional
-        A data-parallel context: the epochs are :func:`data_parallel_epoch`'s.
+        A data-parallel context: the epochs are :func:`data_parallel_epoch`'s (weighted by
+        ``sample_weight`` alike).
 
     Attributes
     ----------
@@ -631,79 +633,113 @@ class LayerwiseTrainer:
             self._work = _Workspace(self.network, Y)
         if self.parallel is not None:
             return data_parallel_epoch(self.network, self.loss, self.optimizer, X, Y, order,
-                                       self.batch_size, grad_norms_out, self._work, self.parallel)
+                                       self.batch_size, grad_norms_out, self._work, self.parallel,
+                                       self.sample_weight)
         return train_epoch(self.network, self.loss, self.optimizer, X, Y, order, self.batch_size,
                            grad_norms_out, self._work, self.sample_weight)
 
 
 def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_out, work,
-                        parallel):
+                        parallel, sample_weight=None):
     """One epoch of data-parallel minibatch backprop (``fastbp.distributed``): returns the mean
     objective over the rows of every rank, the same on every rank.
 
     Each step: this rank's share of the global minibatch (replicated data: the contiguous share of
     the rows one process would take; sharded: the next ``share`` rows of its own ``order``), the
-    gradient and loss summed over those rows, one allreduce of [gradients, loss, rows] over the
-    ranks, then every rank divides by the global rows and takes the same optimizer step: the exact
-    minibatch mean, an uneven or empty share included.  Dropout layers draw the whole global
-    minibatch's masks and use the share's rows.
+    objective and its gradient over those rows (a mean, weighted by ``sample_weight`` when given),
+    times this rank's weight W_r (its rows' weights summed, or its row count), one allreduce of
+    [gradients, objective, W_r, rows] over the ranks, then every rank divides by the global
+    weight W_B and takes the same optimizer step (the L2 term over W_B as in :func:`train_epoch`):
+    the exact weighted minibatch mean, an uneven or empty share included.  A minibatch of weight 0
+    takes no step (replicated: skipped before its draws, as one process skips it).
+
+    Layers with a ``rows`` attribute (Dropout, the VAE's sampling) draw the whole global
+    minibatch's noise and use the share's rows (replicated data); layers, and the network, with a
+    ``share`` attribute get this rank's :class:`fastbp.distributed.Share` for the step, through
+    which a statistic over the whole minibatch (a mean activation, a learned variance) is reduced
+    over the ranks inside the forward pass.  The value of such a non-separable term is the same on
+    every rank, so weighting it by W_r / W_B and summing gives it once.
     """
     P, rank = parallel.size, parallel.rank
     n = order.shape[0]
     grads, dense = work.grads, work.dense
-    dropouts = [layer for layer in network.layers if isinstance(layer, Dropout)]
+    drawing = [layer for layer in network.layers if hasattr(layer, "rows")]
+    sharing = [part for part in (network, *network.layers) if hasattr(part, "share")]
     flat = work.flat if getattr(work, "flat", None) is not None else None
     if flat is None:
-        flat = work.flat = np.empty(sum(g.size for g in grads) + 2, network.dtype)
+        flat = work.flat = np.empty(sum(g.size for g in grads) + 3, network.dtype)
     if parallel.sharded:
         step_rows = parallel.step_rows(batch_size)
         steps = parallel.maximum(-(-n // step_rows))
     else:
         steps = -(-n // batch_size)
-    decayed = [(param, 0.5 * decay) for param, decay in zip(work.params, optimizer.weight_decay)
-               if decay]
+    decays = list(optimizer.weight_decay)
+    decayed = [(param, 0.5 * decay) for param, decay in zip(work.params, decays) if decay]
     grad_norms_out[:] = 0.0
-    total = rows_seen = 0.0
+    total = total_weight = 0.0
+    taken = 0
     try:
         for step in range(steps):
             if parallel.sharded:
                 rows = order[step * step_rows:(step + 1) * step_rows]
             else:
                 whole = order[step * batch_size:(step + 1) * batch_size]
+                if sample_weight is not None and not sample_weight[whole].sum() > 0:
+                    continue  # a batch of weight 0 counts for nothing: no draws, no step
                 lo, hi = distributed.share(whole.shape[0], rank, P)
                 rows = whole[lo:hi]
-                for layer in dropouts:
-                    layer.rows = (lo, hi, whole.shape[0])
             n_b = rows.shape[0]
+            w_b, mine = None, float(n_b)
+            if sample_weight is not None:
+                w_b = sample_weight[rows]
+                mine = float(w_b.sum())
+                if mine == 0.0:  # rows of weight 0 only: their terms count for nothing (times
+                    w_b = None   # W_r = 0), yet they are rows (a plain mean over the rows counts them)
+            if not parallel.sharded:
+                for layer in drawing:
+                    layer.rows = (lo, hi, whole.shape[0])
+            for part in sharing:
+                part.share = distributed.Share(parallel, mine, n_b)
             x_b, y_b = work.batch(n_b)
             np.take(X, rows, axis=0, out=x_b, mode="clip")
             np.take(Y, rows, axis=0, out=y_b, mode="clip")
-            value = network._loss_and_grad(loss, x_b, y_b, True)  # means over this rank's rows
+            value = network._loss_and_grad(loss, x_b, y_b, True, w_b)  # means over this rank's rows
             offset = 0
-            for grad in grads:  # sums over this rank's rows
-                np.multiply(grad.reshape(-1), n_b, out=flat[offset:offset + grad.size])
+            for grad in grads:  # sums over this rank's rows (weighted)
+                np.multiply(grad.reshape(-1), mine, out=flat[offset:offset + grad.size])
                 offset += grad.size
-            flat[-2], flat[-1] = value * n_b, n_b
+            if not mine:  # nothing (not even 0 times a non-finite value)
+                flat[:-3] = 0.0
+            flat[-3], flat[-2], flat[-1] = value * mine if mine else 0.0, mine, n_b
             parallel.allreduce(flat)
-            count = float(flat[-1])
+            weight = float(flat[-2])
+            if not weight > 0:  # sharded: a minibatch of weight 0 on every rank takes no step
+                continue
             offset = 0
             for grad in grads:  # means over the global minibatch
-                np.multiply(flat[offset:offset + grad.size], 1.0 / count, out=grad.reshape(-1))
+                np.multiply(flat[offset:offset + grad.size], 1.0 / weight, out=grad.reshape(-1))
                 offset += grad.size
-            value = float(flat[-2]) / count
-            for param, half_decay in decayed:
-                value += half_decay * float(np.vdot(param, param))
-            total += value * count
-            rows_seen += count
+            ratio = 1.0 if sample_weight is None else float(flat[-1]) / weight
+            value = float(flat[-3]) / weight
+            for param, half_decay in decayed:  # the L2 term over the batch's weight
+                value += ratio * half_decay * float(np.vdot(param, param))
+            total += value * weight
+            total_weight += weight
             for j, layer in enumerate(dense):
                 grad_norms_out[j] += math.sqrt(float(np.vdot(layer.dW, layer.dW)))
+            if sample_weight is not None:
+                optimizer.weight_decay = [decay * ratio for decay in decays]
             optimizer.step(grads)
+            taken += 1
     finally:
-        for layer in dropouts:
+        optimizer.weight_decay = decays
+        for layer in drawing:
             layer.rows = None
-    if steps:
-        grad_norms_out /= steps
-    return total / rows_seen if rows_seen else 0.0
+        for part in sharing:
+            part.share = None
+    if taken:
+        grad_norms_out /= taken
+    return total / total_weight if total_weight else 0.0
 
 
 _engine_warned = False
@@ -724,7 +760,9 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, paral
         Rows per minibatch.
     sample_weight : ndarray of float64, shape (n,), optional
         One weight per row of the X the epochs take: the weighted epoch, on the engine when every
-        weight is > 0 (a batch of weight 0 takes no step: the layer-by-layer epoch runs those).
+        weight is > 0 (a batch of weight 0 takes no step: the layer-by-layer epoch runs those)
+        and, data-parallel, the rows are replicated (the engine divides by the weight of the
+        minibatch's rows it holds: sharded rows hold only their own).
     parallel : fastbp.distributed.DataParallel, optional
         Data-parallel epochs: the engine's (one MPI_Allreduce per step, in the engine), else
         :func:`data_parallel_epoch`'s.
@@ -762,6 +800,11 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, paral
                                       parallel=parallel)
         if reason is None and sample_weight is not None and not (sample_weight > 0).all():
             reason = "sample_weight with zero weights (a batch of weight 0 takes no step)"
+            trainer = None
+        elif reason is None and sample_weight is not None and parallel is not None \
+                and parallel.sharded:
+            reason = ("sample_weight with sharded rows (the engine divides by its own rows' "
+                      "weight, not the global minibatch's)")
             trainer = None
         if trainer is not None:
             trainer.sample_weight = sample_weight
@@ -1362,8 +1405,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     batch_size = resolve_batch_size(config.batch_size, rows, config.solver)
     backtracking = config.learning_rate == "backtracking"
     if parallel is not None:
-        _data_parallel_ready(network, parallel, trainer, backtracking, sample_weight, name)
-        parallel.start(network, X, Y, rng)
+        _data_parallel_ready(network, trainer, backtracking, name)
+        parallel.start(network, X, Y, rng, sample_weight)
         if parallel.rank != 0:
             log = _silent
     if backtracking and any(getattr(layer, "rate", 0.0) > 0 for layer in network.layers):
@@ -1511,23 +1554,25 @@ def _silent(*args):
     """The progress log of ranks other than 0 in a data-parallel fit (rank 0 says it once)."""
 
 
-def _data_parallel_ready(network, parallel, trainer, backtracking, sample_weight, name):
-    """ValueError (on every rank alike) for what does not train data-parallel yet."""
+def _data_parallel_ready(network, trainer, backtracking, name):
+    """ValueError (on every rank alike) for what does not train data-parallel yet.  A layer takes
+    part when it is Dense or Dropout or has a ``share`` attribute (its way of saying that its
+    terms are per row, or reduce their statistics over the ranks through the epoch's
+    ``fastbp.distributed.Share``; see :func:`data_parallel_epoch`)."""
     why = None
-    if sample_weight is not None:
-        why = "sample_weight"
-    elif trainer is not None:
+    if trainer is not None:
         why = "a model with its own epoch (the GAN)"
     elif backtracking:
         why = "learning_rate='backtracking'"
     else:
         other = [type(layer).__name__ for layer in network.layers
-                 if type(layer) not in (Dense, Dropout)]
+                 if type(layer) not in (Dense, Dropout) and not hasattr(layer, "share")]
         if other:
-            why = f"{other[0]} layers (the VAE, the sparse autoencoder)"
+            why = f"a network with {other[0]} layers"
     if why is not None:
         raise ValueError(f"{name}: {why} does not train data-parallel yet; fastbp.distributed "
-                         "trains networks of Dense and Dropout layers")
+                         "trains networks of Dense and Dropout layers and of layers with a "
+                         "'share' attribute (the generative models')")
 
 
 def _lbfgs_ready(network, parallel, trainer, incremental, name):

@@ -23,6 +23,9 @@ X, y = fastbp.load_digits()
 X, y = X[:700], y[:700]
 Xr = X[:, :16]
 yr = np.c_[Xr[:, :3].sum(1) - Xr[:, 3:6].sum(1), Xr[:, 6] * 2.0]
+row_weight = np.random.default_rng(0).uniform(0.2, 2.0, len(X))
+zero_weight = row_weight.copy()
+zero_weight[90:225] = 0.0  # unshuffled: minibatch 2 (weight 0: no step), rank 0's share of minibatch 3
 
 BASE = {
     # name: (estimator, X, y); batch 90 leaves an uneven last batch (700 = 7 x 90 + 70), split
@@ -38,15 +41,46 @@ BASE = {
         (24,), batch_size=70, max_iter=4, random_state=2), X, y),
     "autoencoder": lambda: (fastbp.Autoencoder(
         4, (12,), batch_size=90, max_iter=5, dtype="float64", random_state=3), Xr, None),
+    # weights: the engine divides by the global minibatch's weight itself (every rank holds all)
+    "weighted_regressor": lambda: (fastbp.MLPRegressor(
+        (16,), batch_size=89, max_iter=4, dtype="float64", alpha=1e-2, random_state=5), Xr, yr,
+        row_weight),
 }
 
 
 def float32(make):
     def made():
-        est, X_, y_ = make()
-        return est.set_params(dtype="float32"), X_, y_
+        est, *data = make()
+        return est.set_params(dtype="float32"), *data
     return made
 
+
+# the generative models' layers (each prior, a learned decoder variance, the sparsity penalties:
+# per-row terms, and the global minibatch's statistics reduced inside the forward pass) and
+# weights with zeros: never on the engine, so once each, layer by layer
+GENERATIVE = {
+    "vae_standard_prior": lambda: (fastbp.VAE(
+        2, (8,), decoder_std=1.0, prior="fixed", batch_size=90, max_iter=3, dtype="float64",
+        random_state=6), Xr, None),
+    "vae_fixed_mixture_f32": lambda: (fastbp.VAE(
+        2, (8,), loss="cross_entropy", prior="fixed", prior_means=[[-1, 0], [1, 1]],
+        batch_size=90, max_iter=3, random_state=7), Xr, None),
+    "vae_gaussian_learned_std_weighted": lambda: (fastbp.VAE(
+        2, (8,), prior="gaussian", batch_size=90, max_iter=3, dtype="float64",
+        random_state=8), Xr, None, row_weight),
+    "vae_mixture": lambda: (fastbp.VAE(
+        2, (8,), prior="mixture", n_prior_components=3, batch_size=89, max_iter=3,
+        dtype="float64", random_state=9), Xr, None),
+    "sparse_l1_f32": lambda: (fastbp.Autoencoder(
+        4, (12,), sparsity="l1", sparsity_weight=0.1, batch_size=90, max_iter=3,
+        random_state=10), Xr, None),
+    "sparse_kl_weighted": lambda: (fastbp.Autoencoder(
+        4, (12,), code_activation="logistic", sparsity="kl", sparsity_weight=2.0, batch_size=90,
+        learning_rate_init=0.01, max_iter=3, dtype="float64", random_state=11), Xr, None, row_weight),
+    "weighted_zeros_dropout": lambda: (fastbp.MLPRegressor(
+        (16,), dropout=0.1, shuffle=False, batch_size=90, max_iter=3, dtype="float64",
+        alpha=1e-2, random_state=12), Xr, yr, zero_weight),
+}
 
 # each case in float64 and float32, on the engine (on the compiled backend: it sums the
 # gradients over the ranks itself) and layer by layer (the engine switched off: through mpi4py);
@@ -65,8 +99,9 @@ def engine(on):
 
 
 def fit(make):
-    est, X_, y_ = make()
-    return est.fit(X_) if y_ is None else est.fit(X_, y_)
+    est, X_, y_, *sample_weight = make()
+    kwargs = {"sample_weight": sample_weight[0]} if sample_weight else {}
+    return est.fit(X_, **kwargs) if y_ is None else est.fit(X_, y_, **kwargs)
 
 
 def weights(est):
@@ -89,6 +124,19 @@ for (name, make), on in itertools.product(CASES.items(), (True, False)):
         report[name + ("" if on else "_layerwise")] = {"diff": float(np.abs(w - weights(one)).max()), "identical": same,
                         "path": est.fit_path_, "one_path": one.fit_path_,
                         "loss": [est.loss_curve_[-1], one.loss_curve_[-1]]}
+
+for name, make in GENERATIVE.items():
+    with data_parallel():
+        est = fit(make)
+    w = weights(est)
+    same = identical(w)
+    if comm.rank == 0:
+        one = fit(make)
+        got = {"diff": float(np.abs(w - weights(one)).max()), "identical": same,
+               "path": est.fit_path_, "one_path": one.fit_path_}
+        if getattr(one, "decoder_std_", None) is not None:
+            got["std_diff"] = float(np.abs(est.decoder_std_ - one.decoder_std_).max())
+        report[name] = got
 
 # negative controls: what DDP/Horovod do by default, and L2 with the per-rank batch, must differ
 make = CASES["adam_regressor"]
@@ -128,6 +176,55 @@ for name, patch, case, truth, on in (
     if comm.rank == 0:
         report[name] = {"diff": float(np.abs(weights(est) - weights(truth)).max()),
                         "path": est.fit_path_}
+
+# negative control: the KL sparsity penalty with rho_hat from each rank's own rows must differ
+original_mean = distributed.Share.mean
+distributed.Share.mean = lambda self, local, weighted=True: local
+try:
+    with data_parallel():
+        est = fit(GENERATIVE["sparse_kl_weighted"])
+finally:
+    distributed.Share.mean = original_mean
+if comm.rank == 0:
+    report["control_kl_local_rho_hat"] = {
+        "diff": float(np.abs(weights(est) - weights(fit(GENERATIVE["sparse_kl_weighted"]))).max())}
+
+# sharded, one full batch a step ('gd': the rows' order within a batch does not matter), each
+# rank every P-th row of the 696 (a multiple of 2 and 3: every rank's share of the batch holds
+# all its rows): the same model as one process on all rows -- weighted (layer by layer: the
+# engine declines sharded weights), and the sparse autoencoder's global rho_hat
+Xs, ys, ws = Xr[:696], yr[:696], row_weight[:696]
+mine = slice(comm.rank, None, comm.size)
+SHARDED = {
+    "sharded_weighted_gd": lambda: (fastbp.MLPRegressor(
+        (16,), solver="gd", learning_rate_init=0.05, max_iter=4, dtype="float64", alpha=1e-2,
+        random_state=13), Xs, ys, ws),
+    "sharded_sparse_kl_gd": lambda: (fastbp.Autoencoder(
+        4, (12,), code_activation="logistic", sparsity="kl", sparsity_weight=0.5, solver="gd",
+        learning_rate_init=0.05, max_iter=4, dtype="float64", random_state=14), Xs, None),
+}
+for name, make in SHARDED.items():
+    est, X_, y_, *sample_weight = make()
+    with data_parallel(sharded=True):
+        est.fit(X_[mine], *([] if y_ is None else [y_[mine]]),
+                **({"sample_weight": sample_weight[0][mine]} if sample_weight else {}))
+    same = identical(weights(est))
+    if comm.rank == 0:
+        report[name] = {"diff": float(np.abs(weights(est) - weights(fit(make))).max()),
+                        "identical": same, "path": est.fit_path_}
+# sharded VAE: the learned decoder std after fit is over every rank's rows
+with data_parallel(sharded=True):
+    est = fastbp.VAE(2, (8,), batch_size=60, max_iter=2, dtype="float64",
+                     random_state=15).fit(Xs[mine])
+same = identical(weights(est))
+streams = comm.allgather(str(est._sampler.rng.bit_generator.state))  # each rank its own noise
+if comm.rank == 0:
+    truth = est._fitted_std(est._elbo_terms(Xs)[0], Xs)  # one process's, on all the rows
+    report["sharded_vae"] = {"identical": same, "streams_differ": len(set(streams)) == comm.size,
+                             "std_diff": float(np.abs(est.decoder_std_ - truth).max()),
+                             "std_rank0_diff": float(np.abs(
+                                 est._fitted_std(est._elbo_terms(Xs[mine])[0], Xs[mine])
+                                 - truth).max())}
 
 # sharded: each rank its own rows (rank r: every P-th row from r); replicas agree, and it learns
 with data_parallel(sharded=True):

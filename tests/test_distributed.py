@@ -7,12 +7,14 @@ import shutil
 import subprocess
 import sys
 import time
+import types
 
+import numpy as np
 import pytest
 
 from conftest import PACKAGE_DIR
 import fastbp
-from fastbp import distributed
+from fastbp import distributed, training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,7 +44,7 @@ def report(request, tmp_path_factory):
     return request.param, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-CASES = ["nesterov_dropout_early_stopping", "adam_regressor", "autoencoder"]
+CASES = ["nesterov_dropout_early_stopping", "adam_regressor", "autoencoder", "weighted_regressor"]
 ALL = CASES + ["adam_float32"] + [c + "_f32" for c in CASES]
 
 
@@ -50,7 +52,7 @@ ALL = CASES + ["adam_float32"] + [c + "_f32" for c in CASES]
 @pytest.mark.parametrize("case", ALL)
 def test_equals_one_process_with_identical_replicas(report, case, path):
     """SGD with Nesterov momentum and dropout and early stopping, Adam with L2, an autoencoder,
-    in float64 and float32, on the engine (on the compiled backend: it sums the gradients over
+    a weighted fit with L2 (the mean over the global minibatch's weight), in float64 and float32, on the engine (on the compiled backend: it sums the gradients over
     the ranks itself, one MPI_Allreduce per step) and layer by layer (through mpi4py): every
     minibatch (the last uneven, 70 rows) split over the ranks unevenly, the same model as one
     process's fit on the same path."""
@@ -66,12 +68,50 @@ def test_equals_one_process_with_identical_replicas(report, case, path):
         assert got["path"] == "engine"
 
 
+GENERATIVE = ["vae_standard_prior", "vae_fixed_mixture_f32", "vae_gaussian_learned_std_weighted",
+              "vae_mixture", "sparse_l1_f32", "sparse_kl_weighted", "weighted_zeros_dropout"]
+
+
+@pytest.mark.parametrize("case", GENERATIVE)
+def test_generative_and_weighted_fits_equal_one_process(report, case):
+    """The VAE with each prior (N(0, I), a fixed mixture, a learned Gaussian, a learned mixture:
+    its parameters reduced with the weights'), its learned decoder variance (each minibatch's, a
+    collective inside the step, and decoder_std_ after fit), its noise drawn for the global
+    minibatch; the sparse autoencoder (L1 per row; KL on the global minibatch's rho_hat); sample
+    weights (with zeros: a minibatch of weight 0, a rank whose share weighs 0; with dropout):
+    the same model as one process's fit, every rank identical.  Layer by layer on both backends
+    (these networks never run on the engine)."""
+    got = report[1][case]
+    assert got["identical"] and got["path"] == got["one_path"], got
+    assert got["path"].startswith("layerwise")
+    assert got["diff"] < (1e-5 if case.endswith("_f32") else 1e-12), got
+    if "std_diff" in got:
+        assert got["std_diff"] < 1e-12, got
+
+
+def test_sharded_weights_and_rho_hat_are_the_global_minibatchs(report):
+    """Sharded rows, one full batch a step: weighted (the engine declines: layer by layer) and
+    the sparse autoencoder's KL penalty equal one process's fit on all the rows; the sharded VAE's
+    decoder_std_ is over every rank's rows (rank 0's alone differ), and each rank draws its own
+    noise."""
+    got = report[1]
+    for case in ("sharded_weighted_gd", "sharded_sparse_kl_gd"):
+        assert got[case]["identical"] and got[case]["diff"] < 1e-12, got[case]
+        assert got[case]["path"].startswith("layerwise")
+    if fastbp._backend.backend() == "compiled":
+        assert "sample_weight with sharded rows" in got["sharded_weighted_gd"]["path"]
+    vae = got["sharded_vae"]
+    assert vae["identical"] and vae["std_diff"] < 1e-12 and vae["std_rank0_diff"] > 1e-4, vae
+    assert vae["streams_differ"], vae  # no two ranks draw the same noise for their rows
+
+
 @pytest.mark.parametrize("control", ["control_mean_of_means", "control_l2_per_rank",
-                                     "control_l2_per_rank_layerwise", "control_l2_per_rank_f32"])
+                                     "control_l2_per_rank_layerwise", "control_l2_per_rank_f32",
+                                     "control_kl_local_rho_hat"])
 def test_negative_controls_differ(report, control):
     """Averaging the ranks' means by 1/P (DDP's and Horovod's default) and L2 scaled by the
-    per-rank batch are wrong where shares are uneven: the test above would catch them (on the
-    engine and layer by layer)."""
+    per-rank batch are wrong where shares are uneven, and so is the KL sparsity penalty on each
+    rank's own rho_hat: the tests above would catch them (on the engine and layer by layer)."""
     assert report[1][control]["diff"] > 1e-4, report[1][control]
 
 
@@ -92,6 +132,27 @@ def test_one_rank_failing_ends_the_job_with_its_error():
     output = proc.stdout + proc.stderr
     assert "rank 1 of 2 failed" in output and "contains NaN" in output, output[-2000:]
     assert seconds < 10
+
+
+def test_a_layer_without_share_is_refused(monkeypatch):
+    """A layer of your own trains data-parallel only when it has a ``share`` attribute (its terms
+    per row, its statistics over the minibatch reduced through the epoch's Share): otherwise a
+    ValueError names it before any collective (on every rank alike)."""
+    class Shift(fastbp.nn.Layer):
+        def forward(self, X, training=False):
+            return X + 1.0
+
+        def backward(self, dA, need_dX=True):
+            return dA
+
+    monkeypatch.setattr(distributed, "current", lambda: types.SimpleNamespace(sharded=False))
+    rng = np.random.default_rng(0)
+    net = fastbp.nn.Sequential([fastbp.nn.Dense(3, 4, "tanh", dtype=np.float64, rng=rng), Shift(),
+                                fastbp.nn.Dense(4, 2, "identity", dtype=np.float64, rng=rng)])
+    X, Y = rng.standard_normal((8, 3)), rng.standard_normal((8, 2))
+    with pytest.raises(ValueError, match="a network with Shift layers does not train "
+                                         "data-parallel yet"):
+        fastbp.fit_network(net, "squared_error", X, Y, training.TrainConfig(max_iter=1))
 
 
 @pytest.mark.parametrize("n, size", [(7, 3), (2, 3), (0, 2), (90, 3), (128, 1)])

@@ -124,10 +124,16 @@ def hourglass(n_features, encoder_sizes, n_components, decoder_sizes, activation
 class _Penalty(Layer):
     """A layer with no parameters that adds a term to the objective: ``value`` is that term for
     the last training forward (a mean over the rows, weighted by ``row_weights`` -- the batch's
-    ``fastbp.nn.row_weights``, mean 1 -- when set), 0 otherwise."""
+    ``fastbp.nn.row_weights``, mean 1 -- when set), 0 otherwise.
+
+    It trains data-parallel (``fastbp.distributed``): its terms are per row, scaled like the loss,
+    and a statistic over the whole minibatch goes through ``share`` (a
+    ``fastbp.distributed.Share`` that a data-parallel epoch sets for each step: this rank's rows
+    are only part of the minibatch; None otherwise)."""
 
     value = 0.0
     row_weights = None
+    share = None
 
     def _row_scale(self, n, dtype, coefficient=1.0):
         """``coefficient`` times the factor of row i in the mean over the rows: v_i / n as an
@@ -154,10 +160,12 @@ class SparsityPenalty(_Penalty):
     - ``'l1'``: weight * mean_i ||h_i||_1, gradient weight * sign(h) / n;
     - ``'kl'``: weight * sum_j KL(rho || rho_hat_j) with rho_hat_j = mean_i h_ij the mean
       activation of unit j over the batch (h in (0, 1): a sigmoid code), gradient
-      weight * (-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j)) / n.
+      weight * (-rho / rho_hat_j + (1 - rho) / (1 - rho_hat_j)) / n.  In a data-parallel step
+      rho_hat is the mean over the global minibatch (``share.mean``: a collective in the forward
+      pass), so that the term and its gradient are one process's.
     """
 
-    _transient = ("_cache", "H", "row_weights")
+    _transient = ("_cache", "H", "row_weights", "rho_hat")
 
     def __init__(self, kind, weight, rho=0.05):
         if kind not in ("l1", "kl"):
@@ -167,7 +175,7 @@ class SparsityPenalty(_Penalty):
 
     def _reset_cache(self):
         super()._reset_cache()
-        self.H = None
+        self.H = self.rho_hat = None
 
     def _make_buffers(self, key):
         return np.empty(key[0], key[1])
@@ -186,15 +194,19 @@ class SparsityPenalty(_Penalty):
                 self.value = self.weight * float(scratch.sum())
         else:
             rho, rho_hat = self.rho, self._rho_hat(X)
+            self.rho_hat = rho_hat  # for backward (a data-parallel step reduces it once)
             self.value = self.weight * float(np.sum(special.rel_entr(rho, rho_hat)
                                                     + special.rel_entr(1 - rho, 1 - rho_hat)))
         return X
 
     def _rho_hat(self, H):
-        """The (weighted) mean activation of every code unit over the batch."""
+        """The (weighted) mean activation of every code unit over the batch (over the global
+        minibatch in a data-parallel step)."""
         eps = np.finfo(H.dtype).eps
-        mean = (H.mean(axis=0, dtype=np.float64) if self.row_weights is None
-                else self.row_weights @ H / max(H.shape[0], 1))
+        mean = (H.sum(axis=0, dtype=np.float64) if self.row_weights is None
+                else self.row_weights @ H) / max(H.shape[0], 1)
+        if self.share is not None:
+            mean = self.share.mean(mean)
         return np.clip(mean, eps, 1 - eps)
 
     def _backward(self, dA, need_dX):
@@ -204,7 +216,7 @@ class SparsityPenalty(_Penalty):
             np.sign(H, out=dX)
             dX *= self._row_scale(H.shape[0], H.dtype, self.weight)
         else:
-            rho, rho_hat = self.rho, self._rho_hat(H)
+            rho, rho_hat = self.rho, self.rho_hat
             scale = self._row_scale(H.shape[0], np.dtype(np.float64), self.weight)
             dX[...] = (scale * ((1 - rho) / (1 - rho_hat) - rho / rho_hat)).astype(H.dtype)
         dX += dA
@@ -275,9 +287,16 @@ class Reparameterize(_Penalty):
     log q(z | x) - log p(z).  A learned prior's arrays are parameters of this layer
     (``param_names``, the network's ``params()``): the optimizer trains them with the networks'
     weights, from the gradients ``backward`` writes.
+
+    Data-parallel (``fastbp.distributed``): ``rows`` is (lo, hi, total) in a data-parallel epoch
+    over replicated rows, as for ``fastbp.nn.Dropout``: the input is rows [lo, hi) of a minibatch
+    of ``total`` rows, and eps is those rows of the draw for the whole minibatch (one process's
+    draw).  The KL term is per row and the prior's gradients are sums over the rows, so the
+    ranks' sums add up to the minibatch's.
     """
 
     _transient = ("_cache", "saved", "row_weights")
+    rows = None  # (lo, hi, total) in a data-parallel epoch, see above
 
     def __init__(self, n_components, rng=None, prior="fixed", prior_means=None, prior_std=1.0,
                  n_prior_components=1, dtype=np.float64):
@@ -437,8 +456,13 @@ class Reparameterize(_Penalty):
         z, eps, sigma, work, _, bent = self._cache.get((X.shape, X.dtype))
         if self.noise is not None:
             eps[...] = self.noise
-        else:
+        elif self.rows is None:
             self.rng.standard_normal(dtype=X.dtype, out=eps)
+        else:  # this rank's rows of the whole minibatch's draw
+            lo, hi, total = self.rows
+            whole = self._cache.get(((total, 2 * self.k), X.dtype))[1]
+            self.rng.standard_normal(dtype=X.dtype, out=whole)
+            eps[...] = whole[lo:hi]
         logvar = log_variance(s, bent)
         np.multiply(logvar, X.dtype.type(0.5), out=sigma)
         np.exp(sigma, out=sigma)
@@ -533,12 +557,13 @@ class Reparameterize(_Penalty):
         return f"Reparameterize({self.k}, prior={prior})"
 
 
-def decoder_variance(mean_squares, X):
+def decoder_variance(mean_squares, data_mean_square, dtype):
     """The decoder's maximum-likelihood variance per feature: the mean squared residuals
-    ``mean_squares`` (float64, one per feature), floored at the resolution of the data X (the
-    square of its dtype's eps times the mean of X^2, at least the smallest normal float64), so
-    that a feature the decoder reproduces exactly keeps a finite likelihood."""
-    floor = np.finfo(X.dtype).eps ** 2 * float(np.mean(np.square(X, dtype=np.float64)))
+    ``mean_squares`` (float64, one per feature), floored at the resolution of the data (the
+    square of its ``dtype``'s eps times ``data_mean_square``, the mean of the data's squared
+    entries; at least the smallest normal float64), so that a feature the decoder reproduces
+    exactly keeps a finite likelihood."""
+    floor = np.finfo(dtype).eps ** 2 * float(data_mean_square)
     return np.maximum(mean_squares, max(floor, np.finfo(np.float64).tiny))
 
 
@@ -551,8 +576,13 @@ class PenalisedSequential(Sequential):
     sum_j [(x_j - d_j(z))^2 / (2 v_j) + 1/2 log v_j]: v = ``decoder_variance`` for every
     feature when it is a number, or, for ``'learned'``, each minibatch's maximum-likelihood
     value (:func:`decoder_variance` of its mean squared residuals; the gradient in d(z) is then
-    that with v held fixed, as v's own gradient is 0 at its optimum).
+    that with v held fixed, as v's own gradient is 0 at its optimum).  In a data-parallel step
+    (``share``, a ``fastbp.distributed.Share``, set by the epoch as on the penalty layers) the
+    mean squared residuals, and the data's mean square under the variance's floor, are the
+    global minibatch's (a collective), so that v is one process's.
     """
+
+    share = None
 
     def __init__(self, layers, decoder_variance=None):
         self.layers = list(layers)
@@ -589,7 +619,11 @@ class PenalisedSequential(Sequential):
             residual = self.dense_layers[-1].A.astype(np.float64) - Y
             factors = np.full(n, 1.0 / max(n, 1)) if weights is None else weights / max(n, 1)
             mean_squares = factors @ (residual * residual)
-            variance = decoder_variance(mean_squares, Y)
+            data_mean_square = float(np.square(Y, dtype=np.float64).sum()) / max(Y.size, 1)
+            if self.share is not None:  # the global minibatch's
+                mean_squares = self.share.mean(mean_squares)
+                data_mean_square = self.share.mean(data_mean_square, weighted=False)
+            variance = decoder_variance(mean_squares, data_mean_square, Y.dtype)
             value = float(np.sum(mean_squares / (2 * variance) + 0.5 * np.log(variance)))
             grad /= variance.astype(grad.dtype)
         else:

@@ -86,6 +86,7 @@ import math
 
 import numpy as np
 
+from fastbp import distributed
 from fastbp.models._generative import (PRIORS, EncoderDecoder, PenalisedSequential, Reparameterize,
                                        check_n_components, check_nonnegative, decoded,
                                        decoder_variance, log_variance, row_errors, store_params)
@@ -185,20 +186,31 @@ class VAE(EncoderDecoder):
                                    decoder_variance=variance)
 
     def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
+        # data-parallel over sharded rows, the means over the training rows are over every
+        # rank's (distributed.average); the mixture starts from rank 0's codes (the fit's start
+        # broadcasts rank 0's parameters)
         if self._state.n_iter == 0:  # a fresh network: starts that depend on the data
             if self.loss_ == "squared_error":  # the decoder's output bias at the data's mean
-                self.decoder_.dense_layers[-1].b[...] = np.average(X, axis=0,
-                                                                   weights=sample_weight)
+                self.decoder_.dense_layers[-1].b[...] = distributed.average(X, sample_weight)
             if self._sampler.kind == "mixture" and self._sampler.learned:
                 self._sampler.start_mixture(self._posterior(X)[0], self._rng)
         super()._train(X, Y, config, validation, incremental, sample_weight, callback)
         if self.loss_ == "squared_error" and self._learned_std():
-            self.decoder_std_ = self._fitted_std(self._elbo_terms(X)[0], X, sample_weight)
+            self.decoder_std_ = self._fitted_std(self._elbo_terms(X)[0], X, sample_weight,
+                                                 over_ranks=True)
 
     @staticmethod
-    def _fitted_std(squares, X, sample_weight=None):
-        """The maximum-likelihood std per feature from the rows' mean squared residuals."""
-        return np.sqrt(decoder_variance(np.average(squares, axis=0, weights=sample_weight), X))
+    def _fitted_std(squares, X, sample_weight=None, over_ranks=False):
+        """The maximum-likelihood std per feature from the rows' mean squared residuals (over
+        every rank's rows in a sharded data-parallel fit with ``over_ranks``)."""
+        data_square = np.square(X, dtype=np.float64).mean(axis=1)
+        if over_ranks:
+            mean_squares = distributed.average(squares, sample_weight)
+            data_mean_square = distributed.average(data_square)
+        else:
+            mean_squares = np.average(squares, axis=0, weights=sample_weight)
+            data_mean_square = np.mean(data_square)
+        return np.sqrt(decoder_variance(mean_squares, data_mean_square, X.dtype))
 
     def _publish(self):
         super()._publish()
