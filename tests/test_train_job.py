@@ -209,7 +209,8 @@ def test_gan_plot_shows_samples_over_epochs(n_features, tmp_path, capsys, monkey
     from fastbp.cli import generative_job
     rng = np.random.default_rng(0)
     data, plot = tmp_path / "data.npy", tmp_path / "gan.png"
-    np.save(data, rng.choice([-4.0, 4.0], (200, n_features)) + rng.standard_normal((200, n_features)))
+    shape = (200, n_features)
+    np.save(data, rng.choice([-4.0, 4.0], shape) + rng.standard_normal(shape))
     histories = []
 
     class Kept(generative_job.SampleHistory):
@@ -226,5 +227,5 @@ def test_gan_plot_shows_samples_over_epochs(n_features, tmp_path, capsys, monkey
     assert [samples.shape for samples in history.samples] == [(500, n_features)] * 4
     # the last snapshot is the fitted generator at the same z
     with fastbp.use_backend("numpy"):
-        final = history.model.generator_.predict(history.z.astype(np.float32))
+        final = history.model.average_generator_.predict(history.z.astype(np.float32))
     np.testing.assert_array_equal(history.samples[-1], final)

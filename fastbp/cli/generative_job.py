@@ -65,8 +65,6 @@ def _model(name, args, X, verbose):
         common["learning_rate_init"] = args.lr
     unit = X.min() >= 0 and X.max() <= 1
     if name == "gan":
-        if args.batch_size is None:
-            common["batch_size"] = 64
         return GAN(n_components=k, generator_layer_sizes=hidden, discriminator_layer_sizes=hidden,
                    output_activation="sigmoid" if unit else "identity", **common)
     loss = args.loss or ("cross_entropy" if unit else "squared_error")
@@ -173,7 +171,7 @@ class SampleHistory:
 
     def __call__(self, state):
         if state.n_iter in self.at:
-            generator = self.model.generator_
+            generator = self.model._sampler()  # what sample() draws from (not fitted yet)
             self.epochs.append(state.n_iter)
             self.samples.append(generator.predict(self.z.astype(generator.dtype)))
 
