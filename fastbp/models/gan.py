@@ -30,9 +30,10 @@ Against mode collapse (G covering some modes of the data only), measured on the 
 problems by ``benchmarks/bench_gan_modes.py`` (1-D mixtures of 2 and 3 Gaussians, the ring of 8
 and the 5 x 5 grid of 2-D Gaussians), the defaults combine: minibatches of 64 rows
 (``batch_size='auto'``: min(64, n); more, smaller steps), Adam with beta_1 = 0.5 (Radford et al.
-2016, DCGAN), the non-saturating G loss, a minibatch-standard-deviation feature in D
-(``minibatch_std``) and samples from an exponential moving average of G's weights
-(``generator_average``).  Each can be switched off by its parameter.
+2016, DCGAN) and a learning rate of 0.002 for both players, the non-saturating G loss, a
+minibatch-standard-deviation feature in D (``minibatch_std``) and samples from an exponential
+moving average of G's weights (``generator_average``).  Each can be switched off by its
+parameter.
 
 Loss curves, one entry per epoch: ``discriminator_loss_curve_`` (mean -L over D's steps, i.e.
 -log D(x) - log(1 - D(G(z)))), ``generator_loss_curve_`` (= ``loss_curve_``: mean of G's
@@ -243,7 +244,7 @@ class GAN(GenerativeBase):
                  n_discriminator_steps=1, n_generator_steps=1, discriminator_learning_rate=None,
                  minibatch_std=True, generator_average=0.999, *,
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 learning_rate_init=0.002, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, beta_1=0.5, beta_2=0.999, epsilon=1e-8,
                  activation_alpha=None, dtype="float32", n_threads=None):
