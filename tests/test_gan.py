@@ -164,3 +164,113 @@ def test_discriminator_learning_rate_is_a_fixed_ratio_of_the_schedule():
     gan = small(max_iter=2, learning_rate="invscaling", learning_rate_init=0.01,
                 discriminator_learning_rate=0.03).fit(X)
     assert gan._d_optimizer.lr == pytest.approx(3 * gan.learning_rates_[-1], rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_gan_covers_both_modes_of_a_1d_mixture(seed):
+    """Issue 14: the defaults (minibatch-std feature, G's weight average, minibatches of 64) keep both modes of N(-4, 1) + N(4, 1), each near its half of the samples
+    (benchmarks/bench_gan_modes.py runs the 5-seed sweeps and the harder problems)."""
+    rng = np.random.default_rng(seed)
+    X = (rng.choice([-4.0, 4.0], 1000) + rng.standard_normal(1000))[:, None]
+    samples = GAN(random_state=seed, max_iter=100).fit(X).sample(2000, random_state=seed)[:, 0]
+    share = np.mean(samples > 0)
+    assert 0.3 < share < 0.7
+    assert np.mean(np.abs(np.abs(samples) - 4) < 3) > 0.9  # within 3 std of a mode
+
+
+@pytest.mark.parametrize("n_groups", [1, 2])
+def test_minibatch_std_feature_matches_finite_differences(n_groups, rng):
+    """The feature s (mean over units of the std over each group's rows) and its backward, in a
+    discriminator-shaped network, against np.std and finite differences (inputs and weights)."""
+    from fastbp.models._generative import PenalisedSequential
+    from fastbp.models.gan import MinibatchStd, _groups
+    from fastbp.nn import Dense
+    layer = MinibatchStd()
+    net = PenalisedSequential([Dense(3, 5, "leaky_relu", dtype=np.float64, rng=rng), layer,
+                               Dense(6, 1, "identity", dtype=np.float64, rng=rng)])
+    X, weights = rng.standard_normal((8, 3)), rng.standard_normal((8, 1))
+    with _groups(net, n_groups):
+        hidden = net.layers[0].forward(X)
+        out = layer.forward(hidden, training=True)
+        for group in np.split(np.arange(8), n_groups):  # independently: np.var over the rows
+            want = np.mean(np.sqrt(np.var(hidden[group], axis=0) + 1e-8))
+            np.testing.assert_allclose(out[group, 5], want, rtol=1e-12)
+        np.testing.assert_array_equal(out[:, :5], hidden)
+
+        def objective():
+            return float(np.sum(net.forward(X, training=True) * weights))
+
+        net.forward(X, training=True)
+        analytic = net.backward(weights, need_dX=True).copy()
+        grads = [g.copy() for g in net.grads()]
+        np.testing.assert_allclose(analytic, numeric_gradient(objective, X), rtol=1e-6, atol=1e-8)
+        for param, grad in zip(net.params(), grads):
+            np.testing.assert_allclose(grad, numeric_gradient(objective, param), rtol=1e-6,
+                                       atol=1e-8)
+    assert layer.n_groups == 1  # one group outside the block
+
+
+def test_minibatch_std_at_inference_is_the_running_average_of_the_real_batches(monkeypatch):
+    """D's feature after training: the exponential average (momentum 0.1) of s over the real
+    rows of every D step, recorded here; decision_function then judges each row alone."""
+    from fastbp.models.gan import MinibatchStd
+    seen = []
+    track = MinibatchStd.track
+
+    def recording(self, first):
+        seen.append(self.s)
+        track(self, first)
+
+    monkeypatch.setattr(MinibatchStd, "track", recording)
+    X = mixture(n=400)
+    gan = small(dtype="float64", max_iter=2).fit(X)
+    running = seen[0]
+    for s in seen[1:]:
+        running = 0.9 * running + 0.1 * s
+    (layer,) = [layer for layer in gan.discriminator_.layers if isinstance(layer, MinibatchStd)]
+    assert len(seen) == 8 and layer.running == pytest.approx(running, rel=1e-12)
+    hidden = X[:5]
+    for dense in gan.discriminator_.dense_layers[:-1]:
+        hidden = dense.forward(hidden)
+    last = gan.discriminator_.dense_layers[-1]
+    want = np.c_[hidden, np.full(5, running)] @ last.W + last.b
+    np.testing.assert_allclose(gan.decision_function(X[:5]), want[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(gan.decision_function(X[:1]), want[:1, 0], rtol=1e-12)
+
+
+def test_generator_average_is_the_moving_average_of_the_steps(monkeypatch):
+    """average_generator_ = the exponential moving average of G's weights after every G step,
+    decay min(generator_average, (1 + t) / (10 + t)), recomputed here from the recorded steps;
+    sample() draws from it, and save/load keeps it."""
+    steps, start = [], []
+    original = GAN._generator_step
+
+    def recording(self, m, norms):
+        if not start:
+            start.append(self.average_generator_.get_weights())
+        value = original(self, m, norms)
+        steps.append(self.generator_.get_weights())
+        return value
+
+    monkeypatch.setattr(GAN, "_generator_step", recording)
+    gan = small(dtype="float64", generator_average=0.9, max_iter=3).fit(mixture(n=400))
+    average = start[0]
+    for t, weights in enumerate(steps, start=1):
+        beta = min(0.9, (1 + t) / (10 + t))
+        average = [beta * a + (1 - beta) * w for a, w in zip(average, weights)]
+    for want, got in zip(average, gan.average_generator_.params()):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    z = np.random.default_rng(3).standard_normal((5, 1))
+    np.testing.assert_allclose(gan.sample(5, random_state=3), gan.average_generator_.predict(z))
+    assert not np.allclose(gan.sample(5, random_state=3), gan.generator_.predict(z))
+    assert small(generator_average=0.0, max_iter=1).fit(mixture(n=200)).average_generator_ is None
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(generator_average=1.0), "generator_average"),
+    (dict(generator_average=-0.1), "generator_average"),
+    (dict(minibatch_std="yes"), "minibatch_std"),
+])
+def test_bad_remedy_parameters_raise(params, match):
+    X = mixture(n=200)
+    assert_refit_fails_unchanged(small(max_iter=1).fit(X), X, params, match)

@@ -94,7 +94,7 @@ def test_jacobian_of_decoders_and_generator(data, method):
         model = _fit(fastbp.GAN(4, (8,), (6,), output_activation="sigmoid", dtype="float64",
                                 max_iter=1, batch_size=50, random_state=0), X)
         Z = np.random.default_rng(0).standard_normal((3, 4))
-        generate = model.generator_.predict  # G(z): what sample() applies to its own draws
+        generate = model.average_generator_.predict  # what sample() applies to its draws
     else:
         model = _fit(fastbp.VAE(3, (8,), loss="cross_entropy", dtype="float64", max_iter=2,
                                 random_state=0), X)

@@ -231,3 +231,33 @@ def test_the_vae_plot_shows_the_learned_prior_against_the_codes(params, tmp_path
     plt.close(figure)
     _plot("vae", vae, X[:50], "title", tmp_path / "vae.png")
     assert (tmp_path / "vae.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("n_features", [1, 2])
+def test_gan_plot_shows_samples_over_epochs(n_features, tmp_path, capsys, monkeypatch):
+    """--plot of a GAN on data that are not images: samples of one fixed z recorded by a fit
+    callback at four epochs spread over the run (the last among them), then drawn."""
+    pytest.importorskip("matplotlib")
+    from fastbp.cli import generative_job
+    rng = np.random.default_rng(0)
+    data, plot = tmp_path / "data.npy", tmp_path / "gan.png"
+    shape = (200, n_features)
+    np.save(data, rng.choice([-4.0, 4.0], shape) + rng.standard_normal(shape))
+    histories = []
+
+    class Kept(generative_job.SampleHistory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            histories.append(self)
+
+    monkeypatch.setattr(generative_job, "SampleHistory", Kept)
+    assert main(["train", "--model", "gan", "--data", str(data), "--epochs", "6", "--hidden",
+                 "8", "--backend", "numpy", "--plot", str(plot), "--quiet"]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG" and "plotted to" in capsys.readouterr().out
+    (history,) = histories
+    assert history.epochs == [1, 3, 4, 6]
+    assert [samples.shape for samples in history.samples] == [(500, n_features)] * 4
+    # the last snapshot is the fitted generator at the same z
+    with fastbp.use_backend("numpy"):
+        final = history.model.average_generator_.predict(history.z.astype(np.float32))
+    np.testing.assert_array_equal(history.samples[-1], final)

@@ -14,7 +14,9 @@ the model, with a progress bar, and the other 20% test it:
 Like the MLP job it trains on the compiled backend, and for the bundled digits (or with
 ``--compare``) again on NumPy's, and prints the times.  ``--plot FILE.png`` draws the loss curves
 (both players' for the GAN) beside test images with their reconstructions (autoencoder, VAE) or
-generated samples (VAE, GAN).  ``--data FILE`` (CSV or NPY): every column is a feature (but
+generated samples (VAE, GAN); for a GAN on data that are not images, its samples against the
+test data at four epochs (histograms for 1-D data, scatter plots of the first two features
+otherwise).  ``--data FILE`` (CSV or NPY): every column is a feature (but
 ``--target``'s, if given).  ``--save`` writes the first model.
 """
 import textwrap
@@ -63,8 +65,6 @@ def _model(name, args, X, verbose):
         common["learning_rate_init"] = args.lr
     unit = X.min() >= 0 and X.max() <= 1
     if name == "gan":
-        if args.batch_size is None:
-            common["batch_size"] = 64
         return GAN(n_components=k, generator_layer_sizes=hidden, discriminator_layer_sizes=hidden,
                    output_activation="sigmoid" if unit else "identity", **common)
     loss = args.loss or ("cross_entropy" if unit else "squared_error")
@@ -135,7 +135,7 @@ def _plot(name, model, X_test, title, path):
         axis.set_ylabel("loss per example")
         axis.set_title("Loss curves")
         axis.legend()
-        if side * side != d or d < 16:  # not images: the first two features, data against model
+        if not _is_image(d):  # not images: the first two features, data against model
             axis = right.subplots()
             axis.scatter(X_test[:, 0], X_test[:, 1], s=6, label="test data")
             points = (model.reconstruct(X_test) if name == "autoencoder"
@@ -190,6 +190,64 @@ def _plot_prior(model, X_test, axis):
     axis.autoscale_view()
 
 
+class SampleHistory:
+    """A fit callback recording the GAN's samples over epochs, for data that are not images
+    (images keep :func:`_plot`'s grid of final samples): ``n_samples`` points G(z) of one fixed
+    z after ``n_snapshots`` epochs spread over ``max_iter`` (the last among them).
+    ``epochs``/``samples``: the epochs recorded and their samples (n_samples x n_features)."""
+
+    def __init__(self, model, n_features, n_snapshots=4, n_samples=500):
+        self.model, self.epochs, self.samples = model, [], []
+        self.at = set() if _is_image(n_features) else set(
+            np.unique(np.linspace(1, model.max_iter, n_snapshots).round().astype(int)).tolist())
+        self.z = np.random.default_rng(0).standard_normal((n_samples, model.n_components))
+
+    def __call__(self, state):
+        if state.n_iter in self.at:
+            generator = self.model._sampler()  # what sample() draws from (not fitted yet)
+            self.epochs.append(state.n_iter)
+            self.samples.append(generator.predict(self.z.astype(generator.dtype)))
+
+
+def _is_image(d):
+    """Rows of d features drawn as square images (the digits: 8 x 8)."""
+    side = int(round(np.sqrt(d)))
+    return side * side == d and d >= 16
+
+
+def _plot_gan_history(model, X_test, history, title, path):
+    """The GAN's loss curves beside its samples against the test data at the recorded epochs:
+    histograms for 1-D data, scatter plots of the first two features otherwise."""
+    plt = pyplot()
+    n = len(history.epochs)
+    with plt.rc_context(PLOT_STYLE):
+        figure = plt.figure(figsize=(4.2 * (n + 1), 4.2), layout="constrained")
+        figure.suptitle(title)
+        axes = figure.subplots(1, n + 1, squeeze=False)[0]
+        for label, curve in _loss_curves("gan", model).items():
+            axes[0].plot(np.arange(1, len(curve) + 1), curve, label=label)
+        axes[0].set_xlabel("epoch")
+        axes[0].set_ylabel("loss per example")
+        axes[0].set_title("Loss curves")
+        axes[0].legend()
+        one_d = X_test.shape[1] == 1
+        for axis, epoch, samples in zip(axes[1:], history.epochs, history.samples):
+            if one_d:
+                bins = np.histogram_bin_edges(np.r_[X_test[:, 0], samples[:, 0]], bins=40)
+                axis.hist(X_test[:, 0], bins=bins, density=True, alpha=0.5, label="test data")
+                axis.hist(samples[:, 0], bins=bins, density=True, alpha=0.5, label="samples")
+                axis.set_xlabel("x")
+            else:
+                axis.scatter(X_test[:, 0], X_test[:, 1], s=6, label="test data")
+                axis.scatter(samples[:, 0], samples[:, 1], s=6, label="samples")
+                axis.set_xlabel("feature 1")
+                axis.set_ylabel("feature 2")
+            axis.set_title(f"epoch {epoch}")
+        axes[1].legend()
+        figure.savefig(path, dpi=100)
+        plt.close(figure)
+
+
 def run_generative(model_name, args):
     """Train and test the generative model ``model_name`` as ``args`` say; the exit status."""
     from fastbp.cli._progress import choose_mode
@@ -216,10 +274,14 @@ def run_generative(model_name, args):
     print(textwrap.fill(repr(_model(model_name, args, X, False)), 79, subsequent_indent="    "))
     if note:
         print(f"note: {note}; training with NumPy only")
-    results, models = [], []
+    results, models, history = [], [], None
     for backend in backends:
         model = _model(model_name, args, X, verbose=mode != "none")
-        seconds, unconverged = fit_with_progress(model, backend, mode, X[train])
+        fit_params = {}
+        if args.plot and model_name == "gan" and history is None:  # the plotted (first) model's
+            history = SampleHistory(model, X.shape[1])
+            fit_params["callbacks"] = [history]
+        seconds, unconverged = fit_with_progress(model, backend, mode, X[train], **fit_params)
         results.append((backend, seconds, model.n_iter_, _report(model_name, model, X[train],
                                                                  X[test]), unconverged))
         models.append((backend, model))
@@ -231,8 +293,11 @@ def run_generative(model_name, args):
                               results[0][4])
     if args.plot:
         summary = results[0][3].split(";")[0].split(" (")[0]
-        _plot(model_name, first, X[test], f"{type(first).__name__} on {data_name}: {summary}",
-              args.plot)
+        title = f"{type(first).__name__} on {data_name}: {summary}"
+        if history is not None and history.epochs:
+            _plot_gan_history(first, X[test], history, title, args.plot)
+        else:
+            _plot(model_name, first, X[test], title, args.plot)
         print(f"loss curves and {'samples' if model_name == 'gan' else 'reconstructions'} "
               f"plotted to {args.plot}")
     return 0

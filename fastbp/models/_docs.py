@@ -73,6 +73,18 @@ PARAMETERS = {
     "n_discriminator_steps": ("int >= 1", "Discriminator steps between generator turns."),
     "n_generator_steps": ("int >= 1", "Generator steps per turn."),
     "discriminator_learning_rate": ("float > 0 or None", "D's learning rate; None: G's."),
+    "minibatch_std": ("bool", "Give D the minibatch-standard-deviation feature (Karras et al. "
+                      "2018, 'Progressive Growing of GANs', section 3): beside its last hidden "
+                      "layer, the mean over its units of their standard deviation over the batch "
+                      "(real and generated rows apart), so that D sees a generator whose samples "
+                      "are too alike (mode collapse).  After training D uses a constant instead, "
+                      "the running average of that feature over the real batches (as batch "
+                      "normalisation does), so that ``decision_function`` judges each row alone."),
+    "generator_average": ("float in [0, 1)", "Sample from an exponential moving average of G's "
+                          "weights (``average_generator_``; Karras et al. 2018, section A.1; "
+                          "Yazici et al. 2019, 'The Unusual Effectiveness of Averaging in GAN "
+                          "Training'), decay min(generator_average, (1 + t) / (10 + t)) after "
+                          "G's t-th step; 0: sample from G itself."),
     "alpha": ("float >= 0", "L2 penalty alpha / (2 batch_size) * sum_l ||W^l||_F^2 per minibatch "
               "(biases not penalised)."),
     # the optimisation
@@ -94,7 +106,8 @@ PARAMETERS = {
                       "line search, for solver 'gd'."),
     "learning_rate_init": ("float > 0", "The initial step length."),
     "power_t": ("float >= 0", "Exponent of 'invscaling': learning_rate_init / (t + 1)^power_t."),
-    "batch_size": ("int or 'auto'", "Rows per minibatch; 'auto' = min(200, n_samples)."),
+    "batch_size": ("int or 'auto'", "Rows per minibatch; 'auto' = min(200, n_samples) (the GAN: "
+                   "min(64, n_samples))."),
     "max_iter": ("int >= 1", "Epochs at most (passes over the data); for 'lbfgs', "
                  "iterations."),
     "shuffle": ("bool", "Shuffle the rows every epoch."),
@@ -166,12 +179,15 @@ ATTRIBUTES = {
                      "p(x | z) per feature (``decoder_std``, or its learned value: the root "
                      "mean squared residual of the training rows over the ELBO's noise draws); "
                      "None for the cross-entropy loss."),
-    "generator_": ("fastbp.nn.Sequential", "G: noise z -> sample."),
+    "generator_": ("fastbp.nn.Sequential", "G: noise z -> sample, as trained (``sample`` uses "
+                   "``average_generator_`` when there is one)."),
     "discriminator_": ("fastbp.nn.Sequential", "D: point x -> logit of D(x)."),
     "discriminator_coefs_": ("list of ndarray", "D's weight matrices."),
     "discriminator_intercepts_": ("list of ndarray", "D's biases."),
     "generator_loss_curve_": ("list of float", "G's mean objective per epoch (= ``loss_curve_``)."),
     "discriminator_loss_curve_": ("list of float", "D's mean -L per epoch."),
+    "average_generator_": ("fastbp.nn.Sequential or None", "The average of G's weights that "
+                           "``sample`` uses (``generator_average``); None without."),
 }
 
 MLP_ATTRIBUTES = ("coefs_", "intercepts_", "n_features_in_", "feature_names_in_", "n_outputs_",

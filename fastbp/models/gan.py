@@ -26,27 +26,44 @@ parameters must be finite (``fastbp.training.check_finite``): otherwise ``fit``/
 raise ValueError and leave the model as it was before the call.  ``fit_path_`` is always
 ``"layerwise: GAN (...)"``: the compiled engine trains one network's plain backprop, not a game.
 
+Against mode collapse (G covering some modes of the data only), measured on the standard toy
+problems by ``benchmarks/bench_gan_modes.py`` (1-D mixtures of 2 and 3 Gaussians, the ring of 8
+and the 5 x 5 grid of 2-D Gaussians), the defaults combine: minibatches of 64 rows
+(``batch_size='auto'``: min(64, n); more, smaller steps), Adam with beta_1 = 0.5 (Radford et al.
+2016, DCGAN) and a learning rate of 0.002 for both players, the non-saturating G loss, a
+minibatch-standard-deviation feature in D (``minibatch_std``) and samples from an exponential
+moving average of G's weights (``generator_average``).  Each can be switched off by its
+parameter.
+
 Loss curves, one entry per epoch: ``discriminator_loss_curve_`` (mean -L over D's steps, i.e.
 -log D(x) - log(1 - D(G(z)))), ``generator_loss_curve_`` (= ``loss_curve_``: mean of G's
 objective, -log D(G(z)) or log(1 - D(G(z)))).  ``coefs_``/``intercepts_`` are G's
-(``generator_``), ``discriminator_coefs_``/``discriminator_intercepts_`` D's (``discriminator_``).
+(``generator_``, as trained; ``sample`` draws from ``average_generator_`` when there is one),
+``discriminator_coefs_``/``discriminator_intercepts_`` D's (``discriminator_``).
 """
+import contextlib
+import copy
+import dataclasses
+
 import numpy as np
 from scipy import special
 
 from fastbp.kernels import ops
 from fastbp.models import export
-from fastbp.models._generative import GenerativeBase, check_n_components, check_sizes, store_params
+from fastbp.models._generative import (GenerativeBase, PenalisedSequential, check_fraction,
+                                       check_n_components, check_sizes, store_params)
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng, user_stacklevel
 from fastbp.training import fit_network, make_optimizer
-from fastbp.nn import activation_name, make_mlp, row_losses, row_weights
+from fastbp.nn import (Dense, Layer, _BufferCache, activation_name, make_mlp, row_losses,
+                       row_weights)
 from fastbp.models.persist import register
 from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
 __all__ = ["GAN"]
 
 GENERATOR_LOSSES = ("non_saturating", "minimax")
+AUTO_BATCH = 64  # batch_size='auto': minibatches of min(64, n) rows
 FIT_PATH = "layerwise: GAN (alternating discriminator and generator steps on two networks)"
 
 
@@ -107,10 +124,101 @@ class _AlternatingSteps:
         return self.gan.generator_.params() + self.gan.discriminator_.params()
 
 
+class MinibatchStd(Layer):
+    """The minibatch-standard-deviation feature (Karras et al. 2018, "Progressive Growing of GANs
+    for Improved Quality, Stability, and Variation", section 3): input A (n x k), output [A, s]
+    (n x (k + 1)).  In training, with the rows split into ``n_groups`` equal contiguous groups, s
+    of every row of a group is the mean over the k units of their standard deviation over the
+    group's g rows, std_j = sqrt(mean_i (a_ij - mean_i a_ij)^2 + 1e-8): a discriminator that sees
+    it can tell a batch of too-similar samples (a collapsed generator) from real data.  Backward:
+    d s / d a_ij = (a_ij - mean_i a_ij) / (k g std_j).  ``track`` folds the first group's s into
+    ``running`` (an exponential average, as batch normalisation keeps its statistics); inference
+    uses that constant, so a row's output does not depend on the other rows."""
+
+    _transient = ("_cache", "saved")
+    n_groups = 1
+    momentum = 0.1
+
+    def __init__(self):
+        self.running = self.s = 0.0
+        self._reset_cache()
+
+    def _reset_cache(self):
+        self._cache = _BufferCache(self._make_buffers)
+        self.saved = None
+
+    def _make_buffers(self, key):
+        (n, k), dtype = key
+        return np.empty((n, k + 1), dtype), np.empty((n, k), dtype), np.empty((n, k), dtype)
+
+    def _forward(self, X, training=False, keep=True):
+        n, k = X.shape
+        out, centred, dX = (self._cache.get((X.shape, X.dtype)) if keep
+                            else self._make_buffers((X.shape, X.dtype)))
+        out[:, :k] = X
+        if not training:
+            out[:, k] = self.running
+            self.saved = (None, None, dX) if keep else None
+            return out
+        groups = X.reshape(self.n_groups, -1, k)
+        c = centred.reshape(groups.shape)
+        np.subtract(groups, groups.mean(axis=1, keepdims=True), out=c)
+        std = np.sqrt(np.einsum("gij,gij->gj", c, c) / c.shape[1] + X.dtype.type(1e-8))
+        s = std.mean(axis=1)
+        out[:, k].reshape(self.n_groups, -1)[...] = s[:, None]
+        self.saved = (c, std, dX) if keep else None
+        self.s = float(s[0])
+        return out
+
+    def track(self, first):
+        """Fold the last training forward's s (of the first group) into ``running``; ``first``:
+        start the average there."""
+        self.running = self.s if first else self.running + self.momentum * (self.s - self.running)
+
+    def forward(self, X, training=False):
+        return self._forward(np.ascontiguousarray(X), training)
+
+    def _backward(self, dA, need_dX):
+        c, std, dX = self.saved
+        k = dX.shape[1]
+        if c is None:  # inference: s is a constant
+            dX[...] = dA[:, :k]
+            return dX
+        n_groups, g, _ = c.shape
+        ds = dA[:, k].reshape(n_groups, g).sum(axis=1)  # each group's s feeds all its rows
+        np.multiply(c, (ds[:, None] / (k * g) / std)[:, None, :], out=dX.reshape(c.shape))
+        dX += dA[:, :k]
+        return dX
+
+    def backward(self, dA, need_dX=True):
+        return self._backward(np.ascontiguousarray(dA), need_dX)
+
+    def __repr__(self):
+        return f"MinibatchStd(running={self.running:.4g})"
+
+
+def _std_layers(network):
+    return [layer for layer in network.layers if isinstance(layer, MinibatchStd)]
+
+
+@contextlib.contextmanager
+def _groups(network, n_groups):
+    """Within the block, ``network``'s MinibatchStd layers (if any) split their rows into
+    ``n_groups`` groups; one group outside."""
+    layers = _std_layers(network)
+    for layer in layers:
+        layer.n_groups = n_groups
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.n_groups = 1
+
+
 @register("GAN")
 @numpydoc(*(name for name in MLP_ATTRIBUTES if name != "out_activation_"), "generator_",
-          "discriminator_", "discriminator_coefs_", "discriminator_intercepts_",
-          "generator_loss_curve_", "discriminator_loss_curve_")
+          "average_generator_", "discriminator_", "discriminator_coefs_",
+          "discriminator_intercepts_", "generator_loss_curve_", "discriminator_loss_curve_")
 class GAN(GenerativeBase):
     """Generative adversarial network, scikit-learn style (see the module docstring).
 
@@ -134,9 +242,10 @@ class GAN(GenerativeBase):
                  discriminator_layer_sizes=(64, 64), activation="relu",
                  discriminator_activation="leaky_relu", output_activation="identity",
                  generator_loss="non_saturating",
-                 n_discriminator_steps=1, n_generator_steps=1, discriminator_learning_rate=None, *,
+                 n_discriminator_steps=1, n_generator_steps=1, discriminator_learning_rate=None,
+                 minibatch_std=True, generator_average=0.999, *,
                  solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 learning_rate_init=0.002, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, beta_1=0.5, beta_2=0.999, epsilon=1e-8,
                  activation_alpha=None, dtype="float32", n_threads=None):
@@ -166,6 +275,10 @@ class GAN(GenerativeBase):
             raise ValueError("solver='lbfgs' minimises one objective, and a GAN is a two-player "
                              "game: D maximises what G minimises, so there is no single function "
                              "for L-BFGS to descend; use a solver that takes steps ('adam')")
+        if not isinstance(self.minibatch_std, (bool, np.bool_)):
+            raise ValueError(f"minibatch_std must be True or False, got {self.minibatch_std!r}")
+        if self.generator_average != 0:
+            check_fraction(self.generator_average, "generator_average")
         if self.learning_rate not in ("constant", "invscaling"):
             raise ValueError("a GAN has no objective to monitor: learning_rate must be "
                              f"'constant' or 'invscaling', got {self.learning_rate!r}")
@@ -178,10 +291,16 @@ class GAN(GenerativeBase):
             k, check_sizes(self.generator_layer_sizes, "generator_layer_sizes"), n_features,
             self.activation, activation_name(self.output_activation), dtype=dtype, rng=self._rng,
             activation_alpha=self.activation_alpha)
+        sizes = check_sizes(self.discriminator_layer_sizes, "discriminator_layer_sizes")
         self.discriminator_ = make_mlp(
-            n_features, check_sizes(self.discriminator_layer_sizes, "discriminator_layer_sizes"), 1,
-            self.discriminator_activation, dtype=dtype, rng=self._rng,
+            n_features, sizes, 1, self.discriminator_activation, dtype=dtype, rng=self._rng,
             activation_alpha=self.activation_alpha)
+        if self.minibatch_std:  # [last hidden layer, s] -> the output unit
+            *hidden, last = self.discriminator_.layers
+            output = Dense(last.n_in + 1, 1, "identity", dtype=dtype, rng=self._rng)
+            self.discriminator_ = PenalisedSequential([*hidden, MinibatchStd(), output])
+        self.average_generator_ = (copy.deepcopy(self.generator_) if self.generator_average
+                                   else None)
         self._d_optimizer = None
         self._d_losses = []
         self._buffers = {}
@@ -212,7 +331,10 @@ class GAN(GenerativeBase):
         self._rng.standard_normal(dtype=b.noise.dtype, out=b.noise)
         b.batch[m:] = self.generator_._forward(b.noise, False)
         D = self.discriminator_
-        logits = D._forward(b.batch, True)
+        with _groups(D, 2):  # the real rows' and the fake rows' batch statistics apart
+            logits = D._forward(b.batch, True)
+        for layer in _std_layers(D):  # the real rows' s: D's constant at inference
+            layer.track(first=self._d_optimizer.t == 0)
         value, _ = ops().loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
         b.d_grad *= 2  # the kernel averages over 2m rows; -L = mean over real + mean over fake
         value *= 2
@@ -242,11 +364,28 @@ class GAN(GenerativeBase):
         for j, layer in enumerate(G.dense_layers):
             norms[j] += float(np.linalg.norm(layer.dW))
         self._state.optimizer.step(G.grads())
+        if self.average_generator_ is not None:
+            self._average(G)
         return value
+
+    def _average(self, G):
+        """One step of the average of G's weights: a <- a - (1 - beta_t) (a - w), beta_t =
+        min(generator_average, (1 + t) / (10 + t)) after G's t-th step (the early steps, far from
+        the equilibrium, fade fast); G's gradients, used already, hold a - w."""
+        t = self._state.optimizer.t
+        beta = min(self.generator_average, (1 + t) / (10 + t))
+        for average, weight, scratch in zip(self.average_generator_.params(), G.params(),
+                                            G.grads()):
+            np.subtract(average, weight, out=scratch)
+            scratch *= scratch.dtype.type(1 - beta)
+            average -= scratch
 
     def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         """The training loop's epochs, bookkeeping and checks (``fastbp.training.fit_network``),
         with the alternating steps of :class:`_AlternatingSteps` as each epoch."""
+        if self.batch_size == "auto":
+            config = dataclasses.replace(config, batch_size=min(AUTO_BATCH, X.shape[0]))
+
         def trainer(optimizer, batch_size, fresh):
             if fresh or self._d_optimizer is None:
                 self._d_optimizer = make_optimizer(self.discriminator_, config, batch_size)
@@ -266,6 +405,9 @@ class GAN(GenerativeBase):
     # ------------------------------------------------------------------------------- inference
     def sample(self, n_samples=1, random_state=None):
         """New points G(z), z ~ N(0, I).
+
+        G is ``average_generator_``, the average of G's weights, when there is one
+        (``generator_average`` > 0), else ``generator_``.
 
         Parameters
         ----------
@@ -288,7 +430,11 @@ class GAN(GenerativeBase):
         z = rng.standard_normal((int(n_samples), self.generator_.n_inputs))
         z = z.astype(self.generator_.dtype)
         with self._threads():
-            return self.generator_.predict(z)
+            return self._sampler().predict(z)
+
+    def _sampler(self):
+        """The network that samples: G's weight average when kept, else G."""
+        return self.generator_ if self.average_generator_ is None else self.average_generator_
 
     def decision_function(self, X):
         """D's logit for every row: log(D(x) / (1 - D(x))); D(x) = sigmoid of it.
@@ -347,9 +493,13 @@ class GAN(GenerativeBase):
             return D.backward(upstream, need_dX=True).copy()
 
     def _exports(self):
-        return {"sample": export.Path(export.layer_steps(self.generator_), "sample", input="z"),
-                "decision_function": export.Path(export.layer_steps(self.discriminator_),
-                                                 "decision_function", ravel=True)}
+        steps = export.layer_steps(self.discriminator_)
+        if self.minibatch_std:  # the constant feature s folded into the output layer's bias
+            (std,), last = _std_layers(self.discriminator_), steps[-1]
+            W, b = last.W[:-1], last.b + std.running * last.W[-1]
+            steps = (*steps[:-1], dataclasses.replace(last, W=W, b=b.astype(W.dtype)))
+        return {"sample": export.Path(export.layer_steps(self._sampler()), "sample", input="z"),
+                "decision_function": export.Path(steps, "decision_function", ravel=True)}
 
     # ---------------------------------------------------------------------------- persistence
     def _fitted_arrays(self):
@@ -357,6 +507,11 @@ class GAN(GenerativeBase):
         for i, (W, b) in enumerate(zip(self.discriminator_coefs_, self.discriminator_intercepts_)):
             arrays[f"discriminator_coef_{i}"], arrays[f"discriminator_intercept_{i}"] = W, b
         arrays["discriminator_loss_curve_"] = np.asarray(self._d_losses, dtype=np.float64)
+        for layer in _std_layers(self.discriminator_):
+            arrays["discriminator_batch_std"] = np.float64(layer.running)
+        if self.average_generator_ is not None:
+            for i, array in enumerate(self.average_generator_.params()):
+                arrays[f"average_generator_{i}"] = array
         return arrays
 
     def _restore_state(self, arrays, meta):
@@ -365,4 +520,14 @@ class GAN(GenerativeBase):
         for i in range(len(self.discriminator_.dense_layers)):
             weights += [arrays[f"discriminator_coef_{i}"], arrays[f"discriminator_intercept_{i}"]]
         self.discriminator_.set_weights(weights)
+        for layer in _std_layers(self.discriminator_):
+            running = np.asarray(arrays["discriminator_batch_std"], dtype=np.float64)
+            if running.shape != () or not 0 < running < np.inf:
+                raise ValueError("inconsistent fastbp model file: discriminator_batch_std must be "
+                                 f"one number > 0, got {running!r}")
+            layer.running = float(running)
+        if self.average_generator_ is not None:
+            self.average_generator_.set_weights(
+                [arrays[f"average_generator_{i}"]
+                 for i in range(len(self.average_generator_.params()))])
         self._d_losses = [float(v) for v in arrays["discriminator_loss_curve_"]]
