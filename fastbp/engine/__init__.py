@@ -320,7 +320,8 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
         warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
                       f"; the compiled backend trains and predicts layer by layer",
                       RuntimeWarning, stacklevel=3)
-    if engine_decline(network, loss_name, optimizer, batch_size, parallel, predict_only) is not None:
+    if engine_decline(network, loss_name, optimizer, batch_size, parallel,
+                      predict_only) is not None:
         return None
     dense, dropouts = _plain_stack(network)
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),

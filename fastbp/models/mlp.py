@@ -21,10 +21,11 @@ SciPy's L-BFGS-B as scikit-learn runs it (``max_iter`` iterations, ``max_fun`` e
 is False: its AttributeError says why).
 
 The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``;
-fastbp adds ``dropout``, ``activation_alpha``, ``dtype``,
-``n_threads`` and ``checkpoint_segments`` (memory for time: see ``fastbp.nn.Sequential``).  The estimators are scikit-learn's kind (its ``BaseEstimator`` and mixins, its
-input validation with ``feature_names_in_``); the parameters and fitted attributes are listed in
-each class's docstring (written once, in :mod:`fastbp.models._docs`).
+fastbp adds ``dropout``, ``activation_alpha``, ``dtype``, ``n_threads`` and
+``checkpoint_segments`` (memory for time: see ``fastbp.nn.Sequential``).  The estimators are
+scikit-learn's kind (its ``BaseEstimator`` and mixins, its input validation with
+``feature_names_in_``); the parameters and fitted attributes are listed in each class's
+docstring (written once, in :mod:`fastbp.models._docs`).
 
 ``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
 identically (:mod:`fastbp.models.persist`); models pickle too (unpickling one pickled by another fastbp
