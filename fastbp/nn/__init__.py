@@ -263,7 +263,9 @@ class Dense(Layer):
     alpha : float or None
         Its parameter (None for activations without one).
     X, Z, A : ndarray or None
-        After ``forward``: the cached input, pre-activation and output of the last batch.
+        After ``forward``: the cached input, pre-activation and output of the last batch (in a
+        Sequential with ``checkpoint_segments``: views of its shared buffers, Z holding A where
+        f' is had from A or from the sign of z).
 
     Raises
     ------
