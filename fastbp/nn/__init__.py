@@ -630,6 +630,7 @@ class _Segments:
         """(every array made, {layer: (Z, A) or (out, mask)}, the dZ buffer, the 2 dX buffers)."""
         dtype, widths = self.dtype, self.widths
         item = dtype.itemsize
+
         def step(width):  # workspace entries of an n x width view, rounded up to _ALIGN bytes
             return -(-n * width * item // _ALIGN) * _ALIGN // item
         workspace = max([sum(step(widths[i + 1]) for i in range(lo, hi)
