@@ -85,3 +85,8 @@ def judge_float64(result):
 
 OTHER_FLOORS = {"serving": judge_serving, "generative": judge_generative,
                 "float64": judge_float64}
+
+# Issue 12 item 3: ``checkpoint_segments`` on the hourglass at batch 1024 (bench_checkpoint.py):
+# at its leanest setting, at most this fraction of the activation bytes of storing everything
+# (``Sequential.buffer_nbytes``) and at most this ratio of its time per step, layer by layer.
+CHECKPOINT = {"memory": 0.5, "time": 1.35}

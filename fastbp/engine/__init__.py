@@ -251,17 +251,23 @@ def make_predictor(network):
     return make_trainer(network, "squared_error", _NoStep(network.params()), 1, predict_only=True)
 
 
-def engine_decline(network, loss_name, optimizer, batch_size, parallel=None):
+def engine_decline(network, loss_name, optimizer, batch_size, parallel=None, predict_only=False):
     """Why the compiled engine cannot train this network with this loss and optimizer (a short
     phrase, e.g. ``"float64"``, ``"numpy backend"``, ``"not a plain Dense/Dropout stack
     (SparsityPenalty layer)"``), or None when it can: :func:`make_trainer` makes a trainer exactly
     when this returns None, and ``fastbp.training`` records the phrase as the fit's path.
     ``parallel``: a data-parallel context (``fastbp.distributed.DataParallel``), whose
-    ``reduction(dtype)`` gives the engine its MPI_Allreduce, or says why it cannot."""
+    ``reduction(dtype)`` gives the engine its MPI_Allreduce, or says why it cannot.
+    ``predict_only``: for forward passes only (:func:`make_predictor`), which a network's
+    ``checkpoint_segments`` does not concern (the engine's training stores every layer's values
+    for all rows: it declines that setting)."""
     if not USE_FUSED:
         return "engine switched off (fastbp.engine.USE_FUSED)"
     if _backend.backend() != "compiled":
         return "numpy backend"
+    segments = getattr(network, "checkpoint_segments", None)
+    if segments is not None and not predict_only:
+        return f"checkpoint_segments={segments!r} (the engine stores every layer's values)"
     if loss_name not in LOSS_CODES:
         return f"loss {loss_name!r} not in the engine"
     if _c_train is None:
@@ -320,7 +326,8 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
         warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
                       f"; the compiled backend trains and predicts layer by layer",
                       RuntimeWarning, stacklevel=3)
-    if engine_decline(network, loss_name, optimizer, batch_size, parallel) is not None:
+    if engine_decline(network, loss_name, optimizer, batch_size, parallel,
+                      predict_only) is not None:
         return None
     dense, dropouts, penalty = _plain_stack(network)
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),

@@ -136,6 +136,17 @@ PARAMETERS = {
               "(both train on the compiled engine; float32 is about twice as fast)."),
     "n_threads": ("int >= 1 or None", "Cap on BLAS threads (and the engine's) during fit and "
                   "predict; None leaves the libraries' defaults."),
+    "checkpoint_segments": ("None, 'sqrt' or int >= 1", "Memory for time in training (\"CS771 "
+                            "Deep Learning III\", slide 19: storing every layer's values for "
+                            "backprop \"saves time but also uses up a lot of memory\"): None "
+                            "stores them all; k keeps only the inputs of k segments of layers "
+                            "and recomputes each segment in the backward pass (Chen et al. 2016, "
+                            "\"Training Deep Nets with Sublinear Memory Cost\"; PyTorch's "
+                            "``checkpoint_sequential`` segments), with the same gradients bit "
+                            "for bit (dropout masks kept, not drawn again); 'sqrt': "
+                            "round(sqrt(L)) segments for L Dense layers.  Trains layer by layer "
+                            "(the compiled engine stores every layer: ``fit_path_`` says so); "
+                            "prediction is unchanged.  See ``fastbp.nn.Sequential``."),
 }
 
 # name -> (type, description)

@@ -87,7 +87,8 @@ class Autoencoder(EncoderDecoder):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 activation_alpha=None, dtype="float32", n_threads=None):
+                 activation_alpha=None, dtype="float32", n_threads=None,
+                 checkpoint_segments=None):
         store_params(self, locals())
 
     # ------------------------------------------------------------------------------ parameters

@@ -248,7 +248,8 @@ class GAN(GenerativeBase):
                  learning_rate_init=0.002, power_t=0.5, max_iter=200, shuffle=True,
                  random_state=None, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, beta_1=0.5, beta_2=0.999, epsilon=1e-8,
-                 activation_alpha=None, dtype="float32", n_threads=None):
+                 activation_alpha=None, dtype="float32", n_threads=None,
+                 checkpoint_segments=None):
         store_params(self, locals())
 
     # ------------------------------------------------------------------------------ parameters

@@ -21,10 +21,11 @@ SciPy's L-BFGS-B as scikit-learn runs it (``max_iter`` iterations, ``max_fun`` e
 is False: its AttributeError says why).
 
 The parameters, their names and defaults follow scikit-learn's ``MLPClassifier``/``MLPRegressor``;
-fastbp adds ``dropout``, ``activation_alpha``, ``dtype`` and
-``n_threads``.  The estimators are scikit-learn's kind (its ``BaseEstimator`` and mixins, its
-input validation with ``feature_names_in_``); the parameters and fitted attributes are listed in
-each class's docstring (written once, in :mod:`fastbp.models._docs`).
+fastbp adds ``dropout``, ``activation_alpha``, ``dtype``, ``n_threads`` and
+``checkpoint_segments`` (memory for time: see ``fastbp.nn.Sequential``).  The estimators are
+scikit-learn's kind (its ``BaseEstimator`` and mixins, its input validation with
+``feature_names_in_``); the parameters and fitted attributes are listed in each class's
+docstring (written once, in :mod:`fastbp.models._docs`).
 
 ``model.save(path)`` writes one .npz file and ``fastbp.load(path)`` restores a model that predicts
 identically (:mod:`fastbp.models.persist`); models pickle too (unpickling one pickled by another fastbp
@@ -61,7 +62,7 @@ from fastbp.exceptions import InconsistentVersionWarning
 from fastbp.training import STEP_SOLVERS, TrainConfig, TrainState, fit_network
 from fastbp.models._validation import (check_classes, check_data, check_is_fitted, check_labels,
                                       check_targets, check_X, label_kind)
-from fastbp.nn import Dense, Sequential, activation_name, make_mlp
+from fastbp.nn import Dense, Sequential, activation_name, check_checkpoint_segments, make_mlp
 from fastbp.models import export
 from fastbp.models.persist import register
 from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
@@ -132,7 +133,7 @@ class _BaseMLP(BaseEstimator):
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, dropout=0.0, activation_alpha=None,
-                 dtype="float32", n_threads=None):
+                 dtype="float32", n_threads=None, checkpoint_segments=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -160,6 +161,7 @@ class _BaseMLP(BaseEstimator):
         self.activation_alpha = activation_alpha
         self.dtype = dtype
         self.n_threads = n_threads
+        self.checkpoint_segments = checkpoint_segments
 
     def save(self, path):
         """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it.
@@ -230,6 +232,7 @@ class _BaseMLP(BaseEstimator):
         if self.n_threads is not None and (not isinstance(self.n_threads, (int, np.integer))
                                            or self.n_threads < 1):
             raise ValueError(f"n_threads must be None or an int >= 1, got {self.n_threads!r}")
+        check_checkpoint_segments(self.checkpoint_segments)
         for name in ("max_iter", "n_iter_no_change", "max_fun"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -331,6 +334,8 @@ class _BaseMLP(BaseEstimator):
                     self._set_target(target)
                     self._network = self._build_network(X.shape[1], dtype)
                     self._state = TrainState()
+                for _, network in self._summary_networks():  # every network the model trains
+                    network.checkpoint_segments = self.checkpoint_segments
                 if (self.early_stopping and not incremental and validation is None
                         and config.solver != "lbfgs"):  # lbfgs ignores it, as scikit-learn's
                     X, Y, sample_weight, validation = self._split_validation(X, Y, sample_weight)

@@ -21,7 +21,9 @@ batch of that size is seen and reused afterwards, and runs the active backend's 
 (``fastbp.kernels.ops()``) directly into them: a training step allocates no array once warm.
 The arrays returned by ``forward``/``backward`` are those buffers: they are valid until the next
 call with the same batch size (copy them to keep them).  At most ``MAX_CACHED_SIZES`` batch sizes
-are kept per layer; ``Sequential.predict`` uses fresh arrays and caches nothing.
+are kept per layer; ``Sequential.predict`` uses fresh arrays and caches nothing.  A network with
+``checkpoint_segments`` trades time for memory instead: it keeps only a few layers' values and
+computes the others again in the backward pass (see :class:`Sequential`).
 
 A network built by hand::
 
@@ -50,7 +52,7 @@ from fastbp.kernels import ops, registry
 from fastbp.kernels._checks import ACTIVATIONS, LOSSES, activation_alpha
 
 __all__ = ["Layer", "Dense", "Dropout", "Sequential", "make_mlp", "parameter_budget", "row_losses",
-           "row_weights", "MAX_CACHED_SIZES"]
+           "row_weights", "check_checkpoint_segments", "MAX_CACHED_SIZES"]
 
 MAX_CACHED_SIZES = 4
 
@@ -139,6 +141,21 @@ class _BufferCache:
 
     def clear(self):
         self._by_size.clear()
+
+    def nbytes(self):
+        """The bytes of the arrays held (each once; views into them are not counted)."""
+        held = {}
+        pending = list(self._by_size.values())
+        while pending:
+            value = pending.pop()
+            if isinstance(value, np.ndarray):
+                if value.base is None:
+                    held[id(value)] = value.nbytes
+            elif isinstance(value, (tuple, list)):
+                pending.extend(value)
+            elif isinstance(value, dict):
+                pending.extend(value.values())
+        return sum(held.values())
 
 
 class Layer:
@@ -246,7 +263,9 @@ class Dense(Layer):
     alpha : float or None
         Its parameter (None for activations without one).
     X, Z, A : ndarray or None
-        After ``forward``: the cached input, pre-activation and output of the last batch.
+        After ``forward``: the cached input, pre-activation and output of the last batch (in a
+        Sequential with ``checkpoint_segments``: views of its shared buffers, Z holding A where
+        f' is had from A or from the sign of z).
 
     Raises
     ------
@@ -351,12 +370,17 @@ class Dense(Layer):
     def _forward(self, X, training=False, keep=True):
         if keep:
             Z, A, _, _ = self._cache.get(X.shape[0])
-        else:
-            Z = np.empty((X.shape[0], self.n_out), self.dtype)
-            A = Z if self.activation in _GRAD_FROM_A else np.empty_like(Z)
+            return self._run(X, Z, A)
+        Z = np.empty((X.shape[0], self.n_out), self.dtype)
+        A = Z if self.activation in _GRAD_FROM_A else np.empty_like(Z)
         ops().dense_forward(self.activation, X, self.W, self.b, Z, A, self._alpha())
-        if keep:
-            self.X, self.Z, self.A = X, Z, A
+        return A
+
+    def _run(self, X, Z, A):
+        """The forward pass into the buffers Z and A (A may be Z, see ``_make_buffers``), kept
+        for ``backward``."""
+        ops().dense_forward(self.activation, X, self.W, self.b, Z, A, self._alpha())
+        self.X, self.Z, self.A = X, Z, A
         return A
 
     def backward(self, dA, need_dX=True):
@@ -391,8 +415,11 @@ class Dense(Layer):
 
     def _backward(self, dA, need_dX):
         _, _, dZ, dX = self._cache.get(dA.shape[0])
-        if not need_dX:
-            dX = None
+        return self._backprop(dA, dZ, dX if need_dX else None)
+
+    def _backprop(self, dA, dZ, dX):
+        """The backward pass of the kept forward, through the buffers dZ and dX (None: dX not
+        needed); writes dW, db and returns dX."""
         if self.activation == "identity":  # dZ = dA: skip the copy
             ops().linear_backward(self.X, self.W, dA, dX, self.dW, self.db)
         else:
@@ -457,14 +484,22 @@ class Dropout(Layer):
             self.mask = None
             return X
         u, mask, out, _ = self._cache.get((X.shape, X.dtype))
+        return self._apply(X, self._draw(u, mask), out)
+
+    def _draw(self, u, mask):
+        """A new mask, drawn into ``mask`` through the scratch ``u`` (of the input's shape)."""
         if self.rows is None:
-            self.rng.random(dtype=X.dtype, out=u)
+            self.rng.random(dtype=u.dtype, out=u)
         else:  # this rank's rows of the whole minibatch's draw
             lo, hi, total = self.rows
-            whole = self._cache.get(((total, *X.shape[1:]), X.dtype))[0]
-            self.rng.random(dtype=X.dtype, out=whole)
+            whole = self._cache.get(((total, *u.shape[1:]), u.dtype))[0]
+            self.rng.random(dtype=u.dtype, out=whole)
             u = whole[lo:hi]
-        np.greater_equal(u, X.dtype.type(self.rate), out=mask)
+        np.greater_equal(u, u.dtype.type(self.rate), out=mask)
+        return mask
+
+    def _apply(self, X, mask, out):
+        """The training output for ``mask`` into ``out``; the mask is kept for ``backward``."""
         out.fill(0)  # (multiplying by the bool mask would cast through a temporary buffer)
         np.multiply(X, X.dtype.type(1.0 / (1.0 - self.rate)), out=out, where=mask)
         self.mask = mask
@@ -478,7 +513,10 @@ class Dropout(Layer):
             return None
         if self.mask is None:
             return dA
-        _, _, _, dX = self._cache.get((dA.shape, dA.dtype))
+        return self._backprop(dA, self._cache.get((dA.shape, dA.dtype))[3])
+
+    def _backprop(self, dA, dX):
+        """dX = dL/dX through the kept mask, into the buffer dX."""
         dX.fill(0)
         np.multiply(dA, dA.dtype.type(1.0 / (1.0 - self.rate)), out=dX, where=self.mask)
         return dX
@@ -495,6 +533,186 @@ def _as_input(X, dtype, n_features):
     return X
 
 
+def check_checkpoint_segments(value):
+    """``checkpoint_segments`` checked: None, 'sqrt' or an int >= 1 (see :class:`Sequential`).
+
+    Parameters
+    ----------
+    value : object
+        The setting.
+
+    Returns
+    -------
+    None, 'sqrt' or int
+        The setting (an int as a Python int).
+
+    Raises
+    ------
+    ValueError
+        For any other value, naming ``checkpoint_segments``.
+    """
+    if value is None or (isinstance(value, str) and value == "sqrt"):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
+        return int(value)
+    raise ValueError("checkpoint_segments must be None (store every layer's activations), 'sqrt' "
+                     f"or an int >= 1 (the number of segments), got {value!r}")
+
+
+_ALIGN = 64  # bytes: each workspace view starts on a cache line, as a fresh array does
+
+
+def _view(flat, n, width, offset=0):
+    """n x width entries of a flat buffer from ``offset``, as a C-contiguous matrix."""
+    return flat[offset:offset + n * width].reshape(n, width)
+
+
+class _Segments:
+    """The training passes of a Sequential with ``checkpoint_segments`` (see there): its
+    segments, and their buffers per batch size.
+
+    ``segments`` lists (lo, hi, recomputed) over the layers: runs of Dense and Dropout layers
+    (those exact types; ``recomputed`` True) and every other layer alone (False: it runs once,
+    on its own buffers).  A run's last layer writes its output to a checkpoint of its own unless
+    the run ends the network; every other output goes to one workspace shared by the runs (the
+    size of the largest), which after the forward pass still holds the last run's values, so
+    that only the other runs are run again.  The backward pass writes every dZ into one shared
+    buffer and every dX into one of two (the one its incoming gradient is not in).
+    """
+
+    def __init__(self, network, segments):
+        layers = network.layers
+        self.key = tuple(map(id, layers))
+        self.dtype = network.dtype
+        self.widths = network._widths()
+        dense = [i for i, layer in enumerate(layers) if type(layer) is Dense]
+        k = round(math.sqrt(len(dense))) if segments == "sqrt" else segments
+        k = max(1, min(k, len(dense)))
+        q, r = divmod(len(dense), k)
+        ends, count = set(), 0
+        for j in range(k - 1):  # as equal as can be, the first r groups one Dense layer larger
+            count += q + (j < r)
+            ends.add(dense[count - 1])
+        self.segments, lo = [], None
+        for i, layer in enumerate(layers):
+            if type(layer) not in (Dense, Dropout):
+                if lo is not None:
+                    self.segments.append((lo, i, True))
+                    lo = None
+                self.segments.append((i, i + 1, False))
+                continue
+            lo = i if lo is None else lo
+            if i in ends:
+                self.segments.append((lo, i + 1, True))
+                lo = None
+        if lo is not None:
+            self.segments.append((lo, len(layers), True))
+        self.runs = [(lo, hi) for lo, hi, recomputed in self.segments if recomputed]
+        self.n_layers = len(layers)
+        self.kinds = [type(layer) for layer in layers]
+        # A in Z's buffer wherever f' is had from A or from the sign of z that A keeps (relu,
+        # as the engine does): the same gradients (tests/test_checkpoint.py), half the values
+        self.shared = [type(layer) is Dense and registry.a_may_share_z(layer.activation,
+                                                                     layer.alpha)
+                       for layer in layers]
+        self._cache = _BufferCache(self._make_buffers)
+        self.buffers, self.inputs = None, {}
+
+    def _places(self, i, hi):
+        """Whether each forward output of layer i, in a run ending at hi, is a checkpoint (else a
+        workspace view): a Dense layer's (Z, A) -- one array when A is Z --, a Dropout's out."""
+        checkpoint = i == hi - 1 and hi != self.n_layers
+        if self.kinds[i] is Dense and not self.shared[i]:
+            return (False, checkpoint)
+        return (checkpoint,)
+
+    def _make_buffers(self, n):
+        """(every array made, {layer: (Z, A) or (out, mask)}, the dZ buffer, the 2 dX buffers)."""
+        dtype, widths = self.dtype, self.widths
+        item = dtype.itemsize
+
+        def step(width):  # workspace entries of an n x width view, rounded up to _ALIGN bytes
+            return -(-n * width * item // _ALIGN) * _ALIGN // item
+        workspace = max([sum(step(widths[i + 1]) for i in range(lo, hi)
+                             for checkpoint in self._places(i, hi) if not checkpoint)
+                         for lo, hi in self.runs], default=0)
+        flat = np.empty(workspace, dtype)
+        made, arrays, dz_width, dx_width = [flat], {}, 0, 0
+        for lo, hi in self.runs:
+            offset = 0
+            for i in range(lo, hi):
+                width, got = widths[i + 1], []
+                for checkpoint in self._places(i, hi):
+                    if checkpoint:
+                        got.append(np.empty((n, width), dtype))
+                        made.append(got[-1])
+                    else:
+                        got.append(_view(flat, n, width, offset))
+                        offset += step(width)
+                if self.kinds[i] is Dropout:
+                    got.append(np.empty((n, width), bool))  # the mask: the draw, kept
+                    made.append(got[-1])
+                else:
+                    dz_width = max(dz_width, width)
+                arrays[i] = got if len(got) == 2 else got * 2
+                dx_width = max(dx_width, widths[i])
+        dZ = np.empty(n * dz_width, dtype)
+        dX = (np.empty(n * dx_width, dtype), np.empty(n * dx_width, dtype))
+        return made + [dZ, *dX], arrays, dZ, dX
+
+    def forward(self, layers, X, training):
+        """The training forward pass, keeping each run's input (its checkpoint)."""
+        self.buffers = self._cache.get(X.shape[0])
+        for lo, hi, recomputed in self.segments:
+            if recomputed:
+                self.inputs[lo] = X
+                X = self._run(layers, lo, hi, X, training)
+            else:
+                X = layers[lo]._forward(X, training, True)
+        return X
+
+    def _run(self, layers, lo, hi, X, training, replay=False):
+        """A run's forward pass into its buffers; ``replay``: again, with the kept masks."""
+        _, arrays, _, dX = self.buffers
+        for i in range(lo, hi):
+            layer, (first, second) = layers[i], arrays[i]
+            if self.kinds[i] is Dense:
+                X = layer._run(X, first, second)
+            elif replay:
+                if layer.mask is not None:
+                    X = layer._apply(X, layer.mask, first)
+            elif training and layer.rate > 0.0:  # the draw's scratch: a dX buffer, free now
+                X = layer._apply(X, layer._draw(_view(dX[0], *X.shape), second), first)
+            else:
+                layer.mask = None
+        return X
+
+    def backward(self, layers, grad, need_dX):
+        """The backward pass, segment by segment from the last, each run but the last run again
+        from its checkpoint first."""
+        _, _, dZ, dX = self.buffers
+        n = grad.shape[0]
+        for lo, hi, recomputed in reversed(self.segments):
+            if recomputed and (lo, hi) != self.runs[-1]:
+                self._run(layers, lo, hi, self.inputs[lo], True, replay=True)
+            for i in range(hi - 1, lo - 1, -1):
+                layer, need = layers[i], need_dX or i > 0
+                if not recomputed:
+                    grad = layer._backward(grad, need)
+                    continue
+                out = None
+                if need:
+                    free = dX[1] if np.may_share_memory(grad, dX[0]) else dX[0]
+                    out = _view(free, n, self.widths[i])
+                if self.kinds[i] is Dense:
+                    grad = layer._backprop(grad, _view(dZ, n, self.widths[i + 1]), out)
+                elif not need:
+                    grad = None
+                elif layer.mask is not None:
+                    grad = layer._backprop(grad, out)
+        return grad
+
+
 class Sequential:
     """Layers applied in order: the lecture's g(V^T f(... f((W^1)^T x))) with g left to the loss.
 
@@ -503,21 +721,50 @@ class Sequential:
     layer's gradients; ``params()`` = [W1, b1, W2, b2, ...] in layer order and ``grads()`` the
     matching [dW1, db1, ...] (the same array objects every call, so optimizers hold on to them).
 
+    Memory (``checkpoint_segments``).  Storing every layer's values for the backward pass is the
+    lecture's bookkeeping, which "saves time but also uses up a lot of memory" ("CS771 Deep
+    Learning III", slide 19).  With ``checkpoint_segments`` set, the training forward pass keeps
+    only the input of each of a few segments of layers -- a checkpoint -- and the backward pass
+    runs each segment forward again from its checkpoint before going back through it (Chen et
+    al. 2016, "Training Deep Nets with Sublinear Memory Cost"; Griewank's checkpointing; PyTorch's
+    ``torch.utils.checkpoint.checkpoint_sequential(functions, segments, input)``).  The Dense
+    layers are split into that many groups of consecutive layers, as equal as can be ('sqrt':
+    round(sqrt(L)) of them for L Dense layers, Chen et al.'s choice; an int above L counts as L),
+    each Dropout going with the Dense layer after it.  The last segment is not run again (its
+    values are still there), so 1 segment recomputes nothing.  All segments share one workspace
+    of the largest one's size, and all layers one dZ and two dX buffers for the backward pass,
+    instead of the per-layer buffers (``buffer_nbytes`` counts them): with L segments, each
+    segment's input is kept and little is saved; about sqrt(L) balances the two.  The gradients
+    are those of the stored pass, bit for bit: the same kernels on the same values in the same
+    order, every Dropout reusing the mask it drew (kept, one byte per unit), never drawing again.
+    A layer of any other kind (the penalty layers of the sparse autoencoder and the VAE, a
+    layer of your own) is never run again: it runs once on its own buffers (its random draws
+    happen once), and segments end before it and start after it.  The compiled engine stores
+    every layer's values for all rows: a network with ``checkpoint_segments`` trains layer by
+    layer (``fastbp.engine.engine_decline`` says so); prediction is unchanged.
+
     Parameters
     ----------
     layers : sequence of Layer
         The layers in order, at least one of them a :class:`Dense` layer; the Dense layers'
         sizes must chain and share one dtype.
+    checkpoint_segments : None, 'sqrt' or int >= 1, default=None
+        None: the training forward pass stores every layer's values (fastest); else the number
+        of segments (see above).  Also an attribute, settable.
 
     Raises
     ------
     ValueError
-        Without a Dense layer, or when their sizes do not chain.
+        Without a Dense layer, when their sizes do not chain, or for a bad
+        ``checkpoint_segments``.
     TypeError
         When the Dense layers' dtypes differ.
     """
 
-    def __init__(self, layers):
+    _checkpoint_segments = None  # class defaults (a subclass may build without __init__)
+    _segments = None
+
+    def __init__(self, layers, checkpoint_segments=None):
         self.layers = list(layers)
         if not self.dense_layers:
             raise ValueError("a Sequential needs at least one Dense layer")
@@ -529,17 +776,51 @@ class Sequential:
                 raise ValueError(f"layer sizes do not chain: {lower!r} then {upper!r}")
         self._loss_cache = _BufferCache(self._make_loss_buffer)
         self._predictor = None  # the engine's forward pass, made on the first predict (or False)
+        self.checkpoint_segments = checkpoint_segments
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_loss_cache"] = None
         state["_predictor"] = None
+        state["_segments"] = None
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._loss_cache = _BufferCache(self._make_loss_buffer)
         self._predictor = None
+        self._segments = None
+
+    @property
+    def checkpoint_segments(self):
+        """None (store every layer's values for the backward pass) or the segments of the
+        checkpointed passes ('sqrt' or an int >= 1; see the class docstring).  Setting another
+        value drops the buffers of the old setting; ValueError for a bad one."""
+        return self._checkpoint_segments
+
+    @checkpoint_segments.setter
+    def checkpoint_segments(self, value):
+        value = check_checkpoint_segments(value)
+        if value != self._checkpoint_segments:
+            self._checkpoint_segments, self._segments = value, None
+            for layer in self.layers:
+                if type(layer) in (Dense, Dropout):
+                    layer._reset_cache()
+
+    def buffer_nbytes(self):
+        """The bytes of the work buffers the network holds for training passes: every layer's
+        per-batch-size buffers, the loss gradient's and, with ``checkpoint_segments``, the
+        checkpoints, the kept dropout masks and the shared workspace and backward buffers
+        (batch sizes seen last, at most ``MAX_CACHED_SIZES`` of them).
+
+        Returns
+        -------
+        int
+            The bytes (each array once).
+        """
+        caches = [getattr(layer, "_cache", None) for layer in self.layers]
+        caches += [self._loss_cache, self._segments and self._segments._cache]
+        return sum(cache.nbytes() for cache in caches if isinstance(cache, _BufferCache))
 
     @property
     def dense_layers(self):
@@ -660,6 +941,11 @@ class Sequential:
         return self._forward(X, training)
 
     def _forward(self, X, training, keep=True):
+        if keep and self._checkpoint_segments is not None:
+            segments = self._segments
+            if segments is None or segments.key != tuple(map(id, self.layers)):
+                segments = self._segments = _Segments(self, self._checkpoint_segments)
+            return segments.forward(self.layers, X, training)
         for layer in self.layers:
             X = layer._forward(X, training, keep)
         return X
@@ -736,6 +1022,8 @@ class Sequential:
         return self._backward(dOut, need_dX)
 
     def _backward(self, grad, need_dX):
+        if self._checkpoint_segments is not None:
+            return self._segments.backward(self.layers, grad, need_dX)
         layers = self.layers
         for i in range(len(layers) - 1, -1, -1):
             grad = layers[i]._backward(grad, need_dX or i > 0)
@@ -813,14 +1101,7 @@ class Sequential:
             Called with each line (a str), in order.
         """
         rows = [("#", "layer", "in -> out", "activation", "parameters")]
-        widths = [self.n_inputs] + [None] * len(self.layers)
-        for i, layer in enumerate(self.layers):  # a Dense layer fixes its widths, others pass on
-            if isinstance(layer, Dense):
-                widths[i], widths[i + 1] = layer.n_in, layer.n_out
-            else:
-                following = next((later.n_in for later in self.layers[i + 1:]
-                                  if isinstance(later, Dense)), None)
-                widths[i + 1] = following if following is not None else widths[i]
+        widths = self._widths()
         total = 0
         for i, layer in enumerate(self.layers):
             count = sum(int(np.size(getattr(layer, name))) for name in layer.param_names)
@@ -832,6 +1113,19 @@ class Sequential:
             print_fn("  ".join(cell.rjust(size) if j in (0, 4) else cell.ljust(size)
                                for j, (cell, size) in enumerate(zip(row, sizes))).rstrip())
         print_fn(f"{total:,} parameters ({self.dtype.name})")
+
+    def _widths(self):
+        """The width of every layer's input, then the last one's output: a Dense layer fixes
+        its widths, another layer passes on the next Dense layer's input width (or its own)."""
+        widths = [self.n_inputs] + [None] * len(self.layers)
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense):
+                widths[i], widths[i + 1] = layer.n_in, layer.n_out
+            else:
+                following = next((later.n_in for later in self.layers[i + 1:]
+                                  if isinstance(later, Dense)), None)
+                widths[i + 1] = following if following is not None else widths[i]
+        return widths
 
     def __repr__(self):
         inner = ",\n    ".join(repr(layer) for layer in self.layers)
