@@ -47,6 +47,7 @@ import warnings
 from contextlib import nullcontext
 
 import numpy as np
+from scipy import special
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import r2_score
@@ -408,12 +409,16 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
 
     # -------------------------------------------------------------------------------- prediction
-    def _forward(self, X):
-        """The network output (logits for the classifier) for validated X."""
+    def _forward(self, X, output=None):
+        """The network output (logits for the classifier) for X, validated, in a new array of
+        the model's dtype; ``output``: an activation applied to it in the same pass (see
+        ``fastbp.nn.Sequential.predict``).  Without ``n_threads`` no thread cap is set up."""
         check_is_fitted(self)
-        X = check_data(self, X, self._network.dtype, reset=False)
+        X = check_data(self, X, self.coefs_[0].dtype, reset=False)
+        if self.n_threads is None:
+            return self._network.predict(X, output)
         with self._threads():
-            return self._network.predict(X)
+            return self._network.predict(X, output)
 
     def summary(self, print_fn=print):
         """Print the fitted network (Keras' ``model.summary()``): every layer with its widths
@@ -600,7 +605,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-output regression by a deep network: identity output, squared error.
 
     ``fit(X, y)`` with y of shape (n,) or (n, k); ``predict`` returns the same shape (a single
-    output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``;
+    output is returned 1-D, as scikit-learn does) in the model's ``dtype``;
     ``score`` is the coefficient of determination R^2 averaged over the outputs
     (scikit-learn's ``RegressorMixin``).  The parameters are scikit-learn's ``MLPRegressor``'s,
     plus ``dropout``, ``activation_alpha``, ``dtype`` and ``n_threads``.
@@ -677,7 +682,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         Returns
         -------
-        y : ndarray of float64, shape (n_samples,) for one output, else (n_samples, n_outputs)
+        y : ndarray of shape (n_samples,) for one output, else (n_samples, n_outputs)
+            Of the model's ``dtype`` (float32 by default; scikit-learn's ``MLPRegressor`` keeps
+            the float32 of a model fitted on float32 data too).
 
         Raises
         ------
@@ -687,7 +694,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
-        output = self._forward(X).astype(np.float64, copy=False)
+        output = self._forward(X)
         return output.ravel() if output.shape[1] == 1 else output
 
     def _exports(self):
@@ -715,9 +722,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
       0 or -1 absent).
 
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
-    returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
-    accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.  The
-    parameters are scikit-learn's ``MLPClassifier``'s, plus ``dropout``,
+    returns probabilities of the model's ``dtype`` (n x n_classes; n x k for multilabel);
+    ``score`` is the accuracy (subset accuracy for multilabel).  Labels may be numbers or
+    strings.  The parameters are scikit-learn's ``MLPClassifier``'s, plus ``dropout``,
     ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
@@ -924,8 +931,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Returns
         -------
-        ndarray of float64, shape (n_samples, n_classes)
-            As ``predict_proba``'s.
+        ndarray of shape (n_samples, n_classes)
+            As ``predict_proba``'s, of the model's ``dtype``.
 
         Raises
         ------
@@ -935,14 +942,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
-        logits = self._forward(X).astype(np.float64)
+        logits = self._forward(X)
         if self.loss_ == "softmax_cross_entropy":
             logits -= logits.max(axis=1, keepdims=True)
             return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        log_p = -np.logaddexp(0.0, -logits)
+        log_p = -np.logaddexp(0, -logits)
         if self._kind == "multilabel":
             return log_p
-        return np.hstack([-np.logaddexp(0.0, logits), log_p])
+        return np.hstack([-np.logaddexp(0, logits), log_p])
 
     def predict_proba(self, X):
         """Class probabilities.
@@ -953,9 +960,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Returns
         -------
-        proba : ndarray of float64, shape (n_samples, n_classes)
+        proba : ndarray of shape (n_samples, n_classes)
             Softmax rows (multiclass), [1 - p, p] (binary), or the sigmoid of every label's logit
-            (multilabel: (n_samples, n_outputs), rows need not sum to 1).
+            (multilabel: (n_samples, n_outputs), rows need not sum to 1).  Of the model's
+            ``dtype`` (float32 by default), computed in it with no float64 round trip, as
+            scikit-learn's ``MLPClassifier`` keeps the float32 of a model fitted on float32
+            data; ``dtype='float64'`` gives float64.
 
         Raises
         ------
@@ -965,7 +975,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
-        return np.exp(self.predict_log_proba(X))
+        if self.loss_ == "softmax_cross_entropy":
+            return self._forward(X, "softmax")
+        if self._kind == "multilabel":
+            return self._forward(X, "sigmoid")
+        logits = self._forward(X)  # binary: sigmoid(-t), sigmoid(t), each to full precision
+        return special.expit(np.hstack([-logits, logits]))
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel), weighted by
