@@ -42,7 +42,7 @@ def test_multioutput_regression_on_par_with_sklearn():
     ours = MLPRegressor(**settings).fit(X_train, Y_train)
     theirs = neural_network.MLPRegressor(**settings).fit(X_train, Y_train)
     prediction = ours.predict(X_test)
-    assert prediction.shape == Y_test.shape and prediction.dtype == np.float32  # the model's
+    assert prediction.shape == Y_test.shape and prediction.dtype == np.float64
     assert ours.score(X_test, Y_test) >= theirs.score(X_test, Y_test) - 0.02
     assert ours.score(X_test, Y_test) > 0.95
 

@@ -412,13 +412,18 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X, output=None):
         """The network output (logits for the classifier) for X, validated, in a new array of
         the model's dtype; ``output``: an activation applied to it in the same pass (see
-        ``fastbp.nn.Sequential.predict``).  Without ``n_threads`` no thread cap is set up."""
+        ``fastbp.nn.Sequential.predict``)."""
         check_is_fitted(self)
         X = check_data(self, X, self.coefs_[0].dtype, reset=False)
+        return self._predict(self._network, X, output)
+
+    def _predict(self, network, X, output=None):
+        """``network.predict(X, output)`` under the ``n_threads`` cap (the serving path: no cap
+        is set up without ``n_threads``)."""
         if self.n_threads is None:
-            return self._network.predict(X, output)
+            return network.predict(X, output)
         with self._threads():
-            return self._network.predict(X, output)
+            return network.predict(X, output)
 
     def summary(self, print_fn=print):
         """Print the fitted network (Keras' ``model.summary()``): every layer with its widths
@@ -605,7 +610,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-output regression by a deep network: identity output, squared error.
 
     ``fit(X, y)`` with y of shape (n,) or (n, k); ``predict`` returns the same shape (a single
-    output is returned 1-D, as scikit-learn does) in the model's ``dtype``;
+    output is returned 1-D, as scikit-learn does) as float64, whatever the model's ``dtype``;
     ``score`` is the coefficient of determination R^2 averaged over the outputs
     (scikit-learn's ``RegressorMixin``).  The parameters are scikit-learn's ``MLPRegressor``'s,
     plus ``dropout``, ``activation_alpha``, ``dtype`` and ``n_threads``.
@@ -682,9 +687,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         Returns
         -------
-        y : ndarray of shape (n_samples,) for one output, else (n_samples, n_outputs)
-            Of the model's ``dtype`` (float32 by default; scikit-learn's ``MLPRegressor`` keeps
-            the float32 of a model fitted on float32 data too).
+        y : ndarray of float64, shape (n_samples,) for one output, else (n_samples, n_outputs)
+            float64 whatever the model's ``dtype``: scikit-learn's estimator checks hold a
+            regressor's predictions to float64 (``check_regressor_multioutput``).
 
         Raises
         ------
@@ -694,7 +699,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
-        output = self._forward(X)
+        output = self._forward(X).astype(np.float64, copy=False)
         return output.ravel() if output.shape[1] == 1 else output
 
     def _exports(self):
@@ -975,6 +980,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
+        check_is_fitted(self)
         if self.loss_ == "softmax_cross_entropy":
             return self._forward(X, "softmax")
         if self._kind == "multilabel":
