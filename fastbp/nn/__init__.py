@@ -34,7 +34,7 @@ A network built by hand::
     for xb, yb in batches:                       # xb float32 (n, 64), yb intp labels (n,)
         value = net.loss_and_grad("softmax_cross_entropy", xb, yb)   # forward + loss + backward
         opt.step(net.grads())
-    proba = fastbp.kernels.activation("softmax", net.predict(X))
+    proba = net.predict(X, "softmax")            # the output layer's softmax in the same pass
 
 ``fastbp.training.fit_network`` is the generic training loop over such a network.
 """
