@@ -49,8 +49,9 @@ def _as_float(array, name):
 
 
 # Arrays of up to this many entries are checked finite entry by entry (np.isfinite raises no
-# floating-point flag, ~1 us for one row); larger ones by their sum (no temporary array), with
-# the flags of an overflowing or NaN sum masked (np.errstate alone costs ~1 us).
+# floating-point flag; counted by np.count_nonzero, ~0.7 us for one row where .all() costs
+# ~1 us); larger ones by their sum (no temporary array), with the flags of an overflowing or NaN
+# sum masked (np.errstate alone costs ~1 us).
 FINITE_BY_ENTRY = 1 << 14
 
 
@@ -59,7 +60,7 @@ def _check_finite(array, name):
     if array.dtype.kind != "f" or array.size == 0:
         return
     if array.size <= FINITE_BY_ENTRY:
-        if np.isfinite(array).all():
+        if np.count_nonzero(np.isfinite(array)) == array.size:
             return
     else:
         with np.errstate(over="ignore", invalid="ignore"):

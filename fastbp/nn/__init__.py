@@ -495,6 +495,20 @@ def _as_input(X, dtype, n_features):
     return X
 
 
+_engine = []  # fastbp.engine once imported: on first use, not by importing fastbp.nn
+
+
+def _engine_module():
+    """fastbp.engine (None if it cannot be imported), looked up once."""
+    if not _engine:
+        try:
+            from fastbp import engine
+        except ImportError:
+            return None
+        _engine.append(engine)
+    return _engine[0]
+
+
 def _output_activation(name, last):
     """``Sequential.predict``'s ``output``, checked against the ``last`` Dense layer: its kernel
     name."""
@@ -712,11 +726,8 @@ class Sequential:
         None."""
         if _backend.backend() != "compiled":
             return None
-        try:
-            from fastbp import engine
-        except ImportError:
-            return None
-        if not engine.USE_FUSED:
+        engine = _engine_module()
+        if engine is None or not engine.USE_FUSED:
             return None
         predictors = self.__dict__.setdefault("_predictors", {})  # (a network built by __new__)
         predictor = predictors.get(output)
