@@ -209,7 +209,7 @@ def test_transform_and_decoding_fast_and_full_alike(generative, backend, name, r
 
 
 @pytest.mark.parametrize("name", ["vae", "gan"])
-def test_sample_draws_as_before(generative, backend, name):
+def test_sample_decodes_its_draws_in_the_decoders_pass(generative, backend, name):
     """sample(n) decodes prior draws in the decoder's pass: the probabilities (VAE,
     cross-entropy) equal scipy's expit of the decoder's logits for the same draws."""
     models, _ = generative
