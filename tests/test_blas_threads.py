@@ -51,7 +51,8 @@ def test_estimator_n_threads_caps_blas_during_predict(monkeypatch):
     seen = []
     network = model.network_
     real = network.predict
-    monkeypatch.setattr(network, "predict", lambda X: (seen.append(blas_counts()), real(X))[1])
+    monkeypatch.setattr(network, "predict",
+                        lambda *args: (seen.append(blas_counts()), real(*args))[1])
     before = blas_counts()
     model.predict(X)
     assert seen == [[1] * len(before)]

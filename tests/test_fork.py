@@ -154,7 +154,8 @@ from fastbp import engine as fused
 
 blas = fused.engine_blas()[1][0]  # the BLAS the engine holds at one thread while it runs
 before = blas.get()
-est._network._predictor._lock.acquire()  # as by a thread inside predict at the fork
+for predictor in est._network._predictors.values():  # as by threads inside predict at the fork
+    predictor._lock.acquire()
 big = fastbp.MLPClassifier((1024, 1024), solver="sgd", max_iter=1000, random_state=0)
 fitter = threading.Thread(target=big.fit, args=(X, y), daemon=True)
 fitter.start()

@@ -435,7 +435,7 @@ def test_sequential_predict_runs_the_engine_where_it_can(n, rng, monkeypatch):
     np.testing.assert_allclose(net.predict(X), layerwise_predict(net, X), rtol=1e-5, atol=1e-6)
     assert isinstance(net._engine_predictor(), fused.FusedTrainer)
     assert net._engine_predictor()._dw_scratch.size == 0  # forward only: no gradient scratch
-    assert pickle.loads(pickle.dumps(net))._predictor is None
+    assert pickle.loads(pickle.dumps(net))._predictors == {}
     with fastbp.use_backend("numpy"):
         assert net._engine_predictor() is None
     monkeypatch.setattr(fused, "USE_FUSED", False)

@@ -244,11 +244,20 @@ def _own_array(a, shape, dtype):
             and a.flags.c_contiguous and a.flags.writeable and a.flags.aligned)
 
 
-def make_predictor(network):
+def make_predictor(network, output=None):
     """A :class:`FusedTrainer` for forward passes only (what ``fastbp.nn.Sequential.predict``
     runs on): the engine's prediction with one row of training buffers and no weight-gradient
-    scratch; None when the engine cannot run the network (as for make_trainer)."""
-    return make_trainer(network, "squared_error", _NoStep(network.params()), 1, predict_only=True)
+    scratch; None when the engine cannot run the network (as for make_trainer).
+
+    ``output``: an activation name (``registry.ACTIVATIONS``, at its default parameter) that the
+    predictor applies to the last layer's pre-activation in place of that layer's own activation
+    -- e.g. ``'softmax'`` on a classifier's logits layer gives its probabilities in the same
+    pass.  The predictor reads the network's own weight arrays: none is copied."""
+    if output is not None and output not in ACTIVATION_CODES:
+        raise ValueError(f"unknown output activation {output!r}; expected one of "
+                         f"{sorted(ACTIVATION_CODES)}")
+    return make_trainer(network, "squared_error", _NoStep(network.params()), 1,
+                        predict_only=True, output=output)
 
 
 def engine_decline(network, loss_name, optimizer, batch_size, parallel=None, predict_only=False):
@@ -312,15 +321,19 @@ def engine_decline(network, loss_name, optimizer, batch_size, parallel=None, pre
 
 
 def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False,
-                 parallel=None):
+                 parallel=None, output=None):
     """A :class:`FusedTrainer` for this network, loss and optimizer, or None when the compiled
     engine cannot run it (:func:`engine_decline` says why: backend 'numpy', engine not built or
     damaged -- one RuntimeWarning says so, naming the import error --, not a plain Dense/Dropout
     stack, dtype other than float32 and float64, unknown loss or optimizer).  ``n_threads`` caps the threads;
-    ``predict_only`` leaves out the per-thread weight-gradient scratch (see make_predictor);
+    ``predict_only`` leaves out the per-thread weight-gradient scratch and ``output`` replaces
+    the last layer's activation in the forward pass (see make_predictor);
     ``parallel``, a ``fastbp.distributed.DataParallel``, makes the epochs data-parallel (see
     :meth:`FusedTrainer.train_epoch`)."""
     global _c_train_warned
+    if output is not None and not predict_only:
+        raise ValueError("output replaces the last activation of forward passes only "
+                         "(predict_only=True)")
     if _c_train is None and USE_FUSED and _backend.backend() == "compiled" and not _c_train_warned:
         _c_train_warned = True  # said once, as for the compiled kernels (fastbp._backend)
         warnings.warn(f"fastbp: the compiled training engine is unavailable ({_c_train_error})"
@@ -331,7 +344,7 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
         return None
     dense, dropouts, penalty = _plain_stack(network)
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),
-                        n_threads, predict_only, parallel, penalty)
+                        n_threads, predict_only, parallel, penalty, output)
 
 
 def _in_place(layer):
@@ -344,7 +357,7 @@ class FusedTrainer:
     """The compiled epoch (see the module docstring); made by :func:`make_trainer`."""
 
     def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None,
-                 predict_only=False, parallel=None, penalty=None):
+                 predict_only=False, parallel=None, penalty=None, output=None):
         # no reference to the network itself: a network keeps its predictor (make_predictor),
         # and a cycle would keep the engine's threads alive until the garbage collector runs
         self.loss, self.optimizer = loss, optimizer
@@ -423,6 +436,7 @@ class FusedTrainer:
         self._bound = None
         self._labels = 0
         self._sample_weight = None
+        self._output = output  # the last layer's activation in place of its own (make_predictor)
         self._bind()
 
     # ------------------------------------------------------------------ tables
@@ -471,6 +485,8 @@ class FusedTrainer:
             for name, array in (("W", layer.W), ("b", layer.b), ("dW", layer.dW), ("db", layer.db),
                                 ("Z", self._Z[l]), ("A", self._A[l]), ("D", D), ("dZ", self._dZ[l])):
                 desc[name][l] = 0 if array is None else _address(array)
+        if self._output is not None:
+            desc["act"][L - 1] = ACTIVATION_CODES[self._output]
         desc["gwidth"][:len(self._groups)] = [g[1] for g in self._groups]
         desc["U"][:len(self._draws)] = [_address(u) for u in self._draws]
         states = desc["state"].reshape(-1, layout.registry.MAX_STATE)
@@ -517,6 +533,8 @@ class FusedTrainer:
             dropout = self._dropouts.get(l)
             desc["alpha"][l] = 0.0 if layer.alpha is None else layer.alpha
             desc["rate"][l] = 0.0 if dropout is None else dropout.rate
+        if self._output is not None:
+            desc["alpha"][L - 1] = registry.ACTIVATIONS[self._output].alpha or 0.0
         desc["wd"][:2 * L] = opt.weight_decay
         desc["opt"] = entry.code
         self._engine.load(_address(desc))
@@ -727,23 +745,26 @@ class FusedTrainer:
         return threads, chunk
 
     def predict(self, X, out=None):
-        """The network output for the rows of X (inference: no dropout), into ``out`` if given."""
-        if type(out) is np.ndarray and self._blas_fallback is None:
-            # serving path: a C-contiguous float32 X and out run with the checks in _c_train
-            # (~0.3 us instead of ~3 us); anything else goes the way below
-            n = X.shape[0] if type(X) is np.ndarray and X.ndim == 2 else 0
+        """The network output for the rows of X (inference: no dropout), into ``out`` if given
+        (else a new array)."""
+        if (type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype
+                and (out is None or type(out) is np.ndarray) and self._blas_fallback is None):
+            # serving path: a C-contiguous X and out of the engine's dtype run with the checks
+            # in _c_train (~0.3 us instead of ~3 us); anything else goes the way below
+            n = X.shape[0]
+            into = np.empty((n, self.widths[-1]), self.dtype) if out is None else out
             if n > 0:
                 with self._lock:
                     if not self._params_bound():
                         self._bind()
                     if n > self._signal_rows:
-                        if self._forward(X, out, n):
-                            return out
+                        if self._forward(X, into, n):
+                            return into
                     else:
                         if self._pplan[0] != n:
                             self._plan(n)
-                        if self._engine.forward(X, out, n):
-                            return out
+                        if self._engine.forward(X, into, n):
+                            return into
         dtype, widths = self.dtype, self.widths
         if type(X) is not np.ndarray or X.dtype != dtype or not X.flags.c_contiguous:
             X = np.ascontiguousarray(X, dtype=dtype)

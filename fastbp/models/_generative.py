@@ -105,11 +105,6 @@ def row_errors(loss, output, X):
     return 2 * errors if loss == "squared_error" else errors
 
 
-def decoded(loss, output):
-    """The decoder's output as data: sigmoid of the logits for cross-entropy."""
-    return special.expit(output) if loss == "sigmoid_cross_entropy" else output
-
-
 def hourglass(n_features, encoder_sizes, n_components, decoder_sizes, activation, code_activation,
               output_activation, dtype, rng, activation_alpha=None):
     """Encoder d -> encoder_sizes -> k and decoder k -> decoder_sizes -> d as two Sequentials
@@ -751,8 +746,8 @@ class GenerativeBase(_BaseMLP):
         ``n_columns`` for what is not X: codes to decode)."""
         check_is_fitted(self)
         if n_columns is None:
-            return check_data(self, X, self._network.dtype, reset=False)
-        X = check_X(X, self._network.dtype)
+            return check_data(self, X, self.coefs_[0].dtype, reset=False)
+        X = check_X(X, self.coefs_[0].dtype)
         if X.shape[1] != n_columns:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {n_columns} features as input.")
@@ -807,7 +802,7 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
-            float64 probabilities for ``loss='cross_entropy'``, else of the model's ``dtype``.
+            Probabilities for ``loss='cross_entropy'``; of the model's ``dtype``.
 
         Raises
         ------
@@ -817,8 +812,7 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
             H with NaN or infinity, or not n_components columns.
         """
         H = self._checked(H, self.decoder_.n_inputs)
-        with self._threads():
-            return decoded(self.loss_, self.decoder_.predict(H))
+        return self._predict(self.decoder_, H, self._decoder_output())
 
     def reconstruct(self, X):
         """d(code of x) for every row of X: d(e(x)) (the VAE: d(mu(x))).
@@ -841,7 +835,12 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
         ValueError
             X with NaN or infinity, or other columns than in ``fit``.
         """
-        return decoded(self.loss_, self._forward(X))
+        return self._forward(X, self._decoder_output())
+
+    def _decoder_output(self):
+        """The decoder's output as data, applied in its forward pass: the sigmoid of the logits
+        for cross-entropy (``fastbp.nn.Sequential.predict``'s ``output``), else None."""
+        return "sigmoid" if self.loss_ == "sigmoid_cross_entropy" else None
 
     def _exports(self):
         """transform, inverse_transform, reconstruct as dense paths (``fastbp.models.export``):

@@ -48,13 +48,24 @@ def _as_float(array, name):
         raise
 
 
+# Arrays of up to this many entries are checked finite entry by entry (np.isfinite raises no
+# floating-point flag; counted by np.count_nonzero, ~0.7 us for one row where .all() costs
+# ~1 us); larger ones by their sum (no temporary array), with the flags of an overflowing or NaN
+# sum masked (np.errstate alone costs ~1 us).
+FINITE_BY_ENTRY = 1 << 14
+
+
 def _check_finite(array, name):
     """ValueError naming NaN or infinity (scikit-learn's messages); cheap when all is finite."""
     if array.dtype.kind != "f" or array.size == 0:
         return
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(array.sum()):
+    if array.size <= FINITE_BY_ENTRY:
+        if np.count_nonzero(np.isfinite(array)) == array.size:
             return
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(array.sum()):
+                return
     if np.isnan(array).any():
         raise ValueError(f"Input {name} contains NaN.")
     if not np.isfinite(array).all():
@@ -66,12 +77,11 @@ def check_data(estimator, X, dtype, reset, min_samples=1):
     of ``dtype`` with >= ``min_samples`` rows; ``reset`` (a fresh fit) sets ``n_features_in_`` and
     ``feature_names_in_`` (a DataFrame's columns), else X must match them (ValueError).
 
-    The serving path: an X that is already what ``validate_data`` would return (an ndarray of
-    ``dtype``, C-contiguous and aligned, of the fitted width, for a model fitted without feature
-    names) is only checked finite -- the same outcome in about a microsecond instead of ~100
-    (scikit-learn's checks look for DataFrame libraries and feature names on every call)."""
-    if (not reset and type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2
-            and X.flags.c_contiguous and X.flags.aligned and X.shape[0] >= min_samples
+    The serving path: an X that is already what ``validate_data`` would return (``_in_layout``,
+    of the fitted width, for a model fitted without feature names) is only checked finite -- the
+    same outcome in about a microsecond instead of ~100 (scikit-learn's checks look for DataFrame
+    libraries and feature names on every call)."""
+    if (not reset and _in_layout(X, dtype, min_samples)
             and X.shape[1] == getattr(estimator, "n_features_in_", -1)
             and not hasattr(estimator, "feature_names_in_")):
         _check_finite(X, "X")
@@ -85,9 +95,22 @@ def check_data(estimator, X, dtype, reset, min_samples=1):
         raise
 
 
+def _in_layout(X, dtype, min_samples=1):
+    """Whether X is what scikit-learn's ``check_array`` returns for it as it is, but for the
+    finite check: an ndarray of ``dtype``, 2-D with >= ``min_samples`` rows and a column,
+    C-contiguous and aligned."""
+    return (type(X) is np.ndarray and X.dtype == dtype and X.ndim == 2
+            and X.flags.c_contiguous and X.flags.aligned
+            and X.shape[0] >= min_samples and X.shape[1] >= 1)
+
+
 def check_X(X, dtype, name="X"):
     """An array that is not the estimator's X (codes to decode, validation rows, a target like X)
-    checked as X is, without the feature bookkeeping."""
+    checked as X is, without the feature bookkeeping (one already ``_in_layout`` only checked
+    finite, as in ``check_data``)."""
+    if _in_layout(X, dtype):
+        _check_finite(X, name)
+        return X
     try:
         with np.errstate(over="ignore"):  # too large for dtype: reported as infinity
             return check_array(X, dtype=dtype, order="C", input_name=name)

@@ -194,8 +194,7 @@ class Autoencoder(EncoderDecoder):
             DataFrame's names and order).
         """
         X = self._checked(X)
-        with self._threads():
-            return self.encoder_.predict(X)
+        return self._predict(self.encoder_, X)
 
     def score_samples(self, X):
         """Minus the reconstruction error of each row: -||d(e(x)) - x||^2 (or -cross-entropy).
@@ -217,8 +216,7 @@ class Autoencoder(EncoderDecoder):
             X with NaN or infinity, or other columns than in ``fit``.
         """
         X = self._checked(X)
-        with self._threads():
-            return -row_errors(self.loss_, self._network.predict(X), X)
+        return -row_errors(self.loss_, self._predict(self._network, X), X)
 
     def _score_output(self, output, X, sample_weight=None):
         """Early-stopping score: minus the (weighted) mean reconstruction error on the validation

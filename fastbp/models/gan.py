@@ -429,9 +429,7 @@ class GAN(GenerativeBase):
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = rng.standard_normal((int(n_samples), self.generator_.n_inputs))
-        z = z.astype(self.generator_.dtype)
-        with self._threads():
-            return self._sampler().predict(z)
+        return self._predict(self._sampler(), z.astype(self.generator_.dtype))
 
     def _sampler(self):
         """The network that samples: G's weight average when kept, else G."""
@@ -458,8 +456,7 @@ class GAN(GenerativeBase):
             X with NaN or infinity, or other columns than in ``fit``.
         """
         X = self._checked(X)
-        with self._threads():
-            return self.discriminator_.predict(X)[:, 0]
+        return self._predict(self.discriminator_, X)[:, 0]
 
     def input_gradient(self, X):
         """d/dx of G's objective at each row x taken as a generated point: of -log D(x)

@@ -48,6 +48,7 @@ import warnings
 from contextlib import nullcontext
 
 import numpy as np
+from scipy import special
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import DataConversionWarning
 from sklearn.metrics import r2_score
@@ -413,12 +414,21 @@ class _BaseMLP(BaseEstimator):
             self.best_validation_score_ = None
 
     # -------------------------------------------------------------------------------- prediction
-    def _forward(self, X):
-        """The network output (logits for the classifier) for validated X."""
+    def _forward(self, X, output=None):
+        """The network output (logits for the classifier) for X, validated, in a new array of
+        the model's dtype; ``output``: an activation applied to it in the same pass (see
+        ``fastbp.nn.Sequential.predict``)."""
         check_is_fitted(self)
-        X = check_data(self, X, self._network.dtype, reset=False)
+        X = check_data(self, X, self.coefs_[0].dtype, reset=False)
+        return self._predict(self._network, X, output)
+
+    def _predict(self, network, X, output=None):
+        """``network.predict(X, output)`` under the ``n_threads`` cap (the serving path: no cap
+        is set up without ``n_threads``)."""
+        if self.n_threads is None:
+            return network.predict(X, output)
         with self._threads():
-            return self._network.predict(X)
+            return network.predict(X, output)
 
     def summary(self, print_fn=print):
         """Print the fitted network (Keras' ``model.summary()``): every layer with its widths
@@ -683,6 +693,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Returns
         -------
         y : ndarray of float64, shape (n_samples,) for one output, else (n_samples, n_outputs)
+            float64 whatever the model's ``dtype``: scikit-learn's estimator checks hold a
+            regressor's predictions to float64 (``check_regressor_multioutput``).
 
         Raises
         ------
@@ -720,9 +732,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
       0 or -1 absent).
 
     ``classes_`` are the sorted class labels (``arange(k)`` for multilabel); ``predict_proba``
-    returns float64 probabilities (n x n_classes; n x k for multilabel); ``score`` is the
-    accuracy (subset accuracy for multilabel).  Labels may be numbers or strings.  The
-    parameters are scikit-learn's ``MLPClassifier``'s, plus ``dropout``,
+    returns probabilities of the model's ``dtype`` (n x n_classes; n x k for multilabel);
+    ``score`` is the accuracy (subset accuracy for multilabel).  Labels may be numbers or
+    strings.  The parameters are scikit-learn's ``MLPClassifier``'s, plus ``dropout``,
     ``activation_alpha``, ``dtype`` and ``n_threads``.
     """
 
@@ -929,8 +941,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Returns
         -------
-        ndarray of float64, shape (n_samples, n_classes)
-            As ``predict_proba``'s.
+        ndarray of shape (n_samples, n_classes)
+            As ``predict_proba``'s, of the model's ``dtype``.
 
         Raises
         ------
@@ -940,14 +952,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
-        logits = self._forward(X).astype(np.float64)
+        logits = self._forward(X)
         if self.loss_ == "softmax_cross_entropy":
             logits -= logits.max(axis=1, keepdims=True)
             return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        log_p = -np.logaddexp(0.0, -logits)
+        log_p = -np.logaddexp(0, -logits)
         if self._kind == "multilabel":
             return log_p
-        return np.hstack([-np.logaddexp(0.0, logits), log_p])
+        return np.hstack([-np.logaddexp(0, logits), log_p])
 
     def predict_proba(self, X):
         """Class probabilities.
@@ -958,9 +970,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Returns
         -------
-        proba : ndarray of float64, shape (n_samples, n_classes)
+        proba : ndarray of shape (n_samples, n_classes)
             Softmax rows (multiclass), [1 - p, p] (binary), or the sigmoid of every label's logit
-            (multilabel: (n_samples, n_outputs), rows need not sum to 1).
+            (multilabel: (n_samples, n_outputs), rows need not sum to 1).  Of the model's
+            ``dtype`` (float32 by default), computed in it with no float64 round trip, as
+            scikit-learn's ``MLPClassifier`` keeps the float32 of a model fitted on float32
+            data; ``dtype='float64'`` gives float64.
 
         Raises
         ------
@@ -970,7 +985,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
-        return np.exp(self.predict_log_proba(X))
+        check_is_fitted(self)
+        if self.loss_ == "softmax_cross_entropy":
+            return self._forward(X, "softmax")
+        if self._kind == "multilabel":
+            return self._forward(X, "sigmoid")
+        logits = self._forward(X)  # binary: sigmoid(-t), sigmoid(t), each to full precision
+        return special.expit(np.hstack([-logits, logits]))
 
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel), weighted by

@@ -88,7 +88,7 @@ import numpy as np
 
 from fastbp import distributed
 from fastbp.models._generative import (PRIORS, EncoderDecoder, PenalisedSequential, Reparameterize,
-                                       check_n_components, check_nonnegative, decoded,
+                                       check_n_components, check_nonnegative,
                                        decoder_variance, log_variance, row_errors, store_params)
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng
@@ -253,7 +253,7 @@ class VAE(EncoderDecoder):
     # ------------------------------------------------------------------------------- inference
     def _posterior(self, X):
         """mu and the variance output s (log sigma^2 below the knee) of q(z | x) for validated X."""
-        H = self.encoder_.predict(X)
+        H = self._predict(self.encoder_, X)
         k = self._sampler.k
         return H[:, :k], H[:, k:]
 
@@ -278,9 +278,7 @@ class VAE(EncoderDecoder):
             X with NaN or infinity, or other columns than in ``fit`` (their number, or a
             DataFrame's names and order).
         """
-        X = self._checked(X)
-        with self._threads():
-            return np.ascontiguousarray(self._posterior(X)[0])
+        return np.ascontiguousarray(self._posterior(self._checked(X))[0])
 
     def sample(self, n_samples=1, random_state=None):
         """New data points d(z), z ~ p(z).
@@ -294,8 +292,8 @@ class VAE(EncoderDecoder):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
-            The decoder's mean: float64 probabilities for ``loss='cross_entropy'``, else of the
-            model's ``dtype``.
+            The decoder's mean (probabilities for ``loss='cross_entropy'``), of the model's
+            ``dtype``.
 
         Raises
         ------
@@ -305,8 +303,7 @@ class VAE(EncoderDecoder):
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = self._sampler.sample_prior(int(n_samples), rng, self._network.dtype)
-        with self._threads():
-            return decoded(self.loss_, self.decoder_.predict(z))
+        return self._predict(self.decoder_, z, self._decoder_output())
 
     def _elbo_terms(self, X):
         """For validated X, over SCORE_NOISE_DRAWS fixed noise vectors eps, the same for every

@@ -36,7 +36,7 @@ A network built by hand::
     for xb, yb in batches:                       # xb float32 (n, 64), yb intp labels (n,)
         value = net.loss_and_grad("softmax_cross_entropy", xb, yb)   # forward + loss + backward
         opt.step(net.grads())
-    proba = fastbp.kernels.activation("softmax", net.predict(X))
+    proba = net.predict(X, "softmax")            # the output layer's softmax in the same pass
 
 ``fastbp.training.fit_network`` is the generic training loop over such a network.
 """
@@ -713,6 +713,30 @@ class _Segments:
         return grad
 
 
+_engine = []  # fastbp.engine once imported: on first use, not by importing fastbp.nn
+
+
+def _engine_module():
+    """fastbp.engine (None if it cannot be imported), looked up once."""
+    if not _engine:
+        try:
+            from fastbp import engine
+        except ImportError:
+            return None
+        _engine.append(engine)
+    return _engine[0]
+
+
+def _output_activation(name, last):
+    """``Sequential.predict``'s ``output``, checked against the ``last`` Dense layer: its kernel
+    name."""
+    name = activation_name(name)
+    if last.activation != "identity":
+        raise ValueError(f"output={name!r} applies to logits: the last Dense layer's activation "
+                         f"must be the identity, not {last.activation!r}")
+    return name
+
+
 class Sequential:
     """Layers applied in order: the lecture's g(V^T f(... f((W^1)^T x))) with g left to the loss.
 
@@ -778,14 +802,21 @@ class Sequential:
         self._predictor = None  # the engine's forward pass, made on the first predict (or False)
         self.checkpoint_segments = checkpoint_segments
 
+
+        self._predictors = {}  # the engine's forward passes by output, made on first use (or False)
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_loss_cache"] = None
         state["_predictor"] = None
         state["_segments"] = None
+
+
+        state["_predictors"] = {}
         return state
 
     def __setstate__(self, state):
+        state.pop("_predictor", None)  # pickled by an older fastbp
         self.__dict__.update(state)
         self._loss_cache = _BufferCache(self._make_loss_buffer)
         self._predictor = None
@@ -821,6 +852,9 @@ class Sequential:
         caches = [getattr(layer, "_cache", None) for layer in self.layers]
         caches += [self._loss_cache, self._segments and self._segments._cache]
         return sum(cache.nbytes() for cache in caches if isinstance(cache, _BufferCache))
+
+
+        self._predictors = {}
 
     @property
     def dense_layers(self):
@@ -950,16 +984,21 @@ class Sequential:
             X = layer._forward(X, training, keep)
         return X
 
-    def predict(self, X):
+    def predict(self, X, output=None):
         """The output for X in a fresh array (inference mode: dropout off; no layer keeps X, Z
-        or A).  On the compiled backend a plain float32 stack runs the training engine's forward
-        pass (fastbp.engine.make_predictor: fused bias + activation, rows split over threads,
-        chunks that stay in cache); anything else goes layer by layer.
+        or A).  On the compiled backend a plain stack runs the training engine's forward pass
+        (fastbp.engine.make_predictor: fused bias + activation, rows split over threads, chunks
+        that stay in cache); anything else goes layer by layer.
 
         Parameters
         ----------
         X : array-like of shape (n, n_inputs)
             Converted to the network's dtype if needed.
+        output : str or None, default=None
+            An activation (see ``fastbp.kernels.activation``; at its default parameter) applied to
+            the last Dense layer's output, which must be the identity: e.g. ``'softmax'`` turns a
+            classifier's logits into its probabilities in the same pass.  None: the network's
+            own output.
 
         Returns
         -------
@@ -969,27 +1008,33 @@ class Sequential:
         Raises
         ------
         ValueError
-            When X is not 2-D with ``n_inputs`` columns.
+            When X is not 2-D with ``n_inputs`` columns; for an unknown ``output``, or an
+            ``output`` on a network whose last Dense layer is not the identity.
         """
-        X = _as_input(X, self.dtype, self.n_inputs)
-        predictor = self._engine_predictor()
+        dense = self.dense_layers
+        if output is not None:
+            output = _output_activation(output, dense[-1])
+        X = _as_input(X, dense[0].dtype, dense[0].n_in)
+        predictor = self._engine_predictor(output)
         if predictor is not None:
             return predictor.predict(X)
-        return self._forward(X, False, keep=False)
+        A = self._forward(X, False, keep=False)
+        if output is not None:
+            ops().activation(output, A, A, activation_alpha(output, {}))
+        return A
 
-    def _engine_predictor(self):
-        """The engine's predictor for this network (made once, not pickled), or None."""
+    def _engine_predictor(self, output=None):
+        """The engine's predictor for this network (made once per ``output``, not pickled), or
+        None."""
         if _backend.backend() != "compiled":
             return None
-        try:
-            from fastbp import engine
-        except ImportError:
+        engine = _engine_module()
+        if engine is None or not engine.USE_FUSED:
             return None
-        if not engine.USE_FUSED:
-            return None
-        predictor = getattr(self, "_predictor", None)  # (absent on a network built by __new__)
+        predictors = self.__dict__.setdefault("_predictors", {})  # (a network built by __new__)
+        predictor = predictors.get(output)
         if predictor is None:
-            predictor = self._predictor = engine.make_predictor(self) or False
+            predictor = predictors[output] = engine.make_predictor(self, output) or False
         return predictor or None
 
     __call__ = predict
