@@ -186,7 +186,7 @@ ATTRIBUTES = {
     "prior_means_": ("ndarray of shape (C, n_components)", "The prior's component means."),
     "prior_covariances_": ("ndarray of shape (C, n_components, n_components)", "The prior's "
                            "component covariances (diagonal for a mixture)."),
-    "decoder_std_": ("ndarray of shape (n_features_in_,) or None", "The standard deviation of "
+    "decoder_std_": ("ndarray of shape (n_features,) or None", "The standard deviation of "
                      "p(x | z) per feature (``decoder_std``, or its learned value: the root "
                      "mean squared residual of the training rows over the ELBO's noise draws); "
                      "None for the cross-entropy loss."),
