@@ -73,12 +73,23 @@ through mpi4py (``fastbp.training.data_parallel_epoch``); so do the networks tha
 does not take (the VAE, the sparse autoencoder: ``fit_path_`` says why) and weighted fits with
 zero weights or sharded rows (the engine divides by its own rows' weight).
 
-Scope today: MLPClassifier, MLPRegressor, Autoencoder (also denoising and sparse) and the VAE
-(every prior, a learned decoder variance), with or without ``sample_weight``, with the stepping
-solvers.  The GAN, ``solver='lbfgs'`` and ``learning_rate='backtracking'`` do not train
-data-parallel yet (a ValueError says so), nor does a layer of your own unless it has a ``share``
-attribute (its way of saying that its terms are per row and that it reduces any statistic over
-the minibatch through the :class:`Share` set there).
+The GAN (its own epoch of alternating steps, ``fastbp.models.gan``; replicated rows only): every
+step of D and of G takes this rank's contiguous share of the global minibatch's real rows and of
+the noise z drawn for the whole minibatch on every rank, scales its rows' loss gradient by the
+global rows, and sums that player's gradients (and its loss) over the ranks in one allreduce
+(:meth:`DataParallel.sum_arrays`) before the step; D's minibatch-std feature takes its
+statistics (real and generated rows apart, and its backward's) over the global minibatch through
+the :class:`Share` the step sets on it, so D's running statistic and G's weight average are one
+process's by construction.  ``data_parallel(sharded=True)`` is refused for it (ValueError).
+
+Scope today: MLPClassifier, MLPRegressor, Autoencoder (also denoising and sparse), the VAE
+(every prior, a learned decoder variance) and the GAN, with or without ``sample_weight``, with
+the stepping solvers.  ``solver='lbfgs'``, ``learning_rate='backtracking'`` and the GAN on
+sharded rows do not train data-parallel yet (a ValueError says so), nor does a layer of your own
+unless it has a ``share`` attribute (its way of saying that its terms are per row and that it
+reduces any statistic over the minibatch through the :class:`Share` set there), nor a model
+with its own epoch (``fastbp.training.fit_network``'s ``trainer`` hook) unless the hook has
+``data_parallel = True`` (its steps reduce over the ranks themselves).
 """
 import contextlib
 import contextvars
@@ -227,6 +238,34 @@ class DataParallel:
             self.comm.Allreduce(value, total, op=self._MPI.SUM)
             return total
         return self.comm.allreduce(value, op=self._MPI.SUM)
+
+    def sum_arrays(self, arrays, value):
+        """The arrays and a number summed over the ranks: one allreduce of one flat buffer.
+
+        Parameters
+        ----------
+        arrays : list of ndarray
+            Of one dtype, the same shapes on every rank; replaced by their sums, in place.
+        value : float
+            This rank's number.
+
+        Returns
+        -------
+        float
+            The sum of the ranks' numbers (in the arrays' precision).
+        """
+        flat = np.empty(sum(array.size for array in arrays) + 1, arrays[0].dtype)
+        offset = 0
+        for array in arrays:
+            flat[offset:offset + array.size] = array.reshape(-1)
+            offset += array.size
+        flat[-1] = value
+        self.allreduce(flat)
+        offset = 0
+        for array in arrays:
+            array[...] = flat[offset:offset + array.size].reshape(array.shape)
+            offset += array.size
+        return float(flat[-1])
 
     def step_rows(self, batch_size):
         """Sharded rows: the rows this rank contributes to each step (its share of

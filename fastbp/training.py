@@ -1354,7 +1354,10 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
         named values checked finite and shown in the verbose line; default ``loss`` and
         ``gradient_norms``) and ``params()`` (the arrays checked finite; default
         ``network.params()``).  Everything around the epochs -- shuffling, schedules,
-        bookkeeping, ``max_iter``, the non-finite check, verbose lines -- is this loop's.
+        bookkeeping, ``max_iter``, the non-finite check, verbose lines -- is this loop's.  In a
+        data-parallel fit (``fastbp.distributed``) the hook must have ``data_parallel = True``:
+        its epochs reduce their steps over the ranks themselves (ValueError otherwise); the
+        loop broadcasts ``network``'s weights and ``rng`` from rank 0, the hook anything else.
     converge : bool, default True
         False for an objective with no minimum to settle at (a GAN's): no start loss, no
         convergence or divergence test, no ConvergenceWarning; ``max_iter`` epochs run.
@@ -1558,10 +1561,11 @@ def _data_parallel_ready(network, trainer, backtracking, name):
     """ValueError (on every rank alike) for what does not train data-parallel yet.  A layer takes
     part when it is Dense or Dropout or has a ``share`` attribute (its way of saying that its
     terms are per row, or reduce their statistics over the ranks through the epoch's
-    ``fastbp.distributed.Share``; see :func:`data_parallel_epoch`)."""
+    ``fastbp.distributed.Share``; see :func:`data_parallel_epoch`); a ``trainer`` hook when it
+    has ``data_parallel = True`` (its epochs reduce over the ranks themselves: the GAN's)."""
     why = None
-    if trainer is not None:
-        why = "a model with its own epoch (the GAN)"
+    if trainer is not None and not getattr(trainer, "data_parallel", False):
+        why = "a model with its own epoch whose steps do not reduce over the ranks"
     elif backtracking:
         why = "learning_rate='backtracking'"
     else:

@@ -138,6 +138,51 @@ for name, make in GENERATIVE.items():
             got["std_diff"] = float(np.abs(est.decoder_std_ - one.decoder_std_).max())
         report[name] = got
 
+# the GAN (layer by layer: its own alternating epoch): every D and G step over the ranks' shares
+# of the real rows and of the noise drawn for the whole minibatch, D's minibatch-std statistics
+# over the global minibatch; batch 45 splits unevenly over 2 ranks (22/23) and the last batch of
+# 25 over 3 (8/8/9).  Compared: G, D, the averaged G and D's running minibatch std.
+GAN = {
+    "gan_default": lambda: (fastbp.GAN(
+        2, (8,), (8,), batch_size=45, max_iter=2, dtype="float64", random_state=16), Xr, None),
+    "gan_no_minibatch_std": lambda: (fastbp.GAN(
+        2, (8,), (8,), minibatch_std=False, batch_size=45, max_iter=2, dtype="float64",
+        random_state=17), Xr, None),
+    "gan_minimax_weighted": lambda: (fastbp.GAN(
+        2, (8,), (8,), generator_loss="minimax", n_generator_steps=2, solver="sgd", alpha=1e-2,
+        batch_size=45, max_iter=2, dtype="float64", random_state=18), Xr, None, row_weight),
+    # minibatches of 2 rows (the last of 1): a rank with no rows of a step still takes part
+    "gan_empty_shares": lambda: (fastbp.GAN(
+        2, (4,), (4,), batch_size=2, max_iter=2, dtype="float64", random_state=19), Xr[:7], None),
+}
+GAN.update({f"{name}_f32": float32(make) for name, make in GAN.items()
+            if name in ("gan_default", "gan_no_minibatch_std")})
+
+
+def gan_weights(est):
+    networks = (est.generator_, est.discriminator_, est.average_generator_)
+    return np.concatenate([p.ravel() for network in networks if network is not None
+                           for p in network.params()])
+
+
+def running_std(est):
+    return [layer.running for layer in est.discriminator_.layers if hasattr(layer, "running")]
+
+
+for name, make in GAN.items():
+    with data_parallel():
+        est = fit(make)
+    w = gan_weights(est)
+    same = identical(np.r_[w, running_std(est)])
+    if comm.rank == 0:
+        one = fit(make)
+        report[name] = {"diff": float(np.abs(w - gan_weights(one)).max()), "identical": same,
+                        "path": est.fit_path_, "one_path": one.fit_path_,
+                        "std_diff": float(np.abs(np.subtract(running_std(est),
+                                                             running_std(one))).max(initial=0)),
+                        "loss_diff": float(np.abs(np.subtract(est.discriminator_loss_curve_,
+                                                              one.discriminator_loss_curve_)).max())}
+
 # negative controls: what DDP/Horovod do by default, and L2 with the per-rank batch, must differ
 make = CASES["adam_regressor"]
 reference = fit(make) if comm.rank == 0 else None
@@ -188,6 +233,17 @@ finally:
 if comm.rank == 0:
     report["control_kl_local_rho_hat"] = {
         "diff": float(np.abs(weights(est) - weights(fit(GENERATIVE["sparse_kl_weighted"]))).max())}
+
+# negative control: the GAN's minibatch-std statistics from each rank's own rows must differ
+distributed.Share.mean = lambda self, local, weighted=True: local
+try:
+    with data_parallel():
+        est = fit(GAN["gan_default"])
+finally:
+    distributed.Share.mean = original_mean
+if comm.rank == 0:
+    report["control_gan_local_minibatch_std"] = {
+        "diff": float(np.abs(gan_weights(est) - gan_weights(fit(GAN["gan_default"]))).max())}
 
 # sharded, one full batch a step ('gd': the rows' order within a batch does not matter), each
 # rank every P-th row of the 696 (a multiple of 2 and 3: every rank's share of the batch holds

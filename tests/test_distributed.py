@@ -113,13 +113,45 @@ def test_sharded_weights_and_rho_hat_are_the_global_minibatchs(report):
     assert vae["streams_differ"], vae  # no two ranks draw the same noise for their rows
 
 
+GAN = ["gan_default", "gan_no_minibatch_std", "gan_minimax_weighted", "gan_empty_shares",
+       "gan_default_f32", "gan_no_minibatch_std_f32"]
+
+
+@pytest.mark.parametrize("case", GAN)
+def test_gan_equals_one_process(report, case):
+    """The GAN (its own alternating epoch, layer by layer): each rank's share of every D and G
+    step's real rows and of the noise drawn for the whole minibatch (uneven shares), one
+    allreduce per player step, D's minibatch-std statistics over the global minibatch (real and
+    generated apart; with and without the feature), weighted real rows and the minimax loss,
+    minibatches of 2 rows (a rank with none in a step still joins its collectives): G,
+    D and the averaged G are one process's, every rank identical, and D's running minibatch std
+    (the real batches' statistic) and the loss curve agree by construction."""
+    got = report[1][case]
+    assert got["identical"], got
+    assert got["path"] == got["one_path"] and got["path"].startswith("layerwise: GAN"), got
+    tolerance = 1e-5 if case.endswith("_f32") else 1e-12
+    assert got["diff"] < tolerance and got["std_diff"] < tolerance, got
+    assert got["loss_diff"] < tolerance, got
+
+
+def test_gan_refuses_sharded_rows(monkeypatch):
+    """Sharded rows do not train the GAN data-parallel: a ValueError says so (on every rank
+    alike), before any collective."""
+    monkeypatch.setattr(distributed, "current", lambda: types.SimpleNamespace(sharded=True))
+    X = np.random.default_rng(0).standard_normal((20, 2))
+    with pytest.raises(ValueError, match=r"GAN: data_parallel\(sharded=True\) is not supported"):
+        fastbp.GAN(max_iter=1).fit(X)
+
+
 @pytest.mark.parametrize("control", ["control_mean_of_means", "control_l2_per_rank",
                                      "control_l2_per_rank_layerwise", "control_l2_per_rank_f32",
-                                     "control_kl_local_rho_hat"])
+                                     "control_kl_local_rho_hat",
+                                     "control_gan_local_minibatch_std"])
 def test_negative_controls_differ(report, control):
     """Averaging the ranks' means by 1/P (DDP's and Horovod's default) and L2 scaled by the
-    per-rank batch are wrong where shares are uneven, and so is the KL sparsity penalty on each
-    rank's own rho_hat: the tests above would catch them (on the engine and layer by layer)."""
+    per-rank batch are wrong where shares are uneven, and so are the KL sparsity penalty on each
+    rank's own rho_hat and the GAN's minibatch-std feature on each rank's own rows: the tests
+    above would catch them (on the engine and layer by layer)."""
     assert report[1][control]["diff"] > 1e-4, report[1][control]
 
 
@@ -161,6 +193,20 @@ def test_a_layer_without_share_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="a network with Shift layers does not train "
                                          "data-parallel yet"):
         fastbp.fit_network(net, "squared_error", X, Y, training.TrainConfig(max_iter=1))
+
+
+def test_a_trainer_hook_that_does_not_reduce_is_refused(monkeypatch):
+    """A model with its own epoch (``fit_network``'s ``trainer`` hook) trains data-parallel only
+    when the hook says its steps reduce over the ranks (``data_parallel = True``, as the GAN's):
+    otherwise a ValueError before any collective, never a fit that silently trains per rank."""
+    monkeypatch.setattr(distributed, "current", lambda: types.SimpleNamespace(sharded=False))
+    rng = np.random.default_rng(0)
+    net = fastbp.nn.Sequential([fastbp.nn.Dense(3, 2, "identity", dtype=np.float64, rng=rng)])
+    X, Y = rng.standard_normal((8, 3)), rng.standard_normal((8, 2))
+    with pytest.raises(ValueError, match="a model with its own epoch whose steps do not reduce "
+                                         "over the ranks does not train data-parallel yet"):
+        fastbp.fit_network(net, "squared_error", X, Y, training.TrainConfig(max_iter=1),
+                           trainer=lambda optimizer, batch_size, fresh: None)
 
 
 @pytest.mark.parametrize("n, size", [(7, 3), (2, 3), (0, 2), (90, 3), (128, 1)])

@@ -245,10 +245,10 @@ def test_generator_average_is_the_moving_average_of_the_steps(monkeypatch):
     steps, start = [], []
     original = GAN._generator_step
 
-    def recording(self, m, norms):
+    def recording(self, m, norms, parallel):
         if not start:
             start.append(self.average_generator_.get_weights())
-        value = original(self, m, norms)
+        value = original(self, m, norms, parallel)
         steps.append(self.generator_.get_weights())
         return value
 

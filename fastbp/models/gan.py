@@ -25,6 +25,9 @@ verbose lines and the non-finite check are the loop's.  After every epoch both p
 parameters must be finite (``fastbp.training.check_finite``): otherwise ``fit``/``partial_fit``
 raise ValueError and leave the model as it was before the call.  ``fit_path_`` is always
 ``"layerwise: GAN (...)"``: the compiled engine trains one network's plain backprop, not a game.
+Data-parallel (``with fastbp.distributed.data_parallel(): GAN(...).fit(X)``, every rank with
+the same X): each D and G step is split over the ranks and reduced (see
+:meth:`GAN._discriminator_step`), the same model as one process's fit.
 
 Against mode collapse (G covering some modes of the data only), measured on the standard toy
 problems by ``benchmarks/bench_gan_modes.py`` (1-D mixtures of 2 and 3 Gaussians, the ring of 8
@@ -48,6 +51,7 @@ import dataclasses
 import numpy as np
 from scipy import special
 
+from fastbp import distributed
 from fastbp.kernels import ops
 from fastbp.models import export
 from fastbp.models._generative import (GenerativeBase, PenalisedSequential, check_fraction,
@@ -89,11 +93,13 @@ class _AlternatingSteps:
     ||dW||_F of G's Dense layers; D's learning rate is G's (``optimizer.lr``, set by the loop's
     schedule) times ``discriminator_learning_rate / learning_rate_init``.  With ``sample_weight``
     (one weight per row of X) D's mean over the real rows of a minibatch is their weighted mean.
+    ``parallel`` (a ``fastbp.distributed.DataParallel`` over replicated rows): every step is
+    data-parallel (see :meth:`GAN._discriminator_step`).
     """
 
-    def __init__(self, gan, optimizer, batch_size, sample_weight=None):
+    def __init__(self, gan, optimizer, batch_size, sample_weight=None, parallel=None):
         self.gan, self.optimizer, self.batch_size = gan, optimizer, batch_size
-        self.sample_weight = sample_weight
+        self.sample_weight, self.parallel = sample_weight, parallel
         rate = gan.discriminator_learning_rate
         self.d_ratio = 1.0 if rate is None else rate / gan.learning_rate_init
         self.d_loss, self.g_steps = None, 0
@@ -105,9 +111,9 @@ class _AlternatingSteps:
         for start in range(0, order.shape[0], m):
             rows = order[start:start + m]
             weights = None if self.sample_weight is None else self.sample_weight[rows]
-            d_losses.append(gan._discriminator_step(X, rows, weights))
+            d_losses.append(gan._discriminator_step(X, rows, weights, self.parallel))
             if gan._d_optimizer.t % gan.n_discriminator_steps == 0:
-                g_losses += [gan._generator_step(m, grad_norms_out)
+                g_losses += [gan._generator_step(m, grad_norms_out, self.parallel)
                              for _ in range(gan.n_generator_steps)]
         grad_norms_out /= max(len(g_losses), 1)
         self.d_loss, self.g_steps = float(np.mean(d_losses)), len(g_losses)
@@ -133,11 +139,17 @@ class MinibatchStd(Layer):
     it can tell a batch of too-similar samples (a collapsed generator) from real data.  Backward:
     d s / d a_ij = (a_ij - mean_i a_ij) / (k g std_j).  ``track`` folds the first group's s into
     ``running`` (an exponential average, as batch normalisation keeps its statistics); inference
-    uses that constant, so a row's output does not depend on the other rows."""
+    uses that constant, so a row's output does not depend on the other rows.
+
+    In a data-parallel step (``share``, a ``fastbp.distributed.Share`` that the GAN's step sets:
+    this rank's rows of each group are its share of the global group's) the means over a group's
+    rows -- of a_ij, of the squared deviations, and of the backward's d s -- are the global
+    group's (collectives), so that s and the gradient are one process's."""
 
     _transient = ("_cache", "saved")
     n_groups = 1
     momentum = 0.1
+    share = None
 
     def __init__(self):
         self.running = self.s = 0.0
@@ -160,15 +172,24 @@ class MinibatchStd(Layer):
             out[:, k] = self.running
             self.saved = (None, None, dX) if keep else None
             return out
-        groups = X.reshape(self.n_groups, -1, k)
+        g = n // self.n_groups
+        groups = X.reshape(self.n_groups, g, k)
         c = centred.reshape(groups.shape)
-        np.subtract(groups, groups.mean(axis=1, keepdims=True), out=c)
-        std = np.sqrt(np.einsum("gij,gij->gj", c, c) / c.shape[1] + X.dtype.type(1e-8))
+        np.subtract(groups, self._over_group(groups.sum(axis=1), g)[:, None, :], out=c)
+        std = np.sqrt(self._over_group(np.einsum("gij,gij->gj", c, c), g) + X.dtype.type(1e-8))
         s = std.mean(axis=1)
         out[:, k].reshape(self.n_groups, -1)[...] = s[:, None]
         self.saved = (c, std, dX) if keep else None
         self.s = float(s[0])
         return out
+
+    def _over_group(self, sums, g):
+        """Each group's mean from its sums over this rank's g rows of it: over the global
+        group's rows in a data-parallel step (``share``)."""
+        if self.share is None:
+            return sums / g
+        local = sums.astype(np.float64) / max(g, 1)  # ignored where g == 0 (no rows here)
+        return self.share.mean(local, weighted=False).astype(sums.dtype)
 
     def track(self, first):
         """Fold the last training forward's s (of the first group) into ``running``; ``first``:
@@ -185,8 +206,9 @@ class MinibatchStd(Layer):
             dX[...] = dA[:, :k]
             return dX
         n_groups, g, _ = c.shape
-        ds = dA[:, k].reshape(n_groups, g).sum(axis=1)  # each group's s feeds all its rows
-        np.multiply(c, (ds[:, None] / (k * g) / std)[:, None, :], out=dX.reshape(c.shape))
+        # each group's s feeds all its rows: d s summed over them, here as its mean over them
+        ds = self._over_group(dA[:, k].reshape(n_groups, g).sum(axis=1), g)
+        np.multiply(c, (ds[:, None] / k / std)[:, None, :], out=dX.reshape(c.shape))
         dX += dA[:, :k]
         return dX
 
@@ -213,6 +235,26 @@ def _groups(network, n_groups):
     finally:
         for layer in layers:
             layer.n_groups = 1
+
+
+@contextlib.contextmanager
+def _shared(network, parallel, n):
+    """Within the block, in a data-parallel step (``parallel`` not None), ``network``'s
+    MinibatchStd layers take their statistics over the global minibatch, of which this rank holds
+    n rows of each group (a ``fastbp.distributed.Share``); their own rows otherwise."""
+    layers = [] if parallel is None else _std_layers(network)
+    for layer in layers:
+        layer.share = distributed.Share(parallel, n, n)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.share = None
+
+
+def _part(m, parallel):
+    """This rank's rows [lo, hi) of a global minibatch of m rows; all of them in one process."""
+    return (0, m) if parallel is None else distributed.share(m, parallel.rank, parallel.size)
 
 
 @register("GAN")
@@ -322,46 +364,76 @@ class GAN(GenerativeBase):
                                                   self.generator_.dtype)
         return buffers
 
-    def _discriminator_step(self, X, rows, sample_weight=None):
+    def _noise(self, m, out, lo, hi):
+        """Fresh z for a minibatch of m rows into ``out``: its rows [lo, hi) of the draw for all
+        m (one process's draw, of which each rank takes its share)."""
+        whole = out if hi - lo == m else self._buffer(m).noise
+        self._rng.standard_normal(dtype=whole.dtype, out=whole)
+        if whole is not out:
+            out[...] = whole[lo:hi]
+
+    def _discriminator_step(self, X, rows, sample_weight=None, parallel=None):
         """One step of D up L on the real rows X[rows] and as many fresh G(z); returns -L.
         ``sample_weight`` (of the real rows): L's mean over them is their weighted mean
-        (``fastbp.nn.row_weights``; a batch of weight 0 keeps only the fake rows' term)."""
+        (``fastbp.nn.row_weights``; a batch of weight 0 keeps only the fake rows' term).
+
+        Data-parallel (``parallel``, a ``fastbp.distributed.DataParallel`` over replicated
+        rows): this rank takes its contiguous share of the real rows and of the z drawn for the
+        whole minibatch, scales its rows' loss gradient by the global rows, the minibatch-std
+        feature's statistics are the global minibatch's (:func:`_shared`), and one allreduce
+        sums D's gradients and -L over the ranks before the step (L2 in the step, once)."""
         m = rows.shape[0]
-        b = self._buffer(m)
-        np.take(X, rows, axis=0, out=b.batch[:m], mode="clip")
-        self._rng.standard_normal(dtype=b.noise.dtype, out=b.noise)
-        b.batch[m:] = self.generator_._forward(b.noise, False)
+        lo, hi = _part(m, parallel)
+        n = hi - lo
+        b = self._buffer(n)
+        np.take(X, rows[lo:hi], axis=0, out=b.batch[:n], mode="clip")
+        self._noise(m, b.noise, lo, hi)
+        b.batch[n:] = self.generator_._forward(b.noise, False)
         D = self.discriminator_
-        with _groups(D, 2):  # the real rows' and the fake rows' batch statistics apart
+        # the real and the fake rows' batch statistics apart (over the global minibatch's)
+        with _groups(D, 2), _shared(D, parallel, n):
             logits = D._forward(b.batch, True)
-        for layer in _std_layers(D):  # the real rows' s: D's constant at inference
-            layer.track(first=self._d_optimizer.t == 0)
-        value, _ = ops().loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
-        b.d_grad *= 2  # the kernel averages over 2m rows; -L = mean over real + mean over fake
-        value *= 2
-        if sample_weight is not None:
-            real = row_losses("sigmoid_cross_entropy", logits[:m], b.target[:m])
-            v = row_weights(sample_weight) if sample_weight.sum() > 0 else np.zeros(m)
-            b.d_grad[:m] *= v.astype(b.d_grad.dtype)[:, None]
-            value += float(v @ real - real.sum()) / m
-        D._backward(b.d_grad, False)
+            for layer in _std_layers(D):  # the real rows' s: D's constant at inference
+                layer.track(first=self._d_optimizer.t == 0)
+            value, _ = ops().loss("sigmoid_cross_entropy", logits, b.target, b.d_grad)
+            # the kernel averages over 2n rows; -L = mean over the m real + over the m fake
+            scale = 2 * n / m
+            b.d_grad *= scale
+            value *= scale
+            if sample_weight is not None:
+                real = row_losses("sigmoid_cross_entropy", logits[:n], b.target[:n])
+                v = row_weights(sample_weight) if sample_weight.sum() > 0 else np.zeros(m)
+                v = v[lo:hi]
+                b.d_grad[:n] *= v.astype(b.d_grad.dtype)[:, None]
+                value += float(v @ real - real.sum()) / m
+            D._backward(b.d_grad, False)
+        if parallel is not None:
+            value = parallel.sum_arrays(D.grads(), value)
         self._d_optimizer.step(D.grads())
         return value
 
-    def _generator_step(self, m, norms):
-        """One step of G on m fresh z, through D's input gradient; returns G's objective."""
-        b = self._buffer(m)
+    def _generator_step(self, m, norms, parallel=None):
+        """One step of G on m fresh z, through D's input gradient; returns G's objective
+        (data-parallel: as :meth:`_discriminator_step`, G's gradients summed over the ranks)."""
+        lo, hi = _part(m, parallel)
+        n = hi - lo
+        b = self._buffer(n)
         G, D = self.generator_, self.discriminator_
-        self._rng.standard_normal(dtype=b.noise.dtype, out=b.noise)
-        logits = D._forward(G._forward(b.noise, True), True)
-        # -log D(G(z)) is the cross-entropy with target 1; log(1 - D(G(z))) minus that with 0
-        saturating = self.generator_loss == "minimax"
-        target = b.target[m:] if saturating else b.target[:m]
-        value, _ = ops().loss("sigmoid_cross_entropy", logits, target, b.g_grad)
-        if saturating:
-            value = -value
-            np.negative(b.g_grad, out=b.g_grad)
-        G._backward(D._backward(b.g_grad, True), False)
+        self._noise(m, b.noise, lo, hi)
+        with _shared(D, parallel, n):
+            logits = D._forward(G._forward(b.noise, True), True)
+            # -log D(G(z)) is the cross-entropy with target 1; log(1 - D(G(z))) minus that with 0
+            saturating = self.generator_loss == "minimax"
+            target = b.target[n:] if saturating else b.target[:n]
+            value, _ = ops().loss("sigmoid_cross_entropy", logits, target, b.g_grad)
+            value *= n / m  # this rank's part of the mean over the m rows
+            b.g_grad *= n / m
+            if saturating:
+                value = -value
+                np.negative(b.g_grad, out=b.g_grad)
+            G._backward(D._backward(b.g_grad, True), False)
+        if parallel is not None:
+            value = parallel.sum_arrays(G.grads(), value)
         for j, layer in enumerate(G.dense_layers):
             norms[j] += float(np.linalg.norm(layer.dW))
         self._state.optimizer.step(G.grads())
@@ -386,11 +458,23 @@ class GAN(GenerativeBase):
         with the alternating steps of :class:`_AlternatingSteps` as each epoch."""
         if self.batch_size == "auto":
             config = dataclasses.replace(config, batch_size=min(AUTO_BATCH, X.shape[0]))
+        parallel = distributed.current()
+        if parallel is not None and parallel.sharded:
+            raise ValueError("GAN: data_parallel(sharded=True) is not supported: the GAN trains "
+                             "data-parallel on replicated rows only (every rank passes the same "
+                             "X; data_parallel())")
 
         def trainer(optimizer, batch_size, fresh):
             if fresh or self._d_optimizer is None:
                 self._d_optimizer = make_optimizer(self.discriminator_, config, batch_size)
-            return _AlternatingSteps(self, optimizer, batch_size, sample_weight), FIT_PATH
+            if parallel is not None:  # rank 0's D and G average, as the loop takes its G
+                networks = [self.discriminator_, self.average_generator_]
+                parallel.broadcast_arrays([array for network in networks if network is not None
+                                           for array in network.params()])
+            steps = _AlternatingSteps(self, optimizer, batch_size, sample_weight, parallel)
+            return steps, FIT_PATH
+
+        trainer.data_parallel = True  # its steps reduce over the ranks (fastbp.training)
 
         fit_network(self.generator_, self.loss_, X, X, config, self._state, rng=self._rng,
                     incremental=incremental, name="GAN", stacklevel=user_stacklevel(),
