@@ -73,19 +73,22 @@ through mpi4py (``fastbp.training.data_parallel_epoch``); so do the networks tha
 does not take (the VAE, the sparse autoencoder: ``fit_path_`` says why) and weighted fits with
 zero weights or sharded rows (the engine divides by its own rows' weight).
 
-The GAN (its own epoch of alternating steps, ``fastbp.models.gan``; replicated rows only): every
-step of D and of G takes this rank's contiguous share of the global minibatch's real rows and of
-the noise z drawn for the whole minibatch on every rank, scales its rows' loss gradient by the
+The GAN (its own epoch of alternating steps, ``fastbp.models.gan``): every step of D and of G
+takes this rank's rows of the global minibatch -- replicated: its contiguous share of the real
+rows and of the noise z drawn for the whole minibatch on every rank; sharded: its next
+``step_rows`` real rows (none once it has run out) and as many z, and for G its share of
+``batch_size`` z, drawn from its own generator (the global minibatch's rows and weight for every
+D step of an epoch summed over the ranks at the epoch's start) --, scales its rows' loss gradient by the
 global rows, and sums that player's gradients (and its loss) over the ranks in one allreduce
 (:meth:`DataParallel.sum_arrays`) before the step; D's minibatch-std feature takes its
 statistics (real and generated rows apart, and its backward's) over the global minibatch through
 the :class:`Share` the step sets on it, so D's running statistic and G's weight average are one
-process's by construction.  ``data_parallel(sharded=True)`` is refused for it (ValueError).
+process's by construction.
 
 Scope today: MLPClassifier, MLPRegressor, Autoencoder (also denoising and sparse), the VAE
 (every prior, a learned decoder variance) and the GAN, with or without ``sample_weight``, with
-the stepping solvers.  ``solver='lbfgs'``, ``learning_rate='backtracking'`` and the GAN on
-sharded rows do not train data-parallel yet (a ValueError says so), nor does a layer of your own
+the stepping solvers.  ``solver='lbfgs'`` and ``learning_rate='backtracking'`` do not train
+data-parallel yet (a ValueError says so), nor does a layer of your own
 unless it has a ``share`` attribute (its way of saying that its terms are per row and that it
 reduces any statistic over the minibatch through the :class:`Share` set there), nor a model
 with its own epoch (``fastbp.training.fit_network``'s ``trainer`` hook) unless the hook has

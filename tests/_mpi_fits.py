@@ -297,6 +297,62 @@ if comm.rank == 0:
                          "layerwise_path": layerwise.fit_path_,
                          "layerwise_diff": float(np.abs(weights(est) - weights(layerwise)).max())}
 
+# the GAN on sharded rows (shuffle=False: each rank walks its own rows in order): rank r holds
+# the rows at positions share(45, r, P) of every minibatch of 45 of Xr (the last, of 25, too:
+# there a rank has fewer rows or none, and over 3 ranks rank 2 runs out a step early), so the
+# ranks' rows of every step, in rank order, are one process's minibatch.  Each rank draws its
+# own noise (its own stream): recorded, then replayed, concatenated in rank order, into one
+# process's fit on all the rows -- the same model (G, D, the averaged G, D's running std and
+# both loss curves), with and without weights and the minibatch-std feature.
+SHARDED_GAN = {
+    "gan_sharded": lambda: fastbp.GAN(2, (8,), (8,), batch_size=45, shuffle=False, max_iter=2,
+                                      dtype="float64", random_state=20),
+    "gan_sharded_weighted_minimax": lambda: fastbp.GAN(
+        2, (8,), (8,), generator_loss="minimax", minibatch_std=False, n_generator_steps=2,
+        solver="sgd", alpha=1e-2, batch_size=45, shuffle=False, max_iter=2, dtype="float64",
+        random_state=21),
+}
+lo, hi = distributed.share(45, comm.rank, comm.size)
+mine = np.flatnonzero((np.arange(len(Xr)) % 45 >= lo) & (np.arange(len(Xr)) % 45 < hi))
+original_noise = fastbp.GAN._noise
+for name, make in SHARDED_GAN.items():
+    drawn = []
+
+    def recording(self, m, out, parallel=None):
+        original_noise(self, m, out, parallel)
+        drawn.append(out.copy())
+
+    weighted = "weighted" in name
+    fastbp.GAN._noise = recording
+    try:
+        with data_parallel(sharded=True):
+            est = make().fit(Xr[mine], **({"sample_weight": row_weight[mine]} if weighted else {}))
+    finally:
+        fastbp.GAN._noise = original_noise
+    curves = np.r_[est.discriminator_loss_curve_, est.generator_loss_curve_]
+    same = identical(np.r_[gan_weights(est), running_std(est), curves])
+    streams = comm.allgather(str(est._rng.bit_generator.state))
+    drawn = comm.gather(drawn)
+    if comm.rank == 0:
+        replay = iter([np.concatenate(parts) for parts in zip(*drawn)])
+
+        def replaying(self, m, out, parallel=None):
+            out[...] = next(replay)
+
+        fastbp.GAN._noise = replaying
+        try:
+            one = make().fit(Xr, **({"sample_weight": row_weight} if weighted else {}))
+        finally:
+            fastbp.GAN._noise = original_noise
+        report[name] = {
+            "diff": float(np.abs(gan_weights(est) - gan_weights(one)).max()), "identical": same,
+            "draws": [len(parts) for parts in drawn], "replayed": next(replay, None) is None,
+            "streams_differ": len(set(streams)) == comm.size,
+            "std_diff": float(np.abs(np.subtract(running_std(est),
+                                                 running_std(one))).max(initial=0)),
+            "loss_diff": float(np.abs(curves - np.r_[one.discriminator_loss_curve_,
+                                                     one.generator_loss_curve_]).max())}
+
 # save: written once (rank 0), whole
 path = sys.argv[1]
 with data_parallel():

@@ -134,13 +134,19 @@ def test_gan_equals_one_process(report, case):
     assert got["loss_diff"] < tolerance, got
 
 
-def test_gan_refuses_sharded_rows(monkeypatch):
-    """Sharded rows do not train the GAN data-parallel: a ValueError says so (on every rank
-    alike), before any collective."""
-    monkeypatch.setattr(distributed, "current", lambda: types.SimpleNamespace(sharded=True))
-    X = np.random.default_rng(0).standard_normal((20, 2))
-    with pytest.raises(ValueError, match=r"GAN: data_parallel\(sharded=True\) is not supported"):
-        fastbp.GAN(max_iter=1).fit(X)
+@pytest.mark.parametrize("case", ["gan_sharded", "gan_sharded_weighted_minimax"])
+def test_sharded_gan_equals_one_process_with_the_ranks_noise(report, case):
+    """The GAN on sharded rows: each rank walks its own rows (in slices of its share of the
+    batch, the last uneven, a rank out of rows a step early over 3 ranks) and draws its own noise
+    (its own stream, as many z as its real rows; for G its share of the batch); a one-process fit
+    on all the rows, fed the ranks' noise concatenated in rank order (its minibatches are the
+    ranks' rows in rank order), is the truth: the same G, D, averaged G, running minibatch std
+    and loss curves (weighted real rows and the minimax loss too), every rank identical."""
+    ranks, got = report
+    got = got[case]
+    assert got["identical"] and got["streams_differ"], got
+    assert got["replayed"] and len(set(got["draws"])) == 1, got  # as many draws on every rank
+    assert got["diff"] < 1e-12 and got["std_diff"] < 1e-12 and got["loss_diff"] < 1e-12, got
 
 
 @pytest.mark.parametrize("control", ["control_mean_of_means", "control_l2_per_rank",

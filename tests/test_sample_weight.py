@@ -127,7 +127,7 @@ def test_gan_weights_the_real_rows_of_the_discriminator_step(backend):
                      + np.mean(np.logaddexp(0, fake_logits)))
 
     gan._d_optimizer.lr = 0.1
-    value = gan._discriminator_step(X, rows, w)
+    value = gan._discriminator_step(X, rows, len(rows), fastbp.nn.row_weights(w))  # v: mean 1
     assert value == pytest.approx(minus_L(D0), rel=1e-10)
     h = 1e-6
     for k, (before, after) in enumerate(zip(D0, gan.discriminator_.params())):

@@ -27,7 +27,9 @@ raise ValueError and leave the model as it was before the call.  ``fit_path_`` i
 ``"layerwise: GAN (...)"``: the compiled engine trains one network's plain backprop, not a game.
 Data-parallel (``with fastbp.distributed.data_parallel(): GAN(...).fit(X)``, every rank with
 the same X): each D and G step is split over the ranks and reduced (see
-:meth:`GAN._discriminator_step`), the same model as one process's fit.
+:meth:`GAN._discriminator_step`), the same model as one process's fit; with
+``data_parallel(sharded=True)`` each rank passes its own rows, contributes its next rows and its
+own noise to every step, and the ranks train one model on all of them.
 
 Against mode collapse (G covering some modes of the data only), measured on the standard toy
 problems by ``benchmarks/bench_gan_modes.py`` (1-D mixtures of 2 and 3 Gaussians, the ring of 8
@@ -59,8 +61,7 @@ from fastbp.models._generative import (GenerativeBase, PenalisedSequential, chec
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng, user_stacklevel
 from fastbp.training import fit_network, make_optimizer
-from fastbp.nn import (Dense, Layer, _BufferCache, activation_name, make_mlp, row_losses,
-                       row_weights)
+from fastbp.nn import Dense, Layer, _BufferCache, activation_name, make_mlp, row_losses
 from fastbp.models.persist import register
 from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
@@ -93,8 +94,8 @@ class _AlternatingSteps:
     ||dW||_F of G's Dense layers; D's learning rate is G's (``optimizer.lr``, set by the loop's
     schedule) times ``discriminator_learning_rate / learning_rate_init``.  With ``sample_weight``
     (one weight per row of X) D's mean over the real rows of a minibatch is their weighted mean.
-    ``parallel`` (a ``fastbp.distributed.DataParallel`` over replicated rows): every step is
-    data-parallel (see :meth:`GAN._discriminator_step`).
+    ``parallel`` (a ``fastbp.distributed.DataParallel``): every step is data-parallel (see
+    :meth:`GAN._discriminator_step` and :meth:`_minibatches`).
     """
 
     def __init__(self, gan, optimizer, batch_size, sample_weight=None, parallel=None):
@@ -108,10 +109,8 @@ class _AlternatingSteps:
         gan, m = self.gan, self.batch_size
         gan._d_optimizer.lr = self.optimizer.lr * self.d_ratio
         d_losses, g_losses = [], []
-        for start in range(0, order.shape[0], m):
-            rows = order[start:start + m]
-            weights = None if self.sample_weight is None else self.sample_weight[rows]
-            d_losses.append(gan._discriminator_step(X, rows, weights, self.parallel))
+        for rows, size, weights in self._minibatches(order):
+            d_losses.append(gan._discriminator_step(X, rows, size, weights, self.parallel))
             if gan._d_optimizer.t % gan.n_discriminator_steps == 0:
                 g_losses += [gan._generator_step(m, grad_norms_out, self.parallel)
                              for _ in range(gan.n_generator_steps)]
@@ -119,6 +118,32 @@ class _AlternatingSteps:
         self.d_loss, self.g_steps = float(np.mean(d_losses)), len(g_losses)
         gan._d_losses.append(self.d_loss)
         return float(np.mean(g_losses)) if g_losses else float("nan")
+
+    def _minibatches(self, order):
+        """Each D step's (real rows of this rank, rows of the global minibatch, their weights v).
+
+        One process walks ``order`` in slices of ``batch_size``; a rank of replicated rows takes
+        its contiguous share of each slice; a rank of sharded rows the next ``step_rows`` of its
+        own ``order`` (none once it has run out), for the most steps of any rank (the sharded
+        rules of ``fastbp.distributed``), the global minibatch's rows and weight summed over the
+        ranks for every step of the epoch in one allreduce.  v: the rows' sample weights scaled
+        to mean 1 over the global minibatch (``fastbp.nn.row_weights``; all 0 for a minibatch
+        of weight 0), or None without ``sample_weight``.
+        """
+        parallel, w, m = self.parallel, self.sample_weight, self.batch_size
+        if parallel is None or not parallel.sharded:
+            for start in range(0, order.shape[0], m):
+                whole = order[start:start + m]
+                lo, hi = _part(whole.shape[0], parallel)
+                v = None if w is None else _scaled(w[whole], whole.shape[0], w[whole].sum())
+                yield whole[lo:hi], whole.shape[0], None if v is None else v[lo:hi]
+            return
+        step_rows = parallel.step_rows(m)
+        steps = parallel.maximum(-(-order.shape[0] // step_rows))
+        mine = [order[step * step_rows:(step + 1) * step_rows] for step in range(steps)]
+        table = np.array([[rows.shape[0], 0.0 if w is None else w[rows].sum()] for rows in mine])
+        for rows, (size, weight) in zip(mine, parallel.sum(table.reshape(steps, 2))):
+            yield rows, int(size), None if w is None else _scaled(w[rows], size, weight)
 
     def epoch_values(self, loss, grad_norms):
         """What the loop checks finite and shows (an epoch without a G step has no G loss)."""
@@ -252,6 +277,12 @@ def _shared(network, parallel, n):
             layer.share = None
 
 
+def _scaled(w, m, weight):
+    """Weights w of rows of a minibatch of m rows and weight ``weight``, scaled to mean 1 over
+    it (``fastbp.nn.row_weights``, for the global minibatch); all 0 when it weighs 0."""
+    return w * (m / weight) if weight > 0 else np.zeros(w.shape[0])
+
+
 def _part(m, parallel):
     """This rank's rows [lo, hi) of a global minibatch of m rows; all of them in one process."""
     return (0, m) if parallel is None else distributed.share(m, parallel.rank, parallel.size)
@@ -364,30 +395,34 @@ class GAN(GenerativeBase):
                                                   self.generator_.dtype)
         return buffers
 
-    def _noise(self, m, out, lo, hi):
-        """Fresh z for a minibatch of m rows into ``out``: its rows [lo, hi) of the draw for all
-        m (one process's draw, of which each rank takes its share)."""
-        whole = out if hi - lo == m else self._buffer(m).noise
+    def _noise(self, m, out, parallel=None):
+        """Fresh z into ``out`` for this rank's rows of a minibatch of m rows: a rank of
+        replicated rows takes its share (:func:`_part`) of one process's draw for all m; a rank
+        of sharded rows draws its own rows only (from its own generator)."""
+        whole = out
+        if parallel is not None and not parallel.sharded and out.shape[0] != m:
+            whole = self._buffer(m).noise
         self._rng.standard_normal(dtype=whole.dtype, out=whole)
         if whole is not out:
+            lo, hi = _part(m, parallel)
             out[...] = whole[lo:hi]
 
-    def _discriminator_step(self, X, rows, sample_weight=None, parallel=None):
-        """One step of D up L on the real rows X[rows] and as many fresh G(z); returns -L.
-        ``sample_weight`` (of the real rows): L's mean over them is their weighted mean
-        (``fastbp.nn.row_weights``; a batch of weight 0 keeps only the fake rows' term).
+    def _discriminator_step(self, X, rows, m, weights=None, parallel=None):
+        """One step of D up L on the real rows X[rows] of a minibatch of m rows and as many
+        fresh G(z); returns -L.  ``weights`` (v of the real rows, scaled to mean 1 over the
+        minibatch: ``fastbp.nn.row_weights``; all 0 for a batch of weight 0, which keeps only
+        the fake rows' term): L's mean over them is their weighted mean.
 
-        Data-parallel (``parallel``, a ``fastbp.distributed.DataParallel`` over replicated
-        rows): this rank takes its contiguous share of the real rows and of the z drawn for the
-        whole minibatch, scales its rows' loss gradient by the global rows, the minibatch-std
-        feature's statistics are the global minibatch's (:func:`_shared`), and one allreduce
-        sums D's gradients and -L over the ranks before the step (L2 in the step, once)."""
-        m = rows.shape[0]
-        lo, hi = _part(m, parallel)
-        n = hi - lo
+        Data-parallel (``parallel``, a ``fastbp.distributed.DataParallel``): ``rows`` are this
+        rank's of the global minibatch of m rows (:meth:`_AlternatingSteps._minibatches`) and z
+        its rows of the noise (:meth:`_noise`); it scales its rows' loss gradient by the global
+        rows, the minibatch-std feature's statistics are the global minibatch's
+        (:func:`_shared`), and one allreduce sums D's gradients and -L over the ranks before the
+        step (L2 in the step, once)."""
+        n = rows.shape[0]
         b = self._buffer(n)
-        np.take(X, rows[lo:hi], axis=0, out=b.batch[:n], mode="clip")
-        self._noise(m, b.noise, lo, hi)
+        np.take(X, rows, axis=0, out=b.batch[:n], mode="clip")
+        self._noise(m, b.noise, parallel)
         b.batch[n:] = self.generator_._forward(b.noise, False)
         D = self.discriminator_
         # the real and the fake rows' batch statistics apart (over the global minibatch's)
@@ -400,12 +435,10 @@ class GAN(GenerativeBase):
             scale = 2 * n / m
             b.d_grad *= scale
             value *= scale
-            if sample_weight is not None:
+            if weights is not None:
                 real = row_losses("sigmoid_cross_entropy", logits[:n], b.target[:n])
-                v = row_weights(sample_weight) if sample_weight.sum() > 0 else np.zeros(m)
-                v = v[lo:hi]
-                b.d_grad[:n] *= v.astype(b.d_grad.dtype)[:, None]
-                value += float(v @ real - real.sum()) / m
+                b.d_grad[:n] *= weights.astype(b.d_grad.dtype)[:, None]
+                value += float(weights @ real - real.sum()) / m
             D._backward(b.d_grad, False)
         if parallel is not None:
             value = parallel.sum_arrays(D.grads(), value)
@@ -414,12 +447,13 @@ class GAN(GenerativeBase):
 
     def _generator_step(self, m, norms, parallel=None):
         """One step of G on m fresh z, through D's input gradient; returns G's objective
-        (data-parallel: as :meth:`_discriminator_step`, G's gradients summed over the ranks)."""
+        (data-parallel: as :meth:`_discriminator_step`, this rank's share of the m rows, G's
+        gradients summed over the ranks)."""
         lo, hi = _part(m, parallel)
         n = hi - lo
         b = self._buffer(n)
         G, D = self.generator_, self.discriminator_
-        self._noise(m, b.noise, lo, hi)
+        self._noise(m, b.noise, parallel)
         with _shared(D, parallel, n):
             logits = D._forward(G._forward(b.noise, True), True)
             # -log D(G(z)) is the cross-entropy with target 1; log(1 - D(G(z))) minus that with 0
@@ -456,13 +490,11 @@ class GAN(GenerativeBase):
     def _train(self, X, Y, config, validation, incremental, sample_weight=None, callback=None):
         """The training loop's epochs, bookkeeping and checks (``fastbp.training.fit_network``),
         with the alternating steps of :class:`_AlternatingSteps` as each epoch."""
-        if self.batch_size == "auto":
-            config = dataclasses.replace(config, batch_size=min(AUTO_BATCH, X.shape[0]))
         parallel = distributed.current()
-        if parallel is not None and parallel.sharded:
-            raise ValueError("GAN: data_parallel(sharded=True) is not supported: the GAN trains "
-                             "data-parallel on replicated rows only (every rank passes the same "
-                             "X; data_parallel())")
+        if self.batch_size == "auto":  # sharded: of every rank's rows
+            rows = X.shape[0] if parallel is None or not parallel.sharded else parallel.sum(
+                X.shape[0])
+            config = dataclasses.replace(config, batch_size=min(AUTO_BATCH, rows))
 
         def trainer(optimizer, batch_size, fresh):
             if fresh or self._d_optimizer is None:
