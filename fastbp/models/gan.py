@@ -61,7 +61,8 @@ from fastbp.models._generative import (GenerativeBase, PenalisedSequential, chec
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng, user_stacklevel
 from fastbp.training import fit_network, make_optimizer
-from fastbp.nn import Dense, Layer, _BufferCache, activation_name, make_mlp, row_losses
+from fastbp.nn import (Dense, Layer, _BufferCache, activation_name, make_mlp, row_losses,
+                       row_weights)
 from fastbp.models.persist import register
 from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
 
@@ -135,7 +136,7 @@ class _AlternatingSteps:
             for start in range(0, order.shape[0], m):
                 whole = order[start:start + m]
                 lo, hi = _part(whole.shape[0], parallel)
-                v = None if w is None else _scaled(w[whole], whole.shape[0], w[whole].sum())
+                v = None if w is None else row_weights(w[whole])
                 yield whole[lo:hi], whole.shape[0], None if v is None else v[lo:hi]
             return
         step_rows = parallel.step_rows(m)
@@ -143,7 +144,7 @@ class _AlternatingSteps:
         mine = [order[step * step_rows:(step + 1) * step_rows] for step in range(steps)]
         table = np.array([[rows.shape[0], 0.0 if w is None else w[rows].sum()] for rows in mine])
         for rows, (size, weight) in zip(mine, parallel.sum(table.reshape(steps, 2))):
-            yield rows, int(size), None if w is None else _scaled(w[rows], size, weight)
+            yield rows, int(size), None if w is None else row_weights(w[rows], size, weight)
 
     def epoch_values(self, loss, grad_norms):
         """What the loop checks finite and shows (an epoch without a G step has no G loss)."""
@@ -275,12 +276,6 @@ def _shared(network, parallel, n):
     finally:
         for layer in layers:
             layer.share = None
-
-
-def _scaled(w, m, weight):
-    """Weights w of rows of a minibatch of m rows and weight ``weight``, scaled to mean 1 over
-    it (``fastbp.nn.row_weights``, for the global minibatch); all 0 when it weighs 0."""
-    return w * (m / weight) if weight > 0 else np.zeros(w.shape[0])
 
 
 def _part(m, parallel):

@@ -1177,7 +1177,7 @@ class Sequential:
         return f"Sequential([\n    {inner}])"
 
 
-def row_weights(sample_weight):
+def row_weights(sample_weight, n=None, total=None):
     """The weights of a batch's rows scaled to mean 1: v_i = n w_i / sum_j w_j (float64).
 
     The weighted objective of a batch is the weighted mean sum_i w_i l_i / sum_i w_i = mean_i
@@ -1190,16 +1190,22 @@ def row_weights(sample_weight):
 
     Parameters
     ----------
-    sample_weight : array-like of shape (n,)
+    sample_weight : array-like of shape (m,)
         The weights w >= 0 of a batch's rows, not all 0.
+    n, total : int and float, optional
+        The rows and the summed weight of the whole batch when ``sample_weight`` holds only some
+        of its rows (a data-parallel rank's share); default: its own (m and sum w).  A whole
+        batch of weight 0 gives v = 0.
 
     Returns
     -------
-    ndarray of float64, shape (n,)
-        v, with mean 1.
+    ndarray of float64, shape (m,)
+        v, with mean 1 over the whole batch.
     """
     w = np.asarray(sample_weight, dtype=np.float64)
-    return w * (w.shape[0] / w.sum())
+    n = w.shape[0] if n is None else n
+    total = w.sum() if total is None else total
+    return w * (n / total) if total > 0 else np.zeros(w.shape[0])
 
 
 def row_losses(loss, output, target):
