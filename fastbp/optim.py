@@ -181,7 +181,7 @@ class Optimizer:
             return None
         return self.step_name, self.state_arrays()
 
-    def step(self, grads):
+    def step(self, grads, skip=()):
         """Update every parameter in place from its gradient, and the state arrays.
 
         Advances ``t`` by one, then runs the registry step of each parameter on the active
@@ -192,6 +192,10 @@ class Optimizer:
         grads : list of ndarray
             One gradient per parameter, in ``params`` order, each of its parameter's shape and
             dtype (without the weight-decay term).
+        skip : collection of int, default=()
+            Positions of parameters whose step ``t + 1`` was taken already (by the compiled
+            engine's passes: ``fastbp.nn.Sequential.engine_stepped``); their entries of
+            ``grads`` are not read.
 
         Raises
         ------
@@ -205,6 +209,8 @@ class Optimizer:
         hyper = list(self.hyperparameters())
         decay = [h.name for h in entry.hyper].index("weight_decay")
         for i, (param, grad) in enumerate(zip(self.params, grads)):
+            if i in skip:
+                continue
             hyper[decay] = self.weight_decay[i]
             update(self.step_name, param, grad, states[i], tuple(hyper), self.t)
 

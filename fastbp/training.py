@@ -41,8 +41,9 @@ scikit-learn divides by the batch's weight sum).  Unit weights give exactly the 
 integer weights give, for a batch holding every row (solver 'gd', or ``batch_size`` >= n), the
 objective of the data with row i repeated w_i times.  A batch of weight 0 takes no step.  The
 epoch's value is sum_B W_B F_B / sum_B W_B.  Weighted epochs run on the compiled engine when every
-weight is > 0 (and, data-parallel, the rows are replicated), else layer by layer (``fit_path``
-``"layerwise: sample_weight with zero weights ..."``); data-parallel, W_B is the global
+weight is > 0 (and, data-parallel, the rows are replicated), else on the engine's passes
+within each step (``fit_path`` ``"engine steps (sample_weight with zero weights ...)"``);
+data-parallel, W_B is the global
 minibatch's weight (:func:`data_parallel_epoch`).
 
 A compiled fast path: at the start of every fit call the loop calls
@@ -57,15 +58,23 @@ would.  X and Y are C-contiguous arrays of the network's dtype; for softmax cros
 shuffling); ``grad_norms_out`` a float64 array with one entry per Dense layer.  The factory
 returns None for what it does not handle (other layer kinds, dtypes, backends; ``engine_decline``
 says why) and the :class:`LayerwiseTrainer` (a thin wrapper of :func:`train_epoch`) runs instead.
-Which of the two ran, and why, is never silent: ``TrainState.fit_path`` records it, the
-estimators publish it as ``fit_path_`` and the first verbose line says it.  It is ``"engine"``
-(the compiled training engine: a float32 or float64 plain Dense/Dropout stack on the compiled
-backend) or ``"layerwise: <reason>"``, for example ``"layerwise: numpy backend"``,
-``"layerwise: not a plain Dense/Dropout stack (SparsityPenalty layer)"``, ``"layerwise: Armijo
-line search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError:
-...)"`` (``fastbp.engine.engine_decline`` gives the engine's reasons).  A model whose epoch is not one network's backprop (the GAN) brings
-its own epoch trainer through the ``trainer`` hook of :func:`fit_network`: the loop around it is
-this one.
+Where the engine declines whole epochs of a network that is not one plain stack (the VAE's
+sampling layer, a layer of the user's own) or of a setting its epochs do not take (weights of 0,
+an optimizer of the user's own), the :class:`LayerwiseTrainer` runs each step's forward and
+backward passes through the network's runs of Dense layers on the engine
+(``fastbp.engine.StackPasses``, :func:`stack_passes`; one engine call per run and pass, GIL
+released), the other layers in Python; in one process the optimizer's step of those layers'
+parameters is taken in the same call, as the engine's epochs take it (:func:`optimizer_step`
+steps the rest).  Which path ran, and why, is never silent: ``TrainState.fit_path`` records it,
+the estimators publish it as ``fit_path_`` and the first verbose line says it.  It is
+``"engine"`` (the compiled training engine's epochs: a float32 or float64 plain Dense/Dropout
+stack on the compiled backend), ``"engine steps (<why not whole epochs>)"``, for example
+``"engine steps (not a plain Dense/Dropout stack (Reparameterize layer))"``, or
+``"layerwise: <reason>"``, for example ``"layerwise: numpy backend"``, ``"layerwise: Armijo line
+search (learning_rate='backtracking')"``, ``"layerwise: engine unavailable (ImportError: ...)"``
+(``fastbp.engine.engine_decline`` and ``make_stack_passes`` give the engine's reasons).  A model
+whose epoch is not one network's backprop (the GAN) brings its own epoch trainer through the
+``trainer`` hook of :func:`fit_network`: the loop around it is this one.
 
 Around the epochs :func:`fit_network` does what scikit-learn's MLP does: shuffling with the given
 generator (one ``rng.permutation(n)`` per epoch when ``shuffle``; 'gd' never shuffles: its one
@@ -110,7 +119,8 @@ objective F above for one batch of all rows (the L2 term alpha / (2 n), or over 
 as scikit-learn's MLP does it: ``max_iter`` iterations, ``max_fun`` evaluations, converged when
 no gradient entry exceeds ``tol`` in magnitude, a ``ConvergenceWarning`` otherwise.  Each evaluation
 is one forward, loss and backward of the network (:class:`LbfgsObjective`; random draws, such as
-the VAE's noise, fixed for the whole run); ``fit_path`` is :data:`LBFGS_PATH`.  The schedules,
+the VAE's noise, fixed for the whole run), on the engine's passes (:func:`lbfgs_passes`;
+``fit_path`` :data:`LBFGS_PATH`) on the compiled backend.  The schedules,
 minibatches, shuffling, ``n_iter_no_change`` and early stopping do not apply (a validation score
 is only recorded); a partial fit, data-parallel training, dropout and a ``trainer`` hook (the
 GAN's game) are refused with a ValueError.
@@ -175,7 +185,8 @@ if not _package_logger.handlers:
 __all__ = ["TrainConfig", "TrainState", "fit_network", "train_epoch",
            "check_finite", "divergence", "start_loss", "LayerwiseTrainer", "weight_decays",
            "resolve_batch_size", "SOLVERS", "STEP_SOLVERS", "LEARNING_RATES", "CONFIG_NAMES",
-           "LbfgsObjective", "fit_lbfgs"]
+           "LbfgsObjective", "fit_lbfgs", "stack_passes", "engine_passes", "optimizer_step",
+           "lbfgs_passes"]
 
 # The solvers that take steps, epoch by epoch: 'gd' (full-batch SGD) and the optimizers of
 # fastbp.optim by their steps' names.  'lbfgs' is no elementwise step: SciPy's L-BFGS-B minimises
@@ -196,8 +207,8 @@ VANISHING_RATIO, EXPLODING_RATIO = 1e-4, 1e4  # first / last layer gradient norm
 GRADIENT_EPOCHS = 5  # epochs in a row beyond one of them before a GradientWarning
 MAX_ITER_WARNING = ("Stochastic Optimizer: Maximum iterations ({}) reached and the optimization "
                     "hasn't converged yet.")  # scikit-learn's words
-LBFGS_PATH = ("layerwise: lbfgs (each evaluation is the network's forward and backward: the engine "
-              "has no gradient-only call)")
+LBFGS_PATH = ("engine steps (lbfgs: each evaluation is one forward and backward pass over all the "
+              "rows)")  # on the compiled backend, else "layerwise: <why>" (lbfgs_passes)
 
 @dataclass
 class TrainConfig:
@@ -543,7 +554,7 @@ def train_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_ou
     if work is None:
         work = _Workspace(network, Y)
     n = order.shape[0]
-    dense, grads = work.dense, work.grads
+    grads = work.grads
     decays = list(optimizer.weight_decay)
     decayed = [(param, 0.5 * decay) for param, decay in zip(work.params, decays) if decay]
     vdot = np.vdot
@@ -567,14 +578,14 @@ def train_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_ou
             x_b, y_b = work.batch(n_b)
             np.take(X, rows, axis=0, out=x_b, mode="clip")
             np.take(Y, rows, axis=0, out=y_b, mode="clip")
-            value = loss_and_grad(loss, x_b, y_b, True, w_b)
-            for param, half_decay in decayed:  # 1/2 sum_i lambda_i ||p_i||^2 (over the weight)
-                value += ratio * half_decay * float(vdot(param, param))
+            penalty = 0.0  # 1/2 sum_i lambda_i ||p_i||^2 (over the weight), before the step
+            for param, half_decay in decayed:
+                penalty += ratio * half_decay * float(vdot(param, param))
+            value = loss_and_grad(loss, x_b, y_b, True, w_b) + penalty
             total += value * weight
             total_weight += weight
-            for j, layer in enumerate(dense):
-                grad_norms_out[j] += math.sqrt(float(vdot(layer.dW, layer.dW)))
-            optimizer.step(grads)
+            network.add_gradient_norms(grad_norms_out)
+            optimizer_step(optimizer, network, grads)
             n_batches += 1
     finally:
         optimizer.weight_decay = decays
@@ -602,17 +613,24 @@ class LayerwiseTrainer:
     parallel : fastbp.distributed.DataParallel, optional
         A data-parallel context: the epochs are :func:`data_parallel_epoch`'s (weighted by
         ``sample_weight`` alike).
+    engine_passes : list, optional
+        The compiled engine's passes of the network's runs of Dense layers
+        (``fastbp.engine.make_stack_passes``), which the network's forward and backward passes
+        run on while an epoch runs (``fastbp.nn.Sequential.engine_passes``); None: every layer
+        runs itself.
 
     Attributes
     ----------
-    network, loss, optimizer, batch_size, sample_weight, parallel
+    network, loss, optimizer, batch_size, sample_weight, parallel, engine_passes
         As given.
     """
 
-    def __init__(self, network, loss, optimizer, batch_size, sample_weight=None, parallel=None):
+    def __init__(self, network, loss, optimizer, batch_size, sample_weight=None, parallel=None,
+                 engine_passes=None):
         self.network, self.loss, self.optimizer, self.batch_size = network, loss, optimizer, batch_size
         self.sample_weight = sample_weight
         self.parallel = parallel
+        self.engine_passes = engine_passes
         self._work = None
 
     def train_epoch(self, X, Y, order, grad_norms_out):
@@ -631,12 +649,51 @@ class LayerwiseTrainer:
         """
         if self._work is None or self._work.y_tail != Y.shape[1:] or self._work.y_dtype != Y.dtype:
             self._work = _Workspace(self.network, Y)
-        if self.parallel is not None:
-            return data_parallel_epoch(self.network, self.loss, self.optimizer, X, Y, order,
-                                       self.batch_size, grad_norms_out, self._work, self.parallel,
-                                       self.sample_weight)
-        return train_epoch(self.network, self.loss, self.optimizer, X, Y, order, self.batch_size,
-                           grad_norms_out, self._work, self.sample_weight)
+        with engine_passes(self.network, self.engine_passes):
+            if self.parallel is not None:
+                return data_parallel_epoch(self.network, self.loss, self.optimizer, X, Y, order,
+                                           self.batch_size, grad_norms_out, self._work,
+                                           self.parallel, self.sample_weight)
+            return train_epoch(self.network, self.loss, self.optimizer, X, Y, order,
+                               self.batch_size, grad_norms_out, self._work, self.sample_weight)
+
+
+def optimizer_step(optimizer, network, grads=None):
+    """The optimizer's step after the network's backward pass, of the parameters whose step the
+    engine's passes did not take already (``fastbp.nn.Sequential.engine_stepped``); ``grads``:
+    ``network.grads()``, if the caller holds them."""
+    stepped = network.engine_stepped()
+    grads = network.grads() if grads is None else grads
+    optimizer.step(grads, skip=stepped) if stepped else optimizer.step(grads)
+
+
+def stack_passes(network, optimizer=None):
+    """The compiled engine's passes of the network's runs of Dense layers inside each training
+    step (``fastbp.engine.make_stack_passes``), for :class:`LayerwiseTrainer` and
+    :func:`engine_passes`: ``(passes, None)``, or ``(None, why not)``.  With ``optimizer`` the
+    passes take its steps of their layers' parameters where they can
+    (``fastbp.engine.StackPasses.bind``; the caller steps the others:
+    ``fastbp.nn.Sequential.engine_stepped``)."""
+    try:
+        engine = importlib.import_module("fastbp.engine")
+    except ImportError as error:
+        return None, f"engine unavailable ({type(error).__name__}: {error})"
+    return engine.make_stack_passes(network, optimizer)
+
+
+@contextlib.contextmanager
+def engine_passes(network, passes):
+    """Run the network's training passes on the engine's ``passes`` (see
+    :class:`LayerwiseTrainer`) inside the block; None leaves the network as it is."""
+    if passes is None:
+        yield
+        return
+    network.engine_passes = passes
+    try:
+        yield
+    finally:
+        network.engine_passes = None
+        network._on_engine = False
 
 
 def data_parallel_epoch(network, loss, optimizer, X, Y, order, batch_size, grad_norms_out, work,
@@ -774,7 +831,9 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, paral
         the compiled trainer when ``fastbp.engine`` accepts this network, loss and optimizer,
         else a :class:`LayerwiseTrainer`.
     fit_path : str
-        ``"engine"``, or ``"layerwise: "`` and the engine's reason
+        ``"engine"``, ``"engine steps ("`` and the reason for not whole epochs then ``")"``
+        (the :class:`LayerwiseTrainer` on the engine's passes), or ``"layerwise: "`` and the
+        engine's reason
         (``fastbp.engine.engine_decline``: "numpy backend", "not a plain
         Dense/Dropout stack (SparsityPenalty layer)", ...; "engine unavailable (ImportError:
         ...)" when the module cannot be imported).
@@ -810,6 +869,13 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, paral
             trainer.sample_weight = sample_weight
             return trainer, "engine"
         reason = reason or "the engine made no trainer"
+        # not whole epochs: each step's passes through the runs of Dense layers, when it can,
+        # with their steps too in one process (data-parallel: the ranks' gradients are summed
+        # before any step)
+        passes, _ = stack_passes(network, optimizer if parallel is None else None)
+        if passes is not None:
+            return (LayerwiseTrainer(network, loss, optimizer, batch_size, sample_weight, parallel,
+                                     passes), f"engine steps ({reason})")
     return (LayerwiseTrainer(network, loss, optimizer, batch_size, sample_weight, parallel),
             f"layerwise: {reason}")
 
@@ -1178,6 +1244,13 @@ def _lbfgs_blas():
     return _blas_threads.SingleThreadBlas(_blas_threads.scipy_blas())
 
 
+def lbfgs_passes(network):
+    """The engine's passes for L-BFGS's evaluations (gradients only: SciPy takes the steps) and
+    the fit path: ``(passes, LBFGS_PATH)``, or ``(None, "layerwise: <why not>")``."""
+    passes, why = stack_passes(network)
+    return passes, LBFGS_PATH if passes is not None else f"layerwise: {why}"
+
+
 def fit_lbfgs(network, loss, X, Y, config, state, *, validation_score=None, callback=None,
               say=None, name="training", stacklevel=2, sample_weight=None):
     """Minimise the full-batch objective by SciPy's L-BFGS-B (scikit-learn's ``solver='lbfgs'``).
@@ -1204,7 +1277,7 @@ def fit_lbfgs(network, loss, X, Y, config, state, *, validation_score=None, call
     -------
     TrainState
         ``state``, with ``converged`` True when SciPy reports convergence (status 0) and
-        ``fit_path`` :data:`LBFGS_PATH`.
+        ``fit_path`` :data:`LBFGS_PATH` (or ``"layerwise: <why>"``, :func:`lbfgs_passes`).
 
     Raises
     ------
@@ -1220,7 +1293,8 @@ def fit_lbfgs(network, loss, X, Y, config, state, *, validation_score=None, call
     from scipy.optimize import minimize
 
     objective = LbfgsObjective(network, loss, X, Y, config.alpha, sample_weight)
-    state.optimizer, state.fit_path, state.converged = None, LBFGS_PATH, False
+    passes, state.fit_path = lbfgs_passes(network)
+    state.optimizer, state.converged = None, False
     dense = network.dense_layers
     n, first = X.shape[0], state.n_iter
     previous, step = objective.x0(), np.empty_like(objective.gradient)
@@ -1267,7 +1341,7 @@ def fit_lbfgs(network, loss, X, Y, config, state, *, validation_score=None, call
             interrupted = True
             raise StopIteration  # SciPy ends the run
 
-    with _lbfgs_blas():
+    with _lbfgs_blas(), engine_passes(network, passes):
         result = minimize(objective, previous.copy(), method="L-BFGS-B", jac=True,
                           callback=iteration, options={"maxiter": config.max_iter,
                                                        "maxfun": config.max_fun,
@@ -1400,7 +1474,8 @@ def fit_network(network, loss, X, Y, config, state=None, *, rng=None, validation
     if config.solver == "lbfgs":
         _lbfgs_ready(network, parallel, trainer, incremental, name)
         if config.verbose:
-            say(f"{name}: training path: {LBFGS_PATH}", fit_path=LBFGS_PATH)
+            path = lbfgs_passes(network)[1]
+            say(f"{name}: training path: {path}", fit_path=path)
         return fit_lbfgs(network, loss, X, Y, config, state, validation_score=validation_score,
                          callback=callback, say=say, name=name, stacklevel=stacklevel,
                          sample_weight=sample_weight)

@@ -1,8 +1,9 @@
 """``fit_path_``: every fitted estimator records which path trained it and why (issue 10, item 3).
 
-The truth a recorded path is held to is what ran: ``FusedTrainer.train_epoch`` is counted, and a
-fit whose path is ``"engine"`` must have run it, and one whose path is ``"layerwise: ..."`` must
-not.  A declined engine is never silent: the reason is recorded, and verbose output says it.
+The truth a recorded path is held to is what ran: ``FusedTrainer.train_epoch`` (whole epochs) and
+``StackPasses.forward`` (the engine's passes inside each step) are counted, and a fit whose path is
+``"engine"`` must have run the first only, one whose path is ``"engine steps (...)"`` the second
+only, and one whose path is ``"layerwise: ..."`` neither.  A declined engine is never silent: the reason is recorded, and verbose output says it.
 """
 import io
 import re
@@ -22,7 +23,7 @@ from fastbp.training import make_optimizer, TrainConfig
 pytestmark = pytest.mark.filterwarnings("ignore::fastbp.ConvergenceWarning")
 
 SMALL = dict(max_iter=2, random_state=0)
-NOT_PLAIN = "layerwise: not a plain Dense/Dropout stack ({} layer)"
+STEPS = "engine steps (not a plain Dense/Dropout stack ({} layer))"
 ARMIJO = "layerwise: Armijo line search (learning_rate='backtracking')"
 
 # (name, estimator factory, fit arguments' kind, path on the compiled backend)
@@ -46,7 +47,7 @@ CASES = [
     ("autoencoder-sparse-kl",
      lambda **kw: Autoencoder(2, (8,), sparsity="kl", code_activation="sigmoid", **kw), "data",
      "engine"),
-    ("vae", lambda **kw: VAE(2, (8,), **kw), "data", NOT_PLAIN.format("Reparameterize")),
+    ("vae", lambda **kw: VAE(2, (8,), **kw), "data", STEPS.format("Reparameterize")),
     ("gan", lambda **kw: GAN(1, (8,), (8,), **kw), "data", GAN_PATH),
 ]
 
@@ -72,6 +73,20 @@ def engine_epochs(monkeypatch):
 
 
 @pytest.fixture
+def engine_passes(monkeypatch):
+    """Counts the engine's forward passes inside steps (StackPasses.forward)."""
+    calls = []
+    run = engine.StackPasses.forward
+
+    def counting(self, X):
+        calls.append(1)
+        return run(self, X)
+
+    monkeypatch.setattr(engine.StackPasses, "forward", counting)
+    return calls
+
+
+@pytest.fixture
 def on_compiled(compiled):
     """The compiled backend, whatever FASTBP_BACKEND chose."""
     with fastbp.use_backend("compiled"):
@@ -79,15 +94,16 @@ def on_compiled(compiled):
 
 
 def _expected(path, backend):
-    """The GAN and the line search never ask the engine; every other path on NumPy is its."""
-    if backend == "numpy" and path not in (GAN_PATH, ARMIJO):
+    """The line search never asks the engine; every other path on NumPy is its."""
+    if backend == "numpy" and path != ARMIJO:
         return "layerwise: numpy backend"
     return path
 
 
 @pytest.mark.parametrize("name, make, kind, path", CASES, ids=[case[0] for case in CASES])
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
-def test_every_estimator_records_its_path(backend, engine_epochs, name, make, kind, path, method):
+def test_every_estimator_records_its_path(backend, engine_epochs, engine_passes, name, make, kind,
+                                         path, method):
     data = _data(kind)
     model = make(**SMALL)
     if method == "partial_fit" and name.startswith("classifier"):
@@ -97,6 +113,7 @@ def test_every_estimator_records_its_path(backend, engine_epochs, name, make, ki
     want = _expected(path, backend)
     assert model.fit_path_ == want
     assert bool(engine_epochs) == (want == "engine")  # the path recorded is the path that ran
+    assert bool(engine_passes) == want.startswith("engine steps (")
 
 
 @pytest.mark.parametrize("name, make, kind, path", CASES, ids=[case[0] for case in CASES])
@@ -113,7 +130,8 @@ def test_a_declined_engine_is_never_silent(backend):
     """Whatever the model and backend, the path is 'engine' or 'layerwise: ' with a reason."""
     for name, make, kind, _ in CASES:
         path = make(**SMALL).fit(*_data(kind)).fit_path_
-        assert path == "engine" or re.fullmatch(r"layerwise: \S.{3,}", path), (name, path)
+        assert path == "engine" or re.fullmatch(r"(layerwise: |engine steps \()\S.{3,}", path), \
+            (name, path)
 
 
 def test_switched_off_and_unavailable_engine(on_compiled, engine_epochs, monkeypatch):

@@ -330,7 +330,8 @@ def test_compiled_trainer_hook(monkeypatch):
         return trainer
 
     engine = types.SimpleNamespace(make_trainer=make_trainer,
-                                   engine_decline=lambda *args: decline[0])
+                                   engine_decline=lambda *args: decline[0],
+                                   make_stack_passes=lambda network, optimizer=None: (None, "no passes"))
     monkeypatch.setitem(sys.modules, "fastbp.engine", engine)
     X, y = _data(dtype=np.float32)
     net = make_mlp(4, (6,), 3, rng=0)

@@ -1,11 +1,20 @@
-"""Whole training epochs in compiled code for a plain stack of dense layers.
+"""Whole training epochs in compiled code for a plain stack of dense layers, and each step's
+passes through the dense layers of any other network.
 
 :func:`make_trainer` returns a :class:`FusedTrainer` for a ``fastbp.nn.Sequential`` made only of
 ``Dense`` layers (and ``Dropout`` layers between them or before the first), float32 or float64, on the
-compiled backend; otherwise None, and the caller trains layer by layer
-(``fastbp.training.LayerwiseTrainer``), recording why: :func:`engine_decline` names the reason
-(it returns None exactly when make_trainer makes a trainer).  ``USE_FUSED = False`` switches the
-engine off for training and prediction alike (tests compare the two paths with it).
+compiled backend; otherwise None, and the caller trains with ``fastbp.training.LayerwiseTrainer``,
+recording why: :func:`engine_decline` names the reason (it returns None exactly when
+make_trainer makes a trainer).  ``USE_FUSED = False`` switches the engine off for training and
+prediction alike (tests compare the two paths with it).
+
+:func:`make_stack_passes` serves every other network (the VAE's, the GAN's, a network with a
+layer of the user's own): a :class:`StackPasses` per run of Dense layers
+(``fastbp.nn.Sequential.engine_runs``), whose training forward pass and backward pass are one
+engine call each (the same C code as the epochs' phases, rows split over the engine's threads),
+and whose backward pass can take the optimizer's step of its parameters too, in the same fused
+pass as the epochs (:meth:`StackPasses.bind`).  The network runs them in place of those layers'
+own passes while an epoch of ``LayerwiseTrainer`` runs; its other layers run in Python.
 
 The two are interchangeable at any epoch: the trainer works on the network's own
 ``W``/``b``/``dW``/``db`` arrays and the optimizer's own state arrays, in place, with the
@@ -61,7 +70,8 @@ from fastbp.kernels import registry
 from fastbp._platform._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
-__all__ = ["make_trainer", "engine_decline", "make_predictor", "USE_FUSED", "FusedTrainer",
+__all__ = ["make_trainer", "engine_decline", "make_predictor", "make_stack_passes", "StackPasses",
+           "USE_FUSED", "FusedTrainer",
            "MIN_FLOPS_PER_THREAD",
            "MIN_PREDICT_ROWS_PER_THREAD", "DRAW_BUDGET", "SIGNAL_FLOPS", "PREDICT_CHUNK",
            "cpu_count"]
@@ -291,10 +301,31 @@ def engine_decline(network, loss_name, optimizer, batch_size, parallel=None, pre
         return f"penalty {penalty[1][0]!r} not in the engine"
     if penalty is not None and penalty[1][0] == "kl" and parallel is not None:
         return "the KL sparsity penalty data-parallel (its mean activations span the ranks)"
+    reason = _stack_decline(dense, dropouts)
+    if reason is not None:
+        return reason
+    params = [a for layer in dense for a in (layer.W, layer.b)]
+    if _step(optimizer) is None:
+        return f"optimizer {type(optimizer).__name__} not in the engine"
+    if not _optimizer_ok(optimizer, params):
+        return (f"optimizer {type(optimizer).__name__} is not over this network's parameters "
+                "with its own state arrays")
+    if parallel is not None:
+        dtype = dense[0].W.dtype
+        hook = parallel.reduction(dtype)
+        if isinstance(hook, str):
+            return hook
+        if sum(p.size for p in params) > np.iinfo(np.int32).max:
+            return "more than 2**31 - 1 parameters for one MPI_Allreduce"
+    return None
+
+
+def _stack_decline(dense, dropouts):
+    """Why the engine cannot run this stack of Dense layers (a phrase), or None: the dtype, the
+    activations, the layers' arrays and the dropout generators."""
     dtype = dense[0].W.dtype
     if dtype not in SUPPORTED_DTYPES or (dtype == np.float64 and not _c_train.DOUBLE):
         return f"{dtype}"
-    params = []
     for layer in dense:
         if layer.activation not in ACTIVATION_CODES:
             return f"activation {layer.activation!r} not in the engine"
@@ -303,21 +334,73 @@ def engine_decline(network, loss_name, optimizer, batch_size, parallel=None, pre
                 if not _own_array(array, shape, dtype):
                     return (f"a layer's {name} or d{name} is not an aligned, writeable, "
                             f"C-contiguous {dtype} ndarray of shape {shape}")
-        params += [layer.W, layer.b]
-    if _step(optimizer) is None:
-        return f"optimizer {type(optimizer).__name__} not in the engine"
-    if not _optimizer_ok(optimizer, params):
-        return (f"optimizer {type(optimizer).__name__} is not over this network's parameters "
-                "with its own state arrays")
     if len({id(d.rng) for d in dropouts.values()}) > MAX_GENERATORS:
         return f"more than {MAX_GENERATORS} dropout generators"
-    if parallel is not None:
-        hook = parallel.reduction(dtype)
-        if isinstance(hook, str):
-            return hook
-        if sum(p.size for p in params) > np.iinfo(np.int32).max:
-            return "more than 2**31 - 1 parameters for one MPI_Allreduce"
     return None
+
+
+def make_stack_passes(network, optimizer=None):
+    """The engine's passes for the runs of Dense (and Dropout) layers of a network that is not
+    one plain stack (:class:`StackPasses`; the network says where its runs are:
+    ``fastbp.nn.Sequential.engine_runs``): ``(passes, None)``, or ``(None, reason)`` when the
+    engine runs none of them (the backend, the switch, the build, ``checkpoint_segments``, or the
+    first run's own reason).  Every run must be accepted: a network half on the engine and half
+    layer by layer would report one path for two.  ``optimizer``: the passes' backward passes
+    take its steps of their layers' parameters too (:meth:`StackPasses.bind`) where it can."""
+    if not USE_FUSED:
+        return None, "engine switched off (fastbp.engine.USE_FUSED)"
+    if _backend.backend() != "compiled":
+        return None, "numpy backend"
+    if _c_train is None:
+        return None, f"engine unavailable ({_c_train_error})"
+    segments = getattr(network, "checkpoint_segments", None)
+    if segments is not None:
+        return None, f"checkpoint_segments={segments!r} (the engine stores every layer's values)"
+    describe = getattr(network, "engine_runs", None)
+    runs = describe() if callable(describe) else f"{type(network).__name__} has no engine_runs()"
+    if isinstance(runs, str):
+        return None, runs
+    for start, stop, dense, dropouts in runs:
+        if len(dense) > MAX_LAYERS:
+            return None, f"more than {MAX_LAYERS} Dense layers in a run"
+        reason = _stack_decline(dense, dropouts)
+        if reason is not None:
+            return None, reason
+    params = network.params()
+    index = {id(p): i for i, p in enumerate(params)}
+    passes = []
+    for start, stop, dense, dropouts in runs:
+        run = StackPasses(dense, dropouts, [index[id(a)] for layer in dense
+                                            for a in (layer.W, layer.b)])
+        if optimizer is not None:
+            run.bind(optimizer)
+        passes.append((start, stop, run))
+    return passes, None
+
+
+class _OptimizerPart:
+    """An optimizer seen over some of its parameters (``index``), as the engine reads one."""
+
+    def __init__(self, optimizer, index):
+        self.whole, self.index = optimizer, index
+
+    @property
+    def params(self):
+        return [self.whole.params[i] for i in self.index]
+
+    @property
+    def weight_decay(self):
+        return [self.whole.weight_decay[i] for i in self.index]
+
+    def describe(self):
+        step = self.whole.describe()
+        return step[0], {name: [arrays[i] for i in self.index] for name, arrays in step[1].items()}
+
+    def hyperparameters(self):
+        return self.whole.hyperparameters()
+
+    def __getattr__(self, name):  # the hyperparameters by name, t
+        return getattr(self.whole, name)
 
 
 def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, predict_only=False,
@@ -345,6 +428,134 @@ def make_trainer(network, loss_name, optimizer, batch_size, n_threads=None, pred
     dense, dropouts, penalty = _plain_stack(network)
     return FusedTrainer(network, dense, dropouts, loss_name, optimizer, int(batch_size),
                         n_threads, predict_only, parallel, penalty, output)
+
+
+class StackPasses:
+    """The engine's training passes of one run of Dense layers (each optionally after a Dropout)
+    inside a larger network's step -- the VAE's encoder and decoder around its sampling layer, the
+    GAN's networks, any network with a layer of another kind --, which ``fastbp.nn.Sequential``
+    runs in place of those layers' own forward and backward (made by
+    :func:`make_stack_passes`).  Each pass is one engine call with the GIL released, the rows
+    split over the engine's threads; the forward pass keeps every layer's values in the engine's
+    buffers, the backward pass leaves the gradients in the layers' own ``dW``/``db`` (the
+    optimizer steps them as after the layer-by-layer pass).  The Dropout layers' masks are drawn
+    with their own generators, in the layer-by-layer order.  Buffers grow to the most rows seen.
+    """
+
+    # what a backward pass does with the parameters (``mode``): the engine's segment codes
+    MODES = {"gradients": 2, "update": 3, "input": 4}
+
+    def __init__(self, dense, dropouts, param_index):
+        self._dense, self._dropouts = dense, dropouts
+        self.param_index = param_index  # the positions of its parameters in the network's
+        self._trainer = None
+        self._optimizer = None  # bound: an _OptimizerPart
+        self.mode = "gradients"
+        self._X = None   # the input of the last forward pass (the first layer's dW needs it)
+        self._dX = np.empty((0, dense[0].n_in), dense[0].W.dtype)
+
+    def bind(self, optimizer):
+        """Let backward passes take ``optimizer``'s steps of this run's parameters (``mode =
+        'update'``), in the engine as its whole epochs do: each slice of a weight gradient goes
+        from the product to the update while it is in cache, and the layers' ``dW``/``db`` are
+        not written.  Returns None, or why it cannot (the optimizer's step is not the engine's,
+        or it does not hold these parameters with its own state arrays): the mode is then
+        unchanged."""
+        params = [a for layer in self._dense for a in (layer.W, layer.b)]
+        where = {id(p): i for i, p in enumerate(optimizer.params)}
+        if _step(optimizer) is None or any(id(p) not in where for p in params):
+            return f"optimizer {type(optimizer).__name__} not in the engine for these layers"
+        part = _OptimizerPart(optimizer, [where[id(p)] for p in params])
+        if not _optimizer_ok(part, params):
+            return f"optimizer {type(optimizer).__name__} without its own state arrays"
+        self._optimizer, self._trainer, self.mode = part, None, "update"
+        return None
+
+    @property
+    def dense(self):
+        """The run's Dense layers."""
+        return self._dense
+
+    @property
+    def grad_norms(self):
+        """||dW||_F per Dense layer of the last backward pass that took a step (float64)."""
+        return self._trainer._grad_norms
+
+    def _ready(self, n):
+        """The trainer, with room for n rows and bound to the layers' current arrays."""
+        trainer = self._trainer
+        if trainer is None or trainer.batch_size < n:
+            params = [a for layer in self._dense for a in (layer.W, layer.b)]
+            optimizer = self._optimizer or _NoStep(params)
+            trainer = self._trainer = FusedTrainer(None, self._dense, self._dropouts,
+                                                   "squared_error", optimizer, max(n, 1),
+                                                   predict_only=self._optimizer is None)
+        else:
+            trainer._refresh()
+        return trainer
+
+    def _call(self, trainer, segment, X, n, Y=0, dX=0):
+        call = trainer._call
+        call["segment"], call["X"], call["n"], call["Y"], call["pout"] = segment, X, n, Y, dX
+        call["mb0"] = call["mb1"] = 0
+        call["t"] = trainer.optimizer.t  # an update takes step t + 1
+        call["order"] = call["sample_weight"] = call["dp_rows"] = 0
+        call["dp_rank"], call["dp_size"] = 0, 1
+        try:
+            trainer._run(trainer._engine.train, "threads", n, trainer.flops_per_row)
+        finally:
+            call["segment"] = call["pout"] = 0
+
+    def forward(self, X):
+        """The training forward pass over the rows of X (n x the first layer's inputs, the
+        layers' dtype; copied when not C-contiguous and aligned): the last layer's output, a
+        view of the engine's buffer (valid until the next forward pass)."""
+        trainer = self._ready(X.shape[0])
+        if not (X.flags.c_contiguous and X.flags.aligned):
+            X = np.ascontiguousarray(X)
+        n = X.shape[0]
+        if trainer._groups:
+            self._draw(trainer, n)
+        self._call(trainer, 1, _address(X), n)
+        self._X = X
+        return trainer._A[-1][:n]
+
+    def _draw(self, trainer, n):
+        """The Dropout layers' masks for n rows, as the layers draw them: in a data-parallel
+        epoch (their ``rows`` = (lo, hi, total)) rows [lo, hi) of the draw for the whole
+        minibatch, moved into place (each layer's block of n rows follows the last)."""
+        rows = next(iter(self._dropouts.values())).rows
+        if rows is None:
+            trainer._draw(n)
+            return
+        lo, hi, total = rows
+        trainer._draw(total)
+        for (rng, _), u in zip(trainer._groups, trainer._draws):
+            for l in sorted(self._dropouts):  # in the order of their blocks
+                if self._dropouts[l].rng is rng:
+                    at, d = trainer._draw_offset[l], trainer.widths[l]
+                    u[n * at:n * (at + d)] = u[total * at + lo * d:total * at + hi * d]
+
+    def backward(self, grad, need_dX):
+        """The backward pass of the last forward from ``grad`` = dL/d(output) (n x outputs),
+        and with the parameters what ``mode`` says: ``'gradients'`` into the layers'
+        ``dW``/``db``; ``'update'``, the bound optimizer's step ``t + 1`` (see :meth:`bind`);
+        ``'input'``, nothing (dL/dX only: a network trained through another's input, as the
+        GAN's generator through its discriminator).  Returns dL/dX (a buffer) when ``need_dX``,
+        else None."""
+        trainer, X = self._trainer, self._X
+        n = X.shape[0]
+        if not (grad.flags.c_contiguous and grad.flags.aligned):
+            grad = np.ascontiguousarray(grad)
+        dX = None
+        if need_dX:
+            if self._dX.shape[0] < n:
+                self._dX = np.empty((n, X.shape[1]), X.dtype)
+            dX = self._dX[:n]
+        # (no rows: zero gradients, and an update's step from them: the decay, the momentum)
+        self._call(trainer, self.MODES[self.mode], _address(X), n, _address(grad),
+                   _address(dX) if need_dX else 0)
+        return dX
 
 
 def _in_place(layer):

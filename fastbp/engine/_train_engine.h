@@ -385,6 +385,7 @@ typedef struct fb_net {
     /* a penalty on the output h of dense layer `code` (fb_desc's fields say what each is) */
     int code, sparsity;
     double sp_weight, sp_rho, *rho_parts, *rho_hat;
+    int segment;           /* a stack's forward (1) or backward (2) pass, or 0 (fb_call's field) */
 } fb_net;
 
 /* Load a network's description (fb_desc, filled by field name by fastbp.engine; see
@@ -486,7 +487,7 @@ FB_COLD static void fb_partition(fb_net *N)
 }
 
 /* After a step (thread 0): the norms of its dW, and the L2 penalty at the new parameters. */
-static void fb_combine(fb_net *N, int nb, double weight)
+FB_COLD static void fb_combine(fb_net *N, int nb, double weight)
 {
     /* a minibatch's objective uses the weights before its step; weighted, its value times W_B
      * holds the penalty (its decays times n_B / W_B) times W_B: n_B times it, as unweighted */
@@ -629,6 +630,8 @@ static void fb_run(fb_net *N, int dbl, int predict)
         N->dp_rank = (int)c->dp_rank;
         N->dp_size = c->dp_size > 1 ? (int)c->dp_size : 1;
         N->dp_rows = (const int64_t *)(uintptr_t)c->dp_rows;
+        N->segment = (int)c->segment;
+        N->Pout = (void *)(uintptr_t)c->pout;
         N->reduce_error = 0;
         N->weight_sum = 0;
         N->T = wanted < 1 ? 1 : (wanted > blas ? blas : wanted);
@@ -1004,7 +1007,9 @@ FB_COLD static void R(sparsity_backward)(fb_net *N, int tid, int m, int k, const
 
 /* Phase 1 on rows [r0, r1) of minibatch j: forward, loss, backward dX through every layer. */
 /* (all: the rows of the minibatch over every rank, which scale the loss gradient; nb: its rows
- * here, whose dropout draws lie in the call's block; r0, r1 index both.) */
+ * here, whose dropout draws lie in the call's block; r0, r1 index both.)  A stack inside a larger
+ * network's step (N->segment) runs the forward pass only (1), or the backward pass only (2) from
+ * dL/d(output) in N->Y, down to dL/dX in N->Pout when that is set. */
 static double R(phase1)(fb_net *N, int tid, long j, int all, int nb, int r0, int r1,
                         const intptr_t *rows, const REAL *Xin, double wscale, double weight)
 {
@@ -1012,7 +1017,8 @@ static double R(phase1)(fb_net *N, int tid, long j, int all, int nb, int r0, int
     double value = 0;
     if (m <= 0 && N->sparsity != FB_SPARSE_KL) return 0; /* KL: every thread meets the barrier */
     const REAL *in = Xin + (long)r0 * N->d[0];
-    for (int l = 0; l < L; l++) {
+    if (N->segment == 2) in = FB_P(N->A[L - 1]) + (long)r0 * N->d[L];
+    else for (int l = 0; l < L; l++) {
         int di = N->d[l], k = N->d[l + 1];
         if (N->drop[l]) {
             REAL *out = FB_P(N->D[l]) + (long)r0 * di;
@@ -1028,24 +1034,30 @@ static double R(phase1)(fb_net *N, int tid, long j, int all, int nb, int r0, int
             value += R(sparsity_forward)(N, tid, m, k, A, rows + r0, wscale, all, weight);
         in = A;
     }
+    if (N->segment == 1) return 0;
     int k = N->d[L];
-    REAL *G = FB_P(N->dZ[L - 1]) + (long)r0 * k;
-    value += R(loss_rows)(N->loss, m, k, in, (const REAL *)N->Y, N->labels ? N->lab : NULL,
-                          rows + r0, all, G, N->sw, wscale);
+    REAL *G = FB_P(N->dZ[L - 1]) + (long)r0 * k, *dX0 = FB_P(N->Pout);
+    if (N->segment)
+        memcpy(G, (const REAL *)N->Y + (long)r0 * k, sizeof(REAL) * m * k);
+    else
+        value += R(loss_rows)(N->loss, m, k, in, (const REAL *)N->Y, N->labels ? N->lab : NULL,
+                              rows + r0, all, G, N->sw, wscale);
     if (N->act[L - 1] != FB_IDENTITY)
         R(act_backward)(N->act[L - 1], (REAL)N->alpha[L - 1], m, k,
                         FB_P(N->Z[L - 1]) + (long)r0 * k, in, G, NULL, 0, 1);
-    for (int l = L - 1; l >= 1; l--) {
+    for (int l = L - 1; l >= (dX0 && N->segment ? 0 : 1); l--) {
         int di = N->d[l];
         k = N->d[l + 1];
-        REAL *dX = FB_P(N->dZ[l - 1]) + (long)r0 * di;
+        REAL *dX = (l ? FB_P(N->dZ[l - 1]) : dX0) + (long)r0 * di;
         R(fill_rows)(m, di, dX, NULL);
         R(gemm)(N, 'N', 'T', m, di, k, FB_P(N->dZ[l]) + (long)r0 * k, k, FB_P(N->W[l]), k, dX, di);
         if (l - 1 == N->code && N->sparsity)
             R(sparsity_backward)(N, tid, m, di, FB_P(N->A[l - 1]) + (long)r0 * di, dX, rows + r0,
                                  wscale, all);
         const REAL *u = N->drop[l] ? R(draws)(N, l, j, nb) + (long)r0 * di : NULL;
-        if (u || N->act[l - 1] != FB_IDENTITY)
+        if (l == 0) {
+            if (u) R(dropout_mask)((long)m * di, dX, u, (REAL)N->rate[0], (REAL)N->dscale[0]);
+        } else if (u || N->act[l - 1] != FB_IDENTITY)
             R(act_backward)(N->act[l - 1], (REAL)N->alpha[l - 1], m, di,
                             FB_P(N->Z[l - 1]) + (long)r0 * di, FB_P(N->A[l - 1]) + (long)r0 * di, dX,
                             u, (REAL)N->rate[l], (REAL)N->dscale[l]);
@@ -1171,6 +1183,26 @@ static void R(train_worker)(void *arg, int tid)
 }
 
 /* Train minibatches [mb0, mb1) of the epoch; the caller sets X, Y/lab, order, n, U, t, T. */
+/* A stack's pass inside a larger network's step (N->segment, fb_call's field): the n rows of X
+ * split over the threads; the backward pass then takes the gradients of every dW and db into
+ * the layers' own (2), or takes the optimizer's step from them, as a training step does (3). */
+FB_COLD static void R(segment_worker)(void *arg, int tid)
+{
+    fb_net *N = (fb_net *)arg;
+    int n = (int)N->n;
+    R(phase1)(N, tid, N->mb0, n, n, R(split)(n, tid, N->T), R(split)(n, tid + 1, N->T), NULL,
+              (const REAL *)N->X, 1, n);
+    if (N->segment == 2 || N->segment == 3) {
+        if (N->T > 1) fb_barrier(N->pool);
+        R(phase2)(N, tid, N->t + 1, 0, n, (const REAL *)N->X, N->segment == 2, 1,
+                  N->segment == 2 ? 1 : 3);
+        if (N->segment == 3) {
+            if (N->T > 1) fb_barrier(N->pool);
+            if (tid == 0) fb_combine(N, n, n);
+        }
+    }
+}
+
 static void R(train)(fb_net *N)
 {
     if (N->T > 1) {
@@ -1178,7 +1210,7 @@ static void R(train)(fb_net *N)
         N->T = N->T < available ? N->T : available;
     }
     fb_partition(N);
-    fb_pool_run(N->pool, N->T, R(train_worker), N);
+    fb_pool_run(N->pool, N->T, N->segment ? R(segment_worker) : R(train_worker), N);
     N->loss_sum = 0;
     for (int t = 0; t < N->T; t++) N->loss_sum += N->loss_part[t];
 }

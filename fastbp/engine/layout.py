@@ -109,8 +109,13 @@ CALL_FIELDS = [
     ("dp_size", "i8", 1, "  each minibatch among dp_size ranks (1: the whole minibatch)"),
     ("dp_rows", "u8", 1, "data-parallel, sharded rows: per minibatch of the call, the rows of all "
                          "ranks (int64), or 0"),
+    ("segment", "i8", 1, "a stack inside a larger network's step (fastbp.engine.StackPasses): 1 "
+                         "its training forward pass over the n rows of X; its backward pass from "
+                         "dL/d(output) in Y, with dL/dX into pout when set, and 2 the gradients "
+                         "into dW and db, 3 the optimizer's step t + 1 from them (in the "
+                         "scratch), or 4 no parameter gradients; 0: training minibatches"),
     ("px", "u8", 1, "prediction: the input rows"),
-    ("pout", "u8", 1, "the output rows"),
+    ("pout", "u8", 1, "the output rows (a stack's backward pass: dL/dX, or 0)"),
     ("pn", "i8", 1, "rows"),
     ("pbuf", "u8", 1, "the workspace: pthreads blocks of 2 * pchunk * pwidth entries"),
     ("pwidth", "i8", 1, "the widest hidden layer"),

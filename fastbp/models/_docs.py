@@ -176,7 +176,9 @@ ATTRIBUTES = {
     "learning_rates_": ("list of float", "Step length of every epoch; for 'lbfgs' the "
                         "length ||w_k - w_(k-1)|| of every iteration's step."),
     "fit_path_": ("str or None", "Which path trained the last fit: ``'engine'`` (the compiled "
-                  "engine) or ``'layerwise: <reason>'``; None for a model loaded from a file."),
+                  "engine's whole epochs), ``'engine steps (<reason>)'`` (each step's passes "
+                  "through the Dense layers on the engine, the other layers in Python) or "
+                  "``'layerwise: <reason>'``; None for a model loaded from a file."),
     "network_": ("fastbp.nn.Sequential", "The fitted network."),
     "encoder_": ("fastbp.nn.Sequential", "The encoder e (x -> code; the VAE's: x -> [mu, "
                  "log sigma^2])."),

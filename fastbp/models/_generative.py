@@ -611,7 +611,7 @@ class PenalisedSequential(Sequential):
         """The squared error's value and gradient as the Gaussian's (see the class docstring)."""
         if self.decoder_variance == "learned":
             n = Y.shape[0]
-            residual = self.dense_layers[-1].A.astype(np.float64) - Y
+            residual = self.output.astype(np.float64) - Y
             factors = np.full(n, 1.0 / max(n, 1)) if weights is None else weights / max(n, 1)
             mean_squares = factors @ (residual * residual)
             data_mean_square = float(np.square(Y, dtype=np.float64).sum()) / max(Y.size, 1)

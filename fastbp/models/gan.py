@@ -60,7 +60,8 @@ from fastbp.models._generative import (GenerativeBase, PenalisedSequential, chec
                                        check_n_components, check_sizes, store_params)
 from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng, user_stacklevel
-from fastbp.training import fit_network, make_optimizer
+from fastbp.training import (engine_passes, fit_network, make_optimizer, optimizer_step,
+                             stack_passes)
 from fastbp.nn import (Dense, Layer, _BufferCache, activation_name, make_mlp, row_losses,
                        row_weights)
 from fastbp.models.persist import register
@@ -70,7 +71,9 @@ __all__ = ["GAN"]
 
 GENERATOR_LOSSES = ("non_saturating", "minimax")
 AUTO_BATCH = 64  # batch_size='auto': minibatches of min(64, n) rows
-FIT_PATH = "layerwise: GAN (alternating discriminator and generator steps on two networks)"
+# the GAN's epoch is its own (two networks, alternating steps): the engine runs each step's
+# passes through their Dense layers (fastbp.training.stack_passes) when it can
+FIT_PATH = "engine steps (GAN: alternating discriminator and generator steps on two networks)"
 
 
 class _Buffers:
@@ -105,16 +108,26 @@ class _AlternatingSteps:
         rate = gan.discriminator_learning_rate
         self.d_ratio = 1.0 if rate is None else rate / gan.learning_rate_init
         self.d_loss, self.g_steps = None, 0
+        # the engine's passes of D's and G's Dense layers, or None: both, or neither (one path)
+        # one process: the passes take the optimizers' steps too (data-parallel: the ranks'
+        # gradients are summed before a step)
+        solo = parallel is None
+        d, why = stack_passes(gan.discriminator_, gan._d_optimizer if solo else None)
+        g, why = stack_passes(gan.generator_, optimizer if solo else None) if d else (None, why)
+        self.passes = None if g is None else (d, g)
+        self.fit_path = FIT_PATH if g is not None else f"layerwise: {why}"
 
     def train_epoch(self, X, Y, order, grad_norms_out):
         gan, m = self.gan, self.batch_size
         gan._d_optimizer.lr = self.optimizer.lr * self.d_ratio
         d_losses, g_losses = [], []
-        for rows, size, weights in self._minibatches(order):
-            d_losses.append(gan._discriminator_step(X, rows, size, weights, self.parallel))
-            if gan._d_optimizer.t % gan.n_discriminator_steps == 0:
-                g_losses += [gan._generator_step(m, grad_norms_out, self.parallel)
-                             for _ in range(gan.n_generator_steps)]
+        d, g = self.passes or (None, None)
+        with engine_passes(gan.discriminator_, d), engine_passes(gan.generator_, g):
+            for rows, size, weights in self._minibatches(order):
+                d_losses.append(gan._discriminator_step(X, rows, size, weights, self.parallel))
+                if gan._d_optimizer.t % gan.n_discriminator_steps == 0:
+                    g_losses += [gan._generator_step(m, grad_norms_out, self.parallel)
+                                 for _ in range(gan.n_generator_steps)]
         grad_norms_out /= max(len(g_losses), 1)
         self.d_loss, self.g_steps = float(np.mean(d_losses)), len(g_losses)
         gan._d_losses.append(self.d_loss)
@@ -154,6 +167,20 @@ class _AlternatingSteps:
 
     def params(self):
         return self.gan.generator_.params() + self.gan.discriminator_.params()
+
+
+@contextlib.contextmanager
+def _input_gradient_only(network):
+    """The engine's passes of the network (if it runs on them) compute dL/dX only inside."""
+    passes = [p for _, _, p in network.engine_passes or ()]
+    modes = [p.mode for p in passes]
+    for p in passes:
+        p.mode = "input"
+    try:
+        yield
+    finally:
+        for p, mode in zip(passes, modes):
+            p.mode = mode
 
 
 class MinibatchStd(Layer):
@@ -437,7 +464,7 @@ class GAN(GenerativeBase):
             D._backward(b.d_grad, False)
         if parallel is not None:
             value = parallel.sum_arrays(D.grads(), value)
-        self._d_optimizer.step(D.grads())
+        optimizer_step(self._d_optimizer, D)
         return value
 
     def _generator_step(self, m, norms, parallel=None):
@@ -460,12 +487,13 @@ class GAN(GenerativeBase):
             if saturating:
                 value = -value
                 np.negative(b.g_grad, out=b.g_grad)
-            G._backward(D._backward(b.g_grad, True), False)
+            with _input_gradient_only(D):  # D's own gradients are not needed here
+                dZ = D._backward(b.g_grad, True)
+            G._backward(dZ, False)
         if parallel is not None:
             value = parallel.sum_arrays(G.grads(), value)
-        for j, layer in enumerate(G.dense_layers):
-            norms[j] += float(np.linalg.norm(layer.dW))
-        self._state.optimizer.step(G.grads())
+        G.add_gradient_norms(norms)
+        optimizer_step(self._state.optimizer, G)
         if self.average_generator_ is not None:
             self._average(G)
         return value
@@ -499,7 +527,7 @@ class GAN(GenerativeBase):
                 parallel.broadcast_arrays([array for network in networks if network is not None
                                            for array in network.params()])
             steps = _AlternatingSteps(self, optimizer, batch_size, sample_weight, parallel)
-            return steps, FIT_PATH
+            return steps, steps.fit_path
 
         trainer.data_parallel = True  # its steps reduce over the ranks (fastbp.training)
 
