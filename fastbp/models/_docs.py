@@ -287,12 +287,11 @@ def numpydoc(*attributes):
     ``ATTRIBUTES``) sections to the class docstring.  A missing description is a KeyError at
     import: every parameter is documented."""
     def decorate(cls):
-        signature = inspect.signature(cls.__init__)
-        kinds = {name: PARAMETERS[name] for name in signature.parameters if name != "self"}
-        params = [_entry(_head(name, kind, signature.parameters[name].default), text)
-                  for name, (kind, text) in kinds.items()]
-        attrs = [_entry(_head(name, kind), text) for name, (kind, text) in
-                 ((name, ATTRIBUTES[name]) for name in attributes)]
+        signature = inspect.signature(cls.__init__).parameters
+        params = [_entry(_head(name, PARAMETERS[name][0], signature[name].default),
+                         PARAMETERS[name][1]) for name in signature if name != "self"]
+        attrs = [_entry(_head(name, ATTRIBUTES[name][0]), ATTRIBUTES[name][1])
+                 for name in attributes]
         cls.__doc__ = "\n\n".join([inspect.cleandoc(cls.__doc__ or ""),
                                    _section("Parameters", params),
                                    _section("Attributes", attrs)]) + "\n"
@@ -329,9 +328,10 @@ def sections(parameters=(), returns=None, raises=()):
         signature = inspect.signature(function).parameters
         params = [own(item, ARGUMENTS) for item in parameters]
         documented = [name for name, _, _ in params]
-        if documented != [name for name in signature if name != "self"]:
+        arguments = [name for name in signature if name != "self"]
+        if documented != arguments:
             raise TypeError(f"{function.__qualname__} documents the arguments {documented}, "
-                            f"not its own {list(signature)[1:]}")
+                            f"not its own {arguments}")
         blocks = [inspect.cleandoc(function.__doc__ or "")]
         if params:
             blocks.append(_section("Parameters", [
