@@ -807,14 +807,8 @@ def make_trainer(network, loss, optimizer, batch_size, sample_weight=None, paral
 
     Parameters
     ----------
-    network : fastbp.nn.Sequential
-        The network to train.
-    loss : str
-        One of ``fastbp.kernels.LOSSES``.
-    optimizer : fastbp.optim.Optimizer
-        Over ``network.params()``.
-    batch_size : int >= 1
-        Rows per minibatch.
+    network, loss, optimizer, batch_size
+        As for :class:`LayerwiseTrainer`.
     sample_weight : ndarray of float64, shape (n,), optional
         One weight per row of the X the epochs take: the weighted epoch, on the engine when every
         weight is > 0 (a batch of weight 0 takes no step: the layer-by-layer epoch runs those)

@@ -415,10 +415,8 @@ def dense_backward(X, W, Z, A, dA, activation="identity", need_dX=True, out=None
 
     Returns
     -------
-    dX : ndarray of X's dtype, shape (n, d), or None
-        None when ``need_dX`` is False.
-    dW : ndarray of X's dtype, shape (d, k)
-    db : ndarray of X's dtype, shape (k,)
+    dX, dW, db
+        As :func:`linear_backward`'s (dX None when ``need_dX`` is False).
 
     Raises
     ------

@@ -1,16 +1,22 @@
-"""The numpydoc ``Parameters`` and ``Attributes`` sections of the estimators' docstrings.
+"""The numpydoc sections of the estimators' docstrings.
 
 Every parameter and fitted attribute is described once, here; :func:`numpydoc` appends to a class
 docstring the entries of its ``__init__`` arguments (their defaults read from the signature, so a
 default is never written twice) and of the fitted attributes it names, so that
 ``help(fastbp.MLPClassifier)`` lists them and Sphinx's numpydoc renders them.
+
+The methods' ``Parameters``, ``Returns`` and ``Raises`` entries that several methods share (the
+rows X, ``Before fit``, X with NaN, ...) are written once too, in :data:`ARGUMENTS`,
+:data:`RETURNS` and :data:`RAISES`; :func:`sections` appends a method's sections to its docstring
+from their keys and its own entries, e.g. ``@sections(["X"], "codes", ["not fitted", "bad X"])``.
 """
 import inspect
 import textwrap
 
 from fastbp.training import SOLVERS
 
-__all__ = ["numpydoc", "PARAMETERS", "ATTRIBUTES", "MLP_ATTRIBUTES"]
+__all__ = ["numpydoc", "sections", "PARAMETERS", "ATTRIBUTES", "MLP_ATTRIBUTES",
+           "ARGUMENTS", "RETURNS", "RAISES"]
 
 # name -> (type, description); the default comes from the class's signature
 PARAMETERS = {
@@ -209,11 +215,72 @@ MLP_ATTRIBUTES = ("coefs_", "intercepts_", "n_features_in_", "feature_names_in_"
                   "learning_rates_", "fit_path_", "network_")
 
 
-def _entry(name, kind, text, default=inspect.Parameter.empty):
+# The entries the methods share.  A method's argument: key -> (name, type, description); its
+# default comes from the method's signature
+ARGUMENTS = {
+    "X": ("X", "array-like or DataFrame of shape (n_samples, n_features)", "Rows with the columns "
+          "of ``fit`` (their number, or a DataFrame's names and order)."),
+    "training X": ("X", "array-like or DataFrame of shape (n_samples, n_features)", "Training "
+                   "rows (converted to ``dtype``); a DataFrame's columns become "
+                   "``feature_names_in_``."),
+    "targets": ("y", "array-like of shape (n_samples,) or (n_samples, n_outputs)", "Targets "
+                "(see the class docstring)."),
+    "no y": ("y", "None", "Ignored (scikit-learn's convention for models of X alone)."),
+    "sample_weight as fit": ("sample_weight", "array-like of shape (n_samples,)",
+                             "As for ``fit``."),
+    "n_samples": ("n_samples", "int >= 0", "How many points to draw."),
+    "callbacks": ("callbacks", "list of callables", "Each is called after every epoch as "
+                  "``callback(state)`` with the :class:`fastbp.training.TrainState` (``n_iter``, "
+                  "``loss_curve``, ``validation_scores``, ``grad_norms``, ``learning_rates``, "
+                  "...); a true return value stops training after that epoch (not a convergence: "
+                  "no warning is silenced by it)."),
+    "random_state of z": ("random_state", "int, RandomState instance, numpy Generator or None",
+                          "The draws of z; None: the model's own generator (successive calls "
+                          "differ)."),
+}
+
+# A return value: key -> (name or None, type, description)
+RETURNS = {
+    "self": ("self", "object", "The estimator, fitted."),
+    "codes": (None, "ndarray of shape (n_samples, n_components)", "Of the model's ``dtype`` (a "
+              "DataFrame with columns ``get_feature_names_out()`` under "
+              "``set_output(transform=\"pandas\")``)."),
+    "row scores": (None, "ndarray of float64, shape (n_samples,)", "One number per row of X."),
+}
+
+# An exception: key -> (class name, when)
+RAISES = {
+    "not fitted": ("NotFittedError", "Before ``fit``."),
+    "bad X": ("ValueError", "X with NaN or infinity, or other columns than in ``fit`` (their "
+              "number, or a DataFrame's names and order)."),
+    "bad fit": ("ValueError", "Bad parameters or data (NaN, infinity, wrong shapes, other column "
+                "names than in the last fit), and training that produces non-finite values; the "
+                "model is then left as it was before the call."),
+    "sparse X": ("TypeError", "Sparse X, or X holding objects that are not numbers."),
+    "as fit": ("ValueError", "As ``fit``."),
+}
+
+
+def _entry(head, text):
+    """A numpydoc entry: its head line, then the text indented (wrapped, unless it has line
+    breaks of its own, e.g. a list: then as it is, its common indentation removed)."""
+    if not text:
+        return head
+    if "\n" in text:
+        return head + "\n" + textwrap.indent(inspect.cleandoc(text), "    ")
+    return head + "\n" + textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="    ")
+
+
+def _head(name, kind, default=inspect.Parameter.empty):
+    """``name : kind, default=...`` (the default as the signature has it; a function by name)."""
     head = f"{name} : {kind}"
     if default is not inspect.Parameter.empty:
-        head += f", default={default!r}"
-    return head + "\n" + textwrap.fill(text, 96, initial_indent="    ", subsequent_indent="    ")
+        head += f", default={default.__name__ if callable(default) else repr(default)}"
+    return head
+
+
+def _section(title, entries):
+    return f"{title}\n{'-' * len(title)}\n" + "\n".join(entries)
 
 
 def numpydoc(*attributes):
@@ -222,12 +289,62 @@ def numpydoc(*attributes):
     ``ATTRIBUTES``) sections to the class docstring.  A missing description is a KeyError at
     import: every parameter is documented."""
     def decorate(cls):
-        signature = inspect.signature(cls.__init__)
-        params = [_entry(name, *PARAMETERS[name], parameter.default)
-                  for name, parameter in signature.parameters.items() if name != "self"]
-        attrs = [_entry(name, *ATTRIBUTES[name]) for name in attributes]
+        signature = inspect.signature(cls.__init__).parameters
+        params = [_entry(_head(name, PARAMETERS[name][0], signature[name].default),
+                         PARAMETERS[name][1]) for name in signature if name != "self"]
+        attrs = [_entry(_head(name, ATTRIBUTES[name][0]), ATTRIBUTES[name][1])
+                 for name in attributes]
         cls.__doc__ = "\n\n".join([inspect.cleandoc(cls.__doc__ or ""),
-                                   "Parameters\n----------\n" + "\n".join(params),
-                                   "Attributes\n----------\n" + "\n".join(attrs)]) + "\n"
+                                   _section("Parameters", params),
+                                   _section("Attributes", attrs)]) + "\n"
         return cls
+    return decorate
+
+
+def sections(parameters=(), returns=None, raises=()):
+    """Method decorator: append numpydoc ``Parameters``, ``Returns`` and ``Raises`` sections to
+    the method's docstring.
+
+    Parameters
+    ----------
+    parameters : sequence of str or tuple
+        The method's arguments in the signature's order, each a key of :data:`ARGUMENTS` or the
+        method's own ``(name, type, description)``; every default is the signature's.
+    returns : str or tuple or None
+        A key of :data:`RETURNS` or ``(name or None, type, description)``; None: nothing
+        returned.
+    raises : sequence of str or tuple
+        Keys of :data:`RAISES` or ``(exception, when)``.
+
+    Raises
+    ------
+    KeyError
+        At import, for an unknown key.
+    TypeError
+        At import, when the arguments given are not the signature's (every one is documented).
+    """
+    def own(item, table):
+        return table[item] if isinstance(item, str) else item
+
+    def decorate(function):
+        signature = inspect.signature(function).parameters
+        params = [own(item, ARGUMENTS) for item in parameters]
+        documented = [name for name, _, _ in params]
+        arguments = [name for name in signature if name != "self"]
+        if documented != arguments:
+            raise TypeError(f"{function.__qualname__} documents the arguments {documented}, "
+                            f"not its own {arguments}")
+        blocks = [inspect.cleandoc(function.__doc__ or "")]
+        if params:
+            blocks.append(_section("Parameters", [
+                _entry(_head(name, kind, signature[name].default), text)
+                for name, kind, text in params]))
+        if returns is not None:
+            name, kind, text = own(returns, RETURNS)
+            blocks.append(_section("Returns", [_entry(kind if name is None else f"{name} : {kind}",
+                                                      text)]))
+        if raises:
+            blocks.append(_section("Raises", [_entry(*own(item, RAISES)) for item in raises]))
+        function.__doc__ = "\n\n".join(blocks) + "\n"
+        return function
     return decorate

@@ -24,6 +24,7 @@ from sklearn.base import ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from fastbp.models import export
 
+from fastbp.models._docs import sections
 from fastbp.models._validation import check_data, check_is_fitted, check_X
 from fastbp.models.mlp import _BaseMLP, partial_fit_available
 from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp, row_losses, row_weights
@@ -660,59 +661,24 @@ class GenerativeBase(_BaseMLP):
     def _check_data(self, X):
         """Extra checks on validated training data (e.g. [0, 1] for a cross-entropy loss)."""
 
+    @sections(["training X", "no y",
+               ("sample_weight", "array-like of shape (n_samples,)",
+                "Weights >= 0, not all 0: every per-row term of each minibatch's objective (the "
+                "reconstruction error, a sparse code's penalty, the VAE's KL term; the GAN's real "
+                "rows) is a weighted mean (``fastbp.training``).  Weighted fits train on the "
+                "compiled engine where the network does and every weight is > 0 (``fit_path_`` "
+                "says)."),
+               "callbacks"],
+              "self", ["bad fit", "sparse X"])
     def fit(self, X, y=None, sample_weight=None, *, callbacks=None):
-        """Train on X for up to ``max_iter`` epochs.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Training data (converted to ``dtype``); a DataFrame's columns become
-            ``feature_names_in_``.
-        y : ignored
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights >= 0, not all 0: every per-row term of each minibatch's objective (the
-            reconstruction error, a sparse code's penalty, the VAE's KL term; the GAN's real rows)
-            is a weighted mean (``fastbp.training``).  Weighted fits train on the compiled
-            engine where the network does and every weight is > 0 (``fit_path_`` says).
-        callbacks : list of callables, default=None
-            Each is called after every epoch as ``callback(state)`` with the
-            :class:`fastbp.training.TrainState`; a true return value stops training.
-
-        Returns
-        -------
-        self : the fitted estimator.
-
-        Raises
-        ------
-        ValueError
-            Bad parameters or data, and training that produces non-finite values (the model is
-            then left as it was before the call).
-        """
+        """Train on X for up to ``max_iter`` epochs."""
         return self._fit(X, None, incremental=False, sample_weight=sample_weight,
                          callbacks=callbacks)
 
     @partial_fit_available
+    @sections(["training X", "no y", "sample_weight as fit"], "self", ["as fit"])
     def partial_fit(self, X, y=None, sample_weight=None):
-        """One epoch over X, continuing from the current state (the first call initialises).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            The training rows.
-        y : None
-            Ignored (scikit-learn's convention for models of X alone).
-        sample_weight : array-like of shape (n_samples,), default=None
-            As for ``fit``.
-
-        Returns
-        -------
-        self : the estimator.
-
-        Raises
-        ------
-        ValueError
-            As ``fit``.
-        """
+        """One epoch over X, continuing from the current state (the first call initialises)."""
         return self._fit(X, None, incremental=True, sample_weight=sample_weight)
 
     # -------------------------------------------------------------- the target: X itself
@@ -792,49 +758,24 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
         self.loss_ = reconstruction_loss(self.loss)
         self.out_activation_ = "logistic" if self.loss_ == "sigmoid_cross_entropy" else "identity"
 
+    @sections([("H", "array-like of shape (n_samples, n_components)", "Codes.")],
+              ("X", "ndarray of shape (n_samples, n_features)",
+               "Probabilities for ``loss='cross_entropy'``; of the model's ``dtype``."),
+              ["not fitted",
+               ("ValueError", "H with NaN or infinity, or not n_components columns.")])
     def inverse_transform(self, H):
-        """Decode codes: d(h) for every row of H.
-
-        Parameters
-        ----------
-        H : array-like of shape (n_samples, n_components)
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            Probabilities for ``loss='cross_entropy'``; of the model's ``dtype``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            H with NaN or infinity, or not n_components columns.
-        """
+        """Decode codes: d(h) for every row of H."""
+        check_is_fitted(self)  # NotFittedError, before decoder_ is read
         H = self._checked(H, self.decoder_.n_inputs)
         return self._predict(self.decoder_, H, self._decoder_output())
 
+    @sections(["X"], (None, "ndarray of shape (n_samples, n_features)",
+                      "The reconstructions, of the model's ``dtype`` (probabilities for the "
+                      "cross-entropy loss)."),
+              ["not fitted", "bad X"])
     def reconstruct(self, X):
-        """d(code of x) for every row of X: d(e(x)) (the VAE: d(mu(x))).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features)
-            The reconstructions, of the model's ``dtype`` (probabilities for the cross-entropy
-            loss).
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit``.
-        """
+        """d(code of x) for every row of X: d(e(x)) (the VAE: d(mu(x)))."""
+        check_is_fitted(self)  # NotFittedError, before loss_ is read
         return self._forward(X, self._decoder_output())
 
     def _decoder_output(self):
@@ -853,25 +794,7 @@ class EncoderDecoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Generati
                 "inverse_transform": export.Path(decoder, "inverse_transform", input="H"),
                 "reconstruct": export.Path((*encoder, *decoder), "reconstruct")}
 
+    @sections(["X", "no y"], (None, "float", "The mean score of a row."), ["not fitted", "bad X"])
     def score(self, X, y=None):
-        """The mean of ``score_samples(X)`` (higher is better).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-        y : None
-            Ignored.
-
-        Returns
-        -------
-        float
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit``.
-        """
+        """The mean of ``score_samples(X)`` (higher is better)."""
         return float(np.mean(self.score_samples(X)))

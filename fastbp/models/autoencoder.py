@@ -59,7 +59,7 @@ from fastbp.models._generative import (EncoderDecoder, PenalisedSequential, Spar
                           check_nonnegative, hourglass, row_errors, store_params)
 from fastbp.nn import Sequential, activation_name
 from fastbp.models.persist import register
-from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc, sections
 
 __all__ = ["Autoencoder"]
 
@@ -172,49 +172,15 @@ class Autoencoder(EncoderDecoder):
                        callback if config.solver == "lbfgs" else corrupt)
 
     # ------------------------------------------------------------------------------- inference
+    @sections(["X"], "codes", ["not fitted", "bad X"])
     def transform(self, X):
-        """The codes h = e(x).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-
-        Returns
-        -------
-        H : ndarray of shape (n_samples, n_components)
-            Of the model's ``dtype`` (a DataFrame with columns ``get_feature_names_out()`` under
-            ``set_output(transform="pandas")``).
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
-            DataFrame's names and order).
-        """
+        """The codes h = e(x)."""
         X = self._checked(X)
         return self._predict(self.encoder_, X)
 
+    @sections(["X"], "row scores", ["not fitted", "bad X"])
     def score_samples(self, X):
-        """Minus the reconstruction error of each row: -||d(e(x)) - x||^2 (or -cross-entropy).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-
-        Returns
-        -------
-        ndarray of float64, shape (n_samples,)
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit``.
-        """
+        """Minus the reconstruction error of each row: -||d(e(x)) - x||^2 (or -cross-entropy)."""
         X = self._checked(X)
         return -row_errors(self.loss_, self._predict(self._network, X), X)
 

@@ -65,7 +65,7 @@ from fastbp.training import (engine_passes, fit_network, make_optimizer, optimiz
 from fastbp.nn import (Dense, Layer, _BufferCache, activation_name, make_mlp, row_losses,
                        row_weights)
 from fastbp.models.persist import register
-from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc, sections
 
 __all__ = ["GAN"]
 
@@ -543,28 +543,14 @@ class GAN(GenerativeBase):
         self.discriminator_intercepts_ = [layer.b for layer in self.discriminator_.dense_layers]
 
     # ------------------------------------------------------------------------------- inference
+    @sections(["n_samples", "random_state of z"],
+              ("X", "ndarray of shape (n_samples, n_features)", "Of the model's ``dtype``."),
+              ["not fitted"])
     def sample(self, n_samples=1, random_state=None):
         """New points G(z), z ~ N(0, I).
 
         G is ``average_generator_``, the average of G's weights, when there is one
-        (``generator_average`` > 0), else ``generator_``.
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-        random_state : int, RandomState instance, numpy Generator or None, default=None
-            The draws of z; None: the model's own generator (successive calls differ).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            Of the model's ``dtype``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        """
+        (``generator_average`` > 0), else ``generator_``."""
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = rng.standard_normal((int(n_samples), self.generator_.n_inputs))
@@ -574,50 +560,19 @@ class GAN(GenerativeBase):
         """The network that samples: G's weight average when kept, else G."""
         return self.generator_ if self.average_generator_ is None else self.average_generator_
 
+    @sections(["X"], (None, "ndarray of shape (n_samples,)", "Of the model's ``dtype``."),
+              ["not fitted", "bad X"])
     def decision_function(self, X):
-        """D's logit for every row: log(D(x) / (1 - D(x))); D(x) = sigmoid of it.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-
-        Returns
-        -------
-        ndarray of shape (n_samples,)
-            Of the model's ``dtype``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit``.
-        """
+        """D's logit for every row: log(D(x) / (1 - D(x))); D(x) = sigmoid of it."""
         X = self._checked(X)
         return self._predict(self.discriminator_, X)[:, 0]
 
+    @sections(["X"],
+              (None, "ndarray of shape (n_samples, n_features)", "Of the model's ``dtype``."),
+              ["not fitted", "bad X"])
     def input_gradient(self, X):
         """d/dx of G's objective at each row x taken as a generated point: of -log D(x)
-        (non-saturating) or log(1 - D(x)) (minimax).  Backpropagated through G, this trains G.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_features)
-            Of the model's ``dtype``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit``.
-        """
+        (non-saturating) or log(1 - D(x)) (minimax).  Backpropagated through G, this trains G."""
         X = self._checked(X)
         D = self.discriminator_
         with self._threads():

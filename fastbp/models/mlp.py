@@ -66,7 +66,7 @@ from fastbp.models._validation import (check_classes, check_data, check_is_fitte
 from fastbp.nn import Dense, Sequential, activation_name, check_checkpoint_segments, make_mlp
 from fastbp.models import export
 from fastbp.models.persist import register
-from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc, sections
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -164,21 +164,12 @@ class _BaseMLP(BaseEstimator):
         self.n_threads = n_threads
         self.checkpoint_segments = checkpoint_segments
 
+    @sections([("path", "str or os.PathLike", "Exactly the file written (no suffix is added).")],
+              raises=["not fitted", ("OSError", "Writing failed; ``path`` is then as it was.")])
     def save(self, path):
-        """Write the fitted model to one ``.npz`` file, atomically; ``fastbp.load(path)`` reads it.
+        """Write the fitted model to one ``.npz`` file, atomically.
 
-        Parameters
-        ----------
-        path : str or os.PathLike
-            Exactly the file written (no suffix is added).
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        OSError
-            Writing failed; ``path`` is then as it was.
-        """
+        ``fastbp.load(path)`` reads it."""
         from fastbp.models.persist import save
         save(self, path)
 
@@ -252,47 +243,23 @@ class _BaseMLP(BaseEstimator):
         return limit_blas_threads(self.n_threads)
 
     # ----------------------------------------------------------------------------------- fitting
+    @sections(["training X", "targets",
+               ("sample_weight", "array-like of shape (n_samples,)",
+                "Weights >= 0, not all 0: each minibatch's loss is the weighted mean of the "
+                "rows' losses, and the L2 term is taken over the batch's weight "
+                "(``fastbp.training``); with the whole data in one batch, integer weights train "
+                "as rows repeated that many times.  Weighted fits train on the compiled engine "
+                "when every weight is > 0 (a weight of 0 trains layer by layer: ``fit_path_`` "
+                "says so).  The early-stopping split and its score are weighted too."),
+               ("validation_data", "tuple (X_val, y_val)",
+                "Scored after every epoch (accuracy or R^2, in ``validation_scores_`` and the "
+                "verbose lines).  Without ``early_stopping`` it only watches; with it, it replaces "
+                "the random ``validation_fraction`` split."),
+               "callbacks"],
+              "self", ["bad fit", "sparse X"])
     def fit(self, X, y, sample_weight=None, *, validation_data=None, callbacks=None):
         """Train on (X, y) for up to ``max_iter`` epochs (continuing from the current weights when
-        ``warm_start``).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Training inputs (converted to ``dtype``); a DataFrame's columns become
-            ``feature_names_in_``.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            Targets (see the class docstring).
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights >= 0, not all 0: each minibatch's loss is the weighted mean of the rows'
-            losses, and the L2 term is taken over the batch's weight (``fastbp.training``); with
-            the whole data in one batch, integer weights train as rows repeated that many times.
-            Weighted fits train on the compiled engine when every weight is > 0 (a weight of 0
-            trains layer by layer: ``fit_path_`` says so).
-            The early-stopping split and its score are weighted too.
-        validation_data : tuple (X_val, y_val), default=None
-            Scored after every epoch (accuracy or R^2, in ``validation_scores_`` and the verbose
-            lines).  Without ``early_stopping`` it only watches; with it, it replaces the random
-            ``validation_fraction`` split.
-        callbacks : list of callables, default=None
-            Each is called after every epoch as ``callback(state)`` with the
-            :class:`fastbp.training.TrainState` (``n_iter``, ``loss_curve``,
-            ``validation_scores``, ``grad_norms``, ``learning_rates``, ...); a true return value
-            stops training after that epoch (not a convergence: no warning is silenced by it).
-
-        Returns
-        -------
-        self : the fitted estimator.
-
-        Raises
-        ------
-        ValueError
-            Bad parameters or data (NaN, infinity, wrong shapes, other column names than in the
-            last fit), and training that produces non-finite values; the model is then left as it
-            was before the call.
-        TypeError
-            Sparse or non-numeric X.
-        """
+        ``warm_start``)."""
         return self._fit(X, y, incremental=False, validation_data=validation_data,
                          sample_weight=sample_weight, callbacks=callbacks)
 
@@ -430,20 +397,12 @@ class _BaseMLP(BaseEstimator):
         with self._threads():
             return network.predict(X, output)
 
+    @sections([("print_fn", "callable", "Called with each line, in order (e.g. ``lines.append`` to "
+                "keep them).")],
+              raises=["not fitted"])
     def summary(self, print_fn=print):
         """Print the fitted network (Keras' ``model.summary()``): every layer with its widths
-        in -> out, activation and parameter count, the totals, and the loss.
-
-        Parameters
-        ----------
-        print_fn : callable, default print
-            Called with each line, in order (e.g. ``lines.append`` to keep them).
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        """
+        in -> out, activation and parameter count, the totals, and the loss."""
         check_is_fitted(self)
         for title, network in self._summary_networks():
             print_fn(f"{type(self).__name__} {title}: {network.n_inputs} inputs -> "
@@ -463,44 +422,29 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self)
         return self._network
 
+    @sections([("method", "str or None", """
+                The method the graph computes (None: the first listed):
+
+                - MLPClassifier: ``'predict_proba'``, with two outputs, ``"label"`` (what
+                  ``predict`` returns) and ``"probabilities"``;
+                - MLPRegressor: ``'predict'`` (output ``"predict"``, 1-D for one output);
+                - Autoencoder, VAE: ``'transform'`` (the code; the VAE's posterior mean),
+                  ``'inverse_transform'`` (input ``"H"``: codes), ``'reconstruct'``;
+                - GAN: ``'sample'`` (input ``"z"``: noise rows of ``n_components`` numbers
+                  drawn from N(0, I); output G(z)), ``'decision_function'``.
+
+                The input is ``"X"`` (n x ``n_features_in_``, the model's dtype) unless named
+                above; a single output is named after the method.""")],
+              (None, "onnx.ModelProto", "Run it with ``onnxruntime.InferenceSession("
+               "model.SerializeToString())``, or write it with ``onnx.save(model, path)``."),
+              ["not fitted", ("ValueError", "For a method the estimator does not export."),
+               ("ImportError", "When the ``onnx`` package is not installed.")])
     def to_onnx(self, method=None):
         """The fitted network as an ONNX graph, to serve it without Python or fastbp.
 
         The graph computes in the model's dtype (float32 or float64) with one ``Gemm`` per dense
         layer and ONNX operators for the activations; ONNX Runtime's results equal the method's
-        within float tolerance.  Needs the ``onnx`` package (``pip install 'fastbp[onnx]'``).
-
-        Parameters
-        ----------
-        method : str or None, default=None
-            The method the graph computes (None: the first listed):
-
-            - MLPClassifier: ``'predict_proba'``, with two outputs, ``"label"`` (what ``predict``
-              returns) and ``"probabilities"``;
-            - MLPRegressor: ``'predict'`` (output ``"predict"``, 1-D for one output);
-            - Autoencoder, VAE: ``'transform'`` (the code; the VAE's posterior mean),
-              ``'inverse_transform'`` (input ``"H"``: codes), ``'reconstruct'``;
-            - GAN: ``'sample'`` (input ``"z"``: noise rows of ``n_components`` numbers drawn
-              from N(0, I); output G(z)), ``'decision_function'``.
-
-            The input is ``"X"`` (n x ``n_features_in_``, the model's dtype) unless named above; a
-            single output is named after the method.
-
-        Returns
-        -------
-        onnx.ModelProto
-            Run it with ``onnxruntime.InferenceSession(model.SerializeToString())``, or write
-            it with ``onnx.save(model, path)``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            For a method the estimator does not export.
-        ImportError
-            When the ``onnx`` package is not installed.
-        """
+        within float tolerance.  Needs the ``onnx`` package (``pip install 'fastbp[onnx]'``)."""
         return export.to_onnx(self, method)
 
     # ------------------------------------------------------------------------------ persistence
@@ -584,6 +528,12 @@ class _BaseMLP(BaseEstimator):
                              "best_validation_score_ disagrees with validation_scores_")
 
 
+@sections(returns=(None, "sklearn.neural_network.MLPClassifier or "
+                   "sklearn.neural_network.MLPRegressor",
+                   "A fitted estimator, of this model's class name."),
+          raises=["not fitted", ("ValueError", "When scikit-learn cannot represent the network: "
+                                 "its MLPs have only the activations identity, logistic "
+                                 "(sigmoid), tanh and relu.")])
 def _to_sklearn(self):
     """The fitted network as scikit-learn's estimator of the same name (``MLPClassifier`` or
     ``MLPRegressor``), with a copy of its weights: its ``predict`` (and ``predict_proba``) equal
@@ -591,21 +541,7 @@ def _to_sklearn(self):
 
     The parameters scikit-learn shares are copied as they are (a ``solver`` or schedule it lacks,
     such as 'gd' or 'rmsprop', then makes its ``fit`` raise; prediction does not use them), as are
-    the fitted attributes it knows.
-
-    Returns
-    -------
-    sklearn.neural_network.MLPClassifier or sklearn.neural_network.MLPRegressor
-        A fitted estimator, of this model's class name.
-
-    Raises
-    ------
-    NotFittedError
-        Before ``fit``.
-    ValueError
-        When scikit-learn cannot represent the network: its MLPs have only the activations
-        identity, logistic (sigmoid), tanh and relu.
-    """
+    the fitted attributes it knows."""
     return export.to_sklearn(self)
 
 
@@ -622,27 +558,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """
 
     @partial_fit_available
+    @sections(["training X", "targets", "sample_weight as fit"], "self", ["as fit"])
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y) continuing from the current state (the first call initialises).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            The training rows.
-        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
-            The targets.
-        sample_weight : array-like of shape (n_samples,), default=None
-            As for ``fit``.
-
-        Returns
-        -------
-        self : the estimator.
-
-        Raises
-        ------
-        ValueError
-            As ``fit``.
-        """
+        """One epoch over (X, y) continuing from the current state (the first call initialises)."""
         return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
@@ -683,27 +601,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """R^2 of network outputs against the targets (early-stopping score)."""
         return r2_score(Y, output, sample_weight=sample_weight)
 
+    @sections(["X"], ("y", "ndarray of float64, shape (n_samples,) for one output, else "
+                      "(n_samples, n_outputs)",
+                      "float64 whatever the model's ``dtype``: scikit-learn's estimator checks "
+                      "hold a regressor's predictions to float64 "
+                      "(``check_regressor_multioutput``)."),
+              ["not fitted", "bad X"])
     def predict(self, X):
-        """Predicted targets.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of float64, shape (n_samples,) for one output, else (n_samples, n_outputs)
-            float64 whatever the model's ``dtype``: scikit-learn's estimator checks hold a
-            regressor's predictions to float64 (``check_regressor_multioutput``).
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
-            DataFrame's names and order).
-        """
+        """Predicted targets."""
         output = self._forward(X).astype(np.float64, copy=False)
         return output.ravel() if output.shape[1] == 1 else output
 
@@ -739,30 +644,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """
 
     @partial_fit_available
+    @sections(["training X",
+               ("y", "array-like of shape (n_samples,) or (n_samples, n_labels)",
+                "Class labels, or a multilabel indicator matrix (0/1 or -1/+1)."),
+               "sample_weight as fit",
+               ("classes", "array-like", "All the labels that will ever appear: required on the "
+                "first call for 1-D labels; later calls must only use labels from it.")],
+              "self", [("ValueError", "As ``fit``, and for a first call without ``classes`` or a "
+                        "label outside them.")])
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y) continuing from the current state.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            The training rows.
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            Class labels, or a multilabel indicator matrix (0/1 or -1/+1).
-        sample_weight : array-like of shape (n_samples,), default=None
-            As for ``fit``.
-        classes : array-like, default=None
-            All the labels that will ever appear: required on the first call for 1-D labels;
-            later calls must only use labels from it.
-
-        Returns
-        -------
-        self : the estimator.
-
-        Raises
-        ------
-        ValueError
-            As ``fit``, and for a first call without ``classes`` or a label outside them.
-        """
+        """One epoch over (X, y) continuing from the current state."""
         return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def _encode_targets(self, y, X, dtype, fresh, incremental, classes):
@@ -907,51 +798,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return (logits[:, 0] > 0).astype(np.intp)
         return logits.argmax(axis=1)
 
+    @sections(["X"], ("y", "ndarray of shape (n_samples,) or (n_samples, n_outputs)",
+                      "Labels from ``classes_``; for multilabel an int matrix in the convention of "
+                      "the targets ``fit`` saw: 1 where the logit is > 0, else 0 (or -1: the "
+                      "lecture's sign(t))."),
+              ["not fitted", "bad X"])
     def predict(self, X):
-        """Predicted class labels.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-            Labels from ``classes_``; for multilabel an int matrix in the convention of the
-            targets ``fit`` saw: 1 where the logit is > 0, else 0 (or -1: the lecture's sign(t)).
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
-            DataFrame's names and order).
-        """
+        """Predicted class labels."""
         indices = self._predict_indices(self._forward(X))
         return indices if self._kind == "multilabel" else self.classes_[indices]
 
+    @sections(["X"], (None, "ndarray of shape (n_samples, n_classes)",
+                      "As ``predict_proba``'s, of the model's ``dtype``."),
+              ["not fitted", "bad X"])
     def predict_log_proba(self, X):
-        """log of ``predict_proba``, computed stably from the logits.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-
-        Returns
-        -------
-        ndarray of shape (n_samples, n_classes)
-            As ``predict_proba``'s, of the model's ``dtype``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
-            DataFrame's names and order).
-        """
+        """log of ``predict_proba``, computed stably from the logits."""
         logits = self._forward(X)
         if self.loss_ == "softmax_cross_entropy":
             logits -= logits.max(axis=1, keepdims=True)
@@ -961,30 +822,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return log_p
         return np.hstack([-np.logaddexp(0, logits), log_p])
 
+    @sections(["X"], ("proba", "ndarray of shape (n_samples, n_classes)",
+                      "Softmax rows (multiclass), [1 - p, p] (binary), or the sigmoid of every "
+                      "label's logit (multilabel: (n_samples, n_outputs), rows need not sum to "
+                      "1).  Of the model's ``dtype`` (float32 by default), computed in it with no "
+                      "float64 round trip, as scikit-learn's ``MLPClassifier`` keeps the float32 "
+                      "of a model fitted on float32 data; ``dtype='float64'`` gives float64."),
+              ["not fitted", "bad X"])
     def predict_proba(self, X):
-        """Class probabilities.
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-            Softmax rows (multiclass), [1 - p, p] (binary), or the sigmoid of every label's logit
-            (multilabel: (n_samples, n_outputs), rows need not sum to 1).  Of the model's
-            ``dtype`` (float32 by default), computed in it with no float64 round trip, as
-            scikit-learn's ``MLPClassifier`` keeps the float32 of a model fitted on float32
-            data; ``dtype='float64'`` gives float64.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
-            DataFrame's names and order).
-        """
+        """Class probabilities."""
         check_is_fitted(self)
         if self.loss_ == "softmax_cross_entropy":
             return self._forward(X, "softmax")
@@ -993,32 +839,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         logits = self._forward(X)  # binary: sigmoid(-t), sigmoid(t), each to full precision
         return special.expit(np.hstack([-logits, logits]))
 
+    @sections(["X", ("y", "array-like of shape (n_samples,) or (n_samples, n_labels)",
+                     "The true labels."),
+               ("sample_weight", "array-like of shape (n_samples,)", "Weights of the rows.")],
+              (None, "float", "In [0, 1]."), ["not fitted", "bad X"])
     def score(self, X, y, sample_weight=None):
         """Mean accuracy of ``predict(X)`` (subset accuracy for multilabel), weighted by
         ``sample_weight`` when given (scikit-learn's ``accuracy_score``, computed here: labels
         of any type fastbp fits -- object ints, bytes -- compare, where scikit-learn's metrics
-        refuse some).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-        y : array-like of shape (n_samples,) or (n_samples, n_labels)
-            The true labels.
-        sample_weight : array-like of shape (n_samples,), default=None
-
-        Returns
-        -------
-        float
-            In [0, 1].
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit``.
-        """
+        refuse some)."""
         predicted = self.predict(X)
         y = check_targets(y, predicted.shape[0])
         if self._kind == "multilabel":  # as indicator matrices, whatever the sign convention

@@ -94,7 +94,7 @@ from fastbp.models._validation import check_is_fitted
 from fastbp.models.mlp import _make_rng
 from fastbp.nn import make_mlp
 from fastbp.models.persist import register
-from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc
+from fastbp.models._docs import MLP_ATTRIBUTES, numpydoc, sections
 
 __all__ = ["VAE"]
 
@@ -257,49 +257,18 @@ class VAE(EncoderDecoder):
         k = self._sampler.k
         return H[:, :k], H[:, k:]
 
+    @sections(["X"], "codes", ["not fitted", "bad X"])
     def transform(self, X):
-        """The posterior means mu(x) of q(z | x).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-
-        Returns
-        -------
-        Z : ndarray of shape (n_samples, n_components)
-            Of the model's ``dtype`` (a DataFrame with columns ``get_feature_names_out()`` under
-            ``set_output(transform="pandas")``).
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit`` (their number, or a
-            DataFrame's names and order).
-        """
+        """The posterior means mu(x) of q(z | x)."""
         return np.ascontiguousarray(self._posterior(self._checked(X))[0])
 
+    @sections(["n_samples", "random_state of z"],
+              ("X", "ndarray of shape (n_samples, n_features)",
+               "The decoder's mean (probabilities for ``loss='cross_entropy'``), of the model's "
+               "``dtype``."),
+              ["not fitted"])
     def sample(self, n_samples=1, random_state=None):
-        """New data points d(z), z ~ p(z).
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-        random_state : int, RandomState instance, numpy Generator or None, default=None
-            The draws of z; None: the model's own generator (successive calls differ).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            The decoder's mean (probabilities for ``loss='cross_entropy'``), of the model's
-            ``dtype``.
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        """
+        """New data points d(z), z ~ p(z)."""
         check_is_fitted(self)
         rng = self._rng if random_state is None else _make_rng(random_state)
         z = self._sampler.sample_prior(int(n_samples), rng, self._network.dtype)
@@ -335,25 +304,9 @@ class VAE(EncoderDecoder):
         return (-np.sum(errors / (2 * variance), axis=1)
                 - 0.5 * np.sum(np.log(2 * math.pi * variance)) - kl)
 
+    @sections(["X"], "row scores", ["not fitted", "bad X"])
     def score_samples(self, X):
-        """ELBO(x) for every row (see the class docstring).
-
-        Parameters
-        ----------
-        X : array-like or DataFrame of shape (n_samples, n_features)
-            Rows with the columns of ``fit`` (their number, or a DataFrame's names and order).
-
-        Returns
-        -------
-        ndarray of float64, shape (n_samples,)
-
-        Raises
-        ------
-        NotFittedError
-            Before ``fit``.
-        ValueError
-            X with NaN or infinity, or other columns than in ``fit``.
-        """
+        """ELBO(x) for every row (see the class docstring)."""
         X = self._checked(X)
         with self._threads():
             return self._elbo(*self._elbo_terms(X))
