@@ -32,22 +32,26 @@ noise's (a factor of ~1000) takes thousands of steps, more than the default fit 
 decoder's output bias starts at the data's mean.
 
 After training, ``decoder_std_`` (what ``score_samples`` uses) is the maximum-likelihood std of
-the residuals x_i - d(z_i) that training computed in the epoch whose weights the fit ends with
-(the last epoch; with early stopping the best one's, and none of this call's keeps the earlier
-value; ``solver='lbfgs'``: its last iterate, all rows with their fixed noise): every row of that
-epoch with its one draw of eps at the weights of its minibatch's step, v_j = sum_i w_i (x_ij -
-d_j(z_i))^2 / sum_i w_i with the rows' sample weights w_i (data-parallel: over every rank's rows),
-i.e. the v that maximises the epoch's summed objective, floored as in training
-(``fastbp.models._generative.residual_variance``).  It costs nothing: the sums come from the
-residuals each step computes anyway (``PenalisedSequential.record_residuals``).  The estimate at
-the final weights that it replaces ran the encoder once and the decoder for 8 noise draws over
-every training row after each ``fit``/``partial_fit``: 2x the epoch of a 784-1000-500-250-30
-VAE on 4096 rows, 3x the cost of streaming with ``partial_fit``.  At the default settings the two
-agree (the new over the old std, per feature: 0.90-1.18, medians 1.01-1.02, on the 2-D Gaussian
-in 8-D below, 3 seeds; 1.000-1.04 after each of 5 ``partial_fit`` epochs of that 784-... VAE on
-uniform data); where the steps move the weights much (the mixture example below, lr 0.003) the
-final weights' estimate jumps from call to call (one feature 0.042, 0.071, 0.080, 0.045 over 4
-further epochs) and the epoch's is the steadier (0.052-0.069 there), 0.99-1.6x the other.
+the residuals x_i - d(z_i) that training computed in the epoch whose weights the fit ends with:
+the last epoch (with early stopping the best one; when no epoch of the call beats the earlier
+best, its weights and ``decoder_std_`` stay; ``solver='lbfgs'``: the last iterate's evaluation,
+every row at its fixed noise).  Each row of that epoch counts once, at its one draw of eps and the
+weights of its minibatch's step: v_j = sum_i w_i (x_ij - d_j(z_i))^2 / sum_i w_i with the rows'
+sample weights w_i (data-parallel: every rank's rows), the v that maximises the epoch's summed
+objective, floored as in training (``fastbp.models._generative.residual_variance``).
+
+Why, by measurement: the estimate at the final weights that this replaces ran the encoder once
+and the decoder for 8 noise draws over every training row after each ``fit``/``partial_fit``,
+2x the epoch of a 784-1000-500-250-30 VAE on 4096 rows (batch 128, Adam), so streaming with
+``partial_fit`` cost 3x; one draw would still cost an encoder and a decoder pass over the rows,
+about 40% of an epoch, and a lazy estimate would need X, which is not kept.  The sums cost nothing: each
+step computes the residuals for its own variance anyway (``PenalisedSequential.
+record_residuals``).  The price is weights that move during the epoch.  At the default settings
+the two estimates agree (the new std over the old, per feature: 0.90-1.18, medians 1.01-1.02 on
+the 2-D Gaussian in 8-D below, 3 seeds; 1.000-1.04 after each of 5 ``partial_fit`` epochs of the
+VAE above on uniform data); where the steps move the weights much (the mixture example below,
+lr 0.003: 0.99-1.6x) the final weights' estimate jumps from call to call (one feature: 0.042,
+0.071, 0.080, 0.045 over 4 further epochs) and the epoch's is the steadier (0.052-0.069).
 
 The defaults (``decoder_std='learned'``, ``prior='gaussian'``, ``n_iter_no_change=50``: the
 sampled objective's noise from epoch to epoch hides slow progress over 10 epochs) were chosen
