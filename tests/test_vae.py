@@ -352,6 +352,20 @@ def test_training_makes_no_pass_over_the_rows_for_decoder_std(monkeypatch):
     assert calls == [] and vae.decoder_std_.shape == (5,)
 
 
+def test_a_model_pickled_during_its_fit_leaves_the_fits_hook_behind():
+    """A callback may pickle the model mid-fit (a checkpoint): the training's residual hook
+    (a closure) is not part of the model, and the copy trains on (without it) like a fresh
+    copy would."""
+    X = gaussian_data(n=200)
+    copies = []
+    vae = small(max_iter=2)
+    vae.fit(X, callbacks=[lambda state: copies.append(pickle.dumps(vae))])
+    twin = pickle.loads(copies[-1])
+    assert twin._network.record_residuals is None
+    twin.partial_fit(X)
+    assert twin._network.record_residuals is None and twin.decoder_std_.shape == (5,)
+
+
 def test_early_stopping_on_the_validation_elbo():
     X = gaussian_data(n=400)
     vae = small(max_iter=300, early_stopping=True, n_iter_no_change=3, tol=0.05).fit(X)

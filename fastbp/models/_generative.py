@@ -609,6 +609,12 @@ class PenalisedSequential(Sequential):
         self.penalties = [layer for layer in self.layers if isinstance(layer, _Penalty)]
         self._loss_cache = _BufferCache(self._make_loss_buffer)
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("record_residuals", None)  # a fit's hook (a closure), not part of the model
+        state.pop("_step_residuals", None)
+        return state
+
     def engine_stack(self):
         """As ``Sequential.engine_stack``; a Gaussian decoder variance is not in the engine."""
         stack = super().engine_stack()
