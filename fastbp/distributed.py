@@ -55,9 +55,10 @@ What else the objective holds:
   feature) -- are the global minibatch's: the layer reduces this rank's mean over the ranks inside
   the forward pass, before the gradient that needs it (:class:`Share`, which the epoch hands to
   the layers: they never import this module), so the step is one process's;
-- after fit, the VAE's ``decoder_std_`` is over all the training rows (sharded: every rank's,
-  :func:`average`), as is the decoder's starting bias; a learned mixture prior starts from rank
-  0's codes.
+- after fit, the VAE's ``decoder_std_`` is over the residuals of every rank's rows of its last
+  epoch (each rank sums its steps', one allreduce), the decoder's starting bias over all the
+  training rows (sharded: every rank's, :func:`average`); a learned mixture prior starts from
+  rank 0's codes.
 
 Faults: an exception that leaves the ``data_parallel`` block on any rank prints its traceback
 (naming the rank) and aborts the whole MPI job (``MPI_Abort``), so the other ranks never wait for

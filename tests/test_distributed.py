@@ -107,8 +107,9 @@ def test_generative_and_weighted_fits_equal_one_process(report, case):
 def test_sharded_weights_and_rho_hat_are_the_global_minibatchs(report):
     """Sharded rows, one full batch a step: weighted (the engine declines: layer by layer) and
     the sparse autoencoder's KL penalty equal one process's fit on all the rows; the sharded VAE's
-    decoder_std_ is over every rank's rows (rank 0's alone differ), and each rank draws its own
-    noise."""
+    decoder_std_ is the maximum-likelihood value of its last epoch's training residuals over
+    every rank's rows (recorded on each rank in NumPy, summed by mpi4py; rank 0's alone differ),
+    the same on every rank, and each rank draws its own noise."""
     got = report[1]
     for case in ("sharded_weighted_gd", "sharded_sparse_kl_gd"):
         assert got[case]["identical"] and got[case]["diff"] < 1e-12, got[case]

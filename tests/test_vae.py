@@ -9,7 +9,7 @@ import pytest
 import fastbp
 from _helpers import assert_refit_fails_unchanged, one_blas_thread  # noqa: F401  (autouse fixture)
 from conftest import numeric_gradient
-from fastbp.models._generative import LOG_VARIANCE_KNEE, log_variance
+from fastbp.models._generative import LOG_VARIANCE_KNEE, PenalisedSequential, log_variance
 from fastbp.models.vae import VAE
 
 pytestmark = pytest.mark.filterwarnings("ignore::fastbp.ConvergenceWarning")
@@ -258,6 +258,112 @@ def test_transform_reconstruct_sample_and_score_are_consistent():
     unit = small(loss="cross_entropy", max_iter=2).fit((X - X.min()) / np.ptp(X))
     samples = unit.sample(50, random_state=0)
     assert samples.min() > 0 and samples.max() < 1
+
+
+def _sigma_to_zero(vae):
+    """The encoder's variance outputs at s = -60 for every x (sigma = e^-30): z = mu(x) up to
+    ~1e-13, so that a training step's residuals are x - reconstruct(x) at that step's weights."""
+    last, k = vae.encoder_.dense_layers[-1], vae.n_components
+    last.W[:, k:] = 0.0
+    last.b[k:] = -60.0
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_learned_decoder_std_is_the_ml_value_of_the_epochs_residuals(weighted):
+    """After partial_fit, decoder_std_ is the maximum-likelihood std of the epoch's training
+    residuals, pooled over its minibatches with the rows' weights.  The weights held still (a
+    learning rate below float64's resolution) and sigma(x) ~ 0 make every residual
+    x - reconstruct(x): NumPy's weighted mean of their squares is the truth.  300 rows in
+    batches of 64 (the last of 44) whose total weights differ, zeros included."""
+    X = gaussian_data(n=300)
+    weights = (np.random.default_rng(1).uniform(0, 2, 300) * np.repeat([1, 5, 0, 1, 3], 60)
+               if weighted else None)
+    vae = small(dtype="float64", batch_size=64, learning_rate_init=1e-300)
+    vae.partial_fit(X, sample_weight=weights)
+    _sigma_to_zero(vae)
+    vae.partial_fit(X, sample_weight=weights)
+    truth = np.sqrt(np.average((X - vae.reconstruct(X)) ** 2, axis=0, weights=weights))
+    np.testing.assert_allclose(vae.decoder_std_, truth, rtol=1e-9)
+
+
+def test_a_fit_keeps_the_residuals_of_its_last_epoch():
+    """Moving weights: one full-batch step per epoch, so the last epoch's residuals are those at
+    the weights the epoch before it left (kept by a callback), not the final weights' nor the
+    earlier epochs'."""
+    X = gaussian_data(n=200)
+    vae = small(dtype="float64", batch_size=200, max_iter=1).fit(X)
+    _sigma_to_zero(vae)
+    seen = []
+    vae.set_params(warm_start=True, max_iter=4)
+    vae.fit(X, callbacks=[lambda state: seen.append(vae._network.get_weights())])
+    final = np.sqrt(np.mean((X - vae.reconstruct(X)) ** 2, axis=0))
+    vae._network.set_weights(seen[-2])  # before the last epoch's step
+    truth = np.sqrt(np.mean((X - vae.reconstruct(X)) ** 2, axis=0))
+    np.testing.assert_allclose(vae.decoder_std_, truth, rtol=1e-9)
+    assert np.abs(truth / final - 1).max() > 1e-4  # the step moved them: the test can tell
+
+
+def test_early_stopping_keeps_the_residuals_of_its_best_epoch(monkeypatch):
+    """With early stopping the fit ends with the best epoch's weights, and decoder_std_ is the
+    maximum-likelihood value of that epoch's training residuals (recorded here, in NumPy, from
+    every training step's output and rows)."""
+    steps, ends = [], []
+    objective = PenalisedSequential._objective
+
+    def recording(self, loss, X, Y, training, sample_weight=None):
+        result = objective(self, loss, X, Y, training, sample_weight)
+        steps.append((np.square(self.dense_layers[-1].A - Y).sum(axis=0), Y.shape[0]))
+        return result
+
+    monkeypatch.setattr(PenalisedSequential, "_objective", recording)
+    vae = small(dtype="float64", max_iter=300, early_stopping=True, n_iter_no_change=3, tol=0.05)
+    vae.fit(gaussian_data(n=400), callbacks=[lambda state: ends.append(len(steps))])
+    best = int(np.argmax(vae.validation_scores_))
+    assert 0 < best < vae.n_iter_ - 1  # neither the first epoch nor the last
+    squares, rows = zip(*steps[ends[best - 1]:ends[best]])
+    np.testing.assert_allclose(vae.decoder_std_, np.sqrt(np.sum(squares, axis=0) / sum(rows)),
+                               rtol=1e-9)
+
+
+def test_lbfgs_decoder_std_is_the_ml_value_at_its_last_iterate():
+    """solver='lbfgs': decoder_std_ is the maximum-likelihood value of the last iterate's
+    residuals (every row, at its fixed noise).  At that v the Gaussian's term of the objective is
+    sum_j (1/2 + 1/2 log v_j) in closed form, so the last loss (alpha=0) is
+    D/2 + sum_j log decoder_std_j + the KL term of the same evaluation."""
+    X = gaussian_data(n=200)
+    vae = small(solver="lbfgs", alpha=0.0, dtype="float64", max_iter=30, prior="fixed").fit(X)
+    assert vae.loss_curve_[-1] == pytest.approx(
+        X.shape[1] / 2 + np.log(vae.decoder_std_).sum() + vae._sampler.value, abs=1e-12)
+
+
+def test_training_makes_no_pass_over_the_rows_for_decoder_std(monkeypatch):
+    """The learned decoder std comes from the training steps' own residuals: neither partial_fit
+    nor fit runs the network in inference mode (before: the encoder once and the decoder for 8
+    noise draws over every training row, after every call)."""
+    calls = []
+    predict = fastbp.nn.Sequential.predict
+    monkeypatch.setattr(fastbp.nn.Sequential, "predict",
+                        lambda self, *args, **kwargs: calls.append(self) or predict(self, *args,
+                                                                                     **kwargs))
+    X = gaussian_data(n=300)
+    vae = small(batch_size=64, max_iter=3)
+    vae.partial_fit(X).partial_fit(X)
+    vae.fit(X)
+    assert calls == [] and vae.decoder_std_.shape == (5,)
+
+
+def test_a_model_pickled_during_its_fit_leaves_the_fits_hook_behind():
+    """A callback may pickle the model mid-fit (a checkpoint): the training's residual hook
+    (a closure) is not part of the model, and the copy trains on (without it) like a fresh
+    copy would."""
+    X = gaussian_data(n=200)
+    copies = []
+    vae = small(max_iter=2)
+    vae.fit(X, callbacks=[lambda state: copies.append(pickle.dumps(vae))])
+    twin = pickle.loads(copies[-1])
+    assert twin._network.record_residuals is None
+    twin.partial_fit(X)
+    assert twin._network.record_residuals is None and twin.decoder_std_.shape == (5,)
 
 
 def test_early_stopping_on_the_validation_elbo():

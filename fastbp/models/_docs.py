@@ -55,7 +55,8 @@ PARAMETERS = {
     "decoder_std": ("float > 0 or 'learned'", "Standard deviation of the Gaussian p(x | z) "
                     "(squared_error): the same number for every feature, or 'learned': one per "
                     "feature at its maximum-likelihood value, the decoder's mean squared "
-                    "residual (each minibatch's in training; ``decoder_std_`` after fit).  "
+                    "residual (each minibatch's in training; ``decoder_std_`` after fit: the last "
+                    "epoch's).  "
                     "'learned' is the default because no fixed number suits every data scale: "
                     "with 1.0 (and N(0, I)), samples of a 2-D Gaussian embedded in 8-D had "
                     "0.66-0.86 of the data's variance, with 'learned' (and the learned Gaussian "
@@ -196,7 +197,9 @@ ATTRIBUTES = {
                            "component covariances (diagonal for a mixture)."),
     "decoder_std_": ("ndarray of shape (n_features,) or None", "The standard deviation of "
                      "p(x | z) per feature (``decoder_std``, or its learned value: the root "
-                     "mean squared residual of the training rows over the ELBO's noise draws); "
+                     "mean squared residual, weighted by ``sample_weight``, of the rows of the "
+                     "epoch whose weights the fit ends with, at their training draws and steps; "
+                     "see the ``fastbp.models.vae`` module docstring); "
                      "None for the cross-entropy loss."),
     "generator_": ("fastbp.nn.Sequential", "G: noise z -> sample, as trained (``sample`` uses "
                    "``average_generator_`` when there is one)."),

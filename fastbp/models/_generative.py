@@ -30,8 +30,8 @@ from fastbp.models.mlp import _BaseMLP, partial_fit_available
 from fastbp.nn import Layer, Sequential, _BufferCache, make_mlp, row_losses, row_weights
 
 __all__ = ["GenerativeBase", "EncoderDecoder", "SparsityPenalty", "Reparameterize", "PRIORS",
-           "log_variance", "LOG_VARIANCE_KNEE", "decoder_variance", "PenalisedSequential",
-           "hourglass", "store_params",
+           "log_variance", "LOG_VARIANCE_KNEE", "decoder_variance", "residual_variance",
+           "PenalisedSequential", "hourglass", "store_params",
            "check_fraction", "check_nonnegative", "check_sizes", "check_n_components"]
 
 
@@ -563,6 +563,15 @@ def decoder_variance(mean_squares, data_mean_square, dtype):
     return np.maximum(mean_squares, max(floor, np.finfo(np.float64).tiny))
 
 
+def residual_variance(sums, dtype):
+    """:func:`decoder_variance` from residual sums laid out as ``PenalisedSequential.
+    record_residuals`` gives them (added over steps, rows or ranks): the weighted mean squared
+    residual of each feature, floored by the data's mean square."""
+    n_features = sums.shape[0] - 3
+    weight, data_squares, entries = sums[n_features:]
+    return decoder_variance(sums[:n_features] / weight, data_squares / max(entries, 1), dtype)
+
+
 class PenalisedSequential(Sequential):
     """A Sequential whose objective is the data loss + the ``value`` of every penalty layer.  Its
     Dense layers need not chain directly (the VAE's sampling layer halves the width).
@@ -576,9 +585,20 @@ class PenalisedSequential(Sequential):
     (``share``, a ``fastbp.distributed.Share``, set by the epoch as on the penalty layers) the
     mean squared residuals, and the data's mean square under the variance's floor, are the
     global minibatch's (a collective), so that v is one process's.
+
+    ``record_residuals`` (a learned variance only; None by default) is called after every
+    training step (``_loss_and_grad``: each minibatch of an epoch, each L-BFGS evaluation; not an
+    evaluation of the objective alone, such as the training loop's start loss) with that step's
+    sums over this process's rows, a float64 array of D + 3 numbers
+    [sum_i w_i (x_ij - d_j(z_i))^2 for each feature j, sum_i w_i, sum_i ||x_i||^2, n D]: w_i the
+    rows' sample weights (1 without; in a data-parallel step the share's rows weighted as the
+    share is, ``fastbp.distributed.Share.weight``), n D the entries of x.  Sums, not means, so
+    that steps and ranks add up: :func:`residual_variance` turns them into the variance.
     """
 
     share = None
+    record_residuals = None  # see the class docstring
+    _step_residuals = None  # the last step's sums, until _loss_and_grad hands them on
 
     def __init__(self, layers, decoder_variance=None):
         self.layers = list(layers)
@@ -589,6 +609,12 @@ class PenalisedSequential(Sequential):
         self.decoder_variance = decoder_variance
         self.penalties = [layer for layer in self.layers if isinstance(layer, _Penalty)]
         self._loss_cache = _BufferCache(self._make_loss_buffer)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("record_residuals", None)  # a fit's hook (a closure), not part of the model
+        state.pop("_step_residuals", None)
+        return state
 
     def engine_stack(self):
         """As ``Sequential.engine_stack``; a Gaussian decoder variance is not in the engine."""
@@ -603,19 +629,33 @@ class PenalisedSequential(Sequential):
             layer.row_weights = weights
         value, grad = super()._objective(loss, X, Y, training, sample_weight)
         if self.decoder_variance is not None:
-            value, grad = self._gaussian(Y, weights, value, grad)
+            value, grad = self._gaussian(Y, weights, value, grad, sample_weight)
         for layer in self.penalties:
             value += layer.value
         return value, grad
 
-    def _gaussian(self, Y, weights, value, grad):
-        """The squared error's value and gradient as the Gaussian's (see the class docstring)."""
+    def _loss_and_grad(self, loss, X, Y, training, sample_weight=None):
+        value = super()._loss_and_grad(loss, X, Y, training, sample_weight)
+        sums, self._step_residuals = self._step_residuals, None
+        if sums is not None and self.record_residuals is not None:
+            self.record_residuals(sums)
+        return value
+
+    def _gaussian(self, Y, weights, value, grad, sample_weight=None):
+        """The squared error's value and gradient as the Gaussian's (see the class docstring);
+        ``weights`` are the batch's ``row_weights`` of its ``sample_weight``."""
         if self.decoder_variance == "learned":
             n = Y.shape[0]
             residual = self.output.astype(np.float64) - Y
             factors = np.full(n, 1.0 / max(n, 1)) if weights is None else weights / max(n, 1)
             mean_squares = factors @ (residual * residual)
             data_mean_square = float(np.square(Y, dtype=np.float64).sum()) / max(Y.size, 1)
+            if self.record_residuals is not None:  # this step's sums (see the class docstring)
+                weight = (self.share.weight if self.share is not None
+                          else n if sample_weight is None else float(np.sum(sample_weight)))
+                self._step_residuals = np.concatenate(
+                    [mean_squares * weight if weight else np.zeros_like(mean_squares),
+                     [weight, data_mean_square * Y.size, Y.size]])
             if self.share is not None:  # the global minibatch's
                 mean_squares = self.share.mean(mean_squares)
                 data_mean_square = self.share.mean(data_mean_square, weighted=False)
