@@ -279,7 +279,7 @@ objective = PenalisedSequential._objective
 
 def recording(self, loss, X_, Y_, training, sample_weight=None):
     result = objective(self, loss, X_, Y_, training, sample_weight)
-    steps.append(np.square(self.dense_layers[-1].A - Y_).sum(axis=0))
+    steps.append(np.square(self.output - Y_).sum(axis=0))
     return result
 
 

@@ -312,7 +312,7 @@ def test_early_stopping_keeps_the_residuals_of_its_best_epoch(monkeypatch):
 
     def recording(self, loss, X, Y, training, sample_weight=None):
         result = objective(self, loss, X, Y, training, sample_weight)
-        steps.append((np.square(self.dense_layers[-1].A - Y).sum(axis=0), Y.shape[0]))
+        steps.append((np.square(self.output - Y).sum(axis=0), Y.shape[0]))
         return result
 
     monkeypatch.setattr(PenalisedSequential, "_objective", recording)
