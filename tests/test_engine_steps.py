@@ -212,3 +212,19 @@ def test_lbfgs_evaluations_on_the_engine_equal_the_layer_by_layer_ones(compiled,
     np.testing.assert_allclose(fits[0].loss_curve_, fits[1].loss_curve_, rtol=1e-9)
     for a, b in zip(fits[0]._network.params(), fits[1]._network.params()):
         np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_inference_forward_of_runs_without_dropout_is_on_the_engine(compiled):
+    """Where no run draws dropout masks, a forward pass out of training is the same pass: it
+    runs on the engine too (the GAN's fakes for D's step), and backward follows it there."""
+    layers = lambda: [Dense(7, 9, "tanh", rng=np.random.default_rng(0)), Scale(9, np.float32),
+                      Dense(9, 2, "identity", rng=np.random.default_rng(1))]
+    net, ref = Sequential(layers()), Sequential(layers())
+    net.engine_passes = engine.make_stack_passes(net)[0]
+    X = np.random.default_rng(7).standard_normal((33, 7)).astype(np.float32)
+    np.testing.assert_allclose(net._forward(X, False), ref._forward(X, False), rtol=2e-5,
+                               atol=1e-6)
+    assert net._on_engine
+    grad = np.ones((33, 2), np.float32)
+    np.testing.assert_allclose(net._backward(grad, True), ref._backward(grad, True), rtol=2e-5,
+                               atol=1e-6)

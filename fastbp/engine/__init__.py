@@ -175,9 +175,24 @@ _c_train_warned = False
 # child starts them afresh (the engine's pools reset themselves: fb_pool_adopt), so that it works
 # as a new process would.
 _trainers = weakref.WeakSet()
+# The engine that every StackPasses of a dtype runs on, and its lock ({float64?: [engine, lock]}):
+# one pool of threads for all of them (a pool per run, idle while the others work, would spin
+# and yield on the cores they need: measured 2x slower GAN epochs).
+_shared = {}
+
+
+def _shared_engine(dtype):
+    """[engine, lock] shared by the StackPasses of this dtype (made on first use)."""
+    dbl = dtype == np.float64
+    if dbl not in _shared:
+        _shared[dbl] = [_c_train.Engine(dbl, min(cpu_count(), MAX_THREADS),
+                                        *_pthread_entry_points()), threading.Lock()]
+    return _shared[dbl]
 
 
 def _after_fork_in_child():
+    for shared in _shared.values():
+        shared[1] = threading.Lock()
     for trainer in list(_trainers):
         trainer._lock = threading.Lock()
     if _c_train is not None:
@@ -454,6 +469,11 @@ class StackPasses:
         self._X = None   # the input of the last forward pass (the first layer's dW needs it)
         self._dX = np.empty((0, dense[0].n_in), dense[0].W.dtype)
 
+    @property
+    def _lock(self):
+        """The shared engine's lock (replaced in a forked child)."""
+        return _shared_engine(self._dense[0].W.dtype)[1]
+
     def bind(self, optimizer):
         """Let backward passes take ``optimizer``'s steps of this run's parameters (``mode =
         'update'``), in the engine as its whole epochs do: each slice of a weight gradient goes
@@ -477,24 +497,33 @@ class StackPasses:
         return self._dense
 
     @property
+    def dropout(self):
+        """Whether a Dropout layer of the run draws masks (its forward pass is then for training
+        only)."""
+        return bool(self._dropouts)
+
+    @property
     def grad_norms(self):
         """||dW||_F per Dense layer of the last backward pass that took a step (float64)."""
         return self._trainer._grad_norms
 
     def _ready(self, n):
-        """The trainer, with room for n rows and bound to the layers' current arrays."""
+        """The trainer, with room for n rows and bound to the layers' current arrays (call it
+        holding the shared engine's lock)."""
         trainer = self._trainer
         if trainer is None or trainer.batch_size < n:
             params = [a for layer in self._dense for a in (layer.W, layer.b)]
             optimizer = self._optimizer or _NoStep(params)
             trainer = self._trainer = FusedTrainer(None, self._dense, self._dropouts,
                                                    "squared_error", optimizer, max(n, 1),
-                                                   predict_only=self._optimizer is None)
+                                                   predict_only=self._optimizer is None,
+                                                   shared=True)
         else:
             trainer._refresh()
         return trainer
 
     def _call(self, trainer, segment, X, n, Y=0, dX=0):
+        trainer._engine.load(_address(trainer._desc))  # the shared engine: this run's tables
         call = trainer._call
         call["segment"], call["X"], call["n"], call["Y"], call["pout"] = segment, X, n, Y, dX
         call["mb0"] = call["mb1"] = 0
@@ -508,15 +537,17 @@ class StackPasses:
 
     def forward(self, X):
         """The training forward pass over the rows of X (n x the first layer's inputs, the
-        layers' dtype; copied when not C-contiguous and aligned): the last layer's output, a
-        view of the engine's buffer (valid until the next forward pass)."""
-        trainer = self._ready(X.shape[0])
+        layers' dtype; copied when not C-contiguous and aligned), which is also the inference
+        pass of a run without dropout (:attr:`dropout`): the last layer's output, a view of the
+        engine's buffer (valid until the next forward pass)."""
         if not (X.flags.c_contiguous and X.flags.aligned):
             X = np.ascontiguousarray(X)
         n = X.shape[0]
-        if trainer._groups:
-            self._draw(trainer, n)
-        self._call(trainer, 1, _address(X), n)
+        with self._lock:
+            trainer = self._ready(n)
+            if trainer._groups:
+                self._draw(trainer, n)
+            self._call(trainer, 1, _address(X), n)
         self._X = X
         return trainer._A[-1][:n]
 
@@ -553,8 +584,9 @@ class StackPasses:
                 self._dX = np.empty((n, X.shape[1]), X.dtype)
             dX = self._dX[:n]
         # (no rows: zero gradients, and an update's step from them: the decay, the momentum)
-        self._call(trainer, self.MODES[self.mode], _address(X), n, _address(grad),
-                   _address(dX) if need_dX else 0)
+        with self._lock:
+            self._call(trainer, self.MODES[self.mode], _address(X), n, _address(grad),
+                       _address(dX) if need_dX else 0)
         return dX
 
 
@@ -568,7 +600,7 @@ class FusedTrainer:
     """The compiled epoch (see the module docstring); made by :func:`make_trainer`."""
 
     def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None,
-                 predict_only=False, parallel=None, penalty=None, output=None):
+                 predict_only=False, parallel=None, penalty=None, output=None, shared=False):
         # no reference to the network itself: a network keeps its predictor (make_predictor),
         # and a cycle would keep the engine's threads alive until the garbage collector runs
         self.loss, self.optimizer = loss, optimizer
@@ -586,9 +618,12 @@ class FusedTrainer:
         # floating-point work of one training row: 2 d k for each of forward, dW and dX
         self.flops_per_row = 2.0 * sum(d * k for d, k in zip(self.widths, self.widths[1:]))
         self.train_flops_per_row = 3 * self.flops_per_row - 2.0 * self.widths[0] * self.widths[1]
-        # a pool of at most one thread per CPU: more could only queue for the cores
-        self._engine = _c_train.Engine(dtype == np.float64, min(cpu_count(), MAX_THREADS),
-                                       *_pthread_entry_points())
+        # a pool of at most one thread per CPU: more could only queue for the cores (or the
+        # engine that all StackPasses of the dtype share, loaded with this trainer's tables
+        # before each call: StackPasses._call)
+        self._engine = (_shared_engine(dtype)[0] if shared else
+                        _c_train.Engine(dtype == np.float64, min(cpu_count(), MAX_THREADS),
+                                        *_pthread_entry_points()))
         self._blas_functions, libraries, self.blas = engine_blas()
         self._blas_get, self._blas_set = thread_entry_points(libraries)
         self._blas_fallback = None if self._blas_get else SingleThreadBlas(libraries)

@@ -1017,7 +1017,7 @@ static double R(phase1)(fb_net *N, int tid, long j, int all, int nb, int r0, int
     double value = 0;
     if (m <= 0 && N->sparsity != FB_SPARSE_KL) return 0; /* KL: every thread meets the barrier */
     const REAL *in = Xin + (long)r0 * N->d[0];
-    if (N->segment == 2) in = FB_P(N->A[L - 1]) + (long)r0 * N->d[L];
+    if (N->segment >= 2) in = FB_P(N->A[L - 1]) + (long)r0 * N->d[L]; /* a backward pass */
     else for (int l = 0; l < L; l++) {
         int di = N->d[l], k = N->d[l + 1];
         if (N->drop[l]) {

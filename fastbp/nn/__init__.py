@@ -790,7 +790,7 @@ class Sequential:
     _segments = None
     # the engine's passes of the runs of Dense layers ([(start, stop, fastbp.engine.StackPasses)],
     # see engine_runs), set by the training epoch (fastbp.training.make_trainer) while it runs;
-    # and whether the last training forward pass ran on them (its backward pass does too)
+    # and whether the last forward pass ran on them (its backward pass does too)
     engine_passes = None
     _on_engine = False
     _stepped = ()  # the parameters (positions in params()) the last backward pass stepped
@@ -1021,9 +1021,12 @@ class Sequential:
                 segments = self._segments = _Segments(self, self._checkpoint_segments)
             self.output = segments.forward(self.layers, X, training)
             return self.output
-        layers, done = self.layers, 0
-        if training and keep and self.engine_passes is not None:
-            for start, stop, passes in self.engine_passes:
+        layers, done, runs = self.layers, 0, self.engine_passes
+        # on the engine's passes: training, or inference where no run has a dropout to switch
+        # off (the GAN's fakes for D's step: a threaded BLAS call between engine calls would
+        # leave its workers spinning on the cores the engine's threads need)
+        if keep and runs is not None and (training or not any(p.dropout for _, _, p in runs)):
+            for start, stop, passes in runs:
                 for layer in layers[done:start]:
                     X = layer._forward(X, training, keep)
                 X, done = passes.forward(X), stop
