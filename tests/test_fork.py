@@ -188,3 +188,48 @@ def test_a_fork_while_other_threads_are_inside_the_engine_gives_a_working_child(
     assert report["held"] == 1, "the fit never held the BLAS: the fork did not meet the engine"
     assert report == {"before": report["before"], "held": 1, "exited": True, "status": 0,
                       "predict": True, "blas": report["before"]}
+
+
+# The engine's passes inside steps (a VAE: one engine and one lock shared by all passes of a
+# dtype) in a forked child: the child fits as the parent did, and exits.
+ENGINE_STEPS = r"""
+import json, os, sys, time, threading, warnings
+import numpy as np
+import fastbp
+
+X = np.random.default_rng(0).random((600, 40)).astype(np.float32)
+
+
+def fitted():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+        return fastbp.VAE(3, (128, 64), max_iter=2, random_state=0).fit(X)
+
+
+est = fitted()
+assert est.fit_path_.startswith("engine steps (")
+z = est.transform(X)
+# another thread is inside a fit (holding the shared engine's lock, or about to) at the fork
+worker = threading.Thread(target=lambda: [fitted() for _ in range(3)])
+worker.start()
+time.sleep(0.05)
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(read)
+    again = fitted()
+    os.write(write, json.dumps({"same": bool(np.array_equal(z, again.transform(X))),
+                                "path": again.fit_path_}).encode())
+    os.close(write)
+    sys.exit(0)
+os.close(write)
+""" + WAIT_FOR_CHILD + r"""worker.join()
+child = json.loads(os.read(read, 4096).decode() or "{}")
+print(json.dumps({"exited": bool(done), "status": status if done else None, **child}))
+"""
+
+
+def test_a_forked_child_fits_on_the_engines_passes_like_the_parent():
+    report = run(ENGINE_STEPS)
+    assert report["exited"] and report["status"] == 0 and report["same"], report
+    assert report["path"].startswith("engine steps ("), report
