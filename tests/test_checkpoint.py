@@ -221,19 +221,29 @@ def test_fits_equal_the_stored_fits(backend, monkeypatch, name, make, kind):
     assert checkpointed.loss_curve_ == stored.loss_curve_
     for a, b in zip(checkpointed.network_.params(), stored.network_.params()):
         np.testing.assert_array_equal(a, b)
-    if name != "gan":
-        reason = "numpy backend" if backend == "numpy" else (
-            "checkpoint_segments=2 (the engine stores every layer's values)")
-        assert checkpointed.fit_path_ == f"layerwise: {reason}"
+    if name != "gan":  # on the compiled backend: the engine's passes, each segment run again
+        assert checkpointed.fit_path_ == ("layerwise: numpy backend" if backend == "numpy" else
+                                          f"engine steps ({ENGINE_EPOCHS.format(2)})")
 
 
-def test_the_engine_declines_training_not_prediction(on_compiled):
+ENGINE_EPOCHS = "checkpoint_segments={} (the engine's epochs store every layer's values)"
+
+
+def test_the_engines_epochs_decline_its_passes_recompute(on_compiled, monkeypatch):
+    """The engine's whole epochs store everything and decline; its passes inside each step take
+    the segments as runs, share one workspace and run each segment but the last again before
+    its backward pass (counted), with the stored fit's result."""
     X = np.random.default_rng(8).random((30, 6), dtype=np.float32)
     model = Autoencoder(3, (12, 8), max_iter=3, random_state=0)
     engine_fit = model.fit(X).network_.get_weights()
-    model.set_params(checkpoint_segments="sqrt").fit(X)
-    assert model.fit_path_ == ("layerwise: checkpoint_segments='sqrt' (the engine stores every "
-                               "layer's values)")
+    replays = []
+    replay = engine.StackPasses.replay
+    monkeypatch.setattr(engine.StackPasses, "replay", lambda self: (replays.append(self),
+                                                                    replay(self))[1])
+    model.set_params(checkpoint_segments="sqrt").fit(X)  # 4 Dense layers: 2 segments
+    assert model.fit_path_ == f"engine steps ({ENGINE_EPOCHS.format(repr('sqrt'))})"
+    # one minibatch per epoch (30 rows): the first of the 2 segments again in each step
+    assert len(replays) == model.n_iter_ and len({id(r) for r in replays}) == 1
     for a, b in zip(model.network_.params(), engine_fit):  # the engine's fit, to float tolerance
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     net = model.network_
@@ -265,3 +275,34 @@ def test_parameters_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
     net = pickle.loads(pickle.dumps(make_mlp(6, (4,), 6, rng=0)))
     assert net.checkpoint_segments is None and net._segments is None
+
+
+def test_the_engines_segments_share_one_workspace(on_compiled):
+    """On the engine's passes the segments' values share one workspace: what a step holds of
+    Z, A and D is the largest segment's plus the checkpoints, not every layer's (the bytes
+    counted from the arrays the engine runs on, a shared workspace once)."""
+    sizes = [20, 40, 30, 10, 30, 40, 20]
+
+    def values(segments):
+        net = Sequential([Dense(d, k, "relu" if i < 5 else "identity", rng=i)
+                          for i, (d, k) in enumerate(zip(sizes, sizes[1:]))],
+                         checkpoint_segments=segments)
+        passes, why = engine.make_stack_passes(net)
+        assert why is None
+        net.engine_passes = passes
+        X = np.random.default_rng(0).random((64, 20), dtype=np.float32)
+        net._backward(np.ones_like(net._forward(X, True)), False)
+        seen = {}
+        for _, _, run in passes:
+            for a in run._trainer._Z + run._trainer._A + run._trainer._D:
+                if a is not None:
+                    base = a if a.base is None else a.base
+                    seen[id(base)] = base.nbytes
+        return sum(seen.values()), len(passes)
+
+    stored, one = values(None)
+    checkpointed, runs = values(3)
+    assert (one, runs) == (1, 3)
+    # largest segment (40 + 20 wide, the last, its output in the workspace) + checkpoints 30, 30
+    row = 64 * 4
+    assert stored == row * sum(sizes[1:]) and checkpointed == row * (40 + 20 + 30 + 30)

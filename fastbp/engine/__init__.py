@@ -301,7 +301,8 @@ def engine_decline(network, loss_name, optimizer, batch_size, parallel=None, pre
         return "numpy backend"
     segments = getattr(network, "checkpoint_segments", None)
     if segments is not None and not predict_only:
-        return f"checkpoint_segments={segments!r} (the engine stores every layer's values)"
+        return (f"checkpoint_segments={segments!r} (the engine's epochs store every layer's "
+                "values)")
     if loss_name not in LOSS_CODES:
         return f"loss {loss_name!r} not in the engine"
     if _c_train is None:
@@ -368,9 +369,6 @@ def make_stack_passes(network, optimizer=None):
         return None, "numpy backend"
     if _c_train is None:
         return None, f"engine unavailable ({_c_train_error})"
-    segments = getattr(network, "checkpoint_segments", None)
-    if segments is not None:
-        return None, f"checkpoint_segments={segments!r} (the engine stores every layer's values)"
     describe = getattr(network, "engine_runs", None)
     runs = describe() if callable(describe) else f"{type(network).__name__} has no engine_runs()"
     if isinstance(runs, str):
@@ -390,7 +388,73 @@ def make_stack_passes(network, optimizer=None):
         if optimizer is not None:
             run.bind(optimizer)
         passes.append((start, stop, run))
+    if network.checkpoint_segments is not None:  # the runs share their buffers: _SharedBuffers
+        _SharedBuffers([run for _, _, run in passes])
     return passes, None
+
+
+class _SharedBuffers:
+    """The buffers of the runs of a network with ``checkpoint_segments`` (each run a segment):
+    every layer's values in one workspace that all runs share (the size of the largest run's),
+    but for each run's output (the next run's input: its checkpoint, an array of its own; not
+    the last run's), every dZ in a second one, and one dW scratch.  The forward pass leaves the last run's values in the workspace;
+    the backward pass runs each other run again from its kept input (:meth:`StackPasses.replay`,
+    with the dropout masks it drew) before going back through it.  Grown with the rows."""
+
+    def __init__(self, runs):
+        self.runs, self.rows = runs, 0
+        self.flat = None
+        for run in runs:
+            run._group = self
+
+    def _own_output(self, run):
+        """Whether the run's output is an array of its own: the next run's input, its
+        checkpoint (the network's output, which the loss reads before any other run is run
+        again, stays in the workspace)."""
+        return run is not self.runs[-1]
+
+    def _sizes(self, run, n):
+        """The entries a run takes of the two shared buffers for n rows (each view rounded up
+        to 64 bytes)."""
+        item = run._dense[0].W.dtype.itemsize
+        step = lambda width: -(-n * width * item // 64) * 64 // item
+        values = deltas = 0
+        last = len(run._dense) - 1 if self._own_output(run) else -1
+        for l, layer in enumerate(run._dense):
+            in_place = _in_place(layer)
+            values += step(layer.n_out) if not (l == last and in_place) else 0  # Z
+            values += step(layer.n_out) if not (in_place or l == last) else 0   # A
+            values += step(layer.n_in) if l in run._dropouts else 0             # D
+            deltas += step(layer.n_out)
+        return values, deltas
+
+    def ensure(self, n):
+        """Room for n rows: every run's trainer made again on the grown buffers if needed."""
+        if n <= self.rows:
+            return False
+        dtype = self.runs[0]._dense[0].W.dtype
+        sizes = [self._sizes(run, n) for run in self.runs]
+        self.flat = [np.empty(max(s[i] for s in sizes), dtype) for i in (0, 1)]
+        # one dW scratch too (the calls run one at a time)
+        scratch = [FusedTrainer.scratch_shape([run._dense[0].n_in] + [d.n_out for d in run._dense],
+                                              run._optimizer is None) for run in self.runs]
+        self.scratch = np.empty((scratch[0][0], max(entries for _, entries in scratch)), dtype)
+        for run in self.runs:
+            offsets, last = [0, 0], len(run._dense) - 1 if self._own_output(run) else -1
+
+            def take(kind, l, shape, offsets=offsets, last=last):
+                if kind == "dWs":  # the largest run's: every run's fits in its rows
+                    return self.scratch
+                if l == last and kind in ("Z", "A"):  # the run's output: its own
+                    return np.empty(shape, dtype)
+                i = 1 if kind == "dZ" else 0
+                count = shape[0] * shape[1]
+                view = self.flat[i][offsets[i]:offsets[i] + count].reshape(shape)
+                offsets[i] += -(-count * dtype.itemsize // 64) * 64 // dtype.itemsize
+                return view
+            run._make_trainer(n, take)
+        self.rows = n
+        return True
 
 
 class _OptimizerPart:
@@ -464,6 +528,7 @@ class StackPasses:
         self._dense, self._dropouts = dense, dropouts
         self.param_index = param_index  # the positions of its parameters in the network's
         self._trainer = None
+        self._group = None  # checkpoint segments: the runs' _SharedBuffers
         self._optimizer = None  # bound: an _OptimizerPart
         self.mode = "gradients"
         self._X = None   # the input of the last forward pass (the first layer's dW needs it)
@@ -489,6 +554,8 @@ class StackPasses:
         if not _optimizer_ok(part, params):
             return f"optimizer {type(optimizer).__name__} without its own state arrays"
         self._optimizer, self._trainer, self.mode = part, None, "update"
+        if self._group is not None:
+            self._group.rows = 0  # every run's trainer made again, bound
         return None
 
     @property
@@ -507,20 +574,39 @@ class StackPasses:
         """||dW||_F per Dense layer of the last backward pass that took a step (float64)."""
         return self._trainer._grad_norms
 
+    @property
+    def recompute(self):
+        """Whether the run is a segment of ``checkpoint_segments``: its values are not kept
+        (all runs share one workspace), and a backward pass needs :meth:`replay` first unless
+        the run is the network's last."""
+        return self._group is not None
+
+    def _make_trainer(self, n, buffers=None):
+        params = [a for layer in self._dense for a in (layer.W, layer.b)]
+        optimizer = self._optimizer or _NoStep(params)
+        self._trainer = FusedTrainer(None, self._dense, self._dropouts, "squared_error",
+                                     optimizer, max(n, 1), predict_only=self._optimizer is None,
+                                     shared=True, buffers=buffers)
+        return self._trainer
+
     def _ready(self, n):
         """The trainer, with room for n rows and bound to the layers' current arrays (call it
         holding the shared engine's lock)."""
         trainer = self._trainer
-        if trainer is None or trainer.batch_size < n:
-            params = [a for layer in self._dense for a in (layer.W, layer.b)]
-            optimizer = self._optimizer or _NoStep(params)
-            trainer = self._trainer = FusedTrainer(None, self._dense, self._dropouts,
-                                                   "squared_error", optimizer, max(n, 1),
-                                                   predict_only=self._optimizer is None,
-                                                   shared=True)
-        else:
-            trainer._refresh()
+        if self._group is not None:
+            if self._group.ensure(max(n, 1)):
+                return self._trainer
+        elif trainer is None or trainer.batch_size < n:
+            return self._make_trainer(n)
+        trainer._refresh()
         return trainer
+
+    def replay(self):
+        """The last training forward pass again, from its kept input with the masks it drew
+        (a segment of ``checkpoint_segments``, before its backward pass)."""
+        with self._lock:
+            trainer = self._trainer
+            self._call(trainer, 1, _address(self._X), self._X.shape[0])
 
     def _call(self, trainer, segment, X, n, Y=0, dX=0):
         trainer._engine.load(_address(trainer._desc))  # the shared engine: this run's tables
@@ -600,7 +686,8 @@ class FusedTrainer:
     """The compiled epoch (see the module docstring); made by :func:`make_trainer`."""
 
     def __init__(self, network, dense, dropouts, loss, optimizer, batch_size, n_threads=None,
-                 predict_only=False, parallel=None, penalty=None, output=None, shared=False):
+                 predict_only=False, parallel=None, penalty=None, output=None, shared=False,
+                 buffers=None):
         # no reference to the network itself: a network keeps its predictor (make_predictor),
         # and a cycle would keep the engine's threads alive until the garbage collector runs
         self.loss, self.optimizer = loss, optimizer
@@ -628,20 +715,21 @@ class FusedTrainer:
         self._blas_get, self._blas_set = thread_entry_points(libraries)
         self._blas_fallback = None if self._blas_get else SingleThreadBlas(libraries)
 
-        # work buffers, made once
-        self._Xb = np.empty((B, self.widths[0]), dtype)
+        # work buffers, made once: arrays of their own, or what ``buffers(kind, l, shape)``
+        # gives (_SharedBuffers)
+        take = buffers or (lambda kind, l, shape: np.empty(shape, dtype))
+        # the gathered minibatch (a stack's passes take their rows as they are: none)
+        self._Xb = np.empty((0 if shared else B, self.widths[0]), dtype)
         # per-thread scratch for the dW slices (the engine keeps dW in cache with it)
-        threads = min(cpu_count(), MAX_THREADS)
-        largest = max(d * k for d, k in zip(self.widths, self.widths[1:]))
-        per_thread = 0 if predict_only else largest // threads + 16 * max(self.widths[1:])
-        self._dw_scratch = np.empty((threads, per_thread), dtype)
+        self._dw_scratch = take("dWs", None, self.scratch_shape(self.widths, predict_only))
+        # each layer's Z, A (Z itself where A may share it), dZ and dropped-out input D
         self._Z, self._A, self._dZ, self._D = [], [], [], []
         for l, layer in enumerate(dense):
-            Z = np.empty((B, layer.n_out), dtype)
+            Z = take("Z" if _in_place(layer) else "Z only", l, (B, layer.n_out))
             self._Z.append(Z)
-            self._A.append(Z if _in_place(layer) else np.empty_like(Z))
-            self._dZ.append(np.empty_like(Z))
-            self._D.append(np.empty((B, layer.n_in), dtype) if l in dropouts else None)
+            self._A.append(Z if _in_place(layer) else take("A", l, (B, layer.n_out)))
+            self._dZ.append(take("dZ", l, (B, layer.n_out)))
+            self._D.append(take("D", l, (B, layer.n_in)) if l in dropouts else None)
         # dropout generators: one group of draws per distinct generator, layers in order
         self._groups = []      # [generator, total width]
         self._draw_offset = {}
@@ -684,6 +772,13 @@ class FusedTrainer:
         self._sample_weight = None
         self._output = output  # the last layer's activation in place of its own (make_predictor)
         self._bind()
+
+    @staticmethod
+    def scratch_shape(widths, predict_only=False):
+        """(threads, entries) of the per-thread dW scratch for a stack of these widths."""
+        threads = min(cpu_count(), MAX_THREADS)
+        largest = max(d * k for d, k in zip(widths, widths[1:]))
+        return threads, 0 if predict_only else largest // threads + 16 * max(widths[1:])
 
     # ------------------------------------------------------------------ tables
     def _current(self, step):

@@ -563,6 +563,21 @@ def check_checkpoint_segments(value):
 _ALIGN = 64  # bytes: each workspace view starts on a cache line, as a fresh array does
 
 
+def segment_ends(layers, segments):
+    """The positions of the Dense layers that end a segment of ``checkpoint_segments``
+    (``segments``: 'sqrt' or an int; see :class:`Sequential`): the Dense layers in that many
+    groups of consecutive ones, as equal as can be, the first groups one layer larger."""
+    dense = [i for i, layer in enumerate(layers) if type(layer) is Dense]
+    k = round(math.sqrt(len(dense))) if segments == "sqrt" else segments
+    k = max(1, min(k, len(dense)))
+    q, r = divmod(len(dense), k)
+    ends, count = set(), 0
+    for j in range(k - 1):
+        count += q + (j < r)
+        ends.add(dense[count - 1])
+    return ends
+
+
 def _view(flat, n, width, offset=0):
     """n x width entries of a flat buffer from ``offset``, as a C-contiguous matrix."""
     return flat[offset:offset + n * width].reshape(n, width)
@@ -586,14 +601,7 @@ class _Segments:
         self.key = tuple(map(id, layers))
         self.dtype = network.dtype
         self.widths = network._widths()
-        dense = [i for i, layer in enumerate(layers) if type(layer) is Dense]
-        k = round(math.sqrt(len(dense))) if segments == "sqrt" else segments
-        k = max(1, min(k, len(dense)))
-        q, r = divmod(len(dense), k)
-        ends, count = set(), 0
-        for j in range(k - 1):  # as equal as can be, the first r groups one Dense layer larger
-            count += q + (j < r)
-            ends.add(dense[count - 1])
+        ends = segment_ends(layers, segments)
         self.segments, lo = [], None
         for i, layer in enumerate(layers):
             if type(layer) not in (Dense, Dropout):
@@ -764,9 +772,12 @@ class Sequential:
     order, every Dropout reusing the mask it drew (kept, one byte per unit), never drawing again.
     A layer of any other kind (the penalty layers of the sparse autoencoder and the VAE, a
     layer of your own) is never run again: it runs once on its own buffers (its random draws
-    happen once), and segments end before it and start after it.  The compiled engine stores
-    every layer's values for all rows: a network with ``checkpoint_segments`` trains layer by
-    layer (``fastbp.engine.engine_decline`` says so); prediction is unchanged.
+    happen once), and segments end before it and start after it.  The compiled engine's whole
+    epochs store every layer's values for all rows and decline ``checkpoint_segments``; on the
+    compiled backend its passes inside each step take the segments instead (``engine_runs``:
+    one run per segment, all runs sharing one workspace, each run but the last run again from
+    its checkpoint before its backward pass, with the masks it drew), with the same gradients;
+    prediction is unchanged.
 
     Parameters
     ----------
@@ -917,12 +928,16 @@ class Sequential:
         {index among them: the Dropout on its input} --, or a phrase saying why there is none.
         Every other layer (a penalty, the VAE's sampling layer, a layer of your own, a Dropout
         last or before such a layer) runs itself between the runs.  A rate-0 Dropout is the
-        identity and is left out.
+        identity and is left out.  With ``checkpoint_segments`` a run also ends where a
+        segment does (the engine's passes then run each segment again before its backward
+        pass, as the layer-by-layer pass does).
 
         Returns
         -------
         list of tuple (int, int, list of Dense, dict) or str
         """
+        segments = self._checkpoint_segments
+        ends = segment_ends(self.layers, segments) if segments is not None else ()
         runs, run, pending = [], None, None  # run: [start, dense, dropouts]; pending: (i, Dropout)
         for i, layer in enumerate([*self.layers, None]):
             if type(layer) is Dense:
@@ -932,6 +947,9 @@ class Sequential:
                     run[2][len(run[1])] = pending[1]
                 run[1].append(layer)
                 pending = None
+                if i in ends:  # a checkpoint segment ends here
+                    runs.append((run[0], i + 1, run[1], run[2]))
+                    run = None
                 continue
             dropout = type(layer) is Dropout and isinstance(layer.rng, np.random.Generator)
             if run is not None and (pending is not None or not dropout):
@@ -1015,12 +1033,6 @@ class Sequential:
 
     def _forward(self, X, training, keep=True):
         self._on_engine = False
-        if keep and self._checkpoint_segments is not None:
-            segments = self._segments
-            if segments is None or segments.key != tuple(map(id, self.layers)):
-                segments = self._segments = _Segments(self, self._checkpoint_segments)
-            self.output = segments.forward(self.layers, X, training)
-            return self.output
         layers, done, runs = self.layers, 0, self.engine_passes
         # on the engine's passes: training, or inference where no run has a dropout to switch
         # off (the GAN's fakes for D's step: a threaded BLAS call between engine calls would
@@ -1031,6 +1043,12 @@ class Sequential:
                     X = layer._forward(X, training, keep)
                 X, done = passes.forward(X), stop
             self._on_engine = True
+        elif keep and self._checkpoint_segments is not None:
+            segments = self._segments
+            if segments is None or segments.key != tuple(map(id, self.layers)):
+                segments = self._segments = _Segments(self, self._checkpoint_segments)
+            self.output = segments.forward(self.layers, X, training)
+            return self.output
         for layer in layers[done:]:
             X = layer._forward(X, training, keep)
         self.output = X
@@ -1119,14 +1137,17 @@ class Sequential:
         return self._backward(dOut, need_dX)
 
     def _backward(self, grad, need_dX):
-        if self._checkpoint_segments is not None:
+        self._stepped = ()
+        if self._checkpoint_segments is not None and not self._on_engine:
             return self._segments.backward(self.layers, grad, need_dX)
         layers, done = self.layers, len(self.layers)
-        self._stepped = ()
         if self._on_engine:
-            for start, stop, passes in reversed(self.engine_passes):
+            runs = self.engine_passes
+            for start, stop, passes in reversed(runs):
                 for i in range(done - 1, stop - 1, -1):
                     grad = layers[i]._backward(grad, True)
+                if passes.recompute and passes is not runs[-1][2]:
+                    passes.replay()  # its values: run again from its checkpoint
                 grad, done = passes.backward(grad, need_dX or start > 0), start
                 if passes.mode == "update":
                     self._stepped += tuple(passes.param_index)
