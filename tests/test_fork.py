@@ -200,17 +200,19 @@ import fastbp
 X = np.random.default_rng(0).random((600, 40)).astype(np.float32)
 
 
-def fitted():
+def fitted(n_threads=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
-        return fastbp.VAE(3, (128, 64), max_iter=2, random_state=0).fit(X)
+        return fastbp.VAE(3, (128, 64), max_iter=2, random_state=0, n_threads=n_threads).fit(X)
 
 
 est = fitted()
 assert est.fit_path_.startswith("engine steps (")
 z = est.transform(X)
-# another thread is inside a fit (holding the shared engine's lock, or about to) at the fork
-worker = threading.Thread(target=lambda: [fitted() for _ in range(3)])
+# another thread is inside a fit (holding the shared engine's lock, or about to) at the fork;
+# its BLAS at one thread (n_threads=1): a fork in the middle of a threaded OpenBLAS call can
+# hang that call in the parent (OpenBLAS's fork handler), whoever makes it
+worker = threading.Thread(target=lambda: [fitted(1) for _ in range(3)])
 worker.start()
 time.sleep(0.05)
 read, write = os.pipe()
