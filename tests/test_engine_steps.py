@@ -6,6 +6,8 @@ output, input gradient and parameter gradients (the same dropout masks), on both
 two threads, and odd shapes; and fits of the VAE and the GAN equal to their layer-by-layer fits.
 """
 import pickle
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -298,3 +300,27 @@ def test_misaligned_arrays_from_a_layer_of_ones_own(compiled):
                                atol=1e-6)
     for a, b in zip(net.grads(), ref.grads()):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_threads_starting_at_once_share_one_engine_and_lock(compiled, monkeypatch):
+    """Two threads whose first passes start together get the same engine and the same lock: two
+    engines under two locks would let one thread's pass run on the engine the other one uses."""
+    monkeypatch.setattr(engine, "_shared", {})
+    made = engine._c_train.Engine
+
+    def slow_engine(*args):  # the other thread starts while this one makes the engine
+        time.sleep(0.1)
+        return made(*args)
+
+    monkeypatch.setattr(engine._c_train, "Engine", slow_engine)
+    got = [None, None]
+
+    def first_use(i):
+        got[i] = engine._shared_engine(np.dtype(np.float32))
+
+    threads = [threading.Thread(target=first_use, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got[0] is got[1] is engine._shared[False]

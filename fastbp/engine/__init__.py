@@ -182,12 +182,15 @@ _shared = {}
 
 
 def _shared_engine(dtype):
-    """[engine, lock] shared by the StackPasses of this dtype (made on first use)."""
+    """[engine, lock] shared by the StackPasses of this dtype (made on first use; threads
+    making it at once all get the first one stored)."""
     dbl = dtype == np.float64
-    if dbl not in _shared:
-        _shared[dbl] = [_c_train.Engine(dbl, min(cpu_count(), MAX_THREADS),
-                                        *_pthread_entry_points()), threading.Lock()]
-    return _shared[dbl]
+    shared = _shared.get(dbl)
+    if shared is None:
+        shared = _shared.setdefault(dbl, [_c_train.Engine(dbl, min(cpu_count(), MAX_THREADS),
+                                                          *_pthread_entry_points()),
+                                          threading.Lock()])
+    return shared
 
 
 def _after_fork_in_child():
