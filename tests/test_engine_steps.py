@@ -6,6 +6,8 @@ output, input gradient and parameter gradients (the same dropout masks), on both
 two threads, and odd shapes; and fits of the VAE and the GAN equal to their layer-by-layer fits.
 """
 import pickle
+import threading
+import time
 import warnings
 
 import numpy as np
@@ -228,3 +230,97 @@ def test_inference_forward_of_runs_without_dropout_is_on_the_engine(compiled):
     grad = np.ones((33, 2), np.float32)
     np.testing.assert_allclose(net._backward(grad, True), ref._backward(grad, True), rtol=2e-5,
                                atol=1e-6)
+
+
+class Handing(Layer):
+    """An identity that hands the next layer its input, and the layer before its gradient, as
+    ``forward_as`` / ``backward_as`` make them: what a layer of the user's own may return."""
+
+    def __init__(self, forward_as, backward_as=lambda a: a):
+        self.forward_as, self.backward_as = forward_as, backward_as
+
+    def forward(self, X, training=False):
+        return self.forward_as(X)
+
+    def backward(self, dA, need_dX=True):
+        return self.backward_as(dA) if need_dX else None
+
+
+def _misaligned(a):
+    """a's values in a C-contiguous array whose data is not aligned for its dtype."""
+    raw = np.empty(a.nbytes + 1, np.uint8)[1:]
+    out = raw.view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert out.flags.c_contiguous and not out.flags.aligned
+    return out
+
+
+def _handing_net(handing):
+    rng = np.random.default_rng(0)
+    return Sequential([Dense(4, 5, "tanh", rng=rng), handing, Dense(5, 2, "relu", rng=rng)])
+
+
+@pytest.mark.parametrize("forward_as, backward_as, error", [
+    (lambda X: X.astype(np.float64), lambda g: g, TypeError),   # not the next run's dtype
+    (lambda X: np.hstack([X, X]), lambda g: g, ValueError),     # wider than its input
+    (lambda X: X[:, :3], lambda g: g, ValueError),              # narrower (read past its end)
+    (lambda X: X, lambda g: g.astype(np.float64), TypeError),
+    (lambda X: X, lambda g: g[:-1], ValueError),                # fewer rows than the forward's
+    (lambda X: X, lambda g: np.hstack([g, g]), ValueError),
+], ids=["forward-dtype", "forward-wide", "forward-narrow", "backward-dtype", "backward-rows",
+        "backward-wide"])
+def test_a_layer_handing_the_engine_wrong_arrays_gets_the_layer_by_layer_error(
+        compiled, forward_as, backward_as, error):
+    """A layer of the user's own that hands a run of Dense layers an input or a gradient of
+    another dtype or shape is told so, as the layer-by-layer pass tells it (TypeError for the
+    dtype, ValueError for the shape): the engine never reads such an array as the run's."""
+    X = np.random.default_rng(8).standard_normal((6, 4)).astype(np.float32)
+    for on_engine in (False, True):
+        net = _handing_net(Handing(forward_as, backward_as))
+        if on_engine:
+            net.engine_passes = engine.make_stack_passes(net)[0]
+        with pytest.raises(error):
+            out = net._forward(X, True)
+            net._backward(np.ones_like(out), True)
+
+
+def test_misaligned_arrays_from_a_layer_of_ones_own(compiled):
+    """An input or gradient that is C-contiguous but not aligned is copied before the engine
+    reads it (its loads may assume the dtype's alignment): the pass equals the layer-by-layer
+    pass of aligned copies."""
+    X = np.random.default_rng(9).standard_normal((11, 4)).astype(np.float32)
+    net = _handing_net(Handing(_misaligned, _misaligned))
+    net.engine_passes = engine.make_stack_passes(net)[0]
+    ref = _handing_net(Handing(np.copy))
+    out, want = net._forward(X, True).copy(), ref._forward(X, True)
+    assert net.engine_passes[1][2]._X.flags.aligned  # what the second run's engine call read
+    np.testing.assert_allclose(out, want, rtol=2e-5, atol=1e-6)
+    grad = np.cos(np.arange(out.size, dtype=np.float32)).reshape(out.shape)
+    np.testing.assert_allclose(net._backward(grad, True), ref._backward(grad, True), rtol=2e-5,
+                               atol=1e-6)
+    for a, b in zip(net.grads(), ref.grads()):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_threads_starting_at_once_share_one_engine_and_lock(compiled, monkeypatch):
+    """Two threads whose first passes start together get the same engine and the same lock: two
+    engines under two locks would let one thread's pass run on the engine the other one uses."""
+    monkeypatch.setattr(engine, "_shared", {})
+    made = engine._c_train.Engine
+
+    def slow_engine(*args):  # the other thread starts while this one makes the engine
+        time.sleep(0.1)
+        return made(*args)
+
+    monkeypatch.setattr(engine._c_train, "Engine", slow_engine)
+    got = [None, None]
+
+    def first_use(i):
+        got[i] = engine._shared_engine(np.dtype(np.float32))
+
+    threads = [threading.Thread(target=first_use, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got[0] is got[1] is engine._shared[False]

@@ -66,7 +66,7 @@ import numpy as np
 
 from fastbp import _backend
 from fastbp.engine import layout
-from fastbp.kernels import registry
+from fastbp.kernels import _checks, registry
 from fastbp._platform._blas_threads import (SingleThreadBlas, blas_choice, numpy_openblas, scipy_blas,
                             thread_entry_points)
 
@@ -182,12 +182,15 @@ _shared = {}
 
 
 def _shared_engine(dtype):
-    """[engine, lock] shared by the StackPasses of this dtype (made on first use)."""
+    """[engine, lock] shared by the StackPasses of this dtype (made on first use; threads
+    making it at once all get the first one stored)."""
     dbl = dtype == np.float64
-    if dbl not in _shared:
-        _shared[dbl] = [_c_train.Engine(dbl, min(cpu_count(), MAX_THREADS),
-                                        *_pthread_entry_points()), threading.Lock()]
-    return _shared[dbl]
+    shared = _shared.get(dbl)
+    if shared is None:
+        shared = _shared.setdefault(dbl, [_c_train.Engine(dbl, min(cpu_count(), MAX_THREADS),
+                                                          *_pthread_entry_points()),
+                                          threading.Lock()])
+    return shared
 
 
 def _after_fork_in_child():
@@ -625,9 +628,12 @@ class StackPasses:
         """The training forward pass over the rows of X (n x the first layer's inputs, the
         layers' dtype; copied when not C-contiguous and aligned), which is also the inference
         pass of a run without dropout (:attr:`dropout`): the last layer's output, a view of the
-        engine's buffer (valid until the next forward pass)."""
-        if not (X.flags.c_contiguous and X.flags.aligned):
-            X = np.ascontiguousarray(X)
+        engine's buffer (valid until the next forward pass).  TypeError for another dtype,
+        ValueError for another width (as the layers' own pass), before the engine reads X."""
+        first = self._dense[0]
+        X = _checks.float_array(X, "X", 2)
+        _checks.same_dtype(first.W, "W", X, "X")
+        _checks.shapes_match(X, "X", first.W, "W", 1, 0)
         n = X.shape[0]
         with self._lock:
             trainer = self._ready(n)
@@ -659,11 +665,17 @@ class StackPasses:
         ``dW``/``db``; ``'update'``, the bound optimizer's step ``t + 1`` (see :meth:`bind`);
         ``'input'``, nothing (dL/dX only: a network trained through another's input, as the
         GAN's generator through its discriminator).  Returns dL/dX (a buffer) when ``need_dX``,
-        else None."""
+        else None.  TypeError for a ``grad`` of another dtype, ValueError for another shape than
+        the last forward's output, before the engine reads it."""
         trainer, X = self._trainer, self._X
+        if X is None:
+            raise RuntimeError("backward needs a forward pass first")
         n = X.shape[0]
-        if not (grad.flags.c_contiguous and grad.flags.aligned):
-            grad = np.ascontiguousarray(grad)
+        grad = _checks.float_array(grad, "grad", 2)
+        _checks.same_dtype(X, "X", grad, "grad")
+        if grad.shape != (n, self._dense[-1].n_out):
+            raise ValueError(f"grad has shape {grad.shape}, the last forward's output has "
+                             f"{(n, self._dense[-1].n_out)}")
         dX = None
         if need_dX:
             if self._dX.shape[0] < n:
