@@ -16,6 +16,7 @@ from _helpers import one_blas_thread  # noqa: F401  (autouse fixture)
 
 import fastbp
 import fastbp.engine as engine
+import fastbp.training
 from fastbp.nn import Dense, Dropout, Layer, Sequential
 
 pytestmark = pytest.mark.skipif(engine._c_train is None, reason="compiled engine not built")
@@ -324,3 +325,35 @@ def test_threads_starting_at_once_share_one_engine_and_lock(compiled, monkeypatc
     for thread in threads:
         thread.join()
     assert got[0] is got[1] is engine._shared[False]
+
+
+def test_a_layer_of_ones_own_raising_in_backward_leaves_no_step_half_taken(compiled, monkeypatch):
+    """Layer by layer, an exception from a layer's backward pass leaves the step untaken; on the
+    engine's passes too: a run after a layer of the user's own keeps its gradients for the
+    optimizer's step (its step is not taken inside its backward pass)."""
+    class Failing(Scale):
+        calls = 0
+
+        def backward(self, dA, need_dX=True):
+            Failing.calls += 1
+            if Failing.calls == 3:
+                raise RuntimeError("the third backward pass fails")
+            return super().backward(dA, need_dX)
+
+    X = np.random.default_rng(9).standard_normal((40, 7)).astype(np.float32)
+    results = []
+    for on in (True, False):
+        monkeypatch.setattr(engine, "USE_FUSED", on)
+        Failing.calls = 0
+        net = Sequential([Dense(7, 9, "tanh", rng=np.random.default_rng(0)), Failing(9, np.float32),
+                          Dense(9, 2, "identity", rng=np.random.default_rng(1))])
+        state = fastbp.training.TrainState()
+        with pytest.raises(RuntimeError, match="third"):
+            fastbp.training.fit_network(net, "squared_error", X, np.ascontiguousarray(X[:, :2]),
+                                        fastbp.training.TrainConfig(max_iter=5, batch_size=40),
+                                        state, rng=0)
+        results.append(([p.copy() for p in net.params()], state.optimizer.t))
+    (got, t_got), (want, t_want) = results
+    assert t_got == t_want
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)

@@ -388,7 +388,10 @@ def make_stack_passes(network, optimizer=None):
     for start, stop, dense, dropouts in runs:
         run = StackPasses(dense, dropouts, [index[id(a)] for layer in dense
                                             for a in (layer.W, layer.b)])
-        if optimizer is not None:
+        # the step taken in the backward pass only where no layer of the user's own runs after
+        # it (before it in the network): one that raises there would leave the step half taken
+        if optimizer is not None and all(type(layer).__module__.partition(".")[0] == "fastbp"
+                                         for layer in network.layers[:start]):
             run.bind(optimizer)
         passes.append((start, stop, run))
     if network.checkpoint_segments is not None:  # the runs share their buffers: _SharedBuffers
