@@ -660,8 +660,17 @@ class LayerwiseTrainer:
 
 def optimizer_step(optimizer, network, grads=None):
     """The optimizer's step after the network's backward pass, of the parameters whose step the
-    engine's passes did not take already (``fastbp.nn.Sequential.engine_stepped``); ``grads``:
-    ``network.grads()``, if the caller holds them."""
+    engine's passes did not take already (``fastbp.nn.Sequential.engine_stepped``).
+
+    Parameters
+    ----------
+    optimizer : fastbp.optim.Optimizer
+        Over ``network.params()``; its ``t`` advances by one.
+    network : fastbp.nn.Sequential
+        After its backward pass.
+    grads : list of ndarray, optional
+        ``network.grads()``, if the caller holds them.
+    """
     stepped = network.engine_stepped()
     grads = network.grads() if grads is None else grads
     optimizer.step(grads, skip=stepped) if stepped else optimizer.step(grads)
@@ -670,10 +679,24 @@ def optimizer_step(optimizer, network, grads=None):
 def stack_passes(network, optimizer=None):
     """The compiled engine's passes of the network's runs of Dense layers inside each training
     step (``fastbp.engine.make_stack_passes``), for :class:`LayerwiseTrainer` and
-    :func:`engine_passes`: ``(passes, None)``, or ``(None, why not)``.  With ``optimizer`` the
-    passes take its steps of their layers' parameters where they can
-    (``fastbp.engine.StackPasses.bind``; the caller steps the others:
-    ``fastbp.nn.Sequential.engine_stepped``)."""
+    :func:`engine_passes`.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network (``engine_runs`` says where its runs are).
+    optimizer : fastbp.optim.Optimizer, optional
+        The passes then take its steps of their layers' parameters where they can
+        (``fastbp.engine.StackPasses.bind``; the caller steps the others:
+        :func:`optimizer_step`).
+
+    Returns
+    -------
+    passes : list or None
+        ``[(start, stop, fastbp.engine.StackPasses)]``, or None when the engine runs none.
+    why_not : str or None
+        None, or why not (the backend, the switch, the build, a run's reason).
+    """
     try:
         engine = importlib.import_module("fastbp.engine")
     except ImportError as error:
@@ -683,8 +706,16 @@ def stack_passes(network, optimizer=None):
 
 @contextlib.contextmanager
 def engine_passes(network, passes):
-    """Run the network's training passes on the engine's ``passes`` (see
-    :class:`LayerwiseTrainer`) inside the block; None leaves the network as it is."""
+    """Run the network's training passes on the engine's passes inside the block (see
+    :class:`LayerwiseTrainer`); they are taken off after it, whatever happened.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network.
+    passes : list or None
+        As :func:`stack_passes` returns them; None leaves the network as it is.
+    """
     if passes is None:
         yield
         return
@@ -1240,7 +1271,20 @@ def _lbfgs_blas():
 
 def lbfgs_passes(network):
     """The engine's passes for L-BFGS's evaluations (gradients only: SciPy takes the steps) and
-    the fit path: ``(passes, LBFGS_PATH)``, or ``(None, "layerwise: <why not>")``."""
+    the fit path.
+
+    Parameters
+    ----------
+    network : fastbp.nn.Sequential
+        The network.
+
+    Returns
+    -------
+    passes : list or None
+        As :func:`stack_passes` returns them.
+    fit_path : str
+        :data:`LBFGS_PATH`, or ``"layerwise: <why not>"``.
+    """
     passes, why = stack_passes(network)
     return passes, LBFGS_PATH if passes is not None else f"layerwise: {why}"
 
