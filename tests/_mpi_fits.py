@@ -224,28 +224,24 @@ for name, patch, case, truth, on in (
         report[name] = {"diff": float(np.abs(weights(est) - weights(truth)).max()),
                         "path": est.fit_path_}
 
-# negative control: the KL sparsity penalty with rho_hat from each rank's own rows must differ
-original_mean = distributed.Share.mean
-distributed.Share.mean = lambda self, local, weighted=True: local
-try:
-    with data_parallel():
-        est = fit(GENERATIVE["sparse_kl_weighted"])
-finally:
-    distributed.Share.mean = original_mean
-if comm.rank == 0:
-    report["control_kl_local_rho_hat"] = {
-        "diff": float(np.abs(weights(est) - weights(fit(GENERATIVE["sparse_kl_weighted"]))).max())}
+def local_statistics_control(name, make, weights_of):
+    """A negative control: a fit whose statistics over the minibatch (Share.mean) are each
+    rank's own rows' must differ from one process's fit."""
+    original_mean = distributed.Share.mean
+    distributed.Share.mean = lambda self, local, weighted=True: local
+    try:
+        with data_parallel():
+            est = fit(make)
+    finally:
+        distributed.Share.mean = original_mean
+    if comm.rank == 0:
+        report[name] = {"diff": float(np.abs(weights_of(est) - weights_of(fit(make))).max())}
 
-# negative control: the GAN's minibatch-std statistics from each rank's own rows must differ
-distributed.Share.mean = lambda self, local, weighted=True: local
-try:
-    with data_parallel():
-        est = fit(GAN["gan_default"])
-finally:
-    distributed.Share.mean = original_mean
-if comm.rank == 0:
-    report["control_gan_local_minibatch_std"] = {
-        "diff": float(np.abs(gan_weights(est) - gan_weights(fit(GAN["gan_default"]))).max())}
+
+# the KL sparsity penalty with rho_hat, and the GAN's minibatch-std statistics, from each rank's
+# own rows
+local_statistics_control("control_kl_local_rho_hat", GENERATIVE["sparse_kl_weighted"], weights)
+local_statistics_control("control_gan_local_minibatch_std", GAN["gan_default"], gan_weights)
 
 # sharded, one full batch a step ('gd': the rows' order within a batch does not matter), each
 # rank every P-th row of the 696 (a multiple of 2 and 3: every rank's share of the batch holds
