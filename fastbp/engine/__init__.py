@@ -403,8 +403,8 @@ class _SharedBuffers:
     """The buffers of the runs of a network with ``checkpoint_segments`` (each run a segment):
     every layer's values in one workspace that all runs share (the size of the largest run's),
     but for each run's output (the next run's input: its checkpoint, an array of its own; not
-    the last run's), every dZ in a second one, and one dW scratch.  The forward pass leaves the last run's values in the workspace;
-    the backward pass runs each other run again from its kept input (:meth:`StackPasses.replay`,
+    the last run's), every dZ in a second one, and one dW scratch.  The forward pass leaves the
+    last run's values in the workspace; the backward pass runs each other run again from its kept input (:meth:`StackPasses.replay`,
     with the dropout masks it drew) before going back through it.  Grown with the rows."""
 
     def __init__(self, runs):
@@ -419,20 +419,28 @@ class _SharedBuffers:
         again, stays in the workspace)."""
         return run is not self.runs[-1]
 
+    def _where(self, run, kind, l):
+        """Where a run's buffer goes: 0 the shared workspace, 1 the shared dZ buffer, or None
+        (an array of its own: the run's output)."""
+        if kind == "dZ":
+            return 1
+        if kind in ("Z", "A") and l == len(run._dense) - 1 and self._own_output(run):
+            return None
+        return 0
+
+    @staticmethod
+    def _rounded(count, item):
+        """count entries of item bytes, rounded up to 64 bytes (each view on a cache line)."""
+        return -(-count * item // 64) * 64 // item
+
     def _sizes(self, run, n):
-        """The entries a run takes of the two shared buffers for n rows (each view rounded up
-        to 64 bytes)."""
-        item = run._dense[0].W.dtype.itemsize
-        step = lambda width: -(-n * width * item // 64) * 64 // item
-        values = deltas = 0
-        last = len(run._dense) - 1 if self._own_output(run) else -1
-        for l, layer in enumerate(run._dense):
-            in_place = _in_place(layer)
-            values += step(layer.n_out) if not (l == last and in_place) else 0  # Z
-            values += step(layer.n_out) if not (in_place or l == last) else 0   # A
-            values += step(layer.n_in) if l in run._dropouts else 0             # D
-            deltas += step(layer.n_out)
-        return values, deltas
+        """The entries a run takes of the two shared buffers for n rows."""
+        sizes, item = [0, 0], run._dense[0].W.dtype.itemsize
+        for kind, l, (rows, width) in FusedTrainer.buffer_requests(run._dense, run._dropouts, n):
+            where = self._where(run, kind, l)
+            if where is not None:
+                sizes[where] += self._rounded(rows * width, item)
+        return sizes
 
     def ensure(self, n):
         """Room for n rows: every run's trainer made again on the grown buffers if needed."""
@@ -446,17 +454,15 @@ class _SharedBuffers:
                                               run._optimizer is None) for run in self.runs]
         self.scratch = np.empty((scratch[0][0], max(entries for _, entries in scratch)), dtype)
         for run in self.runs:
-            offsets, last = [0, 0], len(run._dense) - 1 if self._own_output(run) else -1
-
-            def take(kind, l, shape, offsets=offsets, last=last):
+            def take(kind, l, shape, offsets=[0, 0], run=run):
                 if kind == "dWs":  # the largest run's: every run's fits in its rows
                     return self.scratch
-                if l == last and kind in ("Z", "A"):  # the run's output: its own
+                where = self._where(run, kind, l)
+                if where is None:
                     return np.empty(shape, dtype)
-                i = 1 if kind == "dZ" else 0
                 count = shape[0] * shape[1]
-                view = self.flat[i][offsets[i]:offsets[i] + count].reshape(shape)
-                offsets[i] += -(-count * dtype.itemsize // 64) * 64 // dtype.itemsize
+                view = self.flat[where][offsets[where]:offsets[where] + count].reshape(shape)
+                offsets[where] += self._rounded(count, dtype.itemsize)
                 return view
             run._make_trainer(n, take)
         self.rows = n
@@ -738,13 +744,13 @@ class FusedTrainer:
         # per-thread scratch for the dW slices (the engine keeps dW in cache with it)
         self._dw_scratch = take("dWs", None, self.scratch_shape(self.widths, predict_only))
         # each layer's Z, A (Z itself where A may share it), dZ and dropped-out input D
-        self._Z, self._A, self._dZ, self._D = [], [], [], []
-        for l, layer in enumerate(dense):
-            Z = take("Z" if _in_place(layer) else "Z only", l, (B, layer.n_out))
-            self._Z.append(Z)
-            self._A.append(Z if _in_place(layer) else take("A", l, (B, layer.n_out)))
-            self._dZ.append(take("dZ", l, (B, layer.n_out)))
-            self._D.append(take("D", l, (B, layer.n_in)) if l in dropouts else None)
+        got = {(kind.split()[0], l): take(kind, l, shape)
+               for kind, l, shape in self.buffer_requests(dense, dropouts, B)}
+        layers = range(len(dense))
+        self._Z = [got["Z", l] for l in layers]
+        self._A = [got.get(("A", l), got["Z", l]) for l in layers]
+        self._dZ = [got["dZ", l] for l in layers]
+        self._D = [got.get(("D", l)) for l in layers]
         # dropout generators: one group of draws per distinct generator, layers in order
         self._groups = []      # [generator, total width]
         self._draw_offset = {}
@@ -787,6 +793,19 @@ class FusedTrainer:
         self._sample_weight = None
         self._output = output  # the last layer's activation in place of its own (make_predictor)
         self._bind()
+
+    @staticmethod
+    def buffer_requests(dense, dropouts, rows):
+        """The buffers of every layer, in the order a trainer takes them: (kind, layer, shape)
+        with kind "Z" (A lives in it), "Z only", "A", "dZ" or "D" (a Dropout's output)."""
+        for l, layer in enumerate(dense):
+            shared = _in_place(layer)
+            yield "Z" if shared else "Z only", l, (rows, layer.n_out)
+            if not shared:
+                yield "A", l, (rows, layer.n_out)
+            yield "dZ", l, (rows, layer.n_out)
+            if l in dropouts:
+                yield "D", l, (rows, layer.n_in)
 
     @staticmethod
     def scratch_shape(widths, predict_only=False):
